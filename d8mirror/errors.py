@@ -1,0 +1,171 @@
+"""Typed errors of d8mirror. Callers catch by meaning, never by message text.
+
+    MirrorError                      every error d8mirror raises on purpose
+    ├── ConfigError                  bad flag, parameter or environment value
+    │   └── FilterError              bad --include-package / --exclude-package expression
+    ├── InvalidReferenceError        bad image reference or repository name
+    ├── RegistryError                a registry answered badly or not at all (has .url, .status)
+    │   ├── NotFoundError            404: the thing does not exist (never retried)
+    │   │   ├── ManifestNotFoundError   MANIFEST_UNKNOWN / tag or digest missing
+    │   │   ├── BlobNotFoundError       BLOB_UNKNOWN
+    │   │   └── RepositoryNotFoundError NAME_UNKNOWN
+    │   ├── UnauthorizedError        401: credentials missing or wrong (never retried)
+    │   ├── DeniedError              403: credentials lack permission (never retried)
+    │   ├── RateLimitedError         429 (has .retry_after seconds or None)
+    │   ├── ServerError              5xx
+    │   ├── RegistryNetworkError     connection refused/reset, timeout, truncated body
+    │   ├── TLSError                 certificate verification failed
+    │   └── ProtocolError            an answer that breaks the distribution spec
+    ├── IntegrityError
+    │   └── DigestMismatchError      bytes do not hash to their digest (retried: may be transient)
+    ├── LayoutError                  an OCI image layout is missing or malformed
+    ├── BundleError                  archives: packing, chunks, unpack
+    │   ├── UnsafeArchiveEntryError  tar-slip, absolute path, link or device entry
+    │   └── ChunkSetError            a chunk set is incomplete or malformed
+    └── DiskSpaceError               ENOSPC while writing (names the path)
+
+Messages say what failed, where, and what to do. They never contain credentials.
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+class MirrorError(Exception):
+    """Base of every error d8mirror raises on purpose."""
+
+
+class ConfigError(MirrorError, ValueError):
+    """A flag, parameter or environment value is invalid."""
+
+
+class FilterError(ConfigError):
+    """A package filter expression (NAME[@CONSTRAINT]) is invalid."""
+
+
+class InvalidReferenceError(MirrorError, ValueError):
+    """An image reference or repository name is invalid."""
+
+
+class RegistryError(MirrorError):
+    """A registry request failed. ``url`` never carries credentials."""
+
+    def __init__(self, message: str, *, url: str = "", status: int | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.code = code
+
+
+class NotFoundError(RegistryError):
+    """The registry says the object does not exist (HTTP 404)."""
+
+
+class ManifestNotFoundError(NotFoundError):
+    """Tag or manifest digest is unknown (MANIFEST_UNKNOWN)."""
+
+
+class BlobNotFoundError(NotFoundError):
+    """Blob is unknown (BLOB_UNKNOWN)."""
+
+
+class RepositoryNotFoundError(NotFoundError):
+    """Repository is unknown (NAME_UNKNOWN)."""
+
+
+class UnauthorizedError(RegistryError):
+    """HTTP 401: credentials are missing or wrong."""
+
+
+class DeniedError(RegistryError):
+    """HTTP 403: the credentials do not grant this action."""
+
+
+class RateLimitedError(RegistryError):
+    """HTTP 429. ``retry_after`` is the server's Retry-After in seconds, if any."""
+
+    def __init__(self, message: str, *, url: str = "", status: int | None = 429,
+                 code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, url=url, status=status, code=code)
+        self.retry_after = retry_after
+
+
+class ServerError(RegistryError):
+    """HTTP 5xx."""
+
+
+class RegistryNetworkError(RegistryError):
+    """The connection failed, timed out or was cut mid-body."""
+
+
+class TLSError(RegistryError):
+    """TLS certificate verification failed."""
+
+
+class ProtocolError(RegistryError):
+    """The registry's answer breaks the distribution spec (bad header, bad JSON...)."""
+
+
+class IntegrityError(MirrorError):
+    """Content does not match what it claims to be."""
+
+
+class DigestMismatchError(IntegrityError):
+    """Bytes do not hash to the expected digest."""
+
+    def __init__(self, message: str, *, expected: str = "", actual: str = "") -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+class LayoutError(MirrorError):
+    """An OCI image layout is missing or malformed."""
+
+
+class BundleError(MirrorError):
+    """A bundle archive could not be written or read."""
+
+
+class UnsafeArchiveEntryError(BundleError):
+    """A tar entry would escape its target directory or is not a regular file."""
+
+
+class ChunkSetError(BundleError):
+    """A chunked archive is incomplete or malformed."""
+
+
+class DiskSpaceError(MirrorError, OSError):
+    """The disk is full while writing ``path``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            errno.ENOSPC,
+            f"disk space exhausted while writing {path}: free space there, "
+            "use --tmp-dir on a bigger volume, or split archives with --images-bundle-chunk-size",
+        )
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether retrying the operation that raised ``exc`` may succeed.
+
+    Transient: rate limits, 5xx, network faults, digest mismatches (a corrupted transfer).
+    Never retried: not found, unauthorized, denied, bad input, TLS failures, protocol errors.
+    """
+    if isinstance(exc, (NotFoundError, UnauthorizedError, DeniedError, TLSError, ConfigError)):
+        return False
+    return isinstance(exc, (RateLimitedError, ServerError, RegistryNetworkError,
+                            DigestMismatchError))
+
+
+def wrap_os_error(exc: OSError, path: str) -> OSError:
+    """Turn ENOSPC into :class:`DiskSpaceError` naming ``path``; other errors unchanged."""
+    if exc.errno == errno.ENOSPC and not isinstance(exc, DiskSpaceError):
+        return DiskSpaceError(path)
+    return exc
