@@ -1,0 +1,119 @@
+"""Hashing file and stream helpers for blob transfers (never the whole blob in memory)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from d8mirror.errors import DigestMismatchError
+
+CHUNK_SIZE = 1 << 20
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def file_chunks(path: Path, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+    """Yield ``length`` bytes of ``path`` from ``start`` in pieces of at most 1 MiB."""
+    with path.open("rb") as source:
+        source.seek(start)
+        remaining = length
+        while remaining is None or remaining > 0:
+            want = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
+            piece = source.read(want)
+            if not piece:
+                return
+            if remaining is not None:
+                remaining -= len(piece)
+            yield piece
+
+
+class PartialDownload:
+    """A ``.partial`` file being appended to, with the running sha256 of its content."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hasher = hashlib.sha256()
+        self.length = 0
+        if path.exists():
+            for piece in file_chunks(path):
+                self.hasher.update(piece)
+                self.length += len(piece)
+        self._file: BinaryIO = path.open("ab")
+
+    def append(self, piece: bytes) -> None:
+        self._file.write(piece)
+        self.hasher.update(piece)
+        self.length += len(piece)
+
+    def restart(self) -> None:
+        self._file.seek(0)
+        self._file.truncate()
+        self.hasher = hashlib.sha256()
+        self.length = 0
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hasher.hexdigest()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def discard(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+    def commit(self, dest: Path) -> None:
+        self._file.flush()
+        self._file.close()
+        os.replace(self.path, dest)
+
+
+class BlobReader(io.RawIOBase):
+    """A readable stream over a blob download; raises DigestMismatchError at EOF if wrong."""
+
+    def __init__(self, pieces: Iterator[bytes], digest: str, where: str) -> None:
+        super().__init__()
+        self._pieces = pieces
+        self._digest = digest
+        self._where = where
+        self._hasher = hashlib.sha256()
+        self._buffer = b""
+        self._pos = 0
+        self._eof = False
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while self._pos >= len(self._buffer) and not self._eof:
+            self._next_piece()
+        count = min(len(buffer), len(self._buffer) - self._pos)
+        buffer[:count] = self._buffer[self._pos:self._pos + count]
+        self._pos += count
+        return count
+
+    def _next_piece(self) -> None:
+        piece = next(self._pieces, None)
+        if piece is None:
+            self._eof = True
+            self._verify()
+            return
+        self._hasher.update(piece)
+        self.bytes_read += len(piece)
+        self._buffer = piece
+        self._pos = 0
+
+    def _verify(self) -> None:
+        actual = "sha256:" + self._hasher.hexdigest()
+        if actual != self._digest:
+            raise DigestMismatchError(
+                f"blob {self._where} hashes to {actual}, not {self._digest}: the registry "
+                "served corrupted data; retry, or repair the blob in the source registry",
+                expected=self._digest, actual=actual)

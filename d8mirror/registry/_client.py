@@ -1,0 +1,474 @@
+"""The OCI distribution client: one per registry host, safe to share between threads."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from d8mirror.errors import (
+    ConfigError,
+    DigestMismatchError,
+    ProtocolError,
+    RegistryError,
+    RegistryNetworkError,
+    wrap_os_error,
+)
+from d8mirror.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES
+from d8mirror.reference import (
+    is_valid_digest,
+    validate_digest,
+    validate_repository,
+    validate_tag,
+)
+from d8mirror.registry._auth import RegistryAuth
+from d8mirror.registry._blobio import (
+    CHUNK_SIZE,
+    BlobReader,
+    PartialDownload,
+    file_chunks,
+    sha256_digest,
+)
+from d8mirror.registry._errors import (
+    Subject,
+    error_from_response,
+    raise_for_response,
+    redact_url,
+    translated_transport_errors,
+)
+from d8mirror.registry._links import parse_next_link
+from d8mirror.registry._models import Credentials, Descriptor, Manifest, TLSOptions
+
+_ACCEPT = {"Accept": ", ".join(MANIFEST_ACCEPT)}
+_IDENTITY = {"Accept-Encoding": "identity"}
+_OCTETS = "application/octet-stream"
+_USER_AGENT = {"User-Agent": "d8mirror/0.1"}
+_GENERIC_TYPES = frozenset({"", "application/json", "text/plain", "application/octet-stream"})
+_MAX_LIST_BODY = 16 << 20
+_DEFAULT_TLS = TLSOptions()
+
+
+def ssl_context(tls: TLSOptions) -> ssl.SSLContext:
+    """System trust (honours SSL_CERT_FILE/SSL_CERT_DIR) plus ``ca_file``, or no verification."""
+    if tls.skip_verify:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    context = ssl.create_default_context()
+    if tls.ca_file:
+        try:
+            context.load_verify_locations(cafile=tls.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the CA file {tls.ca_file}: {exc}; give a PEM "
+                              "bundle of the registry's CA certificates") from exc
+    return context
+
+
+class RegistryClient:
+    """Talks the OCI distribution API to one registry (``host[:port]``).
+
+    No retries here apart from one Range-resume of a broken blob download and one
+    re-authentication on 401: callers retry by :func:`d8mirror.errors.is_retryable`.
+    """
+
+    def __init__(self, registry: str, *, credentials: Credentials | None = None,
+                 tls: TLSOptions = _DEFAULT_TLS, timeout: float = 60.0,
+                 max_connections: int = 16) -> None:
+        if not registry or "/" in registry or "@" in registry:
+            raise ConfigError(f"invalid registry host {registry!r}: expected host[:port]")
+        self.registry = registry
+        scheme = "http" if tls.insecure else "https"
+        base_url = httpx.URL(f"{scheme}://{registry}")
+        verify = ssl_context(tls)
+        limits = httpx.Limits(max_connections=max_connections,
+                              max_keepalive_connections=max_connections)
+        self._token_http = httpx.Client(verify=verify, timeout=timeout, follow_redirects=True,
+                                        headers=_USER_AGENT)
+        self._auth = RegistryAuth(registry, credentials, self._token_http, origin=base_url)
+        self._http = httpx.Client(base_url=base_url, auth=self._auth, verify=verify,
+                                  timeout=timeout, limits=limits, follow_redirects=True,
+                                  headers=_USER_AGENT)
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.registry!r})"
+
+    def close(self) -> None:
+        self._http.close()
+        self._token_http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _send(self, method: str, url: str | httpx.URL, *, subject: Subject,
+              expected: tuple[int, ...], headers: dict[str, str] | None = None,
+              content: bytes | Iterator[bytes] | None = None) -> httpx.Response:
+        with translated_transport_errors(method, url, self.registry):
+            response = self._http.request(method, url, headers=headers, content=content)
+        raise_for_response(response, subject=subject, expected=expected, registry=self.registry)
+        return response
+
+    @contextmanager
+    def _stream(self, method: str, url: str | httpx.URL, *, subject: Subject,
+                expected: tuple[int, ...],
+                headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
+        with translated_transport_errors(method, url, self.registry), \
+                self._http.stream(method, url, headers=headers) as response:
+            raise_for_response(response, subject=subject, expected=expected,
+                               registry=self.registry)
+            yield response
+
+    def _location(self, response: httpx.Response) -> httpx.URL:
+        location = response.headers.get("Location")
+        if not location:
+            url = redact_url(response.request.url)
+            raise ProtocolError(f"{response.request.method} {url} answered "
+                                f"{response.status_code} without a Location header",
+                                url=url, status=response.status_code)
+        return response.url.join(location)
+
+    # -- registry and tags ------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """GET /v2/ with authentication: proves reachability, TLS and credentials."""
+        self._send("GET", "/v2/", subject="other", expected=(200,))
+
+    def list_tags(self, repository: str, *, limit: int = 100_000) -> list[str]:
+        """All tags of ``repository`` (following ``Link`` pagination), sorted and unique."""
+        validate_repository(repository)
+        return sorted(set(self._paginate(f"/v2/{repository}/tags/list", "tags", limit)))
+
+    def list_repositories(self, *, page_size: int = 1000, limit: int = 100_000) -> list[str]:
+        """The registry catalog (``/v2/_catalog?n=page_size``), sorted and unique."""
+        url = httpx.URL("/v2/_catalog", params={"n": str(page_size)})
+        return sorted(set(self._paginate(url, "repositories", limit)))
+
+    def _paginate(self, url: str | httpx.URL, key: str, limit: int) -> list[str]:
+        items: list[str] = []
+        seen: set[str] = set()
+        next_url: str | httpx.URL | None = url
+        while next_url is not None:
+            response = self._send("GET", next_url, subject="repository", expected=(200,))
+            items.extend(_string_list(response, key))
+            if len(items) > limit:
+                raise ProtocolError(f"{redact_url(response.request.url)} lists more than "
+                                    f"{limit} {key}: refusing an endless list",
+                                    url=redact_url(response.request.url), status=200)
+            target = parse_next_link(response.headers.get("Link"))
+            next_url = response.url.join(target) if target else None
+            if next_url is not None:
+                if str(next_url) in seen:
+                    raise ProtocolError(f"pagination loops at {redact_url(next_url)}",
+                                        url=redact_url(next_url), status=200)
+                seen.add(str(next_url))
+        return items
+
+    # -- manifests --------------------------------------------------------------------------
+
+    def head_manifest(self, repository: str, reference: str) -> Descriptor:
+        """Media type, digest and size of a manifest; falls back to GET when HEAD is unhelpful."""
+        url = _manifest_path(repository, reference)
+        with translated_transport_errors("HEAD", url, self.registry):
+            response = self._http.head(url, headers=_ACCEPT)
+        if response.status_code == 404:
+            raise error_from_response(response, subject="manifest", registry=self.registry)
+        if response.status_code == 200:
+            descriptor = _descriptor_from_headers(response)
+            if descriptor is not None and (not is_valid_digest(reference)
+                                           or descriptor.digest == reference):
+                return descriptor
+        return self.get_manifest(repository, reference).descriptor
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest:
+        """The manifest bytes exactly as served (all four manifest types accepted)."""
+        url = _manifest_path(repository, reference)
+        with self._stream("GET", url, subject="manifest", expected=(200,),
+                          headers=_ACCEPT) as response:
+            data = _read_limited(response, MAX_MANIFEST_BYTES, "manifest")
+            content_type = response.headers.get("Content-Type", "")
+        digest = sha256_digest(data)
+        if is_valid_digest(reference) and digest != reference:
+            raise DigestMismatchError(
+                f"manifest {repository}@{reference} from {self.registry} hashes to {digest}: "
+                "the registry served other bytes; retry, or repair the source",
+                expected=reference, actual=digest)
+        return Manifest(_manifest_media_type(content_type, data), digest, data)
+
+    def put_manifest(self, repository: str, reference: str, data: bytes,
+                     media_type: str) -> str:
+        """Upload manifest ``data`` unchanged under a tag or digest; returns its digest."""
+        url = _manifest_path(repository, reference)
+        digest = sha256_digest(data)
+        if is_valid_digest(reference) and digest != reference:
+            raise DigestMismatchError(f"manifest bytes hash to {digest}, not {reference}",
+                                      expected=reference, actual=digest)
+        response = self._send("PUT", url, subject="manifest", expected=(200, 201, 202),
+                              headers={"Content-Type": media_type}, content=data)
+        _check_digest_header(response, digest)
+        return digest
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        url = _blob_path(repository, digest)
+        response = self._send("HEAD", url, subject="blob", expected=(200, 404))
+        return response.status_code == 200
+
+    def fetch_blob(self, repository: str, digest: str, dest: Path, *, size: int | None = None,
+                   on_progress: Callable[[int], None] | None = None) -> int:
+        """Stream a blob to ``dest`` via ``dest.partial``, verified; returns its size.
+
+        A ``.partial`` left by an earlier attempt is re-hashed and continued with a Range
+        request; a connection broken mid-body is resumed the same way once. ``on_progress``
+        gets byte counts as they land (the reused partial counts once, first).
+        """
+        url = _blob_path(repository, digest)
+        partial_path = dest.with_name(dest.name + ".partial")
+        try:
+            partial = PartialDownload(partial_path)
+        except OSError as exc:
+            raise wrap_os_error(exc, str(partial_path)) from exc
+        committed = False
+        try:
+            if size is not None and partial.length > size:
+                partial.restart()
+            if on_progress is not None and partial.length:
+                on_progress(partial.length)
+            self._download_resuming(url, partial, size, on_progress)
+            _verify_partial(partial, digest, size, f"{repository}@{digest}")
+            partial.commit(dest)
+            committed = True
+            return partial.length
+        except DigestMismatchError:
+            partial.discard()
+            raise
+        except OSError as exc:
+            raise wrap_os_error(exc, str(partial_path)) from exc
+        finally:
+            if not committed:
+                partial.close()
+
+    def _download_resuming(self, url: str, partial: PartialDownload, size: int | None,
+                           on_progress: Callable[[int], None] | None) -> None:
+        try:
+            self._download_into(url, partial, size, on_progress)
+        except RegistryNetworkError:
+            self._download_into(url, partial, size, on_progress)
+
+    def _download_into(self, url: str, partial: PartialDownload, size: int | None,
+                       on_progress: Callable[[int], None] | None) -> None:
+        for _attempt in range(2):
+            offset = partial.length
+            if size is not None and offset == size:
+                return
+            headers = dict(_IDENTITY)
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+            with self._stream("GET", url, subject="blob", expected=(200, 206, 416),
+                              headers=headers) as response:
+                if response.status_code == 416:
+                    partial.restart()
+                    continue
+                if response.status_code == 200 and offset:
+                    partial.restart()
+                elif response.status_code == 206:
+                    _check_content_range(response, offset)
+                for piece in response.iter_bytes(CHUNK_SIZE):
+                    partial.append(piece)
+                    if size is not None and partial.length > size:
+                        raise DigestMismatchError(
+                            f"blob {url} on {self.registry} is longer than its {size} bytes",
+                            expected=str(size), actual=f">{size}")
+                    if on_progress is not None:
+                        on_progress(len(piece))
+                return
+        raise ProtocolError(f"{url} keeps answering 416 to a download from byte 0",
+                            url=url, status=416)
+
+    @contextmanager
+    def open_blob(self, repository: str, digest: str) -> Iterator[BlobReader]:
+        """A readable stream of a blob, hashed as it is read (DigestMismatchError at EOF)."""
+        url = _blob_path(repository, digest)
+        with self._stream("GET", url, subject="blob", expected=(200,),
+                          headers=_IDENTITY) as response:
+            yield BlobReader(response.iter_bytes(CHUNK_SIZE), digest, f"{repository}@{digest}")
+
+    def upload_blob(self, repository: str, digest: str, source: Path, *, size: int | None = None,
+                    chunk_size: int = 64 << 20,
+                    on_progress: Callable[[int], None] | None = None) -> None:
+        """Upload ``source`` as blob ``digest``: POST + PUT, or POST + PATCH… + PUT (chunked)."""
+        validate_digest(digest)
+        validate_repository(repository)
+        if chunk_size <= 0:
+            raise ConfigError(f"upload chunk size must be positive, got {chunk_size}")
+        try:
+            actual_size = source.stat().st_size
+        except OSError as exc:
+            raise wrap_os_error(exc, str(source)) from exc
+        if size is not None and size != actual_size:
+            raise DigestMismatchError(f"{source} has {actual_size} bytes, not the {size} of "
+                                      f"blob {digest}", expected=str(size),
+                                      actual=str(actual_size))
+        start = self._send("POST", f"/v2/{repository}/blobs/uploads/", subject="repository",
+                           expected=(202,))
+        location = self._location(start)
+        offset = 0
+        if actual_size > chunk_size:
+            while offset < actual_size:
+                length = min(chunk_size, actual_size - offset)
+                location = self._patch_chunk(location, source, offset, length)
+                offset += length
+                if on_progress is not None:
+                    on_progress(length)
+        final_length = actual_size - offset
+        finish = self._send(
+            "PUT", location.copy_merge_params({"digest": digest}), subject="blob",
+            expected=(201, 204),
+            headers={"Content-Type": _OCTETS, "Content-Length": str(final_length)},
+            content=file_chunks(source, offset, final_length))
+        if on_progress is not None and final_length:
+            on_progress(final_length)
+        _check_digest_header(finish, digest)
+
+    def _patch_chunk(self, location: httpx.URL, source: Path, offset: int,
+                     length: int) -> httpx.URL:
+        response = self._send(
+            "PATCH", location, subject="blob", expected=(202,),
+            headers={"Content-Type": _OCTETS, "Content-Length": str(length),
+                     "Content-Range": f"{offset}-{offset + length - 1}"},
+            content=file_chunks(source, offset, length))
+        return self._location(response)
+
+    def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
+        """Cross-repository mount; False (upload session cancelled) when the registry declines."""
+        validate_digest(digest)
+        validate_repository(repository)
+        validate_repository(from_repository)
+        url = httpx.URL(f"/v2/{repository}/blobs/uploads/",
+                        params={"mount": digest, "from": from_repository})
+        response = self._send("POST", url, subject="blob", expected=(201, 202))
+        if response.status_code == 201:
+            return True
+        self._cancel_upload(response)
+        return False
+
+    def _cancel_upload(self, response: httpx.Response) -> None:
+        # An abandoned session expires on its own; the mount answer stands either way.
+        with suppress(RegistryError):
+            self._send("DELETE", self._location(response), subject="other",
+                       expected=(200, 202, 204, 404))
+
+
+def _manifest_path(repository: str, reference: str) -> str:
+    validate_repository(repository)
+    if not is_valid_digest(reference):
+        validate_tag(reference)
+    return f"/v2/{repository}/manifests/{reference}"
+
+
+def _blob_path(repository: str, digest: str) -> str:
+    validate_repository(repository)
+    validate_digest(digest)
+    return f"/v2/{repository}/blobs/{digest}"
+
+
+def _string_list(response: httpx.Response, key: str) -> list[str]:
+    url = redact_url(response.request.url)
+    try:
+        body: Any = json.loads(_read_limited(response, _MAX_LIST_BODY, key))
+    except ValueError as exc:
+        raise ProtocolError(f"{url} answered invalid JSON: {exc}", url=url, status=200) from exc
+    items = body.get(key) if isinstance(body, dict) else None
+    if items is None and isinstance(body, dict):
+        return []  # some registries send "tags": null for an empty repository
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ProtocolError(f"{url} answered no list of strings under {key!r}", url=url,
+                            status=200)
+    return items
+
+
+def _read_limited(response: httpx.Response, limit: int, what: str) -> bytes:
+    url = redact_url(response.request.url)
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ProtocolError(f"{what} at {url} is {declared} bytes, over the {limit} limit",
+                            url=url, status=response.status_code)
+    if response.is_stream_consumed:
+        body = response.content
+    else:
+        buffer = bytearray()
+        for piece in response.iter_bytes():
+            buffer += piece
+            if len(buffer) > limit:
+                break
+        body = bytes(buffer)
+    if len(body) > limit:
+        raise ProtocolError(f"{what} at {url} is over the {limit} byte limit", url=url,
+                            status=response.status_code)
+    return body
+
+
+def _manifest_media_type(content_type: str, data: bytes) -> str:
+    declared = content_type.split(";", 1)[0].strip().lower()
+    if declared not in _GENERIC_TYPES:
+        return declared
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        parsed = None
+    embedded = parsed.get("mediaType") if isinstance(parsed, dict) else None
+    if isinstance(embedded, str) and embedded:
+        return embedded
+    raise ProtocolError(f"manifest has no media type (Content-Type {content_type!r} and no "
+                        "mediaType field)")
+
+
+def _descriptor_from_headers(response: httpx.Response) -> Descriptor | None:
+    digest = response.headers.get("Docker-Content-Digest", "")
+    length = response.headers.get("Content-Length", "")
+    media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if not is_valid_digest(digest) or not length.isdigit() or media_type in _GENERIC_TYPES:
+        return None
+    return Descriptor(media_type, digest, int(length))
+
+
+def _check_digest_header(response: httpx.Response, digest: str) -> None:
+    served = response.headers.get("Docker-Content-Digest")
+    if served and served != digest:
+        url = redact_url(response.request.url)
+        raise ProtocolError(f"{url} stored digest {served}, but the bytes sent hash to "
+                            f"{digest}", url=url, status=response.status_code)
+
+
+def _check_content_range(response: httpx.Response, offset: int) -> None:
+    content_range = response.headers.get("Content-Range", "")
+    if not content_range.startswith(f"bytes {offset}-"):
+        url = redact_url(response.request.url)
+        raise ProtocolError(f"{url} answered a Range from byte {offset} with Content-Range "
+                            f"{content_range!r}", url=url, status=206)
+
+
+def _verify_partial(partial: PartialDownload, digest: str, size: int | None,
+                    where: str) -> None:
+    if size is not None and partial.length != size:
+        raise DigestMismatchError(f"blob {where} has {partial.length} bytes, not {size}: "
+                                  "truncated or wrong; retry", expected=str(size),
+                                  actual=str(partial.length))
+    if partial.digest != digest:
+        raise DigestMismatchError(
+            f"blob {where} hashes to {partial.digest}: the registry served corrupted data; "
+            "retry, or repair the blob in the source registry",
+            expected=digest, actual=partial.digest)
+
