@@ -4,6 +4,7 @@
     ├── ConfigError                  bad flag, parameter or environment value
     │   └── FilterError              bad --include-package / --exclude-package expression
     ├── InvalidReferenceError        bad image reference or repository name
+    ├── InvalidImageMetadataError    bad JSON metadata read from inside an image (extra_images.json)
     ├── RegistryError                a registry answered badly or not at all (has .url, .status)
     │   ├── NotFoundError            404: the thing does not exist (never retried)
     │   │   ├── ManifestNotFoundError   MANIFEST_UNKNOWN / tag or digest missing
@@ -17,7 +18,8 @@
     │   ├── TLSError                 certificate verification failed
     │   └── ProtocolError            an answer that breaks the distribution spec
     ├── IntegrityError
-    │   └── DigestMismatchError      bytes do not hash to their digest (retried: may be transient)
+    │   ├── DigestMismatchError      bytes do not hash to their digest (retried: may be transient)
+    │   └── LayerReadError           an image layer is truncated or not a readable tar
     ├── LayoutError                  an OCI image layout is missing or malformed
     ├── BundleError                  archives: packing, chunks, unpack
     │   ├── UnsafeArchiveEntryError  tar-slip, absolute path, link or device entry
@@ -46,6 +48,10 @@ class FilterError(ConfigError):
 
 class InvalidReferenceError(MirrorError, ValueError):
     """An image reference or repository name is invalid."""
+
+
+class InvalidImageMetadataError(MirrorError, ValueError):
+    """A metadata file read from inside an image (e.g. ``extra_images.json``) is malformed."""
 
 
 class RegistryError(MirrorError):
@@ -119,6 +125,10 @@ class DigestMismatchError(IntegrityError):
         super().__init__(message)
         self.expected = expected
         self.actual = actual
+
+
+class LayerReadError(IntegrityError):
+    """An image layer on disk is truncated or not a readable (gzip) tar."""
 
 
 class LayoutError(MirrorError):
