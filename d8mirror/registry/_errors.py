@@ -130,7 +130,7 @@ def translated_transport_errors(method: str, url: str | httpx.URL,
 
 def error_from_transport(exc: BaseException, method: str, url: str | httpx.URL,
                          registry: str) -> RegistryError:
-    safe = redact_url(url)
+    safe = redact_url(_absolute_url(exc, url))
     ssl_exc = _find_ssl_error(exc)
     if ssl_exc is not None:
         return _tls_error(ssl_exc, method, safe, registry)
@@ -139,6 +139,16 @@ def error_from_transport(exc: BaseException, method: str, url: str | httpx.URL,
         f"connection to {registry} {kind}: {method} {safe}: {type(exc).__name__}: {exc}; check "
         "that the registry is reachable, raise the timeout, or re-run (downloads resume)",
         url=safe)
+
+
+def _absolute_url(exc: BaseException, fallback: str | httpx.URL) -> str | httpx.URL:
+    """The full URL of the failed request (httpx knows it; the caller may only have a path)."""
+    if isinstance(exc, httpx.RequestError):
+        try:
+            return exc.request.url
+        except RuntimeError:
+            pass
+    return fallback
 
 
 def _tls_error(exc: ssl.SSLError, method: str, safe_url: str, registry: str) -> TLSError:
