@@ -300,4 +300,5 @@ def push_image(client: Any, tmp: Path, repository: str, tag: str, layer: bytes,
 
 def blob_data_path(server: Any, digest: str) -> Path:
     hexdigest = digest.split(":")[1]
-    return Path(server.root) / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+    blobs = Path(server.root) / "docker/registry/v2/blobs/sha256"
+    return blobs / hexdigest[:2] / hexdigest / "data"

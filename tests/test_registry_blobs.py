@@ -95,7 +95,8 @@ def test_corrupted_blob_is_rejected_and_leaves_no_file(reg_plain: Any, tmp_path:
         assert caught.value.expected == digest
         assert not dest.exists()
         assert not dest.with_name("corrupt.partial").exists()
-        with pytest.raises(DigestMismatchError), client.open_blob("blobs/corrupt", digest) as reader:
+        with pytest.raises(DigestMismatchError), \
+                client.open_blob("blobs/corrupt", digest) as reader:
             reader.read()
 
 

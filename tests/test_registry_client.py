@@ -78,9 +78,9 @@ def test_basic_auth_is_sent_up_front_after_the_first_challenge(reg_basic: Any,
 
 
 def test_tls_without_ca_fails_with_a_hint(reg_tls: Any) -> None:
-    with bed.client_for(reg_tls, tls=TLSOptions()) as client:
-        with pytest.raises(TLSError) as caught:
-            client.ping()
+    with bed.client_for(reg_tls, tls=TLSOptions()) as client, \
+            pytest.raises(TLSError) as caught:
+        client.ping()
     message = str(caught.value)
     assert "--tls-skip-verify" in message and "--ca-file" in message
     assert caught.value.url.startswith("https://127.0.0.1")
@@ -113,9 +113,9 @@ def test_unknown_manifest_and_repository(reg_plain: Any, tmp_path: Path) -> None
 
 def test_connection_refused_is_a_network_error() -> None:
     port = bed.free_port()
-    with RegistryClient(f"127.0.0.1:{port}", tls=TLSOptions(insecure=True), timeout=5) as client:
-        with pytest.raises(RegistryNetworkError) as caught:
-            client.ping()
+    with RegistryClient(f"127.0.0.1:{port}", tls=TLSOptions(insecure=True), timeout=5) as client, \
+            pytest.raises(RegistryNetworkError) as caught:
+        client.ping()
     assert f"127.0.0.1:{port}" in str(caught.value)
 
 
