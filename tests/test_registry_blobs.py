@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 import test_registry_bed as bed
 
 from d8mirror.errors import BlobNotFoundError, DigestMismatchError
+from d8mirror.registry import RegistryClient, TLSOptions
 
 reg_plain = bed.reg_plain
 reg_token = bed.reg_token
@@ -194,3 +196,87 @@ def test_one_gib_blob_with_flat_memory(reg_plain: Any, tmp_path: Path) -> None:
 
 def test_digest_helper_matches_hashlib() -> None:
     assert bed.sha256(b"abc") == "sha256:" + hashlib.sha256(b"abc").hexdigest()
+
+
+class _CuttingProxy:
+    """TCP proxy to a real registry that cuts the first blob GET after ``cut_after`` bytes."""
+
+    def __init__(self, upstream: str, cut_after: int) -> None:
+        import socket
+        import threading
+
+        self._upstream = upstream.rsplit(":", 1)
+        self.cut_after = cut_after
+        self.cuts = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._threading = threading
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((self._upstream[0], int(self._upstream[1])))
+            state = {"armed": False}
+            self._threading.Thread(target=self._up, args=(client, upstream, state),
+                                   daemon=True).start()
+            self._threading.Thread(target=self._down, args=(upstream, client, state),
+                                   daemon=True).start()
+
+    def _up(self, client: Any, upstream: Any, state: dict[str, bool]) -> None:
+        try:
+            while data := client.recv(65536):
+                if b"GET /v2/" in data and b"/blobs/sha256:" in data and self.cuts == 0:
+                    state["armed"] = True
+                upstream.sendall(data)
+        except OSError:
+            pass
+
+    def _down(self, upstream: Any, client: Any, state: dict[str, bool]) -> None:
+        sent = 0
+        try:
+            while data := upstream.recv(65536):
+                if state["armed"]:
+                    room = self.cut_after - sent
+                    if len(data) >= room:
+                        client.sendall(data[:room])
+                        self.cuts += 1
+                        break
+                    sent += len(data)
+                client.sendall(data)
+        except OSError:
+            pass
+        import socket
+
+        for sock in (client, upstream):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_broken_download_resumes_with_range(reg_plain: Any, tmp_path: Path) -> None:
+    data = os.urandom(4 << 20)
+    source, digest = _blob_file(tmp_path, data)
+    with bed.client_for(reg_plain) as client:
+        client.upload_blob("blobs/broken", digest, source)
+    proxy = _CuttingProxy(reg_plain.host, cut_after=(1 << 20) + 1234)
+    try:
+        reg_plain.clear_requests()
+        with RegistryClient(proxy.host, tls=TLSOptions(insecure=True), timeout=10) as client:
+            dest = tmp_path / "broken"
+            assert client.fetch_blob("blobs/broken", digest, dest, size=len(data)) == len(data)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1
+    assert dest.read_bytes() == data
+    statuses = [status for method, path, status in reg_plain.requests()
+                if method == "GET" and digest in path]
+    assert statuses[-1] == 206 and len(statuses) == 2
