@@ -229,3 +229,22 @@ def test_bad_docker_config_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         resolve_credentials("reg.test", docker_config=bad)
     assert "!!!" not in str(caught.value)
+
+
+def test_oversized_manifest_and_wrong_digest_are_refused() -> None:
+    from d8mirror.errors import DigestMismatchError
+    from d8mirror.mediatypes import MAX_MANIFEST_BYTES, OCI_MANIFEST
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/big"):
+            return httpx.Response(200, headers={"Content-Type": OCI_MANIFEST},
+                                  content=b" " * (MAX_MANIFEST_BYTES + 1))
+        return httpx.Response(200, headers={"Content-Type": OCI_MANIFEST}, content=b"{}")
+
+    wrong = "sha256:" + "0" * 64
+    with _mock_client(httpx.MockTransport(handler), None) as client:
+        with pytest.raises(ProtocolError, match="limit"):
+            client.get_manifest("a/b", "big")
+        with pytest.raises(DigestMismatchError):
+            client.get_manifest("a/b", wrong)
+        assert client.get_manifest("a/b", "small").data == b"{}"

@@ -64,6 +64,12 @@ class PartialDownload:
     def close(self) -> None:
         self._file.close()
 
+    def close_keeping_progress(self) -> None:
+        """Close after a failure: keep bytes for a later resume, drop an empty file."""
+        self._file.close()
+        if self.length == 0:
+            self.path.unlink(missing_ok=True)
+
     def discard(self) -> None:
         self._file.close()
         self.path.unlink(missing_ok=True)

@@ -258,7 +258,7 @@ class RegistryClient:
             raise wrap_os_error(exc, str(partial_path)) from exc
         finally:
             if not committed:
-                partial.close()
+                partial.close_keeping_progress()
 
     def _download_resuming(self, url: str, partial: PartialDownload, size: int | None,
                            on_progress: Callable[[int], None] | None) -> None:
