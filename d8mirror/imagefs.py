@@ -1,0 +1,217 @@
+"""Files read from inside images (spec §1.3, §5.1) and the parsers of those files.
+
+Layers are tar blobs on disk (gzip or plain), always streamed (``tarfile`` mode ``r|``), never
+loaded whole. Two lookup semantics, as in the reference:
+
+* ``top_first_any=True`` (``extra_images.json``): scan layers from the top; the first regular
+  file whose cleaned path equals the name wins.
+* ``top_first_any=False`` (``version.json``, ``images_digests.json``): the flattened filesystem.
+  The topmost layer holding the file wins; an OCI whiteout in a higher layer — ``.wh.<name>``
+  next to the file, ``.wh.<dir>`` for an ancestor directory, or ``.wh..wh..opq`` in the file's
+  directory or an ancestor — hides every lower layer. Whiteouts never hide a file of their own
+  layer (OCI image spec).
+
+A truncated or corrupt layer raises :class:`~d8mirror.errors.LayerReadError`; it is never
+reported as "absent". Files larger than :data:`MAX_IMAGE_FILE_BYTES` are refused.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import posixpath
+import re
+import tarfile
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from d8mirror.errors import InvalidImageMetadataError, LayerReadError
+from d8mirror.reference import is_valid_component, is_valid_tag
+
+MAX_IMAGE_FILE_BYTES = 1024 * 1024
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_WHITEOUT = ".wh..wh..opq"
+_Stream = gzip.GzipFile | BinaryIO
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_TAR_BLOCK = 512
+_DIGEST_RE = re.compile(rb"sha256:[a-f0-9]{64}")
+_LAYER_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError)
+
+
+def clean_path(name: str) -> str:
+    """A tar entry name as a relative path: ``./x`` → ``x``, ``/a//b/`` → ``a/b``;
+    a name escaping the root (``../x``) becomes ``""`` (never matches)."""
+    cleaned = posixpath.normpath(name.lstrip("/"))
+    if cleaned in (".", "..") or cleaned.startswith("../"):
+        return ""
+    return cleaned
+
+
+def _ancestors(path: str) -> list[str]:
+    """``a/b/c`` → ``["", "a", "a/b"]`` (directories containing the path, root first)."""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[:i]) for i in range(len(parts) + 1)]
+
+
+@dataclass(frozen=True)
+class _Hider:
+    """The whiteout entry names that, in a higher layer, hide ``target``."""
+
+    names: frozenset[str]
+
+    @classmethod
+    def of(cls, target: str) -> _Hider:
+        names: set[str] = set()
+        for directory in _ancestors(target):
+            names.add(posixpath.join(directory, OPAQUE_WHITEOUT))
+        components = target.split("/")
+        for i, component in enumerate(components):
+            parent = "/".join(components[:i])
+            names.add(posixpath.join(parent, WHITEOUT_PREFIX + component))
+        return cls(frozenset(names))
+
+
+@contextmanager
+def _open_layer(path: Path) -> Iterator[tuple[tarfile.TarFile, _Stream, bool]]:
+    """The layer as a streaming tar, its (decompressed) stream and whether it is gzip."""
+    with path.open("rb") as raw:
+        magic = raw.read(4)
+        raw.seek(0)
+        if magic.startswith(_ZSTD_MAGIC):
+            raise LayerReadError(f"layer {path} is zstd-compressed, which is not supported yet")
+        gzipped = magic.startswith(_GZIP_MAGIC)
+        stream: _Stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
+        with stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            yield tar, stream, gzipped
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, layer: Path) -> bytes:
+    if member.size > MAX_IMAGE_FILE_BYTES:
+        raise InvalidImageMetadataError(
+            f"{member.name} in layer {layer} is {member.size} bytes, more than the "
+            f"{MAX_IMAGE_FILE_BYTES}-byte limit for image metadata files"
+        )
+    handle = tar.extractfile(member)
+    data = handle.read() if handle is not None else b""
+    if len(data) != member.size:
+        raise LayerReadError(f"layer {layer} is truncated inside {member.name}")
+    return data
+
+
+def _finish(tar: tarfile.TarFile, stream: _Stream, gzipped: bool, layer: Path) -> None:
+    """After a full scan: make sure the layer was complete (not silently cut short)."""
+    if gzipped:
+        while stream.read(1024 * 1024):  # drain: checks the gzip trailer (CRC and length)
+            pass
+        return
+    remaining = layer.stat().st_size - tar.offset
+    if remaining < _TAR_BLOCK:
+        raise LayerReadError(f"layer {layer} is truncated: the tar has no end-of-archive marker")
+
+
+def _scan_layer(layer: Path, target: str, hider: _Hider) -> tuple[bytes | None, bool]:
+    """(content of ``target`` if this layer has it, whether this layer hides lower ones)."""
+    hidden = False
+    with _open_layer(layer) as (tar, stream, gzipped):
+        for member in tar:
+            name = clean_path(member.name)
+            if name == target and member.isreg():
+                return _read_member(tar, member, layer), hidden
+            # a whiteout, or anything else (a directory, a link) put in the file's place
+            hidden = hidden or name in hider.names or name == target
+        _finish(tar, stream, gzipped, layer)
+    return None, hidden
+
+
+def read_file_from_layers(layer_paths: Sequence[Path], name: str, *,
+                          top_first_any: bool) -> bytes | None:
+    """Content of file ``name`` from layers given bottom → top, or None when absent.
+
+    See the module docstring for the two semantics. Raises LayerReadError for an unreadable
+    layer and InvalidImageMetadataError for a file over the size cap.
+    """
+    target = clean_path(name)
+    hider = _Hider.of(target)
+    for layer in reversed(layer_paths):
+        try:
+            content, hidden = _scan_layer(layer, target, hider)
+        except _LAYER_ERRORS as exc:
+            raise LayerReadError(
+                f"cannot read layer {layer} while looking for {name}: {exc}; the blob is "
+                "truncated or corrupt — delete it from the blob store and pull again"
+            ) from exc
+        if content is not None:
+            return content
+        if hidden and not top_first_any:
+            return None
+    return None
+
+
+# -- parsers -------------------------------------------------------------------------------------
+def parse_version_json(data: bytes) -> str | None:
+    """``{"version": "1.2.3"}`` → ``"v1.2.3"``; None when empty, missing or not JSON."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    version = doc.get("version") if isinstance(doc, dict) else None
+    if not isinstance(version, str) or not version:
+        return None
+    return version if version.startswith("v") else f"v{version}"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _render_tag(value: object) -> str | None:
+    """A JSON string as is; a number rounded half away from zero; other types: None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return str(int(Decimal(value).quantize(Decimal(1), rounding=ROUND_HALF_UP)))
+
+
+def parse_extra_images_json(data: bytes) -> dict[str, str]:
+    """``{"<extra-name>": <tag>}`` → name → tag, in file order (spec §1.3, Part A Q16).
+
+    Numbers become integer tags (``3.7`` → ``"4"``); bool, null, objects and arrays are ignored.
+    A malformed file, a name that is not one path component or an invalid tag raises
+    InvalidImageMetadataError naming the entry.
+    """
+    try:
+        doc = json.loads(data, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise InvalidImageMetadataError(f"extra_images.json is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidImageMetadataError("extra_images.json is not a JSON object of name: tag")
+    out: dict[str, str] = {}
+    for name, value in doc.items():
+        tag = _render_tag(value)
+        if tag is None:
+            continue
+        if not is_valid_component(name):
+            raise InvalidImageMetadataError(
+                f"extra_images.json entry {name[:140]!r}: not a valid image name (lowercase "
+                "letters, digits and . _ - separators, one path component); the image is broken "
+                "upstream — exclude this version or ask its publisher to fix it"
+            )
+        if not is_valid_tag(tag):
+            raise InvalidImageMetadataError(
+                f"extra_images.json entry {name!r}: invalid tag {tag[:140]!r} (up to 128 "
+                "letters, digits, '_', '.', '-', not starting with '.' or '-')"
+            )
+        out[name] = tag
+    return out
+
+
+def parse_images_digests(data: bytes) -> list[str]:
+    """Every ``sha256:<64 hex>`` substring, de-duplicated, first-seen order (structure ignored)."""
+    return list(dict.fromkeys(m.decode("ascii") for m in _DIGEST_RE.findall(data)))
