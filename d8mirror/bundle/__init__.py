@@ -1,0 +1,41 @@
+"""Bundle archives: deterministic tars, atomic writes, exact chunks, safe unpack, checksums.
+
+Spec Part B §7.1–7.4, §7.6, §8.1, §8.2; Part A Q15, Q16.
+"""
+
+from .checksums import gost_hex_file, sha256_file, verify_sidecars
+from .chunks import chunk_path, open_archive
+from .discovery import (
+    BundleFileStat,
+    bundle_stats,
+    canonical_package_path,
+    discover_archives,
+    is_package_file,
+    package_name_from_path,
+)
+from .pack import ArchiveResult, PackCancelled, pack_archive
+from .sizes import parse_size
+from .tarwriter import TarMember, TarSource, write_tar
+from .unpack import safe_unpack
+
+__all__ = [
+    "ArchiveResult",
+    "BundleFileStat",
+    "PackCancelled",
+    "TarMember",
+    "TarSource",
+    "bundle_stats",
+    "canonical_package_path",
+    "chunk_path",
+    "discover_archives",
+    "gost_hex_file",
+    "is_package_file",
+    "open_archive",
+    "pack_archive",
+    "package_name_from_path",
+    "parse_size",
+    "safe_unpack",
+    "sha256_file",
+    "verify_sidecars",
+    "write_tar",
+]

@@ -1,0 +1,148 @@
+"""Archive checksums: SHA-256 always, GOST R 34.11-2012 Streebog-256 on request (spec §7.6).
+
+Sidecars sit beside every archive or chunk:
+
+* ``<file>.sha256``  — ``sha256sum`` format, ``"<hex>  <file name>\\n"`` (``sha256sum -c`` works);
+* ``<file>.gostsum`` — 64 lowercase hex chars, no newline, no file name (as d8 writes it).
+
+Digests are fed piece by piece while an archive is written, so nothing is read twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Protocol, cast
+
+import gostcrypto
+
+from .atomic import Staging, staging_path
+
+PIECE = 1024 * 1024
+SHA256_SUFFIX = ".sha256"
+GOST_SUFFIX = ".gostsum"
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+    def hexdigest(self) -> str: ...
+
+
+_GOST_BLOCK = 64
+
+
+class _GostHasher:
+    """Incremental Streebog-256 that feeds ``gostcrypto`` whole 64-byte blocks only.
+
+    ``gostcrypto`` 1.2.5 returns wrong digests when ``update`` is called with a piece whose
+    length is not a multiple of 64 bytes (except the last one), so the remainder is carried over.
+    """
+
+    def __init__(self) -> None:
+        self._hash = cast(Hasher, gostcrypto.gosthash.new("streebog256"))
+        self._carry = b""
+
+    def update(self, data: bytes, /) -> None:
+        data = self._carry + bytes(data) if self._carry else bytes(data)
+        aligned = len(data) - len(data) % _GOST_BLOCK
+        if aligned:
+            self._hash.update(data[:aligned])
+        self._carry = data[aligned:]
+
+    def hexdigest(self) -> str:
+        if self._carry:
+            self._hash.update(self._carry)
+            self._carry = b""
+        return self._hash.hexdigest().lower()
+
+
+def new_gost() -> Hasher:
+    """A fresh incremental Streebog-256 hasher (any piece sizes)."""
+    return _GostHasher()
+
+
+class FileDigests:
+    """SHA-256 (and optionally Streebog-256) of one file, updated as its bytes are written."""
+
+    def __init__(self, *, gost: bool) -> None:
+        self.sha256 = hashlib.sha256()
+        self.gost = new_gost() if gost else None
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self.sha256.update(data)
+        if self.gost is not None:
+            self.gost.update(bytes(data))  # copies; GOST is far slower than the copy
+
+
+def _hash_file(path: Path, hasher: Hasher) -> str:
+    with path.open("rb") as stream:
+        while piece := stream.read(PIECE):
+            hasher.update(piece)
+    return hasher.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Lowercase hex SHA-256 of a file, streamed."""
+    return _hash_file(path, hashlib.sha256())
+
+
+def gost_hex_file(path: Path) -> str:
+    """Lowercase hex Streebog-256 of a file, streamed."""
+    return _hash_file(path, new_gost())
+
+
+def sha256_line(hex_digest: str, file_name: str) -> str:
+    """One ``sha256sum`` line."""
+    return f"{hex_digest}  {file_name}\n"
+
+
+def stage_sidecars(final: Path, digests: FileDigests, staging: Staging) -> None:
+    """Write the sidecars of ``final`` under staging names and register them with ``staging``."""
+    texts = {SHA256_SUFFIX: sha256_line(digests.sha256.hexdigest(), final.name)}
+    if digests.gost is not None:
+        texts[GOST_SUFFIX] = digests.gost.hexdigest()
+    for suffix, text in texts.items():
+        sidecar = final.with_name(final.name + suffix)
+        tmp = staging_path(sidecar)
+        staging.add(tmp, sidecar)
+        tmp.write_text(text, encoding="ascii")
+        tmp.chmod(0o644)
+
+
+def _is_archive_file(path: Path) -> bool:
+    return path.is_file() and path.name.endswith((".tar", ".chunk"))
+
+
+def verify_sidecars(bundle_dir: Path) -> list[str]:
+    """Problems with the sidecars of every ``.tar``/``.chunk`` file in ``bundle_dir`` (empty = OK).
+
+    A missing or wrong ``.sha256`` is a problem; a ``.gostsum`` is checked when present.
+    """
+    problems: list[str] = []
+    for path in sorted(p for p in bundle_dir.iterdir() if _is_archive_file(p)):
+        problems += _sha256_problems(path)
+        problems += _gost_problems(path)
+    return problems
+
+
+def _sha256_problems(path: Path) -> list[str]:
+    sidecar = path.with_name(path.name + SHA256_SUFFIX)
+    if not sidecar.is_file():
+        return [f"{path}: missing checksum file {sidecar.name}"]
+    expected = sidecar.read_text(encoding="utf-8", errors="replace")
+    actual = sha256_line(sha256_file(path), path.name)
+    if expected != actual:
+        return [f"{path}: SHA-256 does not match {sidecar.name}; the file is corrupt or was "
+                "modified, copy it again"]
+    return []
+
+
+def _gost_problems(path: Path) -> list[str]:
+    sidecar = path.with_name(path.name + GOST_SUFFIX)
+    if not sidecar.is_file():
+        return []
+    expected = sidecar.read_text(encoding="utf-8", errors="replace").strip().lower()
+    if expected != gost_hex_file(path):
+        return [f"{path}: GOST digest does not match {sidecar.name}; the file is corrupt or was "
+                "modified, copy it again"]
+    return []
