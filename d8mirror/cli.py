@@ -1,0 +1,153 @@
+"""``d8mirror``: d8-compatible command line; runs the Prefect flows in this process.
+
+Prefect is imported only inside the commands, so ``import d8mirror`` stays Prefect-free.
+Exit codes (spec §9.5): 0 success, graceful cancel or dry-run; 1 failure; 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from d8mirror.errors import ConfigError, MirrorError
+
+#: Defaults for an air-gapped tool: no telemetry, patience for a busy 2-core host.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_LOGGING_LEVEL": "INFO",
+}
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def _add_tls_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--insecure", action="store_true",
+                        help="use plain HTTP to the registry")
+    parser.add_argument("--tls-skip-verify", action="store_true",
+                        help="do not verify the registry's TLS certificate")
+    parser.add_argument("--ca-file", default=_env("SSL_CERT_FILE"),
+                        help="extra CA bundle (PEM) to trust (default: $SSL_CERT_FILE)")
+    parser.add_argument("--tmp-dir", help="working directory (default: <bundle>/.tmp)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="d8mirror", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    pull = sub.add_parser("pull", help="pull packages into a bundle directory")
+    pull.add_argument("bundle", help="images bundle directory")
+    pull.add_argument("--source", default="registry.deckhouse.ru/deckhouse/ee",
+                      help="source repository host[:port]/path")
+    pull.add_argument("--source-login", default=_env("D8_MIRROR_SOURCE_LOGIN"))
+    pull.add_argument("--source-password", default=_env("D8_MIRROR_SOURCE_PASSWORD"))
+    pull.add_argument("-l", "--license", default=_env("D8_MIRROR_LICENSE_TOKEN"),
+                      help="Deckhouse license token")
+    filters = pull.add_mutually_exclusive_group()
+    filters.add_argument("--include-package", action="append", default=[],
+                         metavar="NAME[@CONSTRAINT]", help="whitelist (repeatable)")
+    filters.add_argument("--exclude-package", action="append", default=[],
+                         metavar="NAME[@CONSTRAINT]", help="blacklist (repeatable)")
+    pull.add_argument("--packages-path-suffix", default="/packages")
+    pull.add_argument("--no-packages", action="store_true")
+    pull.add_argument("--only-extra-images", action="store_true")
+    pull.add_argument("--skip-vex-images", action="store_true")
+    pull.add_argument("--proxy-registry", action="store_true")
+    pull.add_argument("--dry-run", action="store_true")
+    pull.add_argument("-c", "--images-bundle-chunk-size", default="0",
+                      help="chunk size: decimal GB (d8) or with a unit (500MB, 1GiB)")
+    pull.add_argument("--gost-digest", action="store_true")
+    pull.add_argument("--force", action="store_true", help="allow a non-empty bundle dir")
+    pull.add_argument("--concurrency", type=int, default=4, help="packages at once")
+    pull.add_argument("--blob-workers", type=int, default=4, help="blobs at once per package")
+    _add_tls_flags(pull)
+    return parser
+
+
+def check_bundle_dir(bundle: Path, *, force: bool, dry_run: bool) -> None:
+    """§9.1: a directory (created if missing), empty unless --force (a sole .tmp is fine)."""
+    if bundle.exists() and not bundle.is_dir():
+        raise ConfigError(f"images bundle path {bundle} is not a directory")
+    if dry_run or force or not bundle.exists():
+        return
+    extra = sorted(p.name for p in bundle.iterdir() if p.name != ".tmp")
+    if extra:
+        raise ConfigError(f"bundle directory {bundle} is not empty ({', '.join(extra[:3])}"
+                          f"{'…' if len(extra) > 3 else ''}); use --force to write into it")
+
+
+def _install_interrupt_handler() -> None:
+    from tasks.cancel import request_stop
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        request_stop()
+        print("\nOperation cancelled by user: packing what completed "
+              "(press Ctrl+C again to abort)", file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_pull_command(args: argparse.Namespace) -> int:
+    bundle = Path(args.bundle)
+    check_bundle_dir(bundle, force=args.force, dry_run=args.dry_run)
+    if args.source_password and not args.source_login:
+        raise ConfigError("--source-password given without --source-login")
+    for flag, var in (("source_login", "D8_MIRROR_SOURCE_LOGIN"),
+                      ("source_password", "D8_MIRROR_SOURCE_PASSWORD"),
+                      ("license", "D8_MIRROR_LICENSE_TOKEN")):
+        if getattr(args, flag):
+            os.environ[var] = getattr(args, flag)
+    from flows.pull import PullFailed, run_pull
+    from tasks.cancel import stop_requested
+    from tasks.models import PullParameters
+
+    params = PullParameters(
+        bundle_dir=str(bundle), source=args.source, include_packages=args.include_package,
+        exclude_packages=args.exclude_package, packages_path_suffix=args.packages_path_suffix,
+        no_packages=args.no_packages, only_extra_images=args.only_extra_images,
+        skip_vex_images=args.skip_vex_images, proxy_registry=args.proxy_registry,
+        dry_run=args.dry_run, chunk_size=str(args.images_bundle_chunk_size),
+        gost_digest=args.gost_digest, tmp_dir=args.tmp_dir, insecure=args.insecure,
+        tls_skip_verify=args.tls_skip_verify, ca_file=args.ca_file,
+        concurrency=args.concurrency, blob_workers=args.blob_workers,
+    )
+    params.options()  # validate filters before starting Prefect
+    params.chunk_bytes()
+    _install_interrupt_handler()
+    try:
+        run_pull(params)
+    except PullFailed as exc:
+        print(f"pull failed: {exc}", file=sys.stderr)
+        return 1
+    if stop_requested():
+        print("Operation cancelled by user", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    for key, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "pull":
+            return run_pull_command(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MirrorError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

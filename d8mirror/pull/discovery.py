@@ -1,0 +1,74 @@
+"""Package discovery: tags of ``<root>/packages`` (spec §2.1–§2.3, Part A Q5, Q6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from d8mirror.errors import ConfigError, MirrorError, NotFoundError, RegistryError
+from d8mirror.reference import is_valid_component
+from d8mirror.registry import RegistryClient
+
+from .options import PullOptions
+
+
+class DiscoveryError(MirrorError):
+    """The packages catalog could not be read (denied, server error, network)."""
+
+
+@dataclass
+class Discovery:
+    names: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def validate_proxy_mode(options: PullOptions) -> None:
+    """Part A Q5: ``--proxy-registry`` needs a package whitelist, checked before any request."""
+    if (options.proxy_registry and options.per_package_phase
+            and not options.package_filter.is_whitelist):
+        raise ConfigError(
+            "--proxy-registry requires a whitelist of packages (--include-package): a proxy "
+            "registry cannot list the packages catalog"
+        )
+
+
+def discover_packages(client: RegistryClient, options: PullOptions, *,
+                      lenient: bool = False) -> Discovery:
+    """Names of the packages to mirror, filtered and sorted.
+
+    ``lenient`` is the ``package-versions.tar`` mode: every failure is a warning (§2.2).
+    """
+    found = Discovery()
+    if options.proxy_registry:
+        if not options.package_filter.is_whitelist:
+            found.warnings.append("Skipping package release images (package-versions): "
+                                  "--proxy-registry without --include-package")
+            return found
+        candidates = options.package_filter.whitelist_names()
+    else:
+        try:
+            candidates = client.list_tags(options.catalog)
+        except NotFoundError as exc:
+            found.warnings.append(f"Skipping pull of packages: {options.source.registry}/"
+                                  f"{options.catalog} does not exist ({exc})")
+            return found
+        except RegistryError as exc:
+            if lenient:
+                found.warnings.append(f"Skipping package release images (package-versions): {exc}")
+                return found
+            raise DiscoveryError(
+                f"validate packages access: failed to list packages from registry "
+                f"{options.source.registry}/{options.catalog}: {exc}"
+            ) from exc
+        if not candidates:
+            found.warnings.append("Packages were not found, check your source repository "
+                                  "address and packages path suffix")
+            return found
+    for name in sorted(candidates):
+        if not is_valid_component(name):
+            found.warnings.append(f"Skipping catalog tag {name!r}: not a valid repository name")
+            continue
+        if options.package_filter.matches(name):
+            found.names.append(name)
+    if not found.names:
+        found.warnings.append("No packages matched the filter criteria")
+    return found

@@ -1,0 +1,176 @@
+"""Fetch images from a registry into the shared blob store and into OCI layouts.
+
+Blobs are downloaded once per content digest (the store is shared by every layout of a run and
+reused across runs), streamed to disk and verified. Layout writes are idempotent per
+(short tag, digest) and happen only after every blob of the image is in place.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from d8mirror.blobstore import BlobStore
+from d8mirror.errors import ManifestNotFoundError, MirrorError, ProtocolError
+from d8mirror.imagefs import read_file_from_layers
+from d8mirror.layout import Layout
+from d8mirror.mediatypes import INDEX_TYPES, MAX_MANIFEST_BYTES
+from d8mirror.registry import RegistryClient
+
+
+class FetchCancelled(MirrorError):
+    """The run was asked to stop; nothing is reported as missing because of it."""
+
+
+@dataclass(frozen=True)
+class ImageClosure:
+    """An image as stored: the manifest that lands in a layout and every blob it needs."""
+
+    digest: str
+    media_type: str
+    size: int
+    blobs: tuple[str, ...]          # manifest itself first, then config and layers
+    layers: tuple[str, ...]         # layer digests bottom → top (empty for an index)
+
+
+@dataclass
+class FetchStats:
+    blobs_fetched: int = 0
+    bytes_fetched: int = 0
+    blobs_reused: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def add(self, fetched: int, size: int) -> None:
+        with self._lock:
+            if fetched:
+                self.blobs_fetched += 1
+                self.bytes_fetched += size
+            else:
+                self.blobs_reused += 1
+
+
+def _is_amd64(entry: dict[str, Any]) -> bool:
+    platform = entry.get("platform") or {}
+    return bool(platform.get("os") == "linux" and platform.get("architecture") == "amd64")
+
+
+class ImageFetcher:
+    """Pulls images of one registry into a blob store; bounded blob parallelism."""
+
+    def __init__(self, client: RegistryClient, store: BlobStore, *, blob_workers: int = 4,
+                 should_stop: Callable[[], bool] | None = None) -> None:
+        self.client = client
+        self.store = store
+        self.blob_workers = max(1, blob_workers)
+        self.should_stop = should_stop or (lambda: False)
+        self.stats = FetchStats()
+        self._digest_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # -- resolution -------------------------------------------------------------------------
+    def check_stop(self) -> None:
+        if self.should_stop():
+            raise FetchCancelled("pull cancelled")
+
+    def resolve(self, repository: str, tag: str) -> str | None:
+        """Digest of ``repository:tag``, or None when the registry says it does not exist.
+
+        Only "not found" means missing (Part A Q12); every other error propagates.
+        """
+        self.check_stop()
+        try:
+            return self.client.head_manifest(repository, tag).digest
+        except ManifestNotFoundError:
+            return None
+
+    # -- manifests and blobs ----------------------------------------------------------------
+    def _manifest(self, repository: str, digest: str) -> tuple[str, bytes]:
+        if self.store.has(digest) and self.store.verified(digest):
+            data = self.store.read_bytes(digest, limit=MAX_MANIFEST_BYTES)
+            media_type = str(json.loads(data).get("mediaType") or "")
+            if media_type:
+                return media_type, data
+        manifest = self.client.get_manifest(repository, digest)
+        if manifest.digest != digest:
+            raise ProtocolError(f"registry served {manifest.digest} for {repository}@{digest}",
+                                url=f"{repository}@{digest}")
+        self.store.put_bytes(manifest.data)
+        return manifest.media_type, manifest.data
+
+    def image(self, repository: str, digest: str) -> ImageClosure:
+        """Fetch the manifest and every blob of ``repository@digest`` into the store.
+
+        An index (multi-arch) is flattened to its linux/amd64 child (spec §6.3).
+        """
+        self.check_stop()
+        media_type, data = self._manifest(repository, digest)
+        doc = json.loads(data)
+        if media_type in INDEX_TYPES or "manifests" in doc:
+            children = doc.get("manifests") or []
+            if not children:
+                raise ProtocolError(f"image index {repository}@{digest} has no manifests",
+                                    url=f"{repository}@{digest}")
+            child = next((c for c in children if _is_amd64(c)), children[0])
+            return self.image(repository, str(child["digest"]))
+        config = doc.get("config") or {}
+        layers = [(str(layer["digest"]), int(layer.get("size", 0)))
+                  for layer in doc.get("layers") or []]
+        blobs = [(str(config["digest"]), int(config.get("size", 0)))] if config else []
+        self.ensure_blobs(repository, [*blobs, *layers])
+        return ImageClosure(
+            digest=digest, media_type=media_type, size=len(data),
+            blobs=(digest, *[d for d, _ in blobs], *[d for d, _ in layers]),
+            layers=tuple(d for d, _ in layers),
+        )
+
+    def ensure_blobs(self, repository: str, blobs: Sequence[tuple[str, int]]) -> None:
+        unique = list(dict.fromkeys(blobs))
+        if len(unique) <= 1 or self.blob_workers == 1:
+            for digest, size in unique:
+                self._ensure_blob(repository, digest, size)
+            return
+        with ThreadPoolExecutor(max_workers=min(self.blob_workers, len(unique))) as pool:
+            for future in [pool.submit(self._ensure_blob, repository, d, s) for d, s in unique]:
+                future.result()
+
+    def _lock_for(self, digest: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._digest_locks.setdefault(digest, threading.Lock())
+
+    def _ensure_blob(self, repository: str, digest: str, size: int) -> None:
+        self.check_stop()
+        with self._lock_for(digest):
+            if self.store.has(digest, size=size or None) and self.store.verified(digest):
+                self.stats.add(0, size)
+                return
+            incoming = self.store.root / "incoming" / digest.split(":", 1)[1]
+            incoming.parent.mkdir(parents=True, exist_ok=True)
+            written = self.client.fetch_blob(repository, digest, incoming, size=size or None)
+            self.store.commit(digest, incoming, trusted=True)
+            self.stats.add(1, written)
+
+    # -- layouts ----------------------------------------------------------------------------
+    def pull_into(self, layout: Layout, repository: str, digest: str, *, short_tag: str,
+                  ref_name: str) -> ImageClosure:
+        """Fetch ``repository@digest`` and record it in ``layout`` under ``short_tag``."""
+        closure = self.image(repository, digest)
+        layout.add_manifest(digest=closure.digest, media_type=closure.media_type,
+                            size=closure.size, short_tag=short_tag, ref_name=ref_name,
+                            blobs=closure.blobs, store=self.store)
+        return closure
+
+    def read_file(self, closure: ImageClosure, name: str, *, top_first_any: bool) -> bytes | None:
+        """A file from the image's flattened filesystem (layers already in the store)."""
+        paths: list[Path] = [self.store.path(d) for d in closure.layers]
+        return read_file_from_layers(paths, name, top_first_any=top_first_any)
+
+
+def dedupe(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,47 @@
+"""Pack pulled packages into bundle archives (spec §7.1, §6.9; Part A Q22)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from d8mirror.bundle import ArchiveResult, TarSource, pack_archive
+from d8mirror.layout import Layout
+
+from .segments import EXTRA, PACKAGES, VERSION, VERSIONS_ARCHIVE, package_archive_name
+
+
+def package_layouts(work_dir: Path) -> list[Layout]:
+    """Main, ``version/`` and ``extra/*`` layouts of a package working dir that exist."""
+    candidates = [work_dir, work_dir / VERSION]
+    extra_root = work_dir / EXTRA
+    if extra_root.is_dir():
+        candidates += sorted(p for p in extra_root.iterdir() if p.is_dir())
+    return [Layout.open(p) for p in candidates if (p / "index.json").is_file()]
+
+
+def has_images(work_dir: Path) -> bool:
+    return any(layout.has_images() for layout in package_layouts(work_dir))
+
+
+def pack_package(work_dir: Path, bundle_dir: Path, name: str, *, chunk_size: int = 0,
+                 gost: bool = False,
+                 should_cancel: Callable[[], bool] | None = None) -> ArchiveResult | None:
+    """``package-<name>.tar`` with entries under ``packages/<name>/``; None for an empty package
+    (no stub archive is ever written)."""
+    if not has_images(work_dir):
+        return None
+    return pack_archive(bundle_dir / package_archive_name(name),
+                        [TarSource(work_dir, f"{PACKAGES}/{name}")],
+                        chunk_size=chunk_size, gost=gost, should_cancel=should_cancel)
+
+
+def pack_versions(layouts: Sequence[tuple[str, Path]], bundle_dir: Path, *, chunk_size: int = 0,
+                  gost: bool = False) -> ArchiveResult | None:
+    """``package-versions.tar`` from ``(name, version-layout dir)`` pairs that hold images."""
+    sources = [TarSource(path, f"{PACKAGES}/{name}/{VERSION}")
+               for name, path in sorted(layouts)
+               if (path / "index.json").is_file() and Layout.open(path).has_images()]
+    if not sources:
+        return None
+    return pack_archive(bundle_dir / VERSIONS_ARCHIVE, sources, chunk_size=chunk_size, gost=gost)

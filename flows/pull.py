@@ -1,0 +1,147 @@
+"""mirror-pull: Deckhouse packages from a source registry into a bundle directory.
+
+    discover packages ─▶ per package (mapped, bounded): resolve ─▶ fetch ─▶ pack
+                      └▶ per package: release images ─▶ pack package-versions.tar
+    ─▶ report.json + summary and table artifacts ─▶ Failed if any package failed
+
+A failed package never stops the others; the run ends Failed and names it, and the UI's Retry
+re-runs only what failed (fetches are cached by content, blobs come from the shared store).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import PrefectFuture, wait
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from d8mirror.bundle import bundle_stats
+from d8mirror.pull.discovery import validate_proxy_mode
+from d8mirror.pull.report import ArchiveStat, PackageOutcome, PullReport, render_summary
+from tasks import endpoints
+from tasks.cancel import stop_requested
+from tasks.credentials import source_credentials
+from tasks.models import PullParameters
+from tasks.pull import (
+    discover_packages_task,
+    fetch_package_task,
+    pack_package_task,
+    pack_versions_task,
+    pull_release_images_task,
+    resolve_package_task,
+)
+
+
+class PullFailed(Exception):
+    """Raised at the end of a pull in which packages failed; names them."""
+
+
+def _error_text(state: Any) -> str:
+    message = str(getattr(state, "message", "") or "")
+    try:
+        state.result()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return message
+
+
+def _outcome(name: str, fetch: PrefectFuture[Any], pack: PrefectFuture[Any] | None,
+             dry_run: bool) -> PackageOutcome:
+    state = fetch.state
+    if not state.is_completed():
+        status = "cancelled" if stop_requested() else "failed"
+        return PackageOutcome(name=name, status=status, error=_error_text(state))
+    fetched = state.result()
+    outcome = PackageOutcome(name=name, status="planned" if dry_run else "pulled",
+                             versions=fetched["versions"], images=fetched["images"],
+                             vex=fetched["vex"], bytes_fetched=fetched["bytes_fetched"],
+                             warnings=fetched["warnings"])
+    if pack is not None:
+        if not pack.state.is_completed():
+            outcome.status, outcome.error = "failed", _error_text(pack.state)
+        elif (archive := pack.state.result()) is None:
+            outcome.status = "empty"
+        else:
+            outcome.archive, outcome.archive_bytes = Path(archive["path"]).name, archive["size"]
+    return outcome
+
+
+def _pull_packages(params: PullParameters, names: list[str]) -> list[PackageOutcome]:
+    plans = [resolve_package_task.submit(params, name) for name in names]
+    fetches = [fetch_package_task.submit(params, plan) for plan in plans]
+    packs = [] if params.dry_run else [pack_package_task.submit(params, f) for f in fetches]
+    wait([*fetches, *packs])
+    return [_outcome(name, fetch, packs[i] if packs else None, params.dry_run)
+            for i, (name, fetch) in enumerate(zip(names, fetches, strict=True))]
+
+
+def _package_versions(params: PullParameters, report: PullReport) -> None:
+    logger = get_run_logger()
+    found = discover_packages_task(params, lenient=True)
+    report.warnings += [w for w in found["warnings"] if w not in report.warnings]
+    if params.dry_run:
+        logger.info("[dry-run] package-versions archive would contain release images for: %s",
+                    ", ".join(found["names"]))
+        return
+    futures = [pull_release_images_task.submit(params, n) for n in found["names"]]
+    wait(futures)
+    pulled = []
+    for name, future in zip(found["names"], futures, strict=True):
+        if future.state.is_completed():
+            pulled.append(future.state.result())
+        else:
+            report.warnings.append(f"Failed to pull release images for package {name}: "
+                                   f"{_error_text(future.state)}")
+    if not any(p["images"] for p in pulled):
+        logger.info("No package release images found, skipping package-versions archive")
+        return
+    pack_versions_task(params, pulled)
+
+
+def _publish(params: PullParameters, report: PullReport) -> None:
+    summary = render_summary(report)
+    get_run_logger().info("\n%s", summary)
+    create_markdown_artifact(key="mirror-pull-summary", markdown=f"```\n{summary}\n```",
+                             description="d8mirror pull summary")
+    create_table_artifact(key="mirror-pull-packages", table=report.table_rows(),
+                          description="Packages of this pull")
+    if not params.dry_run:
+        report.write(Path(params.bundle_dir))
+
+
+@flow(name="mirror-pull", task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
+      log_prints=True)
+def mirror_pull(params: PullParameters) -> dict[str, Any]:
+    """Pull Deckhouse packages into ``params.bundle_dir`` (see the module docstring)."""
+    started = time.monotonic()
+    options = params.options()
+    validate_proxy_mode(options)
+    endpoints.register(options.source.registry, tls=params.tls(),
+                       credentials=source_credentials(options.source.registry,
+                                                      params.credentials_block))
+    Path(params.bundle_dir).mkdir(parents=True, exist_ok=True)
+    report = PullReport(source=params.source, dry_run=params.dry_run,
+                        packages_skipped=not options.per_package_phase)
+    if options.per_package_phase:
+        found = discover_packages_task(params)
+        report.warnings += found["warnings"]
+        report.packages = _pull_packages(params, found["names"])
+    _package_versions(params, report)
+    report.cancelled = stop_requested()
+    report.archives = [] if params.dry_run else [
+        ArchiveStat(s.name, s.size, s.chunks) for s in bundle_stats(Path(params.bundle_dir))]
+    report.elapsed_seconds = time.monotonic() - started
+    _publish(params, report)
+    if report.failed and not report.cancelled:
+        raise PullFailed(f"failed packages: {', '.join(report.failed)}")
+    return report.to_json()
+
+
+def run_pull(params: PullParameters) -> dict[str, Any]:
+    """Run the flow in this process with the requested package concurrency."""
+    runner = ThreadPoolTaskRunner(max_workers=params.concurrency)  # type: ignore[var-annotated]
+    return mirror_pull.with_options(task_runner=runner)(params)

@@ -1,0 +1,85 @@
+"""Typed parameters of the flows: pydantic models whose field descriptions make the Prefect UI
+form readable. No credential is ever a field: fields name a Secret block or rely on the
+environment (D8_MIRROR_* variables), see ``tasks.credentials``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from d8mirror.bundle import parse_size
+from d8mirror.pull.options import PullOptions
+from d8mirror.pull.segments import normalize_packages_path
+from d8mirror.reference import Repository
+from d8mirror.registry import TLSOptions
+from d8mirror.versions import PackageFilter
+
+
+class PullParameters(BaseModel):
+    """Pull Deckhouse packages from a source registry into a bundle directory."""
+
+    bundle_dir: str = Field(description="Directory that receives package-<name>.tar, "
+                            "package-versions.tar, checksums and report.json.")
+    source: str = Field("registry.deckhouse.ru/deckhouse/ee",
+                        description="Source repository (edition root), host[:port]/path.")
+    include_packages: list[str] = Field(
+        default_factory=list,
+        description="Whitelist NAME[@CONSTRAINT], e.g. console@~1.40.0 or console@=v1.2.3+stable.")
+    exclude_packages: list[str] = Field(default_factory=list,
+                                        description="Blacklist of package names.")
+    packages_path_suffix: str = Field("/packages",
+                                      description="Packages path under the source repository.")
+    no_packages: bool = Field(False, description="Skip per-package archives "
+                              "(package-versions.tar is still produced).")
+    only_extra_images: bool = Field(False, description="Pull only extra images.")
+    skip_vex_images: bool = Field(False, description="Do not pull VEX (.att) attestations.")
+    proxy_registry: bool = Field(False, description="Probe tags instead of listing them "
+                                 "(for proxies without catalog/tag list APIs).")
+    dry_run: bool = Field(False, description="Plan only: read metadata, write no archive.")
+    chunk_size: str = Field("0", description="Split archives into chunks: decimal GB as in d8 "
+                            "(5) or with a unit (500MB, 1GiB); 0 = off.")
+    gost_digest: bool = Field(False, description="Also write GOST Streebog-256 .gostsum files.")
+    tmp_dir: str | None = Field(None, description="Working dir and blob cache "
+                                "(default <bundle_dir>/.tmp).")
+    insecure: bool = Field(False, description="Plain HTTP to the source registry.")
+    tls_skip_verify: bool = Field(False, description="Do not verify the source's TLS certificate.")
+    ca_file: str | None = Field(None, description="Extra CA bundle (PEM) for the source registry.")
+    credentials_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding 'user:password' or a license "
+        "token for the source; default: D8_MIRROR_SOURCE_LOGIN/PASSWORD or "
+        "D8_MIRROR_LICENSE_TOKEN from the environment, then docker config.")
+    concurrency: int = Field(4, ge=1, le=64, description="Packages pulled at the same time.")
+    blob_workers: int = Field(4, ge=1, le=32, description="Blobs fetched at once per package.")
+
+    def work_root(self) -> Path:
+        return Path(self.tmp_dir) if self.tmp_dir else Path(self.bundle_dir) / ".tmp"
+
+    def store_root(self) -> Path:
+        return self.work_root() / "blobs"
+
+    def package_work_dir(self, name: str) -> Path:
+        return self.work_root() / "packages" / name
+
+    def versions_work_dir(self, name: str) -> Path:
+        return self.work_root() / "package-versions" / name / "version"
+
+    def chunk_bytes(self) -> int:
+        return parse_size(self.chunk_size)
+
+    def repository(self) -> Repository:
+        return Repository.parse(self.source)
+
+    def tls(self) -> TLSOptions:
+        return TLSOptions(insecure=self.insecure, skip_verify=self.tls_skip_verify,
+                          ca_file=self.ca_file)
+
+    def options(self) -> PullOptions:
+        return PullOptions(
+            source=self.repository(),
+            package_filter=PackageFilter.from_flags(self.include_packages, self.exclude_packages),
+            packages_path=normalize_packages_path(self.packages_path_suffix),
+            no_packages=self.no_packages, only_extra_images=self.only_extra_images,
+            skip_vex_images=self.skip_vex_images, proxy_registry=self.proxy_registry,
+            dry_run=self.dry_run,
+        )

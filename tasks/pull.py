@@ -1,0 +1,143 @@
+"""Prefect tasks of the pull: thin wrappers over ``d8mirror.pull``.
+
+Results are small JSON records. Expensive tasks are cached by content: the package's resolved
+manifest digests, its working dir and a cache version (never the task source), so a retried
+flow run (the UI's Retry) skips packages that already succeeded, and blobs are never fetched
+twice thanks to the shared blob store.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.context import TaskRunContext
+
+from d8mirror.blobstore import BlobStore
+from d8mirror.bundle import ArchiveResult
+from d8mirror.pull.discovery import discover_packages
+from d8mirror.pull.fetcher import ImageFetcher
+from d8mirror.pull.package import PackagePuller, PackageResult, pull_release_catalog
+from d8mirror.pull.packing import pack_package, pack_versions
+
+from .cancel import stop_requested
+from .endpoints import client_for
+from .models import PullParameters
+from .policy import TRANSIENT_RETRIES, content_key
+
+MARKER = ".d8mirror-fetch-key"
+_stores: dict[str, BlobStore] = {}
+_stores_lock = threading.Lock()
+
+
+def blob_store(params: PullParameters) -> BlobStore:
+    """One store object per root in this process, so re-verification happens once."""
+    root = str(params.store_root().resolve())
+    with _stores_lock:
+        if root not in _stores:
+            _stores[root] = BlobStore(Path(root))
+        return _stores[root]
+
+
+def puller(params: PullParameters) -> PackagePuller:
+    options = params.options()
+    fetcher = ImageFetcher(client_for(options.source.registry), blob_store(params),
+                           blob_workers=params.blob_workers, should_stop=stop_requested)
+    return PackagePuller(fetcher, options)
+
+
+def _archive_json(result: ArchiveResult | None) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    return {"path": str(result.path), "files": [str(f) for f in result.files],
+            "size": result.size, "sha256": result.sha256}
+
+
+# -- discovery and planning ---------------------------------------------------------------------
+@task(name="discover-packages", **TRANSIENT_RETRIES)
+def discover_packages_task(params: PullParameters, lenient: bool = False) -> dict[str, Any]:
+    """Package names to mirror (catalog tags, filtered), with warnings."""
+    options = params.options()
+    found = discover_packages(client_for(options.source.registry), options, lenient=lenient)
+    return {"names": found.names, "warnings": found.warnings}
+
+
+@task(name="resolve-package", task_run_name="resolve-{name}", **TRANSIENT_RETRIES)
+def resolve_package_task(params: PullParameters, name: str) -> dict[str, Any]:
+    """Versions of one package and the digests they resolve to now (the content identity)."""
+    p = puller(params)
+    constraint = params.options().package_filter.constraint_for(name)
+    plan = PackageResult(name=name, work_dir=str(params.package_work_dir(name)))
+    versions = p.resolve_versions(name, constraint, plan, layouts=None)
+    repo = p.options.package_repo(name)
+    digests = {v: p.fetcher.resolve(repo, v) for v in versions}
+    channels = {c: p.fetcher.resolve(p.options.version_repo(name), c) for c in p.channels(name)}
+    return {"name": name, "versions": versions, "digests": digests, "channels": channels}
+
+
+def fetch_content_key(params: PullParameters, plan: dict[str, Any]) -> str:
+    """Identity of a package fetch: source, selection flags, resolved digests, working dir."""
+    return content_key("fetch", params.source, params.model_dump(
+        include={"include_packages", "exclude_packages", "only_extra_images", "skip_vex_images",
+                 "packages_path_suffix", "proxy_registry", "dry_run"}), plan,
+        str(params.package_work_dir(plan["name"]).resolve()))
+
+
+def _fetch_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """The content key, unless a cache record for it exists while the working dir does not
+    hold that content (it was removed): then a fresh key, so no record stands in for files
+    that are not there."""
+    params: PullParameters = parameters["params"]
+    plan: dict[str, Any] = parameters["plan"]
+    key = fetch_content_key(params, plan)
+    marker = params.package_work_dir(plan["name"]) / MARKER
+    if marker.is_file() and marker.read_text() == key:
+        return key
+    store = getattr(context, "result_store", None)
+    if store is not None and store.exists(key):
+        return f"{key}-stale-{uuid.uuid4().hex}"
+    return key
+
+
+@task(name="fetch-package", task_run_name="fetch-{plan[name]}", cache_key_fn=_fetch_key,
+      persist_result=True, result_serializer="json", **TRANSIENT_RETRIES)
+def fetch_package_task(params: PullParameters, plan: dict[str, Any]) -> dict[str, Any]:
+    """Pull one package's images into its working dir (blobs from the shared store)."""
+    name = plan["name"]
+    work_dir = params.package_work_dir(name)
+    marker = work_dir / MARKER
+    marker.unlink(missing_ok=True)
+    result = puller(params).pull(name, params.options().package_filter.constraint_for(name),
+                                 work_dir)
+    if not params.dry_run:
+        marker.write_text(fetch_content_key(params, plan))
+    return result.to_json()
+
+
+@task(name="pack-package", task_run_name="pack-{fetched[name]}", **TRANSIENT_RETRIES)
+def pack_package_task(params: PullParameters, fetched: dict[str, Any]) -> dict[str, Any] | None:
+    """``package-<name>.tar`` (atomic, optional chunks, sidecars); None for an empty package."""
+    archive = pack_package(Path(fetched["work_dir"]), Path(params.bundle_dir), fetched["name"],
+                           chunk_size=params.chunk_bytes(), gost=params.gost_digest)
+    return _archive_json(archive)
+
+
+# -- package-versions.tar ------------------------------------------------------------------------
+@task(name="pull-release-images", task_run_name="release-images-{name}", **TRANSIENT_RETRIES)
+def pull_release_images_task(params: PullParameters, name: str) -> dict[str, Any]:
+    layout_dir = params.versions_work_dir(name)
+    images = pull_release_catalog(puller(params), name, layout_dir)
+    return {"name": name, "layout": str(layout_dir), "images": images}
+
+
+@task(name="pack-package-versions")
+def pack_versions_task(params: PullParameters,
+                       pulled: list[dict[str, Any]]) -> dict[str, Any] | None:
+    layouts = [(p["name"], Path(p["layout"])) for p in pulled if p["images"]]
+    archive = pack_versions(layouts, Path(params.bundle_dir), chunk_size=params.chunk_bytes(),
+                            gost=params.gost_digest)
+    return _archive_json(archive)
+
