@@ -7,6 +7,7 @@ Exit codes (spec §9.5): 0 success, graceful cancel or dry-run; 1 failure; 2 bad
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -15,6 +16,9 @@ from pathlib import Path
 from types import FrameType
 
 from d8mirror.errors import ConfigError, MirrorError
+
+#: Modules that add subcommands: each has ``register(subparsers)`` and sets ``handler``.
+_COMMAND_MODULES: tuple[str, ...] = ()
 
 #: Defaults for an air-gapped tool: no telemetry, patience for a busy 2-core host.
 PREFECT_DEFAULTS = {
@@ -69,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--concurrency", type=int, default=4, help="packages at once")
     pull.add_argument("--blob-workers", type=int, default=4, help="blobs at once per package")
     _add_tls_flags(pull)
+    pull.set_defaults(handler=run_pull_command)
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
@@ -138,15 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(key, value)
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "pull":
-            return run_pull_command(args)
+        return int(args.handler(args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except MirrorError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    return 2
 
 
 if __name__ == "__main__":
