@@ -111,7 +111,7 @@ def _finish(tar: tarfile.TarFile, stream: _Stream, gzipped: bool, layer: Path) -
             pass
         return
     remaining = layer.stat().st_size - tar.offset
-    if remaining < _TAR_BLOCK:
+    if remaining < 2 * _TAR_BLOCK:  # the end-of-archive marker is two zero blocks
         raise LayerReadError(f"layer {layer} is truncated: the tar has no end-of-archive marker")
 
 
