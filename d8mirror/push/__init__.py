@@ -1,0 +1,15 @@
+"""Push: unpack bundle archives into one tree and push every layout into a target registry.
+
+Modules (one concept each)::
+
+    unified          unpack archives (sorted) into one tree; index.json merge with Q2 provenance
+    routing          layout path == registry path; packages/modules path-suffix remaps
+    pusher           push one layout: blobs HEAD-first (mount, upload), manifests byte-exact
+    tinyimage        a deterministic tiny image (discovery tags, write check)
+    discovery_tags   ``<registry>/<packages path>:<name>`` for every package in the tree
+    access           the write check of §8.6 (``<registry>:d8WriteCheck``)
+    verify           every pushed (repository, tag) resolves to the bundle's digest
+    summary          the push summary text and a JSON-able result
+
+No Prefect here: ``tasks/push.py`` and ``flows/push.py`` wrap this package.
+"""

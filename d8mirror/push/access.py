@@ -1,0 +1,65 @@
+"""Write check before a push (spec §8.6, Part A Q18).
+
+Pushes a deterministic tiny image (512-byte payload) to ``<registry>:d8WriteCheck`` within a
+deadline (15 s, or ``D8_MIRROR_TIMEOUT``); ``MIRROR_BYPASS_ACCESS_CHECKS=1`` skips the check.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from d8mirror.errors import ConfigError, MirrorError
+from d8mirror.push import tinyimage
+from d8mirror.reference import Repository
+from d8mirror.registry import RegistryClient
+
+WRITE_CHECK_TAG = "d8WriteCheck"
+WRITE_CHECK_LABEL = "d8mirror write check"
+DEFAULT_TIMEOUT = 15.0
+BYPASS_ENV = "MIRROR_BYPASS_ACCESS_CHECKS"
+TIMEOUT_ENV = "D8_MIRROR_TIMEOUT"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class WriteCheckError(MirrorError):
+    """The target registry refused (or did not answer) the write check."""
+
+
+def bypassed(env: Mapping[str, str] | None = None) -> bool:
+    return (env if env is not None else os.environ).get(BYPASS_ENV, "") == "1"
+
+
+def check_timeout(env: Mapping[str, str] | None = None) -> float:
+    """``D8_MIRROR_TIMEOUT`` as seconds (``30``, ``30s``, ``2m``, ``500ms``), else 15."""
+    text = (env if env is not None else os.environ).get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"{TIMEOUT_ENV}={text!r} is not a duration (e.g. 30s, 2m)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def check_write_access(client: RegistryClient, target: Repository, *,
+                       timeout: float | None = None) -> None:
+    """Push the write-check image or raise :class:`WriteCheckError` (cause chained)."""
+    deadline = check_timeout() if timeout is None else timeout
+    image = tinyimage.build(WRITE_CHECK_LABEL, payload_size=512)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-check")
+    future = pool.submit(tinyimage.push, client, target.path, WRITE_CHECK_TAG, image)
+    try:
+        future.result(timeout=deadline)
+    except FutureTimeout as exc:
+        raise WriteCheckError(f"registry credentials validation failure: no answer from "
+                              f"{target} within {deadline:g}s (raise {TIMEOUT_ENV}, or set "
+                              f"{BYPASS_ENV}=1 to skip the check)") from exc
+    except MirrorError as exc:
+        raise WriteCheckError(f"registry credentials validation failure: cannot push "
+                              f"{target}:{WRITE_CHECK_TAG}: {exc}") from exc
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,67 @@
+"""Discovery index tags (spec §8.5, Part A Q1, Q18).
+
+After all layouts: for every directory directly under ``unified/modules/``,
+``unified/packages/`` and ``unified/deckhouse-cli/plugins/``, tag a deterministic tiny image as
+``<registry>/<modules path>:<name>``, ``<registry>/<packages path>:<name>`` and
+``<registry>/deckhouse-cli/plugins:<name>``. Order: modules, packages, plugins; names sorted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from d8mirror.push import tinyimage
+from d8mirror.push.routing import MODULES_SEGMENT, PACKAGES_SEGMENT, Router
+from d8mirror.reference import Repository
+from d8mirror.registry import RegistryClient
+
+log = logging.getLogger("d8mirror.push")
+
+DISCOVERY_LABEL = "d8mirror discovery index"
+PLUGINS_DIR = "deckhouse-cli/plugins"
+
+
+@dataclass(frozen=True)
+class DiscoveryTag:
+    kind: str          # "modules" | "packages" | "plugins"
+    repository: str    # path on the target registry
+    tag: str
+    digest: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "repository": self.repository, "tag": self.tag,
+                "digest": self.digest}
+
+
+def plan_discovery_tags(unified: Path, target: Repository, router: Router) -> list[DiscoveryTag]:
+    """Every discovery tag the tree calls for, in push order."""
+    digest = tinyimage.build(DISCOVERY_LABEL).digest
+    groups = [("modules", MODULES_SEGMENT, router.repository(target, MODULES_SEGMENT)),
+              ("packages", PACKAGES_SEGMENT, router.packages_index(target)),
+              ("plugins", PLUGINS_DIR, target.child(PLUGINS_DIR))]
+    out = []
+    for kind, rel, repository in groups:
+        directory = unified / rel
+        if not directory.is_dir():
+            log.info("No %s directory found, skipping %s index", kind, kind)
+            continue
+        for name in sorted(p.name for p in directory.iterdir() if p.is_dir()):
+            out.append(DiscoveryTag(kind, repository.path, name, digest))
+    return out
+
+
+def push_discovery_tags(client: RegistryClient, tags: list[DiscoveryTag], *,
+                        on_pushed: Callable[[DiscoveryTag], None] | None = None) -> int:
+    """Push the tags; returns how many were (re)written (already-correct tags are skipped)."""
+    image = tinyimage.build(DISCOVERY_LABEL)
+    written = 0
+    for tag in tags:
+        if tinyimage.push(client, tag.repository, tag.tag, image):
+            written += 1
+        if on_pushed is not None:
+            on_pushed(tag)
+    return written

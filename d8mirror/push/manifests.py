@@ -1,0 +1,94 @@
+"""Walk a manifest in an OCI layout: which blobs and child manifests it needs in the target."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from d8mirror.errors import LayoutError
+from d8mirror.layout import Layout
+from d8mirror.mediatypes import INDEX_TYPES, MAX_MANIFEST_BYTES
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ManifestNode:
+    """A manifest to PUT (exact bytes), its blobs, and (for an index) its children."""
+
+    digest: str
+    media_type: str
+    data: bytes = field(repr=False)
+    blobs: tuple[BlobRef, ...]
+    children: tuple[ManifestNode, ...]
+
+    def all_blobs(self) -> list[BlobRef]:
+        out = list(self.blobs)
+        for child in self.children:
+            out.extend(child.all_blobs())
+        return out
+
+    def put_order(self) -> list[ManifestNode]:
+        """Children first (depth-first), the node itself last."""
+        out: list[ManifestNode] = []
+        for child in self.children:
+            out.extend(child.put_order())
+        out.append(self)
+        return out
+
+
+def read_manifest(layout: Layout, digest: str, media_type: str | None, *,
+                  depth: int = 0) -> ManifestNode:
+    """Load ``digest`` from ``layout`` with everything it references (children first)."""
+    if depth > 4:
+        raise LayoutError(f"layout {layout.path}: manifest {digest} nests indexes too deeply")
+    data = layout.read_blob(digest, limit=MAX_MANIFEST_BYTES)
+    doc = _json_object(data, layout.path, digest)
+    kind = media_type or str(doc.get("mediaType") or "")
+    if kind in INDEX_TYPES or "manifests" in doc:
+        children = tuple(read_manifest(layout, d.digest, d.media_type, depth=depth + 1)
+                         for d in _descriptors(doc.get("manifests"), layout.path, digest))
+        return ManifestNode(digest, kind, data, (), children)
+    blobs = list(_descriptors([doc["config"]] if "config" in doc else [], layout.path, digest))
+    blobs += _descriptors(doc.get("layers"), layout.path, digest)
+    refs = tuple(BlobRef(d.digest, d.size) for d in blobs)
+    return ManifestNode(digest, kind, data, refs, ())
+
+
+@dataclass(frozen=True)
+class _Desc:
+    digest: str
+    size: int
+    media_type: str | None
+
+
+def _descriptors(items: Any, layout: Path, owner: str) -> list[_Desc]:
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise LayoutError(f"layout {layout}: manifest {owner} has a malformed descriptor list")
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("digest"), str):
+            raise LayoutError(f"layout {layout}: manifest {owner} has a malformed descriptor")
+        size = item.get("size", -1)
+        media = item.get("mediaType")
+        out.append(_Desc(item["digest"], size if isinstance(size, int) else -1,
+                         media if isinstance(media, str) else None))
+    return out
+
+
+def _json_object(data: bytes, layout: Path, digest: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise LayoutError(f"layout {layout}: manifest {digest} is not valid JSON") from exc
+    if not isinstance(doc, dict):
+        raise LayoutError(f"layout {layout}: manifest {digest} is not a JSON object")
+    return doc

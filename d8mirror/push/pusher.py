@@ -1,0 +1,180 @@
+"""Push one OCI layout into one target repository (spec §8.4, Part A Q2, Q17).
+
+For every short tag (``resolve_short_tags``: last wins, the pin wins on a Q2 conflict, which is
+warned once; descriptors without a short tag are skipped with a warning):
+
+1. a manifest that already resolves to the bundle's digest under that tag is left alone;
+2. every blob still needed is HEAD-checked in the target and, when missing, mounted from
+   another repository that already received it in this run, else uploaded (streamed from disk);
+   blobs run on a bounded pool (``blob_workers``);
+3. manifests are PUT byte-exact: an index's children by digest first, then the tagged one.
+
+Results are deterministic (tags sorted); counters say what was uploaded, mounted or present.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from d8mirror.errors import NotFoundError
+from d8mirror.layout import Layout, Provenance, resolve_short_tags
+from d8mirror.push.blobs import BlobLocations
+from d8mirror.push.manifests import BlobRef, ManifestNode, read_manifest
+from d8mirror.registry import RegistryClient
+
+log = logging.getLogger("d8mirror.push")
+
+Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LayoutPushResult:
+    """What pushing one layout did (JSON-able via :meth:`to_json`)."""
+
+    layout: str
+    repository: str
+    tags: tuple[tuple[str, str], ...] = ()   # (tag, digest), sorted by tag
+    blobs_uploaded: int = 0
+    blobs_mounted: int = 0
+    blobs_present: int = 0
+    bytes_uploaded: int = 0
+    manifests_put: int = 0
+    manifests_present: int = 0
+    warnings: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layout": self.layout, "repository": self.repository,
+                "tags": [list(t) for t in self.tags], "blobs_uploaded": self.blobs_uploaded,
+                "blobs_mounted": self.blobs_mounted, "blobs_present": self.blobs_present,
+                "bytes_uploaded": self.bytes_uploaded, "manifests_put": self.manifests_put,
+                "manifests_present": self.manifests_present, "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> LayoutPushResult:
+        return cls(doc["layout"], doc["repository"],
+                   tuple((str(t), str(d)) for t, d in doc["tags"]),
+                   doc["blobs_uploaded"], doc["blobs_mounted"], doc["blobs_present"],
+                   doc["bytes_uploaded"], doc["manifests_put"], doc["manifests_present"],
+                   tuple(doc["warnings"]))
+
+
+@dataclass(frozen=True)
+class TagPlan:
+    tag: str
+    node: ManifestNode
+
+
+def plan_layout(layout_dir: Path, layout_rel: str) -> tuple[list[TagPlan], list[str]]:
+    """The (tag, manifest tree) pairs to push, sorted by tag, and the warnings found."""
+    layout = Layout(layout_dir)
+    entries = layout.entries()
+    resolution = resolve_short_tags(entries, Provenance.load(layout_dir).from_item_archive)
+    warnings = [f"layout {layout_rel or '/'}: {c.describe()}" for c in resolution.conflicts]
+    warnings += [f"layout {layout_rel or '/'}: descriptor {e.digest} has no short tag "
+                 "annotation (io.deckhouse.image.short_tag); skipped" for e in resolution.untagged]
+    plans = [TagPlan(tag, read_manifest(layout, entry.digest, entry.media_type))
+             for tag, entry in resolution.items()]
+    return plans, warnings
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.uploaded = self.mounted = self.present = self.bytes = 0
+
+
+def push_layout(client: RegistryClient, layout_dir: Path, layout_rel: str, repository: str, *,
+                locations: BlobLocations | None = None, blob_workers: int = 4,
+                warn: Warn | None = None) -> LayoutPushResult:
+    """Push every short tag of the layout at ``layout_dir`` into ``repository`` (a path on
+    ``client``'s registry). Raises the registry's typed errors; safe to call again."""
+    plans, warnings = plan_layout(layout_dir, layout_rel)
+    for message in warnings:
+        (warn or log.warning)(message)
+    locations = locations or BlobLocations()
+    todo, already = _split_present(client, repository, plans)
+    counters = _Counters()
+    blobs = _unique_blobs(p.node for p in todo)
+    layout = Layout(layout_dir)
+    if blobs:
+        with ThreadPoolExecutor(max_workers=max(1, blob_workers),
+                                thread_name_prefix="push-blob") as pool:
+            outcomes = list(pool.map(
+                lambda b: _ensure_blob(client, layout, repository, b, locations), blobs))
+        for outcome, blob in zip(outcomes, blobs, strict=True):
+            _count(counters, outcome, blob.size)
+    manifests_put = _put_manifests(client, repository, todo)
+    for plan in todo:
+        log.info("Pushed %s:%s", repository, plan.tag)
+    tags = tuple(sorted((p.tag, p.node.digest) for p in plans))
+    return LayoutPushResult(layout_rel, repository, tags, counters.uploaded, counters.mounted,
+                            counters.present, counters.bytes, manifests_put, len(already),
+                            tuple(warnings))
+
+
+def _split_present(client: RegistryClient, repository: str,
+                   plans: list[TagPlan]) -> tuple[list[TagPlan], list[TagPlan]]:
+    todo: list[TagPlan] = []
+    already: list[TagPlan] = []
+    for plan in plans:
+        (already if _tag_points_at(client, repository, plan) else todo).append(plan)
+    return todo, already
+
+
+def _tag_points_at(client: RegistryClient, repository: str, plan: TagPlan) -> bool:
+    try:
+        return client.head_manifest(repository, plan.tag).digest == plan.node.digest
+    except NotFoundError:
+        return False
+
+
+def _unique_blobs(nodes: Iterable[ManifestNode]) -> list[BlobRef]:
+    seen: dict[str, BlobRef] = {}
+    for node in nodes:
+        for blob in node.all_blobs():
+            seen.setdefault(blob.digest, blob)
+    return sorted(seen.values(), key=lambda b: b.digest)
+
+
+def _ensure_blob(client: RegistryClient, layout: Layout, repository: str, blob: BlobRef,
+                 locations: BlobLocations) -> str:
+    """"present", "mounted" or "uploaded"."""
+    if client.blob_exists(repository, blob.digest):
+        locations.remember(blob.digest, repository)
+        return "present"
+    source = locations.source_for(blob.digest, repository)
+    if source is not None and client.mount_blob(repository, blob.digest, source):
+        locations.remember(blob.digest, repository)
+        return "mounted"
+    path = layout.blob_path(blob.digest)
+    client.upload_blob(repository, blob.digest, path, size=blob.size if blob.size >= 0 else None)
+    locations.remember(blob.digest, repository)
+    return "uploaded"
+
+
+def _count(counters: _Counters, outcome: str, size: int) -> None:
+    if outcome == "uploaded":
+        counters.uploaded += 1
+        counters.bytes += max(size, 0)
+    elif outcome == "mounted":
+        counters.mounted += 1
+    else:
+        counters.present += 1
+
+
+def _put_manifests(client: RegistryClient, repository: str, plans: list[TagPlan]) -> int:
+    put = 0
+    done: set[str] = set()
+    for plan in plans:
+        for node in plan.node.put_order()[:-1]:
+            if node.digest not in done:
+                client.put_manifest(repository, node.digest, node.data, node.media_type)
+                done.add(node.digest)
+                put += 1
+        client.put_manifest(repository, plan.tag, plan.node.data, plan.node.media_type)
+        put += 1
+    return put

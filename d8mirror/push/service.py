@@ -1,0 +1,113 @@
+"""The whole push without Prefect: unpack → push layouts (bounded, parallel) → discovery tags →
+verify → result. ``flows/push.py`` composes the same steps as Prefect tasks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from d8mirror.errors import LayoutError, MirrorError
+from d8mirror.layout import Layout
+from d8mirror.push.blobs import BlobLocations
+from d8mirror.push.discovery_tags import plan_discovery_tags, push_discovery_tags
+from d8mirror.push.pusher import LayoutPushResult, push_layout
+from d8mirror.push.routing import Router, find_layouts
+from d8mirror.push.summary import LayoutFailure, PushResult
+from d8mirror.push.unified import UnpackResult, WorkDir, unpack_all
+from d8mirror.push.verify import Expected, verify_pushed
+from d8mirror.reference import Repository
+from d8mirror.registry import RegistryClient
+
+log = logging.getLogger("d8mirror.push")
+
+
+@dataclass(frozen=True)
+class LayoutJob:
+    """One layout to push: where it is and where it goes (JSON-able)."""
+
+    layout: str         # path relative to the unified tree ("" = root)
+    directory: str      # absolute path of the layout
+    repository: str     # target repository path
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layout": self.layout, "directory": self.directory,
+                "repository": self.repository}
+
+
+def plan_jobs(unified: Path, target: Repository, router: Router, *,
+              warn: Callable[[str], None] | None = None) -> list[LayoutJob]:
+    """Every non-empty layout of the tree, sorted by path (§8.3); unreadable ones warned."""
+    jobs = []
+    for rel in find_layouts(unified):
+        directory = unified / rel if rel else unified
+        try:
+            empty = not Layout(directory).has_images()
+        except LayoutError as exc:
+            (warn or log.warning)(f"Skipping layout {rel or '/'}: {exc}")
+            continue
+        if not empty:
+            jobs.append(LayoutJob(rel, str(directory), router.repository(target, rel).path))
+    return jobs
+
+
+def expected_tags(results: Sequence[LayoutPushResult]) -> list[Expected]:
+    return [Expected(r.repository, tag, digest) for r in results for tag, digest in r.tags]
+
+
+def push_jobs(client: RegistryClient, jobs: Sequence[LayoutJob], *, concurrency: int = 4,
+              blob_workers: int = 4, warn: Callable[[str], None] | None = None,
+              ) -> tuple[list[LayoutPushResult], list[LayoutFailure]]:
+    """Push layouts on a bounded pool; every layout is tried, failures are collected."""
+    locations = BlobLocations()
+
+    def one(job: LayoutJob) -> LayoutPushResult | LayoutFailure:
+        log.info("Pushing %s/%s", client.registry, job.repository)
+        try:
+            return push_layout(client, Path(job.directory), job.layout, job.repository,
+                               locations=locations, blob_workers=blob_workers, warn=warn)
+        except MirrorError as exc:
+            return LayoutFailure(job.layout, job.repository, str(exc))
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="push") as pool:
+        outcomes = list(pool.map(one, jobs))
+    done = [o for o in outcomes if isinstance(o, LayoutPushResult)]
+    failed = [o for o in outcomes if isinstance(o, LayoutFailure)]
+    return done, failed
+
+
+def push_tree(client: RegistryClient, unified: Path, target: Repository, router: Router, *,
+              concurrency: int = 4, blob_workers: int = 4,
+              unpack: UnpackResult | None = None) -> PushResult:
+    """Push every layout of an unpacked tree, then discovery tags, then verify."""
+    started = time.monotonic()
+    warnings: list[str] = []
+    jobs = plan_jobs(unified, target, router, warn=warnings.append)
+    done, failed = push_jobs(client, jobs, concurrency=concurrency, blob_workers=blob_workers,
+                             warn=warnings.append)
+    discovery = plan_discovery_tags(unified, target, router)
+    push_discovery_tags(client, discovery)
+    expected = expected_tags(done) + [Expected(d.repository, d.tag, d.digest) for d in discovery]
+    mismatches = verify_pushed(client, expected)
+    return PushResult(str(target), unpack, tuple(done), tuple(failed), tuple(discovery),
+                      tuple(mismatches), elapsed_seconds=time.monotonic() - started,
+                      warnings=tuple([*(unpack.warnings if unpack else ()), *warnings]))
+
+
+def push_bundle(client: RegistryClient, archives: Sequence[Path], tmp_dir: Path,
+                target: Repository, router: Router, *, concurrency: int = 4,
+                blob_workers: int = 4) -> PushResult:
+    """Unpack ``archives`` (already sorted) under ``tmp_dir`` and push them; the unified tree
+    (and only what this call created) is removed at the end."""
+    workdir = WorkDir(tmp_dir)
+    try:
+        unified = workdir.prepare()
+        unpack = unpack_all(archives, unified)
+        return push_tree(client, unified, target, router, concurrency=concurrency,
+                         blob_workers=blob_workers, unpack=unpack)
+    finally:
+        workdir.cleanup()

@@ -1,0 +1,140 @@
+"""The push outcome: a JSON-able :class:`PushResult` and the framed summary text (§9.4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from d8mirror.push.discovery_tags import DiscoveryTag
+from d8mirror.push.pusher import LayoutPushResult
+from d8mirror.push.unified import UnpackResult
+from d8mirror.push.verify import Mismatch
+
+_FRAME = 56
+_LABEL = 11
+PLATFORM_LAYOUTS = frozenset({"", "install", "install-standalone", "release-channel"})
+
+
+@dataclass(frozen=True)
+class LayoutFailure:
+    layout: str
+    repository: str
+    error: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layout": self.layout, "repository": self.repository, "error": self.error}
+
+
+@dataclass(frozen=True)
+class PushResult:
+    target: str
+    unpack: UnpackResult | None = None
+    layouts: tuple[LayoutPushResult, ...] = ()
+    failures: tuple[LayoutFailure, ...] = ()
+    discovery: tuple[DiscoveryTag, ...] = ()
+    mismatches: tuple[Mismatch, ...] = ()
+    error: str | None = None
+    cancelled: bool = False
+    elapsed_seconds: float = 0.0
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failures or self.mismatches or self.error) or self.cancelled
+
+    @property
+    def failed_layouts(self) -> list[str]:
+        return [f.layout or "/" for f in self.failures]
+
+    def count(self, kind: str) -> int:
+        return sum(1 for d in self.discovery if d.kind == kind)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "ok": self.ok, "cancelled": self.cancelled,
+            "error": self.error, "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "unpack": self.unpack.to_json() if self.unpack else None,
+            "layouts": [r.to_json() for r in self.layouts],
+            "failures": [f.to_json() for f in self.failures],
+            "discovery": [d.to_json() for d in self.discovery],
+            "mismatches": [m.to_json() for m in self.mismatches],
+            "warnings": list(self.warnings),
+        }
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """One row per layout: layout, repository, tags, status, error."""
+        rows = [{"layout": r.layout or "/", "repository": r.repository, "tags": len(r.tags),
+                 "status": "pushed", "error": ""} for r in self.layouts]
+        rows += [{"layout": f.layout or "/", "repository": f.repository, "tags": 0,
+                  "status": "failed", "error": f.error} for f in self.failures]
+        return sorted(rows, key=lambda r: str(r["layout"]))
+
+
+def human_size(size: float) -> str:
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    unit = 0
+    while size >= 1024 and unit < len(units) - 1:
+        size /= 1024
+        unit += 1
+    return f"{int(size)} B" if unit == 0 else f"{size:.1f} {units[unit]}"
+
+
+def _elapsed(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _line(label: str, value: str) -> str:
+    return f"{label + ':':<{_LABEL}} {value}"
+
+
+def _count_or_absent(n: int, unit: str = "") -> str:
+    return f"{n}{unit}" if n else "not present"
+
+
+def render_push_summary(result: PushResult) -> str:
+    """The framed push summary (one log record)."""
+    title = "Push failed" if not result.ok else "Push summary"
+    pushed = [r.layout for r in result.layouts]
+    platform = any(p in PLATFORM_LAYOUTS for p in pushed)
+    security = sum(1 for p in pushed if p.startswith("security/"))
+    uploaded = sum(r.blobs_uploaded for r in result.layouts)
+    lines = [
+        _line("Registry", result.target),
+        _line("Platform", "pushed" if platform else "not present"),
+        _line("Installer", "pushed" if "installer" in pushed else "not present"),
+        _line("Security", _count_or_absent(security, " databases")),
+        _line("Modules", _count_or_absent(result.count("modules"))),
+        _line("Packages", _count_or_absent(result.count("packages"))),
+        _line("Plugins", _count_or_absent(result.count("plugins"))),
+        _line("Images", f"{sum(len(r.tags) for r in result.layouts)} tags in "
+                        f"{len(result.layouts)} layouts"),
+        _line("Blobs", f"{uploaded} uploaded "
+                       f"({human_size(sum(r.bytes_uploaded for r in result.layouts))}), "
+                       f"{sum(r.blobs_mounted for r in result.layouts)} mounted, "
+                       f"{sum(r.blobs_present for r in result.layouts)} already present"),
+        "",
+    ]
+    lines += _state_lines(result)
+    lines.append(f"Elapsed: {_elapsed(result.elapsed_seconds)}")
+    bar = "═" * (_FRAME - len(title) - 5)
+    return "\n".join([f"╔══ {title} {bar}", *[f"║ {line}" for line in lines],
+                      "╚" + "═" * _FRAME])
+
+
+def _state_lines(result: PushResult) -> list[str]:
+    if result.cancelled:
+        return ["Push was cancelled; layouts pushed so far stay in the registry."]
+    if result.ok:
+        return ["Push completed."]
+    lines = []
+    if result.error:
+        lines.append(f"Push failed: {result.error}")
+    if result.failures:
+        lines.append(f"Push failed; failed layouts: {', '.join(result.failed_layouts)}")
+        lines += [f"  {f.layout or '/'}: {f.error}" for f in result.failures]
+    if result.mismatches:
+        registry = result.target.split("/", 1)[0]
+        lines.append(f"Verification failed for {len(result.mismatches)} tags:")
+        lines += [f"  {m.describe(registry)}" for m in result.mismatches]
+    return lines

@@ -1,0 +1,149 @@
+"""Unpack bundle archives into one unified tree (spec §8.2, §7.5, Part A Q2, Q16, Q23).
+
+Archives are unpacked in the order given (sorted by the caller, §8.1) with
+:func:`d8mirror.bundle.safe_unpack` straight into ``<tmp>/push/unified``. When an archive brings
+an ``index.json`` for a layout that already has one, the two are merged
+(:func:`d8mirror.layout.merge_index_into`); every ``index.json`` an archive brings is recorded
+in the layout's provenance sidecar, so the pusher can let a descriptor from
+``package-<name>.tar`` beat one from ``package-versions.tar`` (Q2). Blobs are content-addressed:
+an existing one is replaced by identical bytes.
+
+An archive that cannot be read is a warning (``Failed to unpack <name>: <err>``) and the push
+goes on; an *unsafe* archive (tar-slip, links, devices) and a full disk are errors.
+Each bundle byte is written to disk once (tar → file); nothing is copied twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from d8mirror.bundle import safe_unpack
+from d8mirror.errors import DiskSpaceError, LayoutError, MirrorError, UnsafeArchiveEntryError
+from d8mirror.layout import (
+    INDEX_FILE,
+    Provenance,
+    merge_index_into,
+    parse_index,
+    read_index_file,
+)
+
+log = logging.getLogger("d8mirror.push")
+
+UNIFIED_DIR = Path("push") / "unified"
+
+
+@dataclass(frozen=True)
+class UnpackResult:
+    """What unpacking did: the tree, archives unpacked, archives that failed (with why)."""
+
+    root: Path
+    unpacked: tuple[str, ...] = ()
+    failed: tuple[tuple[str, str], ...] = ()
+    bytes_written: int = 0
+    warnings: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"root": str(self.root), "unpacked": list(self.unpacked),
+                "failed": [list(f) for f in self.failed], "bytes_written": self.bytes_written,
+                "warnings": list(self.warnings)}
+
+
+def unpack_all(archives: Sequence[Path], root: Path, *,
+               warn: Callable[[str], None] | None = None) -> UnpackResult:
+    """Unpack ``archives`` in the given order into ``root`` (created if missing)."""
+    root.mkdir(parents=True, exist_ok=True)
+    unpacked: list[str] = []
+    failed: list[tuple[str, str]] = []
+    warnings: list[str] = []
+    for archive in archives:
+        try:
+            unpack_one(archive, root)
+        except (UnsafeArchiveEntryError, DiskSpaceError):
+            raise
+        except (MirrorError, OSError, ValueError) as exc:
+            message = f"Failed to unpack {archive.name}: {exc}"
+            (warn or log.warning)(message)
+            warnings.append(message)
+            failed.append((archive.name, str(exc)))
+            continue
+        unpacked.append(archive.name)
+    return UnpackResult(root, tuple(unpacked), tuple(failed), tree_size(root), tuple(warnings))
+
+
+def unpack_one(archive: Path, root: Path) -> list[str]:
+    """Unpack one archive into ``root``, merging index files and recording provenance."""
+    source = archive.name
+    merged: set[Path] = set()
+
+    def on_collision(existing: Path, incoming: Path) -> None:
+        try:
+            doc = _read_incoming(incoming, source)
+            merge_index_into(existing.parent, doc, source=source)
+            merged.add(existing.resolve())
+        finally:
+            incoming.unlink(missing_ok=True)
+
+    names = safe_unpack(archive, root, on_index_collision=on_collision)
+    for name in names:
+        path = root / name
+        if path.name == INDEX_FILE and path.resolve() not in merged:
+            provenance = Provenance.load(path.parent)
+            provenance.record(parse_index(read_index_file(path), str(path)), source)
+            provenance.save(path.parent)
+    return names
+
+
+def _read_incoming(path: Path, source: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise LayoutError(f"index.json from {source} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise LayoutError(f"index.json from {source} is not a JSON object")
+    return doc
+
+
+def tree_size(root: Path) -> int:
+    """Bytes in regular files under ``root``."""
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+@dataclass
+class WorkDir:
+    """``<tmp>/push/unified`` and the directories this run created for it (Q23: only those
+    are removed at the end, never a user's ``--tmp-dir`` itself)."""
+
+    tmp: Path
+    created: list[Path] = field(default_factory=list)
+
+    @property
+    def unified(self) -> Path:
+        return self.tmp / UNIFIED_DIR
+
+    def prepare(self) -> Path:
+        """Create the unified dir (a stale one left by a killed run is ours: wiped first)."""
+        shutil.rmtree(self.unified, ignore_errors=True)
+        missing = [p for p in [self.unified, *self.unified.parents] if not p.exists()]
+        for path in reversed(missing):
+            path.mkdir()
+            self.created.append(path)
+        return self.unified
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.unified, ignore_errors=True)
+        for path in reversed(self.created):
+            if path.exists() and not any(path.iterdir()):
+                path.rmdir()
+
+
+def default_tmp_dir(bundle_dir: Path | None, archives: Sequence[Path]) -> Path:
+    """``<bundle>/.tmp/mirror``, else ``<dir of the first archive>/.tmp/mirror`` (§8.2)."""
+    base = bundle_dir if bundle_dir is not None and bundle_dir.is_dir() else (
+        archives[0].parent if archives else Path.cwd())
+    return base / ".tmp" / "mirror"

@@ -1,0 +1,53 @@
+"""After a push: every pushed (repository, tag) resolves in the target to the bundle's digest."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from d8mirror.errors import NotFoundError
+from d8mirror.registry import RegistryClient
+
+
+@dataclass(frozen=True, order=True)
+class Expected:
+    repository: str
+    tag: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    repository: str
+    tag: str
+    expected: str
+    actual: str | None   # None: the tag is missing
+
+    def describe(self, registry: str) -> str:
+        where = f"{registry}/{self.repository}:{self.tag}"
+        if self.actual is None:
+            return f"{where} is missing (expected {self.expected})"
+        return f"{where} is {self.actual}, expected {self.expected}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"repository": self.repository, "tag": self.tag, "expected": self.expected,
+                "actual": self.actual}
+
+
+def verify_pushed(client: RegistryClient, expected: Iterable[Expected], *,
+                  workers: int = 4) -> list[Mismatch]:
+    """HEAD every tag; the mismatches (missing or other digest), sorted."""
+    items = sorted(set(expected))
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="verify") as pool:
+        found = list(pool.map(lambda e: _resolve(client, e), items))
+    return [Mismatch(e.repository, e.tag, e.digest, actual)
+            for e, actual in zip(items, found, strict=True) if actual != e.digest]
+
+
+def _resolve(client: RegistryClient, item: Expected) -> str | None:
+    try:
+        return client.head_manifest(item.repository, item.tag).digest
+    except NotFoundError:
+        return None
