@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from d8mirror.blobstore import BlobStore, read_capped, sha256_file
-from d8mirror.errors import LayoutError, wrap_os_error
+from d8mirror.errors import IntegrityError, LayoutError, wrap_os_error
 from d8mirror.mediatypes import (
     ANNOTATION_REF_NAME,
     ANNOTATION_SHORT_TAG,
@@ -354,7 +354,7 @@ class Layout:
                                 f"{ANNOTATION_SHORT_TAG} annotation")
             try:
                 blobs = self.closure(entry.digest)
-            except LayoutError as exc:
+            except (LayoutError, IntegrityError) as exc:
                 problems.append(str(exc))
                 continue
             for blob, _ in blobs:
@@ -419,7 +419,7 @@ class Provenance:
         try:
             return cls({(str(item["digest"]), item.get("refName")): list(item["archives"])
                         for item in doc["entries"]})
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise LayoutError(f"provenance sidecar {path} is malformed: {exc}") from exc
 
     def save(self, layout_dir: Path) -> None:
