@@ -3,6 +3,7 @@
     MirrorError                      every error d8mirror raises on purpose
     ├── ConfigError                  bad flag, parameter or environment value
     │   └── FilterError              bad --include-package / --exclude-package expression
+    │       └── EmptyConstraintError "name@" with nothing after '@' (has .flag, .value)
     ├── InvalidReferenceError        bad image reference or repository name
     ├── InvalidImageMetadataError    bad JSON metadata read from inside an image (extra_images.json)
     ├── RegistryError                a registry answered badly or not at all (has .url, .status)
@@ -17,6 +18,7 @@
     │   ├── RegistryNetworkError     connection refused/reset, timeout, truncated body
     │   ├── TLSError                 certificate verification failed
     │   └── ProtocolError            an answer that breaks the distribution spec
+    ├── ProbeCancelled               a --proxy-registry version probe was cancelled
     ├── IntegrityError
     │   ├── DigestMismatchError      bytes do not hash to their digest (retried: may be transient)
     │   └── LayerReadError           an image layer is truncated or not a readable tar
@@ -44,6 +46,19 @@ class ConfigError(MirrorError, ValueError):
 
 class FilterError(ConfigError):
     """A package filter expression (NAME[@CONSTRAINT]) is invalid."""
+
+
+class EmptyConstraintError(FilterError):
+    """``name@`` with nothing after ``@`` -- often a shell that ate ``>=...`` as a redirect."""
+
+    def __init__(self, flag: str, value: str) -> None:
+        name = value.strip().partition("@")[0].strip() or "name"
+        super().__init__(
+            f"Version constraint is missing after '@' in {flag} \"{value}\"; "
+            f"if your shell ate the rest, quote it: {flag} \"{name}@>=1.43.2\""
+        )
+        self.flag = flag
+        self.value = value
 
 
 class InvalidReferenceError(MirrorError, ValueError):
@@ -112,6 +127,10 @@ class TLSError(RegistryError):
 
 class ProtocolError(RegistryError):
     """The registry's answer breaks the distribution spec (bad header, bad JSON...)."""
+
+
+class ProbeCancelled(MirrorError):
+    """A --proxy-registry version probe stopped because the run was cancelled."""
 
 
 class IntegrityError(MirrorError):
