@@ -1,0 +1,59 @@
+"""Shared pytest fixtures: real registries on 127.0.0.1, started once per session.
+
+Prefect isolation comes first, before anything can import Prefect: telemetry off, a fresh
+PREFECT_HOME per session, no PREFECT_API_URL inherited from the shell.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="d8mirror-test-prefect-home-")
+os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = os.path.join(os.environ["PREFECT_HOME"],
+                                                               "storage")
+os.environ.pop("PREFECT_API_URL", None)
+
+from collections.abc import Iterator
+
+import pytest
+
+from d8mirror.testbed.registry_server import AuthMode, RegistryServer
+
+
+def _serve(factory: pytest.TempPathFactory, name: str, *, auth: AuthMode = "none",
+           tls: bool = False) -> Iterator[RegistryServer]:
+    with RegistryServer(factory.mktemp(name), auth=auth, tls=tls) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """Plain HTTP, anonymous: the usual source registry."""
+    yield from _serve(tmp_path_factory, "registry")
+
+
+@pytest.fixture(scope="session")
+def registry2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A second plain HTTP anonymous registry: the usual push target."""
+    yield from _serve(tmp_path_factory, "registry2")
+
+
+@pytest.fixture(scope="session")
+def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """htpasswd (testuser/testpass) over plain HTTP."""
+    yield from _serve(tmp_path_factory, "basic-registry", auth="htpasswd")
+
+
+@pytest.fixture(scope="session")
+def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """htpasswd (testuser/testpass) over HTTPS with a self-signed CA (``.ca_file``)."""
+    yield from _serve(tmp_path_factory, "tls-registry", auth="htpasswd", tls=True)
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """Bearer tokens from a local token server (testuser/testpass) over plain HTTP."""
+    yield from _serve(tmp_path_factory, "token-registry", auth="token")
