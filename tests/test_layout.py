@@ -399,3 +399,19 @@ def test_merge_index_into_rejects_invalid_archive_index(tmp_path: Path) -> None:
         merge_index_into(tmp_path, {"manifests": [{"digest": "sha256:../../etc"}]},
                          source="package-x.tar")
     assert not (tmp_path / "index.json").exists()
+
+
+@pytest.mark.parametrize("mutate", [
+    {"size": -1}, {"size": True}, {"size": "10"}, {"mediaType": ""},
+    {"annotations": {"k": 1}}, {"annotations": ["x"]},
+])
+def test_malformed_descriptor_fields_are_refused(mutate: dict[str, Any]) -> None:
+    with pytest.raises(LayoutError):
+        IndexEntry.from_json(dict(entry("a", "v1"), **mutate))
+
+
+def test_provenance_sidecar_absent_or_malformed(tmp_path: Path) -> None:
+    assert Provenance.load(tmp_path).sources == {}
+    (tmp_path / PROVENANCE_FILE).write_text('{"entries": [1]}')
+    with pytest.raises(LayoutError, match="provenance"):
+        Provenance.load(tmp_path)
