@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from d8mirror.errors import NotFoundError
+from d8mirror.errors import LayoutError, NotFoundError
 from d8mirror.layout import Layout, Provenance, resolve_short_tags
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.push.manifests import BlobRef, ManifestNode, read_manifest
@@ -151,6 +151,9 @@ def _ensure_blob(client: RegistryClient, layout: Layout, repository: str, blob: 
         locations.remember(blob.digest, repository)
         return "mounted"
     path = layout.blob_path(blob.digest)
+    if not path.is_file():
+        raise LayoutError(f"layout {layout.path} lacks blob {blob.digest}: the bundle is "
+                          "incomplete; copy the archive again or pull it again")
     client.upload_blob(repository, blob.digest, path, size=blob.size if blob.size >= 0 else None)
     locations.remember(blob.digest, repository)
     return "uploaded"

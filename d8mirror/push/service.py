@@ -70,7 +70,7 @@ def push_jobs(client: RegistryClient, jobs: Sequence[LayoutJob], *, concurrency:
         try:
             return push_layout(client, Path(job.directory), job.layout, job.repository,
                                locations=locations, blob_workers=blob_workers, warn=warn)
-        except MirrorError as exc:
+        except (MirrorError, OSError) as exc:
             return LayoutFailure(job.layout, job.repository, str(exc))
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="push") as pool:
@@ -86,9 +86,14 @@ def push_tree(client: RegistryClient, unified: Path, target: Repository, router:
     """Push every layout of an unpacked tree, then discovery tags, then verify."""
     started = time.monotonic()
     warnings: list[str] = []
-    jobs = plan_jobs(unified, target, router, warn=warnings.append)
+
+    def warn(message: str) -> None:
+        log.warning(message)
+        warnings.append(message)
+
+    jobs = plan_jobs(unified, target, router, warn=warn)
     done, failed = push_jobs(client, jobs, concurrency=concurrency, blob_workers=blob_workers,
-                             warn=warnings.append)
+                             warn=warn)
     discovery = plan_discovery_tags(unified, target, router)
     push_discovery_tags(client, discovery)
     expected = expected_tags(done) + [Expected(d.repository, d.tag, d.digest) for d in discovery]
