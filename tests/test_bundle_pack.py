@@ -5,11 +5,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 import subprocess
-from collections.abc import Callable
-from typing import Any, BinaryIO
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,9 +21,9 @@ from d8mirror.bundle import (
     TarSource,
     open_archive,
     pack_archive,
+    tarwriter,
     verify_sidecars,
 )
-from d8mirror.bundle import tarwriter
 from d8mirror.errors import BundleError, ChunkSetError, DiskSpaceError
 
 MiB = 1024 * 1024
@@ -191,11 +191,12 @@ def test_reader_accepts_a_trailing_empty_chunk(tmp_path: Path) -> None:
 
 def test_reader_without_first_chunk_names_the_path(tmp_path: Path) -> None:
     (tmp_path / "x.tar.0001.chunk").write_bytes(b"x")
-    with pytest.raises(ChunkSetError, match=str(tmp_path / "x.tar")):
+    with pytest.raises(ChunkSetError, match=re.escape(str(tmp_path / "x.tar"))):
         read_archive(tmp_path / "x.tar")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sizes=st.lists(st.integers(0, 20_000), max_size=4), chunk_size=st.integers(700, 40_000))
 def test_chunk_round_trip(tmp_path_factory: pytest.TempPathFactory, sizes: list[int],
                           chunk_size: int) -> None:
@@ -211,7 +212,7 @@ def test_chunk_round_trip(tmp_path_factory: pytest.TempPathFactory, sizes: list[
 class FullDisk:
     """A staged archive file that reports ENOSPC once ``limit`` bytes went to the whole disk."""
 
-    def __init__(self, stream: BinaryIO, budget: list[int]) -> None:
+    def __init__(self, stream: IO[bytes], budget: list[int]) -> None:
         self._stream, self._budget = stream, budget
 
     def write(self, data: bytes) -> int:

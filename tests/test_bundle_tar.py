@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 import tarfile
 from pathlib import Path
 
@@ -86,7 +87,8 @@ def test_sources_and_members_are_merged_and_sorted(tmp_path: Path) -> None:
     (tmp_path / "src" / "index.json").write_text("{}")
     (tmp_path / "blob").write_bytes(b"blob")
     buffer = io.BytesIO()
-    write_tar(buffer, [TarSource(tmp_path / "src", "p"), TarMember("p/blobs/sha256/ab", tmp_path / "blob")])
+    write_tar(buffer, [TarSource(tmp_path / "src", "p"),
+                       TarMember("p/blobs/sha256/ab", tmp_path / "blob")])
     assert list(read_tar(buffer.getvalue())) == ["p/blobs/sha256/ab", "p/index.json"]
 
 
@@ -94,7 +96,7 @@ def test_duplicate_arcname_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "index.json").write_text("{}")
     (tmp_path / "other").write_text("{}")
-    with pytest.raises(BundleError, match="duplicate archive entry 'p/index.json'"):
+    with pytest.raises(BundleError, match=r"duplicate archive entry 'p/index\.json'"):
         write_tar(io.BytesIO(), [TarSource(tmp_path / "src", "p"),
                                  TarMember("p/index.json", tmp_path / "other")])
 
@@ -110,7 +112,7 @@ def test_special_files_in_a_source_are_named(tmp_path: Path, kind: str) -> None:
         odd.symlink_to(tmp_path, target_is_directory=True)
     else:
         os.mkfifo(odd)
-    with pytest.raises(BundleError, match=str(odd)):
+    with pytest.raises(BundleError, match=re.escape(str(odd))):
         write_tar(io.BytesIO(), [TarSource(src, "p")])
 
 
