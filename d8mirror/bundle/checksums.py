@@ -11,16 +11,24 @@ Digests are fed piece by piece while an archive is written, so nothing is read t
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Protocol, cast
 
 import gostcrypto
+
+from d8mirror.errors import BundleError, ConfigError
 
 from .atomic import Staging, staging_path
 
 PIECE = 1024 * 1024
 SHA256_SUFFIX = ".sha256"
 GOST_SUFFIX = ".gostsum"
+GOST_PROGRAM = "gost12sum"
+GOST_BACKEND_ENV = "D8MIRROR_GOST_BACKEND"
 
 
 class Hasher(Protocol):
@@ -56,9 +64,59 @@ class _GostHasher:
         return self._hash.hexdigest().lower()
 
 
+class _GostPipeHasher:
+    """Streebog-256 computed by ``gost12sum`` (Debian package ``gostsum``) fed through a pipe.
+
+    About 100 MiB/s against 0.15 MiB/s for pure-Python ``gostcrypto``; the hashing also runs on
+    another CPU core while the archive is written.
+    """
+
+    def __init__(self, program: str) -> None:
+        self._program = program
+        self._process = subprocess.Popen([program], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def update(self, data: bytes, /) -> None:
+        stdin = self._process.stdin
+        assert stdin is not None
+        stdin.write(data)
+
+    def hexdigest(self) -> str:
+        output, _ = self._process.communicate()
+        digest = output.split(b" ", 1)[0].decode("ascii", "replace").strip().lower()
+        if self._process.returncode != 0 or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise BundleError(f"{self._program} failed (exit {self._process.returncode}); "
+                              f"set {GOST_BACKEND_ENV}=gostcrypto to hash in Python instead")
+        return digest
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.communicate()
+
+
+def gost_backend() -> str:
+    """``gost12sum`` if installed (``$D8MIRROR_GOST_BACKEND`` overrides), else ``gostcrypto``."""
+    wanted = os.environ.get(GOST_BACKEND_ENV, "")
+    if wanted == "gostcrypto":
+        return wanted
+    program = shutil.which(wanted or GOST_PROGRAM)
+    if program is None and wanted:
+        raise ConfigError(f"{GOST_BACKEND_ENV}={wanted!r} is not an installed program; install "
+                          "the gostsum package or use gostcrypto")
+    return program or "gostcrypto"
+
+
 def new_gost() -> Hasher:
     """A fresh incremental Streebog-256 hasher (any piece sizes)."""
-    return _GostHasher()
+    backend = gost_backend()
+    return _GostHasher() if backend == "gostcrypto" else _GostPipeHasher(backend)
+
+
+def close_hasher(hasher: Hasher | None) -> None:
+    """Release a hasher that will not be finished (stops a ``gost12sum`` process)."""
+    if isinstance(hasher, _GostPipeHasher):
+        hasher.close()
 
 
 class FileDigests:
@@ -73,11 +131,18 @@ class FileDigests:
         if self.gost is not None:
             self.gost.update(bytes(data))  # copies; GOST is far slower than the copy
 
+    def discard(self) -> None:
+        close_hasher(self.gost)
+
 
 def _hash_file(path: Path, hasher: Hasher) -> str:
-    with path.open("rb") as stream:
-        while piece := stream.read(PIECE):
-            hasher.update(piece)
+    try:
+        with path.open("rb") as stream:
+            while piece := stream.read(PIECE):
+                hasher.update(piece)
+    except BaseException:
+        close_hasher(hasher)
+        raise
     return hasher.hexdigest()
 
 

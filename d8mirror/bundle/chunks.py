@@ -58,7 +58,7 @@ class ArchiveFileWriter:
         self._files: list[Path] = []
         self._stream: BinaryIO | None = None
         self._written = 0
-        self._digests = FileDigests(gost=gost)
+        self._digests = FileDigests(gost=False)  # replaced per file by _open_next
         self._aborted = False
 
     @property
@@ -121,6 +121,7 @@ class ArchiveFileWriter:
     def abort(self) -> None:
         """Close without staging sidecars; the caller discards the staging."""
         self._aborted = True
+        self._digests.discard()
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.close()
