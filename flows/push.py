@@ -1,0 +1,135 @@
+"""mirror-push: bundle archives into the air-gapped registry.
+
+    write check ─▶ unpack (sorted, merged, Q2 provenance) ─▶ per layout (mapped, bounded):
+    push ─▶ discovery tags ─▶ verify every tag ─▶ summary + table artifacts ─▶ Failed if any
+    layout failed or any tag does not resolve to the bundle's digest
+
+A failed layout never stops the others; the run ends Failed and names it. Layout pushes are
+cached by content, so the UI's Retry re-pushes only what failed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from d8mirror.push.access import bypassed
+from d8mirror.push.pusher import LayoutPushResult
+from d8mirror.push.summary import LayoutFailure, PushResult, render_push_summary
+from d8mirror.push.unified import UnpackResult, WorkDir
+from d8mirror.push.verify import Mismatch
+from d8mirror.registry import Credentials, TLSOptions
+from tasks import endpoints
+from tasks.credentials import target_credentials
+from tasks.push import (
+    PushParameters,
+    check_write_access_task,
+    discovery_from_json,
+    push_discovery_tags_task,
+    push_layout_task,
+    unpack_bundle_task,
+    verify_push_task,
+)
+
+#: Credentials handed over by ``run_push`` (the CLI), by registry host; never parameters.
+_explicit_credentials: dict[str, Credentials] = {}
+
+
+class PushFailed(Exception):
+    """Raised at the end of a push in which layouts failed or tags did not verify."""
+
+
+def _register_target(params: PushParameters) -> str:
+    registry = params.target().registry
+    credentials = _explicit_credentials.get(registry) or target_credentials(
+        registry, params.registry_credentials_block)
+    endpoints.register(registry, credentials=credentials, tls=TLSOptions(
+        insecure=params.insecure, skip_verify=params.tls_skip_verify, ca_file=params.ca_file))
+    return registry
+
+
+def _error_text(state: Any) -> str:
+    try:
+        state.result()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return str(getattr(state, "message", "") or "failed")
+
+
+def _push_layouts(params: PushParameters, registry: str, jobs: list[dict[str, str]],
+                  ) -> tuple[list[LayoutPushResult], list[LayoutFailure]]:
+    with ThreadPoolTaskRunner(max_workers=params.concurrency) as runner:
+        futures = [runner.submit(push_layout_task, {"registry": registry, "job": job,
+                                                    "blob_workers": params.blob_workers})
+                   for job in jobs]
+        wait(futures)
+    done, failed = [], []
+    for job, future in zip(jobs, futures, strict=True):
+        if future.state.is_completed():
+            done.append(LayoutPushResult.from_json(future.state.result()))
+        else:
+            failed.append(LayoutFailure(job["layout"], job["repository"],
+                                        _error_text(future.state)))
+    return done, failed
+
+
+def _publish(result: PushResult) -> None:
+    create_markdown_artifact(f"```\n{render_push_summary(result)}\n```", key="push-summary",
+                             description="d8mirror push summary")
+    create_table_artifact(result.table_rows(), key="push-layouts",
+                          description="Layouts pushed: tags, status, error")
+
+
+@flow(name="mirror-push", log_prints=True)
+def mirror_push(params: PushParameters) -> dict[str, Any]:
+    """Push bundle archives into the target registry; see the module docstring."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    registry = _register_target(params)
+    if bypassed():
+        logger.warning("MIRROR_BYPASS_ACCESS_CHECKS=1: skipping the registry write check")
+    else:
+        check_write_access_task(params.registry)
+    unpacked = unpack_bundle_task(params)
+    workdir = WorkDir(tmp=Path(unpacked["tmp"]),
+                      created=[Path(p) for p in unpacked["created"]])
+    try:
+        done, failed = _push_layouts(params, registry, unpacked["jobs"])
+        discovery = discovery_from_json(push_discovery_tags_task(params, unpacked["root"]))
+        expected = [[r.repository, tag, digest] for r in done for tag, digest in r.tags]
+        expected += [[d.repository, d.tag, d.digest] for d in discovery]
+        mismatches = [Mismatch(**m) for m in verify_push_task(registry, expected)]
+    finally:
+        workdir.cleanup()
+    unpack = UnpackResult(workdir.unified, tuple(unpacked["unpacked"]),
+                          tuple((a, e) for a, e in unpacked["failed"]),
+                          unpacked["bytes_written"], tuple(unpacked["warnings"]))
+    result = PushResult(str(params.target()), unpack, tuple(done), tuple(failed),
+                        tuple(discovery), tuple(mismatches),
+                        elapsed_seconds=time.monotonic() - started,
+                        warnings=tuple(w for r in done for w in r.warnings))
+    logger.info("%s", render_push_summary(result))
+    _publish(result)
+    if not result.ok:
+        names = ", ".join(result.failed_layouts) or "none"
+        raise PushFailed(f"push to {params.registry} failed; failed layouts: {names}; "
+                         f"{len(result.mismatches)} tags did not verify")
+    return result.to_json()
+
+
+def run_push(params: PushParameters, credentials: Credentials | None = None) -> dict[str, Any]:
+    """What the CLI calls: hand over explicit credentials (by host), then run the flow."""
+    registry = params.target().registry
+    if credentials is not None:
+        _explicit_credentials[registry] = credentials
+    try:
+        return mirror_push(params)
+    finally:
+        _explicit_credentials.pop(registry, None)
+        endpoints.close_all()

@@ -1,0 +1,157 @@
+"""Prefect tasks of mirror-push: thin wrappers over :mod:`d8mirror.push`.
+
+Results are small JSON dicts. ``push_layout_task`` is cached by content (the layout's
+``index.json`` and provenance sidecar, and the target repository), so a retried flow run
+re-pushes only the layouts that failed; its body is idempotent anyway (HEAD before every write).
+Credentials never pass through here: tasks get clients by registry host from ``tasks.endpoints``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.context import TaskRunContext
+from pydantic import BaseModel, Field
+
+from d8mirror.bundle import discover_archives
+from d8mirror.layout import INDEX_FILE, PROVENANCE_FILE
+from d8mirror.push.access import check_write_access
+from d8mirror.push.blobs import BlobLocations
+from d8mirror.push.discovery_tags import DiscoveryTag, plan_discovery_tags, push_discovery_tags
+from d8mirror.push.pusher import push_layout
+from d8mirror.push.routing import Router, parse_target
+from d8mirror.push.service import plan_jobs
+from d8mirror.push.unified import WorkDir, default_tmp_dir, unpack_all
+from d8mirror.push.verify import Expected, verify_pushed
+from d8mirror.reference import Repository
+from tasks.endpoints import client_for
+from tasks.policy import TRANSIENT_RETRIES, content_key
+
+
+class PushParameters(BaseModel):
+    """Push bundle archives into a (usually air-gapped) registry."""
+
+    bundle_dir: str | None = Field(None, description="Bundle directory (every *.tar and chunk "
+                                   "set in it is pushed), or a single archive.")
+    files: list[str] = Field(default_factory=list,
+                             description="Extra archive files to push (like --file).")
+    registry: str = Field(description="Target repository host[:port]/path, e.g. "
+                          "registry.local:5000/deckhouse/ee (a scheme is stripped).")
+    insecure: bool = Field(False, description="Plain HTTP to the target registry.")
+    tls_skip_verify: bool = Field(False, description="Do not verify the target's TLS "
+                                  "certificate.")
+    ca_file: str | None = Field(None, description="Extra CA bundle (PEM) for the target.")
+    packages_path_suffix: str = Field("/packages", description="Where packages go under the "
+                                      "target repository ('/' = the repository itself).")
+    modules_path_suffix: str = Field("/modules", description="Where modules go under the "
+                                     "target repository ('/' = the repository itself).")
+    tmp_dir: str | None = Field(None, description="Working dir for the unpacked tree "
+                                "(default <bundle>/.tmp/mirror); only what push creates in it "
+                                "is removed.")
+    concurrency: int = Field(4, ge=1, le=64, description="Layouts pushed at once.")
+    blob_workers: int = Field(4, ge=1, le=64, description="Blobs at once per layout.")
+    registry_credentials_block: str | None = Field(
+        None, description="Name of a Prefect Secret block holding 'user:password' for the "
+        "target (else D8_MIRROR_REGISTRY_LOGIN/PASSWORD or docker config.json).")
+
+    def target(self) -> Repository:
+        return parse_target(self.registry)
+
+    def router(self) -> Router:
+        return Router.from_suffixes(self.packages_path_suffix, self.modules_path_suffix)
+
+    def archives(self) -> list[Path]:
+        bundle = Path(self.bundle_dir) if self.bundle_dir else None
+        return discover_archives(bundle, [Path(f) for f in self.files])
+
+    def tmp_path(self, archives: list[Path]) -> Path:
+        if self.tmp_dir:
+            return Path(self.tmp_dir)
+        bundle = Path(self.bundle_dir) if self.bundle_dir else None
+        return default_tmp_dir(bundle, archives)
+
+
+_locations_lock = threading.Lock()
+_locations: dict[str, BlobLocations] = {}
+
+
+def blob_locations(registry: str) -> BlobLocations:
+    """Blobs known to be in the target in this process (cross-repository mount sources)."""
+    with _locations_lock:
+        return _locations.setdefault(registry, BlobLocations())
+
+
+@task(name="check-write-access", **TRANSIENT_RETRIES)
+def check_write_access_task(registry: str) -> None:
+    """§8.6: push a deterministic tiny image to ``<registry>:d8WriteCheck``."""
+    target = parse_target(registry)
+    check_write_access(client_for(target.registry), target)
+
+
+@task(name="unpack-bundle")
+def unpack_bundle_task(params: PushParameters) -> dict[str, Any]:
+    """Unpack every archive (sorted) into ``<tmp>/push/unified``; plan one job per layout."""
+    logger = get_run_logger()
+    archives = params.archives()
+    workdir = WorkDir(params.tmp_path(archives))
+    unified = workdir.prepare()
+    try:
+        result = unpack_all(archives, unified, warn=logger.warning)
+        jobs = plan_jobs(unified, params.target(), params.router(), warn=logger.warning)
+    except BaseException:
+        workdir.cleanup()
+        raise
+    return {**result.to_json(), "archives": [str(a) for a in archives],
+            "tmp": str(workdir.tmp), "created": [str(p) for p in workdir.created],
+            "jobs": [j.to_json() for j in jobs]}
+
+
+def _file_sha256(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def layout_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """content_key(index.json sha256, provenance sha256, target registry + repository)."""
+    job = parameters["job"]
+    directory = Path(job["directory"])
+    return content_key("push-layout", _file_sha256(directory / INDEX_FILE),
+                       _file_sha256(directory / PROVENANCE_FILE), parameters["registry"],
+                       job["repository"])
+
+
+@task(name="push-layout", task_run_name="push-{job[layout]}", cache_key_fn=layout_cache_key,
+      persist_result=True, result_serializer="json", **TRANSIENT_RETRIES)
+def push_layout_task(registry: str, job: dict[str, str], blob_workers: int = 4) -> dict[str, Any]:
+    """Push one layout (blobs HEAD-first, mounts, byte-exact manifests)."""
+    logger = get_run_logger()
+    logger.info("Pushing %s/%s", registry, job["repository"])
+    result = push_layout(client_for(registry), Path(job["directory"]), job["layout"],
+                         job["repository"], locations=blob_locations(registry),
+                         blob_workers=blob_workers, warn=logger.warning)
+    return result.to_json()
+
+
+@task(name="push-discovery-tags", **TRANSIENT_RETRIES)
+def push_discovery_tags_task(params: PushParameters, unified: str) -> list[dict[str, Any]]:
+    """§8.5: ``<registry>/<packages path>:<name>`` (and modules, plugins) for the tree."""
+    target = params.target()
+    tags = plan_discovery_tags(Path(unified), target, params.router())
+    push_discovery_tags(client_for(target.registry), tags)
+    return [t.to_json() for t in tags]
+
+
+@task(name="verify-push", **TRANSIENT_RETRIES)
+def verify_push_task(registry: str, expected: list[list[str]]) -> list[dict[str, Any]]:
+    """Every pushed (repository, tag) must resolve to the bundle's digest; mismatches named."""
+    items = [Expected(repo, tag, digest) for repo, tag, digest in expected]
+    return [m.to_json() for m in verify_pushed(client_for(registry), items)]
+
+
+def discovery_from_json(items: list[dict[str, Any]]) -> list[DiscoveryTag]:
+    return [DiscoveryTag(i["kind"], i["repository"], i["tag"], i["digest"]) for i in items]
