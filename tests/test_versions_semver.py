@@ -17,7 +17,8 @@ MATCH_TABLE = [
     ("=2.0.0", "2.0.0", True), ("=2.0.0", "1.2.3", False), ("2.0.0", "2.0.0", True),
     ("!=4.1", "4.1.0", False), ("!=4.1", "5.1.0", True), ("!=1.2.3", "1.2.4", True),
     (">1.2.3", "1.2.4", True), (">1.2.3", "1.2.3", False),
-    (">1.1", "1.1.9", False), (">1.1", "1.2.0", True), (">2", "2.9.0", False), (">2", "3.0.0", True),
+    (">1.1", "1.1.9", False), (">1.1", "1.2.0", True),
+    (">2", "2.9.0", False), (">2", "3.0.0", True),
     ("<1.1", "1.0.9", True), ("<1.1", "1.1.1", False),
     ("<=1.1", "1.1.9", True), ("<=1.1", "1.2.0", False), ("<=1.2.3", "1.2.4", False),
     (">=1.2.3", "1.2.3", True), ("=>1.2.0", "1.2.0", True), ("=<1.2.0", "1.2.1", False),
@@ -61,7 +62,8 @@ def test_masterminds_semantics(constraint: str, version: str, expected: bool) ->
 
 
 @pytest.mark.parametrize(
-    "text", ["", "invalid", ">=abc", ">=1.0.0<2", ">=1x", ">=1.2.3-01", ">= ", "1.2.3 ||", "a || >=1"]
+    "text",
+    ["", "invalid", ">=abc", ">=1.0.0<2", ">=1x", ">=1.2.3-01", ">= ", "1.2.3 ||", "a || >=1"],
 )
 def test_bad_constraints_raise_filter_error(text: str) -> None:
     with pytest.raises(FilterError, match=r'^invalid semver "'):
