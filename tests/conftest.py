@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from d8mirror.testbed.registry_server import AuthMode, RegistryServer
+from d8mirror.testbed.seed import SeededContent, demo_spec, seed_packages
 
 
 def _serve(factory: pytest.TempPathFactory, name: str, *, auth: AuthMode = "none",
@@ -57,3 +58,14 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryS
 def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """Bearer tokens from a local token server (testuser/testpass) over plain HTTP."""
     yield from _serve(tmp_path_factory, "token-registry", auth="token")
+
+
+DEMO_ROOT = "deckhouse/ee"
+
+
+@pytest.fixture(scope="session")
+def demo_content(registry: RegistryServer,
+                 tmp_path_factory: pytest.TempPathFactory) -> SeededContent:
+    """``demo_spec()`` seeded once into ``registry`` under ``deckhouse/ee`` (treat as read-only)."""
+    with registry.client() as client:
+        return seed_packages(client, DEMO_ROOT, demo_spec(), tmp_path_factory.mktemp("demo-images"))
