@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import wait
+from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from d8mirror.push.access import bypassed
@@ -64,10 +64,12 @@ def _error_text(state: Any) -> str:
 
 def _push_layouts(params: PushParameters, registry: str, jobs: list[dict[str, str]],
                   ) -> tuple[list[LayoutPushResult], list[LayoutFailure]]:
-    with ThreadPoolTaskRunner(max_workers=params.concurrency) as runner:
-        futures = [runner.submit(push_layout_task, {"registry": registry, "job": job,
-                                                    "blob_workers": params.blob_workers})
-                   for job in jobs]
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=params.concurrency)
+    with runner:
+        futures: list[PrefectFuture[Any]] = [
+            runner.submit(push_layout_task, {"registry": registry, "job": job,
+                                             "blob_workers": params.blob_workers})
+            for job in jobs]
         wait(futures)
     done, failed = [], []
     for job, future in zip(jobs, futures, strict=True):
