@@ -13,6 +13,14 @@ from typing import Any
 
 import botocore.exceptions as bx
 import pytest
+from transfer_support import (
+    ACCESS_KEY,
+    PART,
+    SECRET_KEY,
+    CallCounter,
+    make_bundle,
+    moto_endpoint,
+)
 
 from d8mirror.transfer import s3
 from d8mirror.transfer.errors import (
@@ -23,14 +31,6 @@ from d8mirror.transfer.errors import (
 )
 from d8mirror.transfer.manifest import MANIFEST_NAME, build_manifest
 from d8mirror.transfer.urls import S3Url
-from transfer_support import (
-    ACCESS_KEY,
-    PART,
-    SECRET_KEY,
-    CallCounter,
-    make_bundle,
-    moto_endpoint,
-)
 
 
 @pytest.fixture(scope="module")
