@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from d8mirror.errors import ConfigError, EmptyConstraintError, FilterError
@@ -199,6 +199,7 @@ tags = st.from_regex(r"v?[0-9A-Za-z][0-9A-Za-z._-]{0,12}", fullmatch=True)
 channels = st.sampled_from((*ALL_CHANNELS, None))
 
 
+@settings(max_examples=60)
 @given(name=names, tag=tags, channel=channels, pad=st.sampled_from(["", " ", "\t"]))
 def test_exact_grammar_roundtrip(name: str, tag: str, channel: str | None, pad: str) -> None:
     expression = f"{pad}{name}{pad}@{pad}={tag}" + (f"+{channel}" if channel else "") + pad
@@ -207,7 +208,16 @@ def test_exact_grammar_roundtrip(name: str, tag: str, channel: str | None, pad: 
     assert parsed.constraint == PackageConstraint(exacts=(ExactTag(tag.strip(), channel),))
 
 
-@given(entries=st.lists(st.tuples(names, st.sampled_from(["", "@=v1", "@=v2+beta", "@^1.2"]))))
+merge_entries = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b-c", "console"]),
+        st.sampled_from(["", "@=v1", "@=v2+beta", "@^1.2"]),
+    )
+)
+
+
+@settings(max_examples=60)
+@given(entries=merge_entries)
 def test_merge_is_or_of_all_entries(entries: list[tuple[str, str]]) -> None:
     filt = PackageFilter.from_flags(include=[n + c for n, c in entries])
     for name in {n for n, _ in entries}:

@@ -305,7 +305,8 @@ class SemverConstraint:
         if version is None:
             raise FilterError(
                 f'invalid version "{text}": expected a version such as 1.2.3, v1.2 or 1; '
-                "for ranges start with an operator (^1.2, ~1.2.3, >=1.2 <1.5, =<exact tag>)"
+                "ranges start with an operator (^1.2, ~1.2.3, >=1.2 <1.5), "
+                "exact tags with = (=v1.2.3)"
             )
         groups = _parse_groups(f">={version} <{version.major + 1}.0.0")
         return cls(text=text, anchors=(), implicit=True, _groups=groups)
