@@ -95,3 +95,23 @@ def test_start_failure_quotes_the_registry_log(tmp_path: Path) -> None:
     server = RegistryServer(tmp_path / "broken", binary="/bin/false", startup_timeout=2)
     with pytest.raises(RegistryStartError, match="exited with code 1"):
         server.start()
+
+
+def test_foreground_cli_prints_host_and_stops_on_sigterm(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "d8mirror.testbed.registry_server", "--dir", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert process.stdout is not None
+        host = process.stdout.readline().strip()
+        assert host.startswith("127.0.0.1:")
+        assert httpx.get(f"http://{host}/v2/", timeout=5).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://{host}/v2/", timeout=1)
