@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from d8mirror.bundle import sha256_file
+from d8mirror.bundle.atomic import write_text_atomic
 from d8mirror.errors import BundleError, ConfigError
 
 from .errors import TransferError, TransferIntegrityError
@@ -161,3 +162,8 @@ def is_present(path: Path, entry: FileEntry) -> bool:
     """Whether ``path`` already holds exactly ``entry`` (size first, then a streamed hash)."""
     return (path.is_file() and path.stat().st_size == entry.size
             and sha256_file(path) == entry.sha256)
+
+
+def write_local_manifest(dest_dir: Path, manifest: TransferManifest) -> None:
+    """The manifest beside downloaded files: written last, atomically."""
+    write_text_atomic(dest_dir / MANIFEST_NAME, manifest.to_bytes().decode())

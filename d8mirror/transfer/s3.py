@@ -33,7 +33,7 @@ from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from d8mirror.bundle.atomic import remove_if_exists, write_text_atomic
+from d8mirror.bundle.atomic import remove_if_exists
 from d8mirror.errors import ConfigError, wrap_os_error
 
 from .errors import (
@@ -44,7 +44,14 @@ from .errors import (
     TransferError,
     TransferIntegrityError,
 )
-from .manifest import MANIFEST_NAME, FileEntry, TransferManifest, build_manifest, is_present
+from .manifest import (
+    MANIFEST_NAME,
+    FileEntry,
+    TransferManifest,
+    build_manifest,
+    is_present,
+    write_local_manifest,
+)
 from .results import FileResult
 from .urls import S3Url
 
@@ -316,11 +323,6 @@ def download_file(client: S3Client, url: S3Url, entry: FileEntry, dest_dir: Path
         raise wrap_os_error(exc, str(partial)) from exc
     return FileResult(entry.name, entry.size, "resumed" if resumed else "downloaded",
                       time.monotonic() - started)
-
-
-def write_local_manifest(dest_dir: Path, manifest: TransferManifest) -> None:
-    """The manifest beside the downloaded files, written last and atomically."""
-    write_text_atomic(dest_dir / MANIFEST_NAME, manifest.to_bytes().decode())
 
 
 # -- whole bundles -------------------------------------------------------------------------------
