@@ -4,7 +4,9 @@ bundles with real archives plus a large opaque one (to exercise multipart)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import tarfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,10 +40,14 @@ def write_sidecar(path: Path) -> None:
 
 
 def make_bundle(tmp: Path, *, big: int = 2 * PART + 123) -> Path:
-    """Two real package archives, package-versions.tar, a large opaque archive, report.json."""
+    """Two real package archives, package-versions.tar, a large tar of random bytes (a bit over
+    ``big`` bytes), report.json."""
     bundle, _ = build_bundle(tmp, [PackageSpec("alpha"), PackageSpec("beta")])
     big_file = bundle / "package-big.tar"
-    big_file.write_bytes(os.urandom(big))
+    with tarfile.open(big_file, "w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("packages/big/padding.bin")
+        info.size = big
+        tar.addfile(info, io.BytesIO(os.urandom(big)))
     write_sidecar(big_file)
     (bundle / "report.json").write_text('{"ok": true}\n')
     return bundle
