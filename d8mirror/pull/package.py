@@ -93,7 +93,8 @@ class PackagePuller:
         repo = self.options.version_repo(name)
         versions: list[str] = []
         for channel in self.channels(name):
-            result.planned.append(self.options.ref(repo, channel))
+            if layouts is None:
+                result.planned.append(self.options.ref(repo, channel))
             digest = self.fetcher.resolve(repo, channel)
             if digest is None:
                 continue
@@ -316,8 +317,9 @@ def pull_release_catalog(puller: PackagePuller, name: str, layout_dir: Path) -> 
     repo = options.version_repo(name)
     layout = Layout.open_or_create(layout_dir)
     scratch = PackageResult(name=name, work_dir=str(layout_dir))
-    tags = puller.channels(name)
-    for channel in tags:
+    channels = puller.channels(name)
+    tags = list(channels)
+    for channel in channels:
         digest = fetcher.resolve(repo, channel)
         if digest is None:
             continue

@@ -1,0 +1,123 @@
+"""The mirror-pull Prefect flow against a real registry seeded with Deckhouse-shaped content."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from d8mirror.bundle import verify_sidecars
+from d8mirror.mediatypes import ANNOTATION_REF_NAME, ANNOTATION_SHORT_TAG
+from d8mirror.testbed.registry_server import RegistryServer
+from d8mirror.testbed.seed import SeededContent
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def _params(registry: RegistryServer, bundle: Path, **extra: Any) -> Any:
+    from tasks.models import PullParameters
+
+    return PullParameters(bundle_dir=str(bundle), source=f"{registry.host}/deckhouse/ee",
+                          insecure=True, **extra)
+
+
+def _index(tar_path: Path, layout: str) -> dict[str, Any]:
+    with tarfile.open(tar_path) as tar:
+        member = tar.extractfile(f"{layout}/index.json")
+        assert member is not None
+        return dict(json.load(member))
+
+
+def _tags(index: dict[str, Any]) -> dict[str, str]:
+    return {m["annotations"][ANNOTATION_SHORT_TAG]: m["digest"] for m in index["manifests"]}
+
+
+def test_pull_writes_one_archive_per_package_plus_versions(
+        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    """§6.9, §7.1: package-<name>.tar per package, package-versions.tar always, sidecars."""
+    from flows.pull import run_pull
+
+    bundle = tmp_path / "bundle"
+    report = run_pull(_params(registry, bundle))
+    names = sorted(p.name for p in bundle.iterdir() if p.suffix == ".tar")
+    assert names == ["package-code.tar", "package-console.tar", "package-stronghold.tar",
+                     "package-versions.tar"]
+    assert verify_sidecars(bundle) == []
+    assert report["status"] == "completed"
+    saved = json.loads((bundle / "report.json").read_text())
+    assert {p["name"]: p["status"] for p in saved["packages"]} == {
+        "code": "pulled", "console": "pulled", "stronghold": "pulled"}
+
+    console = _index(bundle / "package-console.tar", "packages/console")
+    tags = _tags(console)
+    root = "deckhouse/ee/packages/console"
+    for version in ("v1.2.0", "v1.1.0", "v1.0.1"):          # channel versions only (bare pull)
+        assert tags[version] == demo_content.digest(f"{root}:{version}")
+    assert "v1.0.0" not in tags                              # no channel points at it
+    internal = {d.split(":")[1]: d for d in demo_content.internal_digests["console"]}
+    pulled_internal = {t: d for t, d in tags.items() if t in internal}
+    assert len(pulled_internal) == 1 + 3      # one shared + one per pulled version (§1.5)
+    assert all(internal[t] == d for t, d in pulled_internal.items())
+    assert any(t.endswith(".att") for t in tags)             # VEX
+    for m in console["manifests"]:
+        assert m["annotations"][ANNOTATION_REF_NAME].startswith(f"{registry.host}/{root}")
+
+    versions = _tags(_index(bundle / "package-console.tar", "packages/console/version"))
+    assert versions["stable"] == demo_content.digest(f"{root}/version:stable")
+    scanner = _tags(_index(bundle / "package-console.tar", "packages/console/extra/scanner"))
+    assert scanner == {"v1.2.3": demo_content.digest(f"{root}/extra/scanner:v1.2.3")}
+
+    catalog = _tags(_index(bundle / "package-versions.tar", "packages/code/version"))
+    assert catalog["lts"] == demo_content.digest("deckhouse/ee/packages/code/version:lts")
+    assert set(demo_content.tags("deckhouse/ee/packages/code/version")) <= set(catalog)
+
+
+def test_exact_pin_is_aliased_to_every_channel(
+        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    """§4 / §3.4 table: name@=v1.0.0 pulls only v1.0.0, no channel images, aliased to all six."""
+    from flows.pull import run_pull
+
+    bundle = tmp_path / "bundle"
+    run_pull(_params(registry, bundle, include_packages=["console@=v1.0.0"]))
+    assert sorted(p.name for p in bundle.glob("*.tar")) == ["package-console.tar",
+                                                             "package-versions.tar"]
+    main = _tags(_index(bundle / "package-console.tar", "packages/console"))
+    assert "v1.0.0" in main and "v1.2.0" not in main
+    version = _index(bundle / "package-console.tar", "packages/console/version")
+    pinned = demo_content.digest("deckhouse/ee/packages/console/version:v1.0.0")
+    assert _tags(version) == {t: pinned for t in ("v1.0.0", "alpha", "beta", "early-access",
+                                                  "stable", "rock-solid", "lts")}
+    for m in version["manifests"]:   # Part A Q3: host:port survives in alias ref names
+        tag = m["annotations"][ANNOTATION_SHORT_TAG]
+        assert m["annotations"][ANNOTATION_REF_NAME] == (
+            f"{registry.host}/deckhouse/ee/packages/console/version:{tag}")
+
+
+def test_dry_run_writes_nothing_to_the_bundle_dir(
+        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    """§6.7, acceptance 15 and 17: dry-run plans channels and versions, writes no file."""
+    from flows.pull import run_pull
+
+    bundle = tmp_path / "bundle"
+    report = run_pull(_params(registry, bundle, dry_run=True, tmp_dir=str(tmp_path / "work")))
+    assert list(bundle.iterdir()) == []
+    planned = {p["name"]: p["versions"] for p in report["packages"]}
+    assert planned["code"] == ["v1.7.0", "v1.6.2", "v1.6.1"]
+
+
+def test_rerun_into_the_same_bundle_dir_fetches_no_blob(
+        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    """Issue 3 caching (b): a new run against an unchanged source downloads no blob again,
+    and the archives come out byte-identical."""
+    from flows.pull import run_pull
+
+    bundle = tmp_path / "bundle"
+    run_pull(_params(registry, bundle, include_packages=["code"]))
+    first = {p.name: p.read_bytes() for p in bundle.glob("*.tar")}
+    registry.clear_requests()
+    run_pull(_params(registry, bundle, include_packages=["code"]))
+    assert registry.count("GET", "/blobs/") == 0
+    assert {p.name: p.read_bytes() for p in bundle.glob("*.tar")} == first
