@@ -72,8 +72,11 @@ def _outcome(name: str, fetch: PrefectFuture[Any], pack: PrefectFuture[Any] | No
 
 def _pull_packages(params: PullParameters, names: list[str]) -> list[PackageOutcome]:
     plans = [resolve_package_task.submit(params, name) for name in names]
-    fetches = [fetch_package_task.submit(params, plan) for plan in plans]
-    packs = [] if params.dry_run else [pack_package_task.submit(params, f) for f in fetches]
+    # Futures as arguments: Prefect resolves them and makes the dependency explicit.
+    fetches = [fetch_package_task.submit(params, plan)  # type: ignore[call-overload]
+               for plan in plans]
+    packs = [] if params.dry_run else [
+        pack_package_task.submit(params, f) for f in fetches]
     wait([*fetches, *packs])
     return [_outcome(name, fetch, packs[i] if packs else None, params.dry_run)
             for i, (name, fetch) in enumerate(zip(names, fetches, strict=True))]
@@ -143,5 +146,5 @@ def mirror_pull(params: PullParameters) -> dict[str, Any]:
 
 def run_pull(params: PullParameters) -> dict[str, Any]:
     """Run the flow in this process with the requested package concurrency."""
-    runner = ThreadPoolTaskRunner(max_workers=params.concurrency)  # type: ignore[var-annotated]
+    runner: Any = ThreadPoolTaskRunner(max_workers=params.concurrency)
     return mirror_pull.with_options(task_runner=runner)(params)

@@ -7,6 +7,7 @@ token), then the d8 environment variables, then docker's config.json (by the reg
 from __future__ import annotations
 
 import os
+from typing import cast
 
 from d8mirror.registry import Credentials, resolve_credentials
 
@@ -14,7 +15,8 @@ from d8mirror.registry import Credentials, resolve_credentials
 def _from_block(block_name: str) -> Credentials:
     from prefect.blocks.system import Secret
 
-    value = str(Secret.load(block_name).get())
+    secret = cast("Secret[str]", Secret.load(block_name))  # sync in a sync context
+    value = str(secret.get())
     user, sep, password = value.partition(":")
     if sep and user:
         return Credentials(user, password)

@@ -12,8 +12,7 @@ import json
 from typing import Any
 
 from prefect import Task
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
 
 from d8mirror.errors import is_retryable
