@@ -56,6 +56,17 @@ class FetchStats:
                 self.blobs_reused += 1
 
 
+_download_locks: dict[str, threading.Lock] = {}
+_download_locks_guard = threading.Lock()
+
+
+def _download_lock(path: Path) -> threading.Lock:
+    """One lock per download target in this process: fetchers of different packages share
+    the blob store, and two of them must never write the same ``.partial`` at once."""
+    with _download_locks_guard:
+        return _download_locks.setdefault(str(path), threading.Lock())
+
+
 def _is_amd64(entry: dict[str, Any]) -> bool:
     platform = entry.get("platform") or {}
     return bool(platform.get("os") == "linux" and platform.get("architecture") == "amd64")
@@ -71,8 +82,6 @@ class ImageFetcher:
         self.blob_workers = max(1, blob_workers)
         self.should_stop = should_stop or (lambda: False)
         self.stats = FetchStats()
-        self._digest_locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
 
     # -- resolution -------------------------------------------------------------------------
     def check_stop(self) -> None:
@@ -140,17 +149,13 @@ class ImageFetcher:
             for future in [pool.submit(self._ensure_blob, repository, d, s) for d, s in unique]:
                 future.result()
 
-    def _lock_for(self, digest: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._digest_locks.setdefault(digest, threading.Lock())
-
     def _ensure_blob(self, repository: str, digest: str, size: int) -> None:
         self.check_stop()
-        with self._lock_for(digest):
+        incoming = self.store.root / "incoming" / digest.split(":", 1)[1]
+        with _download_lock(incoming):
             if self.store.has(digest, size=size or None) and self.store.verified(digest):
                 self.stats.add(0, size)
                 return
-            incoming = self.store.root / "incoming" / digest.split(":", 1)[1]
             incoming.parent.mkdir(parents=True, exist_ok=True)
             written = self.client.fetch_blob(repository, digest, incoming, size=size or None)
             self.store.commit(digest, incoming, trusted=True)
