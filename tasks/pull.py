@@ -28,7 +28,6 @@ from .endpoints import client_for
 from .models import PullParameters
 from .policy import TRANSIENT_RETRIES, content_key
 
-MARKER = ".d8mirror-fetch-key"
 _stores: dict[str, BlobStore] = {}
 _stores_lock = threading.Lock()
 
@@ -47,6 +46,11 @@ def puller(params: PullParameters) -> PackagePuller:
     fetcher = ImageFetcher(client_for(options.source.registry), blob_store(params),
                            blob_workers=params.blob_workers, should_stop=stop_requested)
     return PackagePuller(fetcher, options)
+
+
+def fetch_marker(params: PullParameters, name: str) -> Path:
+    """Where a package fetch records its content key, outside the packed working dir."""
+    return params.work_root() / "state" / f"{name}.fetch-key"
 
 
 def _archive_json(result: ArchiveResult | None) -> dict[str, Any] | None:
@@ -93,7 +97,7 @@ def _fetch_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     params: PullParameters = parameters["params"]
     plan: dict[str, Any] = parameters["plan"]
     key = fetch_content_key(params, plan)
-    marker = params.package_work_dir(plan["name"]) / MARKER
+    marker = fetch_marker(params, plan["name"])
     if marker.is_file() and marker.read_text() == key:
         return key
     store = getattr(context, "result_store", None)
@@ -108,11 +112,12 @@ def fetch_package_task(params: PullParameters, plan: dict[str, Any]) -> dict[str
     """Pull one package's images into its working dir (blobs from the shared store)."""
     name = plan["name"]
     work_dir = params.package_work_dir(name)
-    marker = work_dir / MARKER
+    marker = fetch_marker(params, name)
     marker.unlink(missing_ok=True)
     result = puller(params).pull(name, params.options().package_filter.constraint_for(name),
                                  work_dir)
     if not params.dry_run:
+        marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(fetch_content_key(params, plan))
     return result.to_json()
 

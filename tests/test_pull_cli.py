@@ -1,0 +1,121 @@
+"""``d8mirror pull`` end to end through the CLI (flags, exit codes, chunks, GOST, failures)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from d8mirror import cli
+from d8mirror.bundle import gost_hex_file, open_archive, verify_sidecars
+from d8mirror.testbed.registry_server import RegistryServer
+from d8mirror.testbed.seed import PackageSpec, SeededContent, SeedSpec, seed_packages
+
+ROOT = "deckhouse/ee"
+CHANNELS = {"alpha": "v1.1.0", "stable": "v1.0.0"}
+
+
+@pytest.fixture(scope="module")
+def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+        tuple[RegistryServer, SeededContent]]:
+    """A registry of its own: tests here break and repair its storage."""
+    spec = SeedSpec(payload_size=96 << 10, packages=(
+        PackageSpec("alpha-pkg", ("v1.0.0", "v1.1.0"), channels=CHANNELS, internal_images=1),
+        PackageSpec("beta-pkg", ("v1.0.0", "v1.1.0"), channels=CHANNELS, internal_images=1),
+        PackageSpec("gamma-pkg", ("v1.0.0", "v1.1.0"), channels=CHANNELS, internal_images=1),
+    ))
+    with RegistryServer(tmp_path_factory.mktemp("cli-source")) as server:
+        with server.client() as client:
+            content = seed_packages(client, ROOT, spec, tmp_path_factory.mktemp("cli-images"))
+        yield server, content
+
+
+def _pull(server: RegistryServer, bundle: Path, *flags: str) -> int:
+    return cli.main(["pull", str(bundle), "--source", f"{server.host}/{ROOT}", "--insecure",
+                     *flags])
+
+
+def _own_layer(server: RegistryServer, package: str) -> tuple[str, str]:
+    """(repository, digest) of a layer only ``package:v1.1.0`` has (not the shared base)."""
+    repo = f"{ROOT}/packages/{package}"
+    with server.client() as client:
+        manifest = client.get_manifest(repo, "v1.1.0").json()
+    return repo, str(manifest["layers"][-1]["digest"])
+
+
+def test_usage_errors_exit_2_before_any_work(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """§9.1/§9.6: mutually exclusive filters, an empty constraint, a non-empty bundle dir."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["pull", str(tmp_path / "b"), "--include-package", "a",
+                  "--exclude-package", "b"])
+    assert exit_info.value.code == 2
+    assert cli.main(["pull", str(tmp_path / "b"), "--include-package", "console@"]) == 2
+    assert "quote" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "something").write_text("x")
+    assert cli.main(["pull", str(tmp_path / "full")]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert cli.main(["pull", str(tmp_path / "b"), "-c", "-1"]) == 2
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_chunked_pull_with_gost_reassembles_to_the_plain_archive(
+        isolated: tuple[RegistryServer, SeededContent], tmp_path: Path) -> None:
+    """-c with a unit, --gost-digest: exact chunks, sidecars per chunk, same bytes as unchunked."""
+    server, _ = isolated
+    plain, chunked = tmp_path / "plain", tmp_path / "chunked"
+    assert _pull(server, plain, "--include-package", "alpha-pkg") == 0
+    assert _pull(server, chunked, "--include-package", "alpha-pkg", "-c", "100KiB",
+                 "--gost-digest") == 0
+    chunks = sorted(chunked.glob("package-alpha-pkg.tar.*.chunk"))
+    assert len(chunks) > 1 and all(c.stat().st_size == 100 * 1024 for c in chunks[:-1])
+    with open_archive(chunked / "package-alpha-pkg.tar") as stream:
+        joined = stream.read()
+    assert joined == (plain / "package-alpha-pkg.tar").read_bytes()
+    assert verify_sidecars(chunked) == []
+    for chunk in chunks:
+        assert (chunk.parent / (chunk.name + ".gostsum")).read_text() == gost_hex_file(chunk)
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_failed_package_never_stops_the_others(
+        isolated: tuple[RegistryServer, SeededContent], tmp_path: Path) -> None:
+    """Issue 3: every package is attempted, good ones packed, exit 1 naming the failed one;
+    a rerun after the fault is fixed fetches only the failed package's blobs."""
+    server, _ = isolated
+    repo, digest = _own_layer(server, "beta-pkg")
+    saved = tmp_path / "saved-layer"
+    with server.client() as client:
+        client.fetch_blob(repo, digest, saved)
+        # A persistent, non-retryable fault: the registry answers 404 BLOB_UNKNOWN.
+        httpx.delete(f"{server.url}/v2/{repo}/blobs/{digest}").raise_for_status()
+        bundle = tmp_path / "bundle"
+        try:
+            assert _pull(server, bundle) == 1
+        finally:
+            client.upload_blob(repo, digest, saved)
+    report = json.loads((bundle / "report.json").read_text())
+    status = {p["name"]: p["status"] for p in report["packages"]}
+    assert status == {"alpha-pkg": "pulled", "beta-pkg": "failed", "gamma-pkg": "pulled"}
+    assert report["failed"] == ["beta-pkg"] and "BlobNotFound" in json.dumps(report)
+    assert not (bundle / "package-beta-pkg.tar").exists()
+    assert not list(bundle.glob("*.tar.tmp"))
+
+    server.clear_requests()
+    assert _pull(server, bundle, "--force") == 0
+    fetched = [p for m, p, s in server.requests() if m == "GET" and "/blobs/" in p]
+    assert fetched and all("/packages/beta-pkg" in p for p in fetched)
+    assert (bundle / "package-beta-pkg.tar").exists()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_dry_run_exits_0_and_writes_nothing(isolated: tuple[RegistryServer, SeededContent],
+                                            tmp_path: Path) -> None:
+    server, _ = isolated
+    bundle = tmp_path / "bundle"
+    assert _pull(server, bundle, "--dry-run", "--tmp-dir", str(tmp_path / "work")) == 0
+    assert not bundle.exists() or list(bundle.iterdir()) == []
