@@ -44,7 +44,9 @@ def _add_tls_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="d8mirror", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="d8mirror", description="Mirror Deckhouse packages between OCI registries and "
+        "tar bundles (d8 mirror compatible), running Prefect flows in this process.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     pull = sub.add_parser("pull", help="pull packages into a bundle directory")
