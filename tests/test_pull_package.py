@@ -186,3 +186,33 @@ def test_only_not_found_means_missing(source: RegistryServer, tmp_path: Path) ->
     assert puller.fetcher.resolve(f"{ROOT}/packages/console", "v0.0.0") is None
     with pytest.raises(ManifestNotFoundError):
         puller.fetcher.client.head_manifest(f"{ROOT}/packages/console", "v0.0.0")
+
+
+def test_dry_run_plans_release_and_vex_images_without_writing(source: RegistryServer,
+                                                              tmp_path: Path) -> None:
+    """§6.7 and better than the reference: the plan lists channels, existing main and release
+    images and VEX attestations found by HEAD; no layout is written."""
+    puller = _puller(source, tmp_path, dry_run=True)
+    result = puller.pull("console", None, tmp_path / "work")
+    base = f"{source.host}/{ROOT}/packages/console"
+    assert result.planned == [
+        *[f"{base}/version:{c}" for c in ("alpha", "beta", "early-access", "stable",
+                                          "rock-solid")],
+        f"{base}:v1.45.2", f"{base}/version:v1.45.2", f"{base}:v1.45.2.att"]
+    assert not (tmp_path / "work").exists()
+
+
+def test_only_extra_images_pulls_extras_of_the_constrained_versions(
+        source: RegistryServer, tmp_path: Path) -> None:
+    """§3.6: no channels, no main/release/internal images; extras of constrained versions
+    only; a bare include pulls nothing and succeeds (open issue #426 behaviour)."""
+    puller = _puller(source, tmp_path, only_extra_images=True)
+    constraint = PackageFilter.from_flags(["console@~1.40.0"]).constraint_for("console")
+    result = puller.pull("console", constraint, tmp_path / "work")
+    assert result.versions == ["v1.40.1"]
+    assert Layout.open(tmp_path / "work").entries() == []
+    assert Layout.open(tmp_path / "work" / "version").entries() == []
+    extra = Layout.open(tmp_path / "work" / "extra" / "scanner")
+    assert [e.short_tag for e in extra.entries()] == ["v0.6.0"]
+    bare = puller.pull("console", None, tmp_path / "bare")
+    assert bare.versions == [] and bare.images == 0

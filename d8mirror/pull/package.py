@@ -150,12 +150,9 @@ class PackagePuller:
         result.versions = self.resolve_versions(name, constraint, result, layouts)
         repo = self.options.package_repo(name)
         if layouts is None:
-            result.planned += [self.options.ref(repo, v) for v in result.versions]
+            self._plan(name, result)
             return result
-        try:
-            self._pull_content(name, constraint, result, layouts)
-        except FetchCancelled:
-            raise
+        self._pull_content(name, constraint, result, layouts)
         planned_missing = self._completeness(layouts, result)
         if planned_missing:
             raise PackagePullError(
@@ -171,6 +168,21 @@ class PackagePuller:
         result.blobs_fetched = self.fetcher.stats.blobs_fetched - before[0]
         result.bytes_fetched = self.fetcher.stats.bytes_fetched - before[1]
         return result
+
+    def _plan(self, name: str, result: PackageResult) -> None:
+        """Dry-run plan: main images that exist, their release images and VEX attestations
+        (all found with manifest HEADs only; extra images need layer blobs)."""
+        repo, version_repo = self.options.package_repo(name), self.options.version_repo(name)
+        for version in result.versions:
+            if self.fetcher.resolve(repo, version) is None:
+                continue
+            if not self.options.only_extra_images:
+                result.planned.append(self.options.ref(repo, version))
+                if self.fetcher.resolve(version_repo, version):
+                    result.planned.append(self.options.ref(version_repo, version))
+            ref = self.options.ref(repo, version)
+            if not self.options.skip_vex_images and self.fetcher.resolve(repo, vex_tag_for(ref)):
+                result.planned.append(vex_ref_for(ref))
 
     def _pull_content(self, name: str, constraint: PackageConstraint | None,
                       result: PackageResult, layouts: _Layouts) -> None:
