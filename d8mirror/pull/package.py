@@ -148,7 +148,6 @@ class PackagePuller:
             layouts = _Layouts(main=Layout.open_or_create(work_dir),
                                version=Layout.open_or_create(work_dir / VERSION), root=work_dir)
         result.versions = self.resolve_versions(name, constraint, result, layouts)
-        repo = self.options.package_repo(name)
         if layouts is None:
             self._plan(name, result)
             return result
