@@ -17,7 +17,8 @@ from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
 
-from d8mirror.bundle import discover_archives
+from d8mirror.bundle import check_archive_sidecars, discover_archives
+from d8mirror.errors import BundleError
 from d8mirror.layout import INDEX_FILE, PROVENANCE_FILE
 from d8mirror.push.access import check_write_access
 from d8mirror.push.blobs import BlobLocations
@@ -97,6 +98,9 @@ def unpack_bundle_task(params: PushParameters) -> dict[str, Any]:
     """Unpack every archive (sorted) into ``<tmp>/push/unified``; plan one job per layout."""
     logger = get_run_logger()
     archives = params.archives()
+    corrupt = [p for archive in archives for p in check_archive_sidecars(archive)]
+    if corrupt:
+        raise BundleError("refusing to push a corrupt bundle: " + "; ".join(corrupt))
     workdir = WorkDir(params.tmp_path(archives))
     unified = workdir.prepare()
     try:

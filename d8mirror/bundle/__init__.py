@@ -3,7 +3,7 @@
 Spec Part B §7.1–7.4, §7.6, §8.1, §8.2; Part A Q15, Q16.
 """
 
-from .checksums import gost_hex_file, sha256_file, verify_sidecars
+from .checksums import check_archive_sidecars, gost_hex_file, sha256_file, verify_sidecars
 from .chunks import chunk_path, open_archive
 from .discovery import (
     BundleFileStat,
@@ -36,6 +36,7 @@ __all__ = [
     "parse_size",
     "safe_unpack",
     "sha256_file",
+    "check_archive_sidecars",
     "verify_sidecars",
     "write_tar",
 ]

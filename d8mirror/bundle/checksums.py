@@ -211,3 +211,15 @@ def _gost_problems(path: Path) -> list[str]:
         return [f"{path}: GOST digest does not match {sidecar.name}; the file is corrupt or was "
                 "modified, copy it again"]
     return []
+
+
+def check_archive_sidecars(archive: Path) -> list[str]:
+    """Problems of the archive ``archive`` (``<x>.tar``: the tar or its chunk set) against the
+    ``.sha256`` sidecars that are present. A missing sidecar is no problem here: bundles written
+    by ``d8 mirror`` have none. Used before a push so a corrupt copy fails loudly."""
+    from .chunks import existing_chunks
+
+    files = [archive] if archive.is_file() else existing_chunks(archive)
+    return [problem for path in files
+            if path.with_name(path.name + SHA256_SUFFIX).is_file()
+            for problem in _sha256_problems(path)]
