@@ -119,3 +119,36 @@ def test_dry_run_exits_0_and_writes_nothing(isolated: tuple[RegistryServer, Seed
     bundle = tmp_path / "bundle"
     assert _pull(server, bundle, "--dry-run", "--tmp-dir", str(tmp_path / "work")) == 0
     assert not bundle.exists() or list(bundle.iterdir()) == []
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_cancel_packs_what_completed_and_exits_0(
+        isolated: tuple[RegistryServer, SeededContent], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """§6.5 / acceptance 13: a stop request (Ctrl+C) after the first package: exit 0, the
+    completed package is packed, no stub archive for the others, report says cancelled."""
+    import signal
+
+    from d8mirror.pull.package import PackagePuller
+    from tasks import cancel
+
+    real_pull = PackagePuller.pull
+
+    def pull_then_stop(self: PackagePuller, *args: object, **kwargs: object) -> object:
+        result = real_pull(self, *args, **kwargs)  # type: ignore[arg-type]
+        cancel.request_stop()
+        return result
+
+    monkeypatch.setattr(PackagePuller, "pull", pull_then_stop)
+    server, _ = isolated
+    bundle = tmp_path / "bundle"
+    try:
+        assert _pull(server, bundle, "--concurrency", "1") == 0
+    finally:
+        cancel.reset()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    report = json.loads((bundle / "report.json").read_text())
+    assert report["status"] == "cancelled"
+    status = {p["name"]: p["status"] for p in report["packages"]}
+    assert status == {"alpha-pkg": "pulled", "beta-pkg": "cancelled", "gamma-pkg": "cancelled"}
+    assert sorted(p.name for p in bundle.glob("*.tar")) == ["package-alpha-pkg.tar"]
