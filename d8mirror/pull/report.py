@@ -93,7 +93,7 @@ def render_summary(report: PullReport, *, verbose: bool = True) -> str:
     """The framed summary printed at the end of a pull (and published as an artifact)."""
     title = ("Pull plan (dry-run)" if report.dry_run else
              "Pull failed" if not report.ok else "Pull summary")
-    lines = [f"Source:{' ' * (_LABEL - 7)}{report.source}"]
+    lines = [f"{'Source:':<{_LABEL}} {report.source}"]
     if report.packages_skipped:
         lines.append(f"{'Packages:':<{_LABEL}} skipped")
     else:
