@@ -6,16 +6,23 @@
 
 A failed package never stops the others; the run ends Failed and names it, and the UI's Retry
 re-runs only what failed (fetches are cached by content, blobs come from the shared store).
+A complete bundle emits the event ``d8mirror.bundle.completed`` (automations chain push/upload).
+
+mirror-package: one package (re-)fetched and packed into an existing bundle directory; its
+outcome is also written to ``<work_root>/state/<name>.outcome.json`` for a scale-out parent.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.events import emit_event
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -25,15 +32,18 @@ from d8mirror.pull.report import ArchiveStat, PackageOutcome, PullReport, render
 from tasks import endpoints
 from tasks.cancel import stop_requested
 from tasks.credentials import source_credentials
-from tasks.models import PullParameters
+from tasks.models import MirrorPackageParameters, PullParameters
 from tasks.pull import (
     discover_packages_task,
     fetch_package_task,
+    outcome_file,
     pack_package_task,
     pack_versions_task,
     pull_release_images_task,
     resolve_package_task,
 )
+
+COMPLETED_EVENT = "d8mirror.bundle.completed"
 
 
 class PullFailed(Exception):
@@ -70,10 +80,12 @@ def _outcome(name: str, fetch: PrefectFuture[Any], pack: PrefectFuture[Any] | No
     return outcome
 
 
-def _pull_packages(params: PullParameters, names: list[str]) -> list[PackageOutcome]:
+def _pull_packages(params: PullParameters, names: list[str],
+                   refresh: bool = False) -> list[PackageOutcome]:
     plans = [resolve_package_task.submit(params, name) for name in names]
+    fetch = fetch_package_task.with_options(refresh_cache=True) if refresh else fetch_package_task
     # Futures as arguments: Prefect resolves them and makes the dependency explicit.
-    fetches = [fetch_package_task.submit(params, plan)  # type: ignore[call-overload]
+    fetches = [fetch.submit(params, plan)  # type: ignore[call-overload]
                for plan in plans]
     packs = [] if params.dry_run else [
         pack_package_task.submit(params, f) for f in fetches]
@@ -105,6 +117,42 @@ def _package_versions(params: PullParameters, report: PullReport) -> None:
     pack_versions_task(params, pulled)
 
 
+def prepare(params: PullParameters) -> None:
+    """Validate, register the source endpoint (credentials stay in this process), mkdir."""
+    options = params.options()
+    validate_proxy_mode(options)
+    endpoints.register(options.source.registry, tls=params.tls(),
+                       credentials=source_credentials(options.source.registry,
+                                                      params.credentials_block))
+    Path(params.bundle_dir).mkdir(parents=True, exist_ok=True)
+
+
+def emit_bundle_completed(params: PullParameters, report: PullReport) -> None:
+    """``d8mirror.bundle.completed``: the bundle is whole; payload says where and what."""
+    bundle = str(Path(params.bundle_dir).resolve())
+    emit_event(event=COMPLETED_EVENT,
+               resource={"prefect.resource.id": f"d8mirror.bundle.{bundle}",
+                         "prefect.resource.name": bundle},
+               payload={"bundle_dir": bundle, "source": params.source,
+                        "packages": [p.name for p in report.packages if p.status == "pulled"],
+                        "archives": [a.name for a in report.archives],
+                        "bytes": sum(a.size for a in report.archives)})
+
+
+def finish(params: PullParameters, report: PullReport, started: float) -> dict[str, Any]:
+    """Archives, report, artifacts, event; raises PullFailed naming the failed packages."""
+    report.cancelled = stop_requested()
+    report.archives = [] if params.dry_run else [
+        ArchiveStat(s.name, s.size, s.chunks) for s in bundle_stats(Path(params.bundle_dir))]
+    report.elapsed_seconds = time.monotonic() - started
+    _publish(params, report)
+    if report.failed and not report.cancelled:
+        raise PullFailed(f"failed packages: {', '.join(report.failed)}")
+    if not params.dry_run and not report.cancelled:
+        emit_bundle_completed(params, report)
+    return report.to_json()
+
+
 def _publish(params: PullParameters, report: PullReport) -> None:
     summary = render_summary(report)
     get_run_logger().info("\n%s", summary)
@@ -121,12 +169,8 @@ def _publish(params: PullParameters, report: PullReport) -> None:
 def mirror_pull(params: PullParameters) -> dict[str, Any]:
     """Pull Deckhouse packages into ``params.bundle_dir`` (see the module docstring)."""
     started = time.monotonic()
+    prepare(params)
     options = params.options()
-    validate_proxy_mode(options)
-    endpoints.register(options.source.registry, tls=params.tls(),
-                       credentials=source_credentials(options.source.registry,
-                                                      params.credentials_block))
-    Path(params.bundle_dir).mkdir(parents=True, exist_ok=True)
     report = PullReport(source=params.source, dry_run=params.dry_run,
                         packages_skipped=not options.per_package_phase)
     if options.per_package_phase:
@@ -134,14 +178,27 @@ def mirror_pull(params: PullParameters) -> dict[str, Any]:
         report.warnings += found["warnings"]
         report.packages = _pull_packages(params, found["names"])
     _package_versions(params, report)
-    report.cancelled = stop_requested()
-    report.archives = [] if params.dry_run else [
-        ArchiveStat(s.name, s.size, s.chunks) for s in bundle_stats(Path(params.bundle_dir))]
-    report.elapsed_seconds = time.monotonic() - started
-    _publish(params, report)
-    if report.failed and not report.cancelled:
-        raise PullFailed(f"failed packages: {', '.join(report.failed)}")
-    return report.to_json()
+    return finish(params, report, started)
+
+
+@flow(name="mirror-package", task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
+      log_prints=True)
+def mirror_package(params: MirrorPackageParameters) -> dict[str, Any]:
+    """(Re-)fetch one package into an existing bundle directory: package-<name>.tar only."""
+    pull = params.pull_parameters()
+    prepare(pull)
+    name = params.package_name
+    marker = outcome_file(pull, name)
+    marker.unlink(missing_ok=True)
+    [outcome] = _pull_packages(pull, [name], refresh=params.force_refetch)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(asdict(outcome), sort_keys=True))
+    report = PullReport(source=pull.source, dry_run=pull.dry_run, packages=[outcome])
+    create_table_artifact(key="mirror-package", table=report.table_rows(),
+                          description=f"d8mirror: package {name} into {pull.bundle_dir}")
+    if outcome.status == "failed":
+        raise PullFailed(f"failed packages: {name}")
+    return asdict(outcome)
 
 
 def run_pull(params: PullParameters) -> dict[str, Any]:

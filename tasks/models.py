@@ -51,6 +51,11 @@ class PullParameters(BaseModel):
         "D8_MIRROR_LICENSE_TOKEN from the environment, then docker config.")
     concurrency: int = Field(4, ge=1, le=64, description="Packages pulled at the same time.")
     blob_workers: int = Field(4, ge=1, le=32, description="Blobs fetched at once per package.")
+    concurrency_limits: bool = Field(
+        False, description="Hold slots of the Prefect global concurrency limit "
+        "'d8mirror-registry-<host>' (created by `d8mirror setup`) while talking to the source: "
+        "a package fetch occupies blob_workers slots, so all runs together never open more "
+        "than the limit's connections to one registry. When on, a missing limit is an error.")
 
     def work_root(self) -> Path:
         return Path(self.tmp_dir) if self.tmp_dir else Path(self.bundle_dir) / ".tmp"
@@ -83,3 +88,40 @@ class PullParameters(BaseModel):
             skip_vex_images=self.skip_vex_images, proxy_registry=self.proxy_registry,
             dry_run=self.dry_run,
         )
+
+
+class MirrorPackageParameters(PullParameters):
+    """(Re-)fetch one package into an existing bundle directory: writes package-<name>.tar only
+    (package-versions.tar and the other archives are left alone)."""
+
+    package: str = Field(description="The package to mirror, NAME[@CONSTRAINT] as in "
+                         "include_packages, e.g. console or console@~1.1.0.")
+    force_refetch: bool = Field(False, description="Ignore a cached fetch of the same content "
+                                "and pull the images again (blobs already in the shared store "
+                                "are still reused).")
+    include_packages: list[str] = Field(default_factory=list,
+                                        description="Ignored: the package field selects it.")
+    exclude_packages: list[str] = Field(default_factory=list,
+                                        description="Ignored: the package field selects it.")
+
+    @property
+    def package_name(self) -> str:
+        return self.package.partition("@")[0].strip()
+
+    def pull_parameters(self) -> PullParameters:
+        """The pull of just this package (same bundle dir, working dir and blob store)."""
+        fields = self.model_dump(exclude={"package", "force_refetch"})
+        fields.update(include_packages=[self.package], exclude_packages=[])
+        return PullParameters(**fields)
+
+
+class ScaleOutParameters(PullParameters):
+    """Pull like mirror-pull, but every package runs as its own flow run of a deployment, so
+    workers on several machines share the work; bundle_dir (and tmp_dir) must be shared."""
+
+    package_deployment: str = Field(
+        "mirror-package/mirror-package",
+        description="Deployment (FLOW/NAME) that pulls one package: a mirror-package flow "
+        "deployed to a work pool whose workers see bundle_dir.")
+    child_timeout_seconds: int = Field(3600, ge=10, description="How long to wait for one "
+                                       "package's flow run.")

@@ -8,10 +8,11 @@ twice thanks to the shared blob store.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect import task
 from prefect.context import TaskRunContext
@@ -24,6 +25,7 @@ from d8mirror.pull.package import PackagePuller, PackageResult, pull_release_cat
 from d8mirror.pull.packing import pack_package, pack_versions
 
 from .cancel import stop_requested
+from .concurrency import registry_slots
 from .endpoints import client_for
 from .models import PullParameters
 from .policy import TRANSIENT_RETRIES, content_key
@@ -48,6 +50,11 @@ def puller(params: PullParameters) -> PackagePuller:
     return PackagePuller(fetcher, options)
 
 
+def source_slots(params: PullParameters, occupy: int = 1) -> Any:
+    """Slots of the source registry's global concurrency limit (when the run asks for them)."""
+    return registry_slots(params.repository().registry, occupy, enabled=params.concurrency_limits)
+
+
 def fetch_marker(params: PullParameters, name: str) -> Path:
     """Where a package fetch records its content key, outside the packed working dir."""
     return params.work_root() / "state" / f"{name}.fetch-key"
@@ -65,7 +72,8 @@ def _archive_json(result: ArchiveResult | None) -> dict[str, Any] | None:
 def discover_packages_task(params: PullParameters, lenient: bool = False) -> dict[str, Any]:
     """Package names to mirror (catalog tags, filtered), with warnings."""
     options = params.options()
-    found = discover_packages(client_for(options.source.registry), options, lenient=lenient)
+    with source_slots(params):
+        found = discover_packages(client_for(options.source.registry), options, lenient=lenient)
     return {"names": found.names, "warnings": found.warnings}
 
 
@@ -75,10 +83,12 @@ def resolve_package_task(params: PullParameters, name: str) -> dict[str, Any]:
     p = puller(params)
     constraint = params.options().package_filter.constraint_for(name)
     plan = PackageResult(name=name, work_dir=str(params.package_work_dir(name)))
-    versions = p.resolve_versions(name, constraint, plan, layouts=None)
-    repo = p.options.package_repo(name)
-    digests = {v: p.fetcher.resolve(repo, v) for v in versions}
-    channels = {c: p.fetcher.resolve(p.options.version_repo(name), c) for c in p.channels(name)}
+    with source_slots(params):
+        versions = p.resolve_versions(name, constraint, plan, layouts=None)
+        repo = p.options.package_repo(name)
+        digests = {v: p.fetcher.resolve(repo, v) for v in versions}
+        channels = {c: p.fetcher.resolve(p.options.version_repo(name), c)
+                    for c in p.channels(name)}
     return {"name": name, "versions": versions, "digests": digests, "channels": channels}
 
 
@@ -114,8 +124,9 @@ def fetch_package_task(params: PullParameters, plan: dict[str, Any]) -> dict[str
     work_dir = params.package_work_dir(name)
     marker = fetch_marker(params, name)
     marker.unlink(missing_ok=True)
-    result = puller(params).pull(name, params.options().package_filter.constraint_for(name),
-                                 work_dir)
+    with source_slots(params, params.blob_workers):
+        result = puller(params).pull(name, params.options().package_filter.constraint_for(name),
+                                     work_dir)
     if not params.dry_run:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(fetch_content_key(params, plan))
@@ -134,7 +145,8 @@ def pack_package_task(params: PullParameters, fetched: dict[str, Any]) -> dict[s
 @task(name="pull-release-images", task_run_name="release-images-{name}", **TRANSIENT_RETRIES)
 def pull_release_images_task(params: PullParameters, name: str) -> dict[str, Any]:
     layout_dir = params.versions_work_dir(name)
-    images = pull_release_catalog(puller(params), name, layout_dir)
+    with source_slots(params, params.blob_workers):
+        images = pull_release_catalog(puller(params), name, layout_dir)
     return {"name": name, "layout": str(layout_dir), "images": images}
 
 
@@ -146,3 +158,35 @@ def pack_versions_task(params: PullParameters,
                             gost=params.gost_digest)
     return _archive_json(archive)
 
+
+
+def outcome_file(params: PullParameters, name: str) -> Path:
+    """Where mirror-package leaves one package's outcome for a scale-out parent."""
+    return params.work_root() / "state" / f"{name}.outcome.json"
+
+
+# -- scale-out: one child flow run per package ---------------------------------------------------
+@task(name="run-package-flow", task_run_name="package-{name}")
+def run_package_flow_task(deployment: str, child: dict[str, Any], name: str,
+                          timeout_seconds: int) -> dict[str, Any]:
+    """Run ``deployment`` (a mirror-package) for one package and wait; the child's outcome
+    comes from the shared work dir. Raises when the child did not complete."""
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+
+    params = PullParameters(**{k: v for k, v in child.items()
+                               if k in PullParameters.model_fields})
+    outcome = outcome_file(params, name)
+    run = cast(FlowRun, run_deployment(name=deployment, parameters={"params": child},
+                                       timeout=timeout_seconds, flow_run_name=f"package-{name}"))
+    state = run.state
+    if state is None or not state.is_completed():
+        reason = (state.message if state is not None else "") or "did not complete"
+        raise ChildRunFailed(f"flow run {run.name} ({run.id}) for package {name}: "
+                             f"{state.name if state else 'no state'}: {reason}")
+    doc: dict[str, Any] = json.loads(outcome.read_text())
+    return {**doc, "flow_run_id": str(run.id)}
+
+
+class ChildRunFailed(Exception):
+    """A per-package child flow run ended in a non-completed state."""

@@ -1,0 +1,66 @@
+"""mirror-scaleout: mirror-pull spread over workers, one child flow run per package.
+
+    discover packages ─▶ per package (bounded): run_deployment(mirror-package) on a work pool
+    ─▶ release images ─▶ pack package-versions.tar ─▶ report.json + artifacts + event
+
+Children write ``package-<name>.tar`` into the shared bundle dir and their outcome into the
+shared work dir; the parent only packs ``package-versions.tar`` and the report. So every worker
+must see ``bundle_dir`` (and ``tmp_dir``) at the same path: NFS, a shared volume or a PVC.
+A failed child never stops the others; the parent ends Failed naming the package, and its Retry
+re-runs children whose fetches then come back Cached except the failed one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from d8mirror.pull.report import PackageOutcome, PullReport
+from flows.pull import _error_text, _package_versions, finish, prepare
+from tasks.models import MirrorPackageParameters, PullParameters, ScaleOutParameters
+from tasks.pull import discover_packages_task, run_package_flow_task
+
+
+def child_parameters(params: ScaleOutParameters, name: str) -> dict[str, Any]:
+    """mirror-package parameters for ``name``, keeping its constraint from include_packages."""
+    selector = next((p for p in params.include_packages if p.partition("@")[0] == name), name)
+    fields = params.model_dump(exclude={"package_deployment", "child_timeout_seconds",
+                                        "include_packages", "exclude_packages"})
+    return MirrorPackageParameters(**fields, package=selector).model_dump(mode="json")
+
+
+def _outcome(name: str, future: Any) -> PackageOutcome:
+    if not future.state.is_completed():
+        return PackageOutcome(name=name, status="failed", error=_error_text(future.state))
+    doc = dict(future.state.result())
+    doc.pop("flow_run_id", None)
+    return PackageOutcome(**doc)
+
+
+@flow(name="mirror-scaleout", task_runner=ThreadPoolTaskRunner(max_workers=8),  # type: ignore[arg-type]
+      log_prints=True)
+def mirror_scaleout(params: ScaleOutParameters) -> dict[str, Any]:
+    """Pull like mirror-pull with one mirror-package flow run per package (see the module)."""
+    started = time.monotonic()
+    pull = PullParameters(**params.model_dump(exclude={"package_deployment",
+                                                       "child_timeout_seconds"}))
+    prepare(pull)
+    report = PullReport(source=pull.source, dry_run=pull.dry_run,
+                        packages_skipped=not pull.options().per_package_phase)
+    if pull.options().per_package_phase:
+        found = discover_packages_task(pull)
+        report.warnings += found["warnings"]
+        runner: Any = ThreadPoolTaskRunner(max_workers=params.concurrency)
+        with runner:
+            futures = [runner.submit(run_package_flow_task, {
+                "deployment": params.package_deployment, "name": name,
+                "child": child_parameters(params, name),
+                "timeout_seconds": params.child_timeout_seconds}) for name in found["names"]]
+            wait(futures)
+        report.packages = [_outcome(n, f) for n, f in zip(found["names"], futures, strict=True)]
+    _package_versions(pull, report)
+    return finish(pull, report, started)

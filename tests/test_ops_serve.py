@@ -1,0 +1,233 @@
+"""Operating d8mirror in Prefect on one host: ``python -m deployments.serve`` against a real
+``prefect server``, runs triggered through the API, the UI's Retry on a failed package, the
+``d8mirror.bundle.completed`` event and ``mirror-package`` into an existing bundle.
+
+The source is a dedicated registry (fixed port, seeded with ``demo_spec``): the persistent fault
+is one layer blob of package ``code`` hidden from its storage (404 BLOB_UNKNOWN, not retried),
+with a registry restart so its in-memory descriptor cache forgets the blob.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from ops_support import (
+    PrefectServer,
+    Process,
+    bundle_archives,
+    child_env,
+    shared_server,
+    use_server,
+    wait_for_run,
+)
+
+from d8mirror.testbed.registry_server import RegistryServer, free_port
+from d8mirror.testbed.seed import demo_spec, seed_packages
+
+ROOT = "deckhouse/ee"
+MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json,"
+                  "application/vnd.oci.image.index.v1+json,"
+                  "application/vnd.docker.distribution.manifest.v2+json")
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest) -> Iterator[PrefectServer]:
+    with use_server(shared_server(request.config)) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A registry of our own (restarted on the same port to inject the fault)."""
+    directory = tmp_path_factory.mktemp("ops-source")
+    registry = RegistryServer(directory, port=free_port()).start()
+    try:
+        with registry.client() as client:
+            seed_packages(client, ROOT, demo_spec(), directory / "images")
+        yield registry
+    finally:
+        registry.stop()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ops-serve")
+
+
+@pytest.fixture(scope="module")
+def serve(server: PrefectServer, source: RegistryServer, work: Path) -> Iterator[Process]:
+    env = child_env(server, D8MIRROR_BUNDLE_DIR=str(work / "default-bundle"),
+                    D8MIRROR_SOURCE=f"{source.host}/{ROOT}",
+                    D8MIRROR_PULL_PARAMS=json.dumps({"insecure": True}))
+    process = Process("serve", [sys.executable, "-m", "deployments.serve"], env, work)
+    try:
+        process.wait_for_text("Your deployments are being served", timeout=90)
+        yield process
+    finally:
+        process.stop()
+
+
+def _deployments() -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        found = client.read_deployments()
+        flows = {f.id: f.name for f in client.read_flows()}
+    return {f"{flows[d.flow_id]}/{d.name}": d for d in found}
+
+
+def _params(source: RegistryServer, bundle: Path, **extra: Any) -> dict[str, Any]:
+    return {"bundle_dir": str(bundle), "source": f"{source.host}/{ROOT}", "insecure": True,
+            **extra}
+
+
+def _run(deployment: str, params: dict[str, Any]) -> Any:
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(name=deployment, parameters={"params": params}, timeout=0)
+    return wait_for_run(run.id)
+
+
+def _artifact_rows(flow_run_id: Any, key: str) -> list[dict[str, Any]]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    assert found, f"no {key} artifact for {flow_run_id}"
+    data = found[-1].data
+    return list(json.loads(data) if isinstance(data, str) else data)
+
+
+def _hide_blob(source: RegistryServer, package: str, version: str) -> Path:
+    """Hide the package's own (last) layer; returns the hidden file to restore."""
+    manifest = httpx.get(f"{source.url}/v2/{ROOT}/packages/{package}/manifests/{version}",
+                         headers={"Accept": MANIFEST_TYPES}).json()
+    digest = manifest["layers"][-1]["digest"].split(":")[1]
+    data = source.root / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
+    source.stop()
+    hidden = data.rename(data.with_name("data.hidden"))
+    source.start()
+    return hidden
+
+
+def _restore_blob(source: RegistryServer, hidden: Path) -> None:
+    source.stop()
+    hidden.rename(hidden.with_name("data"))
+    source.start()
+
+
+def test_serve_registers_every_deployment_with_typed_parameters(serve: Process) -> None:
+    deployments = _deployments()
+    assert {"mirror-pull/mirror-packages", "mirror-package/mirror-package",
+            "mirror-push/push-bundle", "upload-bundle/upload-bundle",
+            "mirror-scaleout/mirror-scaleout"} <= set(deployments)
+    nightly = deployments["mirror-pull/mirror-packages"]
+    assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+    assert nightly.global_concurrency_limit.limit == 1
+    assert nightly.concurrency_options.collision_strategy == "CANCEL_NEW"
+    schema = nightly.parameter_openapi_schema["definitions"]["PullParameters"]["properties"]
+    assert "Packages pulled at the same time" in schema["concurrency"]["description"]
+    single = deployments["mirror-package/mirror-package"].parameter_openapi_schema
+    assert "NAME[@CONSTRAINT]" in json.dumps(single["definitions"])
+
+
+def test_ui_retry_refetches_only_the_failed_package(
+        serve: Process, source: RegistryServer, work: Path) -> None:
+    """A persistent fault fails one package; after the fix, the UI's Retry on the same flow
+    run fetches only that package's blobs and the bundle equals a clean run's."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import AwaitingRetry
+
+    from flows.pull import run_pull
+    from tasks.models import PullParameters
+
+    clean = work / "clean"
+    run_pull(PullParameters(**_params(source, clean, tmp_dir=str(work / "clean-tmp"))))
+
+    bundle = work / "bundle"
+    hidden = _hide_blob(source, "code", "v1.7.0")
+    try:
+        failed = _run("mirror-pull/mirror-packages", _params(source, bundle))
+    finally:
+        _restore_blob(source, hidden)
+    assert failed.state.is_failed()
+    assert "failed packages: code" in failed.state.message
+    rows = {r["package"]: r for r in _artifact_rows(failed.id, "mirror-pull-packages")}
+    assert rows["code"]["status"] == "failed" and "BLOB_UNKNOWN" in rows["code"]["error"]
+    assert {rows["console"]["status"], rows["stronghold"]["status"]} == {"pulled"}
+
+    source.clear_requests()
+    with get_client(sync_client=True) as client:   # exactly what the UI's Retry button sends
+        client.set_flow_run_state(failed.id, AwaitingRetry(message="Retry from the UI"),
+                                  force=True)
+    retried = wait_for_run(failed.id)
+    assert retried.state.is_completed(), retried.state.message
+    assert retried.run_count == 2
+    blob_gets = [path for method, path, _ in source.requests()
+                 if method == "GET" and "/blobs/" in path]
+    assert blob_gets, "the failed package fetched nothing"
+    assert all(f"/{ROOT}/packages/code/" in p for p in blob_gets), blob_gets
+    assert any(hidden.parent.name in p for p in blob_gets)
+    assert bundle_archives(bundle) == bundle_archives(clean)
+
+    event = _bundle_event(str(bundle.resolve()))
+    assert event["payload"]["packages"] == ["code", "console", "stronghold"]
+    assert event["payload"]["bytes"] == sum(
+        p.stat().st_size for p in bundle.glob("*.tar"))
+    assert any(r["prefect.resource.id"] == f"prefect.flow-run.{failed.id}"
+               for r in event["related"])
+
+
+def _bundle_event(bundle: str, timeout: float = 30) -> dict[str, Any]:
+    """The d8mirror.bundle.completed event of ``bundle``, read back from the server."""
+    from prefect.settings import PREFECT_API_URL
+
+    body = {"filter": {"event": {"name": ["d8mirror.bundle.completed"]},
+                       "resource": {"id": [f"d8mirror.bundle.{bundle}"]}}, "limit": 10}
+    deadline = time.monotonic() + timeout
+    while True:
+        found = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body).json()
+        if found["events"]:
+            return dict(found["events"][0])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no d8mirror.bundle.completed event for {bundle}")
+        time.sleep(0.5)
+
+
+def test_mirror_package_refetches_one_package_into_an_existing_bundle(
+        serve: Process, source: RegistryServer, work: Path) -> None:
+    clean = work / "clean"
+    bundle = work / "bundle"
+    before = bundle_archives(bundle)
+    assert before == bundle_archives(clean)
+    others = {p.name: p.stat().st_mtime_ns for p in bundle.glob("*.tar")
+              if p.name != "package-console.tar"}
+    (bundle / "package-console.tar").unlink()
+
+    source.clear_requests()
+    run = _run("mirror-package/mirror-package",
+               _params(source, bundle, package="console", force_refetch=True))
+    assert run.state.is_completed(), run.state.message
+    assert bundle_archives(bundle) == before
+    assert {p.name: p.stat().st_mtime_ns for p in bundle.glob("*.tar")
+            if p.name != "package-console.tar"} == others
+    touched = [p for _, p, _ in source.requests() if p.startswith(f"/v2/{ROOT}/")]
+    assert touched and all(p.startswith(f"/v2/{ROOT}/packages/console") for p in touched), \
+        touched
+    [row] = _artifact_rows(run.id, "mirror-package")
+    assert row["package"] == "console" and row["status"] == "pulled"
