@@ -12,7 +12,6 @@ Registered by ``d8mirror.cli`` (``"flows.setup_command"`` in its ``_COMMAND_MODU
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from d8mirror.errors import ConfigError
@@ -51,7 +50,9 @@ def run_setup_command(args: argparse.Namespace) -> int:
                           "--work-pool NAME")
     if args.limit < 1:
         raise ConfigError("--limit must be at least 1")
-    if not os.environ.get("PREFECT_API_URL"):
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
         print("warning: PREFECT_API_URL is not set; limits go to a temporary server and are "
               "lost when this command exits")
     from tasks.concurrency import ensure_limit
