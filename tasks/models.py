@@ -19,7 +19,7 @@ from d8mirror.versions import PackageFilter
 class PullParameters(BaseModel):
     """Pull Deckhouse packages from a source registry into a bundle directory."""
 
-    bundle_dir: str = Field(description="Directory that receives package-<name>.tar, "
+    bundle_dir: str = Field(description="Directory that receives package-NAME.tar, "
                             "package-versions.tar, checksums and report.json.")
     source: str = Field("registry.deckhouse.ru/deckhouse/ee",
                         description="Source repository (edition root), host[:port]/path.")
@@ -41,7 +41,7 @@ class PullParameters(BaseModel):
                             "(5) or with a unit (500MB, 1GiB); 0 = off.")
     gost_digest: bool = Field(False, description="Also write GOST Streebog-256 .gostsum files.")
     tmp_dir: str | None = Field(None, description="Working dir and blob cache "
-                                "(default <bundle_dir>/.tmp).")
+                                "(default BUNDLE_DIR/.tmp).")
     insecure: bool = Field(False, description="Plain HTTP to the source registry.")
     tls_skip_verify: bool = Field(False, description="Do not verify the source's TLS certificate.")
     ca_file: str | None = Field(None, description="Extra CA bundle (PEM) for the source registry.")
@@ -53,7 +53,7 @@ class PullParameters(BaseModel):
     blob_workers: int = Field(4, ge=1, le=32, description="Blobs fetched at once per package.")
     concurrency_limits: bool = Field(
         False, description="Hold slots of the Prefect global concurrency limit "
-        "'d8mirror-registry-<host>' (created by `d8mirror setup`) while talking to the source: "
+        "'d8mirror-registry-HOST' (created by 'd8mirror setup') while talking to the source: "
         "a package fetch occupies blob_workers slots, so all runs together never open more "
         "than the limit's connections to one registry. When on, a missing limit is an error.")
 
@@ -91,7 +91,7 @@ class PullParameters(BaseModel):
 
 
 class MirrorPackageParameters(PullParameters):
-    """(Re-)fetch one package into an existing bundle directory: writes package-<name>.tar only
+    """(Re-)fetch one package into an existing bundle directory: writes package-NAME.tar only
     (package-versions.tar and the other archives are left alone)."""
 
     package: str = Field(description="The package to mirror, NAME[@CONSTRAINT] as in "

@@ -92,7 +92,8 @@ class PrefectServer:
 
     def start(self, timeout: float = 120) -> PrefectServer:
         env = _quiet_env({"PREFECT_HOME": str(self.directory / "home"),
-                          "PREFECT_UI_ENABLED": "true", "PREFECT_LOGGING_LEVEL": "WARNING"})
+                          "PREFECT_UI_ENABLED": "true", "PREFECT_UI_API_URL": self.api_url,
+                          "PREFECT_LOGGING_LEVEL": "WARNING"})
         env.pop("PREFECT_API_URL", None)
         self.process = Process("prefect-server", [str(BIN / "prefect"), "server", "start",
                                                   "--host", "127.0.0.1", "--port",
@@ -179,3 +180,31 @@ def bundle_archives(bundle: Path) -> dict[str, bytes]:
     """Every archive and sidecar of a bundle (not report.json, whose timings differ)."""
     return {p.name: p.read_bytes() for p in sorted(bundle.iterdir())
             if p.is_file() and p.name != "report.json"}
+
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run",
+                  "--disable-quic", "--window-size=1400,1000", "--virtual-time-budget=15000")
+
+
+def chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium")
+
+
+def browse(url: str, screenshot: Path) -> str:
+    """Headless Chromium: save a screenshot of ``url`` and return its rendered text."""
+    import re
+
+    binary = chromium()
+    assert binary is not None
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    texts = []
+    for mode in (f"--screenshot={screenshot}", "--dump-dom"):
+        with tempfile.TemporaryDirectory() as profile:
+            done = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", mode,
+                                   url], capture_output=True, text=True, timeout=120)
+        texts.append(done.stdout)
+    assert screenshot.stat().st_size > 10_000, f"empty screenshot of {url}"
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", texts[1]))

@@ -19,10 +19,13 @@ from typing import Any
 import httpx
 import pytest
 from ops_support import (
+    ARTIFACTS,
     PrefectServer,
     Process,
+    browse,
     bundle_archives,
     child_env,
+    chromium,
     shared_server,
     use_server,
     wait_for_run,
@@ -32,6 +35,8 @@ from d8mirror.testbed.registry_server import RegistryServer, free_port
 from d8mirror.testbed.seed import demo_spec, seed_packages
 
 ROOT = "deckhouse/ee"
+#: flow runs made by earlier tests of this module, reused by the UI smoke test
+_runs: dict[str, Any] = {}
 MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json,"
                   "application/vnd.oci.image.index.v1+json,"
                   "application/vnd.docker.distribution.manifest.v2+json")
@@ -177,6 +182,7 @@ def test_ui_retry_refetches_only_the_failed_package(
                                   force=True)
     retried = wait_for_run(failed.id)
     assert retried.state.is_completed(), retried.state.message
+    _runs["retried"] = retried
     assert retried.run_count == 2
     blob_gets = [path for method, path, _ in source.requests()
                  if method == "GET" and "/blobs/" in path]
@@ -231,3 +237,41 @@ def test_mirror_package_refetches_one_package_into_an_existing_bundle(
         touched
     [row] = _artifact_rows(run.id, "mirror-package")
     assert row["package"] == "console" and row["status"] == "pulled"
+
+
+@pytest.mark.skipif(chromium() is None, reason="needs Debian chromium")
+def test_ui_renders_deployment_form_and_run_artifact(
+        serve: Process, server: PrefectServer, source: RegistryServer, work: Path) -> None:
+    """Headless Chromium against the server's UI: the mirror-packages deployment page, its run
+    form with the field descriptions, and the report artifact of a run started via the API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    nightly = _deployments()["mirror-pull/mirror-packages"]
+    page = browse(f"{server.url}/deployments/deployment/{nightly.id}",
+                  ARTIFACTS / "ui-deployment.png")
+    assert "mirror-packages" in page and "At 02:00 AM every day" in page
+    form = browse(f"{server.url}/deployments/deployment/{nightly.id}/run",
+                  ARTIFACTS / "ui-run-form.png")
+    for text in ("Pull Deckhouse packages from a source registry into a bundle directory.",
+                 "Packages pulled at the same time.", "Whitelist NAME[@CONSTRAINT]",
+                 "receives package-NAME.tar"):
+        assert text in form
+
+    run = _runs.get("retried") or _run("mirror-pull/mirror-packages", _params(
+        source, work / "ui-bundle", include_packages=["code"]))
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["mirror-pull-packages"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+            sort=ArtifactSort.CREATED_DESC, limit=1)
+    shown = browse(f"{server.url}/artifacts/artifact/{artifact.id}",
+                   ARTIFACTS / "ui-run-artifact.png")
+    assert "mirror-pull-packages" in shown and run.name in shown
+    assert "code" in shown and "pulled" in shown
