@@ -9,6 +9,7 @@ The server is started lazily by the first ops module and stopped at the end of t
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -131,6 +132,7 @@ def _stop_shared() -> None:
     global _server
     if _server is not None:
         _server.stop()
+        shutil.rmtree(_server.directory, ignore_errors=True)
         _server = None
 
 
@@ -188,8 +190,6 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 
 def chromium() -> str | None:
-    import shutil
-
     return shutil.which("chromium")
 
 
