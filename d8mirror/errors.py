@@ -193,6 +193,13 @@ def is_retryable(exc: BaseException) -> bool:
                             DigestMismatchError))
 
 
+def add_context(exc: BaseException, context: str) -> None:
+    """Append ``context`` to the message of an error built from one message string (the type,
+    and so how callers catch and retry it, stays the same)."""
+    if len(exc.args) == 1 and isinstance(exc.args[0], str):
+        exc.args = (f"{exc.args[0]} {context}",)
+
+
 def wrap_os_error(exc: OSError, path: str) -> OSError:
     """Turn ENOSPC into :class:`DiskSpaceError` naming ``path``; other errors unchanged."""
     if exc.errno == errno.ENOSPC and not isinstance(exc, DiskSpaceError):

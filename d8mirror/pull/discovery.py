@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from d8mirror.errors import ConfigError, MirrorError, NotFoundError, RegistryError
 from d8mirror.reference import is_valid_component
 from d8mirror.registry import RegistryClient
+from d8mirror.retry import RetryPolicy, default_policy
 
 from .options import PullOptions
 
@@ -32,10 +33,11 @@ def validate_proxy_mode(options: PullOptions) -> None:
 
 
 def discover_packages(client: RegistryClient, options: PullOptions, *,
-                      lenient: bool = False) -> Discovery:
+                      lenient: bool = False, retry: RetryPolicy | None = None) -> Discovery:
     """Names of the packages to mirror, filtered and sorted.
 
-    ``lenient`` is the ``package-versions.tar`` mode: every failure is a warning (§2.2).
+    ``lenient`` is the ``package-versions.tar`` mode: every failure left after ``retry`` is a
+    warning (§2.2).
     """
     found = Discovery()
     if options.proxy_registry:
@@ -46,7 +48,9 @@ def discover_packages(client: RegistryClient, options: PullOptions, *,
         candidates = options.package_filter.whitelist_names()
     else:
         try:
-            candidates = client.list_tags(options.catalog)
+            candidates = (retry or default_policy()).call(
+                lambda: client.list_tags(options.catalog),
+                what=f"list packages of {options.catalog}")
         except NotFoundError as exc:
             found.warnings.append(f"Skipping pull of packages: {options.source.registry}/"
                                   f"{options.catalog} does not exist ({exc})")

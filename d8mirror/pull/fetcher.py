@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from d8mirror.blobstore import BlobStore
-from d8mirror.errors import ManifestNotFoundError, MirrorError, ProtocolError
+from d8mirror.errors import ManifestNotFoundError, MirrorError, ProtocolError, add_context
 from d8mirror.imagefs import read_file_from_layers
 from d8mirror.layout import Layout
 from d8mirror.mediatypes import INDEX_TYPES, MAX_MANIFEST_BYTES
 from d8mirror.registry import RegistryClient
+from d8mirror.retry import RetryPolicy, default_policy
 
 
 class FetchCancelled(MirrorError):
@@ -73,12 +74,18 @@ def _is_amd64(entry: dict[str, Any]) -> bool:
 
 
 class ImageFetcher:
-    """Pulls images of one registry into a blob store; bounded blob parallelism."""
+    """Pulls images of one registry into a blob store; bounded blob parallelism.
+
+    Every request (tag resolution, manifest, tag list) and every blob transfer is retried on
+    transient errors by ``retry`` (:mod:`d8mirror.retry`), so a fault costs one request.
+    """
 
     def __init__(self, client: RegistryClient, store: BlobStore, *, blob_workers: int = 4,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None,
+                 retry: RetryPolicy | None = None) -> None:
         self.client = client
         self.store = store
+        self.retry = retry or default_policy()
         self.blob_workers = max(1, blob_workers)
         self.should_stop = should_stop or (lambda: False)
         self.stats = FetchStats()
@@ -95,9 +102,16 @@ class ImageFetcher:
         """
         self.check_stop()
         try:
-            return self.client.head_manifest(repository, tag).digest
+            return self.retry.call(lambda: self.client.head_manifest(repository, tag).digest,
+                                   what=f"resolve {repository}:{tag}")
         except ManifestNotFoundError:
             return None
+
+    def list_tags(self, repository: str) -> list[str]:
+        """Every tag of ``repository`` (retried like every other request)."""
+        self.check_stop()
+        return self.retry.call(lambda: self.client.list_tags(repository),
+                               what=f"list tags of {repository}")
 
     # -- manifests and blobs ----------------------------------------------------------------
     def _manifest(self, repository: str, digest: str) -> tuple[str, bytes]:
@@ -106,7 +120,8 @@ class ImageFetcher:
             media_type = str(json.loads(data).get("mediaType") or "")
             if media_type:
                 return media_type, data
-        manifest = self.client.get_manifest(repository, digest)
+        manifest = self.retry.call(lambda: self.client.get_manifest(repository, digest),
+                                   what=f"get manifest {repository}@{digest}")
         if manifest.digest != digest:
             raise ProtocolError(f"registry served {manifest.digest} for {repository}@{digest}",
                                 url=f"{repository}@{digest}")
@@ -132,7 +147,11 @@ class ImageFetcher:
         layers = [(str(layer["digest"]), int(layer.get("size", 0)))
                   for layer in doc.get("layers") or []]
         blobs = [(str(config["digest"]), int(config.get("size", 0)))] if config else []
-        self.ensure_blobs(repository, [*blobs, *layers])
+        try:
+            self.ensure_blobs(repository, [*blobs, *layers])
+        except MirrorError as exc:
+            add_context(exc, f"while fetching image {repository}@{digest}")
+            raise
         return ImageClosure(
             digest=digest, media_type=media_type, size=len(data),
             blobs=(digest, *[d for d, _ in blobs], *[d for d, _ in layers]),
@@ -157,7 +176,9 @@ class ImageFetcher:
                 self.stats.add(0, size)
                 return
             incoming.parent.mkdir(parents=True, exist_ok=True)
-            written = self.client.fetch_blob(repository, digest, incoming, size=size or None)
+            written = self.retry.call(
+                lambda: self.client.fetch_blob(repository, digest, incoming, size=size or None),
+                what=f"fetch blob {repository}@{digest}")
             self.store.commit(digest, incoming, trusted=True)
             self.stats.add(1, written)
 

@@ -122,7 +122,7 @@ class PackagePuller:
                                        should_stop=self.fetcher.should_stop)
             return tags
         try:
-            return self.fetcher.client.list_tags(repo)
+            return self.fetcher.list_tags(repo)
         except NotFoundError:
             result.warnings.append(f"Skipping tag list for package {name}: repository not found")
             return []
@@ -341,7 +341,7 @@ def pull_release_catalog(puller: PackagePuller, name: str, layout_dir: Path) -> 
         if version:
             tags.append(version)
     try:
-        tags += fetcher.client.list_tags(repo)
+        tags += fetcher.list_tags(repo)
     except RegistryError as exc:
         scratch.warnings.append(f"list tags of {repo}: {exc}")
     for tag in dedupe(tags):
