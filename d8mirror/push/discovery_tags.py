@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from d8mirror.push import tinyimage
 from d8mirror.push.routing import MODULES_SEGMENT, PACKAGES_SEGMENT, Router
 from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient
+from d8mirror.retry import RetryPolicy, default_policy
 
 log = logging.getLogger("d8mirror.push")
 
@@ -55,12 +57,16 @@ def plan_discovery_tags(unified: Path, target: Repository, router: Router) -> li
 
 
 def push_discovery_tags(client: RegistryClient, tags: list[DiscoveryTag], *,
-                        on_pushed: Callable[[DiscoveryTag], None] | None = None) -> int:
-    """Push the tags; returns how many were (re)written (already-correct tags are skipped)."""
+                        on_pushed: Callable[[DiscoveryTag], None] | None = None,
+                        retry: RetryPolicy | None = None) -> int:
+    """Push the tags; returns how many were (re)written (already-correct tags are skipped).
+    Each tag's push is retried as a whole on transient errors (it is idempotent)."""
+    policy = retry or default_policy()
     image = tinyimage.build(DISCOVERY_LABEL)
     written = 0
     for tag in tags:
-        if tinyimage.push(client, tag.repository, tag.tag, image):
+        if policy.call(partial(tinyimage.push, client, tag.repository, tag.tag, image),
+                      what=f"push discovery tag {tag.repository}:{tag.tag}"):
             written += 1
         if on_pushed is not None:
             on_pushed(tag)

@@ -10,6 +10,8 @@ warned once; descriptors without a short tag are skipped with a warning):
 3. manifests are PUT byte-exact: an index's children by digest first, then the tagged one.
 
 Results are deterministic (tags sorted); counters say what was uploaded, mounted or present.
+Every request, and every blob transfer as a whole (a fresh upload session per try), is retried
+on transient errors by ``retry`` (:mod:`d8mirror.retry`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from d8mirror.layout import Layout, Provenance, resolve_short_tags
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.push.manifests import BlobRef, ManifestNode, read_manifest
 from d8mirror.registry import RegistryClient
+from d8mirror.retry import RetryPolicy, default_policy
 
 log = logging.getLogger("d8mirror.push")
 
@@ -89,14 +93,16 @@ class _Counters:
 
 def push_layout(client: RegistryClient, layout_dir: Path, layout_rel: str, repository: str, *,
                 locations: BlobLocations | None = None, blob_workers: int = 4,
-                warn: Warn | None = None) -> LayoutPushResult:
+                warn: Warn | None = None,
+                retry: RetryPolicy | None = None) -> LayoutPushResult:
     """Push every short tag of the layout at ``layout_dir`` into ``repository`` (a path on
     ``client``'s registry). Raises the registry's typed errors; safe to call again."""
+    retry = retry or default_policy()
     plans, warnings = plan_layout(layout_dir, layout_rel)
     for message in warnings:
         (warn or log.warning)(message)
     locations = locations or BlobLocations()
-    todo, already = _split_present(client, repository, plans)
+    todo, already = _split_present(client, repository, plans, retry)
     counters = _Counters()
     blobs = _unique_blobs(p.node for p in todo)
     layout = Layout(layout_dir)
@@ -104,10 +110,13 @@ def push_layout(client: RegistryClient, layout_dir: Path, layout_rel: str, repos
         with ThreadPoolExecutor(max_workers=max(1, blob_workers),
                                 thread_name_prefix="push-blob") as pool:
             outcomes = list(pool.map(
-                lambda b: _ensure_blob(client, layout, repository, b, locations), blobs))
+                lambda b: retry.call(
+                    lambda: _ensure_blob(client, layout, repository, b, locations),
+                    what=f"push blob {repository}@{b.digest}"),
+                blobs))
         for outcome, blob in zip(outcomes, blobs, strict=True):
             _count(counters, outcome, blob.size)
-    manifests_put = _put_manifests(client, repository, todo)
+    manifests_put = _put_manifests(client, repository, todo, retry)
     for plan in todo:
         log.info("Pushed %s:%s", repository, plan.tag)
     tags = tuple(sorted((p.tag, p.node.digest) for p in plans))
@@ -116,12 +125,14 @@ def push_layout(client: RegistryClient, layout_dir: Path, layout_rel: str, repos
                             tuple(warnings))
 
 
-def _split_present(client: RegistryClient, repository: str,
-                   plans: list[TagPlan]) -> tuple[list[TagPlan], list[TagPlan]]:
+def _split_present(client: RegistryClient, repository: str, plans: list[TagPlan],
+                   retry: RetryPolicy) -> tuple[list[TagPlan], list[TagPlan]]:
     todo: list[TagPlan] = []
     already: list[TagPlan] = []
     for plan in plans:
-        (already if _tag_points_at(client, repository, plan) else todo).append(plan)
+        present = retry.call(partial(_tag_points_at, client, repository, plan),
+                             what=f"check {repository}:{plan.tag}")
+        (already if present else todo).append(plan)
     return todo, already
 
 
@@ -169,15 +180,21 @@ def _count(counters: _Counters, outcome: str, size: int) -> None:
         counters.present += 1
 
 
-def _put_manifests(client: RegistryClient, repository: str, plans: list[TagPlan]) -> int:
+def _put_manifests(client: RegistryClient, repository: str, plans: list[TagPlan],
+                   retry: RetryPolicy) -> int:
+    def put_one(reference: str, node: ManifestNode) -> None:
+        retry.call(lambda: client.put_manifest(repository, reference, node.data,
+                                               node.media_type),
+                   what=f"put manifest {repository}:{reference}")
+
     put = 0
     done: set[str] = set()
     for plan in plans:
         for node in plan.node.put_order()[:-1]:
             if node.digest not in done:
-                client.put_manifest(repository, node.digest, node.data, node.media_type)
+                put_one(node.digest, node)
                 done.add(node.digest)
                 put += 1
-        client.put_manifest(repository, plan.tag, plan.node.data, plan.node.media_type)
+        put_one(plan.tag, plan.node)
         put += 1
     return put

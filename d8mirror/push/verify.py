@@ -9,6 +9,7 @@ from typing import Any
 
 from d8mirror.errors import NotFoundError
 from d8mirror.registry import RegistryClient
+from d8mirror.retry import RetryPolicy, default_policy
 
 
 @dataclass(frozen=True, order=True)
@@ -37,11 +38,14 @@ class Mismatch:
 
 
 def verify_pushed(client: RegistryClient, expected: Iterable[Expected], *,
-                  workers: int = 4) -> list[Mismatch]:
+                  workers: int = 4, retry: RetryPolicy | None = None) -> list[Mismatch]:
     """HEAD every tag; the mismatches (missing or other digest), sorted."""
+    policy = retry or default_policy()
     items = sorted(set(expected))
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="verify") as pool:
-        found = list(pool.map(lambda e: _resolve(client, e), items))
+        found = list(pool.map(
+            lambda e: policy.call(lambda: _resolve(client, e),
+                                 what=f"verify {e.repository}:{e.tag}"), items))
     return [Mismatch(e.repository, e.tag, e.digest, actual)
             for e, actual in zip(items, found, strict=True) if actual != e.digest]
 
