@@ -51,6 +51,8 @@ _OCTETS = "application/octet-stream"
 _USER_AGENT = {"User-Agent": "d8mirror/0.1"}
 _GENERIC_TYPES = frozenset({"", "application/json", "text/plain", "application/octet-stream"})
 _MAX_LIST_BODY = 16 << 20
+#: Signed schema1 manifests announce the digest of their unsigned payload, not of the body.
+_SCHEMA1_PREFIX = "application/vnd.docker.distribution.manifest.v1"
 _DEFAULT_TLS = TLSOptions()
 
 
@@ -198,12 +200,22 @@ class RegistryClient:
                           headers=_ACCEPT) as response:
             data = _read_limited(response, MAX_MANIFEST_BYTES, "manifest")
             content_type = response.headers.get("Content-Type", "")
+            served = response.headers.get("Docker-Content-Digest", "")
         digest = sha256_digest(data)
         if is_valid_digest(reference) and digest != reference:
             raise DigestMismatchError(
                 f"manifest {repository}@{reference} from {self.registry} hashes to {digest}: "
                 "the registry served other bytes; retry, or repair the source",
                 expected=reference, actual=digest)
+        if (is_valid_digest(served) and served != digest
+                and not content_type.lower().startswith(_SCHEMA1_PREFIX)):
+            # By tag there is nothing else to check against: a body cut short by a wrong
+            # Content-Length, or corrupted on the way, would silently resolve the tag to
+            # another digest.
+            raise DigestMismatchError(
+                f"manifest {repository}:{reference} from {self.registry} hashes to {digest}, "
+                f"but the registry announced {served}: the body was truncated or corrupted on "
+                "the way; retry", expected=served, actual=digest)
         return Manifest(_manifest_media_type(content_type, data), digest, data)
 
     def put_manifest(self, repository: str, reference: str, data: bytes,
