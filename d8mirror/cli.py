@@ -18,7 +18,8 @@ from types import FrameType
 from d8mirror.errors import ConfigError, MirrorError
 
 #: Modules that add subcommands: each has ``register(subparsers)`` and sets ``handler``.
-_COMMAND_MODULES: tuple[str, ...] = ("flows.push_command", "d8mirror.cli_transfer")
+_COMMAND_MODULES: tuple[str, ...] = ("flows.push_command", "d8mirror.cli_transfer",
+                                     "flows.setup_command")
 
 #: Defaults for an air-gapped tool: no telemetry, patience for a busy 2-core host.
 PREFECT_DEFAULTS = {

@@ -26,6 +26,7 @@ __all__ = [
     "TarSource",
     "bundle_stats",
     "canonical_package_path",
+    "check_archive_sidecars",
     "chunk_path",
     "discover_archives",
     "gost_hex_file",
@@ -36,7 +37,6 @@ __all__ = [
     "parse_size",
     "safe_unpack",
     "sha256_file",
-    "check_archive_sidecars",
     "verify_sidecars",
     "write_tar",
 ]
