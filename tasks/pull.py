@@ -133,12 +133,52 @@ def fetch_package_task(params: PullParameters, plan: dict[str, Any]) -> dict[str
     return result.to_json()
 
 
+def _pack_key(params: PullParameters, name: str) -> str | None:
+    """Identity of an archive: the package's fetched content and how it is packed where."""
+    marker = fetch_marker(params, name)
+    if not marker.is_file():
+        return None
+    return content_key("pack", marker.read_text(), str(Path(params.bundle_dir).resolve()),
+                       params.chunk_bytes(), params.gost_digest)
+
+
+def _sidecar_text(path: Path) -> str | None:
+    sidecar = path.with_name(path.name + ".sha256")
+    return sidecar.read_text() if sidecar.is_file() else None
+
+
+def _packed_already(marker: Path, key: str) -> dict[str, Any] | None:
+    """The recorded archive when it was packed from this very content and is still on disk
+    unchanged (same files, sizes and checksum sidecars): a warm re-pull then writes nothing."""
+    if not marker.is_file():
+        return None
+    record = json.loads(marker.read_text())
+    if record.get("key") != key or record.get("archive") is None:
+        return None
+    for name, (size, sidecar) in record["files"].items():
+        path = Path(name)
+        if not path.is_file() or path.stat().st_size != size or _sidecar_text(path) != sidecar:
+            return None
+    return dict(record["archive"])
+
+
 @task(name="pack-package", task_run_name="pack-{fetched[name]}", **TRANSIENT_RETRIES)
 def pack_package_task(params: PullParameters, fetched: dict[str, Any]) -> dict[str, Any] | None:
-    """``package-<name>.tar`` (atomic, optional chunks, sidecars); None for an empty package."""
-    archive = pack_package(Path(fetched["work_dir"]), Path(params.bundle_dir), fetched["name"],
-                           chunk_size=params.chunk_bytes(), gost=params.gost_digest)
-    return _archive_json(archive)
+    """``package-<name>.tar`` (atomic, optional chunks, sidecars); None for an empty package.
+    An archive already packed from the same content into the same place is kept as it is."""
+    name = fetched["name"]
+    key = _pack_key(params, name)
+    marker = params.work_root() / "state" / f"{name}.pack.json"
+    if key is not None and (kept := _packed_already(marker, key)) is not None:
+        return kept
+    marker.unlink(missing_ok=True)
+    archive = _archive_json(pack_package(Path(fetched["work_dir"]), Path(params.bundle_dir),
+                                         name, chunk_size=params.chunk_bytes(),
+                                         gost=params.gost_digest))
+    if key is not None and archive is not None:
+        files = {f: (Path(f).stat().st_size, _sidecar_text(Path(f))) for f in archive["files"]}
+        marker.write_text(json.dumps({"key": key, "archive": archive, "files": files}))
+    return archive
 
 
 # -- package-versions.tar ------------------------------------------------------------------------

@@ -117,7 +117,10 @@ def test_rerun_into_the_same_bundle_dir_fetches_no_blob(
     bundle = tmp_path / "bundle"
     run_pull(_params(registry, bundle, include_packages=["code"]))
     first = {p.name: p.read_bytes() for p in bundle.glob("*.tar")}
+    written = (bundle / "package-code.tar").stat().st_mtime_ns
     registry.clear_requests()
     run_pull(_params(registry, bundle, include_packages=["code"]))
     assert registry.count("GET", "/blobs/") == 0
     assert {p.name: p.read_bytes() for p in bundle.glob("*.tar")} == first
+    # packed from the same content into the same place: kept, not written again
+    assert (bundle / "package-code.tar").stat().st_mtime_ns == written
