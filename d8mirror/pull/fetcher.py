@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -87,6 +88,8 @@ class ImageFetcher:
         self.store = store
         self.retry = retry or default_policy()
         self.blob_workers = max(1, blob_workers)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self.should_stop = should_stop or (lambda: False)
         self.stats = FetchStats()
 
@@ -164,9 +167,19 @@ class ImageFetcher:
             for digest, size in unique:
                 self._ensure_blob(repository, digest, size)
             return
-        with ThreadPoolExecutor(max_workers=min(self.blob_workers, len(unique))) as pool:
-            for future in [pool.submit(self._ensure_blob, repository, d, s) for d, s in unique]:
-                future.result()
+        pool = self._blob_pool()
+        for future in [pool.submit(self._ensure_blob, repository, d, s) for d, s in unique]:
+            future.result()
+
+    def _blob_pool(self) -> ThreadPoolExecutor:
+        """One bounded pool per fetcher, reused by every image (threads are not free); shut
+        down when the fetcher is garbage collected."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.blob_workers,
+                                                thread_name_prefix="d8mirror-blob")
+                weakref.finalize(self, self._pool.shutdown, wait=False)
+            return self._pool
 
     def _ensure_blob(self, repository: str, digest: str, size: int) -> None:
         self.check_stop()
