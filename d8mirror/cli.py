@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="chunk size: decimal GB (d8) or with a unit (500MB, 1GiB)")
     pull.add_argument("--gost-digest", action="store_true")
     pull.add_argument("--force", action="store_true", help="allow a non-empty bundle dir")
+    pull.add_argument("--upload-to", metavar="URL",
+                      help="then upload the bundle in the same run: s3://BUCKET[/PREFIX] or "
+                      "oci://REGISTRY/REPO:TAG (credentials: AWS chain / D8_MIRROR_REGISTRY_*)")
+    pull.add_argument("--upload-endpoint-url", help="S3 endpoint for --upload-to")
     pull.add_argument("--concurrency", type=int, default=4, help="packages at once")
     pull.add_argument("--blob-workers", type=int, default=4, help="blobs at once per package")
     _add_tls_flags(pull)
@@ -119,6 +123,7 @@ def run_pull_command(args: argparse.Namespace) -> int:
     from flows.pull import PullFailed, run_pull
     from tasks.cancel import stop_requested
     from tasks.models import PullParameters
+    from tasks.transfer_models import TransferTarget
 
     params = PullParameters(
         bundle_dir=str(bundle), source=args.source, include_packages=args.include_package,
@@ -129,6 +134,8 @@ def run_pull_command(args: argparse.Namespace) -> int:
         gost_digest=args.gost_digest, tmp_dir=args.tmp_dir, insecure=args.insecure,
         tls_skip_verify=args.tls_skip_verify, ca_file=args.ca_file,
         concurrency=args.concurrency, blob_workers=args.blob_workers,
+        upload=None if not args.upload_to else TransferTarget(
+            url=args.upload_to, endpoint_url=args.upload_endpoint_url),
     )
     params.options()  # validate filters before starting Prefect
     params.chunk_bytes()

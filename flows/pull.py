@@ -29,6 +29,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from d8mirror.bundle import bundle_stats
 from d8mirror.pull.discovery import validate_proxy_mode
 from d8mirror.pull.report import ArchiveStat, PackageOutcome, PullReport, render_summary
+from flows.transfer import upload_bundle
 from tasks import endpoints
 from tasks.cancel import stop_requested
 from tasks.credentials import source_credentials
@@ -42,6 +43,7 @@ from tasks.pull import (
     pull_release_images_task,
     resolve_package_task,
 )
+from tasks.transfer_models import UploadParameters
 
 COMPLETED_EVENT = "d8mirror.bundle.completed"
 
@@ -178,7 +180,11 @@ def mirror_pull(params: PullParameters) -> dict[str, Any]:
         report.warnings += found["warnings"]
         report.packages = _pull_packages(params, found["names"])
     _package_versions(params, report)
-    return finish(params, report, started)
+    result = finish(params, report, started)
+    if params.upload is not None and not params.dry_run and not report.cancelled:
+        result["upload"] = upload_bundle(UploadParameters(
+            bundle_dir=params.bundle_dir, **params.upload.model_dump()))
+    return result
 
 
 @flow(name="mirror-package", task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]

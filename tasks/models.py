@@ -15,6 +15,8 @@ from d8mirror.reference import Repository
 from d8mirror.registry import TLSOptions
 from d8mirror.versions import PackageFilter
 
+from .transfer_models import TransferTarget
+
 
 class PullParameters(BaseModel):
     """Pull Deckhouse packages from a source registry into a bundle directory."""
@@ -49,6 +51,9 @@ class PullParameters(BaseModel):
         None, description="Name of a Prefect Secret block holding 'user:password' or a license "
         "token for the source; default: D8_MIRROR_SOURCE_LOGIN/PASSWORD or "
         "D8_MIRROR_LICENSE_TOKEN from the environment, then docker config.")
+    upload: TransferTarget | None = Field(
+        None, description="Upload the finished bundle in the same run (s3:// or oci://); "
+        "skipped for a dry-run, a cancelled or a failed pull.")
     concurrency: int = Field(4, ge=1, le=64, description="Packages pulled at the same time.")
     blob_workers: int = Field(4, ge=1, le=32, description="Blobs fetched at once per package.")
     concurrency_limits: bool = Field(

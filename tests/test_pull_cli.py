@@ -152,3 +152,28 @@ def test_cancel_packs_what_completed_and_exits_0(
     status = {p["name"]: p["status"] for p in report["packages"]}
     assert status == {"alpha-pkg": "pulled", "beta-pkg": "cancelled", "gamma-pkg": "cancelled"}
     assert sorted(p.name for p in bundle.glob("*.tar")) == ["package-alpha-pkg.tar"]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_pull_with_upload_to_s3_in_one_run(isolated: tuple[RegistryServer, SeededContent],
+                                           tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 6: ``pull --upload-to s3://…`` pulls, then uploads and verifies every file."""
+    import boto3
+    from transfer_support import moto_endpoint
+
+    from d8mirror.transfer import MANIFEST_NAME
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    server, _ = isolated
+    bundle = tmp_path / "bundle"
+    with moto_endpoint() as endpoint:
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        s3.create_bucket(Bucket="airgap")
+        assert _pull(server, bundle, "--include-package", "gamma-pkg",
+                     "--upload-to", "s3://airgap/site", "--upload-endpoint-url", endpoint) == 0
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="airgap")["Contents"]}
+    assert {"site/package-gamma-pkg.tar", "site/package-versions.tar",
+            f"site/{MANIFEST_NAME}"} <= keys
