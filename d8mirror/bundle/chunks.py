@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -124,7 +124,10 @@ class ArchiveFileWriter:
         self._digests.discard()
         stream, self._stream = self._stream, None
         if stream is not None:
-            stream.close()
+            # On a full disk the close flushes and fails again; the file is discarded anyway,
+            # and that second error must not replace the DiskSpaceError being raised.
+            with suppress(OSError):
+                stream.close()
 
 
 def remove_stale_staging(archive: Path) -> None:
