@@ -104,7 +104,7 @@ def test_push_under_faults_leaves_the_target_identical(
                              parse_target(f"{proxy.host}/{faulty_root}"),
                              Router.from_suffixes(), concurrency=2, blob_workers=2)
         kinds = proxy.fault_kinds()
-    assert result.ok, [f.error for f in result.failed]
+    assert result.ok, [f.error for f in result.failures]
     assert sum(kinds.values()) >= 5, kinds
     clean = _tags_and_digests(registry2, clean_root)
     assert clean and _tags_and_digests(registry2, faulty_root) == clean
