@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import signal
 import sys
@@ -110,6 +111,17 @@ def _install_interrupt_handler() -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def _print_package_errors(bundle: Path) -> None:
+    """The cause of each failed package, from the run's report.json."""
+    try:
+        report = json.loads((bundle / "report.json").read_text())
+    except (OSError, ValueError):
+        return
+    for package in report.get("packages", []):
+        if package.get("status") == "failed":
+            print(f"  {package['name']}: {package.get('error') or 'failed'}", file=sys.stderr)
+
+
 def run_pull_command(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     check_bundle_dir(bundle, force=args.force, dry_run=args.dry_run)
@@ -144,6 +156,7 @@ def run_pull_command(args: argparse.Namespace) -> int:
         run_pull(params)
     except PullFailed as exc:
         print(f"pull failed: {exc}", file=sys.stderr)
+        _print_package_errors(bundle)
         return 1
     if stop_requested():
         print("Operation cancelled by user", file=sys.stderr)

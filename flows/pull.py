@@ -61,12 +61,13 @@ def _error_text(state: Any) -> str:
     return message
 
 
-def _outcome(name: str, fetch: PrefectFuture[Any], pack: PrefectFuture[Any] | None,
-             dry_run: bool) -> PackageOutcome:
+def _outcome(name: str, plan: PrefectFuture[Any], fetch: PrefectFuture[Any],
+             pack: PrefectFuture[Any] | None, dry_run: bool) -> PackageOutcome:
     state = fetch.state
     if not state.is_completed():
         status = "cancelled" if stop_requested() else "failed"
-        return PackageOutcome(name=name, status=status, error=_error_text(state))
+        cause = plan.state if not plan.state.is_completed() else state  # the real error
+        return PackageOutcome(name=name, status=status, error=_error_text(cause))
     fetched = state.result()
     outcome = PackageOutcome(name=name, status="planned" if dry_run else "pulled",
                              versions=fetched["versions"], images=fetched["images"],
@@ -92,7 +93,7 @@ def _pull_packages(params: PullParameters, names: list[str],
     packs = [] if params.dry_run else [
         pack_package_task.submit(params, f) for f in fetches]
     wait([*fetches, *packs])
-    return [_outcome(name, fetch, packs[i] if packs else None, params.dry_run)
+    return [_outcome(name, plans[i], fetch, packs[i] if packs else None, params.dry_run)
             for i, (name, fetch) in enumerate(zip(names, fetches, strict=True))]
 
 

@@ -31,8 +31,10 @@ def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) 
 
 
 #: Keyword arguments for ``@task`` that talk to a registry or S3.
+#: The core already retries every request and blob (``d8mirror.retry``); one task-level retry
+#: is a last resort (e.g. a registry restarting), so a persistent fault fails fast.
 TRANSIENT_RETRIES: dict[str, Any] = {
-    "retries": 3,
+    "retries": 1,
     "retry_delay_seconds": exponential_backoff(backoff_factor=2),
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": retry_transient,
