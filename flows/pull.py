@@ -29,6 +29,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from d8mirror.bundle import bundle_stats
 from d8mirror.pull.discovery import validate_proxy_mode
 from d8mirror.pull.report import ArchiveStat, PackageOutcome, PullReport, render_summary
+from flows.states import error_text
 from flows.transfer import upload_bundle
 from tasks import endpoints
 from tasks.cancel import stop_requested
@@ -52,14 +53,6 @@ class PullFailed(Exception):
     """Raised at the end of a pull in which packages failed; names them."""
 
 
-def _error_text(state: Any) -> str:
-    message = str(getattr(state, "message", "") or "")
-    try:
-        state.result()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return message
-
 
 def _outcome(name: str, plan: PrefectFuture[Any], fetch: PrefectFuture[Any],
              pack: PrefectFuture[Any] | None, dry_run: bool) -> PackageOutcome:
@@ -67,7 +60,7 @@ def _outcome(name: str, plan: PrefectFuture[Any], fetch: PrefectFuture[Any],
     if not state.is_completed():
         status = "cancelled" if stop_requested() else "failed"
         cause = plan.state if not plan.state.is_completed() else state  # the real error
-        return PackageOutcome(name=name, status=status, error=_error_text(cause))
+        return PackageOutcome(name=name, status=status, error=error_text(cause))
     fetched = state.result()
     outcome = PackageOutcome(name=name, status="planned" if dry_run else "pulled",
                              versions=fetched["versions"], images=fetched["images"],
@@ -75,7 +68,7 @@ def _outcome(name: str, plan: PrefectFuture[Any], fetch: PrefectFuture[Any],
                              warnings=fetched["warnings"])
     if pack is not None:
         if not pack.state.is_completed():
-            outcome.status, outcome.error = "failed", _error_text(pack.state)
+            outcome.status, outcome.error = "failed", error_text(pack.state)
         elif (archive := pack.state.result()) is None:
             outcome.status = "empty"
         else:
@@ -113,7 +106,7 @@ def _package_versions(params: PullParameters, report: PullReport) -> None:
             pulled.append(future.state.result())
         else:
             report.warnings.append(f"Failed to pull release images for package {name}: "
-                                   f"{_error_text(future.state)}")
+                                   f"{error_text(future.state)}")
     if not any(p["images"] for p in pulled):
         logger.info("No package release images found, skipping package-versions archive")
         return

@@ -25,6 +25,7 @@ from d8mirror.push.summary import LayoutFailure, PushResult, render_push_summary
 from d8mirror.push.unified import UnpackResult, WorkDir
 from d8mirror.push.verify import Mismatch
 from d8mirror.registry import Credentials, TLSOptions
+from flows.states import error_text
 from tasks import endpoints
 from tasks.credentials import target_credentials
 from tasks.push import (
@@ -54,13 +55,6 @@ def _register_target(params: PushParameters) -> str:
     return registry
 
 
-def _error_text(state: Any) -> str:
-    try:
-        state.result()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return str(getattr(state, "message", "") or "failed")
-
 
 def _push_layouts(params: PushParameters, registry: str, jobs: list[dict[str, str]],
                   ) -> tuple[list[LayoutPushResult], list[LayoutFailure]]:
@@ -77,7 +71,7 @@ def _push_layouts(params: PushParameters, registry: str, jobs: list[dict[str, st
             done.append(LayoutPushResult.from_json(future.state.result()))
         else:
             failed.append(LayoutFailure(job["layout"], job["repository"],
-                                        _error_text(future.state)))
+                                        error_text(future.state)))
     return done, failed
 
 

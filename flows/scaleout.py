@@ -20,7 +20,8 @@ from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from d8mirror.pull.report import PackageOutcome, PullReport
-from flows.pull import _error_text, _package_versions, finish, prepare
+from flows.pull import _package_versions, finish, prepare
+from flows.states import error_text
 from tasks.models import MirrorPackageParameters, PullParameters, ScaleOutParameters
 from tasks.pull import discover_packages_task, run_package_flow_task
 
@@ -35,7 +36,7 @@ def child_parameters(params: ScaleOutParameters, name: str) -> dict[str, Any]:
 
 def _outcome(name: str, future: Any) -> PackageOutcome:
     if not future.state.is_completed():
-        return PackageOutcome(name=name, status="failed", error=_error_text(future.state))
+        return PackageOutcome(name=name, status="failed", error=error_text(future.state))
     doc = dict(future.state.result())
     doc.pop("flow_run_id", None)
     return PackageOutcome(**doc)

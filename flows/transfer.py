@@ -21,6 +21,7 @@ from prefect.events import emit_event
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.states import error_text
 from tasks.transfer import (
     build_manifest_task,
     commit_upload_task,
@@ -39,13 +40,6 @@ class TransferFailed(Exception):
     """Raised at the end of a transfer in which files failed; names them."""
 
 
-def _error_text(state: Any) -> str:
-    try:
-        state.result()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return str(getattr(state, "message", "") or "")
-
 
 def _collect(manifest: dict[str, Any],
              futures: list[PrefectFuture[Any]]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -58,7 +52,7 @@ def _collect(manifest: dict[str, Any],
         else:
             failed.append(entry["name"])
             rows.append({"name": entry["name"], "size": entry["size"], "status": "failed",
-                         "seconds": 0.0, "error": _error_text(future.state)})
+                         "seconds": 0.0, "error": error_text(future.state)})
     return rows, failed
 
 
