@@ -14,6 +14,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="d8mirror-test-prefect-home-")
 os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = os.path.join(os.environ["PREFECT_HOME"],
                                                                "storage")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
 
 from collections.abc import Iterator
@@ -69,3 +70,12 @@ def demo_content(registry: RegistryServer,
     """``demo_spec()`` seeded once into ``registry`` under ``deckhouse/ee`` (treat as read-only)."""
     with registry.client() as client:
         return seed_packages(client, DEMO_ROOT, demo_spec(), tmp_path_factory.mktemp("demo-images"))
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """Prefect's own test harness (a temporary server with SQLite), started once."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -28,7 +28,6 @@ import hashlib
 import json
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +39,12 @@ from .errors import IncompleteUploadError, TransferError, TransferIntegrityError
 from .manifest import (
     MANIFEST_NAME,
     FileEntry,
+    Progress,
     TransferManifest,
     build_manifest,
+    download_all,
     is_present,
     is_safe_name,
-    write_local_manifest,
 )
 from .results import FileResult
 from .urls import OciUrl
@@ -59,7 +59,6 @@ EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61
 DEFAULT_CHUNK = 64 << 20
 _MAX_TRANSFER_MANIFEST = 16 << 20
 
-Progress = Callable[[FileResult], None]
 
 
 def media_type_for(name: str) -> str:
@@ -218,12 +217,5 @@ def download_artifact(client: RegistryClient, url: OciUrl, dest_dir: Path, *,
                       on_file: Progress | None = None) -> list[FileResult]:
     """Refuse an incomplete artifact, then fetch every file, the manifest last."""
     manifest = read_artifact(client, url)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for entry in manifest.files:
-        result = download_file(client, url, entry, dest_dir)
-        results.append(result)
-        if on_file is not None:
-            on_file(result)
-    write_local_manifest(dest_dir, manifest)
-    return results
+    return download_all(manifest, dest_dir,
+                        lambda entry: download_file(client, url, entry, dest_dir), on_file)

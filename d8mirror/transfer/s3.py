@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,10 +47,11 @@ from .errors import (
 from .manifest import (
     MANIFEST_NAME,
     FileEntry,
+    Progress,
     TransferManifest,
     build_manifest,
+    download_all,
     is_present,
-    write_local_manifest,
 )
 from .results import FileResult
 from .urls import S3Url
@@ -326,7 +327,6 @@ def download_file(client: S3Client, url: S3Url, entry: FileEntry, dest_dir: Path
 
 
 # -- whole bundles -------------------------------------------------------------------------------
-Progress = Callable[[FileResult], None]
 
 
 def upload_bundle(client: S3Client, bundle_dir: Path, url: S3Url, settings: S3Settings,
@@ -348,12 +348,5 @@ def download_bundle(client: S3Client, url: S3Url, dest_dir: Path,
     """Refuse an incomplete upload, then fetch and verify every file, manifest last."""
     manifest = read_manifest(client, url)
     check_complete(client, url, manifest)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for entry in manifest.files:
-        result = download_file(client, url, entry, dest_dir)
-        results.append(result)
-        if on_file is not None:
-            on_file(result)
-    write_local_manifest(dest_dir, manifest)
-    return results
+    return download_all(manifest, dest_dir,
+                        lambda entry: download_file(client, url, entry, dest_dir), on_file)
