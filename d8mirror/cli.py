@@ -22,6 +22,11 @@ from d8mirror.errors import ConfigError, MirrorError
 _COMMAND_MODULES: tuple[str, ...] = ("flows.push_command", "d8mirror.cli_transfer",
                                      "flows.setup_command")
 
+#: Commands that run a flow, and its module: the local Prefect API server is started before
+#: the module (and Prefect) is imported, and boots while it loads.
+_FLOW_MODULES = {"pull": "flows.pull", "push": "flows.push", "upload": "flows.transfer",
+                 "download": "flows.transfer"}
+
 #: Defaults for an air-gapped tool: no telemetry, patience for a busy 2-core host.
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -168,7 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(key, value)
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args))
+        if args.command not in _FLOW_MODULES:
+            return int(args.handler(args))
+        from flows import local_api
+
+        local_api.start_early()
+        importlib.import_module(_FLOW_MODULES[args.command])
+        with local_api.recording_api():
+            return int(args.handler(args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

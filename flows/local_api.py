@@ -1,0 +1,176 @@
+"""The Prefect API a CLI run records into, started before Prefect is imported.
+
+With no ``PREFECT_API_URL`` configured, Prefect starts an ephemeral API server (a uvicorn
+subprocess on the SQLite database under ``PREFECT_HOME``) when the first flow run asks for
+it, that is after the whole client has been imported: ~1.5 s of imports, then ~4 s of
+server start-up (mostly the server's own imports), one after the other. The CLI knows from
+its arguments that it is about to run a flow, so it starts that same server (same command,
+same environment, same database: the same records) as its first act and loads Prefect
+while the server boots. A CLI run also turns off flow-run heartbeats for the server it
+owns: they serve crash detection by a long-lived server, and the heartbeat thread's
+1-second sleep holds up the end of every run.
+
+A configured API (environment, profile, ``prefect.toml``) always wins: the early server is
+then stopped unused. The server is started in its own session (Ctrl+C reaches the CLI,
+which packs what completed and still reports to it), dies with the CLI on Linux even when
+the CLI is killed, and is stopped when the process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+from d8mirror.errors import ConfigError
+
+#: What Prefect's own ``SubprocessASGIServer`` sets for its ephemeral server.
+_SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+               "PREFECT__SERVER_FINAL": "1"}
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EarlyServer:
+    """Prefect's ephemeral API server, started by the CLI before it imports Prefect."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ready = False
+        self.restarts = 0
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self) -> EarlyServer:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+             "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+            env={**os.environ, **_SERVER_ENV}, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            # preexec_fn is only fork-safe while this is the sole thread (the CLI's case)
+            preexec_fn=_die_with_parent if sys.platform == "linux"
+            and threading.active_count() == 1 else None)
+        if not self.restarts:
+            atexit.register(self.stop)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        """Poll ``/health`` until the server answers (ConfigError naming what to do)."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2) as client:
+            while not self.ready:
+                self._check_alive()
+                with suppress(httpx.HTTPError):
+                    self.ready = client.get(f"{self.api_url}/health").status_code == 200
+                if self.ready:
+                    return
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ConfigError(
+                        f"the local Prefect API server did not answer in {timeout:.0f} s; "
+                        "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or point "
+                        "PREFECT_API_URL at a running server")
+                time.sleep(0.05)
+
+    def _check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            return
+        code = None if self.process is None else self.process.returncode
+        if self.process is not None and self.restarts == 0:  # e.g. the port was taken
+            self.restarts += 1
+            self.port = _free_port()
+            self.start()
+            return
+        home = os.environ.get("PREFECT_HOME", "~/.prefect")
+        raise ConfigError(f"the local Prefect API server exited (code {code}) before it was "
+                          f"ready; check that PREFECT_HOME ({home}) is writable, or point "
+                          "PREFECT_API_URL at a running server")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        self.ready = False
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+_server: EarlyServer | None = None
+
+
+def _configured_api_url() -> str | None:
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+def start_early() -> None:
+    """Start the ephemeral server now unless an API is configured (or one already runs)."""
+    global _server
+    if os.environ.get("PREFECT_API_URL") or (_server is not None and _server.process):
+        return
+    if "prefect" in sys.modules and _configured_api_url():
+        return
+    _server = EarlyServer().start()
+
+
+@contextmanager
+def recording_api() -> Iterator[None]:
+    """Run flows against the early server, unless Prefect's settings name an API."""
+    global _server
+    server = _server
+    if server is None or server.process is None:
+        yield
+        return
+    if _configured_api_url():
+        server.stop()
+        _server = None
+        yield
+        return
+    from prefect.settings import get_current_settings, temporary_settings
+
+    server.wait_ready(float(get_current_settings().server.ephemeral.startup_timeout_seconds))
+    with temporary_settings(updates={"api.url": server.api_url,
+                                     "flows.heartbeat_frequency": None}):
+        yield
+
+
+def early_server_url() -> str | None:
+    """The API URL of the early server this process started, if one runs."""
+    return _server.api_url if _server is not None and _server.process else None
+
+
+def stop() -> None:
+    """Stop the early server (tests; the process exit does it otherwise)."""
+    global _server
+    if _server is not None:
+        _server.stop()
+        _server = None

@@ -1,0 +1,123 @@
+"""The CLI's early Prefect API server: records kept, nothing left running, a configured API wins."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from d8mirror.testbed.registry_server import RegistryServer
+from d8mirror.testbed.seed import SeededContent
+from flows import local_api
+
+DEMO_ROOT = "deckhouse/ee"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cli_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               DO_NOT_TRACK="1")
+    return env
+
+
+def _dry_run(registry: RegistryServer, bundle: Path) -> list[str]:
+    return [sys.executable, "-m", "d8mirror.cli", "pull", str(bundle), "--source",
+            f"{registry.host}/{DEMO_ROOT}", "--insecure", "--dry-run"]
+
+
+def _servers_of(home: Path) -> list[int]:
+    """Pids of uvicorn processes whose environment names this PREFECT_HOME."""
+    marker = f"PREFECT_HOME={home}".encode() + b"\0"
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"uvicorn" in cmdline and marker in environ:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _flow_runs(home: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(home / "prefect.db") as db:
+        return list(db.execute(
+            "select flow.name, flow_run.state_type from flow_run join flow "
+            "on flow.id = flow_run.flow_id"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_cli_run_records_into_prefect_home_and_leaves_no_server(
+        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    done = subprocess.run(_dry_run(registry, tmp_path / "bundle"), env=_cli_env(home),
+                          cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "Pull plan (dry-run)" in done.stdout + done.stderr
+    assert _flow_runs(home) == [("mirror-pull", "COMPLETED")]
+    assert _servers_of(home) == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc, PR_SET_PDEATHSIG")
+def test_killed_cli_takes_its_server_down(registry: RegistryServer, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    cli = subprocess.Popen(_dry_run(registry, tmp_path / "bundle"), env=_cli_env(home),
+                           cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _servers_of(home):
+            assert time.monotonic() < deadline, "the CLI never started its API server"
+            assert cli.poll() is None, "the CLI ended before its server was seen"
+            time.sleep(0.02)
+        cli.send_signal(signal.SIGKILL)
+        cli.wait()
+        deadline = time.monotonic() + 30
+        while _servers_of(home):
+            assert time.monotonic() < deadline, "the server outlived its killed CLI"
+            time.sleep(0.1)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+
+
+@pytest.fixture
+def no_early_server() -> Iterator[None]:
+    local_api.stop()
+    yield
+    local_api.stop()
+
+
+@pytest.mark.usefixtures("prefect_server", "no_early_server")
+def test_a_configured_api_wins_over_the_early_server(
+        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
+
+    local_api.start_early()  # the harness's server is configured (settings, not environment)
+    assert local_api.early_server_url() is None
+
+    api_url = get_current_settings().api.url
+    assert api_url
+    home = tmp_path / "home"
+    env = {**_cli_env(home), "PREFECT_API_URL": api_url}
+    done = subprocess.run(_dry_run(registry, tmp_path / "bundle"), env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+    assert any(run.state_type is not None and run.state_type.value == "COMPLETED"
+               and run.parameters.get("params", {}).get("bundle_dir") == str(tmp_path / "bundle")
+               for run in runs)
+    assert not (home / "prefect.db").exists()
