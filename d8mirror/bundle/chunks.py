@@ -11,6 +11,7 @@ first missing index (an empty trailing chunk written by d8 is accepted).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Iterator
@@ -60,6 +61,9 @@ class ArchiveFileWriter:
         self._written = 0
         self._digests = FileDigests(gost=False)  # replaced per file by _open_next
         self._aborted = False
+        # The whole stream's SHA-256: the single file's own when not chunked (one pass).
+        self._whole = hashlib.sha256() if chunk_size else None
+        self._single_sha256: str | None = None
 
     @property
     def files(self) -> tuple[Path, ...]:
@@ -86,6 +90,8 @@ class ArchiveFileWriter:
         if stream is None:
             return
         final = self._files[-1]
+        if self._whole is None:
+            self._single_sha256 = self._digests.sha256.hexdigest()
         try:
             stream.close()
             stage_sidecars(final, self._digests, self._staging)
@@ -96,6 +102,8 @@ class ArchiveFileWriter:
         if self._aborted:
             raise BundleError(f"archive {self.archive} was aborted; nothing more can be written")
         view = memoryview(data).cast("B")
+        if self._whole is not None:
+            self._whole.update(view)
         while view:
             stream = self._stream or self._open_next()
             room = self.chunk_size - self._written if self.chunk_size else len(view)
@@ -117,6 +125,15 @@ class ArchiveFileWriter:
             self._open_next()
         self._close_current()
         return self.files
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of everything written (available after :meth:`finish`)."""
+        if self._whole is not None:
+            return self._whole.hexdigest()
+        if self._single_sha256 is None:
+            raise BundleError(f"archive {self.archive} is not finished: no checksum yet")
+        return self._single_sha256
 
     def abort(self) -> None:
         """Close without staging sidecars; the caller discards the staging."""

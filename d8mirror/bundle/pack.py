@@ -1,14 +1,14 @@
 """Pack sources into a bundle archive atomically, with checksums (spec §7.3, §7.4, §7.6).
 
-The archive is streamed once: tar writer → overall SHA-256 and cancellation check → file or
-exact-size chunks (each hashed as written) staged under ``….tmp`` names. Only a complete archive
-is renamed into place, together with its ``.sha256`` (and ``.gostsum``) sidecars. Any failure,
-cancellation or interrupt deletes every staged file and re-raises.
+The archive is streamed once: tar writer → cancellation check → file or exact-size chunks, each
+hashed as written (the whole stream too when chunked; unchunked, the one file's hash is the
+archive's), staged under ``….tmp`` names. Only a complete archive is renamed into place,
+together with its ``.sha256`` (and ``.gostsum``) sidecars. Any failure, cancellation or
+interrupt deletes every staged file and re-raises.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,19 +33,17 @@ class ArchiveResult:
 
 
 class _ArchiveStream:
-    """Hashes the whole archive and checks for cancellation on every write."""
+    """Checks for cancellation on every write (the sink hashes what it writes)."""
 
     def __init__(self, sink: ArchiveFileWriter,
                  should_cancel: Callable[[], bool] | None) -> None:
         self._sink = sink
         self._should_cancel = should_cancel
-        self.sha256 = hashlib.sha256()
 
     def write(self, data: bytes) -> int:
         if self._should_cancel is not None and self._should_cancel():
             raise PackCancelled(f"packing {self._sink.archive} was cancelled; "
                                 "no archive was written")
-        self.sha256.update(data)
         return self._sink.write(data)
 
 
@@ -70,4 +68,4 @@ def pack_archive(dest: Path, sources: Sequence[TarSource | TarMember], *, chunk_
         staging.discard()
         raise
     remove_stale_finals(dest, files, gost=gost)
-    return ArchiveResult(path=dest, files=files, size=size, sha256=stream.sha256.hexdigest())
+    return ArchiveResult(path=dest, files=files, size=size, sha256=sink.sha256)
