@@ -47,6 +47,16 @@ from d8mirror.registry._models import Credentials, Descriptor, Manifest, TLSOpti
 
 _ACCEPT = {"Accept": ", ".join(MANIFEST_ACCEPT)}
 _IDENTITY = {"Accept-Encoding": "identity"}
+
+
+def _body_pieces(response: httpx.Response) -> Iterator[bytes]:
+    """The body as it arrives off the socket: no decoding (we asked for identity) and no
+    re-chunking (joining pieces into 1 MiB ones copies every byte once more). A server that
+    encodes anyway gets decoded; the digest check covers what the decoder yields."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return response.iter_raw()
+    return response.iter_bytes(CHUNK_SIZE)
 _OCTETS = "application/octet-stream"
 _USER_AGENT = {"User-Agent": "d8mirror/0.1"}
 _GENERIC_TYPES = frozenset({"", "application/json", "text/plain", "application/octet-stream"})
@@ -297,7 +307,7 @@ class RegistryClient:
                     partial.restart()
                 elif response.status_code == 206:
                     _check_content_range(response, offset)
-                for piece in response.iter_bytes(CHUNK_SIZE):
+                for piece in _body_pieces(response):
                     partial.append(piece)
                     if size is not None and partial.length > size:
                         raise DigestMismatchError(
@@ -315,7 +325,7 @@ class RegistryClient:
         url = _blob_path(repository, digest)
         with self._stream("GET", url, subject="blob", expected=(200,),
                           headers=_IDENTITY) as response:
-            yield BlobReader(response.iter_bytes(CHUNK_SIZE), digest, f"{repository}@{digest}")
+            yield BlobReader(_body_pieces(response), digest, f"{repository}@{digest}")
 
     def upload_blob(self, repository: str, digest: str, source: Path, *, size: int | None = None,
                     chunk_size: int = 64 << 20,
