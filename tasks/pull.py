@@ -23,6 +23,7 @@ from d8mirror.pull.discovery import discover_packages
 from d8mirror.pull.fetcher import ImageFetcher
 from d8mirror.pull.package import PackagePuller, PackageResult, pull_release_catalog
 from d8mirror.pull.packing import pack_package, pack_versions
+from d8mirror.versions.channels import DEFAULT_CHANNELS, LTS_CHANNEL
 
 from .cancel import stop_requested
 from .concurrency import registry_slots
@@ -43,10 +44,18 @@ def blob_store(params: PullParameters) -> BlobStore:
         return _stores[root]
 
 
-def puller(params: PullParameters) -> PackagePuller:
+def puller(params: PullParameters, plan: dict[str, Any] | None = None) -> PackagePuller:
+    """A puller for one task; seeded with the planning step's answers when ``plan`` is given,
+    so the fetch records exactly the digests its cache key was built from."""
     options = params.options()
     fetcher = ImageFetcher(client_for(options.source.registry), blob_store(params),
                            blob_workers=params.blob_workers, should_stop=stop_requested)
+    if plan is not None:
+        repo, version_repo = options.package_repo(plan["name"]), options.version_repo(plan["name"])
+        for version, digest in plan["digests"].items():
+            fetcher.remember(repo, version, digest)
+        for channel in [*DEFAULT_CHANNELS, LTS_CHANNEL]:
+            fetcher.remember(version_repo, channel, plan["channels"].get(channel))
     return PackagePuller(fetcher, options)
 
 
@@ -125,8 +134,8 @@ def fetch_package_task(params: PullParameters, plan: dict[str, Any]) -> dict[str
     marker = fetch_marker(params, name)
     marker.unlink(missing_ok=True)
     with source_slots(params, params.blob_workers):
-        result = puller(params).pull(name, params.options().package_filter.constraint_for(name),
-                                     work_dir)
+        constraint = params.options().package_filter.constraint_for(name)
+        result = puller(params, plan).pull(name, constraint, work_dir)
     if not params.dry_run:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(fetch_content_key(params, plan))

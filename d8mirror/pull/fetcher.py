@@ -92,6 +92,8 @@ class ImageFetcher:
         self._pool_lock = threading.Lock()
         self.should_stop = should_stop or (lambda: False)
         self.stats = FetchStats()
+        self._resolved: dict[tuple[str, str], str | None] = {}
+        self._resolved_lock = threading.Lock()
 
     # -- resolution -------------------------------------------------------------------------
     def check_stop(self) -> None:
@@ -101,14 +103,48 @@ class ImageFetcher:
     def resolve(self, repository: str, tag: str) -> str | None:
         """Digest of ``repository:tag``, or None when the registry says it does not exist.
 
-        Only "not found" means missing (Part A Q12); every other error propagates.
+        Only "not found" means missing (Part A Q12); every other error propagates. A tag is
+        asked once per fetcher: later calls (planning, layouts, VEX, release images of the
+        same run) get the first answer, so one run sees one consistent source.
         """
         self.check_stop()
+        with self._resolved_lock:
+            if (repository, tag) in self._resolved:
+                return self._resolved[(repository, tag)]
         try:
-            return self.retry.call(lambda: self.client.head_manifest(repository, tag).digest,
-                                   what=f"resolve {repository}:{tag}")
+            digest: str | None = self.retry.call(
+                lambda: self.client.head_manifest(repository, tag).digest,
+                what=f"resolve {repository}:{tag}")
         except ManifestNotFoundError:
-            return None
+            digest = None
+        self.remember(repository, tag, digest)
+        return digest
+
+    def remember(self, repository: str, tag: str, digest: str | None) -> None:
+        """Record what ``repository:tag`` resolved to (e.g. by the run's planning step)."""
+        with self._resolved_lock:
+            self._resolved.setdefault((repository, tag), digest)
+
+    def prefetch(self, refs: Iterable[tuple[str, str]]) -> None:
+        """Resolve ``(repository, tag or digest)`` pairs and fetch their images into the store,
+        several images at once. Only a cache warmer: errors are left for the ordered pass that
+        follows (which meets them again and reports them in order)."""
+        pending = [ref for ref in dict.fromkeys(refs)]
+        if len(pending) <= 1 or self.blob_workers == 1:
+            return
+        with ThreadPoolExecutor(max_workers=self.blob_workers,
+                                thread_name_prefix="d8mirror-image") as pool:
+            futures = [pool.submit(self._prefetch_one, repo, ref) for repo, ref in pending]
+            for future in futures:
+                future.exception()
+
+    def _prefetch_one(self, repository: str, ref: str) -> None:
+        try:
+            digest = ref if ref.startswith("sha256:") else self.resolve(repository, ref)
+            if digest is not None:
+                self.image(repository, digest)
+        except MirrorError:
+            pass
 
     def list_tags(self, repository: str) -> list[str]:
         """Every tag of ``repository`` (retried like every other request)."""

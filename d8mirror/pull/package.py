@@ -185,8 +185,14 @@ class PackagePuller:
 
     def _pull_content(self, name: str, constraint: PackageConstraint | None,
                       result: PackageResult, layouts: _Layouts) -> None:
+        """Images in waves: each wave is prefetched several at once into the blob store, then
+        recorded in order (layouts, warnings and errors stay deterministic)."""
         repo = self.options.package_repo(name)
         self._expected: dict[str, set[str]] = {}
+        wave = [(repo, v) for v in result.versions]
+        if not self.options.only_extra_images:
+            wave += [(self.options.version_repo(name), v) for v in result.versions]
+        self.fetcher.prefetch(wave)
         main_closures: dict[str, ImageClosure] = {}
         vex_inputs: list[str] = []
         for version in result.versions:
@@ -201,10 +207,16 @@ class PackagePuller:
             main_closures[version] = closure
             if not self.options.only_extra_images:
                 self._add(layouts.main, repo, digest, version, result)
+        internal: list[str] = []
         if not self.options.only_extra_images:
             self._release_images(name, result, layouts)
-            vex_inputs += self._internal_images(name, main_closures, result, layouts)
-        vex_inputs += self._extra_images(name, main_closures, result, layouts)
+            internal = self._internal_digests(name, main_closures, result)
+        extras = self._wanted_extras(main_closures)
+        self.fetcher.prefetch([(repo, d) for d in internal] + [
+            (self.options.extra_repo(name, extra), tag)
+            for extra, tags in extras.items() for tag in tags])
+        vex_inputs += self._internal_images(repo, internal, result, layouts)
+        vex_inputs += self._extra_images(name, extras, result, layouts)
         if not self.options.skip_vex_images:
             self._vex_images(name, vex_inputs, result, layouts)
 
@@ -228,10 +240,9 @@ class PackagePuller:
             except MirrorError as exc:
                 result.warnings.append(f"release image {repo}:{version}: {exc}")
 
-    def _internal_images(self, name: str, closures: dict[str, ImageClosure],
-                         result: PackageResult, layouts: _Layouts) -> list[str]:
-        """Step 4: digests listed in ``images_digests.json``; failures are warnings (Q11)."""
-        repo = self.options.package_repo(name)
+    def _internal_digests(self, name: str, closures: dict[str, ImageClosure],
+                          result: PackageResult) -> list[str]:
+        """Step 4's digests, from ``images_digests.json``; failures are warnings (Q11)."""
         digests: list[str] = []
         for version, closure in closures.items():
             try:
@@ -241,8 +252,13 @@ class PackagePuller:
                 continue
             if data:
                 digests += parse_images_digests(data)
+        return dedupe(digests)
+
+    def _internal_images(self, repo: str, digests: list[str], result: PackageResult,
+                         layouts: _Layouts) -> list[str]:
+        """Step 4: the internal images by digest; failures are warnings (Q11)."""
         refs = []
-        for digest in dedupe(digests):
+        for digest in digests:
             refs.append(self.options.ref(repo, digest))
             try:
                 self._add(layouts.main, repo, digest, digest, result)
@@ -252,9 +268,8 @@ class PackagePuller:
                 result.warnings.append(f"internal image {repo}@{digest}: {exc}")
         return refs
 
-    def _extra_images(self, name: str, closures: dict[str, ImageClosure],
-                      result: PackageResult, layouts: _Layouts) -> list[str]:
-        """Step 5: images named in ``extra_images.json`` (top layer first); failures fail."""
+    def _wanted_extras(self, closures: dict[str, ImageClosure]) -> dict[str, list[str]]:
+        """Step 5's images: name → tags, from ``extra_images.json`` (top layer first)."""
         wanted: dict[str, list[str]] = {}
         for closure in closures.values():
             data = self.fetcher.read_file(closure, "extra_images.json", top_first_any=True)
@@ -264,6 +279,11 @@ class PackagePuller:
                 wanted.setdefault(extra, [])
                 if tag not in wanted[extra]:
                     wanted[extra].append(tag)
+        return wanted
+
+    def _extra_images(self, name: str, wanted: dict[str, list[str]], result: PackageResult,
+                      layouts: _Layouts) -> list[str]:
+        """Step 5: the extra images; failures fail the package."""
         refs = []
         for extra in sorted(wanted):
             repo = self.options.extra_repo(name, extra)
@@ -285,6 +305,7 @@ class PackagePuller:
                     layouts: _Layouts) -> None:
         """Step 6: ``.att`` images, looked up in the main package repo (§1.4, Q4)."""
         repo = self.options.package_repo(name)
+        self.fetcher.prefetch([(repo, vex_tag_for(ref)) for ref in dedupe(refs)])
         for ref in dedupe(refs):
             tag = vex_tag_for(ref)
             try:
@@ -344,6 +365,7 @@ def pull_release_catalog(puller: PackagePuller, name: str, layout_dir: Path) -> 
         tags += fetcher.list_tags(repo)
     except RegistryError as exc:
         scratch.warnings.append(f"list tags of {repo}: {exc}")
+    fetcher.prefetch([(repo, tag) for tag in dedupe(tags) if layout.find(tag) is None])
     for tag in dedupe(tags):
         if layout.find(tag) is not None:
             continue
