@@ -23,7 +23,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
-from prefect.futures import PrefectFuture, wait
+from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from d8mirror.bundle import bundle_stats
@@ -78,28 +78,52 @@ def _outcome(name: str, plan: PrefectFuture[Any], fetch: PrefectFuture[Any],
 
 def _pull_packages(params: PullParameters, names: list[str],
                    refresh: bool = False) -> list[PackageOutcome]:
+    """Resolve, fetch and pack every package: at most ``concurrency`` fetches at once, and
+    each package is packed as soon as its fetch ends (while other packages still download),
+    so the task runner needs room for both (:func:`task_runner`)."""
     plans = [resolve_package_task.submit(params, name) for name in names]
     fetch = fetch_package_task.with_options(refresh_cache=True) if refresh else fetch_package_task
-    # Futures as arguments: Prefect resolves them and makes the dependency explicit.
-    fetches = [fetch.submit(params, plan)  # type: ignore[call-overload]
-               for plan in plans]
-    packs = [] if params.dry_run else [
-        pack_package_task.submit(params, f) for f in fetches]
-    wait([*fetches, *packs])
-    return [_outcome(name, plans[i], fetch, packs[i] if packs else None, params.dry_run)
-            for i, (name, fetch) in enumerate(zip(names, fetches, strict=True))]
+    fetches: list[PrefectFuture[Any] | None] = [None] * len(names)
+    packs: list[PrefectFuture[Any] | None] = [None] * len(names)
+    waiting: list[int] = list(range(len(names)))
+    running: dict[PrefectFuture[Any], int] = {}
+    while waiting or running:
+        while waiting and len(running) < params.concurrency:
+            i = waiting.pop(0)
+            # A future as the argument: Prefect resolves it and records the dependency.
+            future = fetch.submit(params, plans[i])  # type: ignore[call-overload]
+            fetches[i], running[future] = future, i
+        done = next(as_completed(list(running)))
+        i = running.pop(done)
+        if not params.dry_run:
+            packs[i] = pack_package_task.submit(params, done)  # type: ignore[call-overload]
+    wait([f for f in [*fetches, *packs] if f is not None])
+    return [_outcome(name, plans[i], fetches[i], packs[i], params.dry_run)  # type: ignore[arg-type]
+            for i, name in enumerate(names)]
 
 
-def _package_versions(params: PullParameters, report: PullReport) -> None:
-    logger = get_run_logger()
+def _start_package_versions(params: PullParameters) -> tuple[dict[str, Any],
+                                                              list[PrefectFuture[Any]]]:
+    """Discover (leniently) and start the release-image pulls of ``package-versions.tar``;
+    they run beside the packages' fetches."""
     found = discover_packages_task(params, lenient=True)
+    if params.dry_run:
+        return found, []
+    return found, [pull_release_images_task.submit(params, n) for n in found["names"]]
+
+
+def _finish_package_versions(params: PullParameters, report: PullReport, found: dict[str, Any],
+                             futures: list[PrefectFuture[Any]]) -> None:
+    logger = get_run_logger()
     report.warnings += [w for w in found["warnings"] if w not in report.warnings]
     if params.dry_run:
         logger.info("[dry-run] package-versions archive would contain release images for: %s",
                     ", ".join(found["names"]))
         return
-    futures = [pull_release_images_task.submit(params, n) for n in found["names"]]
     wait(futures)
+    if stop_requested():  # as d8: a cancelled run packs its finished packages, not this one
+        logger.info("Pull cancelled: package-versions archive not packed")
+        return
     pulled = []
     for name, future in zip(found["names"], futures, strict=True):
         if future.state.is_completed():
@@ -111,6 +135,10 @@ def _package_versions(params: PullParameters, report: PullReport) -> None:
         logger.info("No package release images found, skipping package-versions archive")
         return
     pack_versions_task(params, pulled)
+
+
+def _package_versions(params: PullParameters, report: PullReport) -> None:
+    _finish_package_versions(params, report, *_start_package_versions(params))
 
 
 def prepare(params: PullParameters) -> None:
@@ -160,7 +188,12 @@ def _publish(params: PullParameters, report: PullReport) -> None:
         report.write(Path(params.bundle_dir))
 
 
-@flow(name="mirror-pull", task_runner=ThreadPoolTaskRunner(max_workers=4),  # type: ignore[arg-type]
+def task_runner(concurrency: int) -> Any:
+    """Threads for ``concurrency`` fetches plus as many packs (and release-image pulls)."""
+    return ThreadPoolTaskRunner(max_workers=2 * concurrency)
+
+
+@flow(name="mirror-pull", task_runner=task_runner(4),
       log_prints=True)
 def mirror_pull(params: PullParameters) -> dict[str, Any]:
     """Pull Deckhouse packages into ``params.bundle_dir`` (see the module docstring)."""
@@ -169,11 +202,12 @@ def mirror_pull(params: PullParameters) -> dict[str, Any]:
     options = params.options()
     report = PullReport(source=params.source, dry_run=params.dry_run,
                         packages_skipped=not options.per_package_phase)
-    if options.per_package_phase:
-        found = discover_packages_task(params)
+    found = discover_packages_task(params) if options.per_package_phase else None
+    versions = _start_package_versions(params)
+    if found is not None:
         report.warnings += found["warnings"]
         report.packages = _pull_packages(params, found["names"])
-    _package_versions(params, report)
+    _finish_package_versions(params, report, *versions)
     result = finish(params, report, started)
     if params.upload is not None and not params.dry_run and not report.cancelled:
         result["upload"] = upload_bundle(UploadParameters(
@@ -203,5 +237,4 @@ def mirror_package(params: MirrorPackageParameters) -> dict[str, Any]:
 
 def run_pull(params: PullParameters) -> dict[str, Any]:
     """Run the flow in this process with the requested package concurrency."""
-    runner: Any = ThreadPoolTaskRunner(max_workers=params.concurrency)
-    return mirror_pull.with_options(task_runner=runner)(params)
+    return mirror_pull.with_options(task_runner=task_runner(params.concurrency))(params)
