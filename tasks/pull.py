@@ -19,6 +19,7 @@ from prefect.context import TaskRunContext
 
 from d8mirror.blobstore import BlobStore
 from d8mirror.bundle import ArchiveResult
+from d8mirror.pull.archive_cache import ArchiveCache
 from d8mirror.pull.discovery import discover_packages
 from d8mirror.pull.fetcher import ImageFetcher
 from d8mirror.pull.package import PackagePuller, PackageResult, pull_release_catalog
@@ -142,13 +143,15 @@ def fetch_package_task(params: PullParameters, plan: dict[str, Any]) -> dict[str
     return result.to_json()
 
 
-def _pack_key(params: PullParameters, name: str) -> str | None:
-    """Identity of an archive: the package's fetched content and how it is packed where."""
+def _pack_key(params: PullParameters, name: str, *, where: bool = True) -> str | None:
+    """Identity of an archive: the package's fetched content and how it is packed (and, with
+    ``where``, into which bundle dir)."""
     marker = fetch_marker(params, name)
     if not marker.is_file():
         return None
-    return content_key("pack", marker.read_text(), str(Path(params.bundle_dir).resolve()),
-                       params.chunk_bytes(), params.gost_digest)
+    bundle = str(Path(params.bundle_dir).resolve()) if where else None
+    return content_key("pack", marker.read_text(), bundle, params.chunk_bytes(),
+                       params.gost_digest)
 
 
 def _sidecar_text(path: Path) -> str | None:
@@ -181,12 +184,28 @@ def pack_package_task(params: PullParameters, fetched: dict[str, Any]) -> dict[s
     if key is not None and (kept := _packed_already(marker, key)) is not None:
         return kept
     marker.unlink(missing_ok=True)
-    archive = _archive_json(pack_package(Path(fetched["work_dir"]), Path(params.bundle_dir),
-                                         name, chunk_size=params.chunk_bytes(),
-                                         gost=params.gost_digest))
+    archive = _pack_or_link(params, fetched)
     if key is not None and archive is not None:
         files = {f: (Path(f).stat().st_size, _sidecar_text(Path(f))) for f in archive["files"]}
         marker.write_text(json.dumps({"key": key, "archive": archive, "files": files}))
+    return archive
+
+
+def _pack_or_link(params: PullParameters, fetched: dict[str, Any]) -> dict[str, Any] | None:
+    """Link the archive packed earlier from the same content (another bundle dir, same
+    working dir), else pack it and keep links to it for the next run."""
+    name, bundle = fetched["name"], Path(params.bundle_dir)
+    cache = ArchiveCache(params.work_root() / "archives")
+    content = _pack_key(params, name, where=False)
+    if content is not None:
+        restored = cache.restore(name, content, bundle, gost=params.gost_digest)
+        if restored is not None:
+            return restored
+    archive = _archive_json(pack_package(Path(fetched["work_dir"]), bundle, name,
+                                         chunk_size=params.chunk_bytes(),
+                                         gost=params.gost_digest))
+    if content is not None and archive is not None:
+        cache.store(name, content, archive)
     return archive
 
 

@@ -124,3 +124,22 @@ def test_rerun_into_the_same_bundle_dir_fetches_no_blob(
     assert {p.name: p.read_bytes() for p in bundle.glob("*.tar")} == first
     # packed from the same content into the same place: kept, not written again
     assert (bundle / "package-code.tar").stat().st_mtime_ns == written
+
+
+def test_rerun_into_a_fresh_bundle_dir_links_the_archives_packed_before(
+        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    """Warm re-pull, same working dir, new bundle dir: unchanged packages are not packed
+    again, their archives (and sidecars) are hard links to the ones packed the first time."""
+    from flows.pull import run_pull
+
+    work = str(tmp_path / "work")
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_pull(_params(registry, first, include_packages=["code"], tmp_dir=work))
+    registry.clear_requests()
+    run_pull(_params(registry, second, include_packages=["code"], tmp_dir=work))
+    assert registry.count("GET", "/blobs/") == 0
+    for name in ("package-code.tar", "package-code.tar.sha256"):
+        assert (second / name).stat().st_ino == (first / name).stat().st_ino
+    assert verify_sidecars(second) == []
+    report = json.loads((second / "report.json").read_text())
+    assert {a["name"] for a in report["archives"]} >= {"package-code.tar"}
