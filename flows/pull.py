@@ -76,12 +76,16 @@ def _outcome(name: str, plan: PrefectFuture[Any], fetch: PrefectFuture[Any],
     return outcome
 
 
-def _pull_packages(params: PullParameters, names: list[str],
-                   refresh: bool = False) -> list[PackageOutcome]:
+def _resolve_packages(params: PullParameters, names: list[str]) -> list[PrefectFuture[Any]]:
+    return [resolve_package_task.submit(params, name) for name in names]
+
+
+def _pull_packages(params: PullParameters, names: list[str], refresh: bool = False,
+                   plans: list[PrefectFuture[Any]] | None = None) -> list[PackageOutcome]:
     """Resolve, fetch and pack every package: at most ``concurrency`` fetches at once, and
     each package is packed as soon as its fetch ends (while other packages still download),
     so the task runner needs room for both (:func:`task_runner`)."""
-    plans = [resolve_package_task.submit(params, name) for name in names]
+    plans = plans if plans is not None else _resolve_packages(params, names)
     fetch = fetch_package_task.with_options(refresh_cache=True) if refresh else fetch_package_task
     fetches: list[PrefectFuture[Any] | None] = [None] * len(names)
     packs: list[PrefectFuture[Any] | None] = [None] * len(names)
@@ -203,10 +207,11 @@ def mirror_pull(params: PullParameters) -> dict[str, Any]:
     report = PullReport(source=params.source, dry_run=params.dry_run,
                         packages_skipped=not options.per_package_phase)
     found = discover_packages_task(params) if options.per_package_phase else None
+    plans = _resolve_packages(params, found["names"]) if found is not None else []
     versions = _start_package_versions(params)
     if found is not None:
         report.warnings += found["warnings"]
-        report.packages = _pull_packages(params, found["names"])
+        report.packages = _pull_packages(params, found["names"], plans=plans)
     _finish_package_versions(params, report, *versions)
     result = finish(params, report, started)
     if params.upload is not None and not params.dry_run and not report.cancelled:
