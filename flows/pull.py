@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -81,11 +82,12 @@ def _resolve_packages(params: PullParameters, names: list[str]) -> list[PrefectF
 
 
 def _pull_packages(params: PullParameters, names: list[str], refresh: bool = False,
-                   plans: list[PrefectFuture[Any]] | None = None) -> list[PackageOutcome]:
+                   on_fetching: Callable[[], None] | None = None) -> list[PackageOutcome]:
     """Resolve, fetch and pack every package: at most ``concurrency`` fetches at once, and
     each package is packed as soon as its fetch ends (while other packages still download),
-    so the task runner needs room for both (:func:`task_runner`)."""
-    plans = plans if plans is not None else _resolve_packages(params, names)
+    so the task runner needs room for both (:func:`task_runner`). ``on_fetching`` runs once
+    the first fetches are queued (work started there queues behind them)."""
+    plans = _resolve_packages(params, names)
     fetch = fetch_package_task.with_options(refresh_cache=True) if refresh else fetch_package_task
     fetches: list[PrefectFuture[Any] | None] = [None] * len(names)
     packs: list[PrefectFuture[Any] | None] = [None] * len(names)
@@ -97,6 +99,9 @@ def _pull_packages(params: PullParameters, names: list[str], refresh: bool = Fal
             # A future as the argument: Prefect resolves it and records the dependency.
             future = fetch.submit(params, plans[i])  # type: ignore[call-overload]
             fetches[i], running[future] = future, i
+        if on_fetching is not None:
+            on_fetching()
+            on_fetching = None
         done = next(as_completed(list(running)))
         i = running.pop(done)
         if not params.dry_run:
@@ -141,8 +146,25 @@ def _finish_package_versions(params: PullParameters, report: PullReport, found: 
     pack_versions_task(params, pulled)
 
 
+class PackageVersions:
+    """``package-versions.tar``: started beside the packages' fetches, finished after them."""
+
+    def __init__(self, params: PullParameters) -> None:
+        self.params = params
+        self.started: tuple[dict[str, Any], list[PrefectFuture[Any]]] | None = None
+
+    def start(self) -> None:
+        if self.started is None:
+            self.started = _start_package_versions(self.params)
+
+    def finish(self, report: PullReport) -> None:
+        self.start()
+        assert self.started is not None
+        _finish_package_versions(self.params, report, *self.started)
+
+
 def _package_versions(params: PullParameters, report: PullReport) -> None:
-    _finish_package_versions(params, report, *_start_package_versions(params))
+    PackageVersions(params).finish(report)
 
 
 def prepare(params: PullParameters) -> None:
@@ -206,13 +228,12 @@ def mirror_pull(params: PullParameters) -> dict[str, Any]:
     options = params.options()
     report = PullReport(source=params.source, dry_run=params.dry_run,
                         packages_skipped=not options.per_package_phase)
-    found = discover_packages_task(params) if options.per_package_phase else None
-    plans = _resolve_packages(params, found["names"]) if found is not None else []
-    versions = _start_package_versions(params)
-    if found is not None:
+    versions = PackageVersions(params)
+    if options.per_package_phase:
+        found = discover_packages_task(params)
         report.warnings += found["warnings"]
-        report.packages = _pull_packages(params, found["names"], plans=plans)
-    _finish_package_versions(params, report, *versions)
+        report.packages = _pull_packages(params, found["names"], on_fetching=versions.start)
+    versions.finish(report)
     result = finish(params, report, started)
     if params.upload is not None and not params.dry_run and not report.cancelled:
         result["upload"] = upload_bundle(UploadParameters(
