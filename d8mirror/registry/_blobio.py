@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from d8mirror.errors import DigestMismatchError
+from d8mirror.errors import ConfigError, DigestMismatchError, wrap_os_error
 
 CHUNK_SIZE = 1 << 20
 
@@ -31,6 +31,31 @@ def file_chunks(path: Path, start: int = 0, length: int | None = None) -> Iterat
             if remaining is not None:
                 remaining -= len(piece)
             yield piece
+
+
+def source_range(source: Path, digest: str, *, size: int | None,
+                 offset: int | None) -> tuple[int, int]:
+    """(first byte, length) of blob ``digest`` in ``source``: the whole file (whose length must
+    be ``size`` when given), or with ``offset`` the ``size`` bytes from there, which must exist."""
+    try:
+        file_size = source.stat().st_size
+    except OSError as exc:
+        raise wrap_os_error(exc, str(source)) from exc
+    if offset is None:
+        if size is not None and size != file_size:
+            raise DigestMismatchError(f"{source} has {file_size} bytes, not the {size} of "
+                                      f"blob {digest}", expected=str(size),
+                                      actual=str(file_size))
+        return 0, file_size
+    if size is None or size < 0 or offset < 0:
+        raise ConfigError(f"a blob range of {source} needs offset >= 0 and size >= 0, got "
+                          f"offset {offset} and size {size}")
+    if offset + size > file_size:
+        raise DigestMismatchError(f"{source} has {file_size} bytes, too few for the {size} "
+                                  f"bytes of blob {digest} from byte {offset}: the file is "
+                                  "truncated", expected=str(offset + size),
+                                  actual=str(file_size))
+    return offset, size
 
 
 class PartialDownload:

@@ -34,6 +34,7 @@ from d8mirror.registry._blobio import (
     PartialDownload,
     file_chunks,
     sha256_digest,
+    source_range,
 )
 from d8mirror.registry._errors import (
     Subject,
@@ -328,49 +329,47 @@ class RegistryClient:
             yield BlobReader(_body_pieces(response), digest, f"{repository}@{digest}")
 
     def upload_blob(self, repository: str, digest: str, source: Path, *, size: int | None = None,
-                    chunk_size: int = 64 << 20,
+                    offset: int | None = None, chunk_size: int = 64 << 20,
                     on_progress: Callable[[int], None] | None = None) -> None:
-        """Upload ``source`` as blob ``digest``: POST + PUT, or POST + PATCH… + PUT (chunked)."""
+        """Upload ``source`` as blob ``digest``: POST + PUT, or POST + PATCH… + PUT (chunked).
+
+        The blob is the whole file (``size``, when given, must be its length), or with
+        ``offset`` the ``size`` bytes of ``source`` from ``offset`` (an entry of a plain tar)."""
         validate_digest(digest)
         validate_repository(repository)
         if chunk_size <= 0:
             raise ConfigError(f"upload chunk size must be positive, got {chunk_size}")
-        try:
-            actual_size = source.stat().st_size
-        except OSError as exc:
-            raise wrap_os_error(exc, str(source)) from exc
-        if size is not None and size != actual_size:
-            raise DigestMismatchError(f"{source} has {actual_size} bytes, not the {size} of "
-                                      f"blob {digest}", expected=str(size),
-                                      actual=str(actual_size))
+        first, length = source_range(source, digest, size=size, offset=offset)
         start = self._send("POST", f"/v2/{repository}/blobs/uploads/", subject="repository",
                            expected=(202,))
         location = self._location(start)
-        offset = 0
-        if actual_size > chunk_size:
-            while offset < actual_size:
-                length = min(chunk_size, actual_size - offset)
-                location = self._patch_chunk(location, source, offset, length)
-                offset += length
+        done = 0
+        if length > chunk_size:
+            while done < length:
+                piece = min(chunk_size, length - done)
+                location = self._patch_chunk(location, source, first + done, done, piece)
+                done += piece
                 if on_progress is not None:
-                    on_progress(length)
-        final_length = actual_size - offset
+                    on_progress(piece)
+        final_length = length - done
         finish = self._send(
             "PUT", location.copy_merge_params({"digest": digest}), subject="blob",
             expected=(201, 204),
             headers={"Content-Type": _OCTETS, "Content-Length": str(final_length)},
-            content=file_chunks(source, offset, final_length))
+            content=file_chunks(source, first + done, final_length))
         if on_progress is not None and final_length:
             on_progress(final_length)
         _check_digest_header(finish, digest)
 
-    def _patch_chunk(self, location: httpx.URL, source: Path, offset: int,
+    def _patch_chunk(self, location: httpx.URL, source: Path, start: int, offset: int,
                      length: int) -> httpx.URL:
+        """PATCH ``length`` bytes of ``source`` from file position ``start`` as the bytes
+        ``offset``… of the blob being uploaded."""
         response = self._send(
             "PATCH", location, subject="blob", expected=(202,),
             headers={"Content-Type": _OCTETS, "Content-Length": str(length),
                      "Content-Range": f"{offset}-{offset + length - 1}"},
-            content=file_chunks(source, offset, length))
+            content=file_chunks(source, start, length))
         return self._location(response)
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
