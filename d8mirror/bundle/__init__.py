@@ -16,10 +16,13 @@ from .discovery import (
 from .pack import ArchiveResult, PackCancelled, pack_archive
 from .sizes import parse_size
 from .tarwriter import TarMember, TarSource, write_tar
-from .unpack import safe_unpack
+from .unpack import SPAN_THRESHOLD, BlobSpan, BlobSpans, is_plain_tar, safe_unpack
 
 __all__ = [
+    "SPAN_THRESHOLD",
     "ArchiveResult",
+    "BlobSpan",
+    "BlobSpans",
     "BundleFileStat",
     "PackCancelled",
     "TarMember",
@@ -31,6 +34,7 @@ __all__ = [
     "discover_archives",
     "gost_hex_file",
     "is_package_file",
+    "is_plain_tar",
     "open_archive",
     "pack_archive",
     "package_name_from_path",
