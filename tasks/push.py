@@ -25,7 +25,7 @@ from d8mirror.push.blobs import BlobLocations
 from d8mirror.push.discovery_tags import DiscoveryTag, plan_discovery_tags, push_discovery_tags
 from d8mirror.push.pusher import push_layout
 from d8mirror.push.routing import Router, parse_target
-from d8mirror.push.service import plan_jobs
+from d8mirror.push.service import job_spans, plan_jobs
 from d8mirror.push.unified import WorkDir, default_tmp_dir, unpack_all
 from d8mirror.push.verify import Expected, verify_pushed
 from d8mirror.reference import Repository
@@ -132,12 +132,14 @@ def layout_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
 @task(name="push-layout", task_run_name="push-{job[layout]}", cache_key_fn=layout_cache_key,
       persist_result=True, result_serializer="json", **TRANSIENT_RETRIES)
 def push_layout_task(registry: str, job: dict[str, str], blob_workers: int = 4) -> dict[str, Any]:
-    """Push one layout (blobs HEAD-first, mounts, byte-exact manifests)."""
+    """Push one layout (blobs HEAD-first, mounts, byte-exact manifests); large blobs come
+    straight from their archive by the tree's spans file that the job names."""
     logger = get_run_logger()
     logger.info("Pushing %s/%s", registry, job["repository"])
     result = push_layout(client_for(registry), Path(job["directory"]), job["layout"],
                          job["repository"], locations=blob_locations(registry),
-                         blob_workers=blob_workers, warn=logger.warning)
+                         blob_workers=blob_workers, warn=logger.warning,
+                         spans=job_spans(job.get("spans", "")))
     return result.to_json()
 
 

@@ -2,8 +2,10 @@
 
 Modules (one concept each)::
 
-    unified          unpack archives (sorted) into one tree; index.json merge with Q2 provenance
+    unified          unpack archives (sorted) into one tree; index.json merge with Q2 provenance;
+                     large blobs of plain tars stay in the archive (spans file in the tree)
     routing          layout path == registry path; packages/modules path-suffix remaps
+    blobsource       a layout's blobs: its files, else their spans in plain tar archives
     pusher           push one layout: blobs HEAD-first (mount, upload), manifests byte-exact
     tinyimage        a deterministic tiny image (discovery tags, write check)
     discovery_tags   ``<registry>/<packages path>:<name>`` for every package in the tree

@@ -1,4 +1,8 @@
-"""Walk a manifest in an OCI layout: which blobs and child manifests it needs in the target."""
+"""Walk a manifest in an OCI layout: which blobs and child manifests it needs in the target.
+
+Manifests are read from the layout's blob files, or from the archive when the unpack left them
+there (:class:`~d8mirror.push.blobsource.LayoutBlobs`: only blobs above 1 MiB stay in archives,
+so that takes a manifest of more than 1 MiB, below the 4 MiB cap)."""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from d8mirror.errors import LayoutError
-from d8mirror.layout import Layout
 from d8mirror.mediatypes import INDEX_TYPES, MAX_MANIFEST_BYTES
+from d8mirror.push.blobsource import LayoutBlobs
 
 
 @dataclass(frozen=True)
@@ -43,21 +47,23 @@ class ManifestNode:
         return out
 
 
-def read_manifest(layout: Layout, digest: str, media_type: str | None, *,
+def read_manifest(blobs: LayoutBlobs, digest: str, media_type: str | None, *,
                   depth: int = 0) -> ManifestNode:
-    """Load ``digest`` from ``layout`` with everything it references (children first)."""
+    """Load ``digest`` from a layout's ``blobs`` with everything it references (children
+    first)."""
+    where = blobs.layout.path
     if depth > 4:
-        raise LayoutError(f"layout {layout.path}: manifest {digest} nests indexes too deeply")
-    data = layout.read_blob(digest, limit=MAX_MANIFEST_BYTES)
-    doc = _json_object(data, layout.path, digest)
+        raise LayoutError(f"layout {where}: manifest {digest} nests indexes too deeply")
+    data = blobs.read(digest, limit=MAX_MANIFEST_BYTES)
+    doc = _json_object(data, where, digest)
     kind = media_type or str(doc.get("mediaType") or "")
     if kind in INDEX_TYPES or "manifests" in doc:
-        children = tuple(read_manifest(layout, d.digest, d.media_type, depth=depth + 1)
-                         for d in _descriptors(doc.get("manifests"), layout.path, digest))
+        children = tuple(read_manifest(blobs, d.digest, d.media_type, depth=depth + 1)
+                         for d in _descriptors(doc.get("manifests"), where, digest))
         return ManifestNode(digest, kind, data, (), children)
-    blobs = list(_descriptors([doc["config"]] if "config" in doc else [], layout.path, digest))
-    blobs += _descriptors(doc.get("layers"), layout.path, digest)
-    refs = tuple(BlobRef(d.digest, d.size) for d in blobs)
+    descriptors = list(_descriptors([doc["config"]] if "config" in doc else [], where, digest))
+    descriptors += _descriptors(doc.get("layers"), where, digest)
+    refs = tuple(BlobRef(d.digest, d.size) for d in descriptors)
     return ManifestNode(digest, kind, data, refs, ())
 
 

@@ -5,8 +5,9 @@ warned once; descriptors without a short tag are skipped with a warning):
 
 1. a manifest that already resolves to the bundle's digest under that tag is left alone;
 2. every blob still needed is HEAD-checked in the target and, when missing, mounted from
-   another repository that already received it in this run, else uploaded (streamed from disk);
-   blobs run on a bounded pool (``blob_workers``);
+   another repository that already received it in this run, else uploaded, streamed from the
+   layout's blob file or, for a large blob left in a plain tar by the unpack, from its byte
+   range of the archive (``spans``); blobs run on a bounded pool (``blob_workers``);
 3. manifests are PUT byte-exact: an index's children by digest first, then the tagged one.
 
 Results are deterministic (tags sorted); counters say what was uploaded, mounted or present.
@@ -24,9 +25,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from d8mirror.errors import LayoutError, NotFoundError
+from d8mirror.bundle import BlobSpans
+from d8mirror.errors import NotFoundError
 from d8mirror.layout import Layout, Provenance, resolve_short_tags
 from d8mirror.push.blobs import BlobLocations
+from d8mirror.push.blobsource import LayoutBlobs
 from d8mirror.push.manifests import BlobRef, ManifestNode, read_manifest
 from d8mirror.registry import RegistryClient
 from d8mirror.retry import RetryPolicy, default_policy
@@ -73,15 +76,15 @@ class TagPlan:
     node: ManifestNode
 
 
-def plan_layout(layout_dir: Path, layout_rel: str) -> tuple[list[TagPlan], list[str]]:
+def plan_layout(blobs: LayoutBlobs) -> tuple[list[TagPlan], list[str]]:
     """The (tag, manifest tree) pairs to push, sorted by tag, and the warnings found."""
-    layout = Layout(layout_dir)
+    layout, where = blobs.layout, blobs.layout_rel or "/"
     entries = layout.entries()
-    resolution = resolve_short_tags(entries, Provenance.load(layout_dir).from_item_archive)
-    warnings = [f"layout {layout_rel or '/'}: {c.describe()}" for c in resolution.conflicts]
-    warnings += [f"layout {layout_rel or '/'}: descriptor {e.digest} has no short tag "
+    resolution = resolve_short_tags(entries, Provenance.load(layout.path).from_item_archive)
+    warnings = [f"layout {where}: {c.describe()}" for c in resolution.conflicts]
+    warnings += [f"layout {where}: descriptor {e.digest} has no short tag "
                  "annotation (io.deckhouse.image.short_tag); skipped" for e in resolution.untagged]
-    plans = [TagPlan(tag, read_manifest(layout, entry.digest, entry.media_type))
+    plans = [TagPlan(tag, read_manifest(blobs, entry.digest, entry.media_type))
              for tag, entry in resolution.items()]
     return plans, warnings
 
@@ -93,25 +96,28 @@ class _Counters:
 
 def push_layout(client: RegistryClient, layout_dir: Path, layout_rel: str, repository: str, *,
                 locations: BlobLocations | None = None, blob_workers: int = 4,
-                warn: Warn | None = None,
-                retry: RetryPolicy | None = None) -> LayoutPushResult:
+                warn: Warn | None = None, retry: RetryPolicy | None = None,
+                spans: BlobSpans | None = None) -> LayoutPushResult:
     """Push every short tag of the layout at ``layout_dir`` into ``repository`` (a path on
-    ``client``'s registry). Raises the registry's typed errors; safe to call again."""
+    ``client``'s registry). ``layout_rel`` is the layout's path in the unpacked tree, under
+    which ``spans`` (blobs left in their archive) are found. Raises the registry's typed
+    errors; safe to call again."""
     retry = retry or default_policy()
-    plans, warnings = plan_layout(layout_dir, layout_rel)
+    source = LayoutBlobs(Layout(layout_dir), layout_rel,
+                         spans if spans is not None else BlobSpans())
+    plans, warnings = plan_layout(source)
     for message in warnings:
         (warn or log.warning)(message)
     locations = locations or BlobLocations()
     todo, already = _split_present(client, repository, plans, retry)
     counters = _Counters()
     blobs = _unique_blobs(p.node for p in todo)
-    layout = Layout(layout_dir)
     if blobs:
         with ThreadPoolExecutor(max_workers=max(1, blob_workers),
                                 thread_name_prefix="push-blob") as pool:
             outcomes = list(pool.map(
                 lambda b: retry.call(
-                    lambda: _ensure_blob(client, layout, repository, b, locations),
+                    lambda: _ensure_blob(client, source, repository, b, locations),
                     what=f"push blob {repository}@{b.digest}"),
                 blobs))
         for outcome, blob in zip(outcomes, blobs, strict=True):
@@ -151,21 +157,17 @@ def _unique_blobs(nodes: Iterable[ManifestNode]) -> list[BlobRef]:
     return sorted(seen.values(), key=lambda b: b.digest)
 
 
-def _ensure_blob(client: RegistryClient, layout: Layout, repository: str, blob: BlobRef,
+def _ensure_blob(client: RegistryClient, source: LayoutBlobs, repository: str, blob: BlobRef,
                  locations: BlobLocations) -> str:
     """"present", "mounted" or "uploaded"."""
     if client.blob_exists(repository, blob.digest):
         locations.remember(blob.digest, repository)
         return "present"
-    source = locations.source_for(blob.digest, repository)
-    if source is not None and client.mount_blob(repository, blob.digest, source):
+    origin = locations.source_for(blob.digest, repository)
+    if origin is not None and client.mount_blob(repository, blob.digest, origin):
         locations.remember(blob.digest, repository)
         return "mounted"
-    path = layout.blob_path(blob.digest)
-    if not path.is_file():
-        raise LayoutError(f"layout {layout.path} lacks blob {blob.digest}: the bundle is "
-                          "incomplete; copy the archive again or pull it again")
-    client.upload_blob(repository, blob.digest, path, size=blob.size if blob.size >= 0 else None)
+    source.upload(client, repository, blob.digest, blob.size if blob.size >= 0 else None)
     locations.remember(blob.digest, repository)
     return "uploaded"
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from d8mirror.bundle import BlobSpans
 from d8mirror.errors import LayoutError, MirrorError
 from d8mirror.layout import Layout
 from d8mirror.push.blobs import BlobLocations
@@ -18,7 +19,13 @@ from d8mirror.push.discovery_tags import plan_discovery_tags, push_discovery_tag
 from d8mirror.push.pusher import LayoutPushResult, push_layout
 from d8mirror.push.routing import Router, find_layouts
 from d8mirror.push.summary import LayoutFailure, PushResult
-from d8mirror.push.unified import UnpackResult, WorkDir, unpack_all
+from d8mirror.push.unified import (
+    UnpackResult,
+    WorkDir,
+    read_spans_file,
+    spans_path,
+    unpack_all,
+)
 from d8mirror.push.verify import Expected, verify_pushed
 from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient
@@ -33,10 +40,11 @@ class LayoutJob:
     layout: str         # path relative to the unified tree ("" = root)
     directory: str      # absolute path of the layout
     repository: str     # target repository path
+    spans: str = ""     # the tree's blob spans file (blobs left in their archive); "" = none
 
     def to_json(self) -> dict[str, Any]:
         return {"layout": self.layout, "directory": self.directory,
-                "repository": self.repository}
+                "repository": self.repository, "spans": self.spans}
 
 
 def plan_jobs(unified: Path, target: Repository, router: Router, *,
@@ -51,8 +59,14 @@ def plan_jobs(unified: Path, target: Repository, router: Router, *,
             (warn or log.warning)(f"Skipping layout {rel or '/'}: {exc}")
             continue
         if not empty:
-            jobs.append(LayoutJob(rel, str(directory), router.repository(target, rel).path))
+            jobs.append(LayoutJob(rel, str(directory), router.repository(target, rel).path,
+                                  str(spans_path(unified))))
     return jobs
+
+
+def job_spans(spans_file: str) -> BlobSpans | None:
+    """The blob spans a job names (None when it names none)."""
+    return read_spans_file(Path(spans_file)) if spans_file else None
 
 
 def expected_tags(results: Sequence[LayoutPushResult]) -> list[Expected]:
@@ -64,12 +78,14 @@ def push_jobs(client: RegistryClient, jobs: Sequence[LayoutJob], *, concurrency:
               ) -> tuple[list[LayoutPushResult], list[LayoutFailure]]:
     """Push layouts on a bounded pool; every layout is tried, failures are collected."""
     locations = BlobLocations()
+    spans = {name: job_spans(name) for name in sorted({job.spans for job in jobs})}
 
     def one(job: LayoutJob) -> LayoutPushResult | LayoutFailure:
         log.info("Pushing %s/%s", client.registry, job.repository)
         try:
             return push_layout(client, Path(job.directory), job.layout, job.repository,
-                               locations=locations, blob_workers=blob_workers, warn=warn)
+                               locations=locations, blob_workers=blob_workers, warn=warn,
+                               spans=spans[job.spans])
         except (MirrorError, OSError) as exc:
             return LayoutFailure(job.layout, job.repository, str(exc))
 

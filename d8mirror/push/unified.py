@@ -8,9 +8,16 @@ in the layout's provenance sidecar, so the pusher can let a descriptor from
 ``package-<name>.tar`` beat one from ``package-versions.tar`` (Q2). Blobs are content-addressed:
 an existing one is replaced by identical bytes.
 
+Large blobs of plain tar archives are not written at all (:func:`d8mirror.bundle.safe_unpack`
+with ``blob_spans``): where their bytes sit in the archive is saved in
+``<unified>/.d8mirror-blob-spans.json`` (:data:`SPANS_FILE`, keyed by tree path), and the pusher
+uploads them from there. Chunk sets and compressed tars are extracted whole.
+
 An archive that cannot be read is a warning (``Failed to unpack <name>: <err>``) and the push
 goes on; an *unsafe* archive (tar-slip, links, devices) and a full disk are errors.
-Each bundle byte is written to disk once (tar → file); nothing is copied twice.
+Bundle bytes written to disk: manifests, configs, small blobs and every byte of a chunk set or
+compressed tar, once (tar → file); large blobs of plain tars never. ``bytes_written`` is what
+the tree really holds, ``bytes_in_archives`` what was left in the archives.
 """
 
 from __future__ import annotations
@@ -23,8 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from d8mirror.bundle import safe_unpack
-from d8mirror.errors import DiskSpaceError, LayoutError, MirrorError, UnsafeArchiveEntryError
+from d8mirror.bundle import BlobSpans, safe_unpack
+from d8mirror.bundle.atomic import write_text_atomic
+from d8mirror.errors import (
+    BundleError,
+    DiskSpaceError,
+    LayoutError,
+    MirrorError,
+    UnsafeArchiveEntryError,
+)
 from d8mirror.layout import (
     INDEX_FILE,
     Provenance,
@@ -36,6 +50,8 @@ from d8mirror.layout import (
 log = logging.getLogger("d8mirror.push")
 
 UNIFIED_DIR = Path("push") / "unified"
+#: Blobs left in their archive, in the unified root: tree path → (archive, offset, size).
+SPANS_FILE = ".d8mirror-blob-spans.json"
 
 
 @dataclass(frozen=True)
@@ -47,23 +63,26 @@ class UnpackResult:
     failed: tuple[tuple[str, str], ...] = ()
     bytes_written: int = 0
     warnings: tuple[str, ...] = field(default=())
+    bytes_in_archives: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"root": str(self.root), "unpacked": list(self.unpacked),
                 "failed": [list(f) for f in self.failed], "bytes_written": self.bytes_written,
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), "bytes_in_archives": self.bytes_in_archives}
 
 
 def unpack_all(archives: Sequence[Path], root: Path, *,
                warn: Callable[[str], None] | None = None) -> UnpackResult:
-    """Unpack ``archives`` in the given order into ``root`` (created if missing)."""
+    """Unpack ``archives`` in the given order into ``root`` (created if missing); the blob
+    spans (those of an earlier unpack into ``root`` included) are saved in ``root``."""
     root.mkdir(parents=True, exist_ok=True)
+    spans = load_spans(root)
     unpacked: list[str] = []
     failed: list[tuple[str, str]] = []
     warnings: list[str] = []
     for archive in archives:
         try:
-            unpack_one(archive, root)
+            unpack_one(archive, root, spans)
         except (UnsafeArchiveEntryError, DiskSpaceError):
             raise
         except (MirrorError, OSError, ValueError) as exc:
@@ -73,11 +92,14 @@ def unpack_all(archives: Sequence[Path], root: Path, *,
             failed.append((archive.name, str(exc)))
             continue
         unpacked.append(archive.name)
-    return UnpackResult(root, tuple(unpacked), tuple(failed), tree_size(root), tuple(warnings))
+    save_spans(root, spans)
+    return UnpackResult(root, tuple(unpacked), tuple(failed), tree_size(root), tuple(warnings),
+                        spans.total_size)
 
 
-def unpack_one(archive: Path, root: Path) -> list[str]:
-    """Unpack one archive into ``root``, merging index files and recording provenance."""
+def unpack_one(archive: Path, root: Path, spans: BlobSpans | None = None) -> list[str]:
+    """Unpack one archive into ``root``, merging index files and recording provenance; with
+    ``spans``, large blobs of a plain tar are recorded there instead of written."""
     source = archive.name
     merged: set[Path] = set()
 
@@ -89,7 +111,7 @@ def unpack_one(archive: Path, root: Path) -> list[str]:
         finally:
             incoming.unlink(missing_ok=True)
 
-    names = safe_unpack(archive, root, on_index_collision=on_collision)
+    names = safe_unpack(archive, root, on_index_collision=on_collision, blob_spans=spans)
     for name in names:
         path = root / name
         if path.name == INDEX_FILE and path.resolve() not in merged:
@@ -107,6 +129,31 @@ def _read_incoming(path: Path, source: str) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise LayoutError(f"index.json from {source} is not a JSON object")
     return doc
+
+
+def spans_path(root: Path) -> Path:
+    return root / SPANS_FILE
+
+
+def save_spans(root: Path, spans: BlobSpans) -> None:
+    """Write ``<root>/.d8mirror-blob-spans.json`` (an empty map too: every tree has one)."""
+    write_text_atomic(spans_path(root), json.dumps(spans.to_json(), indent=1))
+
+
+def load_spans(root: Path) -> BlobSpans:
+    """The spans saved in ``root``; none when the file is missing."""
+    return read_spans_file(spans_path(root))
+
+
+def read_spans_file(path: Path) -> BlobSpans:
+    """The spans saved in ``path``; none when the file is missing."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return BlobSpans()
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot read the blob spans {path}: {exc}; unpack again") from exc
+    return BlobSpans.from_json(doc)
 
 
 def tree_size(root: Path) -> int:
