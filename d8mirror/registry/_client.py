@@ -55,7 +55,7 @@ def _body_pieces(response: httpx.Response) -> Iterator[bytes]:
     re-chunking (joining pieces into 1 MiB ones copies every byte once more). A server that
     encodes anyway gets decoded; the digest check covers what the decoder yields."""
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding in ("", "identity"):
+    if encoding in ("", "identity") and not response.is_stream_consumed:
         return response.iter_raw()
     return response.iter_bytes(CHUNK_SIZE)
 _OCTETS = "application/octet-stream"
