@@ -105,7 +105,8 @@ def mirror_push(params: PushParameters) -> dict[str, Any]:
         workdir.cleanup()
     unpack = UnpackResult(workdir.unified, tuple(unpacked["unpacked"]),
                           tuple((a, e) for a, e in unpacked["failed"]),
-                          unpacked["bytes_written"], tuple(unpacked["warnings"]))
+                          unpacked["bytes_written"], tuple(unpacked["warnings"]),
+                          unpacked["bytes_in_archives"])
     result = PushResult(str(params.target()), unpack, tuple(done), tuple(failed),
                         tuple(discovery), tuple(mismatches),
                         elapsed_seconds=time.monotonic() - started,

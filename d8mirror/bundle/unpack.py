@@ -113,9 +113,6 @@ class BlobSpans:
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._spans))
 
-    def get(self, path: str) -> BlobSpan | None:
-        return self._spans.get(path)
-
     def find(self, layout: str, digest: str) -> BlobSpan | None:
         """The span of ``digest`` in the layout at tree path ``layout`` (``""`` = the root)."""
         return self._spans.get(PurePosixPath(layout, "blobs", "sha256",
@@ -126,9 +123,6 @@ class BlobSpans:
 
     def discard(self, path: str) -> None:
         self._spans.pop(path, None)
-
-    def update(self, other: BlobSpans) -> None:
-        self._spans.update(other._spans)
 
     @property
     def total_size(self) -> int:

@@ -129,7 +129,7 @@ class ImageFetcher:
         """Resolve ``(repository, tag or digest)`` pairs and fetch their images into the store,
         several images at once. Only a cache warmer: errors are left for the ordered pass that
         follows (which meets them again and reports them in order)."""
-        pending = [ref for ref in dict.fromkeys(refs)]
+        pending = list(dict.fromkeys(refs))
         if len(pending) <= 1 or self.blob_workers == 1:
             return
         with ThreadPoolExecutor(max_workers=self.blob_workers,

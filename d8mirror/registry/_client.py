@@ -48,6 +48,14 @@ from d8mirror.registry._models import Credentials, Descriptor, Manifest, TLSOpti
 
 _ACCEPT = {"Accept": ", ".join(MANIFEST_ACCEPT)}
 _IDENTITY = {"Accept-Encoding": "identity"}
+_OCTETS = "application/octet-stream"
+_USER_AGENT = {"User-Agent": "d8mirror/0.1"}
+_GENERIC_TYPES = frozenset({"", "application/json", "text/plain", "application/octet-stream"})
+
+_MAX_LIST_BODY = 16 << 20
+#: Signed schema1 manifests announce the digest of their unsigned payload, not of the body.
+_SCHEMA1_PREFIX = "application/vnd.docker.distribution.manifest.v1"
+_DEFAULT_TLS = TLSOptions()
 
 
 def _body_pieces(response: httpx.Response) -> Iterator[bytes]:
@@ -58,13 +66,6 @@ def _body_pieces(response: httpx.Response) -> Iterator[bytes]:
     if encoding in ("", "identity") and not response.is_stream_consumed:
         return response.iter_raw()
     return response.iter_bytes(CHUNK_SIZE)
-_OCTETS = "application/octet-stream"
-_USER_AGENT = {"User-Agent": "d8mirror/0.1"}
-_GENERIC_TYPES = frozenset({"", "application/json", "text/plain", "application/octet-stream"})
-_MAX_LIST_BODY = 16 << 20
-#: Signed schema1 manifests announce the digest of their unsigned payload, not of the body.
-_SCHEMA1_PREFIX = "application/vnd.docker.distribution.manifest.v1"
-_DEFAULT_TLS = TLSOptions()
 
 
 def ssl_context(tls: TLSOptions) -> ssl.SSLContext:
