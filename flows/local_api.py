@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 from d8mirror.errors import ConfigError
 
@@ -36,11 +37,18 @@ from d8mirror.errors import ConfigError
 _SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                "PREFECT__SERVER_FINAL": "1"}
 _PR_SET_PDEATHSIG = 1
+#: Source/registry and S3 credentials stay out of the server's environment.
+_CREDENTIAL_PREFIXES = ("D8_MIRROR_", "AWS_")
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     with suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _server_environment() -> dict[str, str]:
+    """This process's environment without the credentials the server never needs."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(_CREDENTIAL_PREFIXES)}
 
 
 def _free_port() -> int:
@@ -67,7 +75,7 @@ class EarlyServer:
             [sys.executable, "-m", "uvicorn", "--factory",
              "prefect.server.api.server:create_app", "--host", "127.0.0.1",
              "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
-            env={**os.environ, **_SERVER_ENV}, stdin=subprocess.DEVNULL,
+            env={**_server_environment(), **_SERVER_ENV}, stdin=subprocess.DEVNULL,
             start_new_session=True,
             # preexec_fn is only fork-safe while this is the sole thread (the CLI's case)
             preexec_fn=_die_with_parent if sys.platform == "linux"
@@ -139,6 +147,14 @@ def start_early() -> None:
         return
     if "prefect" in sys.modules and _configured_api_url():
         return
+    # The server opens PREFECT_HOME/prefect.db at once; Prefect's client creates the dir only
+    # later, while it loads (a fresh machine has no ~/.prefect yet).
+    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create PREFECT_HOME {home}: {exc.strerror or exc}; set "
+                          "PREFECT_HOME to a writable directory") from exc
     _server = EarlyServer().start()
 
 

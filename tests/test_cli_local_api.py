@@ -121,3 +121,23 @@ def test_a_configured_api_wins_over_the_early_server(
                and run.parameters.get("params", {}).get("bundle_dir") == str(tmp_path / "bundle")
                for run in runs)
     assert not (home / "prefect.db").exists()
+
+
+def test_the_server_environment_carries_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("D8_MIRROR_SOURCE_PASSWORD", "hunter2")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cret")
+    env = local_api._server_environment()
+    assert "hunter2" not in env.values() and "s3cret" not in env.values()
+    assert env["PREFECT_HOME"] == os.environ["PREFECT_HOME"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_prefect_home_that_does_not_exist_yet_is_created(
+        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    """A fresh machine: the server opens PREFECT_HOME/prefect.db before Prefect's client
+    would have created the directory."""
+    home = tmp_path / "fresh" / "prefect-home"
+    done = subprocess.run(_dry_run(registry, tmp_path / "bundle"), env=_cli_env(home),
+                          cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert _flow_runs(home) == [("mirror-pull", "COMPLETED")]
