@@ -210,8 +210,15 @@ def _publish(params: PullParameters, report: PullReport) -> None:
                              description="d8mirror pull summary")
     create_table_artifact(key="mirror-pull-packages", table=report.table_rows(),
                           description="Packages of this pull")
-    if not params.dry_run:
+    if params.dry_run:
+        return
+    try:
         report.write(Path(params.bundle_dir))
+    except OSError as exc:
+        if not report.failed:
+            raise
+        # The packages' own failures (often the same full disk) are what the run must report.
+        get_run_logger().error("pull report not written: %s", exc)
 
 
 def task_runner(concurrency: int) -> Any:

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
-from d8mirror.pull.report import ArchiveStat, PackageOutcome, PullReport, render_summary
+import pytest
+
+from d8mirror.errors import DiskSpaceError
+from d8mirror.pull.report import (
+    REPORT_FILE,
+    ArchiveStat,
+    PackageOutcome,
+    PullReport,
+    render_summary,
+)
 
 
 def _report(**extra: object) -> PullReport:
@@ -47,3 +57,21 @@ def test_report_json_is_written_atomically_with_status(tmp_path: Path) -> None:
     assert doc["status"] == "cancelled" and doc["failed"] == []
     assert [p["name"] for p in doc["packages"]] == ["console", "code"]
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_report_on_a_full_disk_names_the_path_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mount)],
+                          capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a size-capped tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        (mount / "filler").write_bytes(b"x" * 4096)
+        with pytest.raises(DiskSpaceError, match="disk space exhausted while writing") as caught:
+            _report().write(mount)
+        assert str(mount / REPORT_FILE) in str(caught.value)
+        assert sorted(p.name for p in mount.iterdir()) == ["filler"]
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30,
+                       check=False)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from d8mirror.errors import wrap_os_error
 from d8mirror.versions import sort_versions_desc
 
 REPORT_FILE = "report.json"
@@ -66,8 +67,12 @@ class PullReport:
         """Write ``report.json`` atomically into the bundle dir."""
         path = bundle_dir / REPORT_FILE
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise wrap_os_error(exc, str(path)) from exc
         return path
 
     def table_rows(self) -> list[dict[str, Any]]:
