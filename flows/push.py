@@ -59,11 +59,14 @@ def _register_target(params: PushParameters) -> str:
 def _push_layouts(params: PushParameters, registry: str, jobs: list[dict[str, str]],
                   ) -> tuple[list[LayoutPushResult], list[LayoutFailure]]:
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=params.concurrency)
+    heaviest_first = sorted(range(len(jobs)), key=lambda i: jobs[i].get("weight", 0),
+                            reverse=True)   # no big layout left to run alone at the end
     with runner:
-        futures: list[PrefectFuture[Any]] = [
-            runner.submit(push_layout_task, {"registry": registry, "job": job,
-                                             "blob_workers": params.blob_workers})
-            for job in jobs]
+        started: dict[int, PrefectFuture[Any]] = {
+            i: runner.submit(push_layout_task, {"registry": registry, "job": jobs[i],
+                                                "blob_workers": params.blob_workers})
+            for i in heaviest_first}
+        futures = [started[i] for i in range(len(jobs))]
         wait(futures)
     done, failed = [], []
     for job, future in zip(jobs, futures, strict=True):

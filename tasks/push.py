@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,9 @@ class PushParameters(BaseModel):
         return default_tmp_dir(bundle, archives)
 
 
+#: Archives hashed at once against their sidecars (hashlib releases the GIL: one per core).
+SIDECAR_WORKERS = 2
+
 _locations_lock = threading.Lock()
 _locations: dict[str, BlobLocations] = {}
 
@@ -98,20 +102,42 @@ def unpack_bundle_task(params: PushParameters) -> dict[str, Any]:
     """Unpack every archive (sorted) into ``<tmp>/push/unified``; plan one job per layout."""
     logger = get_run_logger()
     archives = params.archives()
-    corrupt = [p for archive in archives for p in check_archive_sidecars(archive)]
-    if corrupt:
-        raise BundleError("refusing to push a corrupt bundle: " + "; ".join(corrupt))
-    workdir = WorkDir(params.tmp_path(archives))
-    unified = workdir.prepare()
-    try:
-        result = unpack_all(archives, unified, warn=logger.warning)
-        jobs = plan_jobs(unified, params.target(), params.router(), warn=logger.warning)
-    except BaseException:
-        workdir.cleanup()
-        raise
+    # The archives are hashed against their sidecars on other threads while the tree is
+    # unpacked (both only read the bundle); nothing is pushed until every check passed.
+    with ThreadPoolExecutor(max_workers=SIDECAR_WORKERS, thread_name_prefix="sidecars") as pool:
+        checks = [pool.submit(check_archive_sidecars, archive) for archive in archives]
+        workdir = WorkDir(params.tmp_path(archives))
+        try:
+            unified = workdir.prepare()
+            result = unpack_all(archives, unified, warn=logger.warning)
+            jobs = plan_jobs(unified, params.target(), params.router(), warn=logger.warning)
+            _refuse_corrupt(checks)
+        except BaseException as exc:
+            for check in checks:
+                check.cancel()
+            workdir.cleanup()
+            corrupt = [] if isinstance(exc, BundleError) else _problems_found(checks)
+            if corrupt:     # a corrupt archive explains a failed unpack best
+                raise BundleError(_REFUSED + "; ".join(corrupt)) from exc
+            raise
     return {**result.to_json(), "archives": [str(a) for a in archives],
             "tmp": str(workdir.tmp), "created": [str(p) for p in workdir.created],
             "jobs": [j.to_json() for j in jobs]}
+
+
+_REFUSED = "refusing to push a corrupt bundle: "
+
+
+def _refuse_corrupt(checks: list[Future[list[str]]]) -> None:
+    corrupt = [problem for check in checks for problem in check.result()]
+    if corrupt:
+        raise BundleError(_REFUSED + "; ".join(corrupt))
+
+
+def _problems_found(checks: list[Future[list[str]]]) -> list[str]:
+    """Problems of the checks that ran to an answer (cancelled or failed ones are skipped)."""
+    return [problem for check in checks if not check.cancelled() and check.exception() is None
+            for problem in check.result()]
 
 
 def _file_sha256(path: Path) -> str:

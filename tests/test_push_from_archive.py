@@ -361,3 +361,26 @@ def test_a_range_past_the_end_or_without_size_is_refused_before_any_request(
         with pytest.raises(ConfigError):
             client.upload_blob("range/past", digest, source, offset=-1, size=1)
     assert registry2.count("POST", "/blobs/uploads/") == 0
+
+
+# -- scheduling: heaviest layouts start first ------------------------------------------------
+
+def test_jobs_weigh_their_blobs_in_the_tree_and_in_archives(tmp_path: Path) -> None:
+    from d8mirror.push.service import heaviest_first, plan_jobs
+
+    bundle, _ = build_bundle(tmp_path, [PackageSpec("code"), _big_spec("console")])
+    unified = tmp_path / "unified"
+    unpack_all(discover_archives(bundle), unified)
+    jobs = plan_jobs(unified, parse_target("r.example/ee"), Router.from_suffixes("/packages",
+                                                                                "/modules"))
+    assert [j.layout for j in jobs] == sorted(j.layout for j in jobs)   # §8.3 order kept
+    weights = {j.layout: j.weight for j in jobs}
+    on_disk = {j.layout: sum(p.stat().st_size for p in
+                             (Path(j.directory) / "blobs" / "sha256").iterdir())
+               for j in jobs}
+    assert weights["packages/console"] == on_disk["packages/console"] + len(_big_layer())
+    assert weights["packages/code"] == on_disk["packages/code"] > 0
+    assert all(weights[k] == on_disk[k] for k in weights if k != "packages/console")
+    order = [j.layout for j in heaviest_first(jobs)]
+    assert order[0] == "packages/console"
+    assert [weights[k] for k in order] == sorted(weights.values(), reverse=True)

@@ -12,9 +12,10 @@ from d8mirror.testbed.seed import SeededContent
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
+@pytest.mark.parametrize("damage", ["flipped-byte", "truncated"])
 def test_corrupt_archive_is_refused_before_any_upload(
         registry: RegistryServer, registry2: RegistryServer, demo_content: SeededContent,
-        tmp_path: Path) -> None:
+        tmp_path: Path, damage: str) -> None:
     from flows.pull import run_pull
     from flows.push import run_push
     from tasks.models import PullParameters
@@ -25,7 +26,10 @@ def test_corrupt_archive_is_refused_before_any_upload(
                             insecure=True, include_packages=["code"]))
     archive = bundle / "package-code.tar"
     data = bytearray(archive.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    if damage == "truncated":   # the unpack fails too: the checksum names why
+        del data[len(data) // 2:]
+    else:
+        data[len(data) // 2] ^= 0xFF
     archive.write_bytes(bytes(data))
     registry2.clear_requests()
     params = PushParameters(bundle_dir=str(bundle), registry=f"{registry2.host}/corrupt/ee",

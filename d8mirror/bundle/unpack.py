@@ -113,6 +113,10 @@ class BlobSpans:
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._spans))
 
+    def items(self) -> Iterator[tuple[str, BlobSpan]]:
+        """(tree path, span) pairs, by path."""
+        return ((path, self._spans[path]) for path in sorted(self._spans))
+
     def find(self, layout: str, digest: str) -> BlobSpan | None:
         """The span of ``digest`` in the layout at tree path ``layout`` (``""`` = the root)."""
         return self._spans.get(PurePosixPath(layout, "blobs", "sha256",

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from d8mirror.bundle import BlobSpans
@@ -22,6 +22,7 @@ from d8mirror.push.summary import LayoutFailure, PushResult
 from d8mirror.push.unified import (
     UnpackResult,
     WorkDir,
+    load_spans,
     read_spans_file,
     spans_path,
     unpack_all,
@@ -41,16 +42,18 @@ class LayoutJob:
     directory: str      # absolute path of the layout
     repository: str     # target repository path
     spans: str = ""     # the tree's blob spans file (blobs left in their archive); "" = none
+    weight: int = 0     # bytes of the layout's blobs (in the tree or left in an archive)
 
     def to_json(self) -> dict[str, Any]:
         return {"layout": self.layout, "directory": self.directory,
-                "repository": self.repository, "spans": self.spans}
+                "repository": self.repository, "spans": self.spans, "weight": self.weight}
 
 
 def plan_jobs(unified: Path, target: Repository, router: Router, *,
               warn: Callable[[str], None] | None = None) -> list[LayoutJob]:
     """Every non-empty layout of the tree, sorted by path (§8.3); unreadable ones warned."""
     jobs = []
+    weights = _layout_weights(unified)
     for rel in find_layouts(unified):
         directory = unified / rel if rel else unified
         try:
@@ -60,8 +63,27 @@ def plan_jobs(unified: Path, target: Repository, router: Router, *,
             continue
         if not empty:
             jobs.append(LayoutJob(rel, str(directory), router.repository(target, rel).path,
-                                  str(spans_path(unified))))
+                                  str(spans_path(unified)), weights.get(rel, 0)))
     return jobs
+
+
+def _layout_weights(unified: Path) -> dict[str, int]:
+    """Bytes under each layout's ``blobs/sha256`` (tree path → bytes), spans included."""
+    weights: dict[str, int] = {}
+    for blob in unified.glob("**/blobs/sha256/*"):
+        rel = blob.parent.parent.parent.relative_to(unified).as_posix()
+        weights[rel if rel != "." else ""] = weights.get(rel, 0) + blob.lstat().st_size
+    for path, span in load_spans(unified).items():
+        rel = PurePosixPath(path).parent.parent.parent.as_posix()
+        key = rel if rel != "." else ""
+        weights[key] = weights.get(key, 0) + span.size
+    return weights
+
+
+def heaviest_first(jobs: Sequence[LayoutJob]) -> list[LayoutJob]:
+    """The order to start jobs in: most bytes first, so that no big layout is left to run
+    alone at the end (ties keep their order)."""
+    return sorted(jobs, key=lambda job: job.weight, reverse=True)
 
 
 def job_spans(spans_file: str) -> BlobSpans | None:
@@ -90,7 +112,8 @@ def push_jobs(client: RegistryClient, jobs: Sequence[LayoutJob], *, concurrency:
             return LayoutFailure(job.layout, job.repository, str(exc))
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="push") as pool:
-        outcomes = list(pool.map(one, jobs))
+        futures = {job: pool.submit(one, job) for job in heaviest_first(jobs)}
+        outcomes = [futures[job].result() for job in jobs]
     done = [o for o in outcomes if isinstance(o, LayoutPushResult)]
     failed = [o for o in outcomes if isinstance(o, LayoutFailure)]
     return done, failed
