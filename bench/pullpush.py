@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,16 @@ def _write_bytes(pid: int) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """user + system CPU seconds a live process has used so far (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Run:
     wall: float
@@ -99,12 +110,14 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+    cpu: float = 0.0          # user + system seconds of the whole (reaped) process tree
 
 
 def run_tree(command: list[str], *, env: dict[str, str] | None = None,
              poll: float = 0.05, timeout: float = 3600) -> Run:
     """Run ``command``; wall time, peak summed RSS and write_bytes of its process tree."""
     started = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(command, stdout=out, stderr=err, env=env,
                                    start_new_session=True)
@@ -123,7 +136,10 @@ def run_tree(command: list[str], *, env: dict[str, str] | None = None,
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    return Run(wall, peak / 1024, sum(written.values()), process.returncode, stdout, stderr)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    return Run(wall, peak / 1024, sum(written.values()), process.returncode, stdout, stderr,
+               cpu)
 
 
 def checked(run: Run, what: str) -> Run:
@@ -311,6 +327,7 @@ class Row:
     bundle: int = 0           # bytes in the bundle dir
     requests: int | None = None
     note: str = ""
+    registry_cpu: float = 0.0  # CPU seconds the registry serving the step used meanwhile
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -448,11 +465,13 @@ class Bench:
         source.clear_requests()
         pull_args = ["--source", f"{source.host}/{ROOT}", "--insecure", "--tmp-dir", str(tmp),
                      "--concurrency", str(args.concurrency)]
+        reg_cpu = cpu_seconds(source.pid)
         cold = checked(self.cli("pull-cold", "pull", str(bundle), *pull_args), "cold pull")
+        reg_cpu = cpu_seconds(source.pid) - reg_cpu
         unique = tree_bytes(tmp / "blobs" / "sha256")
         report = json.loads((bundle / "report.json").read_text())
         self.rows.append(Row("d8mirror cold pull", cold, cold.wall, unique, tree_bytes(bundle),
-                             len(source.requests()),
+                             len(source.requests()), registry_cpu=reg_cpu,
                              extra={"flow_s": report.get("elapsed_seconds"),
                                     "mix": request_mix(source)}))
         print(f"# (a) cold pull {cold.wall:.1f} s", flush=True)
@@ -467,22 +486,26 @@ class Bench:
         refs_file.write_text(json.dumps(refs))
         skopeo_out = self.work / "skopeo"
         source.clear_requests()
+        reg_cpu = cpu_seconds(source.pid)
         sk = checked(run_tree([sys.executable, __file__, "--skopeo-pull", source.host,
                                str(refs_file), str(skopeo_out), str(args.concurrency)]),
                      "skopeo pull")
         self.rows.append(Row("skopeo copy -> oci: + tar", sk, sk.wall, unique,
                              tree_bytes(skopeo_out / "bundle"), len(source.requests()),
+                             registry_cpu=cpu_seconds(source.pid) - reg_cpu,
                              note=f"{len(refs)} images, {args.concurrency} packages at once",
                              extra={"mix": request_mix(source)}))
         print(f"# (b) skopeo pull {sk.wall:.1f} s", flush=True)
 
         # (c) warm re-pull
         source.clear_requests()
+        reg_cpu = cpu_seconds(source.pid)
         warm = checked(self.cli("pull-warm", "pull", str(self.work / "bundle-warm"), *pull_args),
                        "warm pull")
         self.rows.append(Row("d8mirror warm re-pull", warm, warm.wall, 0,
                              tree_bytes(self.work / "bundle-warm"), len(source.requests()),
-                             note="same tmp, fresh bundle", extra={"mix": request_mix(source)}))
+                             note="same tmp, fresh bundle", extra={"mix": request_mix(source)},
+                             registry_cpu=cpu_seconds(source.pid) - reg_cpu))
         shutil.rmtree(self.work / "bundle-warm")
         print(f"# (c) warm pull {warm.wall:.1f} s", flush=True)
 
@@ -491,31 +514,37 @@ class Bench:
             changed = update_corpus(client, corpus, cache)
         before = unique
         source.clear_requests()
+        reg_cpu = cpu_seconds(source.pid)
         upd = checked(self.cli("pull-changed", "pull", str(self.work / "bundle-changed"),
                                *pull_args), "changed pull")
         new_bytes = tree_bytes(tmp / "blobs" / "sha256") - before
         self.rows.append(Row("d8mirror re-pull, ~5% changed", upd, upd.wall, new_bytes,
                              tree_bytes(self.work / "bundle-changed"), len(source.requests()),
-                             note=f"{len(changed)} of {len(refs)} refs new/moved"))
+                             note=f"{len(changed)} of {len(refs)} refs new/moved",
+                             registry_cpu=cpu_seconds(source.pid) - reg_cpu))
         shutil.rmtree(self.work / "bundle-changed")
         print(f"# (d) changed pull {upd.wall:.1f} s", flush=True)
 
         # (e) push
         target = self.registry("target-d8")
+        reg_cpu = cpu_seconds(target.pid)
         push = checked(self.cli("push", "push", str(bundle), f"{target.host}/{ROOT}",
                                 "--insecure", "--tmp-dir", str(self.work / "push-tmp"),
                                 "--concurrency", str(args.concurrency)), "push")
         self.rows.append(Row("d8mirror push (empty target)", push, push.wall, unique,
-                             tree_bytes(bundle), len(target.requests())))
+                             tree_bytes(bundle), len(target.requests()),
+                             registry_cpu=cpu_seconds(target.pid) - reg_cpu))
         print(f"# (e) push {push.wall:.1f} s", flush=True)
         target.stop()
         shutil.rmtree(target.directory, ignore_errors=True)
         target = self.registry("target-skopeo")
+        reg_cpu = cpu_seconds(target.pid)
         skp = checked(run_tree([sys.executable, __file__, "--skopeo-push", target.host,
                                 str(refs_file), str(skopeo_out), str(args.concurrency)]),
                       "skopeo push")
         self.rows.append(Row("skopeo copy oci: -> docker://", skp, skp.wall, unique,
-                             tree_bytes(skopeo_out / "bundle"), len(target.requests())))
+                             tree_bytes(skopeo_out / "bundle"), len(target.requests()),
+                             registry_cpu=cpu_seconds(target.pid) - reg_cpu))
         target.stop()
         shutil.rmtree(target.directory, ignore_errors=True)
         self.print_table(corpus.spec, largest_size)
@@ -567,6 +596,14 @@ class Bench:
         for row in self.rows:
             if row.extra.get("mix"):
                 print(f"requests of {row.name}: {row.extra['mix']}")
+        cores = os.cpu_count() or 1
+        print()
+        print(f"{'CPU seconds (user + system)':<32} {'tool':>7} {'registry':>8} "
+              f"{'sum / ' + str(cores) + ' cores':>14}  (a wall-time floor when CPU-bound)")
+        for row in self.rows:
+            assert row.run is not None
+            print(f"{row.name:<32} {row.run.cpu:7.1f} {row.registry_cpu:8.1f} "
+                  f"{(row.run.cpu + row.registry_cpu) / cores:14.1f}")
         if self.overheads:
             print()
             print(f"{'CLI fixed overhead (pull --dry-run, empty registry)':<52} {'wall s':>7} "

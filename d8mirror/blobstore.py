@@ -74,6 +74,10 @@ def place_file(src: Path, dest: Path) -> None:
         raise wrap_os_error(exc, str(dest)) from exc
 
 
+_shared: dict[str, BlobStore] = {}
+_shared_guard = threading.Lock()
+
+
 class BlobStore:
     """Blobs by digest under ``root/sha256/<hex>``; see the module docstring."""
 
@@ -87,8 +91,19 @@ class BlobStore:
         except OSError as exc:
             raise wrap_os_error(exc, str(self.root)) from exc
         self._verified: set[str] = set()
+        self._prefetched: set[str] = set()
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+
+    @classmethod
+    def shared(cls, root: Path) -> BlobStore:
+        """The one store object of ``root`` in this process, so that what one user committed
+        (or verified) is trusted by every other without hashing it again."""
+        key = str(Path(root).resolve())
+        with _shared_guard:
+            if key not in _shared:
+                _shared[key] = cls(Path(key))
+            return _shared[key]
 
     # -- paths ------------------------------------------------------------------------------
     def path(self, digest: str) -> Path:
@@ -132,6 +147,20 @@ class BlobStore:
                 return False
             self._verified.add(digest)
             return True
+
+    # -- blobs fetched ahead of their user ------------------------------------------------------
+    def mark_prefetched(self, digest: str) -> None:
+        """``digest`` was downloaded ahead of the fetch that needs it (a cache warmer)."""
+        with self._guard:
+            self._prefetched.add(digest)
+
+    def claim_prefetched(self, digest: str) -> bool:
+        """True once for a blob marked prefetched: its first user counts it as fetched."""
+        with self._guard:
+            if digest in self._prefetched:
+                self._prefetched.discard(digest)
+                return True
+            return False
 
     # -- writes -----------------------------------------------------------------------------
     def commit(self, digest: str, staged: Path, *, trusted: bool = False) -> Path:

@@ -15,8 +15,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from d8mirror.errors import ConfigError, MirrorError
+
+if TYPE_CHECKING:
+    from d8mirror.pull.warmup import StoreWarmer
+    from tasks.models import PullParameters
 
 #: Modules that add subcommands: each has ``register(subparsers)`` and sets ``handler``.
 _COMMAND_MODULES: tuple[str, ...] = ("flows.push_command", "d8mirror.cli_transfer",
@@ -127,9 +132,9 @@ def _print_package_errors(bundle: Path) -> None:
             print(f"  {package['name']}: {package.get('error') or 'failed'}", file=sys.stderr)
 
 
-def run_pull_command(args: argparse.Namespace) -> int:
-    bundle = Path(args.bundle)
-    check_bundle_dir(bundle, force=args.force, dry_run=args.dry_run)
+def _pull_parameters(args: argparse.Namespace) -> PullParameters:
+    """The flow parameters of ``pull`` (credential flags go to the environment, never here)."""
+    check_bundle_dir(Path(args.bundle), force=args.force, dry_run=args.dry_run)
     if args.source_password and not args.source_login:
         raise ConfigError("--source-password given without --source-login")
     for flag, var in (("source_login", "D8_MIRROR_SOURCE_LOGIN"),
@@ -137,11 +142,10 @@ def run_pull_command(args: argparse.Namespace) -> int:
                       ("license", "D8_MIRROR_LICENSE_TOKEN")):
         if getattr(args, flag):
             os.environ[var] = getattr(args, flag)
-    from flows.pull import PullFailed, run_pull
-    from tasks.cancel import stop_requested
     from tasks.models import PullParameters
     from tasks.transfer_models import TransferTarget
 
+    bundle = Path(args.bundle)
     params = PullParameters(
         bundle_dir=str(bundle), source=args.source, include_packages=args.include_package,
         exclude_packages=args.exclude_package, packages_path_suffix=args.packages_path_suffix,
@@ -156,6 +160,15 @@ def run_pull_command(args: argparse.Namespace) -> int:
     )
     params.options()  # validate filters before starting Prefect
     params.chunk_bytes()
+    return params
+
+
+def run_pull_command(args: argparse.Namespace) -> int:
+    params = _pull_parameters(args)
+    bundle = Path(params.bundle_dir)
+    from flows.pull import PullFailed, run_pull
+    from tasks.cancel import stop_requested
+
     _install_interrupt_handler()
     try:
         run_pull(params)
@@ -168,6 +181,43 @@ def run_pull_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_warm_up(args: argparse.Namespace) -> StoreWarmer | None:
+    """``pull``: fetch what the pull is about to fetch into its blob store while the local
+    Prefect API server starts (:mod:`d8mirror.pull.warmup`); None when there is nothing to
+    warm or the arguments are bad (the command itself reports those)."""
+    if args.command != "pull":
+        return None
+    from d8mirror.blobstore import BlobStore
+    from d8mirror.pull.warmup import StoreWarmer, can_warm
+    from d8mirror.registry import RegistryClient
+    from tasks.credentials import source_credentials
+
+    try:
+        params = _pull_parameters(args)
+        options = params.options()
+        if not can_warm(options) or params.credentials_block or params.concurrency_limits:
+            return None
+        registry = options.source.registry
+        client = RegistryClient(registry, credentials=source_credentials(registry),
+                                tls=params.tls())
+        store = BlobStore.shared(params.store_root())
+    except (MirrorError, OSError, ValueError):
+        return None
+    return StoreWarmer(client, store, options, concurrency=params.concurrency,
+                       blob_workers=params.blob_workers).start()
+
+
+def _finish_warm_up(warmer: StoreWarmer) -> None:
+    warmer.stop()
+    totals = warmer.join()
+    warmer.client.close()
+    if totals.blobs:
+        from d8mirror.pull.report import human_size
+
+        print(f"{totals.blobs} blobs ({human_size(totals.bytes)}) were fetched while the local "
+              "Prefect API server started", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
@@ -178,9 +228,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flows import local_api
 
         local_api.start_early()
-        importlib.import_module(_FLOW_MODULES[args.command])
-        with local_api.recording_api():
-            return int(args.handler(args))
+        warmer = _start_warm_up(args) if local_api.early_server_url() else None
+        try:
+            importlib.import_module(_FLOW_MODULES[args.command])
+            with local_api.recording_api():
+                if warmer is not None:
+                    warmer.stop()   # the flow takes over from here
+                return int(args.handler(args))
+        finally:
+            if warmer is not None:
+                _finish_warm_up(warmer)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

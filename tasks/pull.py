@@ -9,7 +9,6 @@ twice thanks to the shared blob store.
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from pathlib import Path
 from typing import Any, cast
@@ -32,17 +31,10 @@ from .endpoints import client_for
 from .models import PullParameters
 from .policy import TRANSIENT_RETRIES, content_key
 
-_stores: dict[str, BlobStore] = {}
-_stores_lock = threading.Lock()
-
 
 def blob_store(params: PullParameters) -> BlobStore:
     """One store object per root in this process, so re-verification happens once."""
-    root = str(params.store_root().resolve())
-    with _stores_lock:
-        if root not in _stores:
-            _stores[root] = BlobStore(Path(root))
-        return _stores[root]
+    return BlobStore.shared(params.store_root())
 
 
 def puller(params: PullParameters, plan: dict[str, Any] | None = None) -> PackagePuller:

@@ -83,9 +83,12 @@ class ImageFetcher:
 
     def __init__(self, client: RegistryClient, store: BlobStore, *, blob_workers: int = 4,
                  should_stop: Callable[[], bool] | None = None,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, ahead: bool = False) -> None:
         self.client = client
         self.store = store
+        #: A fetcher working ahead of the real one (a cache warmer): the blobs it downloads
+        #: are counted as fetched by the fetch that uses them first, not by this one.
+        self.ahead = ahead
         self.retry = retry or default_policy()
         self.blob_workers = max(1, blob_workers)
         self._pool: ThreadPoolExecutor | None = None
@@ -222,13 +225,16 @@ class ImageFetcher:
         incoming = self.store.root / "incoming" / digest.split(":", 1)[1]
         with _download_lock(incoming):
             if self.store.has(digest, size=size or None) and self.store.verified(digest):
-                self.stats.add(0, size)
+                fetched_ahead = not self.ahead and self.store.claim_prefetched(digest)
+                self.stats.add(1 if fetched_ahead else 0, size)
                 return
             incoming.parent.mkdir(parents=True, exist_ok=True)
             written = self.retry.call(
                 lambda: self.client.fetch_blob(repository, digest, incoming, size=size or None),
                 what=f"fetch blob {repository}@{digest}")
             self.store.commit(digest, incoming, trusted=True)
+            if self.ahead:
+                self.store.mark_prefetched(digest)
             self.stats.add(1, written)
 
     # -- layouts ----------------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""Work ahead of a pull: fetch the packages' main images into the blob store while the caller
+waits for something else (the CLI: its local Prefect API server, ~4 s of start-up).
+
+Only a cache warmer. It downloads into the run's shared store (:meth:`BlobStore.shared`) what
+the pull is about to fetch, in the order the pull fetches it (packages in discovery order,
+``concurrency`` at once, ``blob_workers`` blobs each), and writes nothing else: no layout, no
+archive, no record. The pull then finds those blobs in the store, and its fetches count them
+as fetched (``BlobStore.claim_prefetched``), so reports read the same with or without a
+warm-up. A blob that both download at once is downloaded once (one lock per download target
+in the process). Every error is left for the pull, which meets it again and reports it.
+
+:meth:`StoreWarmer.stop` lets downloads that already started finish (the pull needs those
+bytes) and starts nothing new; :meth:`StoreWarmer.join` waits for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from d8mirror.blobstore import BlobStore
+from d8mirror.errors import MirrorError
+from d8mirror.registry import RegistryClient
+
+from .discovery import discover_packages
+from .fetcher import ImageFetcher
+from .options import PullOptions
+from .package import PackagePuller, PackageResult
+
+log = logging.getLogger("d8mirror.pull.warmup")
+
+
+@dataclass
+class WarmupTotals:
+    """What a warm-up downloaded (blobs and bytes) before it stopped or ran out of work."""
+
+    blobs: int = 0
+    bytes: int = 0
+
+
+def can_warm(options: PullOptions) -> bool:
+    """Whether a warm-up knows what this pull fetches: the plain per-package pull of main
+    images (not a dry-run, not only extra images, not a proxy registry's probing)."""
+    return (options.per_package_phase and not options.dry_run
+            and not options.only_extra_images and not options.proxy_registry)
+
+
+class StoreWarmer:
+    """Fetches the main images of the packages to pull into ``store``, on its own threads."""
+
+    def __init__(self, client: RegistryClient, store: BlobStore, options: PullOptions, *,
+                 concurrency: int = 4, blob_workers: int = 4) -> None:
+        self.client = client
+        self.store = store
+        self.options = options
+        self.concurrency = max(1, concurrency)
+        self.blob_workers = max(1, blob_workers)
+        self.totals = WarmupTotals()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._fetchers: list[ImageFetcher] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> StoreWarmer:
+        self._thread = threading.Thread(target=self._run, name="d8mirror-warmup", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Start nothing new (downloads already running finish)."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> WarmupTotals:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._lock:
+            fetchers = list(self._fetchers)
+        self.totals = WarmupTotals(sum(f.stats.blobs_fetched for f in fetchers),
+                                   sum(f.stats.bytes_fetched for f in fetchers))
+        return self.totals
+
+    # -- the work -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            names = discover_packages(self.client, self.options).names
+        except MirrorError as exc:
+            log.debug("warm-up: discovery failed, left to the pull: %s", exc)
+            return
+        with ThreadPoolExecutor(max_workers=self.concurrency,
+                                thread_name_prefix="d8mirror-warmup") as pool:
+            for future in [pool.submit(self._package, name) for name in names]:
+                future.exception()
+
+    def _fetcher(self) -> ImageFetcher:
+        fetcher = ImageFetcher(self.client, self.store, blob_workers=self.blob_workers,
+                               should_stop=self._stop.is_set, ahead=True)
+        with self._lock:
+            self._fetchers.append(fetcher)
+        return fetcher
+
+    def _package(self, name: str) -> None:
+        if self._stop.is_set():
+            return
+        puller = PackagePuller(self._fetcher(), self.options)
+        repo = self.options.package_repo(name)
+        try:
+            constraint = self.options.package_filter.constraint_for(name)
+            versions = puller.resolve_versions(name, constraint, PackageResult(name, ""),
+                                               layouts=None)
+            for version in versions:
+                digest = puller.fetcher.resolve(repo, version)
+                if digest is not None:
+                    puller.fetcher.image(repo, digest)
+        except MirrorError as exc:   # FetchCancelled included: stopped
+            log.debug("warm-up of %s ended: %s", name, exc)
