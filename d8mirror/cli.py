@@ -18,10 +18,14 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from d8mirror.errors import ConfigError, MirrorError
+from d8mirror.memory import limit_malloc_arenas
 
 if TYPE_CHECKING:
     from d8mirror.pull.warmup import StoreWarmer
+    from d8mirror.push.warmup import PushWarmer
     from tasks.models import PullParameters
+
+    Warmer = StoreWarmer | PushWarmer
 
 #: Modules that add subcommands: each has ``register(subparsers)`` and sets ``handler``.
 _COMMAND_MODULES: tuple[str, ...] = ("flows.push_command", "d8mirror.cli_transfer",
@@ -181,46 +185,74 @@ def run_pull_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_warm_up(args: argparse.Namespace) -> StoreWarmer | None:
-    """``pull``: fetch what the pull is about to fetch into its blob store while the local
-    Prefect API server starts (:mod:`d8mirror.pull.warmup`); None when there is nothing to
-    warm or the arguments are bad (the command itself reports those)."""
-    if args.command != "pull":
+def _start_warm_up(args: argparse.Namespace) -> Warmer | None:
+    """Work the command is about to do, started while the local Prefect API server starts:
+    ``pull`` fetches into its blob store (:mod:`d8mirror.pull.warmup`), ``push`` puts blobs
+    into the target (:mod:`d8mirror.push.warmup`). None when there is nothing to warm or the
+    arguments are bad (the command itself reports those)."""
+    if os.environ.get("D8MIRROR_WARM_UP", "1").strip().lower() in ("0", "false", "no", "off"):
         return None
+    try:
+        if args.command == "pull":
+            return _start_pull_warm_up(args)
+        if args.command == "push":
+            return _start_push_warm_up(args)
+    except (MirrorError, OSError, ValueError):
+        pass
+    return None
+
+
+def _start_push_warm_up(args: argparse.Namespace) -> Warmer | None:
+    from d8mirror.push.warmup import PushWarmer
+    from d8mirror.registry import RegistryClient
+    from flows.push_command import parse
+    from tasks.credentials import target_credentials
+
+    params, credentials = parse(args)
+    target = params.target()
+    client = RegistryClient(target.registry, tls=params.tls(),
+                            credentials=credentials or target_credentials(target.registry))
+    return PushWarmer(client, params.archives(), target, params.router(),
+                      concurrency=params.concurrency, blob_workers=params.blob_workers).start()
+
+
+def _start_pull_warm_up(args: argparse.Namespace) -> Warmer | None:
     from d8mirror.blobstore import BlobStore
     from d8mirror.pull.warmup import StoreWarmer, can_warm
     from d8mirror.registry import RegistryClient
     from tasks.credentials import source_credentials
 
-    try:
-        params = _pull_parameters(args)
-        options = params.options()
-        if not can_warm(options) or params.credentials_block or params.concurrency_limits:
-            return None
-        registry = options.source.registry
-        client = RegistryClient(registry, credentials=source_credentials(registry),
-                                tls=params.tls())
-        store = BlobStore.shared(params.store_root())
-    except (MirrorError, OSError, ValueError):
+    params = _pull_parameters(args)
+    options = params.options()
+    if not can_warm(options) or params.credentials_block or params.concurrency_limits:
         return None
+    registry = options.source.registry
+    client = RegistryClient(registry, credentials=source_credentials(registry),
+                            tls=params.tls())
+    store = BlobStore.shared(params.store_root())
     return StoreWarmer(client, store, options, concurrency=params.concurrency,
                        blob_workers=params.blob_workers).start()
 
 
-def _finish_warm_up(warmer: StoreWarmer) -> None:
+def _finish_warm_up(warmer: Warmer) -> None:
     warmer.stop()
-    totals = warmer.join()
+    done = warmer.join()
     warmer.client.close()
-    if totals.blobs:
+    if isinstance(done, int):
+        if done:
+            print(f"{done} blobs were pushed while the local Prefect API server started",
+                  file=sys.stderr)
+    elif done.blobs:
         from d8mirror.pull.report import human_size
 
-        print(f"{totals.blobs} blobs ({human_size(totals.bytes)}) were fetched while the local "
+        print(f"{done.blobs} blobs ({human_size(done.bytes)}) were fetched while the local "
               "Prefect API server started", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    limit_malloc_arenas()
     args = build_parser().parse_args(argv)
     try:
         if args.command not in _FLOW_MODULES:

@@ -32,6 +32,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from d8mirror.errors import ConfigError
+from d8mirror.memory import ARENAS
 
 #: What Prefect's own ``SubprocessASGIServer`` sets for its ephemeral server.
 _SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
@@ -47,8 +48,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 
 def _server_environment() -> dict[str, str]:
-    """This process's environment without the credentials the server never needs."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(_CREDENTIAL_PREFIXES)}
+    """This process's environment without the credentials the server never needs (and with
+    the CLI's cap on malloc arenas, unless one is set)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_CREDENTIAL_PREFIXES)}
+    env.setdefault("MALLOC_ARENA_MAX", str(ARENAS))
+    return env
 
 
 def _free_port() -> int:

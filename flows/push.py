@@ -24,7 +24,7 @@ from d8mirror.push.pusher import LayoutPushResult
 from d8mirror.push.summary import LayoutFailure, PushResult, render_push_summary
 from d8mirror.push.unified import UnpackResult, WorkDir
 from d8mirror.push.verify import Mismatch
-from d8mirror.registry import Credentials, TLSOptions
+from d8mirror.registry import Credentials
 from flows.states import error_text
 from tasks import endpoints
 from tasks.credentials import target_credentials
@@ -50,8 +50,7 @@ def _register_target(params: PushParameters) -> str:
     registry = params.target().registry
     credentials = _explicit_credentials.get(registry) or target_credentials(
         registry, params.registry_credentials_block)
-    endpoints.register(registry, credentials=credentials, tls=TLSOptions(
-        insecure=params.insecure, skip_verify=params.tls_skip_verify, ca_file=params.ca_file))
+    endpoints.register(registry, credentials=credentials, tls=params.tls())
     return registry
 
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from d8mirror.errors import ConfigError
 from d8mirror.push.routing import parse_target
 from d8mirror.registry import Credentials
+
+if TYPE_CHECKING:
+    from tasks.push_models import PushParameters
 
 
 def register(subparsers: Any) -> None:
@@ -33,9 +36,9 @@ def register(subparsers: Any) -> None:
     push.set_defaults(handler=run_push_command)
 
 
-def parse(args: argparse.Namespace) -> tuple[Any, Credentials | None]:
+def parse(args: argparse.Namespace) -> tuple[PushParameters, Credentials | None]:
     """PushParameters and explicit credentials from the parsed arguments (ConfigError)."""
-    from tasks.push import PushParameters
+    from tasks.push_models import PushParameters
 
     if len(args.paths) > 2:
         raise ConfigError("expected at most two arguments: [images-bundle-path] <registry>")

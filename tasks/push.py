@@ -9,85 +9,34 @@ Credentials never pass through here: tasks get clients by registry host from ``t
 from __future__ import annotations
 
 import hashlib
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
-from pydantic import BaseModel, Field
 
-from d8mirror.bundle import check_archive_sidecars, discover_archives
+from d8mirror.bundle import check_archive_sidecars
 from d8mirror.errors import BundleError
 from d8mirror.layout import INDEX_FILE, PROVENANCE_FILE
 from d8mirror.push.access import check_write_access
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.push.discovery_tags import DiscoveryTag, plan_discovery_tags, push_discovery_tags
 from d8mirror.push.pusher import push_layout
-from d8mirror.push.routing import Router, parse_target
+from d8mirror.push.routing import parse_target
 from d8mirror.push.service import job_spans, plan_jobs
-from d8mirror.push.unified import WorkDir, default_tmp_dir, unpack_all
+from d8mirror.push.unified import WorkDir, unpack_all
 from d8mirror.push.verify import Expected, verify_pushed
-from d8mirror.reference import Repository
 from tasks.endpoints import client_for
 from tasks.policy import TRANSIENT_RETRIES, content_key
-
-
-class PushParameters(BaseModel):
-    """Push bundle archives into a (usually air-gapped) registry."""
-
-    bundle_dir: str | None = Field(None, description="Bundle directory (every *.tar and chunk "
-                                   "set in it is pushed), or a single archive.")
-    files: list[str] = Field(default_factory=list,
-                             description="Extra archive files to push (like --file).")
-    registry: str = Field(description="Target repository host[:port]/path, e.g. "
-                          "registry.local:5000/deckhouse/ee (a scheme is stripped).")
-    insecure: bool = Field(False, description="Plain HTTP to the target registry.")
-    tls_skip_verify: bool = Field(False, description="Do not verify the target's TLS "
-                                  "certificate.")
-    ca_file: str | None = Field(None, description="Extra CA bundle (PEM) for the target.")
-    packages_path_suffix: str = Field("/packages", description="Where packages go under the "
-                                      "target repository ('/' = the repository itself).")
-    modules_path_suffix: str = Field("/modules", description="Where modules go under the "
-                                     "target repository ('/' = the repository itself).")
-    tmp_dir: str | None = Field(None, description="Working dir for the unpacked tree "
-                                "(default <bundle>/.tmp/mirror); only what push creates in it "
-                                "is removed.")
-    concurrency: int = Field(4, ge=1, le=64, description="Layouts pushed at once.")
-    blob_workers: int = Field(4, ge=1, le=64, description="Blobs at once per layout.")
-    registry_credentials_block: str | None = Field(
-        None, description="Name of a Prefect Secret block holding 'user:password' for the "
-        "target (else D8_MIRROR_REGISTRY_LOGIN/PASSWORD or docker config.json).")
-
-    def target(self) -> Repository:
-        return parse_target(self.registry)
-
-    def router(self) -> Router:
-        return Router.from_suffixes(self.packages_path_suffix, self.modules_path_suffix)
-
-    def archives(self) -> list[Path]:
-        bundle = Path(self.bundle_dir) if self.bundle_dir else None
-        return discover_archives(bundle, [Path(f) for f in self.files])
-
-    def tmp_path(self, archives: list[Path]) -> Path:
-        if self.tmp_dir:
-            return Path(self.tmp_dir)
-        bundle = Path(self.bundle_dir) if self.bundle_dir else None
-        return default_tmp_dir(bundle, archives)
-
+from tasks.push_models import PushParameters as PushParameters  # re-exported
 
 #: Archives hashed at once against their sidecars (hashlib releases the GIL: one per core).
 SIDECAR_WORKERS = 2
 
-_locations_lock = threading.Lock()
-_locations: dict[str, BlobLocations] = {}
-
-
 def blob_locations(registry: str) -> BlobLocations:
     """Blobs known to be in the target in this process (cross-repository mount sources)."""
-    with _locations_lock:
-        return _locations.setdefault(registry, BlobLocations())
+    return BlobLocations.shared(registry)
 
 
 @task(name="check-write-access", **TRANSIENT_RETRIES)

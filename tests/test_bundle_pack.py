@@ -278,3 +278,26 @@ def test_missing_sidecar_is_reported(tmp_path: Path) -> None:
     (tmp_path / "x.tar.sha256").unlink()
     assert verify_sidecars(tmp_path) == [f"{tmp_path / 'x.tar'}: missing checksum file "
                                          "x.tar.sha256"]
+
+
+def test_a_matching_archive_is_hashed_once_per_process_until_it_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from d8mirror.bundle import checksums
+
+    archive = tmp_path / "package-x.tar"
+    archive.write_bytes(os.urandom(4096))
+    archive.with_name(archive.name + ".sha256").write_text(
+        checksums.sha256_line(checksums.sha256_file(archive), archive.name))
+    hashed: list[Path] = []
+    real = checksums.sha256_file
+    monkeypatch.setattr(checksums, "sha256_file", lambda p: hashed.append(p) or real(p))
+    assert checksums.check_archive_sidecars(archive) == []
+    assert checksums.check_archive_sidecars(archive) == []
+    assert hashed == [archive]                       # the second check trusts the first
+    data = bytearray(archive.read_bytes())
+    data[100] ^= 0xFF
+    archive.write_bytes(bytes(data))                 # same size, new content and mtime
+    os.utime(archive, ns=(archive.stat().st_atime_ns, archive.stat().st_mtime_ns + 10**9))
+    problems = checksums.check_archive_sidecars(archive)
+    assert len(problems) == 1 and "does not match" in problems[0]
+    assert len(hashed) == 2

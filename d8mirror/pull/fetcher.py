@@ -224,6 +224,8 @@ class ImageFetcher:
         self.check_stop()
         incoming = self.store.root / "incoming" / digest.split(":", 1)[1]
         with _download_lock(incoming):
+            if self.ahead and self.store.has(digest, size=size or None):
+                return      # on disk already: the fetch that needs it verifies it
             if self.store.has(digest, size=size or None) and self.store.verified(digest):
                 fetched_ahead = not self.ahead and self.store.claim_prefetched(digest)
                 self.stats.add(1 if fetched_ahead else 0, size)

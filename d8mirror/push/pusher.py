@@ -162,7 +162,7 @@ def _ensure_blob(client: RegistryClient, source: LayoutBlobs, repository: str, b
     """"present", "mounted" or "uploaded"."""
     if client.blob_exists(repository, blob.digest):
         locations.remember(blob.digest, repository)
-        return "present"
+        return locations.claim_ahead(blob.digest, repository) or "present"
     origin = locations.source_for(blob.digest, repository)
     if origin is not None and client.mount_blob(repository, blob.digest, origin):
         locations.remember(blob.digest, repository)
@@ -170,6 +170,32 @@ def _ensure_blob(client: RegistryClient, source: LayoutBlobs, repository: str, b
     source.upload(client, repository, blob.digest, blob.size if blob.size >= 0 else None)
     locations.remember(blob.digest, repository)
     return "uploaded"
+
+
+def push_layout_blobs(client: RegistryClient, layout_dir: Path, layout_rel: str,
+                      repository: str, *, locations: BlobLocations, blob_workers: int = 4,
+                      spans: BlobSpans | None = None,
+                      should_stop: Callable[[], bool] = lambda: False) -> int:
+    """Only the blobs of every short tag of a layout (no manifest, so no tag appears): what
+    a warm-up does ahead of :func:`push_layout`, which then finds them present and counts them
+    as pushed by itself (``locations``). Stops starting blobs once ``should_stop()``; the
+    first error ends it. Returns the blobs put."""
+    source = LayoutBlobs(Layout(layout_dir), layout_rel,
+                         spans if spans is not None else BlobSpans())
+    plans, _warnings = plan_layout(source)
+
+    def one(blob: BlobRef) -> bool:
+        if should_stop():
+            return False
+        outcome = _ensure_blob(client, source, repository, blob, locations)
+        if outcome == "present":
+            return False
+        locations.pushed_ahead(blob.digest, repository, outcome)
+        return True
+
+    with ThreadPoolExecutor(max_workers=max(1, blob_workers),
+                            thread_name_prefix="push-blob-ahead") as pool:
+        return sum(pool.map(one, _unique_blobs(p.node for p in plans)))
 
 
 def _count(counters: _Counters, outcome: str, size: int) -> None:
