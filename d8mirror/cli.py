@@ -212,8 +212,10 @@ def _start_push_warm_up(args: argparse.Namespace) -> Warmer | None:
     target = params.target()
     client = RegistryClient(target.registry, tls=params.tls(),
                             credentials=credentials or target_credentials(target.registry))
-    return PushWarmer(client, params.archives(), target, params.router(),
-                      concurrency=params.concurrency, blob_workers=params.blob_workers).start()
+    archives = params.archives()
+    return PushWarmer(client, archives, target, params.router(),
+                      params.tmp_path(archives) / "warmup", concurrency=params.concurrency,
+                      blob_workers=params.blob_workers).start()
 
 
 def _start_pull_warm_up(args: argparse.Namespace) -> Warmer | None:
@@ -237,7 +239,7 @@ def _start_pull_warm_up(args: argparse.Namespace) -> Warmer | None:
 def _finish_warm_up(warmer: Warmer) -> None:
     warmer.stop()
     done = warmer.join()
-    warmer.client.close()
+    warmer.close()
     if isinstance(done, int):
         if done:
             print(f"{done} blobs were pushed while the local Prefect API server started",

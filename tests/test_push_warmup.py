@@ -33,8 +33,12 @@ def _target(server: Any, name: str) -> str:
 def _warm(server: Any, bundle: Path, target: str) -> int:
     with RegistryClient(server.host, tls=TLSOptions(insecure=True)) as client:
         warmer = PushWarmer(client, discover_archives(bundle), parse_target(target),
-                            Router.from_suffixes("/packages", "/modules"), concurrency=2)
-        return warmer.start().join(timeout=120)
+                            Router.from_suffixes("/packages", "/modules"),
+                            bundle / ".tmp" / "mirror" / "warmup", concurrency=2)
+        put = warmer.start().join(timeout=120)
+        warmer.close()
+    assert not (bundle / ".tmp").exists()       # what the warm-up created is gone
+    return put
 
 
 def _puts(result: dict[str, Any]) -> tuple[int, int]:
@@ -96,3 +100,4 @@ def test_cli_push_warms_up_while_its_prefect_server_starts(registry2: Any,
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "blobs were pushed while the local Prefect API server started" in done.stderr
+    assert not (bundle / ".tmp").exists()       # the push's and the warm-up's trees are gone

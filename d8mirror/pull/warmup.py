@@ -72,6 +72,10 @@ class StoreWarmer:
         """Start nothing new (downloads already running finish)."""
         self._stop.set()
 
+    def close(self) -> None:
+        """After :meth:`join`: close the client."""
+        self.client.close()
+
     def join(self, timeout: float | None = None) -> WarmupTotals:
         if self._thread is not None:
             self._thread.join(timeout)

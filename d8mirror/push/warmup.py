@@ -6,7 +6,8 @@ Only blobs, never a manifest, so no tag appears and nothing is visible to the re
 (an unreferenced blob is what an interrupted push leaves too). The same guarantees as the push
 come first: every archive must match its checksum sidecar, else nothing is put. Plain tars
 only (their large blobs are uploaded straight from the archive; the small files go into a
-temp tree that is removed at the end); chunk sets are left to the push. Layouts go heaviest
+tree under the push's own temp dir, removed with every directory the warm-up created for it
+by :meth:`PushWarmer.close`); chunk sets are left to the push. Layouts go heaviest
 first, ``concurrency`` at once, ``blob_workers`` blobs each, like the push itself.
 
 The push then HEADs each blob, finds it present and counts it as uploaded (or mounted) by
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +35,7 @@ from .blobs import BlobLocations
 from .pusher import push_layout_blobs
 from .routing import Router
 from .service import LayoutJob, heaviest_first, job_spans, plan_jobs
-from .unified import unpack_all
+from .unified import WorkDir, unpack_all
 
 log = logging.getLogger("d8mirror.push.warmup")
 
@@ -47,8 +47,10 @@ class PushWarmer:
     """Puts the blobs of ``archives`` into ``target`` on its own threads."""
 
     def __init__(self, client: RegistryClient, archives: Sequence[Path], target: Repository,
-                 router: Router, *, concurrency: int = 4, blob_workers: int = 4) -> None:
+                 router: Router, work_dir: Path, *, concurrency: int = 4,
+                 blob_workers: int = 4) -> None:
         self.client = client
+        self.work = WorkDir(work_dir)
         self.archives = list(archives)
         self.target = target
         self.router = router
@@ -75,14 +77,18 @@ class PushWarmer:
             self._thread.join(timeout)
         return self.blobs_put
 
+    def close(self) -> None:
+        """After :meth:`join`: remove what the warm-up created, close the client."""
+        self.work.cleanup()
+        self.client.close()
+
     # -- the work -------------------------------------------------------------------------------
     def _run(self) -> None:
         plain = [a for a in self.archives if a.is_file() and is_plain_tar(a)]
         if not plain or not self._checksums_match():
             return
-        tree = Path(tempfile.mkdtemp(prefix="d8mirror-push-warmup-"))
         try:
-            unified = tree / "unified"
+            unified = self.work.prepare()
             unpack_all(plain, unified, warn=lambda _message: None)
             jobs = heaviest_first(plan_jobs(unified, self.target, self.router,
                                             warn=lambda _message: None))
@@ -93,7 +99,7 @@ class PushWarmer:
         except (MirrorError, OSError, ValueError) as exc:
             log.debug("push warm-up ended: %s", exc)
         finally:
-            shutil.rmtree(tree, ignore_errors=True)
+            shutil.rmtree(self.work.unified, ignore_errors=True)
 
     def _checksums_match(self) -> bool:
         with ThreadPoolExecutor(max_workers=SIDECAR_WORKERS) as pool:
