@@ -17,15 +17,12 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from d8mirror.cli_warmup import finish_warm_up, start_warm_up
 from d8mirror.errors import ConfigError, MirrorError
 from d8mirror.memory import limit_malloc_arenas
 
 if TYPE_CHECKING:
-    from d8mirror.pull.warmup import StoreWarmer
-    from d8mirror.push.warmup import PushWarmer
     from tasks.models import PullParameters
-
-    Warmer = StoreWarmer | PushWarmer
 
 #: Modules that add subcommands: each has ``register(subparsers)`` and sets ``handler``.
 _COMMAND_MODULES: tuple[str, ...] = ("flows.push_command", "d8mirror.cli_transfer",
@@ -185,72 +182,6 @@ def run_pull_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_warm_up(args: argparse.Namespace) -> Warmer | None:
-    """Work the command is about to do, started while the local Prefect API server starts:
-    ``pull`` fetches into its blob store (:mod:`d8mirror.pull.warmup`), ``push`` puts blobs
-    into the target (:mod:`d8mirror.push.warmup`). None when there is nothing to warm or the
-    arguments are bad (the command itself reports those)."""
-    if os.environ.get("D8MIRROR_WARM_UP", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    try:
-        if args.command == "pull":
-            return _start_pull_warm_up(args)
-        if args.command == "push":
-            return _start_push_warm_up(args)
-    except (MirrorError, OSError, ValueError):
-        pass
-    return None
-
-
-def _start_push_warm_up(args: argparse.Namespace) -> Warmer | None:
-    from d8mirror.push.warmup import PushWarmer
-    from d8mirror.registry import RegistryClient
-    from flows.push_command import parse
-    from tasks.credentials import target_credentials
-
-    params, credentials = parse(args)
-    target = params.target()
-    client = RegistryClient(target.registry, tls=params.tls(),
-                            credentials=credentials or target_credentials(target.registry))
-    archives = params.archives()
-    return PushWarmer(client, archives, target, params.router(),
-                      params.tmp_path(archives) / "warmup", concurrency=params.concurrency,
-                      blob_workers=params.blob_workers).start()
-
-
-def _start_pull_warm_up(args: argparse.Namespace) -> Warmer | None:
-    from d8mirror.blobstore import BlobStore
-    from d8mirror.pull.warmup import StoreWarmer, can_warm
-    from d8mirror.registry import RegistryClient
-    from tasks.credentials import source_credentials
-
-    params = _pull_parameters(args)
-    options = params.options()
-    if not can_warm(options) or params.credentials_block or params.concurrency_limits:
-        return None
-    registry = options.source.registry
-    client = RegistryClient(registry, credentials=source_credentials(registry),
-                            tls=params.tls())
-    store = BlobStore.shared(params.store_root())
-    return StoreWarmer(client, store, options, concurrency=params.concurrency,
-                       blob_workers=params.blob_workers).start()
-
-
-def _finish_warm_up(warmer: Warmer) -> None:
-    warmer.stop()
-    done = warmer.join()
-    warmer.close()
-    if isinstance(done, int):
-        if done:
-            print(f"{done} blobs were pushed while the local Prefect API server started",
-                  file=sys.stderr)
-    elif done.blobs:
-        from d8mirror.pull.report import human_size
-
-        print(f"{done.blobs} blobs ({human_size(done.bytes)}) were fetched while the local "
-              "Prefect API server started", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
@@ -262,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flows import local_api
 
         local_api.start_early()
-        warmer = _start_warm_up(args) if local_api.early_server_url() else None
+        warmer = start_warm_up(args, _pull_parameters) if local_api.early_server_url() else None
         try:
             importlib.import_module(_FLOW_MODULES[args.command])
             with local_api.recording_api():
@@ -271,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return int(args.handler(args))
         finally:
             if warmer is not None:
-                _finish_warm_up(warmer)
+                finish_warm_up(warmer)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ from .discovery import discover_packages
 from .fetcher import ImageFetcher
 from .options import PullOptions
 from .package import PackagePuller, PackageResult
+from .report import human_size
 
 log = logging.getLogger("d8mirror.pull.warmup")
 
@@ -75,6 +76,13 @@ class StoreWarmer:
     def close(self) -> None:
         """After :meth:`join`: close the client."""
         self.client.close()
+
+    def summary(self) -> str | None:
+        """One line on what was fetched ahead (None when nothing was)."""
+        if not self.totals.blobs:
+            return None
+        return (f"{self.totals.blobs} blobs ({human_size(self.totals.bytes)}) were fetched "
+                "while the local Prefect API server started")
 
     def join(self, timeout: float | None = None) -> WarmupTotals:
         if self._thread is not None:

@@ -82,6 +82,12 @@ class PushWarmer:
         self.work.cleanup()
         self.client.close()
 
+    def summary(self) -> str | None:
+        """One line on what was pushed ahead (None when nothing was)."""
+        if not self.blobs_put:
+            return None
+        return f"{self.blobs_put} blobs were pushed while the local Prefect API server started"
+
     # -- the work -------------------------------------------------------------------------------
     def _run(self) -> None:
         plain = [a for a in self.archives if a.is_file() and is_plain_tar(a)]

@@ -1,0 +1,82 @@
+"""The CLI's warm-ups: work a command is about to do, started while its local Prefect API
+server starts (~4 s in which the tool would otherwise wait): ``pull`` fetches the packages'
+main images into its blob store (:mod:`d8mirror.pull.warmup`), ``push`` puts the bundle's
+blobs into the target (:mod:`d8mirror.push.warmup`). The flow that follows finds that work
+done and records it as its own. ``D8MIRROR_WARM_UP=0`` turns them off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from d8mirror.errors import MirrorError
+
+if TYPE_CHECKING:
+    from d8mirror.pull.warmup import StoreWarmer
+    from d8mirror.push.warmup import PushWarmer
+
+    Warmer = StoreWarmer | PushWarmer
+
+_OFF = ("0", "false", "no", "off")
+
+
+def start_warm_up(args: argparse.Namespace,
+                  pull_parameters: Callable[[argparse.Namespace], Any]) -> Warmer | None:
+    """The warm-up of ``args.command``, started; None when there is nothing to warm, it is
+    turned off, or the arguments are bad (the command itself reports those)."""
+    if os.environ.get("D8MIRROR_WARM_UP", "1").strip().lower() in _OFF:
+        return None
+    try:
+        if args.command == "pull":
+            return _start_pull(pull_parameters(args))
+        if args.command == "push":
+            return _start_push(args)
+    except (MirrorError, OSError, ValueError):
+        pass
+    return None
+
+
+def finish_warm_up(warmer: Warmer) -> None:
+    """Stop, wait for what is in flight, clean up; say what was done ahead."""
+    warmer.stop()
+    warmer.join()
+    warmer.close()
+    if (summary := warmer.summary()) is not None:
+        print(summary, file=sys.stderr)
+
+
+def _start_pull(params: Any) -> Warmer | None:
+    from d8mirror.blobstore import BlobStore
+    from d8mirror.pull.warmup import StoreWarmer, can_warm
+    from d8mirror.registry import RegistryClient
+    from tasks.credentials import source_credentials
+
+    options = params.options()
+    if not can_warm(options) or params.credentials_block or params.concurrency_limits:
+        return None
+    registry = options.source.registry
+    client = RegistryClient(registry, credentials=source_credentials(registry),
+                            tls=params.tls())
+    store = BlobStore.shared(params.store_root())
+    return StoreWarmer(client, store, options, concurrency=params.concurrency,
+                       blob_workers=params.blob_workers).start()
+
+
+def _start_push(args: argparse.Namespace) -> Warmer | None:
+    from d8mirror.push.warmup import PushWarmer
+    from d8mirror.registry import RegistryClient
+    from flows.push_command import parse
+    from tasks.credentials import target_credentials
+
+    params, credentials = parse(args)
+    target = params.target()
+    archives = params.archives()
+    client = RegistryClient(target.registry, tls=params.tls(),
+                            credentials=credentials or target_credentials(target.registry))
+    return PushWarmer(client, archives, target, params.router(),
+                      params.tmp_path(archives) / "warmup", concurrency=params.concurrency,
+                      blob_workers=params.blob_workers).start()
