@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     Warmer = StoreWarmer | PushWarmer
 
 _OFF = ("0", "false", "no", "off")
+#: Seconds a warm-up waits on a silent registry before it leaves the work to the command.
+TIMEOUT = 15.0
 
 
 def start_warm_up(args: argparse.Namespace,
@@ -60,7 +62,7 @@ def _start_pull(params: Any) -> Warmer | None:
         return None
     registry = options.source.registry
     client = RegistryClient(registry, credentials=source_credentials(registry),
-                            tls=params.tls())
+                            tls=params.tls(), timeout=TIMEOUT)
     store = BlobStore.shared(params.store_root())
     return StoreWarmer(client, store, options, concurrency=params.concurrency,
                        blob_workers=params.blob_workers).start()
@@ -75,7 +77,7 @@ def _start_push(args: argparse.Namespace) -> Warmer | None:
     params, credentials = parse(args)
     target = params.target()
     archives = params.archives()
-    client = RegistryClient(target.registry, tls=params.tls(),
+    client = RegistryClient(target.registry, tls=params.tls(), timeout=TIMEOUT,
                             credentials=credentials or target_credentials(target.registry))
     return PushWarmer(client, archives, target, params.router(),
                       params.tmp_path(archives) / "warmup", concurrency=params.concurrency,

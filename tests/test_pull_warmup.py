@@ -7,8 +7,10 @@ from __future__ import annotations
 import collections
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from d8mirror.blobstore import BlobStore
@@ -115,3 +117,35 @@ def test_cli_pull_warms_up_while_its_prefect_server_starts_and_fetches_each_blob
     store = bundle / ".tmp" / "blobs" / "sha256"
     fetched = sum(p["bytes_fetched"] for p in report["packages"])
     assert 0 < fetched <= sum(b.stat().st_size for b in store.iterdir())
+
+
+def test_warm_up_asks_a_failing_registry_once_and_gives_up(tmp_path: Path) -> None:
+    accepted = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(0.2)
+        host = f"127.0.0.1:{listener.getsockname()[1]}"
+        stop = threading.Event()
+
+        def hang_up() -> None:   # accept and close at once: a transient network error
+            while not stop.is_set():
+                try:
+                    connection, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                accepted.append(1)
+                connection.close()
+
+        server = threading.Thread(target=hang_up)
+        server.start()
+        try:
+            options = PullParameters(bundle_dir="unused", source=f"{host}/{DEMO_ROOT}",
+                                     insecure=True).options()
+            with RegistryClient(host, tls=TLSOptions(insecure=True)) as client:
+                warmer = StoreWarmer(client, BlobStore(tmp_path / "store"), options)
+                assert warmer.start().join(timeout=60).blobs == 0
+        finally:
+            stop.set()
+            server.join()
+    assert len(accepted) == 1     # the pull itself would have tried 5 times

@@ -7,7 +7,8 @@ the pull is about to fetch, in the order the pull fetches it (packages in discov
 archive, no record. The pull then finds those blobs in the store, and its fetches count them
 as fetched (``BlobStore.claim_prefetched``), so reports read the same with or without a
 warm-up. A blob that both download at once is downloaded once (one lock per download target
-in the process). Every error is left for the pull, which meets it again and reports it.
+in the process). Nothing is retried: every error is left for the pull, which meets it again,
+retries and reports it.
 
 :meth:`StoreWarmer.stop` lets downloads that already started finish (the pull needs those
 bytes) and starts nothing new; :meth:`StoreWarmer.join` waits for them.
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from d8mirror.blobstore import BlobStore
 from d8mirror.errors import MirrorError
 from d8mirror.registry import RegistryClient
+from d8mirror.retry import RetryPolicy
 
 from .discovery import discover_packages
 from .fetcher import ImageFetcher
@@ -31,6 +33,9 @@ from .package import PackagePuller, PackageResult
 from .report import human_size
 
 log = logging.getLogger("d8mirror.pull.warmup")
+
+#: A warm-up never retries: whatever fails is left to the pull (which retries and reports).
+ONCE = RetryPolicy(attempts=1)
 
 
 @dataclass
@@ -96,7 +101,7 @@ class StoreWarmer:
     # -- the work -------------------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            names = discover_packages(self.client, self.options).names
+            names = discover_packages(self.client, self.options, retry=ONCE).names
         except MirrorError as exc:
             log.debug("warm-up: discovery failed, left to the pull: %s", exc)
             return
@@ -107,7 +112,7 @@ class StoreWarmer:
 
     def _fetcher(self) -> ImageFetcher:
         fetcher = ImageFetcher(self.client, self.store, blob_workers=self.blob_workers,
-                               should_stop=self._stop.is_set, ahead=True)
+                               should_stop=self._stop.is_set, retry=ONCE, ahead=True)
         with self._lock:
             self._fetchers.append(fetcher)
         return fetcher
