@@ -9,7 +9,6 @@ fast here (the bytes move in the kernel and in hashlib, not in malloc) and cap t
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 from contextlib import suppress
 
@@ -25,6 +24,6 @@ def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     with suppress(OSError, AttributeError, TypeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
+        # the process's own symbols: libc is loaded (no find_library, which runs ldconfig)
+        return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas))
     return False

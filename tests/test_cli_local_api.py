@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import sqlite3
 import subprocess
@@ -129,6 +130,21 @@ def test_the_server_environment_carries_no_credentials(monkeypatch: pytest.Monke
     env = local_api._server_environment()
     assert "hunter2" not in env.values() and "s3cret" not in env.values()
     assert env["PREFECT_HOME"] == os.environ["PREFECT_HOME"]
+
+
+def test_the_server_gets_the_clis_malloc_arena_cap_unless_one_is_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert local_api._server_environment()["MALLOC_ARENA_MAX"] == "2"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    assert local_api._server_environment()["MALLOC_ARENA_MAX"] == "8"
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_the_cli_caps_its_malloc_arenas() -> None:
+    from d8mirror.memory import limit_malloc_arenas
+
+    assert limit_malloc_arenas(2) is True
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
