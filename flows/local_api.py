@@ -40,6 +40,17 @@ _SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
 _PR_SET_PDEATHSIG = 1
 #: Source/registry and S3 credentials stay out of the server's environment.
 _CREDENTIAL_PREFIXES = ("D8_MIRROR_", "AWS_")
+#: Services of a long-lived server that a one-shot CLI run has no use for (deployment schedules,
+#: late, paused and crashed runs, worker health, cancellation clean-up, automations, whose
+#: actions would outlive the server, database vacuum): off for the server the CLI owns, unless
+#: the environment sets them. The event persister and the task-run recorder, which keep the
+#: run's records, stay on.
+_ONE_SHOT_SERVICES = {
+    **{f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
+        "CANCELLATION_CLEANUP", "CLEANUP_RECONCILER", "FOREMAN", "LATE_RUNS",
+        "PAUSE_EXPIRATIONS", "REPOSSESSOR", "SCHEDULER", "TRIGGERS")},
+    "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "[]",
+}
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -48,10 +59,12 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 
 def _server_environment() -> dict[str, str]:
-    """This process's environment without the credentials the server never needs (and with
-    the CLI's cap on malloc arenas, unless one is set)."""
+    """This process's environment without the credentials the server never needs, with the
+    CLI's cap on malloc arenas and without the services a one-shot run does not use (each
+    unless the environment sets it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_CREDENTIAL_PREFIXES)}
-    env.setdefault("MALLOC_ARENA_MAX", str(ARENAS))
+    for key, value in {"MALLOC_ARENA_MAX": str(ARENAS), **_ONE_SHOT_SERVICES}.items():
+        env.setdefault(key, value)
     return env
 
 

@@ -51,6 +51,11 @@ def _servers_of(home: Path) -> list[int]:
     return pids
 
 
+def _task_runs(home: Path) -> list[str]:
+    with sqlite3.connect(home / "prefect.db") as db:
+        return [state for (state,) in db.execute("select state_type from task_run")]
+
+
 def _flow_runs(home: Path) -> list[tuple[str, str]]:
     with sqlite3.connect(home / "prefect.db") as db:
         return list(db.execute(
@@ -67,6 +72,7 @@ def test_cli_run_records_into_prefect_home_and_leaves_no_server(
     assert done.returncode == 0, done.stderr
     assert "Pull plan (dry-run)" in done.stdout + done.stderr
     assert _flow_runs(home) == [("mirror-pull", "COMPLETED")]
+    assert _task_runs(home) and set(_task_runs(home)) == {"COMPLETED"}   # recorded from events
     assert _servers_of(home) == []
 
 
@@ -138,6 +144,16 @@ def test_the_server_gets_the_clis_malloc_arena_cap_unless_one_is_set(
     assert local_api._server_environment()["MALLOC_ARENA_MAX"] == "2"
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
     assert local_api._server_environment()["MALLOC_ARENA_MAX"] == "8"
+
+
+def test_one_shot_server_runs_no_scheduler_unless_asked_and_keeps_its_recorders(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED", raising=False)
+    env = local_api._server_environment()
+    assert env["PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED"] == "false"
+    assert not any("TASK_RUN_RECORDER" in k or "EVENT_PERSISTER" in k for k in env)
+    monkeypatch.setenv("PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED", "true")
+    assert local_api._server_environment()["PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED"] == "true"
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
