@@ -13,6 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from d8mirror.blobstore import BlobStore
 from d8mirror.pull.discovery import discover_packages
 from d8mirror.pull.fetcher import FetchStats, ImageFetcher
@@ -149,3 +151,25 @@ def test_warm_up_asks_a_failing_registry_once_and_gives_up(tmp_path: Path) -> No
             stop.set()
             server.join()
     assert len(accepted) == 1     # the pull itself would have tried 5 times
+
+
+def test_a_warm_up_that_cannot_write_ends_quietly(
+        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unwritable store is the pull's to report: the warm-up thread ends without a
+    traceback on the CLI's output."""
+    from d8mirror.pull import warmup
+
+    uncaught: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: uncaught.append(args.exc_value))
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path / "store" / "incoming"))
+
+    store = BlobStore(tmp_path / "store")
+    monkeypatch.setattr(store, "commit", refuse)                # while fetching
+    with _client(registry) as client:
+        assert StoreWarmer(client, store, _options(registry)).start().join(60).blobs == 0
+        monkeypatch.setattr(warmup, "discover_packages", refuse)  # before anything
+        assert StoreWarmer(client, store, _options(registry)).start().join(60).blobs == 0
+    assert uncaught == []

@@ -102,7 +102,7 @@ class StoreWarmer:
     def _run(self) -> None:
         try:
             names = discover_packages(self.client, self.options, retry=ONCE).names
-        except MirrorError as exc:
+        except (MirrorError, OSError, ValueError) as exc:
             log.debug("warm-up: discovery failed, left to the pull: %s", exc)
             return
         with ThreadPoolExecutor(max_workers=self.concurrency,
@@ -130,5 +130,5 @@ class StoreWarmer:
                 digest = puller.fetcher.resolve(repo, version)
                 if digest is not None:
                     puller.fetcher.image(repo, digest)
-        except MirrorError as exc:   # FetchCancelled included: stopped
+        except (MirrorError, OSError, ValueError) as exc:   # FetchCancelled: stopped
             log.debug("warm-up of %s ended: %s", name, exc)
