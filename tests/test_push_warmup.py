@@ -8,6 +8,7 @@ import itertools
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,20 @@ def test_cli_push_warms_up_while_its_prefect_server_starts(registry2: Any,
     assert done.returncode == 0, done.stderr[-3000:]
     assert "blobs were pushed while the local Prefect API server started" in done.stderr
     assert not (bundle / ".tmp").exists()       # the push's and the warm-up's trees are gone
+
+
+def test_a_warm_up_that_cannot_read_the_bundle_ends_quietly(
+        registry2: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from d8mirror.push import warmup
+
+    uncaught: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: uncaught.append(args.exc_value))
+
+    def unreadable(path: Path) -> bool:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(warmup, "is_plain_tar", unreadable)
+    bundle, _ = build_bundle(tmp_path, SPECS)
+    registry2.clear_requests()
+    assert _warm(registry2, bundle, _target(registry2, "unreadable")) == 0
+    assert uncaught == [] and registry2.requests() == []

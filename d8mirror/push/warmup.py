@@ -90,10 +90,10 @@ class PushWarmer:
 
     # -- the work -------------------------------------------------------------------------------
     def _run(self) -> None:
-        plain = [a for a in self.archives if a.is_file() and is_plain_tar(a)]
-        if not plain or not self._checksums_match():
-            return
         try:
+            plain = [a for a in self.archives if a.is_file() and is_plain_tar(a)]
+            if not plain or not self._checksums_match():
+                return
             unified = self.work.prepare()
             unpack_all(plain, unified, warn=lambda _message: None)
             jobs = heaviest_first(plan_jobs(unified, self.target, self.router,
