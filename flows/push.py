@@ -55,7 +55,7 @@ def _register_target(params: PushParameters) -> str:
 
 
 
-def _push_layouts(params: PushParameters, registry: str, jobs: list[dict[str, str]],
+def _push_layouts(params: PushParameters, registry: str, jobs: list[dict[str, Any]],
                   ) -> tuple[list[LayoutPushResult], list[LayoutFailure]]:
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=params.concurrency)
     heaviest_first = sorted(range(len(jobs)), key=lambda i: jobs[i].get("weight", 0),

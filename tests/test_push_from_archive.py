@@ -384,3 +384,13 @@ def test_jobs_weigh_their_blobs_in_the_tree_and_in_archives(tmp_path: Path) -> N
     order = [j.layout for j in heaviest_first(jobs)]
     assert order[0] == "packages/console"
     assert [weights[k] for k in order] == sorted(weights.values(), reverse=True)
+
+
+def test_the_root_layout_weighs_all_its_blobs(tmp_path: Path) -> None:
+    from d8mirror.push.service import _layout_weights
+
+    for rel, size in [("blobs/sha256/a", 10), ("blobs/sha256/b", 5),
+                      ("packages/x/blobs/sha256/c", 7)]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * size)
+    assert _layout_weights(tmp_path) == {"": 15, "packages/x": 7}

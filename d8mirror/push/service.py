@@ -70,13 +70,13 @@ def plan_jobs(unified: Path, target: Repository, router: Router, *,
 def _layout_weights(unified: Path) -> dict[str, int]:
     """Bytes under each layout's ``blobs/sha256`` (tree path → bytes), spans included."""
     weights: dict[str, int] = {}
-    for blob in unified.glob("**/blobs/sha256/*"):
-        rel = blob.parent.parent.parent.relative_to(unified).as_posix()
-        weights[rel if rel != "." else ""] = weights.get(rel, 0) + blob.lstat().st_size
-    for path, span in load_spans(unified).items():
-        rel = PurePosixPath(path).parent.parent.parent.as_posix()
-        key = rel if rel != "." else ""
-        weights[key] = weights.get(key, 0) + span.size
+    sizes = [(blob.parent.parent.parent.relative_to(unified).as_posix(), blob.lstat().st_size)
+             for blob in unified.glob("**/blobs/sha256/*")]
+    sizes += [(PurePosixPath(path).parent.parent.parent.as_posix(), span.size)
+              for path, span in load_spans(unified).items()]
+    for rel, size in sizes:
+        key = "" if rel == "." else rel
+        weights[key] = weights.get(key, 0) + size
     return weights
 
 
