@@ -21,6 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from d8mirror.push.access import bypassed
 from d8mirror.push.pusher import LayoutPushResult
+from d8mirror.push.service import heaviest_first
 from d8mirror.push.summary import LayoutFailure, PushResult, render_push_summary
 from d8mirror.push.unified import UnpackResult, WorkDir
 from d8mirror.push.verify import Mismatch
@@ -58,13 +59,11 @@ def _register_target(params: PushParameters) -> str:
 def _push_layouts(params: PushParameters, registry: str, jobs: list[dict[str, Any]],
                   ) -> tuple[list[LayoutPushResult], list[LayoutFailure]]:
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=params.concurrency)
-    heaviest_first = sorted(range(len(jobs)), key=lambda i: jobs[i].get("weight", 0),
-                            reverse=True)   # no big layout left to run alone at the end
     with runner:
         started: dict[int, PrefectFuture[Any]] = {
             i: runner.submit(push_layout_task, {"registry": registry, "job": jobs[i],
                                                 "blob_workers": params.blob_workers})
-            for i in heaviest_first}
+            for i in heaviest_first(range(len(jobs)), lambda i: int(jobs[i].get("weight", 0)))}
         futures = [started[i] for i in range(len(jobs))]
         wait(futures)
     done, failed = [], []

@@ -16,7 +16,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
 
-from d8mirror.bundle import check_archive_sidecars
+from d8mirror.bundle import SIDECAR_WORKERS, check_archive_sidecars
 from d8mirror.errors import BundleError
 from d8mirror.layout import INDEX_FILE, PROVENANCE_FILE
 from d8mirror.push.access import check_write_access
@@ -31,8 +31,6 @@ from tasks.endpoints import client_for
 from tasks.policy import TRANSIENT_RETRIES, content_key
 from tasks.push_models import PushParameters as PushParameters  # re-exported
 
-#: Archives hashed at once against their sidecars (hashlib releases the GIL: one per core).
-SIDECAR_WORKERS = 2
 
 def blob_locations(registry: str) -> BlobLocations:
     """Blobs known to be in the target in this process (cross-repository mount sources)."""

@@ -366,7 +366,7 @@ def test_a_range_past_the_end_or_without_size_is_refused_before_any_request(
 # -- scheduling: heaviest layouts start first ------------------------------------------------
 
 def test_jobs_weigh_their_blobs_in_the_tree_and_in_archives(tmp_path: Path) -> None:
-    from d8mirror.push.service import heaviest_first, plan_jobs
+    from d8mirror.push.service import heaviest_first, job_weight, plan_jobs
 
     bundle, _ = build_bundle(tmp_path, [PackageSpec("code"), _big_spec("console")])
     unified = tmp_path / "unified"
@@ -381,7 +381,7 @@ def test_jobs_weigh_their_blobs_in_the_tree_and_in_archives(tmp_path: Path) -> N
     assert weights["packages/console"] == on_disk["packages/console"] + len(_big_layer())
     assert weights["packages/code"] == on_disk["packages/code"] > 0
     assert all(weights[k] == on_disk[k] for k in weights if k != "packages/console")
-    order = [j.layout for j in heaviest_first(jobs)]
+    order = [j.layout for j in heaviest_first(jobs, job_weight)]
     assert order[0] == "packages/console"
     assert [weights[k] for k in order] == sorted(weights.values(), reverse=True)
 

@@ -3,7 +3,13 @@
 Spec Part B §7.1–7.4, §7.6, §8.1, §8.2; Part A Q15, Q16.
 """
 
-from .checksums import check_archive_sidecars, gost_hex_file, sha256_file, verify_sidecars
+from .checksums import (
+    SIDECAR_WORKERS,
+    check_archive_sidecars,
+    gost_hex_file,
+    sha256_file,
+    verify_sidecars,
+)
 from .chunks import chunk_path, open_archive
 from .discovery import (
     BundleFileStat,
@@ -19,6 +25,7 @@ from .tarwriter import TarMember, TarSource, write_tar
 from .unpack import SPAN_THRESHOLD, BlobSpan, BlobSpans, is_plain_tar, safe_unpack
 
 __all__ = [
+    "SIDECAR_WORKERS",
     "SPAN_THRESHOLD",
     "ArchiveResult",
     "BlobSpan",

@@ -27,6 +27,8 @@ from .atomic import Staging, staging_path
 
 PIECE = 1024 * 1024
 SHA256_SUFFIX = ".sha256"
+#: Archives hashed at once against their sidecars (hashlib releases the GIL: one per core here).
+SIDECAR_WORKERS = 2
 GOST_SUFFIX = ".gostsum"
 GOST_PROGRAM = "gost12sum"
 GOST_BACKEND_ENV = "D8MIRROR_GOST_BACKEND"

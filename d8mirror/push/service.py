@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from d8mirror.bundle import BlobSpans
 from d8mirror.errors import LayoutError, MirrorError
@@ -32,6 +32,8 @@ from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient
 
 log = logging.getLogger("d8mirror.push")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,14 @@ def _layout_weights(unified: Path) -> dict[str, int]:
     return weights
 
 
-def heaviest_first(jobs: Sequence[LayoutJob]) -> list[LayoutJob]:
+def heaviest_first(jobs: Iterable[T], weight: Callable[[T], int]) -> list[T]:
     """The order to start jobs in: most bytes first, so that no big layout is left to run
     alone at the end (ties keep their order)."""
-    return sorted(jobs, key=lambda job: job.weight, reverse=True)
+    return sorted(jobs, key=weight, reverse=True)
+
+
+def job_weight(job: LayoutJob) -> int:
+    return job.weight
 
 
 def job_spans(spans_file: str) -> BlobSpans | None:
@@ -112,7 +118,7 @@ def push_jobs(client: RegistryClient, jobs: Sequence[LayoutJob], *, concurrency:
             return LayoutFailure(job.layout, job.repository, str(exc))
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="push") as pool:
-        futures = {job: pool.submit(one, job) for job in heaviest_first(jobs)}
+        futures = {job: pool.submit(one, job) for job in heaviest_first(jobs, job_weight)}
         outcomes = [futures[job].result() for job in jobs]
     done = [o for o in outcomes if isinstance(o, LayoutPushResult)]
     failed = [o for o in outcomes if isinstance(o, LayoutFailure)]

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from d8mirror.bundle import check_archive_sidecars, is_plain_tar
+from d8mirror.bundle import SIDECAR_WORKERS, check_archive_sidecars, is_plain_tar
 from d8mirror.errors import MirrorError
 from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient
@@ -34,14 +34,10 @@ from d8mirror.registry import RegistryClient
 from .blobs import BlobLocations
 from .pusher import push_layout_blobs
 from .routing import Router
-from .service import LayoutJob, heaviest_first, job_spans, plan_jobs
+from .service import LayoutJob, heaviest_first, job_spans, job_weight, plan_jobs
 from .unified import WorkDir, unpack_all
 
 log = logging.getLogger("d8mirror.push.warmup")
-
-#: Archives hashed at once against their sidecars.
-SIDECAR_WORKERS = 2
-
 
 class PushWarmer:
     """Puts the blobs of ``archives`` into ``target`` on its own threads."""
@@ -97,7 +93,7 @@ class PushWarmer:
             unified = self.work.prepare()
             unpack_all(plain, unified, warn=lambda _message: None)
             jobs = heaviest_first(plan_jobs(unified, self.target, self.router,
-                                            warn=lambda _message: None))
+                                            warn=lambda _message: None), job_weight)
             with ThreadPoolExecutor(max_workers=self.concurrency,
                                     thread_name_prefix="d8mirror-push-warmup") as pool:
                 for future in [pool.submit(self._layout, job) for job in jobs]:
