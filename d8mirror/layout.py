@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -206,6 +207,20 @@ class Layout:
         _write_json_atomic(path / OCI_LAYOUT_FILE, {"imageLayoutVersion": OCI_LAYOUT_VERSION})
         _write_json_atomic(path / INDEX_FILE, _empty_index())
         return cls(path)
+
+    @classmethod
+    def recreate(cls, path: Path) -> Layout:
+        """:meth:`create` after removing whatever ``path`` held (a previous run's layouts, with
+        their index entries and blob links): a pull builds every layout from its own plan only,
+        as ``d8``'s ``NewImageLayout`` does. Blobs stay in the shared store."""
+        path = Path(path)
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise wrap_os_error(exc, str(path)) from exc
+        return cls.create(path)
 
     @classmethod
     def open(cls, path: Path) -> Layout:

@@ -61,7 +61,7 @@ class _Layouts:
 
     def extra(self, name: str) -> Layout:
         if name not in self.extras:
-            self.extras[name] = Layout.open_or_create(self.root / EXTRA / name)
+            self.extras[name] = Layout.create(self.root / EXTRA / name)
         return self.extras[name]
 
     def all(self) -> list[Layout]:
@@ -145,8 +145,9 @@ class PackagePuller:
         before = (self.fetcher.stats.blobs_fetched, self.fetcher.stats.bytes_fetched)
         layouts = None
         if not self.options.dry_run:
-            layouts = _Layouts(main=Layout.open_or_create(work_dir),
-                               version=Layout.open_or_create(work_dir / VERSION), root=work_dir)
+            # This run's plan only: a previous run's layouts (and index entries) are dropped.
+            layouts = _Layouts(main=Layout.recreate(work_dir),
+                               version=Layout.create(work_dir / VERSION), root=work_dir)
         result.versions = self.resolve_versions(name, constraint, result, layouts)
         if layouts is None:
             self._plan(name, result)
@@ -347,7 +348,7 @@ def pull_release_catalog(puller: PackagePuller, name: str, layout_dir: Path) -> 
     every tag of ``<name>/version``; missing tags are tolerated. Returns the image count."""
     fetcher, options = puller.fetcher, puller.options
     repo = options.version_repo(name)
-    layout = Layout.open_or_create(layout_dir)
+    layout = Layout.recreate(layout_dir)    # this run's catalog only, never last run's
     scratch = PackageResult(name=name, work_dir=str(layout_dir))
     channels = puller.channels(name)
     tags = list(channels)

@@ -1,0 +1,118 @@
+"""A rerun after the source moved on builds its layouts from this run's plan only (issue 12.1):
+archives byte-identical to a fresh pull of the new state, whichever working dir is reused.
+
+Each test seeds its own root in the session registry (``demo_content`` is left alone): state A,
+a pull, then state B on top (a new version, channels moved so an old version drops out, a new
+package), the rerun, and a fresh pull of B to compare with.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from d8mirror import cli
+from d8mirror.mediatypes import ANNOTATION_SHORT_TAG
+from d8mirror.testbed.registry_server import RegistryServer
+from d8mirror.testbed.seed import ExtraSpec, PackageSpec, SeedSpec, seed_packages
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+_A_CHANNELS = {"alpha": "v1.1.0", "beta": "v1.1.0", "early-access": "v1.0.0",
+               "stable": "v1.0.0", "rock-solid": "v1.0.0"}
+_B_CHANNELS = {"alpha": "v1.2.0", "beta": "v1.2.0", "early-access": "v1.1.0",
+               "stable": "v1.1.0", "rock-solid": "v1.1.0"}     # v1.0.0 no longer selected
+_STEADY = PackageSpec("steady", ("v0.1.0",), channels={"alpha": "v0.1.0", "stable": "v0.1.0"},
+                      internal_images=1)
+
+
+def _moving(versions: tuple[str, ...], channels: dict[str, str]) -> PackageSpec:
+    return PackageSpec("moving", versions, channels=channels, extras=(ExtraSpec("scanner", "v1"),),
+                       internal_images=2, vex_versions=versions, vex_internal=True)
+
+
+STATE_A = SeedSpec(payload_size=32 << 10, extra_payload_size=4 << 10, packages=(
+    _moving(("v1.0.0", "v1.1.0"), _A_CHANNELS), _STEADY))
+STATE_B = SeedSpec(payload_size=32 << 10, extra_payload_size=4 << 10, packages=(
+    _moving(("v1.0.0", "v1.1.0", "v1.2.0"), _B_CHANNELS), _STEADY,
+    PackageSpec("newcomer", ("v2.0.0",), channels={"stable": "v2.0.0"}, internal_images=1)))
+
+
+def _seed(registry: RegistryServer, root: str, spec: SeedSpec, work: Path) -> None:
+    with registry.client() as client:
+        seed_packages(client, root, spec, work)
+
+
+def _params(registry: RegistryServer, root: str, bundle: Path, **extra: Any) -> Any:
+    from tasks.models import PullParameters
+
+    return PullParameters(bundle_dir=str(bundle), source=f"{registry.host}/{root}",
+                          insecure=True, **extra)
+
+
+def _archives(bundle: Path) -> dict[str, bytes]:
+    """Every archive and sidecar of a bundle (report.json holds timings, so it is left out)."""
+    return {p.name: p.read_bytes() for p in sorted(bundle.iterdir())
+            if p.is_file() and p.name != "report.json"}
+
+
+def _short_tags(archive: Path, layout: str) -> list[str]:
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile(f"{layout}/index.json")
+        assert member is not None
+        index = json.load(member)
+    return [m["annotations"][ANNOTATION_SHORT_TAG] for m in index["manifests"]]
+
+
+def _fresh_pull_of_b(registry: RegistryServer, root: str, tmp_path: Path) -> dict[str, bytes]:
+    from flows.pull import run_pull
+
+    fresh = tmp_path / "fresh"
+    run_pull(_params(registry, root, fresh, tmp_dir=str(tmp_path / "fresh-work")))
+    tags = _short_tags(fresh / "package-moving.tar", "packages/moving/version")
+    assert len(tags) == len(set(tags)), tags          # one digest per short tag
+    assert "v1.0.0" not in _short_tags(fresh / "package-moving.tar", "packages/moving")
+    return _archives(fresh)
+
+
+def test_rerun_with_the_same_tmp_dir_after_the_source_moved(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    """``--tmp-dir`` reused, a new bundle dir: nothing of the first run's indexes survives."""
+    from flows.pull import run_pull
+
+    root, work = "rerun-tmp/ee", str(tmp_path / "work")
+    _seed(registry, root, STATE_A, tmp_path / "images")
+    run_pull(_params(registry, root, tmp_path / "first", tmp_dir=work))
+    _seed(registry, root, STATE_B, tmp_path / "images")
+    second = tmp_path / "second"
+    run_pull(_params(registry, root, second, tmp_dir=work))
+    assert _archives(second) == _fresh_pull_of_b(registry, root, tmp_path)
+
+
+def test_rerun_into_the_same_bundle_dir_with_its_kept_cache(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    """A deployment's nightly run: fixed bundle dir, fixed cache dir, the source moved."""
+    from flows.pull import run_pull
+
+    root, bundle, work = "rerun-kept/ee", tmp_path / "bundle", str(tmp_path / "cache")
+    _seed(registry, root, STATE_A, tmp_path / "images")
+    run_pull(_params(registry, root, bundle, tmp_dir=work))
+    _seed(registry, root, STATE_B, tmp_path / "images")
+    run_pull(_params(registry, root, bundle, tmp_dir=work))
+    assert _archives(bundle) == _fresh_pull_of_b(registry, root, tmp_path)
+
+
+def test_cli_rerun_with_force_into_the_same_bundle_dir(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    """``d8mirror pull B`` then ``d8mirror pull B --force`` after the source moved."""
+    root, bundle = "rerun-force/ee", tmp_path / "bundle"
+    argv = ["pull", str(bundle), "--source", f"{registry.host}/{root}", "--insecure"]
+    _seed(registry, root, STATE_A, tmp_path / "images")
+    assert cli.main(argv) == 0
+    _seed(registry, root, STATE_B, tmp_path / "images")
+    assert cli.main([*argv, "--force"]) == 0
+    assert _archives(bundle) == _fresh_pull_of_b(registry, root, tmp_path)
