@@ -98,10 +98,11 @@ class BlobStore:
     @classmethod
     def shared(cls, root: Path) -> BlobStore:
         """The one store object of ``root`` in this process, so that what one user committed
-        (or verified) is trusted by every other without hashing it again."""
+        (or verified) is trusted by every other without hashing it again. A store whose
+        directory was removed since (a finished pull's working dir) starts afresh."""
         key = str(Path(root).resolve())
         with _shared_guard:
-            if key not in _shared:
+            if key not in _shared or not _shared[key]._blobs.is_dir():
                 _shared[key] = cls(Path(key))
             return _shared[key]
 

@@ -43,6 +43,7 @@ from tasks.pull import (
     pack_package_task,
     pack_versions_task,
     pull_release_images_task,
+    remove_default_work_dir,
     resolve_package_task,
 )
 from tasks.transfer_models import UploadParameters
@@ -231,6 +232,7 @@ def task_runner(concurrency: int) -> Any:
 def mirror_pull(params: PullParameters) -> dict[str, Any]:
     """Pull Deckhouse packages into ``params.bundle_dir`` (see the module docstring)."""
     started = time.monotonic()
+    work_existed = params.work_root().exists()
     prepare(params)
     options = params.options()
     report = PullReport(source=params.source, dry_run=params.dry_run,
@@ -245,6 +247,8 @@ def mirror_pull(params: PullParameters) -> dict[str, Any]:
     if params.upload is not None and not params.dry_run and not report.cancelled:
         result["upload"] = upload_bundle(UploadParameters(
             bundle_dir=params.bundle_dir, **params.upload.model_dump()))
+    if not report.cancelled:    # a failed run raised above: both keep the cache for a retry
+        remove_default_work_dir(params, existed=work_existed)
     return result
 
 

@@ -23,7 +23,7 @@ from d8mirror.pull.report import PackageOutcome, PullReport
 from flows.pull import _package_versions, finish, prepare
 from flows.states import error_text
 from tasks.models import MirrorPackageParameters, PullParameters, ScaleOutParameters
-from tasks.pull import discover_packages_task, run_package_flow_task
+from tasks.pull import discover_packages_task, remove_default_work_dir, run_package_flow_task
 
 
 def child_parameters(params: ScaleOutParameters, name: str) -> dict[str, Any]:
@@ -49,6 +49,7 @@ def mirror_scaleout(params: ScaleOutParameters) -> dict[str, Any]:
     started = time.monotonic()
     pull = PullParameters(**params.model_dump(exclude={"package_deployment",
                                                        "child_timeout_seconds"}))
+    work_existed = pull.work_root().exists()
     prepare(pull)
     report = PullReport(source=pull.source, dry_run=pull.dry_run,
                         packages_skipped=not pull.options().per_package_phase)
@@ -64,4 +65,7 @@ def mirror_scaleout(params: ScaleOutParameters) -> dict[str, Any]:
             wait(futures)
         report.packages = [_outcome(n, f) for n, f in zip(found["names"], futures, strict=True)]
     _package_versions(pull, report)
-    return finish(pull, report, started)
+    result = finish(pull, report, started)
+    if not report.cancelled:    # every child has ended: the shared working dir is done with
+        remove_default_work_dir(pull, existed=work_existed)
+    return result

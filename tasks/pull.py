@@ -9,6 +9,7 @@ twice thanks to the shared blob store.
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, cast
@@ -60,6 +61,20 @@ def source_slots(params: PullParameters, occupy: int = 1) -> Any:
 def fetch_marker(params: PullParameters, name: str) -> Path:
     """Where a package fetch records its content key, outside the packed working dir."""
     return params.work_root() / "state" / f"{name}.fetch-key"
+
+
+def remove_default_work_dir(params: PullParameters, *, existed: bool) -> bool:
+    """Part A Q9, after a successful pull: the bundle dir holds the bundle. Without ``tmp_dir``
+    the working dir ``<bundle>/.tmp`` (blob store, layouts, archive links, state) goes; with
+    ``tmp_dir`` it is the cache the user asked for and stays. A dry-run removes it only when
+    it made it (``existed``: it was there when the run started). True when removed."""
+    if params.tmp_dir or (params.dry_run and existed):
+        return False
+    work = params.work_root()
+    if not work.exists():
+        return False
+    shutil.rmtree(work)
+    return True
 
 
 def _archive_json(result: ArchiveResult | None) -> dict[str, Any] | None:

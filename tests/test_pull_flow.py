@@ -114,12 +114,12 @@ def test_rerun_into_the_same_bundle_dir_fetches_no_blob(
     and the archives come out byte-identical."""
     from flows.pull import run_pull
 
-    bundle = tmp_path / "bundle"
-    run_pull(_params(registry, bundle, include_packages=["code"]))
+    bundle, cache = tmp_path / "bundle", str(tmp_path / "bundle" / ".tmp")  # a kept cache (Q9)
+    run_pull(_params(registry, bundle, include_packages=["code"], tmp_dir=cache))
     first = {p.name: p.read_bytes() for p in bundle.glob("*.tar")}
     written = (bundle / "package-code.tar").stat().st_mtime_ns
     registry.clear_requests()
-    run_pull(_params(registry, bundle, include_packages=["code"]))
+    run_pull(_params(registry, bundle, include_packages=["code"], tmp_dir=cache))
     assert registry.count("GET", "/blobs/") == 0
     assert {p.name: p.read_bytes() for p in bundle.glob("*.tar")} == first
     # packed from the same content into the same place: kept, not written again
