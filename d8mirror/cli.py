@@ -98,13 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_bundle_dir(bundle: Path, *, force: bool, dry_run: bool) -> None:
-    """§9.1: a directory (created if missing), empty unless --force (a sole .tmp is fine)."""
+def check_bundle_dir(bundle: Path, *, force: bool, dry_run: bool,
+                     tmp_dir: Path | None = None) -> None:
+    """§9.1: a directory (created if missing), empty unless --force (a sole .tmp is fine, and
+    so is the entry holding ``--tmp-dir`` when it lies inside the bundle dir)."""
     if bundle.exists() and not bundle.is_dir():
         raise ConfigError(f"images bundle path {bundle} is not a directory")
     if dry_run or force or not bundle.exists():
         return
-    extra = sorted(p.name for p in bundle.iterdir() if p.name != ".tmp")
+    allowed = {".tmp"}
+    if tmp_dir is not None:
+        work, root = Path(os.path.abspath(tmp_dir)), Path(os.path.abspath(bundle))
+        if work != root and work.is_relative_to(root):
+            allowed.add(work.relative_to(root).parts[0])
+    extra = sorted(p.name for p in bundle.iterdir() if p.name not in allowed)
     if extra:
         raise ConfigError(f"bundle directory {bundle} is not empty ({', '.join(extra[:3])}"
                           f"{'…' if len(extra) > 3 else ''}); use --force to write into it")
@@ -135,7 +142,8 @@ def _print_package_errors(bundle: Path) -> None:
 
 def _pull_parameters(args: argparse.Namespace) -> PullParameters:
     """The flow parameters of ``pull`` (credential flags go to the environment, never here)."""
-    check_bundle_dir(Path(args.bundle), force=args.force, dry_run=args.dry_run)
+    check_bundle_dir(Path(args.bundle), force=args.force, dry_run=args.dry_run,
+                     tmp_dir=Path(args.tmp_dir) if args.tmp_dir else None)
     if args.source_password and not args.source_login:
         raise ConfigError("--source-password given without --source-login")
     for flag, var in (("source_login", "D8_MIRROR_SOURCE_LOGIN"),

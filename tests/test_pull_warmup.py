@@ -107,8 +107,10 @@ def test_cli_pull_warms_up_while_its_prefect_server_starts_and_fetches_each_blob
                DO_NOT_TRACK="1")
     bundle = tmp_path / "bundle"
     registry.clear_requests()
+    # the kept store inside the new bundle dir (issue 13: the warm-up creates it first)
     done = subprocess.run([sys.executable, "-m", "d8mirror.cli", "pull", str(bundle),
-                           "--source", f"{registry.host}/{DEMO_ROOT}", "--insecure"],
+                           "--source", f"{registry.host}/{DEMO_ROOT}", "--insecure",
+                           "--tmp-dir", str(bundle / "work")],
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "fetched while the local Prefect API server started" in done.stderr
@@ -116,7 +118,7 @@ def test_cli_pull_warms_up_while_its_prefect_server_starts_and_fetches_each_blob
                                if method == "GET" and "/blobs/" in path)
     assert gets and max(gets.values()) == 1, gets.most_common(3)
     report = json.loads((bundle / "report.json").read_text())
-    store = bundle / ".tmp" / "blobs" / "sha256"
+    store = bundle / "work" / "blobs" / "sha256"
     fetched = sum(p["bytes_fetched"] for p in report["packages"])
     assert 0 < fetched <= sum(b.stat().st_size for b in store.iterdir())
 
