@@ -10,10 +10,9 @@ import pytest
 from faultproxy import FaultProxy
 
 from d8mirror import cli
+from d8mirror.errors import ConfigError
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import SeededContent
-
-pytestmark = pytest.mark.usefixtures("prefect_server")
 
 BUNDLE_FILES = ["package-code.tar", "package-code.tar.sha256", "package-versions.tar",
                 "package-versions.tar.sha256", "report.json"]
@@ -24,6 +23,7 @@ def _pull(host: str, bundle: Path, *flags: str) -> int:
                      "--include-package", "code", *flags])
 
 
+@pytest.mark.usefixtures("prefect_server")
 def test_a_default_pull_leaves_the_bundle_only_and_tmp_dir_is_kept(
         registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
@@ -38,6 +38,7 @@ def test_a_default_pull_leaves_the_bundle_only_and_tmp_dir_is_kept(
     assert (kept / "package-code.tar").read_bytes() == (bundle / "package-code.tar").read_bytes()
 
 
+@pytest.mark.usefixtures("prefect_server")
 def test_a_failed_run_keeps_the_cache_for_its_retry_which_then_removes_it(
         registry: RegistryServer, demo_content: SeededContent, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,3 +61,18 @@ def test_a_failed_run_keeps_the_cache_for_its_retry_which_then_removes_it(
     assert any(p.endswith(layer) for p in blob_gets)
     assert not [p for p in blob_gets if "/packages/code/" in p], "code was fetched again"
     assert not (bundle / ".tmp").exists()
+
+
+def test_the_working_dir_inside_a_new_bundle_dir_is_not_content(tmp_path: Path) -> None:
+    """Issue 13: ``pull NEW --tmp-dir NEW/work``; the CLI's warm-up creates the store before
+    the command checks that NEW is empty."""
+    bundle = tmp_path / "new"
+    (bundle / "work" / "blobs" / "sha256").mkdir(parents=True)
+    cli.check_bundle_dir(bundle, force=False, dry_run=False, tmp_dir=bundle / "work")
+    cli.check_bundle_dir(bundle, force=False, dry_run=False, tmp_dir=bundle / "work" / "x")
+    (bundle / "package-a.tar").write_bytes(b"")
+    with pytest.raises(ConfigError, match="not empty"):
+        cli.check_bundle_dir(bundle, force=False, dry_run=False, tmp_dir=bundle / "work")
+    (bundle / "package-a.tar").unlink()
+    with pytest.raises(ConfigError, match=r"not empty \(work\)"):
+        cli.check_bundle_dir(bundle, force=False, dry_run=False, tmp_dir=tmp_path / "other")
