@@ -13,6 +13,9 @@ Defaults come from the environment (no credential ever does: those are Secret bl
 parameters, or D8_MIRROR_* / AWS variables of this process):
 
     D8MIRROR_BUNDLE_DIR   bundle directory           (/var/lib/d8mirror/bundle)
+    D8MIRROR_CACHE_DIR    kept working dir and blob cache, the pulls' tmp_dir
+                          (/var/lib/d8mirror/cache; "" = none: every run starts cold and
+                          removes its BUNDLE_DIR/.tmp when it succeeds)
     D8MIRROR_SOURCE       source edition repository  (registry.deckhouse.ru/deckhouse/ee)
     D8MIRROR_TARGET       push target repository     (registry.local:5000/deckhouse/ee)
     D8MIRROR_UPLOAD_URL   upload target              (s3://d8mirror/bundle)
@@ -44,6 +47,9 @@ def pull_defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "bundle_dir": _setting(env, "D8MIRROR_BUNDLE_DIR", "/var/lib/d8mirror/bundle"),
         "source": _setting(env, "D8MIRROR_SOURCE", "registry.deckhouse.ru/deckhouse/ee"),
     }
+    cache = _setting(env, "D8MIRROR_CACHE_DIR", "/var/lib/d8mirror/cache")
+    if cache:   # nightly runs reuse their blobs; a successful run would remove BUNDLE_DIR/.tmp
+        defaults["tmp_dir"] = cache
     defaults.update(json.loads(env.get("D8MIRROR_PULL_PARAMS") or "{}"))
     return defaults
 

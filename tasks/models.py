@@ -42,8 +42,9 @@ class PullParameters(BaseModel):
     chunk_size: str = Field("0", description="Split archives into chunks: decimal GB as in d8 "
                             "(5) or with a unit (500MB, 1GiB); 0 = off.")
     gost_digest: bool = Field(False, description="Also write GOST Streebog-256 .gostsum files.")
-    tmp_dir: str | None = Field(None, description="Working dir and blob cache "
-                                "(default BUNDLE_DIR/.tmp).")
+    tmp_dir: str | None = Field(None, description="Working dir and blob cache, kept across "
+                                "runs (default BUNDLE_DIR/.tmp, removed after a successful "
+                                "run).")
     insecure: bool = Field(False, description="Plain HTTP to the source registry.")
     tls_skip_verify: bool = Field(False, description="Do not verify the source's TLS certificate.")
     ca_file: str | None = Field(None, description="Extra CA bundle (PEM) for the source registry.")
