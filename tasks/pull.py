@@ -9,6 +9,7 @@ twice thanks to the shared blob store.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import uuid
 from pathlib import Path
@@ -73,7 +74,11 @@ def remove_default_work_dir(params: PullParameters, *, existed: bool) -> bool:
     work = params.work_root()
     if not work.exists():
         return False
-    shutil.rmtree(work)
+    try:
+        shutil.rmtree(work)
+    except OSError as exc:      # the bundle is complete: a leftover is no reason to fail it
+        logging.getLogger("d8mirror.pull").warning("working dir %s not removed: %s", work, exc)
+        return False
     return True
 
 
