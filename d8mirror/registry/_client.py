@@ -7,6 +7,7 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +21,7 @@ from d8mirror.errors import (
     ProtocolError,
     RegistryError,
     RegistryNetworkError,
+    ServerError,
     wrap_os_error,
 )
 from d8mirror.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES
@@ -173,23 +175,39 @@ class RegistryClient:
             self._scheme_known = True
 
     def _speaks_https(self) -> bool:
-        secure = f"https://{self.registry}/v2/"
+        """HTTPS and plain HTTP ``GET /v2/`` are sent together, HTTPS first: any answer over
+        HTTPS settles it; a registry's answer (200/401) over plain HTTP proves the port speaks
+        no TLS, so nobody waits for a plain server to give up on a TLS handshake."""
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scheme-probe")
         try:
-            with self._token_http.stream("GET", secure, follow_redirects=False,
-                                         timeout=min(_HTTPS_PROBE_TIMEOUT,
-                                                     self.limits.socket_timeout)):
-                return True
-        except httpx.HTTPError as https_error:
-            first: BaseException = https_error
-        plain = f"http://{self.registry}/v2/"
-        with translated_transport_errors("GET", plain, self.registry), \
-                self._token_http.stream("GET", plain, follow_redirects=False) as response:
-            if response.status_code in _REGISTRY_PING:
-                return False
-            if response.status_code == 429 or response.status_code >= 500:
-                raise error_from_response(response, subject="other", registry=self.registry)
+            https = pool.submit(self._probe, "https")
+            http = pool.submit(self._probe, "http")
+            pending = {https, http}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                if https in done and https.exception() is None:
+                    return True
+                if http in done and http.exception() is None \
+                        and http.result() in _REGISTRY_PING:
+                    return False
+        finally:
+            pool.shutdown(wait=False)
+        status = None if http.exception() is not None else http.result()
+        if status is not None and (status == 429 or status >= 500):
+            raise ServerError(f"{self.registry} answered {status} to GET /v2/ over plain HTTP "
+                              "and nothing over HTTPS; retry later",
+                              url=f"http://{self.registry}/v2/", status=status)
+        secure = f"https://{self.registry}/v2/"
         with translated_transport_errors("GET", secure, self.registry):
-            raise first  # neither answers like a registry: report the HTTPS failure
+            raise https.exception() or ProtocolError(f"no answer from {secure}")
+
+    def _probe(self, scheme: str) -> int:
+        timeout = self.limits.socket_timeout
+        if scheme == "https":
+            timeout = min(_HTTPS_PROBE_TIMEOUT, timeout)
+        with self._token_http.stream("GET", f"{scheme}://{self.registry}/v2/",
+                                     follow_redirects=False, timeout=timeout) as response:
+            return response.status_code
 
     def _send(self, method: str, url: str | httpx.URL, *, subject: Subject,
               expected: tuple[int, ...], headers: dict[str, str] | None = None,
