@@ -100,8 +100,10 @@ class RetryPolicy:
             backoff = max(backoff, min(exc.retry_after, self.max_retry_after))
         return backoff
 
-    def call(self, operation: Callable[[], T], *, what: str = "") -> T:
-        """``operation()``, retried on transient errors; see the module docstring."""
+    def call(self, operation: Callable[[], T], *, what: str = "",
+             deadline: float | None = None) -> T:
+        """``operation()``, retried on transient errors; see the module docstring. No try
+        starts after ``deadline`` (a ``clock`` time, e.g. the end of an image's time)."""
         started = self.clock()
         since: float | None = None     # when the current budget started (first failure)
         slept = 0.0                    # seconds slept since then (budgets an injected sleep)
@@ -119,6 +121,8 @@ class RetryPolicy:
                     since, slept = now, 0.0
                 corrupt += isinstance(exc, DigestMismatchError)
                 left = self.budget - max(now - since, slept)
+                if deadline is not None:
+                    left = min(left, deadline - now)
                 if (left <= 0 or corrupt >= self.integrity_attempts
                         or (self.attempts is not None and attempt >= self.attempts)):
                     if attempt > 1:

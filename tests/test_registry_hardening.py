@@ -6,6 +6,7 @@ plain-HTTP token realm of an HTTPS registry, a broken token kept out of error te
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
@@ -18,9 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from d8mirror.blobstore import BlobStore
 from d8mirror.errors import ProtocolError, RegistryNetworkError, ServerError, TLSError
+from d8mirror.pull.fetcher import ImageFetcher
 from d8mirror.registry import Credentials, RegistryClient, TLSOptions
 from d8mirror.registry._errors import redact_auth
+from d8mirror.retry import RetryPolicy
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.token_server import SelfSignedCertificate, make_self_signed_certificate
 
@@ -374,6 +378,50 @@ def test_insecure_reports_the_tls_failure_of_an_https_registry_it_cannot_verify(
 
 @pytest.fixture(autouse=True)
 def _no_stray_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("D8_MIRROR_TIMEOUT", "D8_MIRROR_STALL_TIMEOUT", "D8_MIRROR_STALL_BYTES"):
+    for name in ("D8_MIRROR_TIMEOUT", "D8_MIRROR_STALL_TIMEOUT", "D8_MIRROR_STALL_BYTES",
+                 "D8_MIRROR_IMAGE_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     yield
+
+
+# -- an overall deadline per image ----------------------------------------------------------
+
+LAYER_DIGEST = "sha256:" + "1" * 64
+EMPTY_DIGEST = "sha256:" + hashlib.sha256(b"").hexdigest()
+IMAGE_MANIFEST = json.dumps({
+    "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+               "digest": EMPTY_DIGEST, "size": 0},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": LAYER_DIGEST, "size": 4 * MiB}]}).encode()
+IMAGE_DIGEST = "sha256:" + hashlib.sha256(IMAGE_MANIFEST).hexdigest()
+
+
+def _slow_image(exchange: Exchange) -> None:
+    if exchange.path.endswith(f"/manifests/{IMAGE_DIGEST}"):
+        exchange.answer("200 OK", IMAGE_MANIFEST, **{
+            "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+            "Docker-Content-Digest": IMAGE_DIGEST})
+    elif exchange.path.endswith(f"/blobs/{EMPTY_DIGEST}"):
+        exchange.answer("200 OK", b"", **{"Content-Type": "application/octet-stream"})
+    elif "/blobs/" in exchange.path:
+        _slow_but_steady(exchange)
+    else:
+        exchange.answer("200 OK", b"{}")
+
+
+def test_an_image_that_keeps_trickling_in_is_abandoned_at_its_deadline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fast enough for the rate floor, retried within the budget, but the image as a whole
+    must be done within D8_MIRROR_IMAGE_TIMEOUT."""
+    monkeypatch.setenv("D8_MIRROR_IMAGE_TIMEOUT", "3s")
+    with Hostile(_slow_image) as server, _plain_client(server.host) as client:
+        fetcher = ImageFetcher(client, BlobStore(tmp_path / "store"), blob_workers=1,
+                               retry=RetryPolicy(budget=60.0))
+        started = time.monotonic()
+        with pytest.raises(RegistryNetworkError, match="D8_MIRROR_IMAGE_TIMEOUT") as caught:
+            fetcher.image("hostile/slow", IMAGE_DIGEST)
+        elapsed = time.monotonic() - started
+    assert "not done after 3 s" in str(caught.value)
+    assert f"/blobs/{LAYER_DIGEST}" in str(caught.value)
+    assert elapsed < 12, elapsed               # the layer alone would take 25 s per try

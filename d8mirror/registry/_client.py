@@ -48,7 +48,7 @@ from d8mirror.registry._errors import (
     redact_url,
     translated_transport_errors,
 )
-from d8mirror.registry._limits import TransferLimits, WatchedTransport
+from d8mirror.registry._limits import DEADLINE_EXTENSION, TransferLimits, WatchedTransport
 from d8mirror.registry._links import parse_next_link
 from d8mirror.registry._models import Credentials, Descriptor, Manifest, TLSOptions
 
@@ -229,11 +229,13 @@ class RegistryClient:
 
     @contextmanager
     def _stream(self, method: str, url: str | httpx.URL, *, subject: Subject,
-                expected: tuple[int, ...],
-                headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
+                expected: tuple[int, ...], headers: dict[str, str] | None = None,
+                deadline: float | None = None) -> Iterator[httpx.Response]:
         self._resolve_scheme()
+        extensions = {DEADLINE_EXTENSION: deadline} if deadline is not None else None
         with translated_transport_errors(method, url, self.registry), \
-                self._http.stream(method, url, headers=headers) as response:
+                self._http.stream(method, url, headers=headers,
+                                  extensions=extensions) as response:
             raise_for_response(response, subject=subject, expected=expected,
                                registry=self.registry)
             yield response
@@ -301,11 +303,13 @@ class RegistryClient:
                 return descriptor
         return self.get_manifest(repository, reference).descriptor
 
-    def get_manifest(self, repository: str, reference: str) -> Manifest:
-        """The manifest bytes exactly as served (all four manifest types accepted)."""
+    def get_manifest(self, repository: str, reference: str, *,
+                     deadline: float | None = None) -> Manifest:
+        """The manifest bytes exactly as served (all four manifest types accepted).
+        ``deadline``: a ``limits.clock`` time past which the request is aborted."""
         url = _manifest_path(repository, reference)
         with self._stream("GET", url, subject="manifest", expected=(200,),
-                          headers=_ACCEPT) as response:
+                          headers=_ACCEPT, deadline=deadline) as response:
             data = read_capped(response, MAX_MANIFEST_BYTES, "manifest")
             content_type = response.headers.get("Content-Type", "")
             served = response.headers.get("Docker-Content-Digest", "")
@@ -347,7 +351,8 @@ class RegistryClient:
         return response.status_code == 200
 
     def fetch_blob(self, repository: str, digest: str, dest: Path, *, size: int | None = None,
-                   on_progress: Callable[[int], None] | None = None) -> int:
+                   on_progress: Callable[[int], None] | None = None,
+                   deadline: float | None = None) -> int:
         """Stream a blob to ``dest`` via ``dest.partial``, verified; returns its size.
 
         A ``.partial`` left by an earlier attempt is re-hashed and continued with a Range
@@ -366,7 +371,7 @@ class RegistryClient:
                 partial.restart()
             if on_progress is not None and partial.length:
                 on_progress(partial.length)
-            self._download_resuming(url, partial, size, on_progress)
+            self._download_resuming(url, partial, size, on_progress, deadline)
             _verify_partial(partial, digest, size, f"{repository}@{digest}")
             partial.commit(dest)
             committed = True
@@ -381,14 +386,16 @@ class RegistryClient:
                 partial.close_keeping_progress()
 
     def _download_resuming(self, url: str, partial: PartialDownload, size: int | None,
-                           on_progress: Callable[[int], None] | None) -> None:
+                           on_progress: Callable[[int], None] | None,
+                           deadline: float | None) -> None:
         try:
-            self._download_into(url, partial, size, on_progress)
+            self._download_into(url, partial, size, on_progress, deadline)
         except RegistryNetworkError:
-            self._download_into(url, partial, size, on_progress)
+            self._download_into(url, partial, size, on_progress, deadline)
 
     def _download_into(self, url: str, partial: PartialDownload, size: int | None,
-                       on_progress: Callable[[int], None] | None) -> None:
+                       on_progress: Callable[[int], None] | None,
+                       deadline: float | None) -> None:
         for _attempt in range(2):
             offset = partial.length
             if size is not None and offset == size:
@@ -397,7 +404,7 @@ class RegistryClient:
             if offset:
                 headers["Range"] = f"bytes={offset}-"
             with self._stream("GET", url, subject="blob", expected=(200, 206, 416),
-                              headers=headers) as response:
+                              headers=headers, deadline=deadline) as response:
                 if response.status_code == 416:
                     partial.restart()
                     continue
