@@ -251,3 +251,16 @@ def test_a_small_budget_gives_up_on_the_same_outage(restartable: RegistryServer)
             policy.call(lambda: client.list_tags("patience/outage"))
         assert time.monotonic() - started < 4.0
         thread.join(30)
+
+
+@pytest.mark.parametrize(("name", "value"), [("D8_MIRROR_TIMEOUT", "soon"),
+                                             ("D8_MIRROR_RETRY_BUDGET", "a while"),
+                                             ("D8_MIRROR_STALL_TIMEOUT", "0s")])
+def test_a_bad_timing_variable_is_bad_usage_before_anything_starts(
+        name: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from d8mirror.cli import main
+
+    monkeypatch.setenv(name, value)
+    assert main(["push", str(tmp_path), "127.0.0.1:9/target"]) == 2
+    assert name in capsys.readouterr().err

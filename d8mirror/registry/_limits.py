@@ -154,3 +154,13 @@ class _Watched(httpx.SyncByteStream):
 
     def close(self) -> None:
         self._stream.close()
+
+
+def check_transfer_environment(env: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`ConfigError` now for a bad ``D8_MIRROR_TIMEOUT``, stall, image timeout or
+    retry variable, before a run starts (the CLI calls this first)."""
+    from d8mirror.retry import default_policy
+
+    TransferLimits.from_env(env)
+    if env is None:
+        default_policy()
