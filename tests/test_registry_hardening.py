@@ -425,3 +425,26 @@ def test_an_image_that_keeps_trickling_in_is_abandoned_at_its_deadline(
     assert "not done after 3 s" in str(caught.value)
     assert f"/blobs/{LAYER_DIGEST}" in str(caught.value)
     assert elapsed < 12, elapsed               # the layer alone would take 25 s per try
+
+
+def _always_503(exchange: Exchange) -> None:
+    if exchange.path == "/v2/":
+        exchange.answer("200 OK", b"{}")
+        return
+    exchange.answer("503 Service Unavailable", json.dumps(
+        {"errors": [{"code": "UNAVAILABLE", "message": "x" * 2000}]}).encode(),
+        **{"Content-Type": "application/json"})
+
+
+def test_error_bodies_do_not_count_as_progress_so_the_budget_ends(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes flowing restart the retry budget, but only those of a successful answer: a
+    registry answering 503 with a body is given up when the budget is spent."""
+    policy = RetryPolicy(budget=1.0, base_delay=0.05, max_delay=0.05, attempts=100)
+    with Hostile(_always_503) as server, _plain_client(server.host) as client:
+        started = time.monotonic()
+        with pytest.raises(ServerError, match="gave up after"):
+            policy.call(lambda: client.list_tags("hostile"))
+        elapsed = time.monotonic() - started
+        tries = sum(1 for _m, path, _h in server.requests if path.endswith("/tags/list"))
+    assert elapsed < 4 and tries < 60, (elapsed, tries)

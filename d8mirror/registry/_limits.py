@@ -112,8 +112,10 @@ class TransferLimits:
 
 
 class WatchedTransport(httpx.BaseTransport):
-    """An httpx transport whose bodies, both ways, run under :meth:`TransferLimits.watch` and
-    count as retry progress (:func:`d8mirror.retry.note_progress`)."""
+    """An httpx transport whose bodies, both ways, run under :meth:`TransferLimits.watch`.
+    The body of a successful (2xx) answer counts as retry progress
+    (:func:`d8mirror.retry.note_progress`); an error body, or an upload the registry may
+    still refuse, does not (a registry answering 503 with a body would never be given up)."""
 
     def __init__(self, inner: httpx.BaseTransport, limits: TransferLimits) -> None:
         self._inner = inner
@@ -127,10 +129,12 @@ class WatchedTransport(httpx.BaseTransport):
             raise self._limits.past_image_deadline(what)
         body = request.stream
         if isinstance(body, httpx.SyncByteStream) and not isinstance(body, httpx.ByteStream):
-            request.stream = _Watched(body, self._limits, started, f"upload {what}", deadline)
+            request.stream = _Watched(body, self._limits, started, f"upload {what}", deadline,
+                                      progress=False)
         response = self._inner.handle_request(request)
         if isinstance(response.stream, httpx.SyncByteStream):
-            response.stream = _Watched(response.stream, self._limits, started, what, deadline)
+            response.stream = _Watched(response.stream, self._limits, started, what, deadline,
+                                       progress=200 <= response.status_code < 300)
         return response
 
     def close(self) -> None:
@@ -139,9 +143,10 @@ class WatchedTransport(httpx.BaseTransport):
 
 class _Watched(httpx.SyncByteStream):
     def __init__(self, stream: httpx.SyncByteStream, limits: TransferLimits, started: float,
-                 what: str, deadline: float | None) -> None:
+                 what: str, deadline: float | None, *, progress: bool) -> None:
         self._stream = stream
         self._deadline = deadline
+        self._progress = progress
         self._limits = limits
         self._started = started
         self._what = what
@@ -149,7 +154,8 @@ class _Watched(httpx.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         for piece in self._limits.watch(iter(self._stream), started=self._started,
                                         what=self._what, deadline=self._deadline):
-            note_progress(len(piece))
+            if self._progress:
+                note_progress(len(piece))
             yield piece
 
     def close(self) -> None:
