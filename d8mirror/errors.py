@@ -21,6 +21,7 @@
     ├── ProbeCancelled               a --proxy-registry version probe was cancelled
     ├── IntegrityError
     │   ├── DigestMismatchError      bytes do not hash to their digest (retried: may be transient)
+    │   │   └── LocalContentError    local bytes contradict their descriptor (never retried)
     │   └── LayerReadError           an image layer is truncated or not a readable tar
     ├── LayoutError                  an OCI image layout is missing or malformed
     ├── BundleError                  archives: packing, chunks, unpack
@@ -146,6 +147,11 @@ class DigestMismatchError(IntegrityError):
         self.actual = actual
 
 
+class LocalContentError(DigestMismatchError):
+    """Bytes on this machine contradict their descriptor (a blob in an archive or file shorter
+    than its manifest says): deterministic, so never retried."""
+
+
 class LayerReadError(IntegrityError):
     """An image layer on disk is truncated or not a readable (gzip) tar."""
 
@@ -185,9 +191,11 @@ def is_retryable(exc: BaseException) -> bool:
     """Whether retrying the operation that raised ``exc`` may succeed.
 
     Transient: rate limits, 5xx, network faults, digest mismatches (a corrupted transfer).
-    Never retried: not found, unauthorized, denied, bad input, TLS failures, protocol errors.
+    Never retried: not found, unauthorized, denied, bad input, TLS failures, protocol errors,
+    local content that contradicts its descriptor (the same bytes would be read again).
     """
-    if isinstance(exc, (NotFoundError, UnauthorizedError, DeniedError, TLSError, ConfigError)):
+    if isinstance(exc, (NotFoundError, UnauthorizedError, DeniedError, TLSError, ConfigError,
+                        LocalContentError)):
         return False
     return isinstance(exc, (RateLimitedError, ServerError, RegistryNetworkError,
                             DigestMismatchError))

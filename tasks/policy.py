@@ -31,8 +31,11 @@ def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) 
 
 
 #: Keyword arguments for ``@task`` that talk to a registry or S3.
-#: The core already retries every request and blob (``d8mirror.retry``); one task-level retry
-#: is a last resort (e.g. a registry restarting), so a persistent fault fails fast.
+#: The core already retries every request and blob for a time budget (``d8mirror.retry``,
+#: 90 s after a failure, ``D8_MIRROR_RETRY_BUDGET``), so a registry blip d8 survives is
+#: survived there; one task-level retry is a last resort. Errors that cannot go away by
+#: themselves (401/403/404, bad input, local content contradicting its descriptor) are never
+#: retried, here or in the core.
 TRANSIENT_RETRIES: dict[str, Any] = {
     "retries": 1,
     "retry_delay_seconds": exponential_backoff(backoff_factor=2),

@@ -16,6 +16,9 @@ os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = os.path.join(os.environ["PREF
                                                                "storage")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
+# The core retries a failing request for 90 s by default (d8's patience); tests that expect a
+# failure should not wait that long. Tests of the default patience clear this themselves.
+os.environ.setdefault("D8_MIRROR_RETRY_BUDGET", "15s")
 
 from collections.abc import Iterator
 

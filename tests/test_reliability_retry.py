@@ -85,7 +85,8 @@ def test_attempts_are_bounded_and_the_last_error_says_so() -> None:
 
 
 def test_defaults_and_no_retry() -> None:
-    assert (DEFAULT_RETRY.attempts, DEFAULT_RETRY.base_delay) == (5, 0.2)
+    assert (DEFAULT_RETRY.attempts, DEFAULT_RETRY.budget, DEFAULT_RETRY.base_delay) == \
+        (None, 90.0, 0.2)
     calls, operation = _flaky([ServerError("x")])
     with pytest.raises(ServerError) as caught:
         NO_RETRY.call(operation)

@@ -156,14 +156,16 @@ class ImageFetcher:
                                what=f"list tags of {repository}")
 
     # -- manifests and blobs ----------------------------------------------------------------
-    def _manifest(self, repository: str, digest: str) -> tuple[str, bytes]:
+    def _manifest(self, repository: str, digest: str,
+                  deadline: float | None = None) -> tuple[str, bytes]:
         if self.store.has(digest) and self.store.verified(digest):
             data = self.store.read_bytes(digest, limit=MAX_MANIFEST_BYTES)
             media_type = str(json.loads(data).get("mediaType") or "")
             if media_type:
                 return media_type, data
-        manifest = self.retry.call(lambda: self.client.get_manifest(repository, digest),
-                                   what=f"get manifest {repository}@{digest}")
+        manifest = self.retry.call(
+            lambda: self.client.get_manifest(repository, digest, deadline=deadline),
+            what=f"get manifest {repository}@{digest}", deadline=deadline)
         if manifest.digest != digest:
             raise ProtocolError(f"registry served {manifest.digest} for {repository}@{digest}",
                                 url=f"{repository}@{digest}")
@@ -173,10 +175,14 @@ class ImageFetcher:
     def image(self, repository: str, digest: str) -> ImageClosure:
         """Fetch the manifest and every blob of ``repository@digest`` into the store.
 
-        An index (multi-arch) is flattened to its linux/amd64 child (spec §6.3).
+        An index (multi-arch) is flattened to its linux/amd64 child (spec §6.3). The whole
+        image, retries included, must be done within the client's ``limits.image_timeout``.
         """
+        return self._image(repository, digest, self.client.limits.image_deadline())
+
+    def _image(self, repository: str, digest: str, deadline: float | None) -> ImageClosure:
         self.check_stop()
-        media_type, data = self._manifest(repository, digest)
+        media_type, data = self._manifest(repository, digest, deadline)
         doc = json.loads(data)
         if media_type in INDEX_TYPES or "manifests" in doc:
             children = doc.get("manifests") or []
@@ -184,13 +190,13 @@ class ImageFetcher:
                 raise ProtocolError(f"image index {repository}@{digest} has no manifests",
                                     url=f"{repository}@{digest}")
             child = next((c for c in children if _is_amd64(c)), children[0])
-            return self.image(repository, str(child["digest"]))
+            return self._image(repository, str(child["digest"]), deadline)
         config = doc.get("config") or {}
         layers = [(str(layer["digest"]), int(layer.get("size", 0)))
                   for layer in doc.get("layers") or []]
         blobs = [(str(config["digest"]), int(config.get("size", 0)))] if config else []
         try:
-            self.ensure_blobs(repository, [*blobs, *layers])
+            self.ensure_blobs(repository, [*blobs, *layers], deadline=deadline)
         except MirrorError as exc:
             add_context(exc, f"while fetching image {repository}@{digest}")
             raise
@@ -200,14 +206,16 @@ class ImageFetcher:
             layers=tuple(d for d, _ in layers),
         )
 
-    def ensure_blobs(self, repository: str, blobs: Sequence[tuple[str, int]]) -> None:
+    def ensure_blobs(self, repository: str, blobs: Sequence[tuple[str, int]], *,
+                     deadline: float | None = None) -> None:
         unique = list(dict.fromkeys(blobs))
         if len(unique) <= 1 or self.blob_workers == 1:
             for digest, size in unique:
-                self._ensure_blob(repository, digest, size)
+                self._ensure_blob(repository, digest, size, deadline)
             return
         pool = self._blob_pool()
-        for future in [pool.submit(self._ensure_blob, repository, d, s) for d, s in unique]:
+        for future in [pool.submit(self._ensure_blob, repository, d, s, deadline)
+                       for d, s in unique]:
             future.result()
 
     def _blob_pool(self) -> ThreadPoolExecutor:
@@ -220,7 +228,8 @@ class ImageFetcher:
                 weakref.finalize(self, self._pool.shutdown, wait=False)
             return self._pool
 
-    def _ensure_blob(self, repository: str, digest: str, size: int) -> None:
+    def _ensure_blob(self, repository: str, digest: str, size: int,
+                     deadline: float | None = None) -> None:
         self.check_stop()
         incoming = self.store.root / "incoming" / digest.split(":", 1)[1]
         with _download_lock(incoming):
@@ -232,8 +241,9 @@ class ImageFetcher:
                 return
             incoming.parent.mkdir(parents=True, exist_ok=True)
             written = self.retry.call(
-                lambda: self.client.fetch_blob(repository, digest, incoming, size=size or None),
-                what=f"fetch blob {repository}@{digest}")
+                lambda: self.client.fetch_blob(repository, digest, incoming, size=size or None,
+                                               deadline=deadline),
+                what=f"fetch blob {repository}@{digest}", deadline=deadline)
             self.store.commit(digest, incoming, trusted=True)
             if self.ahead:
                 self.store.mark_prefetched(digest)

@@ -7,12 +7,12 @@ deadline (15 s, or ``D8_MIRROR_TIMEOUT``); ``MIRROR_BYPASS_ACCESS_CHECKS=1`` ski
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from d8mirror.errors import ConfigError, MirrorError
+from d8mirror.durations import env_duration
+from d8mirror.errors import MirrorError
 from d8mirror.push import tinyimage
 from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient
@@ -22,8 +22,6 @@ WRITE_CHECK_LABEL = "d8mirror write check"
 DEFAULT_TIMEOUT = 15.0
 BYPASS_ENV = "MIRROR_BYPASS_ACCESS_CHECKS"
 TIMEOUT_ENV = "D8_MIRROR_TIMEOUT"
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 class WriteCheckError(MirrorError):
@@ -35,14 +33,10 @@ def bypassed(env: Mapping[str, str] | None = None) -> bool:
 
 
 def check_timeout(env: Mapping[str, str] | None = None) -> float:
-    """``D8_MIRROR_TIMEOUT`` as seconds (``30``, ``30s``, ``2m``, ``500ms``), else 15."""
-    text = (env if env is not None else os.environ).get(TIMEOUT_ENV, "").strip()
-    if not text:
-        return DEFAULT_TIMEOUT
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(f"{TIMEOUT_ENV}={text!r} is not a duration (e.g. 30s, 2m)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    """``D8_MIRROR_TIMEOUT`` as seconds (a Go duration: ``30s``, ``1m30s``, ``500ms``; a bare
+    number is seconds), else 15; a negative or zero value leaves the 15 s in place, as in d8."""
+    seconds = env_duration(TIMEOUT_ENV, env)
+    return seconds if seconds is not None and seconds > 0 else DEFAULT_TIMEOUT
 
 
 def check_write_access(client: RegistryClient, target: Repository, *,

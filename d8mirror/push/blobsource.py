@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from d8mirror.bundle import BlobSpan, BlobSpans
-from d8mirror.errors import DigestMismatchError, IntegrityError, LayoutError, wrap_os_error
+from d8mirror.errors import IntegrityError, LayoutError, LocalContentError, wrap_os_error
 from d8mirror.layout import Layout
 from d8mirror.registry import RegistryClient
 
@@ -64,7 +64,7 @@ class LayoutBlobs:
             raise LayoutError(f"layout {self.layout.path} lacks blob {digest}: the bundle is "
                               "incomplete; copy the archive again or pull it again")
         if size is not None and size != span.size:
-            raise DigestMismatchError(f"{span.archive} holds {span.size} bytes for blob "
+            raise LocalContentError(f"{span.archive} holds {span.size} bytes for blob "
                                       f"{digest}, not the {size} its manifest says",
                                       expected=str(size), actual=str(span.size))
         client.upload_blob(repository, digest, span.archive, offset=span.offset,

@@ -9,6 +9,8 @@ re-send once; a second 401 with a different scope set gets one more token fetch.
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import re
 import threading
 import time
@@ -20,6 +22,7 @@ import httpx
 from d8mirror.errors import ProtocolError, UnauthorizedError
 from d8mirror.registry._errors import (
     error_from_response,
+    read_capped,
     redact_url,
     translated_transport_errors,
 )
@@ -33,6 +36,9 @@ _READ_METHODS = frozenset({"GET", "HEAD"})
 _DEFAULT_TOKEN_LIFETIME = 60.0
 _EXPIRY_MARGIN = 10.0
 _MAX_TOKEN_BODY = 1 << 20
+#: A token goes into an HTTP header: visible ASCII only (RFC 6750's b64token and then some).
+_TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")
+log = logging.getLogger("d8mirror.registry")
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,12 @@ class RegistryAuth(httpx.Auth):
         self._basic = False
         self._bearer: Challenge | None = None
         self._tokens: dict[str, _Token] = {}
+        self._warned_realms: set[str] = set()
+
+    def set_origin(self, origin: httpx.URL) -> None:
+        """The registry's scheme was settled (``--insecure`` fell back to plain HTTP)."""
+        with self._lock:
+            self._origin = origin
 
     def __repr__(self) -> str:
         user = self._credentials.username if self._credentials else None
@@ -167,6 +179,7 @@ class RegistryAuth(httpx.Auth):
     def _fetch_token(self, challenge: Challenge, scopes: tuple[str, ...]) -> _Token:
         """GET the realm with ``service`` and one ``scope`` per scope; cache the grant."""
         realm = challenge.params["realm"]
+        self._check_realm(realm)
         params: list[tuple[str, str | int | float | bool | None]] = []
         if "service" in challenge.params:
             params.append(("service", challenge.params["service"]))
@@ -174,8 +187,35 @@ class RegistryAuth(httpx.Auth):
         auth = None
         if self._credentials is not None:
             auth = httpx.BasicAuth(self._credentials.username, self._credentials.password)
-        with translated_transport_errors("GET", realm, self._registry):
-            response = self._token_http.get(realm, params=params, auth=auth)
+        with translated_transport_errors("GET", realm, self._registry), \
+                self._token_http.stream("GET", realm, params=params, auth=auth) as response:
+            return self._grant(response, realm, scopes)
+
+    def _check_realm(self, realm: str) -> None:
+        """Basic credentials go to the realm over HTTPS whenever the registry is HTTPS; a
+        realm on another host is allowed (as Docker does), with a warning."""
+        try:
+            url = httpx.URL(realm)
+        except httpx.InvalidURL as exc:
+            raise ProtocolError(f"{self._registry} names an invalid token realm "
+                                f"{redact_url(realm)!r}") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ProtocolError(f"{self._registry} names a token realm that is no http(s) URL: "
+                                f"{redact_url(realm)}", url=redact_url(realm))
+        if self._credentials is None:
+            return
+        if self._origin.scheme == "https" and url.scheme != "https":
+            raise ProtocolError(
+                f"{self._registry} is served over HTTPS but sends clients to the plain-HTTP "
+                f"token realm {redact_url(realm)}: refusing to send the credentials there in "
+                "cleartext; configure an https:// realm on the registry (auth.token.realm)",
+                url=redact_url(realm))
+        if url.host != self._origin.host and realm not in self._warned_realms:
+            self._warned_realms.add(realm)
+            log.warning("the token realm %s of %s is on another host: sending the "
+                        "credentials there, as Docker does", redact_url(realm), self._registry)
+
+    def _grant(self, response: httpx.Response, realm: str, scopes: tuple[str, ...]) -> _Token:
         if response.status_code != 200:
             error = error_from_response(response, subject="other", registry=self._registry)
             if isinstance(error, UnauthorizedError) or response.status_code == 401:
@@ -192,10 +232,9 @@ class RegistryAuth(httpx.Auth):
 
     def _token_from(self, response: httpx.Response) -> _Token:
         url = redact_url(response.request.url)
+        data = read_capped(response, _MAX_TOKEN_BODY, "token answer")
         try:
-            if len(response.content) > _MAX_TOKEN_BODY:
-                raise ValueError("token answer too large")
-            body = response.json()
+            body = json.loads(data)
             value = body.get("token") or body.get("access_token")
             lifetime = float(body.get("expires_in") or _DEFAULT_TOKEN_LIFETIME)
         except (ValueError, AttributeError, TypeError) as exc:
@@ -204,6 +243,10 @@ class RegistryAuth(httpx.Auth):
         if not isinstance(value, str) or not value:
             raise ProtocolError(f"token answer from {url} has neither 'token' nor "
                                 "'access_token'", url=url, status=response.status_code)
+        if not _TOKEN_RE.match(value):
+            raise ProtocolError(f"token answer from {url} holds a token that is no valid HTTP "
+                                "header value (not shown); the token server is broken",
+                                url=url, status=response.status_code)
         margin = min(_EXPIRY_MARGIN, lifetime / 2)
         return _Token(value, self._clock() + lifetime - margin)
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from d8mirror.errors import ConfigError, DigestMismatchError, wrap_os_error
+from d8mirror.errors import ConfigError, DigestMismatchError, LocalContentError, wrap_os_error
 
 CHUNK_SIZE = 1 << 20
 
@@ -43,7 +43,7 @@ def source_range(source: Path, digest: str, *, size: int | None,
         raise wrap_os_error(exc, str(source)) from exc
     if offset is None:
         if size is not None and size != file_size:
-            raise DigestMismatchError(f"{source} has {file_size} bytes, not the {size} of "
+            raise LocalContentError(f"{source} has {file_size} bytes, not the {size} of "
                                       f"blob {digest}", expected=str(size),
                                       actual=str(file_size))
         return 0, file_size
@@ -51,7 +51,7 @@ def source_range(source: Path, digest: str, *, size: int | None,
         raise ConfigError(f"a blob range of {source} needs offset >= 0 and size >= 0, got "
                           f"offset {offset} and size {size}")
     if offset + size > file_size:
-        raise DigestMismatchError(f"{source} has {file_size} bytes, too few for the {size} "
+        raise LocalContentError(f"{source} has {file_size} bytes, too few for the {size} "
                                   f"bytes of blob {digest} from byte {offset}: the file is "
                                   "truncated", expected=str(offset + size),
                                   actual=str(file_size))

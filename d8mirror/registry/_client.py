@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import ssl
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +21,7 @@ from d8mirror.errors import (
     ProtocolError,
     RegistryError,
     RegistryNetworkError,
+    ServerError,
     wrap_os_error,
 )
 from d8mirror.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES
@@ -40,9 +44,11 @@ from d8mirror.registry._errors import (
     Subject,
     error_from_response,
     raise_for_response,
+    read_capped,
     redact_url,
     translated_transport_errors,
 )
+from d8mirror.registry._limits import DEADLINE_EXTENSION, TransferLimits, WatchedTransport
 from d8mirror.registry._links import parse_next_link
 from d8mirror.registry._models import Credentials, Descriptor, Manifest, TLSOptions
 
@@ -53,6 +59,13 @@ _USER_AGENT = {"User-Agent": "d8mirror/0.1"}
 _GENERIC_TYPES = frozenset({"", "application/json", "text/plain", "application/octet-stream"})
 
 _MAX_LIST_BODY = 16 << 20
+#: Bodies nobody reads (a PUT's or POST's answer) are drained up to this, then dropped.
+_MAX_IGNORED_BODY = 64 << 10
+#: Answers that prove an HTTP registry when ``--insecure`` falls back from HTTPS.
+_REGISTRY_PING = (200, 401)
+#: A TLS handshake takes milliseconds: a plain-HTTP server that sits on one is not waited for.
+_HTTPS_PROBE_TIMEOUT = 10.0
+log = logging.getLogger("d8mirror.registry")
 #: Signed schema1 manifests announce the digest of their unsigned payload, not of the body.
 _SCHEMA1_PREFIX = "application/vnd.docker.distribution.manifest.v1"
 _DEFAULT_TLS = TLSOptions()
@@ -90,25 +103,38 @@ class RegistryClient:
 
     No retries here apart from one Range-resume of a broken blob download and one
     re-authentication on 401: callers retry by :func:`d8mirror.errors.is_retryable`.
+
+    HTTPS always, unless ``tls.insecure``: then HTTPS is tried first and plain HTTP is used
+    when the HTTPS attempt fails and the host answers ``/v2/`` over HTTP (as d8 does through
+    go-containerregistry's insecure registries). ``limits`` (default: from the environment,
+    :meth:`TransferLimits.from_env`) bound each request: ``D8_MIRROR_TIMEOUT`` and the
+    transfer-rate floor; ``timeout``, when given, is the socket timeout instead of the stall
+    window.
     """
 
     def __init__(self, registry: str, *, credentials: Credentials | None = None,
-                 tls: TLSOptions = _DEFAULT_TLS, timeout: float = 60.0,
-                 max_connections: int = 16) -> None:
+                 tls: TLSOptions = _DEFAULT_TLS, timeout: float | None = None,
+                 limits: TransferLimits | None = None, max_connections: int = 16) -> None:
         if not registry or "/" in registry or "@" in registry:
             raise ConfigError(f"invalid registry host {registry!r}: expected host[:port]")
         self.registry = registry
-        scheme = "http" if tls.insecure else "https"
-        base_url = httpx.URL(f"{scheme}://{registry}")
+        self.limits = limits if limits is not None else TransferLimits.from_env()
+        socket_timeout = self.limits.socket_timeout if timeout is None else timeout
+        base_url = httpx.URL(f"https://{registry}")
+        self._scheme_known = not tls.insecure
+        self._scheme_lock = threading.Lock()
         verify = ssl_context(tls)
-        limits = httpx.Limits(max_connections=max_connections,
-                              max_keepalive_connections=max_connections)
-        self._token_http = httpx.Client(verify=verify, timeout=timeout, follow_redirects=True,
-                                        headers=_USER_AGENT)
+        pool = httpx.Limits(max_connections=max_connections,
+                            max_keepalive_connections=max_connections)
+        self._token_http = httpx.Client(
+            transport=WatchedTransport(httpx.HTTPTransport(verify=verify), self.limits),
+            timeout=socket_timeout, follow_redirects=True, headers=_USER_AGENT)
         self._auth = RegistryAuth(registry, credentials, self._token_http, origin=base_url)
-        self._http = httpx.Client(base_url=base_url, auth=self._auth, verify=verify,
-                                  timeout=timeout, limits=limits, follow_redirects=True,
-                                  headers=_USER_AGENT)
+        self._http = httpx.Client(
+            base_url=base_url, auth=self._auth,
+            transport=WatchedTransport(httpx.HTTPTransport(verify=verify, limits=pool),
+                                       self.limits),
+            timeout=socket_timeout, follow_redirects=True, headers=_USER_AGENT)
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.registry!r})"
@@ -126,20 +152,90 @@ class RegistryClient:
 
     # -- plumbing ---------------------------------------------------------------------------
 
+    @property
+    def scheme(self) -> str:
+        """``https`` or ``http`` (after the ``--insecure`` fallback)."""
+        self._resolve_scheme()
+        return self._http.base_url.scheme
+
+    def _resolve_scheme(self) -> None:
+        """With ``--insecure``: HTTPS if the host speaks it, else plain HTTP; decided once,
+        by the first request that gets an answer either way."""
+        if self._scheme_known:
+            return
+        with self._scheme_lock:
+            if self._scheme_known:
+                return
+            if not self._speaks_https():
+                plain = httpx.URL(f"http://{self.registry}")
+                self._http.base_url = plain
+                self._auth.set_origin(plain)
+                log.info("%s does not speak HTTPS: using plain HTTP (--insecure)",
+                         self.registry)
+            self._scheme_known = True
+
+    def _speaks_https(self) -> bool:
+        """HTTPS and plain HTTP ``GET /v2/`` are sent together, HTTPS first: any answer over
+        HTTPS settles it; a registry's answer (200/401) over plain HTTP proves the port speaks
+        no TLS, so nobody waits for a plain server to give up on a TLS handshake."""
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scheme-probe")
+        try:
+            https = pool.submit(self._probe, "https")
+            http = pool.submit(self._probe, "http")
+            pending = {https, http}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                if https in done and https.exception() is None:
+                    return True
+                if http in done and http.exception() is None \
+                        and http.result() in _REGISTRY_PING:
+                    return False
+        finally:
+            pool.shutdown(wait=False)
+        status = None if http.exception() is not None else http.result()
+        if status is not None and (status == 429 or status >= 500):
+            raise ServerError(f"{self.registry} answered {status} to GET /v2/ over plain HTTP "
+                              "and nothing over HTTPS; retry later",
+                              url=f"http://{self.registry}/v2/", status=status)
+        secure = f"https://{self.registry}/v2/"
+        with translated_transport_errors("GET", secure, self.registry):
+            raise https.exception() or ProtocolError(f"no answer from {secure}")
+
+    def _probe(self, scheme: str) -> int:
+        timeout = self.limits.socket_timeout
+        if scheme == "https":
+            timeout = min(_HTTPS_PROBE_TIMEOUT, timeout)
+        with self._token_http.stream("GET", f"{scheme}://{self.registry}/v2/",
+                                     follow_redirects=False, timeout=timeout) as response:
+            return response.status_code
+
     def _send(self, method: str, url: str | httpx.URL, *, subject: Subject,
               expected: tuple[int, ...], headers: dict[str, str] | None = None,
               content: bytes | Iterator[bytes] | None = None) -> httpx.Response:
+        """One request whose body, if any, nobody reads: drained up to a cap, then closed."""
+        self._resolve_scheme()
         with translated_transport_errors(method, url, self.registry):
-            response = self._http.request(method, url, headers=headers, content=content)
-        raise_for_response(response, subject=subject, expected=expected, registry=self.registry)
+            response = self._http.send(
+                self._http.build_request(method, url, headers=headers, content=content),
+                stream=True)
+        try:
+            raise_for_response(response, subject=subject, expected=expected,
+                               registry=self.registry)
+            with translated_transport_errors(method, url, self.registry):
+                _drain(response, _MAX_IGNORED_BODY)
+        finally:
+            response.close()
         return response
 
     @contextmanager
     def _stream(self, method: str, url: str | httpx.URL, *, subject: Subject,
-                expected: tuple[int, ...],
-                headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
+                expected: tuple[int, ...], headers: dict[str, str] | None = None,
+                deadline: float | None = None) -> Iterator[httpx.Response]:
+        self._resolve_scheme()
+        extensions = {DEADLINE_EXTENSION: deadline} if deadline is not None else None
         with translated_transport_errors(method, url, self.registry), \
-                self._http.stream(method, url, headers=headers) as response:
+                self._http.stream(method, url, headers=headers,
+                                  extensions=extensions) as response:
             raise_for_response(response, subject=subject, expected=expected,
                                registry=self.registry)
             yield response
@@ -174,8 +270,9 @@ class RegistryClient:
         seen: set[str] = set()
         next_url: str | httpx.URL | None = url
         while next_url is not None:
-            response = self._send("GET", next_url, subject="repository", expected=(200,))
-            items.extend(_string_list(response, key))
+            with self._stream("GET", next_url, subject="repository",
+                              expected=(200,)) as response:
+                items.extend(_string_list(response, key))
             if len(items) > limit:
                 raise ProtocolError(f"{redact_url(response.request.url)} lists more than "
                                     f"{limit} {key}: refusing an endless list",
@@ -194,6 +291,7 @@ class RegistryClient:
     def head_manifest(self, repository: str, reference: str) -> Descriptor:
         """Media type, digest and size of a manifest; falls back to GET when HEAD is unhelpful."""
         url = _manifest_path(repository, reference)
+        self._resolve_scheme()
         with translated_transport_errors("HEAD", url, self.registry):
             response = self._http.head(url, headers=_ACCEPT)
         if response.status_code == 404:
@@ -205,12 +303,14 @@ class RegistryClient:
                 return descriptor
         return self.get_manifest(repository, reference).descriptor
 
-    def get_manifest(self, repository: str, reference: str) -> Manifest:
-        """The manifest bytes exactly as served (all four manifest types accepted)."""
+    def get_manifest(self, repository: str, reference: str, *,
+                     deadline: float | None = None) -> Manifest:
+        """The manifest bytes exactly as served (all four manifest types accepted).
+        ``deadline``: a ``limits.clock`` time past which the request is aborted."""
         url = _manifest_path(repository, reference)
         with self._stream("GET", url, subject="manifest", expected=(200,),
-                          headers=_ACCEPT) as response:
-            data = _read_limited(response, MAX_MANIFEST_BYTES, "manifest")
+                          headers=_ACCEPT, deadline=deadline) as response:
+            data = read_capped(response, MAX_MANIFEST_BYTES, "manifest")
             content_type = response.headers.get("Content-Type", "")
             served = response.headers.get("Docker-Content-Digest", "")
         digest = sha256_digest(data)
@@ -251,7 +351,8 @@ class RegistryClient:
         return response.status_code == 200
 
     def fetch_blob(self, repository: str, digest: str, dest: Path, *, size: int | None = None,
-                   on_progress: Callable[[int], None] | None = None) -> int:
+                   on_progress: Callable[[int], None] | None = None,
+                   deadline: float | None = None) -> int:
         """Stream a blob to ``dest`` via ``dest.partial``, verified; returns its size.
 
         A ``.partial`` left by an earlier attempt is re-hashed and continued with a Range
@@ -270,7 +371,7 @@ class RegistryClient:
                 partial.restart()
             if on_progress is not None and partial.length:
                 on_progress(partial.length)
-            self._download_resuming(url, partial, size, on_progress)
+            self._download_resuming(url, partial, size, on_progress, deadline)
             _verify_partial(partial, digest, size, f"{repository}@{digest}")
             partial.commit(dest)
             committed = True
@@ -285,14 +386,16 @@ class RegistryClient:
                 partial.close_keeping_progress()
 
     def _download_resuming(self, url: str, partial: PartialDownload, size: int | None,
-                           on_progress: Callable[[int], None] | None) -> None:
+                           on_progress: Callable[[int], None] | None,
+                           deadline: float | None) -> None:
         try:
-            self._download_into(url, partial, size, on_progress)
+            self._download_into(url, partial, size, on_progress, deadline)
         except RegistryNetworkError:
-            self._download_into(url, partial, size, on_progress)
+            self._download_into(url, partial, size, on_progress, deadline)
 
     def _download_into(self, url: str, partial: PartialDownload, size: int | None,
-                       on_progress: Callable[[int], None] | None) -> None:
+                       on_progress: Callable[[int], None] | None,
+                       deadline: float | None) -> None:
         for _attempt in range(2):
             offset = partial.length
             if size is not None and offset == size:
@@ -301,7 +404,7 @@ class RegistryClient:
             if offset:
                 headers["Range"] = f"bytes={offset}-"
             with self._stream("GET", url, subject="blob", expected=(200, 206, 416),
-                              headers=headers) as response:
+                              headers=headers, deadline=deadline) as response:
                 if response.status_code == 416:
                     partial.restart()
                     continue
@@ -409,7 +512,7 @@ def _blob_path(repository: str, digest: str) -> str:
 def _string_list(response: httpx.Response, key: str) -> list[str]:
     url = redact_url(response.request.url)
     try:
-        body: Any = json.loads(_read_limited(response, _MAX_LIST_BODY, key))
+        body: Any = json.loads(read_capped(response, _MAX_LIST_BODY, key))
     except ValueError as exc:
         raise ProtocolError(f"{url} answered invalid JSON: {exc}", url=url, status=200) from exc
     items = body.get(key) if isinstance(body, dict) else None
@@ -421,25 +524,14 @@ def _string_list(response: httpx.Response, key: str) -> list[str]:
     return items
 
 
-def _read_limited(response: httpx.Response, limit: int, what: str) -> bytes:
-    url = redact_url(response.request.url)
-    declared = response.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ProtocolError(f"{what} at {url} is {declared} bytes, over the {limit} limit",
-                            url=url, status=response.status_code)
-    if response.is_stream_consumed:
-        body = response.content
-    else:
-        buffer = bytearray()
-        for piece in response.iter_bytes():
-            buffer += piece
-            if len(buffer) > limit:
-                break
-        body = bytes(buffer)
-    if len(body) > limit:
-        raise ProtocolError(f"{what} at {url} is over the {limit} byte limit", url=url,
-                            status=response.status_code)
-    return body
+def _drain(response: httpx.Response, limit: int) -> None:
+    """Read and drop up to ``limit`` bytes of an unwanted body (so the connection can be
+    reused); a longer one is left unread and the connection closed with the response."""
+    total = 0
+    for piece in response.iter_raw():
+        total += len(piece)
+        if total > limit:
+            return
 
 
 def _manifest_media_type(content_type: str, data: bytes) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from d8mirror.errors import (
 Subject = Literal["manifest", "blob", "repository", "other"]
 
 _MAX_ERROR_BODY = 64 * 1024
+_AUTH_VALUE_RE = re.compile(r"(?i)\b(bearer|basic)(\s+)\S+")
 _SECRET_QUERY_HINTS = ("sig", "token", "credential", "password", "secret", "key", "auth")
 _NOT_FOUND_BY_CODE: dict[str, type[NotFoundError]] = {
     "MANIFEST_UNKNOWN": ManifestNotFoundError,
@@ -55,6 +57,35 @@ def redact_url(url: str | httpx.URL) -> str:
         for key, value in parse_qsl(parts.query, keep_blank_values=True)
     ]
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def redact_auth(text: str) -> str:
+    """``text`` with every ``Bearer …``/``Basic …`` value hidden (httpx echoes a header value
+    it refuses, e.g. ``Illegal header value b'Bearer …'``)."""
+    return _AUTH_VALUE_RE.sub(r"\1\2REDACTED", text)
+
+
+def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
+    """The body of ``response``, read as it streams and refused past ``limit`` bytes (the
+    error names the redacted URL and the cap), never held beyond the cap."""
+    url = redact_url(response.request.url)
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ProtocolError(f"{what} at {url} is {declared} bytes, over the {limit} byte limit",
+                            url=url, status=response.status_code)
+    if response.is_stream_consumed:
+        body = response.content
+    else:
+        buffer = bytearray()
+        for piece in response.iter_bytes():
+            buffer += piece
+            if len(buffer) > limit:
+                break
+        body = bytes(buffer)
+    if len(body) > limit:
+        raise ProtocolError(f"{what} at {url} is over the {limit} byte limit: refusing an "
+                            "endless answer", url=url, status=response.status_code)
+    return body
 
 
 def raise_for_response(response: httpx.Response, *, subject: Subject, expected: tuple[int, ...],
@@ -136,7 +167,8 @@ def error_from_transport(exc: BaseException, method: str, url: str | httpx.URL,
         return _tls_error(ssl_exc, method, safe, registry)
     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
     return RegistryNetworkError(
-        f"connection to {registry} {kind}: {method} {safe}: {type(exc).__name__}: {exc}; check "
+        f"connection to {registry} {kind}: {method} {safe}: {type(exc).__name__}: "
+        f"{redact_auth(str(exc))}; check "
         "that the registry is reachable, raise the timeout, or re-run (downloads resume)",
         url=safe)
 
