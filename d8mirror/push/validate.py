@@ -243,6 +243,10 @@ class _ArchiveScan:
                 return
             if member.isdir():
                 continue
+            if member.issparse():   # its size is the expanded one: said before the size check
+                raise BundleError(f"entry {member.name!r} is a sparse file: bundles hold plain "
+                                  "regular files only (a sparse entry expands beyond the "
+                                  "archive)")
             if member.offset_data + member.size > size:
                 self.problem(f"entry {member.name!r} runs past the end of the archive: it is "
                              "truncated (a chunk missing?); copy it again")
@@ -252,9 +256,6 @@ class _ArchiveScan:
         self._end(stream, tar.offset, size)
 
     def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        if member.issparse():
-            raise BundleError(f"entry {member.name!r} is a sparse file: bundles hold plain "
-                              "regular files only (a sparse entry expands beyond the archive)")
         relative = safe_entry_path(self.archive, member)
         parts = relative.parts
         if parts[-1] == "index.json":
