@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
+from d8mirror.bundle.checksums import check_archive_sidecars
 from d8mirror.bundle.chunks import CHUNK_SUFFIX, existing_chunks
 from d8mirror.bundle.unpack import safe_entry_path
 from d8mirror.errors import BundleError, LayoutError, MirrorError
@@ -479,14 +480,23 @@ def check_archives(archives: Sequence[Path], *, deep: bool = False,
 def refuse_invalid(archives: Sequence[Path], *,
                    repository_of: RepositoryOf | None = None) -> BundleCheck:
     """:func:`check_archives` for a push: BundleError listing the problems (each names its
-    archive) when there is any; nothing may be uploaded then."""
+    archive; a checksum sidecar that does not match, which says best why, comes first) when
+    there is any; nothing may be uploaded then."""
     check = check_archives(archives, repository_of=repository_of)
     if check.problems:
-        shown = check.problems[:SHOWN_PROBLEMS]
-        more = len(check.problems) - len(shown)
+        named = [a for a in archives if any(p.startswith(f"{a.name}: ") for p in check.problems)]
+        problems = [p for a in named for p in _sidecar_problems(a)] + check.problems
+        shown = problems[:SHOWN_PROBLEMS]
+        more = len(problems) - len(shown)
         raise BundleError(
-            f"refusing to push: the bundle has {len(check.problems)} problem(s), nothing was "
-            "pushed:\n  - " + "\n  - ".join(shown) + (f"\n  … and {more} more" if more else "")
-            + "\nRun `d8mirror verify` on the bundle, copy the named archives again or pull "
-            "them again.")
+            "refusing to push a corrupt bundle: " + "; ".join(shown)
+            + (f"; … and {more} more" if more else "") + ". Nothing was pushed: run `d8mirror "
+            "verify` on the bundle, copy the named archives again or pull them again.")
     return check
+
+
+def _sidecar_problems(archive: Path) -> list[str]:
+    try:
+        return check_archive_sidecars(archive)
+    except (MirrorError, OSError):
+        return []
