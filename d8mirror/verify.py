@@ -2,40 +2,34 @@
 
 Checks, each reported as a plain sentence naming the file:
 
-* every ``.tar``/``.chunk`` file against its ``.sha256`` sidecar (and ``.gostsum`` if present);
-  a sidecar whose file is missing;
-* inside every archive (chunks read as one stream, never unpacked to disk): each member under
-  ``…/blobs/sha256/<hex>`` hashes to its name; every descriptor of every ``index.json`` carries
-  ``io.deckhouse.image.short_tag``; every blob an index or manifest refers to is present in the
-  same layout of the same archive;
+* every ``.tar``/``.chunk`` file against its ``.sha256`` sidecar (and ``.gostsum`` if present),
+  by digest only, so an archive renamed with its sidecar verifies; a sidecar whose file is
+  missing. A bundle with no ``.sha256`` at all (written by d8) gets a note, not a problem;
+* exactly the checks push runs before it uploads anything (:mod:`d8mirror.push.validate`, one
+  code path: archives read to their end-of-archive marker, chunks contiguous, plain tars only,
+  safe regular entries, valid ``index.json`` files and short tags, valid layout names, every
+  referenced manifest present and hashing to its digest, every referenced blob present), plus
+  every blob hashed against its name; a descriptor without a short tag (push skips it) is a
+  problem here;
 * when a transfer manifest (``d8mirror-transfer.json``) is present, every file it lists exists
   with the listed size.
-
-Archives are streamed (``tarfile`` in ``r|`` mode); only manifests and indexes (small, capped)
-are held in memory.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from d8mirror.bundle import bundle_stats, open_archive, verify_sidecars
-from d8mirror.errors import BundleError, ConfigError, LayoutError
-from d8mirror.layout import parse_index
-from d8mirror.mediatypes import ANNOTATION_SHORT_TAG, MAX_MANIFEST_BYTES
+from d8mirror.bundle import discover_archives, verify_sidecars
+from d8mirror.bundle.checksums import has_sha256_sidecars
+from d8mirror.errors import BundleError, ConfigError
+from d8mirror.push.validate import check_archives
 
-_BLOB = re.compile(r"^(?P<layout>(?:.+/)?)blobs/sha256/(?P<hex>[0-9a-f]{64})$")
-_INDEX = re.compile(r"^(?P<layout>(?:.+/)?)index\.json$")
-_PIECE = 1 << 20
-_MAX_INDEX_BYTES = 64 << 20
 TRANSFER_MANIFEST = "d8mirror-transfer.json"
+NO_SIDECARS = ("no .sha256 sidecars (a bundle written by d8): the archives' own checksums were "
+               "not checked; every blob inside was hashed against its digest")
 
 
 @dataclass
@@ -48,6 +42,7 @@ class VerifyReport:
     blobs: int = 0        # layout blobs hashed
     descriptors: int = 0  # index.json descriptors checked for a short tag
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)   # information, not failures
 
     @property
     def ok(self) -> bool:
@@ -56,18 +51,21 @@ class VerifyReport:
     def verdict(self) -> str:
         counts = (f"{self.archives} archive(s) in {self.files} file(s), {self.blobs} blob(s), "
                   f"{self.descriptors} index descriptor(s)")
+        notes = [f"Note: {n}" for n in self.notes]
         if self.ok:
-            return f"OK: bundle {self.bundle_dir} is intact: {counts} verified."
+            return "\n".join([f"OK: bundle {self.bundle_dir} is intact: {counts} verified.",
+                              *notes])
         lines = [f"FAILED: bundle {self.bundle_dir} has {len(self.problems)} problem(s) "
                  f"({counts} checked):"]
         lines += [f"  - {p}" for p in self.problems]
         lines.append("Copy the named files again from the source side, or pull the bundle again.")
-        return "\n".join(lines)
+        return "\n".join([*lines, *notes])
 
     def to_json(self) -> dict[str, Any]:
         return {"bundle_dir": str(self.bundle_dir), "ok": self.ok, "files": self.files,
                 "archives": self.archives, "blobs": self.blobs,
-                "descriptors": self.descriptors, "problems": list(self.problems)}
+                "descriptors": self.descriptors, "problems": list(self.problems),
+                "notes": list(self.notes)}
 
 
 def verify_bundle(bundle_dir: Path) -> VerifyReport:
@@ -76,14 +74,19 @@ def verify_bundle(bundle_dir: Path) -> VerifyReport:
     if not bundle_dir.is_dir():
         raise ConfigError(f"bundle directory {bundle_dir} does not exist or is not a directory")
     report = VerifyReport(bundle_dir)
-    report.files = sum(1 for p in bundle_dir.iterdir()
-                       if p.is_file() and p.name.endswith((".tar", ".chunk")))
     report.problems += verify_sidecars(bundle_dir)
+    if not has_sha256_sidecars(bundle_dir):
+        report.notes.append(NO_SIDECARS)
     report.problems += _orphan_sidecars(bundle_dir)
     report.problems += _transfer_manifest_problems(bundle_dir)
-    for stat in bundle_stats(bundle_dir):
-        report.archives += 1
-        _ArchiveCheck(bundle_dir / stat.name, report).run()
+    try:
+        archives = discover_archives(bundle_dir)
+    except BundleError:
+        archives = []
+    check = check_archives(archives, deep=True)
+    report.archives, report.files = check.archives, check.files
+    report.blobs, report.descriptors = check.blobs_hashed, check.descriptors
+    report.problems += check.problems + check.untagged
     if report.archives == 0:
         report.problems.append(f"{bundle_dir}: no archives (*.tar or *.chunk) found")
     return report
@@ -116,100 +119,3 @@ def _transfer_manifest_problems(bundle_dir: Path) -> list[str]:
             problems.append(f"{target}: {target.stat().st_size} bytes, {TRANSFER_MANIFEST} "
                             f"says {size}")
     return problems
-
-
-class _ArchiveCheck:
-    """One streamed pass over one archive."""
-
-    def __init__(self, archive: Path, report: VerifyReport) -> None:
-        self.archive = archive
-        self.report = report
-        self.present: set[tuple[str, str]] = set()       # (layout prefix, digest)
-        self.referenced: dict[tuple[str, str], str] = {}  # (layout prefix, digest) -> by whom
-
-    def problem(self, text: str) -> None:
-        self.report.problems.append(f"{self.archive.name}: {text}")
-
-    def run(self) -> None:
-        try:
-            with open_archive(self.archive) as stream, \
-                    tarfile.open(fileobj=stream, mode="r|") as tar:
-                for member in tar:
-                    if member.isfile():
-                        self._member(tar, member)
-        except (tarfile.TarError, EOFError, BundleError, OSError) as exc:
-            self.problem(f"cannot be read to the end ({type(exc).__name__}: {exc}); the file "
-                         "is truncated or corrupt")
-            return
-        for (layout, digest), by in sorted(self.referenced.items()):
-            if (layout, digest) not in self.present:
-                self.problem(f"blob {digest} referenced by {by} is missing from "
-                             f"{layout or './'}blobs/sha256/")
-
-    def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        name = member.name.removeprefix("./")
-        source = tar.extractfile(member)
-        if source is None:
-            return
-        if blob := _BLOB.match(name):
-            self._blob(name, blob["layout"], blob["hex"], member.size, source)
-        elif index := _INDEX.match(name):
-            self._index(name, index["layout"], member.size, source)
-
-    def _blob(self, name: str, layout: str, hex_digest: str, size: int,
-              source: IO[bytes]) -> None:
-        self.report.blobs += 1
-        hasher = hashlib.sha256()
-        head = b""
-        for piece in _pieces(source):
-            hasher.update(piece)
-            if size <= MAX_MANIFEST_BYTES:
-                head += piece
-        digest = f"sha256:{hex_digest}"
-        self.present.add((layout, digest))  # present, even if corrupt (reported once, here)
-        if hasher.hexdigest() != hex_digest:
-            self.problem(f"{name} does not match its name (content hashes to "
-                         f"sha256:{hasher.hexdigest()})")
-            return
-        for child in _manifest_references(head):
-            self.referenced.setdefault((layout, child), f"manifest {digest}")
-
-    def _index(self, name: str, layout: str, size: int, source: IO[bytes]) -> None:
-        if size > _MAX_INDEX_BYTES:
-            self.problem(f"{name} is larger than {_MAX_INDEX_BYTES} bytes")
-            return
-        try:
-            entries = parse_index(json.loads(source.read()), name)
-        except (ValueError, LayoutError) as exc:
-            self.problem(f"{name} is not a valid index ({exc})")
-            return
-        for position, entry in enumerate(entries):
-            self.report.descriptors += 1
-            if not entry.short_tag:
-                self.problem(f"{name}: descriptor #{position} ({entry.digest}) has no "
-                             f"{ANNOTATION_SHORT_TAG} annotation")
-            self.referenced.setdefault((layout, entry.digest), name)
-
-
-def _pieces(source: IO[bytes]) -> Iterator[bytes]:
-    while piece := source.read(_PIECE):
-        yield piece
-
-
-def _manifest_references(data: bytes) -> list[str]:
-    """Digests an image manifest or index refers to; [] for anything else (configs, layers)."""
-    if not data.startswith(b"{"):
-        return []
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return []
-    if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
-        return []
-    items: list[Any] = []
-    if isinstance(doc.get("config"), dict) and isinstance(doc.get("layers"), list):
-        items = [doc["config"], *doc["layers"]]
-    elif isinstance(doc.get("manifests"), list):
-        items = list(doc["manifests"])
-    return [item["digest"] for item in items
-            if isinstance(item, dict) and isinstance(item.get("digest"), str)]

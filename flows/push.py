@@ -31,6 +31,7 @@ from tasks import endpoints
 from tasks.credentials import target_credentials
 from tasks.push import (
     PushParameters,
+    check_bundle_task,
     check_write_access_task,
     discovery_from_json,
     push_discovery_tags_task,
@@ -89,6 +90,7 @@ def mirror_push(params: PushParameters) -> dict[str, Any]:
     logger = get_run_logger()
     started = time.monotonic()
     registry = _register_target(params)
+    check_bundle_task(params)   # before any request that writes: a bad bundle pushes nothing
     if bypassed():
         logger.warning("MIRROR_BYPASS_ACCESS_CHECKS=1: skipping the registry write check")
     else:

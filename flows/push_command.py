@@ -49,6 +49,8 @@ def parse(args: argparse.Namespace) -> tuple[PushParameters, Credentials | None]
     if not bundle and not args.file:
         raise ConfigError("no packages to push: specify a bundle directory before registry "
                           "URL, or use --file …")
+    for path in [*bundle, *args.file, *([args.tmp_dir] if args.tmp_dir else [])]:
+        _require_utf8(path)
     credentials = (Credentials(args.registry_login, args.registry_password or "")
                    if args.registry_login else None)
     params = PushParameters(
@@ -60,6 +62,17 @@ def parse(args: argparse.Namespace) -> tuple[PushParameters, Credentials | None]
         registry_credentials_block=None)
     params.router()
     return params, credentials
+
+
+def _require_utf8(path: str) -> None:
+    """The run's parameters are recorded as JSON (UTF-8): a path whose name holds other
+    bytes (shown by Python as surrogates) is refused here, by name, rather than deep inside."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise ConfigError(f"path {shown} is not valid UTF-8 (character {exc.start + 1} of "
+                          "it): rename it, or move the bundle to a UTF-8 path") from None
 
 
 def run_push_command(args: argparse.Namespace) -> int:

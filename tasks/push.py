@@ -26,6 +26,7 @@ from d8mirror.push.pusher import push_layout
 from d8mirror.push.routing import parse_target
 from d8mirror.push.service import job_spans, plan_jobs
 from d8mirror.push.unified import WorkDir, unpack_all
+from d8mirror.push.validate import refuse_invalid
 from d8mirror.push.verify import Expected, verify_pushed
 from tasks.endpoints import client_for
 from tasks.policy import TRANSIENT_RETRIES, content_key
@@ -42,6 +43,14 @@ def check_write_access_task(registry: str) -> None:
     """§8.6: push a deterministic tiny image to ``<registry>:d8WriteCheck``."""
     target = parse_target(registry)
     check_write_access(client_for(target.registry), target)
+
+
+@task(name="check-bundle")
+def check_bundle_task(params: PushParameters) -> None:
+    """Read every archive to its end and check every layout before anything is uploaded
+    (:mod:`d8mirror.push.validate`); BundleError naming the archives, and nothing is pushed."""
+    target, router = params.target(), params.router()
+    refuse_invalid(params.archives(), repository_of=lambda rel: router.repository(target, rel))
 
 
 @task(name="unpack-bundle")

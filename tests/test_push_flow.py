@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import tarfile
 from pathlib import Path
@@ -20,11 +21,16 @@ def prefect_harness(prefect_server: None) -> None:
     """The session's Prefect test server (root conftest)."""
 
 
-def _drop_member(src: Path, dst: Path, suffix: str) -> None:
+def _damage_member(src: Path, dst: Path, suffix: str) -> None:
+    """Copy the tar with one byte of the member ending in ``suffix`` flipped (a layer whose
+    bytes do not hash to its digest: the registry refuses its upload, so its layout fails; a
+    missing layer would be refused before any upload)."""
     with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
         for member in tin.getmembers():
-            if not member.name.endswith(suffix):
-                tout.addfile(member, tin.extractfile(member))
+            data = tin.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name.endswith(suffix):
+                data = bytes([data[0] ^ 1]) + data[1:]
+            tout.addfile(member, io.BytesIO(data))
 
 
 def test_flow_pushes_then_a_rerun_repushes_only_the_failed_layout(
@@ -35,7 +41,7 @@ def test_flow_pushes_then_a_rerun_repushes_only_the_failed_layout(
 
     monkeypatch.delenv("MIRROR_BYPASS_ACCESS_CHECKS", raising=False)
     bundle, expected = build_bundle(tmp_path, [PackageSpec("console"), PackageSpec("viewer")])
-    # break viewer's extra image: drop its single layer blob from the archive
+    # break viewer's extra image: damage its single layer blob in the archive
     index = (tmp_path / "work/viewer/extra/scanner/index.json").read_text()
     import json
 
@@ -47,7 +53,7 @@ def test_flow_pushes_then_a_rerun_repushes_only_the_failed_layout(
     broken.mkdir()
     for archive in bundle.iterdir():
         if archive.name.endswith(".tar"):
-            _drop_member(archive, broken / archive.name, layer_hex)
+            _damage_member(archive, broken / archive.name, layer_hex)
     target = f"{basic_registry.host}/flow-{next(_ns)}/ee"
     params = PushParameters(bundle_dir=str(broken), registry=target, insecure=True,
                             concurrency=2)

@@ -152,16 +152,16 @@ def test_only_sha256_blob_names_stay_in_the_archive(tmp_path: Path, name: str) -
     assert (tmp_path / "d" / name).read_bytes() == BLOB
 
 
-def test_small_blobs_and_compressed_tars_are_extracted(tmp_path: Path) -> None:
+def test_small_blobs_are_extracted_and_compressed_tars_refused(tmp_path: Path) -> None:
     small = b"x" * SPAN_THRESHOLD
     entries = [(f"l/blobs/sha256/{hashlib.sha256(small).hexdigest()}", small),
                (f"l/blobs/sha256/{HEX}", BLOB)]
     spans = BlobSpans()
     archive = _tar(tmp_path / "a.tar", entries, compress=True)
-    names = safe_unpack(archive, tmp_path / "d", on_index_collision=_no_collision,
-                        blob_spans=spans)
-    assert names == [name for name, _ in entries] and len(spans) == 0
-    assert (tmp_path / "d" / entries[1][0]).read_bytes() == BLOB
+    with pytest.raises(BundleError, match=r"a\.tar"):
+        safe_unpack(archive, tmp_path / "d", on_index_collision=_no_collision,
+                    blob_spans=spans)
+    assert len(spans) == 0 and not (tmp_path / "d" / entries[1][0]).exists()
     plain = _tar(tmp_path / "b.tar", entries)
     names = safe_unpack(plain, tmp_path / "e", on_index_collision=_no_collision,
                         blob_spans=spans)

@@ -3,6 +3,7 @@ auth modes, Q2 precedence, untagged descriptors, path-suffix remap, resume after
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import logging
@@ -206,8 +207,9 @@ def test_index_is_pushed_whole_and_byte_exact(registry2: Any, tmp_path: Path) ->
 
 
 def test_interrupted_push_completes_when_run_again(registry2: Any, tmp_path: Path) -> None:
-    """One layout fails half-way (a blob is missing from the bundle's tree); the rest is
-    pushed, the failure is named; a rerun with the repaired bundle completes."""
+    """One layout fails half-way (a layer's bytes do not hash to its digest: the registry
+    refuses the upload); the rest is pushed, the failure is named; a rerun with the repaired
+    bundle completes. (A layer missing from the bundle is refused before any upload.)"""
     bundle, expected = build_bundle(tmp_path, [PackageSpec("console"), PackageSpec("viewer")])
     archives = discover_archives(bundle)
     broken = tmp_path / "broken"
@@ -222,10 +224,12 @@ def test_interrupted_push_completes_when_run_again(registry2: Any, tmp_path: Pat
         manifest_digest = extra_index["manifests"][0]["digest"]
         manifest = json.loads(src.extractfile(  # type: ignore[union-attr]
             "packages/viewer/extra/scanner/blobs/sha256/" + manifest_digest[7:]).read())
-        missing = manifest["layers"][0]["digest"][7:]
+        damaged = manifest["layers"][0]["digest"][7:]
         for member in src.getmembers():
-            if not member.name.endswith(missing):
-                dst.addfile(member, src.extractfile(member))
+            data = src.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name.endswith(damaged):
+                data = bytes([data[0] ^ 1]) + data[1:]
+            dst.addfile(member, io.BytesIO(data))
     mixed = [a for a in archives if a.name != "package-viewer.tar"] + \
         [broken / "package-viewer.tar"]
     target = _target(registry2, "resume")

@@ -50,8 +50,9 @@ def _from_bundle_arg(bundle: Path) -> list[Path]:
     if not bundle.exists():
         raise ConfigError(f"could not read images bundle: {bundle} does not exist")
     if bundle.is_dir():
+        # Symlinks are listed too, so that the push's checks refuse them by name.
         packages = [canonical_package_path(p) for p in bundle.iterdir()
-                    if p.is_file() and not p.is_symlink() and is_package_file(p.name)]
+                    if (p.is_file() or p.is_symlink()) and is_package_file(p.name)]
         if not packages:
             raise BundleError(f"no packages found in bundle directory {bundle}")
         return packages

@@ -1,7 +1,7 @@
 """Safe unpack of bundle archives (spec §8.2; Part A Q16).
 
 Only regular files are extracted; directory entries are ignored. Absolute paths, ``..``
-components, symlinks, hardlinks, devices and fifos are refused with
+components, symlinks, hardlinks, devices, fifos and sparse files are refused with
 :class:`~d8mirror.errors.UnsafeArchiveEntryError` naming the archive and the entry — nothing is
 ever written outside the destination. Each file is written under a temporary name and renamed.
 An incoming ``index.json`` that meets an existing one is handed to the caller to merge.
@@ -12,8 +12,9 @@ written: its place in the archive (:class:`BlobSpan`: archive, data offset, size
 under its tree path instead, and push uploads those bytes straight from the archive. Blobs up to
 1 MiB (manifests, configs, small layers) are extracted: cheap, and the tree stays a readable
 layout for them; the large layers, nearly all the bytes, are never copied. (A manifest above
-1 MiB, rare, is read from its span by push.) A chunk set (an entry may span chunks), a
-compressed tar or a tar without a ustar/GNU header is extracted whole as before. Entry paths
+1 MiB, rare, is read from its span by push.) A chunk set (an entry may span chunks) or a
+tar without a ustar/GNU header is extracted whole as before. Compressed archives and sparse
+entries are refused: bytes written never exceed the archive's size. Entry paths
 pass the same safety checks either way; a later entry for the same path replaces an earlier
 one, file or span alike.
 """
@@ -60,6 +61,8 @@ def safe_entry_path(archive: Path, member: tarfile.TarInfo) -> PurePosixPath:
     refused = _REFUSED_TYPES.get(member.type)
     if refused is None and not member.isreg():
         refused = f"an unsupported entry type {member.type!r}"
+    if refused is None and member.issparse():
+        refused = "a sparse file (it would expand beyond the archive)"
     if refused is not None:
         raise _unsafe(archive, name, f"it is {refused}; bundles hold regular files only")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
@@ -159,7 +162,9 @@ def safe_unpack(archive: Path, dest: Path, *, on_index_collision: IndexCollision
     with open_archive(archive) as stream:
         try:
             # A plain tar file is read with seeks: entries left in it are skipped, not read.
-            with (tarfile.open(fileobj=stream, mode="r|*") if recording is None
+            # Uncompressed only ("r|", not "r|*"): a compressed archive could expand without
+            # bound, so it is refused as unreadable.
+            with (tarfile.open(fileobj=stream, mode="r|") if recording is None
                   else tarfile.open(fileobj=stream, mode="r:")) as tar:
                 for member in tar:
                     if member.isdir():

@@ -27,6 +27,7 @@ from d8mirror.push.unified import (
     spans_path,
     unpack_all,
 )
+from d8mirror.push.validate import refuse_invalid
 from d8mirror.push.verify import Expected, verify_pushed
 from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient
@@ -153,6 +154,7 @@ def push_bundle(client: RegistryClient, archives: Sequence[Path], tmp_dir: Path,
                 blob_workers: int = 4) -> PushResult:
     """Unpack ``archives`` (already sorted) under ``tmp_dir`` and push them; the unified tree
     (and only what this call created) is removed at the end."""
+    refuse_invalid(archives, repository_of=lambda rel: router.repository(target, rel))
     workdir = WorkDir(tmp_dir)
     try:
         unified = workdir.prepare()

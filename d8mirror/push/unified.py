@@ -30,11 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from d8mirror.blobstore import read_capped
 from d8mirror.bundle import BlobSpans, safe_unpack
 from d8mirror.bundle.atomic import write_text_atomic
 from d8mirror.errors import (
     BundleError,
     DiskSpaceError,
+    IntegrityError,
     LayoutError,
     MirrorError,
     UnsafeArchiveEntryError,
@@ -46,6 +48,7 @@ from d8mirror.layout import (
     parse_index,
     read_index_file,
 )
+from d8mirror.push.validate import MAX_INDEX_BYTES
 
 log = logging.getLogger("d8mirror.push")
 
@@ -123,7 +126,10 @@ def unpack_one(archive: Path, root: Path, spans: BlobSpans | None = None) -> lis
 
 def _read_incoming(path: Path, source: str) -> dict[str, Any]:
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json.loads(read_capped(path, limit=MAX_INDEX_BYTES, what=f"index.json from "
+                                     f"{source}"))
+    except IntegrityError as exc:
+        raise LayoutError(str(exc)) from exc
     except (OSError, ValueError) as exc:
         raise LayoutError(f"index.json from {source} is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
@@ -174,13 +180,34 @@ class WorkDir:
         return self.tmp / UNIFIED_DIR
 
     def prepare(self) -> Path:
-        """Create the unified dir (a stale one left by a killed run is ours: wiped first)."""
+        """Create the unified dir (a stale one left by a killed run is ours: wiped first).
+        BundleError when a directory push owns there (``push/unified``, and everything from a
+        ``.tmp`` component down) is a symlink: the wipe would delete what it points to."""
+        self._refuse_symlinks()
         shutil.rmtree(self.unified, ignore_errors=True)
         missing = [p for p in [self.unified, *self.unified.parents] if not p.exists()]
-        for path in reversed(missing):
-            path.mkdir()
-            self.created.append(path)
+        try:
+            for path in reversed(missing):
+                path.mkdir()
+                self.created.append(path)
+        except OSError as exc:
+            raise BundleError(
+                f"cannot create push's working directory {path} ({exc.strerror or exc}): the "
+                "bundle directory is read-only or not writable; pass --tmp-dir on a writable "
+                "disk") from exc
         return self.unified
+
+    def _refuse_symlinks(self) -> None:
+        parts = self.tmp.parts
+        tops = [i for i, part in enumerate(parts) if part == ".tmp"]
+        owned = [self.unified, self.unified.parent]
+        if tops:
+            owned += [Path(*parts[:i + 1]) for i in range(tops[-1], len(parts))]
+        for path in owned:
+            if path.is_symlink():
+                raise BundleError(f"{path} is a symlink: refusing to use it as push's working "
+                                  "directory (push deletes what it creates there); remove it "
+                                  "or pass --tmp-dir")
 
     def cleanup(self) -> None:
         shutil.rmtree(self.unified, ignore_errors=True)

@@ -36,6 +36,7 @@ from .pusher import push_layout_blobs
 from .routing import Router
 from .service import LayoutJob, heaviest_first, job_spans, job_weight, plan_jobs
 from .unified import WorkDir, unpack_all
+from .validate import refuse_invalid
 
 log = logging.getLogger("d8mirror.push.warmup")
 
@@ -90,6 +91,8 @@ class PushWarmer:
             plain = [a for a in self.archives if a.is_file() and is_plain_tar(a)]
             if not plain or not self._checksums_match():
                 return
+            refuse_invalid(self.archives, repository_of=lambda rel: self.router.repository(
+                self.target, rel))   # the push's own checks: a bad bundle gets no blob
             unified = self.work.prepare()
             unpack_all(plain, unified, warn=lambda _message: None)
             jobs = heaviest_first(plan_jobs(unified, self.target, self.router,
