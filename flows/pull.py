@@ -29,7 +29,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from d8mirror.bundle import bundle_stats
 from d8mirror.pull.discovery import validate_proxy_mode
-from d8mirror.pull.report import ArchiveStat, PackageOutcome, PullReport, render_summary
+from d8mirror.pull.report import (
+    ArchiveStat,
+    PackageOutcome,
+    PullReport,
+    edition_of,
+    render_summary,
+)
 from flows.states import error_text
 from flows.transfer import upload_bundle
 from tasks import endpoints
@@ -48,6 +54,9 @@ from tasks.pull import (
 from tasks.transfer_models import UploadParameters
 
 COMPLETED_EVENT = "d8mirror.bundle.completed"
+#: d8's warning for --skip-vex-images (internal/mirror/pull.go), word for word.
+SKIP_VEX_WARNING = ("The skip-vex-images flag was detected: Vulnerability scanning may not work "
+                    "correctly when this flag is used.")
 
 
 class PullFailed(Exception):
@@ -204,8 +213,8 @@ def finish(params: PullParameters, report: PullReport, started: float) -> dict[s
 
 
 def _publish(params: PullParameters, report: PullReport) -> None:
-    summary = render_summary(report)
-    get_run_logger().info("\n%s", summary)
+    get_run_logger().info("\n%s", render_summary(report, verbose=params.verbose_summary))
+    summary = render_summary(report)  # the artifact always lists every package
     create_markdown_artifact(key="mirror-pull-summary", markdown=f"```\n{summary}\n```",
                              description="d8mirror pull summary")
     create_table_artifact(key="mirror-pull-packages", table=report.table_rows(),
@@ -234,7 +243,11 @@ def mirror_pull(params: PullParameters) -> dict[str, Any]:
     prepare(params)
     options = params.options()
     report = PullReport(source=params.source, dry_run=params.dry_run,
-                        packages_skipped=not options.per_package_phase)
+                        packages_skipped=not options.per_package_phase,
+                        edition=edition_of(params.source),
+                        only_extra_images=params.only_extra_images)
+    if params.skip_vex_images:
+        get_run_logger().warning(SKIP_VEX_WARNING)
     versions = PackageVersions(params)
     if options.per_package_phase:
         found = discover_packages_task(params)
@@ -268,6 +281,9 @@ def mirror_package(params: MirrorPackageParameters) -> dict[str, Any]:
     return asdict(outcome)
 
 
-def run_pull(params: PullParameters) -> dict[str, Any]:
-    """Run the flow in this process with the requested package concurrency."""
-    return mirror_pull.with_options(task_runner=task_runner(params.concurrency))(params)
+def run_pull(params: PullParameters,
+             on_running: list[Any] | None = None) -> dict[str, Any]:
+    """Run the flow in this process with the requested package concurrency (``on_running``:
+    flow hooks, e.g. the CLI's graceful SIGTERM)."""
+    return mirror_pull.with_options(task_runner=task_runner(params.concurrency),
+                                    on_running=on_running)(params)

@@ -1,9 +1,14 @@
-"""A process-wide stop request (Ctrl+C in the CLI): fetchers stop at the next image, the flow
-packs what completed (spec §6.5)."""
+"""A process-wide stop request (Ctrl+C or SIGTERM in the CLI): fetchers stop at the next image
+or blob piece, the flow packs what completed (spec §6.5)."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
 import threading
+from types import FrameType
+from typing import Any
 
 _stop = threading.Event()
 
@@ -18,3 +23,33 @@ def stop_requested() -> bool:
 
 def reset() -> None:
     _stop.clear()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """First SIGINT/SIGTERM: ask the run to stop and pack what completed; the next one of the
+    same kind aborts (KeyboardInterrupt, or SIGTERM's default: terminate)."""
+    request_stop()
+    again = "press Ctrl+C again" if signum == signal.SIGINT else "send SIGTERM again"
+    print(f"\nOperation cancelled by user: packing what completed ({again} to abort)",
+          file=sys.stderr)
+    signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                  else signal.SIG_DFL)
+
+
+def install_stop_handlers() -> None:
+    """SIGINT and SIGTERM request a graceful stop (main thread only; elsewhere a no-op)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(signum, _on_signal)
+        except ValueError:
+            return
+
+
+def stop_on_signals_hook(*_args: Any) -> None:
+    """A flow ``on_running`` hook: Prefect's engine replaces the SIGTERM handler for the run
+    (its handler crashes the run, and the task threads then finish their downloads before the
+    process can exit); put the graceful stop back, unless a stop was already requested."""
+    if stop_requested():
+        return
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGTERM, _on_signal)
