@@ -48,7 +48,8 @@ def _own_layer(server: RegistryServer, package: str) -> tuple[str, str]:
 
 def test_usage_errors_exit_1_before_any_work(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    """§9.1/§9.6 (exit 1 as d8): mutually exclusive filters, an empty constraint, a non-empty bundle dir."""
+    """§9.1/§9.6 (exit 1 as d8): mutually exclusive filters, an empty constraint, a
+    non-empty bundle dir."""
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["pull", str(tmp_path / "b"), "--include-package", "a",
                   "--exclude-package", "b"])
