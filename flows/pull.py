@@ -28,6 +28,8 @@ from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from d8mirror.bundle import bundle_stats
+from d8mirror.bundle.checksums import write_gost_sidecars
+from d8mirror.errors import MirrorError
 from d8mirror.pull.discovery import validate_proxy_mode
 from d8mirror.pull.report import (
     ArchiveStat,
@@ -203,13 +205,29 @@ def finish(params: PullParameters, report: PullReport, started: float) -> dict[s
     report.cancelled = stop_requested()
     report.archives = [] if params.dry_run else [
         ArchiveStat(s.name, s.size, s.chunks) for s in bundle_stats(Path(params.bundle_dir))]
+    if params.gost_digest and not params.dry_run and not report.cancelled and report.ok:
+        gost_sidecars(params, report)
     report.elapsed_seconds = time.monotonic() - started
     _publish(params, report)
-    if report.failed and not report.cancelled:
-        raise PullFailed(f"failed packages: {', '.join(report.failed)}")
+    if not report.ok and not report.cancelled:
+        raise PullFailed("; ".join([f"failed packages: {', '.join(report.failed)}"]
+                                   if report.failed else report.errors))
     if not params.dry_run and not report.cancelled:
         emit_bundle_completed(params, report)
     return report.to_json()
+
+
+def gost_sidecars(params: PullParameters, report: PullReport) -> None:
+    """As d8, once the pull fully succeeded: a ``.gostsum`` for every ``.tar``/``.chunk`` of
+    the bundle dir; a failure fails the run (spec §7.6)."""
+    logger = get_run_logger()
+    logger.info("Compute GOST digests for bundle")
+    try:
+        files = write_gost_sidecars(Path(params.bundle_dir))
+    except (MirrorError, OSError) as exc:
+        report.errors.append(f"GOST digests not written: {type(exc).__name__}: {exc}")
+        return
+    logger.info("GOST digests written for %d file(s)", len(files))
 
 
 def _publish(params: PullParameters, report: PullReport) -> None:

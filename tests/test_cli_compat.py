@@ -9,10 +9,12 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from reliability_support import run_cli
 
 from d8mirror import cli
+from d8mirror.bundle import gost_hex_file
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import PackageSpec, SeededContent, SeedSpec, seed_packages
 
@@ -140,7 +142,7 @@ def test_summary_compact_by_default_and_per_package_on_request(
     compact = _summary(log)
     assert "║ Edition:    EE" in compact
     assert "║ Packages:   2" in compact
-    assert "alpha-pkg" not in compact and "[v1.1.0" not in compact
+    assert "║     alpha-pkg" not in compact and "[v1.1.0" not in compact
     assert ("The skip-vex-images flag was detected: Vulnerability scanning may not work "
             "correctly when this flag is used.") in log.read_text()
 
@@ -196,3 +198,35 @@ def test_source_password_never_reaches_a_child_process(
     assert seen.is_file(), "no gost12sum child was started"
     child_env = seen.read_text()
     assert PASSWORD not in child_env and USER not in child_env
+
+
+# -- GOST sidecars as d8 writes them (issue 12.14) ----------------------------------------------
+@pytest.mark.usefixtures("prefect_server")
+def test_gost_sidecars_for_every_archive_only_after_a_fully_successful_pull(
+        source: tuple[RegistryServer, SeededContent], tmp_path: Path) -> None:
+    """d8 writes `.gostsum` at the end, for every `.tar`/`.chunk` of the bundle dir (its own
+    or not), and only when the pull fully succeeded."""
+    server, _ = source
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "platform.tar").write_bytes(b"an archive d8 pulled earlier")
+    assert cli.main(_args(server, bundle, "--include-package", "alpha-pkg", "--force",
+                          "--gost-digest")) == 0
+    archives = sorted(p.name for p in bundle.iterdir() if p.name.endswith(".tar"))
+    assert archives == ["package-alpha-pkg.tar", "package-versions.tar", "platform.tar"]
+    for name in archives:
+        assert (bundle / f"{name}.gostsum").read_text() == gost_hex_file(bundle / name)
+
+    repo = f"{ROOT}/packages/beta-pkg"
+    with server.client() as client:
+        layer = str(client.get_manifest(repo, "v1.0.0").json()["layers"][-1]["digest"])
+        saved = tmp_path / "saved-layer"
+        client.fetch_blob(repo, layer, saved)
+        httpx.delete(f"{server.url}/v2/{repo}/blobs/{layer}").raise_for_status()
+        failed = tmp_path / "failed"
+        try:
+            assert cli.main(_args(server, failed, "--gost-digest")) == 1
+        finally:
+            client.upload_blob(repo, layer, saved)
+    assert (failed / "package-alpha-pkg.tar").is_file()
+    assert not list(failed.glob("*.gostsum"))

@@ -60,6 +60,7 @@ class PullReport:
     packages_skipped: bool = False
     edition: str = ""
     only_extra_images: bool = False
+    errors: list[str] = field(default_factory=list)   # of the run itself (GOST digests)
 
     @property
     def failed(self) -> list[str]:
@@ -67,7 +68,7 @@ class PullReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.errors
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -172,11 +173,13 @@ def render_summary(report: PullReport, *, verbose: bool = True) -> str:
         lines.append("No images were downloaded (dry-run).")
     elif report.cancelled:
         lines.append("Pull was cancelled; completed packages were packed.")
-    elif report.failed:
-        lines.append(f"Pull failed; failed packages: {', '.join(report.failed)}")
+    elif not report.ok:
+        if report.failed:
+            lines.append(f"Pull failed; failed packages: {', '.join(report.failed)}")
         for p in report.packages:
             if p.error:
                 lines.append(f"  {p.name}: {p.error}")
+        lines += [f"Pull failed; {error}" for error in report.errors]
     else:
         lines.append("Pull completed.")
     lines.append(f"Elapsed: {_elapsed(report.elapsed_seconds)}")
