@@ -198,6 +198,14 @@ def test_source_password_never_reaches_a_child_process(
     assert seen.is_file(), "no gost12sum child was started"
     child_env = seen.read_text()
     assert PASSWORD not in child_env and USER not in child_env
+    # given through d8's environment variables: the children do not get them either
+    seen.unlink()
+    code = run_cli(["pull", str(tmp_path / "env"), "--source", f"{secret_source.host}/{ROOT}",
+                    "--insecure", "--gost-digest"], log,
+                   PATH=f"{shim}:{os.environ['PATH']}", D8MIRROR_GOST_BACKEND="",
+                   D8_MIRROR_SOURCE_LOGIN=USER, D8_MIRROR_SOURCE_PASSWORD=PASSWORD)
+    assert code == 0, log.read_text()[-3000:]
+    assert seen.is_file() and PASSWORD not in seen.read_text()
 
 
 # -- GOST sidecars as d8 writes them (issue 12.14) ----------------------------------------------

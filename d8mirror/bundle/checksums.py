@@ -72,6 +72,14 @@ class _GostHasher:
         return self._hash.hexdigest().lower()
 
 
+#: Variables a hashing child never needs: credentials (d8's and the AWS chain's).
+_SECRET_PREFIXES = ("D8_MIRROR_", "AWS_")
+
+
+def _child_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(_SECRET_PREFIXES)}
+
+
 class _GostPipeHasher:
     """Streebog-256 computed by ``gost12sum`` (Debian package ``gostsum``) fed through a pipe.
 
@@ -82,7 +90,8 @@ class _GostPipeHasher:
     def __init__(self, program: str) -> None:
         self._program = program
         self._process = subprocess.Popen([program], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                         env=_child_environment())
 
     def update(self, data: bytes, /) -> None:
         stdin = self._process.stdin
