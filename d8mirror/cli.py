@@ -242,11 +242,11 @@ def run_pull_command(args: argparse.Namespace) -> int:
     params = _pull_parameters(args)
     bundle = Path(params.bundle_dir)
     from flows.pull import PullFailed, run_pull
-    from tasks.cancel import install_stop_handlers, stop_on_signals_hook, stop_requested
+    from tasks.cancel import stop_on_signals, stop_on_signals_hook, stop_requested
 
-    install_stop_handlers()
     try:
-        run_pull(params, on_running=[stop_on_signals_hook])
+        with stop_on_signals():
+            run_pull(params, on_running=[stop_on_signals_hook])
     except PullFailed as exc:
         print(f"pull failed: {exc}", file=sys.stderr)
         _print_package_errors(bundle)

@@ -7,6 +7,7 @@ import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -36,13 +37,21 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
                   else signal.SIG_DFL)
 
 
-def install_stop_handlers() -> None:
-    """SIGINT and SIGTERM request a graceful stop (main thread only; elsewhere a no-op)."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            signal.signal(signum, _on_signal)
-        except ValueError:
-            return
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM request a graceful stop; the handlers found are put
+    back after (main thread only; elsewhere a no-op)."""
+    previous: dict[int, Any] = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, _on_signal)
+    except ValueError:
+        pass
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def stop_on_signals_hook(*_args: Any) -> None:
