@@ -106,6 +106,12 @@ class BlobStore:
                 _shared[key] = cls(Path(key))
             return _shared[key]
 
+    @classmethod
+    def forget_shared(cls, root: Path) -> None:
+        """Drop the shared store object of ``root`` (its directory was removed)."""
+        with _shared_guard:
+            _shared.pop(str(Path(root).resolve()), None)
+
     # -- paths ------------------------------------------------------------------------------
     def path(self, digest: str) -> Path:
         """Final path of ``digest`` (raises InvalidReferenceError for anything but sha256)."""

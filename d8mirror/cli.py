@@ -1,7 +1,8 @@
 """``d8mirror``: d8-compatible command line; runs the Prefect flows in this process.
 
 Prefect is imported only inside the commands, so ``import d8mirror`` stays Prefect-free.
-Exit codes (spec §9.5): 0 success, graceful cancel or dry-run; 1 failure; 2 bad usage.
+Exit codes (spec §9.5): 0 success, graceful cancel (Ctrl+C, SIGTERM) or dry-run; 1 any error,
+bad usage included (as d8, whose cobra exits 1 for usage errors too).
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ import argparse
 import importlib
 import json
 import os
-import signal
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from d8mirror.cli_warmup import finish_warm_up, start_warm_up
 from d8mirror.errors import ConfigError, MirrorError
@@ -57,8 +57,68 @@ def _add_tls_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tmp-dir", help="working directory (default: <bundle>/.tmp)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 1 on bad usage, as d8 does (argparse's own code is 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
+#: d8 pull flags of components d8mirror does not mirror yet: (flags, component, d8 type).
+#: Parsed with d8's types so that using one is our clear error, not argparse's.
+_UNSUPPORTED_PULL_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("--since-version",), "the platform", "str"),
+    (("--include-platform",), "the platform", "str"),
+    (("--deckhouse-tag",), "the platform", "str"),
+    (("--installer-tag",), "the installer", "str"),
+    (("-i", "--include-module"), "modules", "list"),
+    (("-e", "--exclude-module"), "modules", "list"),
+    (("--modules-path-suffix",), "modules", "str"),
+    (("--include-plugin",), "CLI plugins", "list"),
+)
+#: d8 defaults of those flags: a value equal to it selects nothing and is accepted.
+_UNSUPPORTED_DEFAULTS = {"installer_tag": "latest", "modules_path_suffix": "/modules"}
+
+
+def _add_d8_compat_flags(pull: argparse.ArgumentParser) -> None:
+    """The rest of d8's pull flags: components d8mirror skips anyway are accepted (only
+    packages are mirrored), the others are parsed and refused by :func:`_refuse_unsupported`."""
+    for flag, what in (("--no-platform", "Deckhouse Kubernetes Platform"),
+                       ("--no-modules", "Deckhouse modules"),
+                       ("--no-security-db", "security databases"),
+                       ("--no-installer", "Deckhouse installer")):
+        pull.add_argument(flag, action="store_true",
+                          help=f"accepted for d8 compatibility: {what} is never pulled")
+    pull.add_argument("--ignore-suspend", action="store_true",
+                      help="accepted for d8 compatibility: package channels are never suspended")
+    pull.add_argument("--no-pull-resume", action="store_true",
+                      help="start from scratch: clear the working dir's cache first")
+    pull.add_argument("--verbose-summary", action="store_true",
+                      help="list every package with its versions in the end-of-pull summary")
+    for flags, _component, kind in _UNSUPPORTED_PULL_FLAGS:
+        if kind == "list":
+            pull.add_argument(*flags, action="append", default=[], help=argparse.SUPPRESS)
+        else:
+            pull.add_argument(*flags, default=None, help=argparse.SUPPRESS)
+
+
+def _refuse_unsupported(args: argparse.Namespace) -> None:
+    """One ConfigError naming every given flag of a component d8mirror does not mirror."""
+    given = []
+    for flags, component, _kind in _UNSUPPORTED_PULL_FLAGS:
+        dest = flags[-1].lstrip("-").replace("-", "_")
+        value = getattr(args, dest)
+        if value and value != _UNSUPPORTED_DEFAULTS.get(dest):
+            given.append(f"{flags[-1]} ({component})")
+    if given:
+        raise ConfigError(f"d8mirror mirrors Deckhouse packages only; not supported yet: "
+                          f"{', '.join(given)}. Drop these flags (and pull those components "
+                          "with d8 mirror pull)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="d8mirror", description="Mirror Deckhouse packages between OCI registries and "
         "tar bundles (d8 mirror compatible), running Prefect flows in this process.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--concurrency", type=int, default=4, help="packages at once")
     pull.add_argument("--blob-workers", type=int, default=4, help="blobs at once per package")
     _add_tls_flags(pull)
+    _add_d8_compat_flags(pull)
     pull.set_defaults(handler=run_pull_command)
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(sub)
@@ -118,18 +179,6 @@ def check_bundle_dir(bundle: Path, *, force: bool, dry_run: bool,
                           f"{'…' if len(extra) > 3 else ''}); use --force to write into it")
 
 
-def _install_interrupt_handler() -> None:
-    from tasks.cancel import request_stop
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        request_stop()
-        print("\nOperation cancelled by user: packing what completed "
-              "(press Ctrl+C again to abort)", file=sys.stderr)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    signal.signal(signal.SIGINT, handler)
-
-
 def _print_package_errors(bundle: Path) -> None:
     """The cause of each failed package, from the run's report.json."""
     try:
@@ -141,17 +190,41 @@ def _print_package_errors(bundle: Path) -> None:
             print(f"  {package['name']}: {package.get('error') or 'failed'}", file=sys.stderr)
 
 
+#: What a pull keeps in its working dir (``tasks.models``, ``tasks.pull``): all of it cache.
+_PULL_CACHE_DIRS = ("blobs", "packages", "package-versions", "archives", "state")
+
+
+def start_without_cache(work_root: Path) -> None:
+    """``--no-pull-resume``: remove what earlier pulls left in the working dir (only d8mirror's
+    own directories: a --tmp-dir may hold other things)."""
+    from d8mirror.blobstore import BlobStore
+
+    BlobStore.forget_shared(work_root / "blobs")
+    for name in _PULL_CACHE_DIRS:
+        path = work_root / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            try:
+                shutil.rmtree(path)
+            except OSError as exc:
+                raise ConfigError(f"--no-pull-resume: cannot clear {path}: "
+                                  f"{exc.strerror or exc}; remove it by hand") from exc
+
+
 def _pull_parameters(args: argparse.Namespace) -> PullParameters:
-    """The flow parameters of ``pull`` (credential flags go to the environment, never here)."""
+    """The flow parameters of ``pull`` (credential flags stay in this process, never here)."""
+    _refuse_unsupported(args)
     check_bundle_dir(Path(args.bundle), force=args.force, dry_run=args.dry_run,
                      tmp_dir=Path(args.tmp_dir) if args.tmp_dir else None)
     if args.source_password and not args.source_login:
         raise ConfigError("--source-password given without --source-login")
+    from tasks.credentials import give
+
     for flag, var in (("source_login", "D8_MIRROR_SOURCE_LOGIN"),
                       ("source_password", "D8_MIRROR_SOURCE_PASSWORD"),
                       ("license", "D8_MIRROR_LICENSE_TOKEN")):
-        if getattr(args, flag):
-            os.environ[var] = getattr(args, flag)
+        give(var, getattr(args, flag))  # in this process only: children inherit os.environ
     from tasks.models import PullParameters
     from tasks.transfer_models import TransferTarget
 
@@ -165,6 +238,7 @@ def _pull_parameters(args: argparse.Namespace) -> PullParameters:
         gost_digest=args.gost_digest, tmp_dir=args.tmp_dir, insecure=args.insecure,
         tls_skip_verify=args.tls_skip_verify, ca_file=args.ca_file,
         concurrency=args.concurrency, blob_workers=args.blob_workers,
+        verbose_summary=args.verbose_summary,
         upload=None if not args.upload_to else TransferTarget(
             url=args.upload_to, endpoint_url=args.upload_endpoint_url),
     )
@@ -177,11 +251,11 @@ def run_pull_command(args: argparse.Namespace) -> int:
     params = _pull_parameters(args)
     bundle = Path(params.bundle_dir)
     from flows.pull import PullFailed, run_pull
-    from tasks.cancel import stop_requested
+    from tasks.cancel import stop_on_signals, stop_on_signals_hook, stop_requested
 
-    _install_interrupt_handler()
     try:
-        run_pull(params)
+        with stop_on_signals():
+            run_pull(params, on_running=[stop_on_signals_hook])
     except PullFailed as exc:
         print(f"pull failed: {exc}", file=sys.stderr)
         _print_package_errors(bundle)
@@ -200,6 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_transfer_environment()   # D8_MIRROR_TIMEOUT & co: a bad value is bad usage
         if args.command not in _FLOW_MODULES:
             return int(args.handler(args))
+        if args.command == "pull":
+            params = _pull_parameters(args)  # bad usage fails here, before Prefect starts
+            if args.no_pull_resume:
+                start_without_cache(params.work_root())
         from flows import local_api
 
         local_api.start_early()
@@ -215,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 finish_warm_up(warmer)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     except MirrorError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

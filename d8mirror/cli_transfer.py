@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
 
 
 def _common(args: argparse.Namespace) -> dict[str, Any]:
-    parse_transfer_url(args.url)  # ConfigError (exit 2) before Prefect starts
+    parse_transfer_url(args.url)  # ConfigError (exit 1) before Prefect starts
     return {"url": args.url, "endpoint_url": args.endpoint_url, "region": args.region,
             "insecure": args.insecure, "tls_skip_verify": args.tls_skip_verify,
             "ca_file": args.ca_file, "credentials_block": args.credentials_block,

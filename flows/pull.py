@@ -28,8 +28,16 @@ from prefect.futures import PrefectFuture, as_completed, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from d8mirror.bundle import bundle_stats
+from d8mirror.bundle.checksums import write_gost_sidecars
+from d8mirror.errors import MirrorError
 from d8mirror.pull.discovery import validate_proxy_mode
-from d8mirror.pull.report import ArchiveStat, PackageOutcome, PullReport, render_summary
+from d8mirror.pull.report import (
+    ArchiveStat,
+    PackageOutcome,
+    PullReport,
+    edition_of,
+    render_summary,
+)
 from flows.states import error_text
 from flows.transfer import upload_bundle
 from tasks import endpoints
@@ -49,6 +57,9 @@ from tasks.pull import (
 from tasks.transfer_models import UploadParameters
 
 COMPLETED_EVENT = "d8mirror.bundle.completed"
+#: d8's warning for --skip-vex-images (internal/mirror/pull.go), word for word.
+SKIP_VEX_WARNING = ("The skip-vex-images flag was detected: Vulnerability scanning may not work "
+                    "correctly when this flag is used.")
 
 
 class PullFailed(Exception):
@@ -195,18 +206,34 @@ def finish(params: PullParameters, report: PullReport, started: float) -> dict[s
     report.cancelled = stop_requested()
     report.archives = [] if params.dry_run else [
         ArchiveStat(s.name, s.size, s.chunks) for s in bundle_stats(Path(params.bundle_dir))]
+    if params.gost_digest and not params.dry_run and not report.cancelled and report.ok:
+        gost_sidecars(params, report)
     report.elapsed_seconds = time.monotonic() - started
     _publish(params, report)
-    if report.failed and not report.cancelled:
-        raise PullFailed(f"failed packages: {', '.join(report.failed)}")
+    if not report.ok and not report.cancelled:
+        raise PullFailed("; ".join([f"failed packages: {', '.join(report.failed)}"]
+                                   if report.failed else report.errors))
     if not params.dry_run and not report.cancelled:
         emit_bundle_completed(params, report)
     return report.to_json()
 
 
+def gost_sidecars(params: PullParameters, report: PullReport) -> None:
+    """As d8, once the pull fully succeeded: a ``.gostsum`` for every ``.tar``/``.chunk`` of
+    the bundle dir; a failure fails the run (spec §7.6)."""
+    logger = get_run_logger()
+    logger.info("Compute GOST digests for bundle")
+    try:
+        files = write_gost_sidecars(Path(params.bundle_dir))
+    except (MirrorError, OSError) as exc:
+        report.errors.append(f"GOST digests not written: {type(exc).__name__}: {exc}")
+        return
+    logger.info("GOST digests written for %d file(s)", len(files))
+
+
 def _publish(params: PullParameters, report: PullReport) -> None:
-    summary = render_summary(report)
-    get_run_logger().info("\n%s", summary)
+    get_run_logger().info("\n%s", render_summary(report, verbose=params.verbose_summary))
+    summary = render_summary(report)  # the artifact always lists every package
     create_markdown_artifact(key="mirror-pull-summary", markdown=f"```\n{summary}\n```",
                              description="d8mirror pull summary")
     create_table_artifact(key="mirror-pull-packages", table=report.table_rows(),
@@ -236,7 +263,11 @@ def mirror_pull(params: PullParameters) -> dict[str, Any]:
     prepare(params)
     options = params.options()
     report = PullReport(source=params.source, dry_run=params.dry_run,
-                        packages_skipped=not options.per_package_phase)
+                        packages_skipped=not options.per_package_phase,
+                        edition=edition_of(params.source),
+                        only_extra_images=params.only_extra_images)
+    if params.skip_vex_images:
+        get_run_logger().warning(SKIP_VEX_WARNING)
     versions = PackageVersions(params)
     if options.per_package_phase:
         found = discover_packages_task(params)
@@ -272,6 +303,9 @@ def mirror_package(params: MirrorPackageParameters) -> dict[str, Any]:
     return asdict(outcome)
 
 
-def run_pull(params: PullParameters) -> dict[str, Any]:
-    """Run the flow in this process with the requested package concurrency."""
-    return mirror_pull.with_options(task_runner=task_runner(params.concurrency))(params)
+def run_pull(params: PullParameters,
+             on_running: list[Any] | None = None) -> dict[str, Any]:
+    """Run the flow in this process with the requested package concurrency (``on_running``:
+    flow hooks, e.g. the CLI's graceful SIGTERM)."""
+    return mirror_pull.with_options(task_runner=task_runner(params.concurrency),
+                                    on_running=on_running)(params)

@@ -1,9 +1,15 @@
-"""A process-wide stop request (Ctrl+C in the CLI): fetchers stop at the next image, the flow
-packs what completed (spec §6.5)."""
+"""A process-wide stop request (Ctrl+C or SIGTERM in the CLI): fetchers stop at the next image
+or blob piece, the flow packs what completed (spec §6.5)."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
 import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
 
 _stop = threading.Event()
 
@@ -18,3 +24,41 @@ def stop_requested() -> bool:
 
 def reset() -> None:
     _stop.clear()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """First SIGINT/SIGTERM: ask the run to stop and pack what completed; the next one of the
+    same kind aborts (KeyboardInterrupt, or SIGTERM's default: terminate)."""
+    request_stop()
+    again = "press Ctrl+C again" if signum == signal.SIGINT else "send SIGTERM again"
+    print(f"\nOperation cancelled by user: packing what completed ({again} to abort)",
+          file=sys.stderr)
+    signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                  else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM request a graceful stop; the handlers found are put
+    back after (main thread only; elsewhere a no-op)."""
+    previous: dict[int, Any] = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, _on_signal)
+    except ValueError:
+        pass
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def stop_on_signals_hook(*_args: Any) -> None:
+    """A flow ``on_running`` hook: Prefect's engine replaces the SIGTERM handler for the run
+    (its handler crashes the run, and the task threads then finish their downloads before the
+    process can exit); put the graceful stop back, unless a stop was already requested."""
+    if stop_requested():
+        return
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGTERM, _on_signal)

@@ -1,7 +1,9 @@
 """Credentials resolved inside the process, never passed as parameters.
 
 Order: a Prefect ``Secret`` block named in the parameters ("user:password", or a bare license
-token), then the d8 environment variables, then docker's config.json (by the registry client).
+token), then values the CLI was given (:func:`give`: kept in this process, never written to
+``os.environ``, which every child process would inherit), then the d8 environment variables,
+then docker's config.json (by the registry client).
 """
 
 from __future__ import annotations
@@ -10,6 +12,22 @@ import os
 from typing import cast
 
 from d8mirror.registry import Credentials, resolve_credentials
+
+#: Values given on the command line, by the name of the d8 variable they stand for.
+_given: dict[str, str] = {}
+
+
+def give(variable: str, value: str | None) -> None:
+    """Use ``value`` for the D8_MIRROR_* ``variable`` in this process (over the environment);
+    an empty ``value`` forgets an earlier one."""
+    if value:
+        _given[variable] = value
+    else:
+        _given.pop(variable, None)
+
+
+def _value(variable: str) -> str | None:
+    return _given.get(variable) or os.environ.get(variable) or None
 
 
 def _from_block(block_name: str) -> Credentials:
@@ -28,9 +46,9 @@ def source_credentials(registry: str, block_name: str | None = None) -> Credenti
         return _from_block(block_name)
     return resolve_credentials(
         registry,
-        username=os.environ.get("D8_MIRROR_SOURCE_LOGIN") or None,
-        password=os.environ.get("D8_MIRROR_SOURCE_PASSWORD") or None,
-        license_token=os.environ.get("D8_MIRROR_LICENSE_TOKEN") or None,
+        username=_value("D8_MIRROR_SOURCE_LOGIN"),
+        password=_value("D8_MIRROR_SOURCE_PASSWORD"),
+        license_token=_value("D8_MIRROR_LICENSE_TOKEN"),
     )
 
 
@@ -39,6 +57,6 @@ def target_credentials(registry: str, block_name: str | None = None) -> Credenti
         return _from_block(block_name)
     return resolve_credentials(
         registry,
-        username=os.environ.get("D8_MIRROR_REGISTRY_LOGIN") or None,
-        password=os.environ.get("D8_MIRROR_REGISTRY_PASSWORD") or None,
+        username=_value("D8_MIRROR_REGISTRY_LOGIN"),
+        password=_value("D8_MIRROR_REGISTRY_PASSWORD"),
     )

@@ -42,6 +42,8 @@ class PullParameters(BaseModel):
     chunk_size: str = Field("0", description="Split archives into chunks: decimal GB as in d8 "
                             "(5) or with a unit (500MB, 1GiB); 0 = off.")
     gost_digest: bool = Field(False, description="Also write GOST Streebog-256 .gostsum files.")
+    verbose_summary: bool = Field(False, description="List every package with its versions in "
+                                  "the end-of-pull summary (output only).")
     tmp_dir: str | None = Field(None, description="Working dir and blob cache, kept across "
                                 "runs (default BUNDLE_DIR/.tmp, removed after a successful "
                                 "run).")

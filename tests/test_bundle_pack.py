@@ -253,9 +253,23 @@ def test_disk_full_is_a_disk_space_error_naming_the_path(
     assert bundle_files(bundle) == []
 
 
-def test_gost_sidecars_for_every_chunk(tmp_path: Path) -> None:
+def test_gost_sidecars_for_every_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packing computes GOST on the way but writes no .gostsum; the end-of-pull step writes
+    one per chunk from those digests (no second read) and computes any other file's."""
+    from d8mirror.bundle import checksums
+
     src = make_source(tmp_path / "src", [1500])
     result = pack_archive(tmp_path / "x.tar", [TarSource(src, "x")], chunk_size=1000, gost=True)
+    assert not list(tmp_path.glob("*.gostsum"))
+    with monkeypatch.context() as patch:
+        patch.setattr(checksums, "gost_hex_file", lambda path: pytest.fail(f"read {path}"))
+        assert checksums.write_gost_sidecars(tmp_path) == list(result.files)
+    (tmp_path / "foreign.tar").write_bytes(b"d8 wrote this")
+    checksums.write_gost_sidecars(tmp_path)
+    assert (tmp_path / "foreign.tar.gostsum").read_text() == gostcrypto.gosthash.new(
+        "streebog256", data=b"d8 wrote this").hexdigest()
+    (tmp_path / "foreign.tar").unlink()
+    (tmp_path / "foreign.tar.gostsum").unlink()
     for chunk in result.files:
         text = (tmp_path / (chunk.name + ".gostsum")).read_text()
         assert text == gostcrypto.gosthash.new("streebog256", data=chunk.read_bytes()).hexdigest()

@@ -46,20 +46,21 @@ def _own_layer(server: RegistryServer, package: str) -> tuple[str, str]:
     return repo, str(manifest["layers"][-1]["digest"])
 
 
-def test_usage_errors_exit_2_before_any_work(tmp_path: Path,
+def test_usage_errors_exit_1_before_any_work(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    """§9.1/§9.6: mutually exclusive filters, an empty constraint, a non-empty bundle dir."""
+    """§9.1/§9.6 (exit 1 as d8): mutually exclusive filters, an empty constraint, a
+    non-empty bundle dir."""
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["pull", str(tmp_path / "b"), "--include-package", "a",
                   "--exclude-package", "b"])
-    assert exit_info.value.code == 2
-    assert cli.main(["pull", str(tmp_path / "b"), "--include-package", "console@"]) == 2
+    assert exit_info.value.code == 1
+    assert cli.main(["pull", str(tmp_path / "b"), "--include-package", "console@"]) == 1
     assert "quote" in capsys.readouterr().err
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "something").write_text("x")
-    assert cli.main(["pull", str(tmp_path / "full")]) == 2
+    assert cli.main(["pull", str(tmp_path / "full")]) == 1
     assert "--force" in capsys.readouterr().err
-    assert cli.main(["pull", str(tmp_path / "b"), "-c", "-1"]) == 2
+    assert cli.main(["pull", str(tmp_path / "b"), "-c", "-1"]) == 1
 
 
 @pytest.mark.usefixtures("prefect_server")

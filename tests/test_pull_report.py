@@ -33,9 +33,10 @@ def test_summary_counts_packages_vex_and_sorts_versions_newest_first() -> None:
     text = render_summary(_report())
     assert text.splitlines()[0].startswith("╔══ Pull summary ")
     assert "║ Packages:   2  ·  2 VEXes" in text              # d8: `Packages:   1`
-    assert "console                        (2 VEX)  [v1.45.2, v1.44.0]" in text
-    assert "code                           [v1.6.5]" in text            # no "(0 VEX)"
-    assert "package-console.tar (2 chunks)" in text and "5.0 GiB" in text
+    assert "║     console                         (2 VEX)  [v1.45.2, v1.44.0]" in text
+    assert "║     code                            [v1.6.5]" in text     # no "(0 VEX)"
+    assert "║ Bundle artifacts (3 files)" in text                        # chunks counted
+    assert "║   package-console.tar               5.0 GiB  (2 chunks)" in text
     assert "TOTAL" in text and "Elapsed: 3m12s" in text and "Pull completed." in text
 
 

@@ -3,9 +3,12 @@
 Sidecars sit beside every archive or chunk:
 
 * ``<file>.sha256``  — ``sha256sum`` format, ``"<hex>  <file name>\\n"`` (``sha256sum -c`` works);
-* ``<file>.gostsum`` — 64 lowercase hex chars, no newline, no file name (as d8 writes it).
+* ``<file>.gostsum`` — 64 lowercase hex chars, no newline, no file name (as d8 writes it), for
+  every ``.tar``/``.chunk`` of the bundle dir once a pull fully succeeded
+  (:func:`write_gost_sidecars`, spec §7.6).
 
-Digests are fed piece by piece while an archive is written, so nothing is read twice.
+Digests are fed piece by piece while an archive is written, so nothing is read twice: the GOST
+digest of a file this process wrote is remembered (:func:`remember_gost`) until its sidecar is.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -67,6 +72,14 @@ class _GostHasher:
         return self._hash.hexdigest().lower()
 
 
+#: Variables a hashing child never needs: credentials (d8's and the AWS chain's).
+_SECRET_PREFIXES = ("D8_MIRROR_", "AWS_")
+
+
+def _child_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(_SECRET_PREFIXES)}
+
+
 class _GostPipeHasher:
     """Streebog-256 computed by ``gost12sum`` (Debian package ``gostsum``) fed through a pipe.
 
@@ -77,7 +90,8 @@ class _GostPipeHasher:
     def __init__(self, program: str) -> None:
         self._program = program
         self._process = subprocess.Popen([program], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                         env=_child_environment())
 
     def update(self, data: bytes, /) -> None:
         stdin = self._process.stdin
@@ -165,16 +179,62 @@ def sha256_line(hex_digest: str, file_name: str) -> str:
 
 
 def stage_sidecars(final: Path, digests: FileDigests, staging: Staging) -> None:
-    """Write the sidecars of ``final`` under staging names and register them with ``staging``."""
-    texts = {SHA256_SUFFIX: sha256_line(digests.sha256.hexdigest(), final.name)}
-    if digests.gost is not None:
-        texts[GOST_SUFFIX] = digests.gost.hexdigest()
-    for suffix, text in texts.items():
-        sidecar = final.with_name(final.name + suffix)
-        tmp = staging_path(sidecar)
-        staging.add(tmp, sidecar)
-        tmp.write_text(text, encoding="ascii")
-        tmp.chmod(0o644)
+    """Write the ``.sha256`` sidecar of ``final`` under a staging name and register it with
+    ``staging`` (the ``.gostsum`` comes at the end of the pull: :func:`write_gost_sidecars`)."""
+    sidecar = final.with_name(final.name + SHA256_SUFFIX)
+    tmp = staging_path(sidecar)
+    staging.add(tmp, sidecar)
+    tmp.write_text(sha256_line(digests.sha256.hexdigest(), final.name), encoding="ascii")
+    tmp.chmod(0o644)
+
+
+#: GOST digests of files this process wrote, by identity (see ``_identity_of``).
+_gost_known: dict[tuple[int, ...], str] = {}
+_gost_lock = threading.Lock()
+
+
+def _identity_of(path: Path) -> tuple[int, ...]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def remember_gost(path: Path, hex_digest: str) -> None:
+    """Keep the GOST digest of ``path`` as written now (used while the file is unchanged)."""
+    with _gost_lock:
+        _gost_known[_identity_of(path)] = hex_digest
+
+
+def _write_new_file(path: Path, text: str) -> None:
+    """``path`` atomically, through a temporary file of a new unique name (a planted symlink
+    is never followed), mode 0644."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as stream:
+            stream.write(text)
+            os.fchmod(stream.fileno(), 0o644)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def _write_gost_sidecar(path: Path) -> None:
+    with _gost_lock:
+        known = _gost_known.get(_identity_of(path))
+    digest = known or gost_hex_file(path)
+    _write_new_file(path.with_name(path.name + GOST_SUFFIX), digest)
+
+
+def write_gost_sidecars(bundle_dir: Path) -> list[Path]:
+    """d8's end of a successful ``--gost-digest`` pull (spec §7.6): ``<file>.gostsum`` for every
+    ``.tar``/``.chunk`` file of ``bundle_dir``, its own or not; digests remembered from
+    writing are reused, the others computed. Returns the files; raises on the first failure."""
+    files = sorted(p for p in bundle_dir.iterdir() if _is_archive_file(p))
+    with ThreadPoolExecutor(max_workers=SIDECAR_WORKERS,
+                            thread_name_prefix="d8mirror-gost") as pool:
+        for future in [pool.submit(_write_gost_sidecar, f) for f in files]:
+            future.result()
+    return files
 
 
 def _is_archive_file(path: Path) -> bool:

@@ -60,6 +60,8 @@ class ArchiveFileWriter:
         self._stream: BinaryIO | None = None
         self._written = 0
         self._digests = FileDigests(gost=False)  # replaced per file by _open_next
+        #: GOST digest of each file, in order (when ``gost``): remembered once committed.
+        self.gost_digests: list[str] = []
         self._aborted = False
         # The whole stream's SHA-256: the single file's own when not chunked (one pass).
         self._whole = hashlib.sha256() if chunk_size else None
@@ -95,6 +97,8 @@ class ArchiveFileWriter:
         try:
             stream.close()
             stage_sidecars(final, self._digests, self._staging)
+            if self._digests.gost is not None:
+                self.gost_digests.append(self._digests.gost.hexdigest())
         except OSError as exc:
             raise os_error(exc, final, "write") from exc
 

@@ -3,8 +3,9 @@
 The archive is streamed once: tar writer → cancellation check → file or exact-size chunks, each
 hashed as written (the whole stream too when chunked; unchunked, the one file's hash is the
 archive's), staged under ``….tmp`` names. Only a complete archive is renamed into place,
-together with its ``.sha256`` (and ``.gostsum``) sidecars. Any failure, cancellation or
-interrupt deletes every staged file and re-raises.
+together with its ``.sha256`` sidecars (a GOST digest computed on the way is remembered for the
+``.gostsum`` written at the end of the pull). Any failure, cancellation or interrupt deletes
+every staged file and re-raises.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from d8mirror.errors import BundleError, ConfigError
 
 from .atomic import Staging
+from .checksums import remember_gost
 from .chunks import ArchiveFileWriter, remove_stale_finals, remove_stale_staging
 from .tarwriter import TarMember, TarSource, collect_members, write_tar
 
@@ -67,5 +69,8 @@ def pack_archive(dest: Path, sources: Sequence[TarSource | TarMember], *, chunk_
         sink.abort()
         staging.discard()
         raise
-    remove_stale_finals(dest, files, gost=gost)
+    # A rewritten file's old .gostsum is stale: the end of a successful pull writes it anew.
+    remove_stale_finals(dest, files, gost=False)
+    for path, digest in zip(files, sink.gost_digests, strict=False):
+        remember_gost(path, digest)
     return ArchiveResult(path=dest, files=files, size=size, sha256=sink.sha256)

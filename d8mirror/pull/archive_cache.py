@@ -73,7 +73,8 @@ class ArchiveCache:
             return None
         archive = dict(record["archive"])
         files = tuple(bundle_dir / name for name in archive["files"])
-        remove_stale_finals(bundle_dir / archive["name"], files, gost=gost)
+        # .gostsum files are written at the end of a successful pull, not kept here.
+        remove_stale_finals(bundle_dir / archive["name"], files, gost=False)
         return {"path": str(bundle_dir / archive["name"]), "files": [str(f) for f in files],
                 "size": archive["size"], "sha256": archive["sha256"]}
 

@@ -240,9 +240,12 @@ class ImageFetcher:
                 self.stats.add(1 if fetched_ahead else 0, size)
                 return
             incoming.parent.mkdir(parents=True, exist_ok=True)
+            # A stop request ends a blob in flight too (its .partial is kept for a rerun); a
+            # warmer's blobs in flight finish for the fetch that takes over.
+            progress = None if self.ahead else (lambda _n: self.check_stop())
             written = self.retry.call(
                 lambda: self.client.fetch_blob(repository, digest, incoming, size=size or None,
-                                               deadline=deadline),
+                                               deadline=deadline, on_progress=progress),
                 what=f"fetch blob {repository}@{digest}", deadline=deadline)
             self.store.commit(digest, incoming, trusted=True)
             if self.ahead:

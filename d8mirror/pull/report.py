@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,15 @@ REPORT_FILE = "report.json"
 _FRAME = 56
 _LABEL = 11
 _NAME = 30
+_SIZE = 10
+#: Editions d8 recognises as the last path segment of ``--source`` (summary ``Edition:`` line).
+EDITIONS = ("ee", "fe", "se", "se-plus", "be", "ce")
+
+
+def edition_of(source: str) -> str:
+    """The edition ``source`` names (``…/deckhouse/ee`` → ``ee``), or "" for a custom path."""
+    last = source.rstrip("/").rsplit("/", 1)[-1]
+    return last if last in EDITIONS else ""
 
 
 @dataclass
@@ -48,6 +58,9 @@ class PullReport:
     cancelled: bool = False
     elapsed_seconds: float = 0.0
     packages_skipped: bool = False
+    edition: str = ""
+    only_extra_images: bool = False
+    errors: list[str] = field(default_factory=list)   # of the run itself (GOST digests)
 
     @property
     def failed(self) -> list[str]:
@@ -55,7 +68,7 @@ class PullReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.errors
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -64,14 +77,22 @@ class PullReport:
         return doc
 
     def write(self, bundle_dir: Path) -> Path:
-        """Write ``report.json`` atomically into the bundle dir."""
+        """Write ``report.json`` atomically into the bundle dir, through a temporary file of a
+        new unique name (created exclusively: a symlink planted in the bundle dir is never
+        followed, so nothing outside it is overwritten)."""
         path = bundle_dir / REPORT_FILE
-        tmp = path.with_name(path.name + ".tmp")
+        text = json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
+        tmp: Path | None = None
         try:
-            tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
+            fd, name = tempfile.mkstemp(dir=bundle_dir, prefix=f".{REPORT_FILE}.", suffix=".tmp")
+            tmp = Path(name)
+            with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                stream.write(text)
+                os.fchmod(stream.fileno(), 0o644)
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
             raise wrap_os_error(exc, str(path)) from exc
         return path
 
@@ -90,49 +111,78 @@ def human_size(size: float) -> str:
 
 
 def _elapsed(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    """As Go prints a duration rounded to the second: ``22s``, ``3m5s``, ``1h2m3s``."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms" if seconds > 0 else "0s"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def _package_lines(report: PullReport, verbose: bool) -> list[str]:
+    """``Packages:   N  ·  extra images only  ·  M VEXes``, then (verbose) one line per
+    package as d8 prints it: name, ``(n VEX)``, ``[versions newest first]``."""
+    if report.packages_skipped:
+        return [f"{'Packages:':<{_LABEL}} skipped"]
+    counted = [p for p in report.packages
+               if p.status in ("pulled", "planned") or (p.images and p.status != "failed")]
+    parts = [str(len(counted))]
+    if report.only_extra_images:
+        parts.append("extra images only")
+    if vex := sum(p.vex for p in report.packages):
+        parts.append(f"{vex} VEXes")
+    lines = [f"{'Packages:':<{_LABEL}} {'  ·  '.join(parts)}"]
+    if not verbose:
+        return lines
+    for p in report.packages:
+        tail = f"  ({p.vex} VEX)" if p.vex else ""
+        if p.versions:
+            tail += f"  [{', '.join(sort_versions_desc(p.versions))}]"
+        if p.status not in ("pulled", "planned"):
+            tail += f"  {p.status}"
+        lines.append(f"    {p.name:<{_NAME}}{tail}" if tail else f"    {p.name}")
+    return lines
+
+
+def _bundle_lines(report: PullReport) -> list[str]:
+    """d8's bundle block: physical files counted (every chunk), sizes right-aligned."""
+    files = sum(a.chunks or 1 for a in report.archives)
+    lines = ["", f"Bundle artifacts ({files} files)"]
+    for a in report.archives:
+        chunks = f"  ({a.chunks} chunks)" if a.chunks else ""
+        lines.append(f"  {a.name:<{_NAME}} {human_size(a.size):>{_SIZE}}{chunks}")
+    total = human_size(sum(a.size for a in report.archives))
+    lines.append(f"  {'TOTAL':<{_NAME}} {total:>{_SIZE}}")
+    return lines
 
 
 def render_summary(report: PullReport, *, verbose: bool = True) -> str:
-    """The framed summary printed at the end of a pull (and published as an artifact)."""
+    """The framed summary printed at the end of a pull (and published as an artifact);
+    per-package lines only when ``verbose`` (d8's ``--verbose-summary``)."""
     title = ("Pull plan (dry-run)" if report.dry_run else
              "Pull failed" if not report.ok else "Pull summary")
-    lines = [f"{'Source:':<{_LABEL}} {report.source}"]
-    if report.packages_skipped:
-        lines.append(f"{'Packages:':<{_LABEL}} skipped")
-    else:
-        counted = [p for p in report.packages
-                   if p.status in ("pulled", "planned") or (p.images and p.status != "failed")]
-        vex = sum(p.vex for p in report.packages)
-        head = f"{'Packages:':<{_LABEL}} {len(counted)}"
-        if vex:
-            head += f"  ·  {vex} VEXes"
-        lines.append(head)
-        if verbose:
-            for p in report.packages:
-                versions = ", ".join(sort_versions_desc(p.versions))
-                vex_note = f"({p.vex} VEX)  " if p.vex else ""
-                state = "" if p.status in ("pulled", "planned") else f"  {p.status}"
-                lines.append(f"    {p.name:<{_NAME}} {vex_note}[{versions}]{state}")
+    lines = [f"{'Edition:':<{_LABEL}} {report.edition.upper()}"] if report.edition else []
+    lines.append(f"{'Source:':<{_LABEL}} {report.source}")
+    lines += _package_lines(report, verbose)
     if not report.dry_run and report.archives:
-        lines += ["", f"Bundle artifacts ({len(report.archives)} files)"]
-        for a in report.archives:
-            chunks = f" ({a.chunks} chunks)" if a.chunks else ""
-            lines.append(f"  {a.name + chunks:<{_NAME}}  {human_size(a.size)}")
-        lines.append(f"  {'TOTAL':<{_NAME}}  {human_size(sum(a.size for a in report.archives))}")
+        lines += _bundle_lines(report)
     lines.append("")
     if report.dry_run:
         lines.append("No images were downloaded (dry-run).")
     elif report.cancelled:
         lines.append("Pull was cancelled; completed packages were packed.")
-    elif report.failed:
-        lines.append(f"Pull failed; failed packages: {', '.join(report.failed)}")
+    elif not report.ok:
+        if report.failed:
+            lines.append(f"Pull failed; failed packages: {', '.join(report.failed)}")
         for p in report.packages:
             if p.error:
                 lines.append(f"  {p.name}: {p.error}")
+        lines += [f"Pull failed; {error}" for error in report.errors]
     else:
         lines.append("Pull completed.")
     lines.append(f"Elapsed: {_elapsed(report.elapsed_seconds)}")
     bar = "═" * (_FRAME - len(title) - 5)
-    return "\n".join([f"╔══ {title} {bar}", *[f"║ {line}" for line in lines], "╚" + "═" * _FRAME])
+    return "\n".join([f"╔══ {title} {bar}", *[f"║ {line}" if line else "║" for line in lines],
+                      "╚" + "═" * (_FRAME - 1)])
