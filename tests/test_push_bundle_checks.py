@@ -423,3 +423,22 @@ def test_the_unpack_caps_an_index_json_it_merges(tmp_path: Path) -> None:
     result = unpack_all(discover_archives(bundle), tmp_path / "unified")
     assert [name for name, _ in result.failed] == ["package-zz.tar"]
     assert "larger than" in result.failed[0][1]
+
+
+def test_index_json_files_together_are_capped(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    """Many index files just under the per-file cap do not add up to unbounded memory."""
+    from d8mirror.push import validate
+
+    bundle = _bundle(tmp_path)
+    monkeypatch.setattr(validate, "MAX_TOTAL_INDEX_BYTES", 1024)
+    message = _refused_offline(bundle)
+    assert ARCHIVE in message and "together exceed 1024 bytes" in message
+
+
+def _refused_offline(bundle: Path) -> str:
+    from d8mirror.push.validate import refuse_invalid
+
+    with pytest.raises(BundleError) as info:
+        refuse_invalid(discover_archives(bundle))
+    return str(info.value)
