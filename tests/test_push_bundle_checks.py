@@ -21,7 +21,14 @@ from push_bundle_builder import Expected, PackageSpec, build_package_layouts, pa
 
 from d8mirror.bundle import discover_archives
 from d8mirror.bundle.checksums import SHA256_SUFFIX, sha256_file, sha256_line
-from d8mirror.errors import BundleError, ConfigError, IntegrityError, MirrorError
+from d8mirror.bundle.unpack import safe_unpack
+from d8mirror.errors import (
+    BundleError,
+    ConfigError,
+    IntegrityError,
+    MirrorError,
+    UnsafeArchiveEntryError,
+)
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.push.pusher import push_layout
 from d8mirror.push.routing import Router, parse_target
@@ -391,3 +398,47 @@ def test_flow_refuses_before_the_write_check(prefect_server: None, registry2: An
         run_push(PushParameters(bundle_dir=str(bundle), insecure=True,
                                 registry=f"{registry2.host}/checks-{next(_ns)}/ee"))
     assert registry2.requests() == []
+
+
+def test_unpack_refuses_a_sparse_entry_and_writes_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "holes.img"
+    with source.open("wb") as handle:
+        handle.seek(64 << 20)
+        handle.write(b"end")
+    archive = tmp_path / "package-holes.tar"
+    subprocess.run(["tar", "--sparse", "--format=gnu", "-cf", str(archive), "-C", str(tmp_path),
+                    "holes.img"], check=True)
+    dest = tmp_path / "dest"
+    with pytest.raises(UnsafeArchiveEntryError, match=r"package-holes\.tar.*sparse"):
+        safe_unpack(archive, dest, on_index_collision=lambda existing, incoming: None)
+    assert sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) == 0
+
+
+def test_the_unpack_caps_an_index_json_it_merges(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path)
+    huge = b'{"manifests": [], "pad": "' + b"x" * MAX_INDEX_BYTES + b'"}'
+    info = tarfile.TarInfo("packages/alpha/index.json")
+    info.size = len(huge)
+    (bundle / "package-zz.tar").write_bytes(_tar_bytes([info], {info.name: huge}))
+    result = unpack_all(discover_archives(bundle), tmp_path / "unified")
+    assert [name for name, _ in result.failed] == ["package-zz.tar"]
+    assert "larger than" in result.failed[0][1]
+
+
+def test_index_json_files_together_are_capped(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    """Many index files just under the per-file cap do not add up to unbounded memory."""
+    from d8mirror.push import validate
+
+    bundle = _bundle(tmp_path)
+    monkeypatch.setattr(validate, "MAX_TOTAL_INDEX_BYTES", 1024)
+    message = _refused_offline(bundle)
+    assert ARCHIVE in message and "together exceed 1024 bytes" in message
+
+
+def _refused_offline(bundle: Path) -> str:
+    from d8mirror.push.validate import refuse_invalid
+
+    with pytest.raises(BundleError) as info:
+        refuse_invalid(discover_archives(bundle))
+    return str(info.value)

@@ -168,3 +168,13 @@ def test_a_bundle_written_by_d8_without_sidecars_verifies_with_a_note(tmp_path: 
     assert report.verdict().startswith("OK: ") and "Note: no .sha256 sidecars" in \
         report.verdict()
     assert report.to_json()["notes"] == [NO_SIDECARS]
+
+
+def test_an_empty_trailing_chunk_as_d8_may_write_it_is_accepted(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path, chunk_size=8192)
+    count = len(list(bundle.glob("*.chunk")))
+    empty = bundle / f"{ARCHIVE}.{count:04d}.chunk"
+    empty.write_bytes(b"")
+    _reseal(empty)
+    assert verify_bundle(bundle).ok
+    assert refuse_invalid(discover_archives(bundle)).ok

@@ -13,10 +13,11 @@ with ``blob_spans``): where their bytes sit in the archive is saved in
 ``<unified>/.d8mirror-blob-spans.json`` (:data:`SPANS_FILE`, keyed by tree path), and the pusher
 uploads them from there. Chunk sets and compressed tars are extracted whole.
 
-An archive that cannot be read is a warning (``Failed to unpack <name>: <err>``) and the push
-goes on; an *unsafe* archive (tar-slip, links, devices) and a full disk are errors.
-Bundle bytes written to disk: manifests, configs, small blobs and every byte of a chunk set or
-compressed tar, once (tar → file); large blobs of plain tars never. ``bytes_written`` is what
+Push runs :mod:`d8mirror.push.validate` first and refuses a bundle that fails it, so here an
+archive that cannot be read (changed since) is only a warning (``Failed to unpack <name>:
+<err>``); an *unsafe* archive (tar-slip, links, devices, sparse files) and a full disk are
+errors. Bundle bytes written to disk: manifests, configs, small blobs and every byte of a chunk
+set, once (tar → file); large blobs of plain tars never. ``bytes_written`` is what
 the tree really holds, ``bytes_in_archives`` what was left in the archives.
 """
 

@@ -50,6 +50,8 @@ from d8mirror.reference import is_valid_repository, is_valid_tag
 
 #: An ``index.json`` larger than this is refused (a real one is a few hundred KiB).
 MAX_INDEX_BYTES = 16 << 20
+#: All the ``index.json`` files of a bundle together (their descriptors are held in memory).
+MAX_TOTAL_INDEX_BYTES = 128 << 20
 #: Entries (files and directories) one archive may hold; more is refused.
 MAX_ARCHIVE_ENTRIES = 50_000
 #: Problems listed in a refusal (all are counted).
@@ -288,6 +290,11 @@ class _ArchiveScan:
             self.problem(f"{where} is {member.size} bytes, over the {MAX_INDEX_BYTES}-byte "
                          "limit for an index: refused")
             return
+        self.tree.index_bytes += member.size
+        if self.tree.index_bytes > MAX_TOTAL_INDEX_BYTES:
+            self.problem(f"{where}: the bundle's index.json files together exceed "
+                         f"{MAX_TOTAL_INDEX_BYTES} bytes: refused")
+            return
         source = tar.extractfile(member)
         data = source.read() if source is not None else b""
         try:
@@ -337,6 +344,7 @@ class TreeCheck:
         self.check = BundleCheck(archives=len(self.archives))
         self.blobs: dict[tuple[str, str], _Location] = {}
         self.indexes: dict[str, list[tuple[int, list[IndexEntry]]]] = {}
+        self.index_bytes = 0
         self._checked: set[tuple[str, str]] = set()
 
     def blob_present(self, layout: str, digest: str) -> bool:
