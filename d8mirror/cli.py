@@ -84,12 +84,9 @@ _UNSUPPORTED_DEFAULTS = {"installer_tag": "latest", "modules_path_suffix": "/mod
 def _add_d8_compat_flags(pull: argparse.ArgumentParser) -> None:
     """The rest of d8's pull flags: components d8mirror skips anyway are accepted (only
     packages are mirrored), the others are parsed and refused by :func:`_refuse_unsupported`."""
-    for flag, what in (("--no-platform", "Deckhouse Kubernetes Platform"),
-                       ("--no-modules", "Deckhouse modules"),
-                       ("--no-security-db", "security databases"),
-                       ("--no-installer", "Deckhouse installer")):
+    for flag in ("--no-platform", "--no-modules", "--no-security-db", "--no-installer"):
         pull.add_argument(flag, action="store_true",
-                          help=f"accepted for d8 compatibility: {what} is never pulled")
+                          help="accepted for d8 compatibility (only packages are mirrored)")
     pull.add_argument("--ignore-suspend", action="store_true",
                       help="accepted for d8 compatibility: package channels are never suspended")
     pull.add_argument("--no-pull-resume", action="store_true",

@@ -293,6 +293,8 @@ def mirror_package(params: MirrorPackageParameters) -> dict[str, Any]:
     marker = outcome_file(pull, name)
     marker.unlink(missing_ok=True)
     [outcome] = _pull_packages(pull, [name], refresh=params.force_refetch)
+    if pull.gost_digest and outcome.archive and not stop_requested():
+        write_gost_sidecars(Path(pull.bundle_dir), outcome.archive)  # this archive's only
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(asdict(outcome), sort_keys=True))
     report = PullReport(source=pull.source, dry_run=pull.dry_run, packages=[outcome])

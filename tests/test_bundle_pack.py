@@ -263,6 +263,7 @@ def test_gost_sidecars_for_every_chunk(tmp_path: Path, monkeypatch: pytest.Monke
     assert not list(tmp_path.glob("*.gostsum"))
     with monkeypatch.context() as patch:
         patch.setattr(checksums, "gost_hex_file", lambda path: pytest.fail(f"read {path}"))
+        assert checksums.write_gost_sidecars(tmp_path, "x.tar") == list(result.files)
         assert checksums.write_gost_sidecars(tmp_path) == list(result.files)
     (tmp_path / "foreign.tar").write_bytes(b"d8 wrote this")
     checksums.write_gost_sidecars(tmp_path)

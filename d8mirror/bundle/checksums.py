@@ -225,11 +225,18 @@ def _write_gost_sidecar(path: Path) -> None:
     _write_new_file(path.with_name(path.name + GOST_SUFFIX), digest)
 
 
-def write_gost_sidecars(bundle_dir: Path) -> list[Path]:
+def write_gost_sidecars(bundle_dir: Path, archive: str | None = None) -> list[Path]:
     """d8's end of a successful ``--gost-digest`` pull (spec §7.6): ``<file>.gostsum`` for every
-    ``.tar``/``.chunk`` file of ``bundle_dir``, its own or not; digests remembered from
-    writing are reused, the others computed. Returns the files; raises on the first failure."""
-    files = sorted(p for p in bundle_dir.iterdir() if _is_archive_file(p))
+    ``.tar``/``.chunk`` file of ``bundle_dir``, its own or not (or only those of the archive
+    named ``archive``); digests remembered from writing are reused, the others computed.
+    Returns the files; raises on the first failure."""
+    from .chunks import existing_chunks
+
+    if archive is not None:
+        path = bundle_dir / archive
+        files = [path] if path.is_file() else existing_chunks(path)
+    else:
+        files = sorted(p for p in bundle_dir.iterdir() if _is_archive_file(p))
     with ThreadPoolExecutor(max_workers=SIDECAR_WORKERS,
                             thread_name_prefix="d8mirror-gost") as pool:
         for future in [pool.submit(_write_gost_sidecar, f) for f in files]:
