@@ -15,8 +15,9 @@ last try landing at the end of the budget, so a registry blip shorter than the b
 survived. Whenever bytes flow during a try (:func:`note_progress`, called by the registry
 client as the body of a successful answer arrives) the budget starts again: a long download
 that breaks now and then is not given up. The whole operation can also be bounded by an
-absolute ``deadline`` (e.g. the end of an image's time): no try starts after it. Content that arrives corrupted is not a blip: a digest
-mismatch is tried at most ``integrity_attempts`` times. ``attempts`` optionally caps the
+absolute ``deadline`` (e.g. the end of an image's time): no try starts after it. Content that
+arrives corrupted is not a blip: a digest mismatch is tried at most ``integrity_attempts``
+times. ``attempts`` optionally caps the
 number of tries as well. When the policy gives up, the last error propagates unchanged in
 type, its message saying how many attempts were made over how long.
 

@@ -71,7 +71,7 @@ def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
     url = redact_url(response.request.url)
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ProtocolError(f"{what} at {url} is {declared} bytes, over the {limit} byte limit",
+        raise ProtocolError(f"{what} at {url} is {declared} bytes, over the {limit} limit",
                             url=url, status=response.status_code)
     if response.is_stream_consumed:
         body = response.content
