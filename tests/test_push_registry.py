@@ -244,13 +244,17 @@ def test_interrupted_push_completes_when_run_again(registry2: Any, tmp_path: Pat
     assert uploaded == {"packages/viewer/extra/scanner"}
 
 
-def test_write_check_pushes_a_deterministic_image(registry2: Any, basic_registry: Any) -> None:
+def test_write_check_proves_push_permission_and_writes_nothing(registry2: Any,
+                                                               basic_registry: Any) -> None:
     target = parse_target(_target(registry2, "wcheck"))
+    registry2.clear_requests()
     with registry2.client() as client:
         check_write_access(client, target)
-        first = client.head_manifest(target.path, WRITE_CHECK_TAG).digest
         check_write_access(client, target)
-        assert client.head_manifest(target.path, WRITE_CHECK_TAG).digest == first
+        with pytest.raises(RegistryError):
+            client.head_manifest(target.path, WRITE_CHECK_TAG)
+    calls = [(m, p.split("/blobs/")[0]) for m, p, _ in registry2.requests()]
+    assert calls == [("POST", f"/v2/{target.path}"), ("DELETE", f"/v2/{target.path}")] * 2
     anonymous = RegistryClient(basic_registry.host, tls=TLSOptions(insecure=True))
     with anonymous, pytest.raises(WriteCheckError, match="credentials validation failure"):
         check_write_access(anonymous, parse_target(f"{basic_registry.host}/x/ee"))
