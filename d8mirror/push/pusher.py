@@ -33,7 +33,7 @@ from typing import Any
 
 from d8mirror.bundle import BlobSpans
 from d8mirror.errors import NotFoundError
-from d8mirror.layout import Layout, Provenance, resolve_short_tags
+from d8mirror.layout import IndexEntry, Layout, Provenance, TagConflict, resolve_short_tags
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.push.blobsource import LayoutBlobs
 from d8mirror.push.manifests import BlobRef, ManifestNode, read_manifest
@@ -86,13 +86,29 @@ def plan_layout(blobs: LayoutBlobs) -> tuple[list[TagPlan], list[str]]:
     """The (tag, manifest tree) pairs to push, sorted by tag, and the warnings found."""
     layout, where = blobs.layout, blobs.layout_rel or "/"
     entries = layout.entries()
-    resolution = resolve_short_tags(entries, Provenance.load(layout.path).from_item_archive)
-    warnings = [f"layout {where}: {c.describe()}" for c in resolution.conflicts]
+    provenance = Provenance.load(layout.path)
+    preferred = provenance.q2_preferred(entries)
+    resolution = resolve_short_tags(entries, preferred)
+    warnings = [f"layout {where}: {_describe(c, resolution[c.short_tag], provenance, preferred)}"
+                for c in resolution.conflicts]
     warnings += [f"layout {where}: descriptor {e.digest} has no short tag "
                  "annotation (io.deckhouse.image.short_tag); skipped" for e in resolution.untagged]
     plans = [TagPlan(tag, read_manifest(blobs, entry.digest, entry.media_type))
              for tag, entry in resolution.items()]
     return plans, warnings
+
+
+def _describe(conflict: TagConflict, chosen: IndexEntry, provenance: Provenance,
+              preferred: Callable[[IndexEntry], bool]) -> str:
+    if provenance.is_pin_alias(chosen):
+        why = "the package's own archive pins it"
+    elif preferred(chosen):
+        why = "the versions catalog decides for a package that is not pinned"
+    else:
+        return conflict.describe()
+    others = ", ".join(d for d in conflict.digests if d != conflict.chosen)
+    return (f"tag {conflict.short_tag} has {len(conflict.digests)} digests; pushing "
+            f"{conflict.chosen} ({why}), ignoring {others}")
 
 
 class LayoutPushCancelled(Exception):
