@@ -75,3 +75,34 @@ def test_an_older_package_archive_does_not_override_a_newer_catalog_when_not_pin
                                                               "alpha")]
     warnings = [w for w in result["warnings"] if "tag stable has 2 digests" in w]
     assert len(warnings) == 1 and "versions catalog" in warnings[0], result["warnings"]
+
+
+def test_the_rule_reads_real_pulls_right(registry: RegistryServer, registry2: RegistryServer,
+                                         demo_content: Any, tmp_path: Path) -> None:
+    """A bundle from d8mirror's own pull: stronghold pinned to v0.5.0 (upstream stable is
+    v0.4.0), console not pinned. The pin's aliases are recognised, console's pulled channel
+    images are not taken for aliases, and the pin lands."""
+    from d8mirror.bundle import discover_archives
+    from d8mirror.layout import Provenance
+    from d8mirror.push.unified import unpack_all
+    from flows.pull import run_pull
+    from tasks.models import PullParameters
+
+    bundle = tmp_path / "bundle"
+    pulled = run_pull(PullParameters(bundle_dir=str(bundle), source=f"{registry.host}/deckhouse/ee",
+                                     insecure=True,
+                                     include_packages=["stronghold@=v0.5.0", "console"]))
+    assert pulled["status"] == "completed", pulled
+    unified = tmp_path / "unified"
+    unpack_all(discover_archives(bundle), unified)
+    pins = Provenance.load(unified / "packages/stronghold/version").pins
+    assert sorted(ref.rsplit(":", 1)[1] for _, ref in pins if ref) == sorted(PIN_CHANNELS)
+    assert Provenance.load(unified / "packages/console/version").pins == {}
+
+    root, _ = _push(registry2, bundle)
+    with registry2.client() as client:
+        pinned = client.head_manifest(f"{root}/packages/stronghold/version", "v0.5.0").digest
+        assert client.head_manifest(f"{root}/packages/stronghold/version",
+                                    "stable").digest == pinned
+        upstream = client.head_manifest(f"{root}/packages/console/version", "v1.1.0").digest
+        assert _channel(client, root, "stable") == upstream
