@@ -1,16 +1,22 @@
 """mirror-push: bundle archives into the air-gapped registry.
 
     write check ─▶ unpack (sorted, merged, Q2 provenance) ─▶ per layout (mapped, bounded):
-    push ─▶ discovery tags ─▶ verify every tag ─▶ summary + table artifacts ─▶ Failed if any
-    layout failed or any tag does not resolve to the bundle's digest
+    push ─▶ verify every pushed tag ─▶ discovery tags of the items whose layouts all landed ─▶
+    verify them ─▶ summary + table artifacts ─▶ Failed if any layout failed or any tag does
+    not resolve to the bundle's digest
 
-A failed layout never stops the others; the run ends Failed and names it. Layout pushes are
-cached by content, so the UI's Retry re-pushes only what failed.
+A failed layout never stops the others; the run ends Failed, names it, and withholds the
+discovery tag of its item (package, module, plugin). Layout pushes are not cached across runs
+(the target may have changed): each run re-checks the target with HEADs and writes only what is
+missing, so the UI's Retry re-uploads only what failed. A stop request (Ctrl+C or SIGTERM in
+the CLI, :mod:`tasks.cancel`) lets in-flight blobs finish, starts nothing new, pushes no
+discovery tag, and ends the run Completed with a "Push was cancelled" summary.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,7 @@ from d8mirror.push.verify import Mismatch
 from d8mirror.registry import Credentials
 from flows.states import error_text
 from tasks import endpoints
+from tasks.cancel import stop_requested
 from tasks.credentials import target_credentials
 from tasks.push import (
     PushParameters,
@@ -42,6 +49,9 @@ from tasks.push import (
 
 #: Credentials handed over by ``run_push`` (the CLI), by registry host; never parameters.
 _explicit_credentials: dict[str, Credentials] = {}
+#: Set by the CLI: (re)installs its Ctrl+C/SIGTERM handlers inside the flow run, where Prefect's
+#: engine has put its own SIGTERM handler (which would abort the run instead).
+_signal_handlers: list[Callable[[], None]] = []
 
 
 class PushFailed(Exception):
@@ -58,7 +68,7 @@ def _register_target(params: PushParameters) -> str:
 
 
 def _push_layouts(params: PushParameters, registry: str, jobs: list[dict[str, Any]],
-                  ) -> tuple[list[LayoutPushResult], list[LayoutFailure]]:
+                  ) -> tuple[list[LayoutPushResult], list[LayoutFailure], list[str]]:
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=params.concurrency)
     with runner:
         started: dict[int, PrefectFuture[Any]] = {
@@ -67,14 +77,16 @@ def _push_layouts(params: PushParameters, registry: str, jobs: list[dict[str, An
             for i in heaviest_first(range(len(jobs)), lambda i: int(jobs[i].get("weight", 0)))}
         futures = [started[i] for i in range(len(jobs))]
         wait(futures)
-    done, failed = [], []
+    done, failed, cancelled = [], [], []
     for job, future in zip(jobs, futures, strict=True):
-        if future.state.is_completed():
-            done.append(LayoutPushResult.from_json(future.state.result()))
-        else:
+        if not future.state.is_completed():
             failed.append(LayoutFailure(job["layout"], job["repository"],
                                         error_text(future.state)))
-    return done, failed
+        elif (doc := future.state.result()).get("cancelled"):
+            cancelled.append(str(job["layout"]))
+        else:
+            done.append(LayoutPushResult.from_json(doc))
+    return done, failed, cancelled
 
 
 def _publish(result: PushResult) -> None:
@@ -89,6 +101,8 @@ def mirror_push(params: PushParameters) -> dict[str, Any]:
     """Push bundle archives into the target registry; see the module docstring."""
     logger = get_run_logger()
     started = time.monotonic()
+    for install in _signal_handlers:
+        install()
     registry = _register_target(params)
     check_bundle_task(params)   # before any request that writes: a bad bundle pushes nothing
     if bypassed():
@@ -99,11 +113,17 @@ def mirror_push(params: PushParameters) -> dict[str, Any]:
     workdir = WorkDir(tmp=Path(unpacked["tmp"]),
                       created=[Path(p) for p in unpacked["created"]])
     try:
-        done, failed = _push_layouts(params, registry, unpacked["jobs"])
-        discovery = discovery_from_json(push_discovery_tags_task(params, unpacked["root"]))
+        done, failed, cancelled = _push_layouts(params, registry, unpacked["jobs"])
         expected = [[r.repository, tag, digest] for r in done for tag, digest in r.tags]
-        expected += [[d.repository, d.tag, d.digest] for d in discovery]
         mismatches = [Mismatch(**m) for m in verify_push_task(registry, expected)]
+        unverified = {m.repository for m in mismatches}
+        not_landed = [f.layout for f in failed] + cancelled
+        not_landed += [r.layout for r in done if r.repository in unverified]
+        tags = push_discovery_tags_task(params, unpacked["root"], not_landed)
+        discovery = discovery_from_json(tags["pushed"])
+        withheld = discovery_from_json(tags["withheld"])
+        mismatches += [Mismatch(**m) for m in verify_push_task(
+            registry, [[d.repository, d.tag, d.digest] for d in discovery])]
     finally:
         workdir.cleanup()
     unpack = UnpackResult(workdir.unified, tuple(unpacked["unpacked"]),
@@ -112,24 +132,33 @@ def mirror_push(params: PushParameters) -> dict[str, Any]:
                           unpacked["bytes_in_archives"])
     result = PushResult(str(params.target()), unpack, tuple(done), tuple(failed),
                         tuple(discovery), tuple(mismatches),
+                        cancelled=stop_requested(),
                         elapsed_seconds=time.monotonic() - started,
-                        warnings=tuple(w for r in done for w in r.warnings))
+                        warnings=tuple(w for r in done for w in r.warnings),
+                        withheld=tuple(withheld), not_started=tuple(cancelled))
     logger.info("%s", render_push_summary(result))
     _publish(result)
     if not result.ok:
         names = ", ".join(result.failed_layouts) or "none"
+        held = ", ".join(f"{d.kind}:{d.tag}" for d in result.withheld) or "none"
         raise PushFailed(f"push to {params.registry} failed; failed layouts: {names}; "
-                         f"{len(result.mismatches)} tags did not verify")
+                         f"{len(result.mismatches)} tags did not verify; discovery tags "
+                         f"withheld: {held} (rerun the push to complete them)")
     return result.to_json()
 
 
-def run_push(params: PushParameters, credentials: Credentials | None = None) -> dict[str, Any]:
-    """What the CLI calls: hand over explicit credentials (by host), then run the flow."""
+def run_push(params: PushParameters, credentials: Credentials | None = None, *,
+             install_signal_handlers: Callable[[], None] | None = None) -> dict[str, Any]:
+    """What the CLI calls: hand over explicit credentials (by host) and its signal handlers,
+    then run the flow."""
     registry = params.target().registry
     if credentials is not None:
         _explicit_credentials[registry] = credentials
+    if install_signal_handlers is not None:
+        _signal_handlers.append(install_signal_handlers)
     try:
         return mirror_push(params)
     finally:
         _explicit_credentials.pop(registry, None)
+        _signal_handlers.clear()
         endpoints.close_all()

@@ -1,35 +1,42 @@
 """Prefect tasks of mirror-push: thin wrappers over :mod:`d8mirror.push`.
 
-Results are small JSON dicts. ``push_layout_task`` is cached by content (the layout's
-``index.json`` and provenance sidecar, and the target repository), so a retried flow run
-re-pushes only the layouts that failed; its body is idempotent anyway (HEAD before every write).
+Results are small JSON dicts. ``push_layout_task`` is never cached across runs: a cached
+result says nothing about the target now (it may have been reset, its tags or blobs deleted),
+so every run checks the target again. That is cheap, because the body writes nothing that is
+already there (one HEAD per tag and per blob), so a retried flow run still re-uploads only what
+failed or went missing. A stop request (Ctrl+C, SIGTERM: :mod:`tasks.cancel`) makes layouts not
+yet started return ``{"cancelled": true}`` and in-flight ones stop before their manifests.
 Credentials never pass through here: tasks get clients by registry host from ``tasks.endpoints``.
 """
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.context import TaskRunContext
+from prefect.cache_policies import NO_CACHE
 
 from d8mirror.bundle import SIDECAR_WORKERS, check_archive_sidecars
 from d8mirror.errors import BundleError
-from d8mirror.layout import INDEX_FILE, PROVENANCE_FILE
 from d8mirror.push.access import check_write_access
 from d8mirror.push.blobs import BlobLocations
-from d8mirror.push.discovery_tags import DiscoveryTag, plan_discovery_tags, push_discovery_tags
-from d8mirror.push.pusher import push_layout
+from d8mirror.push.discovery_tags import (
+    DiscoveryTag,
+    plan_discovery_tags,
+    push_discovery_tags,
+    split_landed,
+)
+from d8mirror.push.pusher import LayoutPushCancelled, push_layout
 from d8mirror.push.routing import parse_target
 from d8mirror.push.service import job_spans, plan_jobs
 from d8mirror.push.unified import WorkDir, unpack_all
 from d8mirror.push.validate import refuse_invalid
 from d8mirror.push.verify import Expected, verify_pushed
+from tasks.cancel import stop_requested
 from tasks.endpoints import client_for
-from tasks.policy import TRANSIENT_RETRIES, content_key
+from tasks.policy import TRANSIENT_RETRIES
 from tasks.push_models import PushParameters as PushParameters  # re-exported
 
 
@@ -40,7 +47,7 @@ def blob_locations(registry: str) -> BlobLocations:
 
 @task(name="check-write-access", **TRANSIENT_RETRIES)
 def check_write_access_task(registry: str) -> None:
-    """§8.6: push a deterministic tiny image to ``<registry>:d8WriteCheck``."""
+    """§8.6: prove push permission on ``<registry>`` (an upload session opened, cancelled)."""
     target = parse_target(registry)
     check_write_access(client_for(target.registry), target)
 
@@ -96,42 +103,45 @@ def _problems_found(checks: list[Future[list[str]]]) -> list[str]:
             for problem in check.result()]
 
 
-def _file_sha256(path: Path) -> str:
-    if not path.is_file():
-        return ""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+CANCELLED = {"cancelled": True}
 
 
-def layout_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """content_key(index.json sha256, provenance sha256, target registry + repository)."""
-    job = parameters["job"]
-    directory = Path(job["directory"])
-    return content_key("push-layout", _file_sha256(directory / INDEX_FILE),
-                       _file_sha256(directory / PROVENANCE_FILE), parameters["registry"],
-                       job["repository"])
-
-
-@task(name="push-layout", task_run_name="push-{job[layout]}", cache_key_fn=layout_cache_key,
-      persist_result=True, result_serializer="json", **TRANSIENT_RETRIES)
+@task(name="push-layout", task_run_name="push-{job[layout]}", cache_policy=NO_CACHE,
+      **TRANSIENT_RETRIES)
 def push_layout_task(registry: str, job: dict[str, str], blob_workers: int = 4) -> dict[str, Any]:
     """Push one layout (blobs HEAD-first, mounts, byte-exact manifests); large blobs come
-    straight from their archive by the tree's spans file that the job names."""
+    straight from their archive by the tree's spans file that the job names. ``CANCELLED``
+    when a stop was requested before or during it."""
     logger = get_run_logger()
+    if stop_requested():
+        return dict(CANCELLED)
     logger.info("Pushing %s/%s", registry, job["repository"])
-    result = push_layout(client_for(registry), Path(job["directory"]), job["layout"],
-                         job["repository"], locations=blob_locations(registry),
-                         blob_workers=blob_workers, warn=logger.warning,
-                         spans=job_spans(job.get("spans", "")))
+    try:
+        result = push_layout(client_for(registry), Path(job["directory"]), job["layout"],
+                             job["repository"], locations=blob_locations(registry),
+                             blob_workers=blob_workers, warn=logger.warning,
+                             spans=job_spans(job.get("spans", "")), should_stop=stop_requested)
+    except LayoutPushCancelled as exc:
+        logger.warning("%s", exc)
+        return dict(CANCELLED)
     return result.to_json()
 
 
 @task(name="push-discovery-tags", **TRANSIENT_RETRIES)
-def push_discovery_tags_task(params: PushParameters, unified: str) -> list[dict[str, Any]]:
-    """§8.5: ``<registry>/<packages path>:<name>`` (and modules, plugins) for the tree."""
+def push_discovery_tags_task(params: PushParameters, unified: str,
+                             not_landed: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """§8.5: ``<registry>/<packages path>:<name>`` (and modules, plugins) for every item of
+    the tree whose layouts all landed (none of them in ``not_landed``); none at all after a
+    stop request. ``{"pushed": [...], "withheld": [...]}``."""
+    logger = get_run_logger()
     target = params.target()
-    tags = plan_discovery_tags(Path(unified), target, params.router())
+    planned = plan_discovery_tags(Path(unified), target, params.router())
+    tags, withheld = ([], planned) if stop_requested() else split_landed(planned, not_landed)
+    for tag in withheld:
+        logger.warning("Not tagging %s/%s:%s: the %s did not land completely (rerun the push)",
+                       target.registry, tag.repository, tag.tag, tag.kind.rstrip("s"))
     push_discovery_tags(client_for(target.registry), tags)
-    return [t.to_json() for t in tags]
+    return {"pushed": [t.to_json() for t in tags], "withheld": [t.to_json() for t in withheld]}
 
 
 @task(name="verify-push", **TRANSIENT_RETRIES)

@@ -210,3 +210,29 @@ def build_bundle(tmp: Path, specs: Sequence[PackageSpec], *, with_index: bool = 
     for name in roots:
         expected.tags[("packages", name)] = ""  # discovery tag: any (deterministic) digest
     return bundle, expected
+
+
+PIN_CHANNELS = ("alpha", "beta", "early-access", "stable", "rock-solid", "lts")
+
+
+def build_pinned_package(tmp: Path, name: str, version: str) -> tuple[Path, Expected]:
+    """``package-<name>.tar`` as ``pull --include-package <name>@=<version>`` writes it (spec
+    §4): only ``version`` pulled, no channel image, and after the sort every channel appended
+    to ``version/index.json`` as a copy of the pinned version's descriptor."""
+    expected = Expected()
+    spec = PackageSpec(name, versions=(version,), channels={})
+    root = build_package_layouts(tmp / "work", spec, expected)
+    index_path = root / "version" / "index.json"
+    doc = json.loads(index_path.read_text())
+    pinned = next(e for e in doc["manifests"]
+                  if e["annotations"][ANNOTATION_SHORT_TAG] == version)
+    ref = pinned["annotations"][ANNOTATION_REF_NAME]
+    for channel in PIN_CHANNELS:
+        doc["manifests"].append({**pinned, "annotations": {
+            ANNOTATION_REF_NAME: ref.rsplit(":", 1)[0] + ":" + channel,
+            ANNOTATION_SHORT_TAG: channel}})
+        expected.tags[(f"packages/{name}/version", channel)] = pinned["digest"]
+    index_path.write_text(json.dumps(doc, indent=2))
+    bundle = tmp / "bundle"
+    bundle.mkdir(parents=True, exist_ok=True)
+    return pack_package(bundle, root, name), expected

@@ -19,6 +19,7 @@ from push_bundle_builder import (
     HandLayout,
     PackageSpec,
     build_bundle,
+    build_pinned_package,
     digest_of,
     make_layer,
     pack_package,
@@ -134,18 +135,21 @@ def test_wrong_password_fails_every_layout_with_unauthorized(basic_registry: Any
     bundle, _ = build_bundle(tmp_path, [PackageSpec("console")])
     client = RegistryClient(basic_registry.host, credentials=Credentials("testuser", "nope"),
                             tls=TLSOptions(insecure=True))
-    with pytest.raises(RegistryError):
-        _push(basic_registry, tmp_path, bundle, _target(basic_registry, "bad"), client=client)
+    result = _push(basic_registry, tmp_path, bundle, _target(basic_registry, "bad"),
+                   client=client)
+    assert not result.ok and not result.layouts
+    assert result.failures and all("unauthorized" in f.error.lower() for f in result.failures)
+    assert [d.tag for d in result.withheld] == ["console"]   # no discovery tag attempted
 
 
 def test_pinned_alias_wins_over_package_versions_tar_with_a_warning(
         registry2: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    pinned, expected = build_bundle(tmp_path / "a", [PackageSpec("console")])
+    pinned, expected = build_pinned_package(tmp_path / "a", "console", "v1.0.0")
     upstream, _ = build_bundle(tmp_path / "b", [PackageSpec(
         "console", channels={"stable": "v1.1.0", "alpha": "v1.1.0"})])
     bundle = tmp_path / "mixed"
     bundle.mkdir()
-    for source in (pinned / "package-console.tar", upstream / "package-versions.tar"):
+    for source in (pinned, upstream / "package-versions.tar"):
         (bundle / source.name).write_bytes(source.read_bytes())
     target = _target(registry2, "q2")
     with caplog.at_level(logging.WARNING, logger="d8mirror.push"):
@@ -248,13 +252,17 @@ def test_interrupted_push_completes_when_run_again(registry2: Any, tmp_path: Pat
     assert uploaded == {"packages/viewer/extra/scanner"}
 
 
-def test_write_check_pushes_a_deterministic_image(registry2: Any, basic_registry: Any) -> None:
+def test_write_check_proves_push_permission_and_writes_nothing(registry2: Any,
+                                                               basic_registry: Any) -> None:
     target = parse_target(_target(registry2, "wcheck"))
+    registry2.clear_requests()
     with registry2.client() as client:
         check_write_access(client, target)
-        first = client.head_manifest(target.path, WRITE_CHECK_TAG).digest
         check_write_access(client, target)
-        assert client.head_manifest(target.path, WRITE_CHECK_TAG).digest == first
+        calls = [(m, p.split("/blobs/")[0]) for m, p, _ in registry2.requests()]
+        assert calls == [("POST", f"/v2/{target.path}"), ("DELETE", f"/v2/{target.path}")] * 2
+        with pytest.raises(RegistryError):
+            client.head_manifest(target.path, WRITE_CHECK_TAG)
     anonymous = RegistryClient(basic_registry.host, tls=TLSOptions(insecure=True))
     with anonymous, pytest.raises(WriteCheckError, match="credentials validation failure"):
         check_write_access(anonymous, parse_target(f"{basic_registry.host}/x/ee"))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
-from push_bundle_builder import PackageSpec, build_bundle
+from push_bundle_builder import PackageSpec, build_bundle, build_pinned_package
 
 from d8mirror.bundle import discover_archives
 from d8mirror.errors import UnsafeArchiveEntryError
@@ -48,18 +49,22 @@ def test_bundle_unpacks_into_one_tree_with_versions_merged(tmp_path: Path) -> No
 def test_pinned_alias_beats_package_versions_tar(tmp_path: Path) -> None:
     """Part A Q2: console pins stable → v1.0.0; package-versions.tar has upstream stable →
     v1.1.0. Whatever the order of archives, the pin wins and the conflict is reported."""
-    pinned, _ = build_bundle(tmp_path / "a", [PackageSpec("console")])
+    pinned, _ = build_pinned_package(tmp_path / "a", "console", "v1.0.0")
     upstream, _ = build_bundle(tmp_path / "b", [PackageSpec(
         "console", channels={"stable": "v1.1.0", "alpha": "v1.1.0"})])
-    archives = [pinned / "package-console.tar", upstream / "package-versions.tar"]
-    unpack_all(archives, tmp_path / "unified")
-    layout = tmp_path / "unified/packages/console/version"
-    entries = Layout(layout).entries()
-    assert len([e for e in entries if e.short_tag == "stable"]) == 2   # merge keeps both
-    resolution = resolve_short_tags(entries, Provenance.load(layout).from_item_archive)
-    release = {e.short_tag: e.digest for e in entries if (e.short_tag or "").startswith("v")}
-    assert resolution["stable"].digest == release["v1.0.0"]
-    assert [c.short_tag for c in resolution.conflicts] == ["stable"]
+    for archives in ([pinned, upstream / "package-versions.tar"],
+                     [upstream / "package-versions.tar", pinned]):
+        shutil.rmtree(tmp_path / "unified", ignore_errors=True)
+        unpack_all(archives, tmp_path / "unified")
+        layout = tmp_path / "unified/packages/console/version"
+        entries = Layout(layout).entries()
+        assert len([e for e in entries if e.short_tag == "stable"]) == 2   # merge keeps both
+        resolution = resolve_short_tags(entries, Provenance.load(layout).q2_preferred(entries))
+        release = {e.short_tag: e.digest for e in entries
+                   if (e.short_tag or "").startswith("v")}
+        assert resolution["stable"].digest == release["v1.0.0"]
+        assert resolution["alpha"].digest == release["v1.0.0"]
+        assert [c.short_tag for c in resolution.conflicts] == ["alpha", "stable"]
 
 
 def _hostile_tar(path: Path, name: str, kind: bytes = tarfile.REGTYPE) -> Path:

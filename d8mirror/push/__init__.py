@@ -7,9 +7,9 @@ Modules (one concept each)::
     routing          layout path == registry path; packages/modules path-suffix remaps
     blobsource       a layout's blobs: its files, else their spans in plain tar archives
     pusher           push one layout: blobs HEAD-first (mount, upload), manifests byte-exact
-    tinyimage        a deterministic tiny image (discovery tags, write check)
+    tinyimage        a deterministic tiny image (discovery tags)
     discovery_tags   ``<registry>/<packages path>:<name>`` for every package in the tree
-    access           the write check of §8.6 (``<registry>:d8WriteCheck``)
+    access           the write check of §8.6 (an upload session opened and cancelled)
     verify           every pushed (repository, tag) resolves to the bundle's digest
     summary          the push summary text and a JSON-able result
 

@@ -4,12 +4,17 @@ After all layouts: for every directory directly under ``unified/modules/``,
 ``unified/packages/`` and ``unified/deckhouse-cli/plugins/``, tag a deterministic tiny image as
 ``<registry>/<modules path>:<name>``, ``<registry>/<packages path>:<name>`` and
 ``<registry>/deckhouse-cli/plugins:<name>``. Order: modules, packages, plugins; names sorted.
+
+A discovery tag announces a complete item, so it is pushed only for an item all of whose
+layouts landed (:func:`split_landed`): the reference aborts before any discovery tag when a
+layout fails; d8mirror tags the complete items and withholds the others, which a rerun of the
+push completes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -34,9 +39,31 @@ class DiscoveryTag:
     tag: str
     digest: str
 
+    @property
+    def tree_dir(self) -> str:
+        """The item's directory in the unified tree (``packages/<name>``)."""
+        return f"{_TREE_DIRS[self.kind]}/{self.tag}"
+
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "repository": self.repository, "tag": self.tag,
                 "digest": self.digest}
+
+
+_TREE_DIRS = {"modules": MODULES_SEGMENT, "packages": PACKAGES_SEGMENT, "plugins": PLUGINS_DIR}
+
+
+def split_landed(tags: list[DiscoveryTag], not_landed: Iterable[str],
+                 ) -> tuple[list[DiscoveryTag], list[DiscoveryTag]]:
+    """(tags to push, tags withheld): a tag is withheld when any layout of its item (tree path
+    ``<dir>`` or under ``<dir>/``) is in ``not_landed`` (failed, cancelled or not verified)."""
+    missing = [rel.strip("/") for rel in not_landed]
+    keep: list[DiscoveryTag] = []
+    withheld: list[DiscoveryTag] = []
+    for tag in tags:
+        base = tag.tree_dir
+        hit = any(rel == base or rel.startswith(base + "/") for rel in missing)
+        (withheld if hit else keep).append(tag)
+    return keep, withheld
 
 
 def plan_discovery_tags(unified: Path, target: Repository, router: Router) -> list[DiscoveryTag]:

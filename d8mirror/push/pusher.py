@@ -3,12 +3,18 @@
 For every short tag (``resolve_short_tags``: last wins, the pin wins on a Q2 conflict, which is
 warned once; descriptors without a short tag are skipped with a warning):
 
-1. a manifest that already resolves to the bundle's digest under that tag is left alone;
-2. every blob still needed is HEAD-checked in the target and, when missing, mounted from
+1. a tag that already resolves to the bundle's digest is not PUT again, but what it needs is
+   still checked (a damaged target is repaired): its blobs below, and an index's children
+   (HEAD by digest, PUT when missing);
+2. every blob of every tag is HEAD-checked in the target and, when missing, mounted from
    another repository that already received it in this run, else uploaded, streamed from the
    layout's blob file or, for a large blob left in a plain tar by the unpack, from its byte
    range of the archive (``spans``); blobs run on a bounded pool (``blob_workers``);
 3. manifests are PUT byte-exact: an index's children by digest first, then the tagged one.
+
+A warm re-push therefore costs one HEAD per tag and one per unique blob of the layout, and
+writes nothing. ``should_stop()`` (a graceful cancel) stops starting blobs; blobs in flight
+finish, and no manifest is PUT once a stop was asked for (:class:`LayoutPushCancelled`).
 
 Results are deterministic (tags sorted); counters say what was uploaded, mounted or present.
 Every request, and every blob transfer as a whole (a fresh upload session per try), is retried
@@ -27,7 +33,7 @@ from typing import Any
 
 from d8mirror.bundle import BlobSpans
 from d8mirror.errors import NotFoundError
-from d8mirror.layout import Layout, Provenance, resolve_short_tags
+from d8mirror.layout import IndexEntry, Layout, Provenance, TagConflict, resolve_short_tags
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.push.blobsource import LayoutBlobs
 from d8mirror.push.manifests import BlobRef, ManifestNode, read_manifest
@@ -80,13 +86,34 @@ def plan_layout(blobs: LayoutBlobs) -> tuple[list[TagPlan], list[str]]:
     """The (tag, manifest tree) pairs to push, sorted by tag, and the warnings found."""
     layout, where = blobs.layout, blobs.layout_rel or "/"
     entries = layout.entries()
-    resolution = resolve_short_tags(entries, Provenance.load(layout.path).from_item_archive)
-    warnings = [f"layout {where}: {c.describe()}" for c in resolution.conflicts]
+    provenance = Provenance.load(layout.path)
+    preferred = provenance.q2_preferred(entries)
+    resolution = resolve_short_tags(entries, preferred)
+    warnings = [f"layout {where}: {_describe(c, resolution[c.short_tag], provenance, preferred)}"
+                for c in resolution.conflicts]
     warnings += [f"layout {where}: descriptor {e.digest} has no short tag "
                  "annotation (io.deckhouse.image.short_tag); skipped" for e in resolution.untagged]
     plans = [TagPlan(tag, read_manifest(blobs, entry.digest, entry.media_type))
              for tag, entry in resolution.items()]
     return plans, warnings
+
+
+def _describe(conflict: TagConflict, chosen: IndexEntry, provenance: Provenance,
+              preferred: Callable[[IndexEntry], bool]) -> str:
+    if provenance.is_pin_alias(chosen):
+        why = "the package's own archive pins it"
+    elif preferred(chosen):
+        why = "the versions catalog decides for a package that is not pinned"
+    else:
+        return conflict.describe()
+    others = ", ".join(d for d in conflict.digests if d != conflict.chosen)
+    return (f"tag {conflict.short_tag} has {len(conflict.digests)} digests; pushing "
+            f"{conflict.chosen} ({why}), ignoring {others}")
+
+
+class LayoutPushCancelled(Exception):
+    """A stop was requested while a layout was being pushed: its blobs in flight finished,
+    none of its manifests was PUT (rerun the push to complete it)."""
 
 
 class _Counters:
@@ -97,11 +124,12 @@ class _Counters:
 def push_layout(client: RegistryClient, layout_dir: Path, layout_rel: str, repository: str, *,
                 locations: BlobLocations | None = None, blob_workers: int = 4,
                 warn: Warn | None = None, retry: RetryPolicy | None = None,
-                spans: BlobSpans | None = None) -> LayoutPushResult:
+                spans: BlobSpans | None = None,
+                should_stop: Callable[[], bool] = lambda: False) -> LayoutPushResult:
     """Push every short tag of the layout at ``layout_dir`` into ``repository`` (a path on
     ``client``'s registry). ``layout_rel`` is the layout's path in the unpacked tree, under
     which ``spans`` (blobs left in their archive) are found. Raises the registry's typed
-    errors; safe to call again."""
+    errors, or :class:`LayoutPushCancelled` once ``should_stop()``; safe to call again."""
     retry = retry or default_policy()
     source = LayoutBlobs(Layout(layout_dir), layout_rel,
                          spans if spans is not None else BlobSpans())
@@ -111,18 +139,24 @@ def push_layout(client: RegistryClient, layout_dir: Path, layout_rel: str, repos
     locations = locations or BlobLocations()
     todo, already = _split_present(client, repository, plans, retry)
     counters = _Counters()
-    blobs = _unique_blobs(p.node for p in todo)
+    blobs = _unique_blobs(p.node for p in plans)   # present tags too: repair a damaged target
     if blobs:
+        def one(blob: BlobRef) -> str:
+            if should_stop():
+                return "stopped"
+            return retry.call(lambda: _ensure_blob(client, source, repository, blob, locations),
+                              what=f"push blob {repository}@{blob.digest}")
+
         with ThreadPoolExecutor(max_workers=max(1, blob_workers),
                                 thread_name_prefix="push-blob") as pool:
-            outcomes = list(pool.map(
-                lambda b: retry.call(
-                    lambda: _ensure_blob(client, source, repository, b, locations),
-                    what=f"push blob {repository}@{b.digest}"),
-                blobs))
+            outcomes = list(pool.map(one, blobs))
         for outcome, blob in zip(outcomes, blobs, strict=True):
             _count(counters, outcome, blob.size)
-    manifests_put = _put_manifests(client, repository, todo, retry)
+    if should_stop():
+        raise LayoutPushCancelled(f"push of layout {layout_rel or '/'} to {repository} was "
+                                  f"cancelled ({counters.uploaded} blobs uploaded)")
+    manifests_put = _put_missing_children(client, repository, already, retry)
+    manifests_put += _put_manifests(client, repository, todo, retry)
     for plan in todo:
         log.info("Pushed %s:%s", repository, plan.tag)
     tags = tuple(sorted((p.tag, p.node.digest) for p in plans))
@@ -147,6 +181,33 @@ def _tag_points_at(client: RegistryClient, repository: str, plan: TagPlan) -> bo
         return client.head_manifest(repository, plan.tag).digest == plan.node.digest
     except NotFoundError:
         return False
+
+
+def _put_missing_children(client: RegistryClient, repository: str, plans: list[TagPlan],
+                          retry: RetryPolicy) -> int:
+    """An index whose tag is already right: PUT any child manifest the target lost."""
+    put = 0
+    seen: set[str] = set()
+    for plan in plans:
+        for node in plan.node.put_order()[:-1]:
+            if node.digest in seen:
+                continue
+            seen.add(node.digest)
+            if not retry.call(partial(_manifest_exists, client, repository, node.digest),
+                              what=f"check {repository}@{node.digest}"):
+                retry.call(partial(client.put_manifest, repository, node.digest, node.data,
+                                   node.media_type),
+                           what=f"put manifest {repository}@{node.digest}")
+                put += 1
+    return put
+
+
+def _manifest_exists(client: RegistryClient, repository: str, digest: str) -> bool:
+    try:
+        client.head_manifest(repository, digest)
+    except NotFoundError:
+        return False
+    return True
 
 
 def _unique_blobs(nodes: Iterable[ManifestNode]) -> list[BlobRef]:
@@ -204,7 +265,7 @@ def _count(counters: _Counters, outcome: str, size: int) -> None:
         counters.bytes += max(size, 0)
     elif outcome == "mounted":
         counters.mounted += 1
-    else:
+    elif outcome == "present":
         counters.present += 1
 
 

@@ -15,7 +15,7 @@ from d8mirror.bundle import BlobSpans
 from d8mirror.errors import LayoutError, MirrorError
 from d8mirror.layout import Layout
 from d8mirror.push.blobs import BlobLocations
-from d8mirror.push.discovery_tags import plan_discovery_tags, push_discovery_tags
+from d8mirror.push.discovery_tags import plan_discovery_tags, push_discovery_tags, split_landed
 from d8mirror.push.pusher import LayoutPushResult, push_layout
 from d8mirror.push.routing import Router, find_layouts
 from d8mirror.push.summary import LayoutFailure, PushResult
@@ -140,13 +140,15 @@ def push_tree(client: RegistryClient, unified: Path, target: Repository, router:
     jobs = plan_jobs(unified, target, router, warn=warn)
     done, failed = push_jobs(client, jobs, concurrency=concurrency, blob_workers=blob_workers,
                              warn=warn)
-    discovery = plan_discovery_tags(unified, target, router)
+    discovery, withheld = split_landed(plan_discovery_tags(unified, target, router),
+                                       [f.layout for f in failed])
     push_discovery_tags(client, discovery)
     expected = expected_tags(done) + [Expected(d.repository, d.tag, d.digest) for d in discovery]
     mismatches = verify_pushed(client, expected)
     return PushResult(str(target), unpack, tuple(done), tuple(failed), tuple(discovery),
                       tuple(mismatches), elapsed_seconds=time.monotonic() - started,
-                      warnings=tuple([*(unpack.warnings if unpack else ()), *warnings]))
+                      warnings=tuple([*(unpack.warnings if unpack else ()), *warnings]),
+                      withheld=tuple(withheld))
 
 
 def push_bundle(client: RegistryClient, archives: Sequence[Path], tmp_dir: Path,

@@ -37,6 +37,8 @@ class PushResult:
     cancelled: bool = False
     elapsed_seconds: float = 0.0
     warnings: tuple[str, ...] = field(default=())
+    withheld: tuple[DiscoveryTag, ...] = ()      # discovery tags of items that did not land
+    not_started: tuple[str, ...] = ()            # layouts a cancel left unpushed
 
     @property
     def ok(self) -> bool:
@@ -59,6 +61,8 @@ class PushResult:
             "discovery": [d.to_json() for d in self.discovery],
             "mismatches": [m.to_json() for m in self.mismatches],
             "warnings": list(self.warnings),
+            "withheld": [d.to_json() for d in self.withheld],
+            "not_started": list(self.not_started),
         }
 
     def table_rows(self) -> list[dict[str, Any]]:
@@ -122,9 +126,20 @@ def render_push_summary(result: PushResult) -> str:
                       "╚" + "═" * _FRAME])
 
 
+def _withheld_lines(result: PushResult) -> list[str]:
+    if not result.withheld:
+        return []
+    names = ", ".join(f"{d.kind}:{d.tag}" for d in result.withheld)
+    return [f"Discovery tags withheld (item incomplete; rerun the push): {names}"]
+
+
 def _state_lines(result: PushResult) -> list[str]:
     if result.cancelled:
-        return ["Push was cancelled; layouts pushed so far stay in the registry."]
+        lines = ["Push was cancelled; layouts pushed so far stay in the registry."]
+        if result.not_started:
+            lines.append(f"Not pushed ({len(result.not_started)} layouts): "
+                         f"{', '.join(r or '/' for r in result.not_started)}")
+        return lines + _withheld_lines(result) + ["Rerun the push to complete it."]
     if result.ok:
         return ["Push completed."]
     lines = []
@@ -137,4 +152,4 @@ def _state_lines(result: PushResult) -> list[str]:
         registry = result.target.split("/", 1)[0]
         lines.append(f"Verification failed for {len(result.mismatches)} tags:")
         lines += [f"  {m.describe(registry)}" for m in result.mismatches]
-    return lines
+    return lines + _withheld_lines(result)

@@ -4,9 +4,11 @@ Archives are unpacked in the order given (sorted by the caller, §8.1) with
 :func:`d8mirror.bundle.safe_unpack` straight into ``<tmp>/push/unified``. When an archive brings
 an ``index.json`` for a layout that already has one, the two are merged
 (:func:`d8mirror.layout.merge_index_into`); every ``index.json`` an archive brings is recorded
-in the layout's provenance sidecar, so the pusher can let a descriptor from
-``package-<name>.tar`` beat one from ``package-versions.tar`` (Q2). Blobs are content-addressed:
-an existing one is replaced by identical bytes.
+in the layout's provenance sidecar, with (for ``packages/<n>/version``) whether the archive is
+the package's own (it also brings ``packages/<n>/index.json``; its pin aliases are recorded) or
+a versions catalog, so the pusher can let a pin beat the catalog and the catalog beat an
+unpinned package's archive (Q2, :meth:`d8mirror.layout.Provenance.q2_preferred`). Blobs are
+content-addressed: an existing one is replaced by identical bytes.
 
 Large blobs of plain tar archives are not written at all (:func:`d8mirror.bundle.safe_unpack`
 with ``blob_spans``): where their bytes sit in the archive is saved in
@@ -44,6 +46,7 @@ from d8mirror.errors import (
 )
 from d8mirror.layout import (
     INDEX_FILE,
+    IndexEntry,
     Provenance,
     merge_index_into,
     parse_index,
@@ -106,12 +109,14 @@ def unpack_one(archive: Path, root: Path, spans: BlobSpans | None = None) -> lis
     ``spans``, large blobs of a plain tar are recorded there instead of written."""
     source = archive.name
     merged: set[Path] = set()
+    brought: dict[Path, list[IndexEntry]] = {}   # layout dir → its entries, in archive order
 
     def on_collision(existing: Path, incoming: Path) -> None:
         try:
             doc = _read_incoming(incoming, source)
             merge_index_into(existing.parent, doc, source=source)
             merged.add(existing.resolve())
+            brought[existing.parent] = parse_index(doc, str(incoming))
         finally:
             incoming.unlink(missing_ok=True)
 
@@ -120,9 +125,27 @@ def unpack_one(archive: Path, root: Path, spans: BlobSpans | None = None) -> lis
         path = root / name
         if path.name == INDEX_FILE and path.resolve() not in merged:
             provenance = Provenance.load(path.parent)
-            provenance.record(parse_index(read_index_file(path), str(path)), source)
+            entries = parse_index(read_index_file(path), str(path))
+            provenance.record(entries, source)
             provenance.save(path.parent)
+            brought[path.parent] = entries
+    _record_q2_roles(root, set(names), brought, source)
     return names
+
+
+def _record_q2_roles(root: Path, names: set[str], brought: dict[Path, list[IndexEntry]],
+                     source: str) -> None:
+    """Part A Q2, by content: an archive that brings ``packages/<n>/version/index.json``
+    together with ``packages/<n>/index.json`` is package <n>'s own archive (its pin aliases are
+    recorded), one that brings it without is a versions catalog."""
+    for layout_dir, entries in brought.items():
+        rel = layout_dir.relative_to(root).parts
+        if len(rel) != 3 or rel[0] != "packages" or rel[2] != "version":
+            continue
+        own = f"packages/{rel[1]}/{INDEX_FILE}" in names
+        provenance = Provenance.load(layout_dir)
+        provenance.record_role(entries, source, own=own)
+        provenance.save(layout_dir)
 
 
 def _read_incoming(path: Path, source: str) -> dict[str, Any]:

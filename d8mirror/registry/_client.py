@@ -489,6 +489,14 @@ class RegistryClient:
         self._cancel_upload(response)
         return False
 
+    def probe_push(self, repository: str) -> None:
+        """Prove push permission on ``repository`` without writing anything: open a blob upload
+        session (needs push) and cancel it at once (an uncancelled session expires anyway)."""
+        validate_repository(repository)
+        response = self._send("POST", f"/v2/{repository}/blobs/uploads/",
+                              subject="repository", expected=(202,))
+        self._cancel_upload(response)
+
     def _cancel_upload(self, response: httpx.Response) -> None:
         # An abandoned session expires on its own; the mount answer stands either way.
         with suppress(RegistryError):

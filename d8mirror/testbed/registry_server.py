@@ -22,7 +22,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -82,12 +82,14 @@ class RegistryServer:
 
     def __init__(self, directory: Path, *, auth: AuthMode = "none", tls: bool = False,
                  users: Mapping[str, str] | None = None, port: int | None = None,
-                 binary: str = REGISTRY_BINARY, startup_timeout: float = 15.0) -> None:
+                 binary: str = REGISTRY_BINARY, startup_timeout: float = 15.0,
+                 read_only_users: Collection[str] = ()) -> None:
         self.directory = Path(directory)
         self.root = self.directory / "data"
         self.auth: AuthMode = auth
         self.tls = tls
         self._users = dict(users if users is not None else DEFAULT_USERS)
+        self._read_only = frozenset(read_only_users)   # token auth only: granted pull alone
         if auth != "none" and not self._users:
             raise ValueError("an authenticated registry needs at least one user")
         self._fixed_port = port
@@ -189,7 +191,8 @@ class RegistryServer:
             return {"htpasswd": {"realm": "d8mirror-testbed", "path": str(htpasswd)}}
         if self.auth == "token":
             if self.token_server is None:
-                self.token_server = TokenServer(self.directory, self._users).start()
+                self.token_server = TokenServer(self.directory, self._users,
+                                                self._read_only).start()
             return {"token": {"realm": self.token_server.realm, "service": TOKEN_SERVICE,
                               "issuer": TOKEN_ISSUER,
                               "rootcertbundle": str(self.token_server.cert_file)}}

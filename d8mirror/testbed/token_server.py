@@ -18,7 +18,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -98,12 +98,15 @@ class TokenServer:
     """Threaded stdlib HTTP server on 127.0.0.1 issuing RS256 JWTs to known users.
 
     ``users`` maps username -> password. Every authenticated request gets exactly the
-    scopes it asked for; a request without valid Basic credentials gets 401.
+    scopes it asked for, except that users in ``read_only`` are granted only ``pull`` (a real
+    read-only credential); a request without valid Basic credentials gets 401.
     """
 
-    def __init__(self, directory: Path, users: Mapping[str, str]) -> None:
+    def __init__(self, directory: Path, users: Mapping[str, str],
+                 read_only: Collection[str] = ()) -> None:
         self.certificate = make_self_signed_certificate(directory, "token-signer")
         self._users = dict(users)
+        self._read_only = frozenset(read_only)
         self._lock = threading.Lock()
         self._requests: list[TokenRequest] = []
         handler = type("_BoundTokenHandler", (_TokenHandler,), {"server_ref": self})
@@ -175,6 +178,17 @@ class TokenServer:
             return username
         return None
 
+    def granted(self, username: str, scopes: list[str]) -> list[str]:
+        """The scopes ``username`` gets: all asked for, or only their ``pull`` if read-only."""
+        if username not in self._read_only:
+            return scopes
+        out = []
+        for scope in scopes:
+            entry = parse_scope(scope)
+            actions = ",".join(a for a in entry["actions"] if a == "pull")
+            out.append(f"{entry['type']}:{entry['name']}:{actions}")
+        return out
+
     def issue(self, subject: str, scopes: list[str]) -> str:
         """A signed JWT for ``subject`` granting exactly ``scopes``."""
         der = self.certificate.cert.public_bytes(serialization.Encoding.DER)
@@ -209,7 +223,7 @@ class _TokenHandler(BaseHTTPRequestHandler):
                                            "message": "bad or missing credentials"}]},
                          {"WWW-Authenticate": 'Basic realm="testbed-token"'})
             return
-        token = self.server_ref.issue(username, scopes)
+        token = self.server_ref.issue(username, self.server_ref.granted(username, scopes))
         issued_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._answer(200, {"token": token, "access_token": token,
                            "expires_in": TOKEN_LIFETIME_SECONDS, "issued_at": issued_at})
