@@ -16,7 +16,6 @@ discovery tag, and ends the run Completed with a "Push was cancelled" summary.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +50,6 @@ from tasks.push import (
 _explicit_credentials: dict[str, Credentials] = {}
 #: Set by the CLI: (re)installs its Ctrl+C/SIGTERM handlers inside the flow run, where Prefect's
 #: engine has put its own SIGTERM handler (which would abort the run instead).
-_signal_handlers: list[Callable[[], None]] = []
-
-
 class PushFailed(Exception):
     """Raised at the end of a push in which layouts failed or tags did not verify."""
 
@@ -101,8 +97,6 @@ def mirror_push(params: PushParameters) -> dict[str, Any]:
     """Push bundle archives into the target registry; see the module docstring."""
     logger = get_run_logger()
     started = time.monotonic()
-    for install in _signal_handlers:
-        install()
     registry = _register_target(params)
     check_bundle_task(params)   # before any request that writes: a bad bundle pushes nothing
     if bypassed():
@@ -148,17 +142,14 @@ def mirror_push(params: PushParameters) -> dict[str, Any]:
 
 
 def run_push(params: PushParameters, credentials: Credentials | None = None, *,
-             install_signal_handlers: Callable[[], None] | None = None) -> dict[str, Any]:
-    """What the CLI calls: hand over explicit credentials (by host) and its signal handlers,
-    then run the flow."""
+             on_running: list[Any] | None = None) -> dict[str, Any]:
+    """What the CLI calls: hand over explicit credentials (by host), then run the flow
+    (``on_running``: flow hooks, e.g. the CLI's graceful SIGTERM)."""
     registry = params.target().registry
     if credentials is not None:
         _explicit_credentials[registry] = credentials
-    if install_signal_handlers is not None:
-        _signal_handlers.append(install_signal_handlers)
     try:
-        return mirror_push(params)
+        return mirror_push.with_options(on_running=on_running)(params)
     finally:
         _explicit_credentials.pop(registry, None)
-        _signal_handlers.clear()
         endpoints.close_all()

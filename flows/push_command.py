@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from d8mirror.errors import ConfigError
@@ -78,34 +75,14 @@ def _require_utf8(path: str) -> None:
                           "it): rename it, or move the bundle to a UTF-8 path") from None
 
 
-def _install_stop_handlers() -> None:
-    """Ctrl+C and SIGTERM: the first asks the push to stop gracefully (blobs in flight
-    finish, nothing new starts, the summary is printed, exit 0); a second one aborts."""
-    from tasks.cancel import request_stop
-
-    if threading.current_thread() is not threading.main_thread():
-        return     # signals are delivered to the main thread only
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        request_stop()
-        name = "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
-        print(f"\nOperation cancelled by user ({name}): finishing the uploads in flight "
-              "(send it again to abort)", file=sys.stderr)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
 def run_push_command(args: argparse.Namespace) -> int:
     params, credentials = parse(args)
     from flows.push import PushFailed, run_push
-    from tasks.cancel import stop_requested
+    from tasks.cancel import stop_on_signals, stop_on_signals_hook, stop_requested
 
-    _install_stop_handlers()
     try:
-        run_push(params, credentials, install_signal_handlers=_install_stop_handlers)
+        with stop_on_signals():
+            run_push(params, credentials, on_running=[stop_on_signals_hook])
     except PushFailed as exc:
         print(f"push failed: {exc}", file=sys.stderr)
         return 1

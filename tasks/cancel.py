@@ -27,12 +27,13 @@ def reset() -> None:
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    """First SIGINT/SIGTERM: ask the run to stop and pack what completed; the next one of the
-    same kind aborts (KeyboardInterrupt, or SIGTERM's default: terminate)."""
+    """First SIGINT/SIGTERM: ask the run to stop, finish what is in flight and keep what
+    completed (a pull packs it); the next one of the same kind aborts (KeyboardInterrupt, or
+    SIGTERM's default: terminate)."""
     request_stop()
     again = "press Ctrl+C again" if signum == signal.SIGINT else "send SIGTERM again"
-    print(f"\nOperation cancelled by user: packing what completed ({again} to abort)",
-          file=sys.stderr)
+    print(f"\nOperation cancelled by user: finishing what is in flight and keeping what "
+          f"completed ({again} to abort)", file=sys.stderr)
     signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
                   else signal.SIG_DFL)
 

@@ -236,3 +236,15 @@ def build_pinned_package(tmp: Path, name: str, version: str) -> tuple[Path, Expe
     bundle = tmp / "bundle"
     bundle.mkdir(parents=True, exist_ok=True)
     return pack_package(bundle, root, name), expected
+
+
+def damage_member(src: Path, dst: Path, suffix: str) -> None:
+    """Copy the tar with one byte of the member ending in ``suffix`` flipped (a layer whose
+    bytes do not hash to its digest: the registry refuses its upload, so its layout fails; a
+    missing layer would be refused before any upload)."""
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for member in tin.getmembers():
+            data = tin.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name.endswith(suffix):
+                data = bytes([data[0] ^ 1]) + data[1:]
+            tout.addfile(member, io.BytesIO(data))

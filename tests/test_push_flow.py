@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import itertools
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from push_bundle_builder import PackageSpec, build_bundle
+from push_bundle_builder import PackageSpec, build_bundle, damage_member
 
 from d8mirror.errors import NotFoundError
 from d8mirror.registry import Credentials
@@ -20,18 +18,6 @@ _ns = itertools.count()
 @pytest.fixture(scope="module")
 def prefect_harness(prefect_server: None) -> None:
     """The session's Prefect test server (root conftest)."""
-
-
-def _damage_member(src: Path, dst: Path, suffix: str) -> None:
-    """Copy the tar with one byte of the member ending in ``suffix`` flipped (a layer whose
-    bytes do not hash to its digest: the registry refuses its upload, so its layout fails; a
-    missing layer would be refused before any upload)."""
-    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
-        for member in tin.getmembers():
-            data = tin.extractfile(member).read()  # type: ignore[union-attr]
-            if member.name.endswith(suffix):
-                data = bytes([data[0] ^ 1]) + data[1:]
-            tout.addfile(member, io.BytesIO(data))
 
 
 def test_flow_pushes_then_a_rerun_repushes_only_the_failed_layout(
@@ -54,7 +40,7 @@ def test_flow_pushes_then_a_rerun_repushes_only_the_failed_layout(
     broken.mkdir()
     for archive in bundle.iterdir():
         if archive.name.endswith(".tar"):
-            _damage_member(archive, broken / archive.name, layer_hex)
+            damage_member(archive, broken / archive.name, layer_hex)
     target = f"{basic_registry.host}/flow-{next(_ns)}/ee"
     params = PushParameters(bundle_dir=str(broken), registry=target, insecure=True,
                             concurrency=2)

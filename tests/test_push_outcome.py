@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 from faultproxy import FaultProxy, Request, Response
-from push_bundle_builder import PackageSpec, build_bundle
+from push_bundle_builder import PackageSpec, build_bundle, damage_member
 
 from d8mirror import cli
 from d8mirror.errors import NotFoundError
@@ -110,15 +109,9 @@ def test_write_check_retries_a_rate_limited_answer_and_leaves_nothing_behind(
 
 
 # -- 12.4 / 13: discovery tags only for items that landed -------------------------------------
-def _drop_member(src: Path, dst: Path, suffix: str) -> None:
-    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
-        for member in tin.getmembers():
-            if not member.name.endswith(suffix):
-                tout.addfile(member, tin.extractfile(member))
-
-
-def _bundle_missing_a_viewer_layer(tmp_path: Path) -> tuple[Path, Path]:
-    """(good bundle, same bundle without the layer of viewer's extra image ``scanner``)."""
+def _bundle_with_a_damaged_viewer_layer(tmp_path: Path) -> tuple[Path, Path]:
+    """(good bundle, same bundle with the layer of viewer's extra image ``scanner`` damaged:
+    the registry refuses its upload, so that one layout fails)."""
     bundle, _ = build_bundle(tmp_path, [PackageSpec("console"), PackageSpec("viewer")])
     scanner = tmp_path / "work/viewer/extra/scanner"
     manifest_digest = json.loads((scanner / "index.json").read_text())["manifests"][0]["digest"]
@@ -127,7 +120,7 @@ def _bundle_missing_a_viewer_layer(tmp_path: Path) -> tuple[Path, Path]:
     broken = tmp_path / "broken"
     broken.mkdir()
     for archive in bundle.glob("*.tar"):
-        _drop_member(archive, broken / archive.name, layer_hex)
+        damage_member(archive, broken / archive.name, layer_hex)
     return bundle, broken
 
 
@@ -136,7 +129,7 @@ def test_a_package_with_a_failed_layout_gets_no_discovery_tag_until_a_rerun(
         registry2: RegistryServer, tmp_path: Path) -> None:
     from flows.push import PushFailed, run_push
 
-    good, broken = _bundle_missing_a_viewer_layer(tmp_path)
+    good, broken = _bundle_with_a_damaged_viewer_layer(tmp_path)
     root = _root("disc")
     target = f"{registry2.host}/{root}"
     with pytest.raises(PushFailed) as failure:

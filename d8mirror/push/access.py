@@ -18,7 +18,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
 
 from d8mirror.durations import env_duration
-from d8mirror.errors import ConfigError, MirrorError
+from d8mirror.errors import MirrorError
 from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient
 from d8mirror.retry import RetryPolicy, default_policy
