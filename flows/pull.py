@@ -29,6 +29,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from d8mirror.bundle import bundle_stats
 from d8mirror.pull.discovery import validate_proxy_mode
+from d8mirror.pull.package import render_dry_run_plan
 from d8mirror.pull.report import ArchiveStat, PackageOutcome, PullReport, render_summary
 from flows.states import error_text
 from flows.transfer import upload_bundle
@@ -107,8 +108,19 @@ def _pull_packages(params: PullParameters, names: list[str], refresh: bool = Fal
         if not params.dry_run:
             packs[i] = pack_package_task.submit(params, done)  # type: ignore[call-overload]
     wait([f for f in [*fetches, *packs] if f is not None])
+    if params.dry_run:
+        _print_plans(names, fetches)
     return [_outcome(name, plans[i], fetches[i], packs[i], params.dry_run)  # type: ignore[arg-type]
             for i, name in enumerate(names)]
+
+
+def _print_plans(names: list[str], fetches: list[PrefectFuture[Any] | None]) -> None:
+    """Dry-run: each planned package's images, in package order (§6.7)."""
+    logger = get_run_logger()
+    for name, fetch in zip(names, fetches, strict=True):
+        if fetch is not None and fetch.state.is_completed():
+            planned = fetch.state.result()
+            logger.info("%s", render_dry_run_plan(name, planned["planned"], planned["versions"]))
 
 
 def _start_package_versions(params: PullParameters) -> tuple[dict[str, Any],

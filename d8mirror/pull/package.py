@@ -68,6 +68,16 @@ class _Layouts:
         return [self.main, self.version, *[self.extras[k] for k in sorted(self.extras)]]
 
 
+def render_dry_run_plan(name: str, planned: list[str], versions: list[str]) -> str:
+    """The dry-run plan of one package, in d8's words (§6.7): the images that would be
+    pulled, one per line."""
+    lines = [f"[dry-run] Package '{name}' images that would be pulled:",
+             *[f"  {ref}" for ref in planned]]
+    if versions:
+        lines.append("  (extra images discovery requires a real pull)")
+    return "\n".join(lines)
+
+
 class PackagePuller:
     """Pulls packages with one fetcher; one instance per source registry and run."""
 
@@ -175,10 +185,11 @@ class PackagePuller:
         for version in result.versions:
             if self.fetcher.resolve(repo, version) is None:
                 continue
-            if not self.options.only_extra_images:
-                result.planned.append(self.options.ref(repo, version))
-                if self.fetcher.resolve(version_repo, version):
-                    result.planned.append(self.options.ref(version_repo, version))
+            if self.options.only_extra_images:
+                continue
+            result.planned.append(self.options.ref(repo, version))
+            if self.fetcher.resolve(version_repo, version):
+                result.planned.append(self.options.ref(version_repo, version))
             ref = self.options.ref(repo, version)
             if not self.options.skip_vex_images and self.fetcher.resolve(repo, vex_tag_for(ref)):
                 result.planned.append(vex_ref_for(ref))
@@ -197,7 +208,8 @@ class PackagePuller:
         vex_inputs: list[str] = []
         for version in result.versions:
             digest = self.fetcher.resolve(repo, version)
-            vex_inputs.append(self.options.ref(repo, version))
+            if not self.options.only_extra_images:   # §3.6: VEX of the extras only
+                vex_inputs.append(self.options.ref(repo, version))
             if digest is None:
                 if constraint and any(e.tag == version for e in constraint.exacts):
                     result.warnings.append(f"pinned version {version} of package {name} "
