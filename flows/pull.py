@@ -149,6 +149,8 @@ def _finish_package_versions(params: PullParameters, report: PullReport, found: 
     for name, future in zip(found["names"], futures, strict=True):
         if future.state.is_completed():
             pulled.append(future.state.result())
+            report.warnings += [w for w in pulled[-1].get("warnings", [])
+                                if w not in report.warnings]
         else:
             report.warnings.append(f"Failed to pull release images for package {name}: "
                                    f"{error_text(future.state)}")
