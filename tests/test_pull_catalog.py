@@ -52,7 +52,8 @@ def _catalog(bundle: Path) -> dict[str, set[str]]:
     {"include_packages": ["console@~1.1.0"]},
     {"exclude_packages": ["code", "stronghold"]},
     {"only_extra_images": True, "include_packages": ["console@=v1.1.0"]},
-], ids=["pin", "semver", "exclude", "only-extra"])
+    {"no_packages": True, "include_packages": ["console"]},
+], ids=["pin", "semver", "exclude", "only-extra", "no-packages"])
 def test_package_versions_covers_every_catalog_package_whatever_the_filters(
         registry: RegistryServer, demo_content: SeededContent, tmp_path: Path,
         flags: dict[str, Any]) -> None:
@@ -64,8 +65,10 @@ def test_package_versions_covers_every_catalog_package_whatever_the_filters(
     assert sorted(catalog) == DEMO_PACKAGES
     for name in DEMO_PACKAGES:     # every tag of <name>/version, not only the selected ones
         assert set(demo_content.tags(f"deckhouse/ee/packages/{name}/version")) <= catalog[name]
-    if "include_packages" in flags and not flags.get("only_extra_images"):
-        pulled = sorted(p.name for p in bundle.glob("package-*.tar"))
+    pulled = sorted(p.name for p in bundle.glob("package-*.tar"))
+    if flags.get("no_packages"):
+        assert pulled == ["package-versions.tar"]
+    elif "include_packages" in flags and not flags.get("only_extra_images"):
         assert pulled == ["package-console.tar", "package-versions.tar"]
 
 
