@@ -6,6 +6,8 @@
     │       └── EmptyConstraintError "name@" with nothing after '@' (has .flag, .value)
     ├── InvalidReferenceError        bad image reference or repository name
     ├── InvalidImageMetadataError    bad JSON metadata read from inside an image (extra_images.json)
+    ├── InvalidManifestError         a source manifest that cannot be pulled as it is (not retried)
+    │   └── PlatformNotFoundError    an image index without a linux/amd64 image
     ├── RegistryError                a registry answered badly or not at all (has .url, .status)
     │   ├── NotFoundError            404: the thing does not exist (never retried)
     │   │   ├── ManifestNotFoundError   MANIFEST_UNKNOWN / tag or digest missing
@@ -68,6 +70,16 @@ class InvalidReferenceError(MirrorError, ValueError):
 
 class InvalidImageMetadataError(MirrorError, ValueError):
     """A metadata file read from inside an image (e.g. ``extra_images.json``) is malformed."""
+
+
+class InvalidManifestError(MirrorError):
+    """A manifest from the source registry is malformed or hostile: not a JSON object, a bad
+    descriptor (digest, size, type), a layer without a size, indexes nested too deeply.
+    Deterministic: retrying fetches the same bytes, so it is never retried."""
+
+
+class PlatformNotFoundError(InvalidManifestError):
+    """An image index has no linux/amd64 image (the only platform mirrored, spec §6.3)."""
 
 
 class RegistryError(MirrorError):

@@ -1,6 +1,6 @@
 """Files read from inside images (spec §1.3, §5.1) and the parsers of those files.
 
-Layers are tar blobs on disk (gzip or plain), always streamed (``tarfile`` mode ``r|``), never
+Layers are tar blobs on disk (gzip, zstd or plain), always streamed (``tarfile`` mode ``r|``), never
 loaded whole. Two lookup semantics, as in the reference:
 
 * ``top_first_any=True`` (``extra_images.json``): scan layers from the top; the first regular
@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import posixpath
 import re
 import tarfile
 import zlib
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
+
+import zstandard
 
 from d8mirror.errors import InvalidImageMetadataError, LayerReadError
 from d8mirror.reference import is_valid_component, is_valid_tag
@@ -36,12 +38,12 @@ from d8mirror.reference import is_valid_component, is_valid_tag
 MAX_IMAGE_FILE_BYTES = 1024 * 1024
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_WHITEOUT = ".wh..wh..opq"
-_Stream = gzip.GzipFile | BinaryIO
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _TAR_BLOCK = 512
 _DIGEST_RE = re.compile(rb"sha256:[a-f0-9]{64}")
-_LAYER_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError)
+_LAYER_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError,
+                 zstandard.ZstdError)
 
 
 def clean_path(name: str) -> str:
@@ -77,18 +79,41 @@ class _Hider:
         return cls(frozenset(names))
 
 
+class _ZstdStream:
+    """A zstd layer's decompressed bytes, counted (a cut-off zstd stream just ends early, so
+    completeness is checked on the tar inside, as for a plain layer)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._reader.read(size)
+        self.count += len(data)
+        return data
+
+    def close(self) -> None:
+        self._reader.close()  # type: ignore[no-untyped-call]  # zstandard's stub
+
+
+_Stream = gzip.GzipFile | BinaryIO | _ZstdStream
+
 @contextmanager
-def _open_layer(path: Path) -> Iterator[tuple[tarfile.TarFile, _Stream, bool]]:
-    """The layer as a streaming tar, its (decompressed) stream and whether it is gzip."""
+def _open_layer(path: Path) -> Iterator[tuple[tarfile.TarFile, _Stream, str]]:
+    """The layer as a streaming tar, its (decompressed) stream and its compression
+    (``gzip``, ``zstd`` or ``plain``), told by the first bytes as go-containerregistry does."""
     with path.open("rb") as raw:
         magic = raw.read(4)
         raw.seek(0)
+        stream: _Stream
         if magic.startswith(_ZSTD_MAGIC):
-            raise LayerReadError(f"layer {path} is zstd-compressed, which is not supported yet")
-        gzipped = magic.startswith(_GZIP_MAGIC)
-        stream: _Stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
-        with stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            yield tar, stream, gzipped
+            stream, kind = _ZstdStream(raw), "zstd"
+        elif magic.startswith(_GZIP_MAGIC):
+            stream, kind = gzip.GzipFile(fileobj=raw), "gzip"
+        else:
+            stream, kind = raw, "plain"
+        with closing(stream), tarfile.open(fileobj=cast(BinaryIO, stream), mode="r|") as tar:
+            yield tar, stream, kind
 
 
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, layer: Path) -> bytes:
@@ -104,28 +129,33 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, layer: Path) -> 
     return data
 
 
-def _finish(tar: tarfile.TarFile, stream: _Stream, gzipped: bool, layer: Path) -> None:
+def _finish(tar: tarfile.TarFile, stream: _Stream, kind: str, layer: Path) -> None:
     """After a full scan: make sure the layer was complete (not silently cut short)."""
-    if gzipped:
+    if kind == "gzip":
         while stream.read(1024 * 1024):  # drain: checks the gzip trailer (CRC and length)
             pass
         return
-    remaining = layer.stat().st_size - tar.offset
-    if remaining < 2 * _TAR_BLOCK:  # the end-of-archive marker is two zero blocks
+    if isinstance(stream, _ZstdStream):
+        while stream.read(1024 * 1024):
+            pass
+        size = stream.count
+    else:
+        size = layer.stat().st_size
+    if size - tar.offset < 2 * _TAR_BLOCK:  # the end-of-archive marker is two zero blocks
         raise LayerReadError(f"layer {layer} is truncated: the tar has no end-of-archive marker")
 
 
 def _scan_layer(layer: Path, target: str, hider: _Hider) -> tuple[bytes | None, bool]:
     """(content of ``target`` if this layer has it, whether this layer hides lower ones)."""
     hidden = False
-    with _open_layer(layer) as (tar, stream, gzipped):
+    with _open_layer(layer) as (tar, stream, kind):
         for member in tar:
             name = clean_path(member.name)
             if name == target and member.isreg():
                 return _read_member(tar, member, layer), hidden
             # a whiteout, or anything else (a directory, a link) put in the file's place
             hidden = hidden or name in hider.names or name == target
-        _finish(tar, stream, gzipped, layer)
+        _finish(tar, stream, kind, layer)
     return None, hidden
 
 
@@ -154,42 +184,96 @@ def read_file_from_layers(layer_paths: Sequence[Path], name: str, *,
 
 
 # -- parsers -------------------------------------------------------------------------------------
-def parse_version_json(data: bytes) -> str | None:
-    """``{"version": "1.2.3"}`` → ``"v1.2.3"``; None when empty, missing or not JSON."""
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return None
-    version = doc.get("version") if isinstance(doc, dict) else None
-    if not isinstance(version, str) or not version:
-        return None
-    return version if version.startswith("v") else f"v{version}"
+_JSON_SPACE = " \t\n\r"
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _first_json_value(data: bytes, what: str) -> Any:
+    """The first JSON value of ``data``, as Go's ``json.NewDecoder(r).Decode`` reads it: leading
+    whitespace skipped, anything after the value ignored, invalid UTF-8 inside strings
+    replaced. Raises InvalidImageMetadataError naming ``what``."""
+    text = data.decode("utf-8", errors="replace").lstrip(_JSON_SPACE)
+    try:
+        return _DECODER.raw_decode(text)[0]
+    except (ValueError, RecursionError) as exc:
+        raise InvalidImageMetadataError(f"{what} is not valid JSON: {exc}") from exc
+
+
+def parse_version_json(data: bytes) -> str | None:
+    """``{"version": "1.2.3"}`` → ``"v1.2.3"``; None when the version is missing, null or empty
+    (Go decodes those as ``""``: the channel contributes nothing).
+
+    A file that is not a JSON object, a ``version`` that is not a string, or one that cannot
+    be a tag raises InvalidImageMetadataError (the caller reports it as a warning).
+    """
+    doc = _first_json_value(data, "version.json")
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise InvalidImageMetadataError(
+            f"version.json is a JSON {_json_type(doc)}, not an object with a \"version\"")
+    version = doc.get("version")
+    if version is None or version == "":
+        return None
+    if not isinstance(version, str):
+        raise InvalidImageMetadataError(
+            f"version.json: \"version\" is a JSON {_json_type(version)} "
+            f"({json.dumps(version)[:60]}), not a string")
+    tag = version if version.startswith("v") else f"v{version}"
+    if not is_valid_tag(tag):
+        raise InvalidImageMetadataError(
+            f"version.json: version {version[:140]!r} is not a valid tag (up to 128 letters, "
+            "digits, '_', '.', '-')")
+    return tag
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else "null"
+
+
 def _render_tag(value: object) -> str | None:
-    """A JSON string as is; a number rounded half away from zero; other types: None."""
+    """A JSON string as is; a number as Go's ``fmt.Sprintf("%.0f", float64)`` renders it
+    (round half to even: ``2.5`` → ``"2"``); other types: None."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return str(int(Decimal(value).quantize(Decimal(1), rounding=ROUND_HALF_UP)))
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):    # Go: "cannot unmarshal number ... into float64"
+        raise InvalidImageMetadataError(
+            f"extra_images.json: number {str(value)[:40]} is out of range")
+    return f"{number:.0f}"
 
 
 def parse_extra_images_json(data: bytes) -> dict[str, str]:
     """``{"<extra-name>": <tag>}`` → name → tag, in file order (spec §1.3, Part A Q16).
 
-    Numbers become integer tags (``3.7`` → ``"4"``); bool, null, objects and arrays are ignored.
-    A malformed file, a name that is not one path component or an invalid tag raises
+    Read as Go reads it: the first JSON value (trailing data ignored); ``null`` means no
+    extras; numbers become integer tags as ``%.0f`` renders them (``3.7`` → ``"4"``,
+    ``2.5`` → ``"2"``); bool, null, objects and arrays as values are ignored. A malformed
+    file, a name that is not one path component or an invalid tag raises
     InvalidImageMetadataError naming the entry.
     """
-    try:
-        doc = json.loads(data, parse_constant=_reject_constant)
-    except ValueError as exc:
-        raise InvalidImageMetadataError(f"extra_images.json is not valid JSON: {exc}") from exc
+    doc = _first_json_value(data, "extra_images.json")
+    if doc is None:
+        return {}
     if not isinstance(doc, dict):
         raise InvalidImageMetadataError("extra_images.json is not a JSON object of name: tag")
     out: dict[str, str] = {}

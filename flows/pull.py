@@ -31,6 +31,7 @@ from d8mirror.bundle import bundle_stats
 from d8mirror.bundle.checksums import write_gost_sidecars
 from d8mirror.errors import MirrorError
 from d8mirror.pull.discovery import validate_proxy_mode
+from d8mirror.pull.package import render_dry_run_plan
 from d8mirror.pull.report import (
     ArchiveStat,
     PackageOutcome,
@@ -119,8 +120,19 @@ def _pull_packages(params: PullParameters, names: list[str], refresh: bool = Fal
         if not params.dry_run:
             packs[i] = pack_package_task.submit(params, done)  # type: ignore[call-overload]
     wait([f for f in [*fetches, *packs] if f is not None])
+    if params.dry_run:
+        _print_plans(names, fetches)
     return [_outcome(name, plans[i], fetches[i], packs[i], params.dry_run)  # type: ignore[arg-type]
             for i, name in enumerate(names)]
+
+
+def _print_plans(names: list[str], fetches: list[PrefectFuture[Any] | None]) -> None:
+    """Dry-run: each planned package's images, in package order (§6.7)."""
+    logger = get_run_logger()
+    for name, fetch in zip(names, fetches, strict=True):
+        if fetch is not None and fetch.state.is_completed():
+            planned = fetch.state.result()
+            logger.info("%s", render_dry_run_plan(name, planned["planned"], planned["versions"]))
 
 
 def _start_package_versions(params: PullParameters) -> tuple[dict[str, Any],
@@ -149,6 +161,8 @@ def _finish_package_versions(params: PullParameters, report: PullReport, found: 
     for name, future in zip(found["names"], futures, strict=True):
         if future.state.is_completed():
             pulled.append(future.state.result())
+            report.warnings += [w for w in pulled[-1].get("warnings", [])
+                                if w not in report.warnings]
         else:
             report.warnings.append(f"Failed to pull release images for package {name}: "
                                    f"{error_text(future.state)}")

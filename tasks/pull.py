@@ -225,9 +225,10 @@ def _pack_or_link(params: PullParameters, fetched: dict[str, Any]) -> dict[str, 
 @task(name="pull-release-images", task_run_name="release-images-{name}", **TRANSIENT_RETRIES)
 def pull_release_images_task(params: PullParameters, name: str) -> dict[str, Any]:
     layout_dir = params.versions_work_dir(name)
+    warnings: list[str] = []
     with source_slots(params, params.blob_workers):
-        images = pull_release_catalog(puller(params), name, layout_dir)
-    return {"name": name, "layout": str(layout_dir), "images": images}
+        images = pull_release_catalog(puller(params), name, layout_dir, warnings)
+    return {"name": name, "layout": str(layout_dir), "images": images, "warnings": warnings}
 
 
 @task(name="pack-package-versions")

@@ -1,4 +1,4 @@
-"""Files read out of real (gzip and plain) tar layers, and the metadata parsers."""
+"""Files read out of real (gzip, zstd and plain) tar layers, and the metadata parsers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from d8mirror.errors import InvalidImageMetadataError, LayerReadError
 from d8mirror.imagefs import (
@@ -145,6 +146,31 @@ def test_plain_layer_with_minimal_trailer_is_complete(tmp_path: Path) -> None:
     assert read_file_from_layers([layer], "version.json", top_first_any=False) is None
 
 
+def _zstd_layer(path: Path, entries: list[Entry]) -> Path:
+    plain = make_layer(path.with_suffix(".tar"), entries, compress=False)
+    path.write_bytes(zstandard.ZstdCompressor().compress(plain.read_bytes()))
+    return path
+
+
+def test_zstd_layers_are_read(tmp_path: Path) -> None:
+    """Issue 12.12: a zstd layer (OCI ``tar+zstd``) is read like a gzip one, both semantics."""
+    bottom = _zstd_layer(tmp_path / "bottom", [VERSION, ("images_digests.json", b"[]")])
+    top = _zstd_layer(tmp_path / "top", [("extra_images.json", b'{"scanner": "v1"}')])
+    assert read_file_from_layers([bottom, top], "version.json", top_first_any=False) == VERSION[1]
+    assert read_file_from_layers([bottom, top], "extra_images.json",
+                                 top_first_any=True) == b'{"scanner": "v1"}'
+    assert read_file_from_layers([bottom, top], "absent.json", top_first_any=False) is None
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.97])
+def test_truncated_zstd_layer_is_an_error(tmp_path: Path, keep: float) -> None:
+    big = bytes(range(256)) * 2048
+    layer = _zstd_layer(tmp_path / "layer", [("noise.bin", big), ("other.json", b"{}")])
+    truncate(layer, int(layer.stat().st_size * keep))
+    with pytest.raises(LayerReadError, match="layer"):
+        read_file_from_layers([layer], "version.json", top_first_any=False)
+
+
 def test_corrupt_lower_layer_fails_even_if_upper_is_fine(tmp_path: Path) -> None:
     bottom, top = layers(tmp_path, [VERSION], [("x", b"")])
     bottom.write_bytes(b"\x1f\x8bgarbage that is not gzip")
@@ -162,11 +188,21 @@ def test_oversized_file_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("data", "expected"), [
     (b'{"version": "v1.45.2"}', "v1.45.2"),
     (b'{"version": "1.45.2", "suspend": true}', "v1.45.2"),
-    (b'{"version": ""}', None), (b"{}", None), (b"not json", None), (b"[1]", None),
-    (b'{"version": 3}', None), (b"\xff\xfe", None),
+    (b'{"version": ""}', None), (b"{}", None), (b'{"version": null}', None), (b"null", None),
+    (b' \n{"version": "1.0.0"} trailing {garbage', "v1.0.0"),    # Go's Decoder reads one value
 ])
 def test_parse_version_json(data: bytes, expected: str | None) -> None:
     assert parse_version_json(data) == expected
+
+
+@pytest.mark.parametrize("data", [
+    b"not json", b"", b"[1]", b'"v1"', b'{"version": 3}', b'{"version": ["v1"]}',
+    b"\xff\xfe", b'{"version": "1.0/../x"}', b'{"version": "\\ud800"}',
+])
+def test_parse_version_json_refuses_what_is_no_version(data: bytes) -> None:
+    """Go fails to decode these (or to use them as a tag): named errors, warned about."""
+    with pytest.raises(InvalidImageMetadataError, match=r"version\.json"):
+        parse_version_json(data)
 
 
 def test_parse_extra_images_json_strings_and_numbers() -> None:
@@ -175,7 +211,17 @@ def test_parse_extra_images_json_strings_and_numbers() -> None:
                        "arr": [1]}).encode()
     assert parse_extra_images_json(data) == {
         "scanner": "v1.2.3", "enforcer": "v4.5.6", "three": "3", "threef": "3", "round": "4",
-        "half": "3"}
+        "half": "2"}
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (b'{"a": 2.5, "b": 3.5, "c": 0.5, "d": 1e3, "e": 12345678901234567890}',   # %.0f of float64
+     {"a": "2", "b": "4", "c": "0", "d": "1000", "e": "12345678901234567168"}),
+    (b"null", {}), (b" null ", {}),
+    (b'{"scanner": "v1"} {"more": "v2"} garbage', {"scanner": "v1"}),
+])
+def test_parse_extra_images_json_reads_as_go_does(data: bytes, expected: dict[str, str]) -> None:
+    assert parse_extra_images_json(data) == expected
 
 
 @pytest.mark.parametrize("data", [
@@ -188,7 +234,8 @@ def test_parse_extra_images_json_rejects_bad_entries(data: dict[str, object]) ->
         parse_extra_images_json(json.dumps(data).encode())
 
 
-@pytest.mark.parametrize("data", [b"{broken", b"[]", b'"s"', b'{"a": NaN}'])
+@pytest.mark.parametrize("data", [b"{broken", b"[]", b'"s"', b'{"a": NaN}', b"",
+                                  b'{"a": 1e999}'])
 def test_parse_extra_images_json_rejects_malformed_files(data: bytes) -> None:
     with pytest.raises(InvalidImageMetadataError):
         parse_extra_images_json(data)

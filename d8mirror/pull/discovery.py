@@ -36,8 +36,10 @@ def discover_packages(client: RegistryClient, options: PullOptions, *,
                       lenient: bool = False, retry: RetryPolicy | None = None) -> Discovery:
     """Names of the packages to mirror, filtered and sorted.
 
-    ``lenient`` is the ``package-versions.tar`` mode: every failure left after ``retry`` is a
-    warning (§2.2).
+    ``lenient`` is the ``package-versions.tar`` mode (§6.9): every failure left after ``retry``
+    is a warning (§2.2), and the names are not filtered — that archive covers every package of
+    the catalog (in proxy mode: every whitelisted name), whatever ``--include-package``,
+    ``--exclude-package``, ``--no-packages`` or ``--only-extra-images`` select.
     """
     found = Discovery()
     if options.proxy_registry:
@@ -71,8 +73,8 @@ def discover_packages(client: RegistryClient, options: PullOptions, *,
         if not is_valid_component(name):
             found.warnings.append(f"Skipping catalog tag {name!r}: not a valid repository name")
             continue
-        if options.package_filter.matches(name):
+        if lenient or options.package_filter.matches(name):
             found.names.append(name)
-    if not found.names:
+    if not found.names and not lenient:
         found.warnings.append("No packages matched the filter criteria")
     return found

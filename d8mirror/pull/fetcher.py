@@ -7,22 +7,28 @@ reused across runs), streamed to disk and verified. Layout writes are idempotent
 
 from __future__ import annotations
 
-import json
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from d8mirror.blobstore import BlobStore
-from d8mirror.errors import ManifestNotFoundError, MirrorError, ProtocolError, add_context
+from d8mirror.errors import (
+    InvalidManifestError,
+    ManifestNotFoundError,
+    MirrorError,
+    ProtocolError,
+    add_context,
+)
 from d8mirror.imagefs import read_file_from_layers
 from d8mirror.layout import Layout
-from d8mirror.mediatypes import INDEX_TYPES, MAX_MANIFEST_BYTES
+from d8mirror.mediatypes import MAX_MANIFEST_BYTES
 from d8mirror.registry import RegistryClient
 from d8mirror.retry import RetryPolicy, default_policy
+
+from .manifests import MAX_INDEX_DEPTH, amd64_child, embedded_media_type, parse_manifest
 
 
 class FetchCancelled(MirrorError):
@@ -67,11 +73,6 @@ def _download_lock(path: Path) -> threading.Lock:
     the blob store, and two of them must never write the same ``.partial`` at once."""
     with _download_locks_guard:
         return _download_locks.setdefault(str(path), threading.Lock())
-
-
-def _is_amd64(entry: dict[str, Any]) -> bool:
-    platform = entry.get("platform") or {}
-    return bool(platform.get("os") == "linux" and platform.get("architecture") == "amd64")
 
 
 class ImageFetcher:
@@ -160,8 +161,8 @@ class ImageFetcher:
                   deadline: float | None = None) -> tuple[str, bytes]:
         if self.store.has(digest) and self.store.verified(digest):
             data = self.store.read_bytes(digest, limit=MAX_MANIFEST_BYTES)
-            media_type = str(json.loads(data).get("mediaType") or "")
-            if media_type:
+            media_type = embedded_media_type(data)
+            if media_type is not None:
                 return media_type, data
         manifest = self.retry.call(
             lambda: self.client.get_manifest(repository, digest, deadline=deadline),
@@ -175,26 +176,27 @@ class ImageFetcher:
     def image(self, repository: str, digest: str) -> ImageClosure:
         """Fetch the manifest and every blob of ``repository@digest`` into the store.
 
-        An index (multi-arch) is flattened to its linux/amd64 child (spec §6.3). The whole
-        image, retries included, must be done within the client's ``limits.image_timeout``.
+        An index (multi-arch) is flattened to its linux/amd64 image (spec §6.3), following at
+        most :data:`MAX_INDEX_DEPTH` nested indexes. A manifest that cannot be pulled as it is
+        raises InvalidManifestError before any of its blobs is fetched. The whole image, retries
+        included, must be done within the client's ``limits.image_timeout``.
         """
-        return self._image(repository, digest, self.client.limits.image_deadline())
+        return self._image(repository, digest, digest, 0, self.client.limits.image_deadline())
 
-    def _image(self, repository: str, digest: str, deadline: float | None) -> ImageClosure:
+    def _image(self, repository: str, digest: str, top: str, depth: int,
+               deadline: float | None) -> ImageClosure:
         self.check_stop()
+        if depth > MAX_INDEX_DEPTH:
+            raise InvalidManifestError(
+                f"image {repository}@{top} nests image indexes more than {MAX_INDEX_DEPTH} "
+                f"levels deep (at {digest}); refusing to follow it")
         media_type, data = self._manifest(repository, digest, deadline)
-        doc = json.loads(data)
-        if media_type in INDEX_TYPES or "manifests" in doc:
-            children = doc.get("manifests") or []
-            if not children:
-                raise ProtocolError(f"image index {repository}@{digest} has no manifests",
-                                    url=f"{repository}@{digest}")
-            child = next((c for c in children if _is_amd64(c)), children[0])
-            return self._image(repository, str(child["digest"]), deadline)
-        config = doc.get("config") or {}
-        layers = [(str(layer["digest"]), int(layer.get("size", 0)))
-                  for layer in doc.get("layers") or []]
-        blobs = [(str(config["digest"]), int(config.get("size", 0)))] if config else []
+        manifest = parse_manifest(data, media_type, f"{repository}@{digest}")
+        if manifest.is_index:
+            child = amd64_child(manifest, f"{repository}@{digest}")
+            return self._image(repository, child, top, depth + 1, deadline)
+        blobs = [manifest.config] if manifest.config else []
+        layers = list(manifest.layers)
         try:
             self.ensure_blobs(repository, [*blobs, *layers], deadline=deadline)
         except MirrorError as exc:
@@ -233,9 +235,9 @@ class ImageFetcher:
         self.check_stop()
         incoming = self.store.root / "incoming" / digest.split(":", 1)[1]
         with _download_lock(incoming):
-            if self.ahead and self.store.has(digest, size=size or None):
+            if self.ahead and self.store.has(digest, size=size):
                 return      # on disk already: the fetch that needs it verifies it
-            if self.store.has(digest, size=size or None) and self.store.verified(digest):
+            if self.store.has(digest, size=size) and self.store.verified(digest):
                 fetched_ahead = not self.ahead and self.store.claim_prefetched(digest)
                 self.stats.add(1 if fetched_ahead else 0, size)
                 return
@@ -244,7 +246,7 @@ class ImageFetcher:
             # warmer's blobs in flight finish for the fetch that takes over.
             progress = None if self.ahead else (lambda _n: self.check_stop())
             written = self.retry.call(
-                lambda: self.client.fetch_blob(repository, digest, incoming, size=size or None,
+                lambda: self.client.fetch_blob(repository, digest, incoming, size=size,
                                                deadline=deadline, on_progress=progress),
                 what=f"fetch blob {repository}@{digest}", deadline=deadline)
             self.store.commit(digest, incoming, trusted=True)

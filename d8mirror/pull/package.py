@@ -12,7 +12,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from d8mirror.errors import MirrorError, NotFoundError, RegistryError
+from d8mirror.errors import (
+    InvalidImageMetadataError,
+    MirrorError,
+    NotFoundError,
+    RegistryError,
+)
 from d8mirror.imagefs import parse_extra_images_json, parse_images_digests, parse_version_json
 from d8mirror.layout import Layout, alias_ref_name
 from d8mirror.versions import (
@@ -68,6 +73,30 @@ class _Layouts:
         return [self.main, self.version, *[self.extras[k] for k in sorted(self.extras)]]
 
 
+def render_dry_run_plan(name: str, planned: list[str], versions: list[str]) -> str:
+    """The dry-run plan of one package, in d8's words (§6.7): the images that would be
+    pulled, one per line."""
+    lines = [f"[dry-run] Package '{name}' images that would be pulled:",
+             *[f"  {ref}" for ref in planned]]
+    if versions:
+        lines.append("  (extra images discovery requires a real pull)")
+    return "\n".join(lines)
+
+
+def channel_version(fetcher: ImageFetcher, closure: ImageClosure, ref: str,
+                    warnings: list[str]) -> str | None:
+    """The version a channel image's ``version.json`` names; a file that cannot be read as
+    one is a warning (the channel then contributes no version), an absent file is not."""
+    data = fetcher.read_file(closure, "version.json", top_first_any=False)
+    if data is None:
+        return None
+    try:
+        return parse_version_json(data)
+    except InvalidImageMetadataError as exc:
+        warnings.append(f"channel image {ref}: {exc}")
+        return None
+
+
 class PackagePuller:
     """Pulls packages with one fetcher; one instance per source registry and run."""
 
@@ -103,8 +132,8 @@ class PackagePuller:
                                                  ref_name=self.options.ref(repo, channel))
             else:
                 closure = self.fetcher.image(repo, digest)
-            version = parse_version_json(
-                self.fetcher.read_file(closure, "version.json", top_first_any=False) or b"")
+            version = channel_version(self.fetcher, closure, f"{repo}:{channel}",
+                                      result.warnings)
             if version:
                 versions.append(version)
         return versions
@@ -176,10 +205,11 @@ class PackagePuller:
         for version in result.versions:
             if self.fetcher.resolve(repo, version) is None:
                 continue
-            if not self.options.only_extra_images:
-                result.planned.append(self.options.ref(repo, version))
-                if self.fetcher.resolve(version_repo, version):
-                    result.planned.append(self.options.ref(version_repo, version))
+            if self.options.only_extra_images:
+                continue
+            result.planned.append(self.options.ref(repo, version))
+            if self.fetcher.resolve(version_repo, version):
+                result.planned.append(self.options.ref(version_repo, version))
             ref = self.options.ref(repo, version)
             if not self.options.skip_vex_images and self.fetcher.resolve(repo, vex_tag_for(ref)):
                 result.planned.append(vex_ref_for(ref))
@@ -198,7 +228,8 @@ class PackagePuller:
         vex_inputs: list[str] = []
         for version in result.versions:
             digest = self.fetcher.resolve(repo, version)
-            vex_inputs.append(self.options.ref(repo, version))
+            if not self.options.only_extra_images:   # §3.6: VEX of the extras only
+                vex_inputs.append(self.options.ref(repo, version))
             if digest is None:
                 if constraint and any(e.tag == version for e in constraint.exacts):
                     result.warnings.append(f"pinned version {version} of package {name} "
@@ -343,13 +374,16 @@ class PackagePuller:
                               alias_ref_name(entry.ref_name or "", channel))
 
 
-def pull_release_catalog(puller: PackagePuller, name: str, layout_dir: Path) -> int:
+def pull_release_catalog(puller: PackagePuller, name: str, layout_dir: Path,
+                         warnings: list[str] | None = None) -> int:
     """``package-versions.tar`` content of one package (§6.9): channels, their versions and
-    every tag of ``<name>/version``; missing tags are tolerated. Returns the image count."""
+    every tag of ``<name>/version``; missing tags are tolerated. Returns the image count;
+    unreadable ``version.json`` files are added to ``warnings``."""
     fetcher, options = puller.fetcher, puller.options
     repo = options.version_repo(name)
     layout = Layout.recreate(layout_dir)    # this run's catalog only, never last run's
-    scratch = PackageResult(name=name, work_dir=str(layout_dir))
+    scratch = PackageResult(name=name, work_dir=str(layout_dir))   # list errors: debug (§6.9)
+    warnings = [] if warnings is None else warnings
     channels = puller.channels(name)
     tags = list(channels)
     for channel in channels:
@@ -358,8 +392,7 @@ def pull_release_catalog(puller: PackagePuller, name: str, layout_dir: Path) -> 
             continue
         closure = fetcher.pull_into(layout, repo, digest, short_tag=channel,
                                     ref_name=options.ref(repo, channel))
-        version = parse_version_json(
-            fetcher.read_file(closure, "version.json", top_first_any=False) or b"")
+        version = channel_version(fetcher, closure, f"{repo}:{channel}", warnings)
         if version:
             tags.append(version)
     try:
