@@ -116,7 +116,11 @@ def test_push_file_pushes_only_the_named_archives(registry2: RegistryServer,
     for (repo, tag), digest in expected.tags.items():
         if repo.startswith("packages/console"):
             assert pushed[f"{repo}:{tag}"] == digest          # main, version/ and extra/
-    assert not [ref for ref in pushed if ref.startswith("packages/viewer")]
+    # of viewer, only its release images (they are in package-versions.tar)
+    assert not [ref for ref in pushed if ref.startswith(("packages/viewer:",
+                                                         "packages/viewer/extra"))]
+    assert pushed["packages/viewer/version:stable"] == expected.tags[
+        ("packages/viewer/version", "stable")]
 
 
 def test_bypass_access_checks_skips_the_write_check(registry2: RegistryServer,
