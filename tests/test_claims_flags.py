@@ -126,18 +126,19 @@ def test_push_file_pushes_only_the_named_archives(registry2: RegistryServer,
 def test_bypass_access_checks_skips_the_write_check(registry2: RegistryServer,
                                                     tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """The target refuses writes to its root repository (where the write check goes) but
-    accepts the package repositories: the push fails unless the check is bypassed."""
+    """The target accepts the bundle's own tags only (a registry where the pre-flight's
+    probe image is refused): the push fails unless the check is bypassed."""
     bundle, expected = build_bundle(tmp_path, [HandSpec("console")])
     root = f"bypass-{next(_ns)}/ee"
+    allowed = {f"/v2/{root}/{repo}/manifests/{tag}" for repo, tag in expected.tags}
 
-    def root_read_only(request: Request) -> Response | None:
-        writes = request.method in ("POST", "PUT", "PATCH", "DELETE")
-        if writes and not request.path.startswith(f"/v2/{root}/packages"):
+    def bundle_tags_only(request: Request) -> Response | None:
+        tagged = "/manifests/" in request.path and "/manifests/sha256:" not in request.path
+        if request.method == "PUT" and tagged and request.path not in allowed:
             return Response.error(403, "DENIED")
         return None
 
-    with FaultProxy(registry2.host, intercept=root_read_only) as proxy:
+    with FaultProxy(registry2.host, intercept=bundle_tags_only) as proxy:
         target = f"{proxy.host}/{root}"
         monkeypatch.delenv("MIRROR_BYPASS_ACCESS_CHECKS", raising=False)
         assert cli.main(["push", str(bundle), target, "--insecure"]) != 0
