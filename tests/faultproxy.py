@@ -3,7 +3,10 @@
     with FaultProxy("127.0.0.1:5001", rate=0.1, seed=7) as proxy:
         RegistryClient(proxy.host, tls=TLSOptions(insecure=True))   # talks through the proxy
 
-One request per connection (answers carry ``Connection: close``), forwarded to the upstream
+One request per connection (answers carry ``Connection: close``) unless ``keep_alive``: then
+a connection serves request after request until a fault ends it, and ``reused_only`` limits
+faults to the second and later requests of a connection (a pooled, reused connection). Each
+request is forwarded to the upstream
 registry with the client's ``Host`` header, so the upload ``Location`` URLs the registry writes
 point back at the proxy. With probability ``rate`` (seeded ``random.Random``) a request gets a
 fault chosen from ``kinds`` that fits it:
@@ -16,6 +19,8 @@ fault chosen from ``kinds`` that fits it:
     truncate            forwarded; half the body, then a clean close
     flip                forwarded; one byte of a blob body inverted (GET .../blobs/...)
     length              forwarded; a wrong Content-Length (bigger or smaller than the body)
+    drop                read, never forwarded; the connection is closed without an answer (a
+                        keep-alive connection the server gave up on); not in ``ALL_KINDS``
 
 ``intercept(request)`` may answer a request itself (endless tag lists, redirects...).
 ``hold(request)`` parks a matching exchange until :meth:`release` (bounded): a GET after half
@@ -114,7 +119,8 @@ class FaultProxy:
     def __init__(self, upstream: str, *, rate: float = 0.0, seed: int = 0,
                  kinds: Iterable[str] = ALL_KINDS, match: Matcher | None = None,
                  intercept: Intercept | None = None, slow_seconds: float = 0.3,
-                 hold: Matcher | None = None, hold_timeout: float = 60.0) -> None:
+                 hold: Matcher | None = None, hold_timeout: float = 60.0,
+                 keep_alive: bool = False, reused_only: bool = False) -> None:
         self.upstream = upstream
         self.rate = rate
         self.kinds = tuple(kinds)
@@ -123,6 +129,9 @@ class FaultProxy:
         self.slow_seconds = slow_seconds
         self.hold = hold
         self.hold_timeout = hold_timeout
+        self.keep_alive = keep_alive
+        self.reused_only = reused_only
+        self.reused_requests = 0
         self._released = threading.Event()
         self.holding = 0
         self.exchanges: list[Exchange] = []
@@ -205,13 +214,15 @@ class FaultProxy:
             return found
 
     # -- one connection = one request -----------------------------------------------------
-    def _pick(self, request: Request) -> str | None:
+    def _pick(self, request: Request, reused: bool = False) -> str | None:
         if self.match is not None and not self.match(request):
+            return None
+        if self.reused_only and not reused:
             return None
         has_body = request.method == "GET"
         is_blob = has_body and "/blobs/sha256:" in request.path
         fitting = [k for k in self.kinds
-                   if k in (*STATUS_KINDS, "slow", "reset")
+                   if k in (*STATUS_KINDS, "slow", "reset", "drop")
                    or (has_body and k in ("truncate", "length"))
                    or (is_blob and k == "flip")]
         with self._lock:
@@ -228,46 +239,59 @@ class FaultProxy:
     def _handle(self, conn: socket.socket) -> None:
         conn.settimeout(_TIMEOUT)
         try:
-            request = _read_request(conn)
-            if request is None:
-                return
-            with self._lock:
-                self.seen.append((request.method, request.path))
-            answer = self.intercept(request) if self.intercept is not None else None
-            if answer is not None:
-                _send(conn, answer)
-                return
-            kind = self._pick(request)
-            if kind in STATUS_KINDS:
-                status = int(kind)
-                extra = [("Retry-After", "1" if self._coin() < 0.3 else "0")] if status == 429 \
-                    else []
-                _send(conn, Response.error(status, "TOOMANYREQUESTS" if status == 429
-                                           else "UNAVAILABLE", extra))
-                return
-            if kind == "slow":
-                time.sleep(self.slow_seconds)
-            held = self.hold is not None and self.hold(request)
-            if held and request.method != "GET":
-                self._park()
-            response = _forward(self.upstream, request)
-            if held and request.method == "GET" and len(response.body) > 1:
-                half = len(response.body) // 2
-                _send(conn, response, body_limit=half)
-                self._record(request, response.status, half, False)
-                self._park()
-                conn.sendall(response.body[half:])
-                self._record(request, response.status, len(response.body), True)
-                return
-            self._answer(conn, request, response, kind)
+            served = 0
+            while True:
+                request = _read_request(conn)
+                if request is None:
+                    return
+                reused = served > 0
+                served += 1
+                with self._lock:
+                    self.seen.append((request.method, request.path))
+                    self.reused_requests += reused
+                if not self._serve(conn, request, reused) or not self.keep_alive:
+                    return
         except (OSError, ValueError):
             pass  # the client went away or sent garbage: nothing to answer
         finally:
             with contextlib.suppress(OSError):
                 conn.close()
 
+    def _serve(self, conn: socket.socket, request: Request, reused: bool) -> bool:
+        """Answer one request; whether the connection may serve another one."""
+        keep = self.keep_alive
+        answer = self.intercept(request) if self.intercept is not None else None
+        if answer is not None:
+            _send(conn, answer, close=not keep)
+            return keep
+        kind = self._pick(request, reused)
+        if kind == "drop":
+            return False
+        if kind in STATUS_KINDS:
+            status = int(kind)
+            extra = [("Retry-After", "1" if self._coin() < 0.3 else "0")] if status == 429 \
+                else []
+            _send(conn, Response.error(status, "TOOMANYREQUESTS" if status == 429
+                                       else "UNAVAILABLE", extra), close=not keep)
+            return keep
+        if kind == "slow":
+            time.sleep(self.slow_seconds)
+        held = self.hold is not None and self.hold(request)
+        if held and request.method != "GET":
+            self._park()
+        response = _forward(self.upstream, request)
+        if held and request.method == "GET" and len(response.body) > 1:
+            half = len(response.body) // 2
+            _send(conn, response, body_limit=half)
+            self._record(request, response.status, half, False)
+            self._park()
+            conn.sendall(response.body[half:])
+            self._record(request, response.status, len(response.body), True)
+            return False
+        return self._answer(conn, request, response, kind)
+
     def _answer(self, conn: socket.socket, request: Request, response: Response,
-                kind: str | None) -> None:
+                kind: str | None) -> bool:
         body = response.body
         has_body = bool(body) and not response.head_only
         if kind == "reset":
@@ -275,12 +299,12 @@ class FaultProxy:
                 _send(conn, response, body_limit=len(body) // 2)
             self._record(request, response.status, len(body) // 2, False)
             _reset(conn)
-            return
+            return False
         if kind == "truncate" and len(body) > 1 and not response.head_only:
             _send(conn, response, body_limit=len(body) // 2)
             self._record(request, response.status, len(body) // 2, False)
             conn.shutdown(socket.SHUT_WR)
-            return
+            return False
         if kind == "flip" and has_body and response.status in (200, 206):
             position = int(self._coin() * len(body))
             flipped = bytearray(body)
@@ -291,10 +315,11 @@ class FaultProxy:
             _send(conn, response, declared_length=wrong, body_limit=min(wrong, len(body)))
             self._record(request, response.status, min(wrong, len(body)), False)
             conn.shutdown(socket.SHUT_WR)
-            return
-        _send(conn, response)
+            return False
+        _send(conn, response, close=not self.keep_alive)
         self._record(request, response.status, 0 if response.head_only else len(response.body),
                      kind != "flip")
+        return self.keep_alive
 
 
 # -- HTTP/1.1 framing ---------------------------------------------------------------------------
@@ -403,7 +428,7 @@ def _forward(upstream: str, request: Request) -> Response:
 
 
 def _send(conn: socket.socket, response: Response, *, declared_length: int | None = None,
-          body_limit: int | None = None) -> None:
+          body_limit: int | None = None, close: bool = True) -> None:
     reason = _REASONS.get(response.status, "Status")
     lines = [f"HTTP/1.1 {response.status} {reason}"]
     lines += [f"{k}: {v}" for k, v in response.headers if k.lower() not in _HOP_HEADERS]
@@ -416,7 +441,8 @@ def _send(conn: socket.socket, response: Response, *, declared_length: int | Non
         body = response.body
         lines.append(f"Content-Length: "
                      f"{len(body) if declared_length is None else declared_length}")
-    lines.append("Connection: close")
+    if close:
+        lines.append("Connection: close")
     if body_limit is not None:
         body = body[:body_limit]
     conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
