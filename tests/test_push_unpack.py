@@ -45,14 +45,17 @@ def test_bundle_unpacks_into_one_tree_with_versions_merged(tmp_path: Path) -> No
     assert written < _sizes(archives)
 
 
-def test_pinned_alias_beats_package_versions_tar(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pin_first", [True, False], ids=["pin-first", "pin-last"])
+def test_pinned_alias_beats_package_versions_tar(tmp_path: Path, pin_first: bool) -> None:
     """Part A Q2: console pins stable → v1.0.0; package-versions.tar has upstream stable →
     v1.1.0. Whatever the order of archives, the pin wins and the conflict is reported."""
     pinned, _ = build_bundle(tmp_path / "a", [PackageSpec("console")])
     upstream, _ = build_bundle(tmp_path / "b", [PackageSpec(
         "console", channels={"stable": "v1.1.0", "alpha": "v1.1.0"})])
     archives = [pinned / "package-console.tar", upstream / "package-versions.tar"]
-    unpack_all(archives, tmp_path / "unified")
+    if not pin_first:
+        archives.reverse()
+    assert unpack_all(archives, tmp_path / "unified").unpacked == tuple(a.name for a in archives)
     layout = tmp_path / "unified/packages/console/version"
     entries = Layout(layout).entries()
     assert len([e for e in entries if e.short_tag == "stable"]) == 2   # merge keeps both
