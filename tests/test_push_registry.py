@@ -24,14 +24,15 @@ from push_bundle_builder import (
 )
 
 from d8mirror.bundle import discover_archives
-from d8mirror.errors import RegistryError
+from d8mirror.errors import UnauthorizedError
 from d8mirror.mediatypes import OCI_INDEX
 from d8mirror.push import tinyimage
 from d8mirror.push.access import WRITE_CHECK_TAG, WriteCheckError, check_write_access
 from d8mirror.push.discovery_tags import DISCOVERY_LABEL
 from d8mirror.push.routing import Router, parse_target
-from d8mirror.push.service import push_bundle
+from d8mirror.push.service import plan_jobs, push_bundle, push_jobs
 from d8mirror.push.summary import PushResult, render_push_summary
+from d8mirror.push.unified import unpack_all
 from d8mirror.registry import Credentials, RegistryClient, TLSOptions
 
 _ns = itertools.count()
@@ -133,8 +134,22 @@ def test_wrong_password_fails_every_layout_with_unauthorized(basic_registry: Any
     bundle, _ = build_bundle(tmp_path, [PackageSpec("console")])
     client = RegistryClient(basic_registry.host, credentials=Credentials("testuser", "nope"),
                             tls=TLSOptions(insecure=True))
-    with pytest.raises(RegistryError):
-        _push(basic_registry, tmp_path, bundle, _target(basic_registry, "bad"), client=client)
+    target = parse_target(_target(basic_registry, "bad"))
+    unified = tmp_path / "unified"
+    unpack_all(discover_archives(bundle), unified)
+    jobs = plan_jobs(unified, target, Router.from_suffixes())
+    with client:
+        done, failed = push_jobs(client, jobs)
+    assert done == [] and len(jobs) > 1
+    assert sorted(f.layout for f in failed) == sorted(j.layout for j in jobs)
+    for failure in failed:
+        assert "authentication failed" in failure.error and "401" in failure.error, failure
+        assert "nope" not in failure.error
+    bad = RegistryClient(basic_registry.host, credentials=Credentials("testuser", "nope"),
+                         tls=TLSOptions(insecure=True))
+    with pytest.raises(UnauthorizedError) as caught:
+        _push(basic_registry, tmp_path, bundle, str(target), client=bad)
+    assert "check the credentials" in str(caught.value) and "nope" not in str(caught.value)
 
 
 def test_pinned_alias_wins_over_package_versions_tar_with_a_warning(
