@@ -16,8 +16,8 @@ import pytest
 from faultproxy import FaultProxy
 from transfer_support import make_bundle
 
-from d8mirror.mediatypes import ANNOTATION_TITLE, OCI_EMPTY, OCI_MANIFEST
 from d8mirror.errors import UnauthorizedError
+from d8mirror.mediatypes import ANNOTATION_TITLE, OCI_EMPTY, OCI_MANIFEST
 from d8mirror.registry import RegistryClient, TLSOptions
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.transfer import oci_artifact as oci
