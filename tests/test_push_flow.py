@@ -27,6 +27,36 @@ def _drop_member(src: Path, dst: Path, suffix: str) -> None:
                 tout.addfile(member, tin.extractfile(member))
 
 
+def _push_runs() -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        return list(client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["mirror-push"]))))
+
+
+def _layout_task_states(flow_run_id: Any, count: int, timeout: float = 60) -> dict[str, str]:
+    """push-layout task run name -> final state name, for one flow run (the server records
+    task runs from events, a moment after the flow returns: wait for all ``count``)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            states = {r.name: r.state.name for r in runs
+                      if r.name.startswith("push-packages/") and r.state is not None
+                      and r.state.is_final()}
+            if len(states) >= count or time.monotonic() > deadline:
+                return states
+            time.sleep(0.5)
+
+
 def test_flow_pushes_then_a_rerun_repushes_only_the_failed_layout(
         prefect_harness: None, basic_registry: Any, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,8 +87,16 @@ def test_flow_pushes_then_a_rerun_repushes_only_the_failed_layout(
     assert not (broken / ".tmp").exists()     # the unified tree and its parents are gone
 
     basic_registry.clear_requests()
+    earlier = {r.id for r in _push_runs()}
     result = run_push(params.model_copy(update={"bundle_dir": str(bundle)}), creds)
     assert result["ok"]
+    [rerun] = [r for r in _push_runs() if r.id not in earlier]
+    states = _layout_task_states(rerun.id, len(result["layouts"]))
+    repaired = "push-packages/viewer/extra/scanner"
+    # the cache key (index.json + provenance + target) matched for every layout the first run
+    # pushed: those task runs are Cached; only the repaired layout ran again
+    assert states.pop(repaired) == "Completed"
+    assert states and set(states.values()) == {"Cached"}, states
     # layouts pushed by the first run come back from the content cache: the only writes of
     # the rerun go to the repaired layout
     writes = {p.split("/blobs/")[0].split("/manifests/")[0]
