@@ -79,6 +79,17 @@ def serve(server: PrefectServer, source: RegistryServer, work: Path) -> Iterator
         process.stop()
 
 
+@pytest.fixture(scope="module")
+def clean(serve: Process, source: RegistryServer, work: Path) -> Path:
+    """A clean in-process pull of the source: the reference bundle of this module's tests."""
+    from flows.pull import run_pull
+    from tasks.models import PullParameters
+
+    bundle = work / "clean"
+    run_pull(PullParameters(**_params(source, bundle, tmp_dir=str(work / "clean-tmp"))))
+    return bundle
+
+
 def _deployments() -> dict[str, Any]:
     from prefect.client.orchestration import get_client
 
@@ -151,18 +162,34 @@ def test_serve_registers_every_deployment_with_typed_parameters(serve: Process) 
     assert "NAME[@CONSTRAINT]" in json.dumps(single["definitions"])
 
 
+def _fetch_states(flow_run_id: Any, attempt: int, names: set[str],
+                  timeout: float = 60) -> dict[str, str]:
+    """fetch-<package> task run name -> final state name, in attempt ``attempt`` of a flow run
+    (the server records task runs from events, a moment after the run ends: wait for all)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            states = {r.name: r.state.name for r in runs
+                      if r.name in names and r.flow_run_run_count == attempt
+                      and r.state is not None and r.state.is_final()}
+            if set(states) == names or time.monotonic() > deadline:
+                return states
+            time.sleep(0.5)
+
+
 def test_ui_retry_refetches_only_the_failed_package(
-        serve: Process, source: RegistryServer, work: Path) -> None:
+        serve: Process, source: RegistryServer, work: Path, clean: Path) -> None:
     """A persistent fault fails one package; after the fix, the UI's Retry on the same flow
-    run fetches only that package's blobs and the bundle equals a clean run's."""
+    run runs only that package's fetch (the others come back Cached from the content cache,
+    their archives kept), fetches only its manifests and blobs, and the bundle equals a clean
+    run's."""
     from prefect.client.orchestration import get_client
     from prefect.states import AwaitingRetry
-
-    from flows.pull import run_pull
-    from tasks.models import PullParameters
-
-    clean = work / "clean"
-    run_pull(PullParameters(**_params(source, clean, tmp_dir=str(work / "clean-tmp"))))
 
     bundle = work / "bundle"
     hidden = _hide_blob(source, "code", "v1.7.0")
@@ -175,6 +202,8 @@ def test_ui_retry_refetches_only_the_failed_package(
     rows = {r["package"]: r for r in _artifact_rows(failed.id, "mirror-pull-packages")}
     assert rows["code"]["status"] == "failed" and "BLOB_UNKNOWN" in rows["code"]["error"]
     assert {rows["console"]["status"], rows["stronghold"]["status"]} == {"pulled"}
+    packed = {p.name: p.stat().st_mtime_ns for p in bundle.glob("package-*.tar")}
+    assert {"package-console.tar", "package-stronghold.tar"} <= set(packed)
 
     source.clear_requests()
     with get_client(sync_client=True) as client:   # exactly what the UI's Retry button sends
@@ -184,11 +213,27 @@ def test_ui_retry_refetches_only_the_failed_package(
     assert retried.state.is_completed(), retried.state.message
     _runs["retried"] = retried
     assert retried.run_count == 2
-    blob_gets = [path for method, path, _ in source.requests()
+    fetches = {"fetch-code", "fetch-console", "fetch-stronghold"}
+    assert _fetch_states(failed.id, 2, fetches) == {
+        "fetch-code": "Completed", "fetch-console": "Cached", "fetch-stronghold": "Cached"}
+    for name in ("package-console.tar", "package-stronghold.tar"):   # kept, not re-packed
+        assert (bundle / name).stat().st_mtime_ns == packed[name], name
+    requests = source.requests()
+    blob_gets = [path for method, path, _ in requests
                  if method == "GET" and "/blobs/" in path]
     assert blob_gets, "the failed package fetched nothing"
     assert all(f"/{ROOT}/packages/code/" in p for p in blob_gets), blob_gets
     assert any(hidden.parent.name in p for p in blob_gets)
+    # the blob store outlives the retry, so blobs alone prove little: no manifest body and no
+    # tag list of the other packages' repositories was read either (resolving their tags
+    # with HEAD is the plan's work, and it runs again)
+    manifest_gets = [p for m, p, _ in requests if m == "GET" and "/manifests/" in p]
+    assert manifest_gets and all(f"/{ROOT}/packages/code/" in p for p in manifest_gets), \
+        manifest_gets
+    for other in ("console", "stronghold"):
+        assert not [p for m, p, _ in requests
+                    if p.startswith(f"/v2/{ROOT}/packages/{other}/")
+                    and m == "GET" and "/version/" not in p], other
     assert bundle_archives(bundle) == bundle_archives(clean)
 
     event = _bundle_event(str(bundle.resolve()))
@@ -216,9 +261,12 @@ def _bundle_event(bundle: str, timeout: float = 30) -> dict[str, Any]:
 
 
 def test_mirror_package_refetches_one_package_into_an_existing_bundle(
-        serve: Process, source: RegistryServer, work: Path) -> None:
-    clean = work / "clean"
-    bundle = work / "bundle"
+        serve: Process, source: RegistryServer, work: Path, clean: Path) -> None:
+    from flows.pull import run_pull
+    from tasks.models import PullParameters
+
+    bundle = work / "package-bundle"          # its own bundle: no other test's leftovers
+    run_pull(PullParameters(**_params(source, bundle)))
     before = bundle_archives(bundle)
     assert before == bundle_archives(clean)
     others = {p.name: p.stat().st_mtime_ns for p in bundle.glob("*.tar")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,30 +126,42 @@ def test_dry_run_exits_0_and_writes_nothing(isolated: tuple[RegistryServer, Seed
 
 @pytest.mark.usefixtures("prefect_server")
 def test_cancel_packs_what_completed_and_exits_0(
-        isolated: tuple[RegistryServer, SeededContent], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """§6.5 / acceptance 13: a stop request (Ctrl+C) after the first package: exit 0, the
-    completed package is packed, no stub archive for the others, report says cancelled."""
+        isolated: tuple[RegistryServer, SeededContent], tmp_path: Path) -> None:
+    """§6.5 / acceptance 13: Ctrl+C (a real SIGINT to the CLI process) while the second package
+    downloads: exit 0, the completed package is packed, no stub archive for the others, the
+    report says cancelled. The second package's own layer is held mid-body by a proxy, so the
+    signal lands at that very moment."""
     import signal
 
-    from d8mirror.pull.package import PackagePuller
-    from tasks import cancel
+    from faultproxy import FaultProxy, Request
+    from reliability_support import kill_hard, start_cli, wait_for
 
-    real_pull = PackagePuller.pull
-
-    def pull_then_stop(self: PackagePuller, *args: object, **kwargs: object) -> object:
-        result = real_pull(self, *args, **kwargs)  # type: ignore[arg-type]
-        cancel.request_stop()
-        return result
-
-    monkeypatch.setattr(PackagePuller, "pull", pull_then_stop)
     server, _ = isolated
-    bundle = tmp_path / "bundle"
-    try:
-        assert _pull(server, bundle, "--concurrency", "1") == 0
-    finally:
-        cancel.reset()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    _, held_layer = _own_layer(server, "beta-pkg")
+
+    def beta_layer(request: Request) -> bool:
+        return request.method == "GET" and request.path.endswith(
+            f"/packages/beta-pkg/blobs/{held_layer}")
+
+    bundle, log = tmp_path / "bundle", tmp_path / "cli.log"
+    with FaultProxy(server.host, hold=beta_layer, hold_timeout=300) as proxy:
+        child = start_cli(["pull", str(bundle), "--source", f"{proxy.host}/{ROOT}",
+                           "--insecure", "--concurrency", "1"], log,
+                          PREFECT_LOGGING_LEVEL="INFO")      # the CLI's default level
+        try:
+            wait_for(lambda: proxy.holding >= 1, timeout=180, what="beta-pkg's layer held",
+                     process=child, log=log)
+            os.kill(child.pid, signal.SIGINT)        # what Ctrl+C sends to the foreground CLI
+            # the handler's notice (printed inside the flow run, so it arrives as a run log)
+            wait_for(lambda: "Operation cancelled by user" in log.read_text(errors="replace"),
+                     timeout=60, what="the CLI to take the stop request", process=child,
+                     log=log)
+            proxy.release()
+            code = child.wait(timeout=180)
+        finally:
+            proxy.release()
+            kill_hard(child)
+    assert code == 0, log.read_text()[-3000:]
     report = json.loads((bundle / "report.json").read_text())
     assert report["status"] == "cancelled"
     status = {p["name"]: p["status"] for p in report["packages"]}
@@ -175,6 +189,19 @@ def test_pull_with_upload_to_s3_in_one_run(isolated: tuple[RegistryServer, Seede
         s3.create_bucket(Bucket="airgap")
         assert _pull(server, bundle, "--include-package", "gamma-pkg",
                      "--upload-to", "s3://airgap/site", "--upload-endpoint-url", endpoint) == 0
-        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="airgap")["Contents"]}
-    assert {"site/package-gamma-pkg.tar", "site/package-versions.tar",
-            f"site/{MANIFEST_NAME}"} <= keys
+        remote: dict[str, tuple[bytes, str | None]] = {}
+        for listed in s3.list_objects_v2(Bucket="airgap")["Contents"]:
+            got = s3.get_object(Bucket="airgap", Key=listed["Key"])
+            remote[listed["Key"]] = (got["Body"].read(), got["Metadata"].get("sha256"))
+    local = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in bundle.iterdir() if p.is_file()}
+    assert {"package-gamma-pkg.tar", "package-gamma-pkg.tar.sha256", "package-versions.tar",
+            "report.json"} <= set(local)
+    # every file of the bundle is there, byte for byte, with the checksum it was verified by
+    assert set(remote) == {f"site/{name}" for name in local} | {f"site/{MANIFEST_NAME}"}
+    for name, sha256 in local.items():
+        data, recorded = remote[f"site/{name}"]
+        assert (hashlib.sha256(data).hexdigest(), recorded) == (sha256, sha256), name
+    # the manifest (written last) lists exactly those files and checksums
+    manifest = json.loads(remote[f"site/{MANIFEST_NAME}"][0])
+    assert {f["name"]: f["sha256"] for f in manifest["files"]} == local

@@ -26,7 +26,7 @@ from push_bundle_builder import (
 )
 
 from d8mirror.bundle import discover_archives
-from d8mirror.errors import RegistryError
+from d8mirror.errors import NotFoundError
 from d8mirror.mediatypes import OCI_INDEX
 from d8mirror.push import tinyimage
 from d8mirror.push.access import WRITE_CHECK_TAG, WriteCheckError, check_write_access
@@ -139,6 +139,7 @@ def test_wrong_password_fails_every_layout_with_unauthorized(basic_registry: Any
                    client=client)
     assert not result.ok and not result.layouts
     assert result.failures and all("unauthorized" in f.error.lower() for f in result.failures)
+    assert all("401" in f.error and "nope" not in f.error for f in result.failures)
     assert [d.tag for d in result.withheld] == ["console"]   # no discovery tag attempted
 
 
@@ -261,7 +262,7 @@ def test_write_check_proves_push_permission_and_writes_nothing(registry2: Any,
         check_write_access(client, target)
         calls = [(m, p.split("/blobs/")[0]) for m, p, _ in registry2.requests()]
         assert calls == [("POST", f"/v2/{target.path}"), ("DELETE", f"/v2/{target.path}")] * 2
-        with pytest.raises(RegistryError):
+        with pytest.raises(NotFoundError):
             client.head_manifest(target.path, WRITE_CHECK_TAG)
     anonymous = RegistryClient(basic_registry.host, tls=TLSOptions(insecure=True))
     with anonymous, pytest.raises(WriteCheckError, match="credentials validation failure"):

@@ -176,10 +176,12 @@ _BIG_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_one_gib_blob_with_flat_memory(reg_plain: Any, tmp_path: Path) -> None:
+    """The bound is memory (peak RSS growth), not wall time: on a shared 2-core machine 1 GiB
+    may take minutes; the timeout only stops a hung child."""
     size = 1 << 30
     root = str(Path(__file__).resolve().parents[1])
     done = subprocess.run([sys.executable, "-c", _BIG_SCRIPT, reg_plain.host, str(tmp_path),
-                           str(size), root], capture_output=True, text=True, timeout=120,
+                           str(size), root], capture_output=True, text=True, timeout=1800,
                           check=False)
     assert done.returncode == 0, done.stderr
     import json

@@ -11,6 +11,7 @@ import test_registry_bed as bed
 
 from d8mirror.errors import (
     ManifestNotFoundError,
+    ProtocolError,
     RegistryNetworkError,
     RepositoryNotFoundError,
     TLSError,
@@ -93,9 +94,11 @@ def test_tls_skip_verify_works(reg_tls: Any) -> None:
 
 def test_plain_http_client_against_tls_registry_is_not_a_success(reg_tls: Any) -> None:
     with bed.client_for(reg_tls, tls=TLSOptions(insecure=True)) as client, \
-            pytest.raises(Exception) as caught:
+            pytest.raises(ProtocolError) as caught:
         client.ping()
-    assert not isinstance(caught.value, AssertionError)
+    # the TLS port answers plain HTTP with a 400: a typed error naming what was asked
+    assert caught.value.status == 400
+    assert f"GET http://{reg_tls.host}/v2/ answered 400" in str(caught.value)
 
 
 def test_unknown_manifest_and_repository(reg_plain: Any, tmp_path: Path) -> None:

@@ -20,12 +20,14 @@ from d8mirror.pull.fetcher import ImageFetcher
 from d8mirror.push.routing import Router, parse_target
 from d8mirror.push.service import push_bundle
 from d8mirror.registry import RegistryClient, TLSOptions
-from d8mirror.retry import RetryPolicy
+from d8mirror.retry import RetryPolicy, default_policy
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import SeededContent
 
 ROOT = "deckhouse/ee"
 FAULT_RATE = 0.1
+#: A package fetch meets a blob twice: the prefetch warm-up of its wave, then the ordered pass.
+PASSES_PER_FETCH = 2
 pytestmark = pytest.mark.usefixtures("prefect_server")
 _ns = itertools.count()
 
@@ -144,12 +146,16 @@ def test_a_pull_whose_blob_stays_corrupted_fails_that_package_only(
     """Through the flow: no package-console.tar (nor a partial one), the others are written,
     and the failure names the repository and the digest."""
     from flows.pull import PullFailed, run_pull
+    from tasks.policy import TRANSIENT_RETRIES
 
     repo = f"{ROOT}/packages/console"
     with registry.client() as client:
         layer = str(client.get_manifest(repo, "v1.2.0").json()["layers"][-1]["digest"])
     bundle = tmp_path / "bundle"
     monkeypatch.setenv("D8_MIRROR_RETRY_BASE_DELAY", "0.01")   # the core's tries, quickly
+    monkeypatch.setenv("D8_MIRROR_RETRY_ATTEMPTS", "3")         # not the default: it is obeyed
+    policy = default_policy()
+    task_tries = 1 + TRANSIENT_RETRIES["retries"]
     with FaultProxy(registry.host, rate=1.0, kinds=("flip",),
                     match=lambda r: r.path.endswith(layer)) as proxy, \
             pytest.raises(PullFailed, match="console"):
@@ -162,9 +168,11 @@ def test_a_pull_whose_blob_stays_corrupted_fails_that_package_only(
     console = next(p for p in report["packages"] if p["name"] == "console")
     assert console["status"] == "failed"
     assert repo in console["error"] and layer in console["error"]
-    assert "gave up after 5 attempts" in console["error"]
+    assert f"gave up after {policy.attempts} attempts" in console["error"]
     assert "while fetching image" in console["error"]
-    assert proxy.count("GET", layer) >= 5
+    # Each give-up costs exactly policy.attempts GETs; per try of the fetch task the blob is
+    # given up twice: by the wave's prefetch (a warmer) and by the ordered pass after it.
+    assert proxy.count("GET", layer) == policy.attempts * PASSES_PER_FETCH * task_tries
     store = BlobStore(bundle / ".tmp" / "blobs")
     assert not store.has(layer)
 

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from faultproxy import FaultProxy
 from transfer_support import make_bundle
 
+from d8mirror.errors import UnauthorizedError
 from d8mirror.mediatypes import ANNOTATION_TITLE, OCI_EMPTY, OCI_MANIFEST
-from d8mirror.registry import RegistryClient
+from d8mirror.registry import RegistryClient, TLSOptions
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.transfer import oci_artifact as oci
 from d8mirror.transfer.errors import IncompleteUploadError
@@ -148,13 +150,20 @@ def test_download_resumes_a_partial(registry: RegistryServer, bundle: Path,
         oci.upload_artifact(client, bundle, url, chunk_size=CHUNK)
         manifest = oci.read_artifact(client, url)
         entry = next(f for f in manifest.files if f.name == "package-big.tar")
-        out = tmp_path / "out"
-        out.mkdir()
-        data = (bundle / entry.name).read_bytes()
-        (out / (entry.name + ".partial")).write_bytes(data[: len(data) // 3])
+    out = tmp_path / "out"
+    out.mkdir()
+    data = (bundle / entry.name).read_bytes()
+    kept = len(data) // 3
+    (out / (entry.name + ".partial")).write_bytes(data[:kept])
+    with FaultProxy(registry.host) as proxy, \
+            RegistryClient(proxy.host, tls=TLSOptions(insecure=True)) as client:
         result = oci.download_file(client, url, entry, out)
+        gets = [e for e in proxy.exchanges if e.method == "GET" and entry.digest in e.path]
     assert result.status == "resumed"
     assert (out / entry.name).read_bytes() == data
+    # only the missing bytes crossed the wire: one Range GET from the end of the partial
+    assert [(e.range, e.status, e.body_sent) for e in gets] == [
+        (f"bytes={kept}-", 206, len(data) - kept)], gets
 
 
 def test_authenticated_registry(basic_registry: RegistryServer, bundle: Path,
@@ -162,6 +171,8 @@ def test_authenticated_registry(basic_registry: RegistryServer, bundle: Path,
     url = _url(basic_registry, "airgap/auth")
     with basic_registry.client() as client:
         oci.upload_artifact(client, bundle, url, chunk_size=CHUNK)
-    with RegistryClient(basic_registry.host) as anonymous, pytest.raises(Exception) as caught:
+    with RegistryClient(basic_registry.host, tls=TLSOptions(insecure=True)) as anonymous, \
+            pytest.raises(UnauthorizedError) as caught:
         oci.download_artifact(anonymous, url, tmp_path / "x")
     assert "testpass" not in str(caught.value)
+    assert not (tmp_path / "x").exists()
