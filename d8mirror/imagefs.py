@@ -296,6 +296,20 @@ def parse_extra_images_json(data: bytes) -> dict[str, str]:
     return out
 
 
+def images_digests_problem(data: bytes) -> str | None:
+    """Why ``images_digests.json`` is not the JSON object it should be (None when it is).
+
+    The digests are still taken from its text, as the reference does (a regex over the file),
+    so this only explains a warning (Part A Q11)."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"is not valid JSON ({str(exc)[:80]})"
+    if not isinstance(doc, dict):
+        return f"is a JSON {_json_type(doc)}, not an object"
+    return None
+
+
 def parse_images_digests(data: bytes) -> list[str]:
     """Every ``sha256:<64 hex>`` substring, de-duplicated, first-seen order (structure ignored)."""
     return list(dict.fromkeys(m.decode("ascii") for m in _DIGEST_RE.findall(data)))

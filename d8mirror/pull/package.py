@@ -18,7 +18,12 @@ from d8mirror.errors import (
     NotFoundError,
     RegistryError,
 )
-from d8mirror.imagefs import parse_extra_images_json, parse_images_digests, parse_version_json
+from d8mirror.imagefs import (
+    images_digests_problem,
+    parse_extra_images_json,
+    parse_images_digests,
+    parse_version_json,
+)
 from d8mirror.layout import Layout, alias_ref_name
 from d8mirror.versions import (
     DEFAULT_CHANNELS,
@@ -283,7 +288,13 @@ class PackagePuller:
                 result.warnings.append(f"images_digests.json of {name}:{version}: {exc}")
                 continue
             if data:
-                digests += parse_images_digests(data)
+                found = parse_images_digests(data)
+                problem = images_digests_problem(data)
+                if problem:
+                    result.warnings.append(
+                        f"images_digests.json of {name}:{version} {problem}; "
+                        f"{len(found)} digest(s) found in its text are used")
+                digests += found
         return dedupe(digests)
 
     def _internal_images(self, repo: str, digests: list[str], result: PackageResult,
