@@ -193,7 +193,22 @@ def fetch_package_task(params: PullParameters, plan: dict[str, Any]) -> dict[str
         write_record(fetch_tags_record(params, name), _plan_key(params, plan), tags)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(fetch_content_key(params, {**plan, "tags": tags}))
+        _cache_for_next_plan(params, plan, tags, result.to_json())
     return result.to_json()
+
+
+def _cache_for_next_plan(params: PullParameters, plan: dict[str, Any], tags: TagDigests,
+                         result: dict[str, Any]) -> None:
+    """A plan that could not name the tags (no earlier fetch of these versions) has its
+    result cached under a key without them, while the next plan of the same content names
+    them: keep the result under that key too, so the next run is a cache hit, not a second
+    fetch."""
+    if plan.get("tags") == tags:
+        return
+    context = TaskRunContext.get()
+    store = getattr(context, "result_store", None)
+    if store is not None:
+        store.write(result, key=fetch_content_key(params, {**plan, "tags": tags}))
 
 
 def _pack_key(params: PullParameters, name: str, *, where: bool = True) -> str | None:

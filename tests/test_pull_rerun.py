@@ -22,6 +22,7 @@ from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import (
     ExtraSpec,
     PackageSpec,
+    SeededContent,
     SeedSpec,
     push_image,
     seed_packages,
@@ -161,3 +162,25 @@ def test_rerun_with_a_kept_cache_after_tags_were_re_pointed(
     assert _archives(second) == expected
     run_pull(_params(registry, root, first, tmp_dir=work))
     assert _archives(first) == expected
+
+
+def test_a_warm_rerun_right_after_the_first_pull_is_a_cache_hit(
+        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    """The first plan of a package cannot name its extra, VEX and release tags; the second
+    one names them and asks the source with manifest HEADs only. Nothing changed: the fetch
+    is not run again (its layouts stay as they are), nothing but HEADs and lists is asked."""
+    from flows.pull import run_pull
+
+    work = tmp_path / "work"
+    params: dict[str, Any] = {"include_packages": ["console"], "tmp_dir": str(work)}
+    run_pull(_params(registry, "deckhouse/ee", tmp_path / "first", **params))
+    index = work / "packages" / "console" / "index.json"
+    built = index.stat().st_ino
+    registry.clear_requests()
+    run_pull(_params(registry, "deckhouse/ee", tmp_path / "second", **params))
+    asked = {(method, "/manifests/" in path) for method, path, _ in registry.requests()}
+    assert asked <= {("HEAD", True), ("GET", False)}, asked        # HEADs, catalog, tag lists
+    heads = [p for m, p, _ in registry.requests() if m == "HEAD" and "/console" in p]
+    assert any(p.endswith(".att") for p in heads) and any("/extra/" in p for p in heads)
+    assert index.stat().st_ino == built
+    assert _archives(tmp_path / "second") == _archives(tmp_path / "first")
