@@ -25,6 +25,13 @@ from d8mirror.pull.discovery import discover_packages
 from d8mirror.pull.fetcher import ImageFetcher
 from d8mirror.pull.package import PackagePuller, PackageResult, pull_release_catalog
 from d8mirror.pull.packing import pack_package, pack_versions
+from d8mirror.pull.tag_digests import (
+    TagDigests,
+    current_digests,
+    read_record,
+    tag_digests,
+    write_record,
+)
 from d8mirror.versions.channels import DEFAULT_CHANNELS, LTS_CHANNEL
 
 from .cancel import stop_requested
@@ -51,6 +58,8 @@ def puller(params: PullParameters, plan: dict[str, Any] | None = None) -> Packag
             fetcher.remember(repo, version, digest)
         for channel in [*DEFAULT_CHANNELS, LTS_CHANNEL]:
             fetcher.remember(version_repo, channel, plan["channels"].get(channel))
+        for tag_repo, tag, digest in plan.get("tags") or []:
+            fetcher.remember(tag_repo, tag, digest)
     return PackagePuller(fetcher, options)
 
 
@@ -62,6 +71,11 @@ def source_slots(params: PullParameters, occupy: int = 1) -> Any:
 def fetch_marker(params: PullParameters, name: str) -> Path:
     """Where a package fetch records its content key, outside the packed working dir."""
     return params.work_root() / "state" / f"{name}.fetch-key"
+
+
+def fetch_tags_record(params: PullParameters, name: str) -> Path:
+    """Where a package fetch records every tag it resolved (:mod:`d8mirror.pull.tag_digests`)."""
+    return params.work_root() / "state" / f"{name}.fetch-tags.json"
 
 
 def remove_default_work_dir(params: PullParameters, *, existed: bool) -> bool:
@@ -111,7 +125,11 @@ def resolve_package_task(params: PullParameters, name: str) -> dict[str, Any]:
         digests = {v: p.fetcher.resolve(repo, v) for v in versions}
         channels = {c: p.fetcher.resolve(p.options.version_repo(name), c)
                     for c in p.channels(name)}
-    return {"name": name, "versions": versions, "digests": digests, "channels": channels}
+    resolved: dict[str, Any] = {"name": name, "versions": versions, "digests": digests,
+                                "channels": channels}
+    with source_slots(params, params.blob_workers):
+        resolved["tags"] = planned_tag_digests(params, p, resolved)     # last: see _plan_key
+    return resolved
 
 
 def fetch_content_key(params: PullParameters, plan: dict[str, Any]) -> str:
@@ -120,6 +138,24 @@ def fetch_content_key(params: PullParameters, plan: dict[str, Any]) -> str:
         include={"include_packages", "exclude_packages", "only_extra_images", "skip_vex_images",
                  "packages_path_suffix", "proxy_registry", "dry_run"}), plan,
         str(params.package_work_dir(plan["name"]).resolve()))
+
+
+def _plan_key(params: PullParameters, plan: dict[str, Any]) -> str:
+    """Identity of a plan without its tag digests: what a fetch's tag record belongs to."""
+    return fetch_content_key(params, {k: v for k, v in plan.items() if k != "tags"})
+
+
+def planned_tag_digests(params: PullParameters, p: PackagePuller,
+                        plan: dict[str, Any]) -> TagDigests | None:
+    """The digests, now, of every tag the last fetch of this same plan resolved (release
+    images, extra images' tags, VEX ``.att`` tags, absent ones as absent), so the fetch's key
+    covers them; manifest HEADs, several at once, none for tags the plan resolved already.
+    None without such a fetch (the first one, versions or digests moved, a dry-run): no
+    cached fetch can match then."""
+    if params.dry_run:
+        return None
+    refs = read_record(fetch_tags_record(params, plan["name"]), _plan_key(params, plan))
+    return None if refs is None else current_digests(p.fetcher, refs)
 
 
 def _fetch_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -148,11 +184,31 @@ def fetch_package_task(params: PullParameters, plan: dict[str, Any]) -> dict[str
     marker.unlink(missing_ok=True)
     with source_slots(params, params.blob_workers):
         constraint = params.options().package_filter.constraint_for(name)
-        result = puller(params, plan).pull(name, constraint, work_dir)
+        p = puller(params, plan)
+        result = p.pull(name, constraint, work_dir)
     if not params.dry_run:
+        # The content is what this fetch resolved: the plan's tags (when it knew them) and
+        # every tag the plan could not name; the next plan asks the source for the same tags.
+        tags = tag_digests(p.fetcher)
+        write_record(fetch_tags_record(params, name), _plan_key(params, plan), tags)
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(fetch_content_key(params, plan))
+        marker.write_text(fetch_content_key(params, {**plan, "tags": tags}))
+        _cache_for_next_plan(params, plan, tags, result.to_json())
     return result.to_json()
+
+
+def _cache_for_next_plan(params: PullParameters, plan: dict[str, Any], tags: TagDigests,
+                         result: dict[str, Any]) -> None:
+    """A plan that could not name the tags (no earlier fetch of these versions) has its
+    result cached under a key without them, while the next plan of the same content names
+    them: keep the result under that key too, so the next run is a cache hit, not a second
+    fetch."""
+    if plan.get("tags") == tags:
+        return
+    context = TaskRunContext.get()
+    store = getattr(context, "result_store", None)
+    if store is not None:
+        store.write(result, key=fetch_content_key(params, {**plan, "tags": tags}))
 
 
 def _pack_key(params: PullParameters, name: str, *, where: bool = True) -> str | None:

@@ -17,8 +17,16 @@ import pytest
 
 from d8mirror import cli
 from d8mirror.mediatypes import ANNOTATION_SHORT_TAG
+from d8mirror.testbed.images import canonical_json
 from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import ExtraSpec, PackageSpec, SeedSpec, seed_packages
+from d8mirror.testbed.seed import (
+    ExtraSpec,
+    PackageSpec,
+    SeededContent,
+    SeedSpec,
+    push_image,
+    seed_packages,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -116,3 +124,63 @@ def test_cli_rerun_with_force_into_the_same_bundle_dir(
     _seed(registry, root, STATE_B, tmp_path / "images")
     assert cli.main([*argv, "--force"]) == 0
     assert _archives(bundle) == _fresh_pull_of_b(registry, root, tmp_path)
+
+
+def _republish(registry: RegistryServer, root: str, work: Path) -> None:
+    """Re-point a VEX ``.att`` tag, a release image ``version:vX`` and an extra image's tag
+    at the source: versions, main digests and channels stay as they are."""
+    repo = f"{root}/packages/moving"
+    with registry.client() as client:
+        push_image(client, repo, "v1.1.0.att",
+                   [{"vex.json": canonical_json({"subject": f"{repo}:v1.1.0", "rev": 2})}], work)
+        push_image(client, f"{repo}/version", "v1.1.0",
+                   [{"version.json": canonical_json({"version": "v1.1.0"}),
+                     "notes.txt": b"republished"}], work)
+        push_image(client, f"{repo}/extra/scanner", "v1",
+                   [{"extra/scanner.bin": b"rebuilt scanner"}], work)
+
+
+def test_rerun_with_a_kept_cache_after_tags_were_re_pointed(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    """Same versions, digests and channels, but a VEX attestation, a release image and an
+    extra image re-published: a kept-cache rerun (new bundle dir, then the first bundle dir
+    again) gives exactly the source's current state, not the cached fetch."""
+    from flows.pull import run_pull
+
+    root, work = "rerun-repoint/ee", str(tmp_path / "work")
+    _seed(registry, root, STATE_A, tmp_path / "images")
+    first = tmp_path / "first"
+    run_pull(_params(registry, root, first, tmp_dir=work))
+    before = _archives(first)
+    _republish(registry, root, tmp_path / "images")
+    second = tmp_path / "second"
+    run_pull(_params(registry, root, second, tmp_dir=work))
+    fresh = tmp_path / "fresh"
+    run_pull(_params(registry, root, fresh, tmp_dir=str(tmp_path / "fresh-work")))
+    expected = _archives(fresh)
+    assert expected["package-moving.tar"] != before["package-moving.tar"]
+    assert _archives(second) == expected
+    run_pull(_params(registry, root, first, tmp_dir=work))
+    assert _archives(first) == expected
+
+
+def test_a_warm_rerun_right_after_the_first_pull_is_a_cache_hit(
+        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    """The first plan of a package cannot name its extra, VEX and release tags; the second
+    one names them and asks the source with manifest HEADs only. Nothing changed: the fetch
+    is not run again (its layouts stay as they are), nothing but HEADs and lists is asked."""
+    from flows.pull import run_pull
+
+    work = tmp_path / "work"
+    params: dict[str, Any] = {"include_packages": ["console"], "tmp_dir": str(work)}
+    run_pull(_params(registry, "deckhouse/ee", tmp_path / "first", **params))
+    index = work / "packages" / "console" / "index.json"
+    built = index.stat().st_ino
+    registry.clear_requests()
+    run_pull(_params(registry, "deckhouse/ee", tmp_path / "second", **params))
+    asked = {(method, "/manifests/" in path) for method, path, _ in registry.requests()}
+    assert asked <= {("HEAD", True), ("GET", False)}, asked        # HEADs, catalog, tag lists
+    heads = [p for m, p, _ in registry.requests() if m == "HEAD" and "/console" in p]
+    assert any(p.endswith(".att") for p in heads) and any("/extra/" in p for p in heads)
+    assert index.stat().st_ino == built
+    assert _archives(tmp_path / "second") == _archives(tmp_path / "first")

@@ -129,6 +129,25 @@ class ImageFetcher:
         with self._resolved_lock:
             self._resolved.setdefault((repository, tag), digest)
 
+    def resolved(self) -> dict[tuple[str, str], str | None]:
+        """Every ``(repository, tag)`` this fetcher resolved or was told, with its answer."""
+        with self._resolved_lock:
+            return dict(self._resolved)
+
+    def resolve_many(self, refs: Iterable[tuple[str, str]]) -> None:
+        """Resolve ``(repository, tag)`` pairs not resolved yet, several at once (manifest
+        HEADs only); the answers are kept as :meth:`resolve` keeps them, errors propagate."""
+        known = self.resolved()
+        pending = [ref for ref in dict.fromkeys(refs) if ref not in known]
+        if len(pending) <= 1 or self.blob_workers == 1:
+            for repository, tag in pending:
+                self.resolve(repository, tag)
+            return
+        with ThreadPoolExecutor(max_workers=self.blob_workers,
+                                thread_name_prefix="d8mirror-resolve") as pool:
+            for future in [pool.submit(self.resolve, repo, tag) for repo, tag in pending]:
+                future.result()
+
     def prefetch(self, refs: Iterable[tuple[str, str]]) -> None:
         """Resolve ``(repository, tag or digest)`` pairs and fetch their images into the store,
         several images at once. Only a cache warmer: errors are left for the ordered pass that

@@ -264,6 +264,13 @@ class _PackageSeeder:
                 self._push(self.repo, f"{extra.tag_text}.att", self._vex_image(subject))
 
 
+def push_image(client: RegistryClient, repository: str, reference: str,
+               layers: list[dict[str, FileContent]], workdir: Path) -> str:
+    """Push one image built from ``layers`` as ``repository:reference`` (e.g. a tag
+    re-published at the source); its digest."""
+    return _Pusher(client).push(repository, reference, ImageBuilder(workdir).image(layers))
+
+
 def seed_packages(client: RegistryClient, root_repo: str, spec: SeedSpec,
                   workdir: Path, *, workers: int = 4) -> SeededContent:
     """Build ``spec``'s images under ``workdir`` (a cache) and push them below ``root_repo``.
