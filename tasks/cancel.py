@@ -32,8 +32,11 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     SIGTERM's default: terminate)."""
     request_stop()
     again = "press Ctrl+C again" if signum == signal.SIGINT else "send SIGTERM again"
-    print(f"\nOperation cancelled by user: finishing what is in flight and keeping what "
-          f"completed ({again} to abort)", file=sys.stderr)
+    # written, not printed: inside a flow run Prefect turns print() into a log line, which the
+    # CLI's default log level hides
+    sys.stderr.write(f"\nOperation cancelled by user: finishing what is in flight and keeping "
+                     f"what completed ({again} to abort)\n")
+    sys.stderr.flush()
     signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
                   else signal.SIG_DFL)
 

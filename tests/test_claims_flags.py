@@ -126,8 +126,9 @@ def test_push_file_pushes_only_the_named_archives(registry2: RegistryServer,
 def test_bypass_access_checks_skips_the_write_check(registry2: RegistryServer,
                                                     tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """The target accepts the bundle's own tags only (a registry where the pre-flight's
-    probe image is refused): the push fails unless the check is bypassed."""
+    """The target accepts writes to the bundle's own repositories only (a registry where the
+    pre-flight's probe at the root path is refused): the push fails unless the check is
+    bypassed."""
     bundle, expected = build_bundle(tmp_path, [HandSpec("console")])
     root = f"bypass-{next(_ns)}/ee"
     allowed = {f"/v2/{root}/{repo}/manifests/{tag}" for repo, tag in expected.tags}
@@ -136,6 +137,8 @@ def test_bypass_access_checks_skips_the_write_check(registry2: RegistryServer,
         tagged = "/manifests/" in request.path and "/manifests/sha256:" not in request.path
         if request.method == "PUT" and tagged and request.path not in allowed:
             return Response.error(403, "DENIED")
+        if request.method == "POST" and request.path.startswith(f"/v2/{root}/blobs/uploads"):
+            return Response.error(403, "DENIED")   # the write check's upload session
         return None
 
     with FaultProxy(registry2.host, intercept=bundle_tags_only) as proxy:

@@ -106,11 +106,11 @@ def test_d8_packages_command_line_works_unchanged(
 @pytest.mark.usefixtures("prefect_server")
 def test_no_pull_resume_starts_without_the_cache(
         source: tuple[RegistryServer, SeededContent], tmp_path: Path) -> None:
-    """A rerun reuses the working dir's blob store; with --no-pull-resume it fetches every
-    blob again (as d8 removes its working dir)."""
+    """A rerun reuses the kept working dir's blob store; with --no-pull-resume it fetches
+    every blob again (as d8 removes its working dir)."""
     server, _ = source
     bundle = tmp_path / "bundle"
-    flags = ("--include-package", "alpha-pkg", "--force")
+    flags = ("--include-package", "alpha-pkg", "--force", "--tmp-dir", str(tmp_path / "cache"))
     assert cli.main(_args(server, bundle, *flags)) == 0
     server.clear_requests()
     assert cli.main(_args(server, bundle, *flags)) == 0

@@ -52,8 +52,7 @@ def test_only_extra_images_pulls_vex_of_the_extras_only(
 
 @pytest.mark.usefixtures("prefect_server")
 def test_dry_run_prints_the_images_of_each_package(
-        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
     """§6.7: ``[dry-run] Package '<name>' images that would be pulled:`` then one indented
     ref a line, then the note on extra images; packages in name order."""
     from flows.pull import run_pull
@@ -62,7 +61,8 @@ def test_dry_run_prints_the_images_of_each_package(
     lines: list[str] = []
     handler = _Collect(lines)
     flow_logger = logging.getLogger("prefect.flow_runs")
-    monkeypatch.setattr(flow_logger, "level", logging.INFO)
+    level = flow_logger.level
+    flow_logger.setLevel(logging.INFO)    # setLevel, not .level: it clears isEnabledFor's cache
     flow_logger.addHandler(handler)
     try:
         run_pull(PullParameters(bundle_dir=str(tmp_path / "bundle"),
@@ -71,6 +71,7 @@ def test_dry_run_prints_the_images_of_each_package(
                                 tmp_dir=str(tmp_path / "work")))
     finally:
         flow_logger.removeHandler(handler)
+        flow_logger.setLevel(level)
     text = "\n".join(lines)
     base = f"{registry.host}/{ROOT}/packages"
     console = "\n".join([

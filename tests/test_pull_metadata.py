@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -296,8 +297,16 @@ def test_hostile_package_fails_alone_in_the_flow_without_task_retries(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
 
-    with get_client(sync_client=True) as client:    # the fetch ran once: no task retry
-        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
-            name=TaskRunFilterName(any_=["fetch-sizezero"])))
-    assert [(r.run_count, r.state.is_failed() if r.state else None) for r in runs] == [
-        (1, True)]
+    # the fetch ran once (no task retry); the server records task runs from events, a moment
+    # after the flow returns: poll until the run is final
+    deadline = time.monotonic() + 60
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+                name=TaskRunFilterName(any_=["fetch-sizezero"])))
+            seen = [(r.run_count, r.state.is_failed() if r.state else None) for r in runs]
+            if (seen and all(r.state is not None and r.state.is_final() for r in runs)) \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert seen == [(1, True)]

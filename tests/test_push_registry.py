@@ -260,7 +260,8 @@ def test_write_check_proves_push_permission_and_writes_nothing(registry2: Any,
     with registry2.client() as client:
         check_write_access(client, target)
         check_write_access(client, target)
-        calls = [(m, p.split("/blobs/")[0]) for m, p, _ in registry2.requests()]
+        calls = [(m, p.split("/blobs/")[0]) for m, p, _ in registry2.requests()
+                 if p != "/v2/"]     # the client's version check
         assert calls == [("POST", f"/v2/{target.path}"), ("DELETE", f"/v2/{target.path}")] * 2
         with pytest.raises(NotFoundError):
             client.head_manifest(target.path, WRITE_CHECK_TAG)

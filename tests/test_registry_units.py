@@ -35,7 +35,8 @@ def test_public_surface() -> None:
     import d8mirror.registry as registry
 
     assert sorted(registry.__all__) == ["BlobReader", "Credentials", "Descriptor", "Manifest",
-                                        "RegistryClient", "TLSOptions", "resolve_credentials"]
+                                        "RegistryClient", "TLSOptions", "TransferLimits",
+                                        "check_transfer_environment", "resolve_credentials"]
 
 
 @pytest.mark.parametrize(("header", "expected"), [
