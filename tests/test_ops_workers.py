@@ -112,7 +112,7 @@ def test_registry_slots_bound_concurrent_holders(server: PrefectServer) -> None:
     from tasks.concurrency import ConcurrencyLimitMissing, limit_name, registry_slots
 
     assert _setup("--registry", "slots.test:5000", "--limit", "2") == 0
-    holding, peak, lock = 0, 0, threading.Lock()
+    holding, peak, lock, release = 0, 0, threading.Lock(), threading.Event()
 
     def hold() -> None:
         nonlocal holding, peak
@@ -120,18 +120,26 @@ def test_registry_slots_bound_concurrent_holders(server: PrefectServer) -> None:
             with lock:
                 holding += 1
                 peak = max(peak, holding)
-            time.sleep(0.3)
+            release.wait(120)     # holders keep their slot until the test lets them go
             with lock:
                 holding -= 1
 
     # Threads see this module's server settings only through a copy of the context.
     threads = [threading.Thread(target=contextvars.copy_context().run, args=(hold,))
                for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert peak == 2
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 120
+        while holding < 2 and time.monotonic() < deadline:   # two holders fill the limit...
+            time.sleep(0.05)
+        time.sleep(2)             # ...and the other two stay out while they hold
+        assert (holding, peak) == (2, 2)
+    finally:
+        release.set()
+        for t in threads:
+            t.join(60)
+    assert peak == 2 and holding == 0
     assert _limit(limit_name("slots.test:5000")).active_slots == 0
     with registry_slots("slots.test:5000", 8, enabled=True):   # occupy clamped to the limit
         assert _limit(limit_name("slots.test:5000")).active_slots == 2
@@ -176,27 +184,69 @@ def test_scaleout_on_two_workers_equals_a_single_process_pull(
         server: PrefectServer, registry: RegistryServer, demo_content: SeededContent,
         workers: list[Process], tmp_path: Path) -> None:
     """Children land on both workers; the bundle equals one process's, byte for byte. The
-    single-process reference also holds the registry's slots (concurrency_limits on)."""
+    single-process reference also holds the registry's slots (concurrency_limits on).
+
+    Both runs read the source through a proxy (the source host is part of the archives). In
+    the scale-out, every blob GET is held until both workers have taken a child: each worker
+    runs one flow at a time (``--limit 1``), so the spread is forced, not left to poll timing.
+    """
+    from faultproxy import FaultProxy, Request
+
     from flows.pull import run_pull
     from flows.scaleout import mirror_scaleout
     from tasks.concurrency import limit_name
     from tasks.models import PullParameters, ScaleOutParameters
 
-    common = {"source": f"{registry.host}/deckhouse/ee", "insecure": True, "blob_workers": 3}
-    single = tmp_path / "single"
-    run_pull(PullParameters(bundle_dir=str(single), concurrency_limits=True, **common))
-    limit = _limit(limit_name(registry.host))
-    acquired = _acquired(limit.id)
-    assert acquired and {e["resource"]["slots-acquired"] for e in acquired} <= {"1", "2"}
-    assert limit.active_slots == 0
+    holding_children = threading.Event()
 
-    shared = tmp_path / "shared"
-    report = mirror_scaleout(ScaleOutParameters(bundle_dir=str(shared), concurrency=3, **common))
+    def child_blob(request: Request) -> bool:
+        return holding_children.is_set() and request.method == "GET" \
+            and "/blobs/sha256:" in request.path
+
+    submitted = re.compile(r"submitting flow run '([0-9a-f-]{36})'")
+
+    def taken() -> dict[str, set[str]]:
+        return {w.name: set(submitted.findall(w.text())) for w in workers}
+
+    with FaultProxy(registry.host, hold=child_blob, hold_timeout=300) as proxy:
+        assert _setup("--registry", f"{proxy.host}/deckhouse/ee", "--limit", "2") == 0
+        common = {"source": f"{proxy.host}/deckhouse/ee", "insecure": True, "blob_workers": 3}
+        single = tmp_path / "single"
+        run_pull(PullParameters(bundle_dir=str(single), concurrency_limits=True, **common))
+        limit = _limit(limit_name(proxy.host))
+        acquired = _acquired(limit.id)
+        assert acquired and {e["resource"]["slots-acquired"] for e in acquired} <= {"1", "2"}
+        assert limit.active_slots == 0
+
+        shared = tmp_path / "shared"
+        outcome: dict[str, Any] = {}
+
+        def scaleout() -> None:
+            try:
+                outcome["report"] = mirror_scaleout(ScaleOutParameters(
+                    bundle_dir=str(shared), concurrency=3, **common))
+            except BaseException as exc:   # handed over to the test thread
+                outcome["error"] = exc
+
+        before = taken()
+        holding_children.set()
+        parent = threading.Thread(target=contextvars.copy_context().run, args=(scaleout,))
+        parent.start()
+        try:
+            deadline = time.monotonic() + 300
+            while not all(taken()[name] - before[name] for name in before) \
+                    and parent.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            ran = {name: ids - before[name] for name, ids in taken().items()}
+        finally:
+            holding_children.clear()
+            proxy.release()
+            parent.join(600)
+    assert "error" not in outcome, outcome.get("error")
+    report = outcome["report"]
+    assert all(ran.values()), ran      # both workers took a child while the children waited
     assert [p["status"] for p in report["packages"]] == ["pulled"] * 3
     assert bundle_archives(shared) == bundle_archives(single)
-    submitted = re.compile(r"submitting flow run '([0-9a-f-]{36})'")
-    ran = {w.name: set(submitted.findall(w.text())) for w in workers}
-    assert all(ran.values()), ran      # both workers took children
     saved = json.loads((shared / "report.json").read_text())
     assert saved["status"] == "completed"
-    print(f"children per worker: { {k: len(v) for k, v in ran.items()} }", file=sys.stderr)
+    print(f"children per worker: { {k: len(v) for k, v in taken().items()} }", file=sys.stderr)
