@@ -11,7 +11,6 @@ import test_registry_bed as bed
 
 from d8mirror.errors import (
     ManifestNotFoundError,
-    ProtocolError,
     RegistryNetworkError,
     RepositoryNotFoundError,
     TLSError,
