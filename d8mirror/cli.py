@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, NoReturn
 from d8mirror.cli_warmup import finish_warm_up, start_warm_up
 from d8mirror.errors import ConfigError, MirrorError
 from d8mirror.memory import limit_malloc_arenas
-from d8mirror.registry import check_transfer_environment
 
 if TYPE_CHECKING:
     from tasks.models import PullParameters
@@ -268,7 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit_malloc_arenas()
     args = build_parser().parse_args(argv)
     try:
-        check_transfer_environment()   # D8_MIRROR_TIMEOUT & co: a bad value is bad usage
+        from d8mirror.registry import check_transfer_environment  # httpx: not for --help
+
+        check_transfer_environment()   # D8_MIRROR_TIMEOUT & co: a bad value fails at once
         if args.command not in _FLOW_MODULES:
             return int(args.handler(args))
         if args.command == "pull":
