@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from d8mirror.bundle import TarSource, pack_archive
+from d8mirror.errors import NotFoundError
 from d8mirror.mediatypes import (
     ANNOTATION_REF_NAME,
     ANNOTATION_SHORT_TAG,
@@ -26,6 +27,7 @@ from d8mirror.mediatypes import (
     OCI_LAYER_TAR_GZIP,
     OCI_MANIFEST,
 )
+from d8mirror.testbed.registry_server import RegistryServer
 
 SOURCE = "registry.example.com:5000/deckhouse/ee"
 
@@ -248,3 +250,12 @@ def damage_member(src: Path, dst: Path, suffix: str) -> None:
             if member.name.endswith(suffix):
                 data = bytes([data[0] ^ 1]) + data[1:]
             tout.addfile(member, io.BytesIO(data))
+
+
+def digest_or_none(server: RegistryServer, repo: str, tag: str) -> str | None:
+    """What ``repo:tag`` resolves to in ``server`` now (None: no such tag)."""
+    with server.client() as client:
+        try:
+            return client.head_manifest(repo, tag).digest
+        except NotFoundError:
+            return None

@@ -267,16 +267,21 @@ def test_a_compressed_archive_is_refused(registry2: Any, tmp_path: Path) -> None
     assert ARCHIVE in message and "gzip-compressed" in message
 
 
+def _sparse_tar(tmp_path: Path, archive: Path, name: str, under: str = "") -> Path:
+    """A GNU tar (made by GNU tar) of one 64 MiB file that is all hole but its last bytes."""
+    with (tmp_path / name).open("wb") as handle:
+        handle.seek(64 << 20)
+        handle.write(b"end")
+    subprocess.run(["tar", "--sparse", "--format=gnu", "-cf", str(archive), "-C", str(tmp_path),
+                    "--transform", f"s,^,{under},", name], check=True)
+    return archive
+
+
 def test_a_sparse_entry_is_refused_and_nothing_expands(registry2: Any, tmp_path: Path) -> None:
     """A GNU sparse entry claims far more bytes than the archive holds."""
     bundle = _bundle(tmp_path)
-    source = tmp_path / "sparse.img"
-    with source.open("wb") as handle:
-        handle.seek(64 << 20)
-        handle.write(b"end")
-    archive = bundle / "package-sparse.tar"
-    subprocess.run(["tar", "--sparse", "--format=gnu", "-cf", str(archive), "-C", str(tmp_path),
-                    "--transform", "s,^,packages/sparse/,", "sparse.img"], check=True)
+    archive = _sparse_tar(tmp_path, bundle / "package-sparse.tar", "sparse.img",
+                          under="packages/sparse/")
     assert archive.stat().st_size < 1 << 20
     message = _refused(registry2, tmp_path, bundle)
     assert "package-sparse.tar" in message and "sparse" in message
@@ -401,13 +406,7 @@ def test_flow_refuses_before_the_write_check(prefect_server: None, registry2: An
 
 
 def test_unpack_refuses_a_sparse_entry_and_writes_nothing(tmp_path: Path) -> None:
-    source = tmp_path / "holes.img"
-    with source.open("wb") as handle:
-        handle.seek(64 << 20)
-        handle.write(b"end")
-    archive = tmp_path / "package-holes.tar"
-    subprocess.run(["tar", "--sparse", "--format=gnu", "-cf", str(archive), "-C", str(tmp_path),
-                    "holes.img"], check=True)
+    archive = _sparse_tar(tmp_path, tmp_path / "package-holes.tar", "holes.img")
     dest = tmp_path / "dest"
     with pytest.raises(UnsafeArchiveEntryError, match=r"package-holes\.tar.*sparse"):
         safe_unpack(archive, dest, on_index_collision=lambda existing, incoming: None)

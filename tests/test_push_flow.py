@@ -27,13 +27,15 @@ def test_flow_pushes_then_a_rerun_repushes_only_the_failed_layout(
     from tasks.push import PushParameters
 
     monkeypatch.delenv("MIRROR_BYPASS_ACCESS_CHECKS", raising=False)
-    bundle, expected = build_bundle(tmp_path, [PackageSpec("console"), PackageSpec("viewer")])
-    # break viewer's extra image: damage its single layer blob in the archive
-    index = (tmp_path / "work/viewer/extra/scanner/index.json").read_text()
+    bundle, expected = build_bundle(tmp_path, [PackageSpec("console"),
+                                               PackageSpec("viewer", extras={"flow": "1.0"})])
+    # break viewer's extra image (its own name: no other test put its blob into the shared
+    # target): damage its single layer blob in the archive
+    index = (tmp_path / "work/viewer/extra/flow/index.json").read_text()
     import json
 
     manifest_digest = json.loads(index)["manifests"][0]["digest"]
-    manifest = json.loads((tmp_path / "work/viewer/extra/scanner/blobs/sha256" /
+    manifest = json.loads((tmp_path / "work/viewer/extra/flow/blobs/sha256" /
                            manifest_digest[7:]).read_text())
     layer_hex = manifest["layers"][0]["digest"][7:]
     broken = tmp_path / "broken"
@@ -45,7 +47,7 @@ def test_flow_pushes_then_a_rerun_repushes_only_the_failed_layout(
     params = PushParameters(bundle_dir=str(broken), registry=target, insecure=True,
                             concurrency=2)
     creds = Credentials(basic_registry.username, basic_registry.password)
-    with pytest.raises(PushFailed, match="packages/viewer/extra/scanner"):
+    with pytest.raises(PushFailed, match="packages/viewer/extra/flow"):
         run_push(params, creds)
     assert not (broken / ".tmp").exists()     # the unified tree and its parents are gone
 
@@ -58,7 +60,7 @@ def test_flow_pushes_then_a_rerun_repushes_only_the_failed_layout(
     root = target.split("/", 1)[1]
     writes = {p.split("/blobs/")[0].split("/manifests/")[0]
               for m, p, _ in basic_registry.requests() if m in ("PUT", "PATCH", "POST")}
-    assert writes == {f"/v2/{root}", f"/v2/{root}/packages/viewer/extra/scanner",
+    assert writes == {f"/v2/{root}", f"/v2/{root}/packages/viewer/extra/flow",
                       f"/v2/{root}/packages"}
     with basic_registry.client() as client:
         root = target.split("/", 1)[1]

@@ -18,10 +18,9 @@ from typing import Any
 
 import pytest
 from faultproxy import FaultProxy, Request, Response
-from push_bundle_builder import PackageSpec, build_bundle, damage_member
+from push_bundle_builder import PackageSpec, build_bundle, damage_member, digest_or_none
 
 from d8mirror import cli
-from d8mirror.errors import NotFoundError
 from d8mirror.push import tinyimage
 from d8mirror.push.discovery_tags import DISCOVERY_LABEL
 from d8mirror.registry import Credentials
@@ -48,14 +47,6 @@ def readonly_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regi
 
 def _root(name: str) -> str:
     return f"{name}-{next(_ns)}/ee"
-
-
-def _digest_or_none(server: RegistryServer, repo: str, tag: str) -> str | None:
-    with server.client() as client:
-        try:
-            return client.head_manifest(repo, tag).digest
-        except NotFoundError:
-            return None
 
 
 def _params(bundle: Path, target: str, **extra: Any) -> Any:
@@ -104,16 +95,18 @@ def test_write_check_retries_a_rate_limited_answer_and_leaves_nothing_behind(
         result = run_push(_params(bundle, f"{proxy.host}/{root}"))
     assert result["ok"], result
     assert len(answered) == 2, answered
-    assert _digest_or_none(registry2, root, "d8WriteCheck") is None   # no image written
-    assert _digest_or_none(registry2, f"{root}/packages", "console") == DISCOVERY
+    assert digest_or_none(registry2, root, "d8WriteCheck") is None   # no image written
+    assert digest_or_none(registry2, f"{root}/packages", "console") == DISCOVERY
 
 
 # -- 12.4 / 13: discovery tags only for items that landed -------------------------------------
 def _bundle_with_a_damaged_viewer_layer(tmp_path: Path) -> tuple[Path, Path]:
-    """(good bundle, same bundle with the layer of viewer's extra image ``scanner`` damaged:
-    the registry refuses its upload, so that one layout fails)."""
-    bundle, _ = build_bundle(tmp_path, [PackageSpec("console"), PackageSpec("viewer")])
-    scanner = tmp_path / "work/viewer/extra/scanner"
+    """(good bundle, same bundle with the layer of viewer's extra image ``outcome`` damaged:
+    the registry refuses its upload, so that one layout fails; the extra's name is this
+    test's own, so no other test has put that blob into the shared target already)."""
+    bundle, _ = build_bundle(tmp_path, [PackageSpec("console"),
+                                        PackageSpec("viewer", extras={"outcome": "1.0"})])
+    scanner = tmp_path / "work/viewer/extra/outcome"
     manifest_digest = json.loads((scanner / "index.json").read_text())["manifests"][0]["digest"]
     manifest = json.loads((scanner / "blobs/sha256" / manifest_digest[7:]).read_text())
     layer_hex = manifest["layers"][0]["digest"][7:]
@@ -135,16 +128,16 @@ def test_a_package_with_a_failed_layout_gets_no_discovery_tag_until_a_rerun(
     with pytest.raises(PushFailed) as failure:
         run_push(_params(broken, target, concurrency=2))
     message = str(failure.value)
-    assert "packages/viewer/extra/scanner" in message
+    assert "packages/viewer/extra/outcome" in message
     assert "packages:viewer" in message                  # the withheld tag is named
-    assert _digest_or_none(registry2, f"{root}/packages", "console") == DISCOVERY
-    assert _digest_or_none(registry2, f"{root}/packages", "viewer") is None
+    assert digest_or_none(registry2, f"{root}/packages", "console") == DISCOVERY
+    assert digest_or_none(registry2, f"{root}/packages", "viewer") is None
     # viewer's complete layouts did land; only its announcement is withheld
-    assert _digest_or_none(registry2, f"{root}/packages/viewer", "v1.0.0") is not None
+    assert digest_or_none(registry2, f"{root}/packages/viewer", "v1.0.0") is not None
 
     result = run_push(_params(good, target, concurrency=2))
     assert result["ok"] and result["withheld"] == []
-    assert _digest_or_none(registry2, f"{root}/packages", "viewer") == DISCOVERY
+    assert digest_or_none(registry2, f"{root}/packages", "viewer") == DISCOVERY
 
 
 # -- 12.4: Ctrl+C and SIGTERM -----------------------------------------------------------------
@@ -194,10 +187,10 @@ def test_a_signal_mid_upload_ends_the_push_gracefully_and_a_rerun_completes_it(
     assert "Push was cancelled" in output, output
     assert "TerminationSignal" not in output and "KeyboardInterrupt" not in output, output
     assert len(commits) >= held                  # every held upload was let through, not cut
-    assert _digest_or_none(registry2, f"{root}/packages", "console") is None   # no discovery
-    assert _digest_or_none(registry2, f"{root}/packages", "viewer") is None
+    assert digest_or_none(registry2, f"{root}/packages", "console") is None   # no discovery
+    assert digest_or_none(registry2, f"{root}/packages", "viewer") is None
 
     result = run_push(_params(bundle, f"{registry2.host}/{root}"))
     assert result["ok"], result
     for (repo, tag), digest in expected.tags.items():
-        assert _digest_or_none(registry2, f"{root}/{repo}", tag) == (digest or DISCOVERY)
+        assert digest_or_none(registry2, f"{root}/{repo}", tag) == (digest or DISCOVERY)

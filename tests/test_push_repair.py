@@ -13,9 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from push_bundle_builder import PackageSpec, build_bundle
+from push_bundle_builder import PackageSpec, build_bundle, digest_or_none
 
-from d8mirror.errors import NotFoundError
 from d8mirror.push import tinyimage
 from d8mirror.push.discovery_tags import DISCOVERY_LABEL
 from d8mirror.testbed.registry_server import RegistryServer
@@ -34,14 +33,6 @@ def _params(bundle: Path, target: str) -> Any:
     from tasks.push import PushParameters
 
     return PushParameters(bundle_dir=str(bundle), registry=target, insecure=True)
-
-
-def _digest_or_none(server: RegistryServer, repo: str, tag: str) -> str | None:
-    with server.client() as client:
-        try:
-            return client.head_manifest(repo, tag).digest
-        except NotFoundError:
-            return None
 
 
 def _delete(server: RegistryServer, path: str) -> None:
@@ -80,15 +71,15 @@ def test_tags_deleted_after_a_successful_push_are_pushed_again(registry2: Regist
     assert run_push(params)["ok"]
     # delete every manifest of the push (a target reset): each DELETE removes all its tags
     for (repo, _tag), digest in sorted(expected.tags.items()):
-        if digest and _digest_or_none(registry2, f"{root}/{repo}", _tag) is not None:
+        if digest and digest_or_none(registry2, f"{root}/{repo}", _tag) is not None:
             _delete(registry2, f"/v2/{root}/{repo}/manifests/{digest}")
     _delete(registry2, f"/v2/{root}/packages/manifests/{DISCOVERY}")
-    assert _digest_or_none(registry2, f"{root}/packages/console", "v1.0.0") is None
+    assert digest_or_none(registry2, f"{root}/packages/console", "v1.0.0") is None
 
     result = run_push(params)                 # same bundle, same Prefect result storage
     assert result["ok"], json.dumps(result["mismatches"])
     for (repo, tag), digest in expected.tags.items():
-        assert _digest_or_none(registry2, f"{root}/{repo}", tag) == (digest or DISCOVERY)
+        assert digest_or_none(registry2, f"{root}/{repo}", tag) == (digest or DISCOVERY)
 
 
 def test_a_warm_re_push_writes_nothing_and_heads_each_tag_and_blob_once(
