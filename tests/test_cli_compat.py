@@ -118,7 +118,9 @@ def test_no_pull_resume_starts_without_the_cache(
     server.clear_requests()
     assert cli.main(_args(server, bundle, *flags, "--no-pull-resume")) == 0
     fetched = {p for m, p, _s in server.requests() if m == "GET" and "/blobs/" in p}
-    assert len(fetched) >= 3 and all("/packages/alpha-pkg" in p for p in fetched)
+    # alpha-pkg's blobs again (package-versions.tar's release images of every catalog
+    # package are fetched again too)
+    assert len([p for p in fetched if "/packages/alpha-pkg/" in p]) >= 3, fetched
     assert (bundle / "package-alpha-pkg.tar").is_file()
 
 

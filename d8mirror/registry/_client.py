@@ -124,6 +124,7 @@ class RegistryClient:
         self._scheme_known = not tls.insecure
         self._scheme_lock = threading.Lock()
         verify = ssl_context(tls)
+        self._verify = verify
         pool = httpx.Limits(max_connections=max_connections,
                             max_keepalive_connections=max_connections)
         self._token_http = httpx.Client(
@@ -202,11 +203,17 @@ class RegistryClient:
             raise https.exception() or ProtocolError(f"no answer from {secure}")
 
     def _probe(self, scheme: str) -> int:
+        """One ``GET /v2/`` over ``scheme`` on a connection of its own: the probe that loses
+        the race may still be in its TLS handshake after the answer is settled, or after this
+        client is closed, so it shares no pool that another thread could close under it (a
+        socket closed mid-handshake frees its descriptor number for reuse elsewhere)."""
         timeout = self.limits.socket_timeout
         if scheme == "https":
             timeout = min(_HTTPS_PROBE_TIMEOUT, timeout)
-        with self._token_http.stream("GET", f"{scheme}://{self.registry}/v2/",
-                                     follow_redirects=False, timeout=timeout) as response:
+        with httpx.Client(transport=httpx.HTTPTransport(verify=self._verify), timeout=timeout,
+                          headers=_USER_AGENT) as probe, \
+                probe.stream("GET", f"{scheme}://{self.registry}/v2/",
+                             follow_redirects=False) as response:
             return response.status_code
 
     def _send(self, method: str, url: str | httpx.URL, *, subject: Subject,
