@@ -48,8 +48,8 @@ from tasks.push import (
 
 #: Credentials handed over by ``run_push`` (the CLI), by registry host; never parameters.
 _explicit_credentials: dict[str, Credentials] = {}
-#: Set by the CLI: (re)installs its Ctrl+C/SIGTERM handlers inside the flow run, where Prefect's
-#: engine has put its own SIGTERM handler (which would abort the run instead).
+
+
 class PushFailed(Exception):
     """Raised at the end of a push in which layouts failed or tags did not verify."""
 
