@@ -247,7 +247,8 @@ def run_pull_command(args: argparse.Namespace) -> int:
     params = _pull_parameters(args)
     bundle = Path(params.bundle_dir)
     from flows.pull import PullFailed, run_pull
-    from tasks.cancel import stop_on_signals, stop_on_signals_hook, stop_requested
+    from tasks.cancel import stop_on_signals, stop_on_signals_hook
+    from tasks.runtime import stop_requested
 
     try:
         with stop_on_signals():

@@ -41,8 +41,7 @@ from d8mirror.pull.report import (
 )
 from flows.states import error_text
 from flows.transfer import upload_bundle
-from tasks import endpoints
-from tasks.cancel import stop_requested
+from tasks import runtime
 from tasks.credentials import source_credentials
 from tasks.models import MirrorPackageParameters, PullParameters
 from tasks.pull import (
@@ -55,6 +54,7 @@ from tasks.pull import (
     remove_default_work_dir,
     resolve_package_task,
 )
+from tasks.runtime import stop_requested
 from tasks.transfer_models import UploadParameters
 
 COMPLETED_EVENT = "d8mirror.bundle.completed"
@@ -197,7 +197,7 @@ def prepare(params: PullParameters) -> None:
     """Validate, register the source endpoint (credentials stay in this process), mkdir."""
     options = params.options()
     validate_proxy_mode(options)
-    endpoints.register(options.source.registry, tls=params.tls(),
+    runtime.register_endpoint(options.source.registry, tls=params.tls(),
                        credentials=source_credentials(options.source.registry,
                                                       params.credentials_block))
     Path(params.bundle_dir).mkdir(parents=True, exist_ok=True)

@@ -32,8 +32,7 @@ from d8mirror.push.unified import UnpackResult, WorkDir
 from d8mirror.push.verify import Mismatch
 from d8mirror.registry import Credentials
 from flows.states import error_text
-from tasks import endpoints
-from tasks.cancel import stop_requested
+from tasks import runtime
 from tasks.credentials import target_credentials
 from tasks.push import (
     PushParameters,
@@ -58,7 +57,7 @@ def _register_target(params: PushParameters) -> str:
     registry = params.target().registry
     credentials = _explicit_credentials.get(registry) or target_credentials(
         registry, params.registry_credentials_block)
-    endpoints.register(registry, credentials=credentials, tls=params.tls())
+    runtime.register_endpoint(registry, credentials=credentials, tls=params.tls())
     return registry
 
 
@@ -126,7 +125,7 @@ def mirror_push(params: PushParameters) -> dict[str, Any]:
                           unpacked["bytes_in_archives"])
     result = PushResult(str(params.target()), unpack, tuple(done), tuple(failed),
                         tuple(discovery), tuple(mismatches),
-                        cancelled=stop_requested(),
+                        cancelled=runtime.stop_requested(),
                         elapsed_seconds=time.monotonic() - started,
                         warnings=tuple(w for r in done for w in r.warnings),
                         withheld=tuple(withheld), not_started=tuple(cancelled))
@@ -152,4 +151,4 @@ def run_push(params: PushParameters, credentials: Credentials | None = None, *,
         return mirror_push.with_options(on_running=on_running)(params)
     finally:
         _explicit_credentials.pop(registry, None)
-        endpoints.close_all()
+        runtime.close_clients()

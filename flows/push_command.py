@@ -78,7 +78,8 @@ def _require_utf8(path: str) -> None:
 def run_push_command(args: argparse.Namespace) -> int:
     params, credentials = parse(args)
     from flows.push import PushFailed, run_push
-    from tasks.cancel import stop_on_signals, stop_on_signals_hook, stop_requested
+    from tasks.cancel import stop_on_signals, stop_on_signals_hook
+    from tasks.runtime import stop_requested
 
     try:
         with stop_on_signals():

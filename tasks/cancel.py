@@ -1,29 +1,17 @@
-"""A process-wide stop request (Ctrl+C or SIGTERM in the CLI): fetchers stop at the next image
-or blob piece, the flow packs what completed (spec §6.5)."""
+"""Ctrl+C and SIGTERM as a graceful stop: the signal handlers that set the process's stop
+request (:func:`tasks.runtime.request_stop`); fetchers stop at the next image or blob piece,
+the flow packs what completed (spec §6.5)."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
 import sys
-import threading
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-_stop = threading.Event()
-
-
-def request_stop() -> None:
-    _stop.set()
-
-
-def stop_requested() -> bool:
-    return _stop.is_set()
-
-
-def reset() -> None:
-    _stop.clear()
+from tasks.runtime import request_stop, stop_requested
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:

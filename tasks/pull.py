@@ -34,11 +34,10 @@ from d8mirror.pull.tag_digests import (
 )
 from d8mirror.versions.channels import DEFAULT_CHANNELS, LTS_CHANNEL
 
-from .cancel import stop_requested
 from .concurrency import registry_slots
-from .endpoints import client_for
 from .models import PullParameters
 from .policy import TRANSIENT_RETRIES, content_key
+from .runtime import client_for, stop_requested
 
 
 def blob_store(params: PullParameters) -> BlobStore:

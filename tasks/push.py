@@ -6,7 +6,7 @@ so every run checks the target again. That is cheap, because the body writes not
 already there (one HEAD per tag and per blob), so a retried flow run still re-uploads only what
 failed or went missing. A stop request (Ctrl+C, SIGTERM: :mod:`tasks.cancel`) makes layouts not
 yet started return ``{"cancelled": true}`` and in-flight ones stop before their manifests.
-Credentials never pass through here: tasks get clients by registry host from ``tasks.endpoints``.
+Credentials never pass through here: tasks get clients by registry host from ``tasks.runtime``.
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ from d8mirror.push.service import job_spans, plan_jobs
 from d8mirror.push.unified import WorkDir, unpack_all
 from d8mirror.push.validate import refuse_invalid
 from d8mirror.push.verify import Expected, verify_pushed
-from tasks.cancel import stop_requested
-from tasks.endpoints import client_for
 from tasks.policy import TRANSIENT_RETRIES
 from tasks.push_models import PushParameters as PushParameters  # re-exported
+from tasks.runtime import client_for, stop_requested
 
 
 def blob_locations(registry: str) -> BlobLocations:

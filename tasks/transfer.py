@@ -28,7 +28,7 @@ from d8mirror.transfer import (
 from d8mirror.transfer import oci_artifact as oci
 from d8mirror.transfer.manifest import write_local_manifest
 
-from . import endpoints
+from . import runtime
 from .credentials import target_credentials
 from .policy import TRANSIENT_RETRIES, content_key
 from .transfer_models import DownloadParameters, TransferTarget, UploadParameters
@@ -58,7 +58,7 @@ def connect(params: TransferTarget) -> None:
     """Resolve credentials for ``params.url`` in this process (flow start, before any task)."""
     target = params.target()
     if isinstance(target, OciUrl):
-        endpoints.register(target.registry, tls=params.tls(),
+        runtime.register_endpoint(target.registry, tls=params.tls(),
                            credentials=target_credentials(target.registry,
                                                           params.credentials_block))
         return
@@ -115,7 +115,7 @@ def upload_file_task(params: UploadParameters, entry: dict[str, Any]) -> dict[st
     if isinstance(target, S3Url):
         result = s3.upload_file(s3_client(params), target, path, item, params.s3_settings())
     else:
-        result = oci.upload_file(endpoints.client_for(target.registry), target, path, item,
+        result = oci.upload_file(runtime.client_for(target.registry), target, path, item,
                                  chunk_size=params.chunk_bytes())
     return result.to_json()
 
@@ -127,7 +127,7 @@ def commit_upload_task(params: UploadParameters, manifest: dict[str, Any]) -> di
     if isinstance(target, S3Url):
         s3.put_manifest(s3_client(params), target, _manifest(manifest))
         return {"url": str(target), "digest": None}
-    digest = oci.commit(endpoints.client_for(target.registry), target, _manifest(manifest))
+    digest = oci.commit(runtime.client_for(target.registry), target, _manifest(manifest))
     return {"url": str(target), "digest": digest}
 
 
@@ -141,7 +141,7 @@ def read_remote_manifest_task(params: DownloadParameters) -> dict[str, Any]:
         manifest = s3.read_manifest(client, target)
         s3.check_complete(client, target, manifest)
     else:
-        manifest = oci.read_artifact(endpoints.client_for(target.registry), target)
+        manifest = oci.read_artifact(runtime.client_for(target.registry), target)
     return {"files": [f.to_json() for f in manifest.files]}
 
 
@@ -156,7 +156,7 @@ def download_file_task(params: DownloadParameters, entry: dict[str, Any]) -> dic
     if isinstance(target, S3Url):
         result = s3.download_file(s3_client(params), target, item, dest)
     else:
-        result = oci.download_file(endpoints.client_for(target.registry), target, item, dest)
+        result = oci.download_file(runtime.client_for(target.registry), target, item, dest)
     return result.to_json()
 
 

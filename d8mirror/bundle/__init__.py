@@ -5,6 +5,7 @@ Spec Part B §7.1–7.4, §7.6, §8.1, §8.2; Part A Q15, Q16.
 
 from .checksums import (
     SIDECAR_WORKERS,
+    CheckedFiles,
     check_archive_sidecars,
     gost_hex_file,
     sha256_file,
@@ -31,6 +32,7 @@ __all__ = [
     "BlobSpan",
     "BlobSpans",
     "BundleFileStat",
+    "CheckedFiles",
     "PackCancelled",
     "TarMember",
     "TarSource",

@@ -298,21 +298,40 @@ def _gost_problems(path: Path) -> list[str]:
     return []
 
 
-def check_archive_sidecars(archive: Path) -> list[str]:
+def check_archive_sidecars(archive: Path, checked: CheckedFiles | None = None) -> list[str]:
     """Problems of the archive ``archive`` (``<x>.tar``: the tar or its chunk set) against the
     ``.sha256`` sidecars that are present. A missing sidecar is no problem here: bundles written
-    by ``d8 mirror`` have none. Used before a push so a corrupt copy fails loudly."""
+    by ``d8 mirror`` have none. Used before a push so a corrupt copy fails loudly. With
+    ``checked``, a file already found to match (and unchanged since) is not hashed again."""
     from .chunks import existing_chunks
 
     files = [archive] if archive.is_file() else existing_chunks(archive)
+    memo = checked or CheckedFiles()
     return [problem for path in files
             if path.with_name(path.name + SHA256_SUFFIX).is_file()
-            for problem in _sha256_problems_once(path)]
+            for problem in memo.sha256_problems(path)]
 
 
-#: Files of this process found to match their sidecar, by identity (see ``_identity``).
-_matched: set[tuple[int, ...]] = set()
-_matched_lock = threading.Lock()
+class CheckedFiles:
+    """Files found to match their ``.sha256`` sidecar, by identity (device, inode, size and
+    mtime of the file and of its sidecar), so one owner hashes each file once while neither
+    changes. The caller owns it (the Prefect layer keeps one per process). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._matched: set[tuple[int, ...]] = set()
+        self._lock = threading.Lock()
+
+    def sha256_problems(self, path: Path) -> list[str]:
+        """:func:`_sha256_problems`, skipped for a file that matched before, unchanged."""
+        identity = _identity(path)
+        with self._lock:
+            if identity in self._matched:
+                return []
+        problems = _sha256_problems(path)
+        if not problems and _identity(path) == identity:
+            with self._lock:
+                self._matched.add(identity)
+        return problems
 
 
 def _identity(path: Path) -> tuple[int, ...]:
@@ -320,17 +339,3 @@ def _identity(path: Path) -> tuple[int, ...]:
     sidecar = path.with_name(path.name + SHA256_SUFFIX)
     return tuple(value for stat in (path.stat(), sidecar.stat())
                  for value in (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
-
-
-def _sha256_problems_once(path: Path) -> list[str]:
-    """:func:`_sha256_problems`, hashed once per process while neither file changes (a CLI
-    push checks the bundle in its warm-up and again in the flow)."""
-    identity = _identity(path)
-    with _matched_lock:
-        if identity in _matched:
-            return []
-    problems = _sha256_problems(path)
-    if not problems and _identity(path) == identity:
-        with _matched_lock:
-            _matched.add(identity)
-    return problems
