@@ -29,7 +29,13 @@
     ├── BundleError                  archives: packing, chunks, unpack
     │   ├── UnsafeArchiveEntryError  tar-slip, absolute path, link or device entry
     │   └── ChunkSetError            a chunk set is incomplete or malformed
-    └── DiskSpaceError               ENOSPC while writing (names the path)
+    ├── DiskSpaceError               ENOSPC while writing (names the path)
+    └── RunFailed                    a run ended with work not done whole (raised at its end,
+        │                            after everything that could be done was done; names it)
+        ├── PullFailed               packages failed (the others are in the bundle)
+        ├── PushFailed               layouts failed or tags did not verify
+        ├── TransferFailed           files were not uploaded / downloaded
+        └── ChildRunFailed           a per-package child flow run did not complete
 
 Messages say what failed, where, and what to do. They never contain credentials.
 """
@@ -197,6 +203,26 @@ class DiskSpaceError(MirrorError, OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+class RunFailed(MirrorError):
+    """A run ended with work not done whole; raised at its end, naming what failed."""
+
+
+class PullFailed(RunFailed):
+    """A pull in which packages failed (or the run itself could not finish)."""
+
+
+class PushFailed(RunFailed):
+    """A push in which layouts failed or tags did not verify."""
+
+
+class TransferFailed(RunFailed):
+    """An upload or download in which files failed."""
+
+
+class ChildRunFailed(RunFailed):
+    """A per-package child flow run ended in a non-completed state."""
 
 
 def is_retryable(exc: BaseException) -> bool:
