@@ -309,13 +309,14 @@ def test_a_matching_archive_is_hashed_once_per_process_until_it_changes(
     hashed: list[Path] = []
     real = checksums.sha256_file
     monkeypatch.setattr(checksums, "sha256_file", lambda p: hashed.append(p) or real(p))
-    assert checksums.check_archive_sidecars(archive) == []
-    assert checksums.check_archive_sidecars(archive) == []
+    checked = checksums.CheckedFiles()               # the process's memo, owned by the caller
+    assert checksums.check_archive_sidecars(archive, checked) == []
+    assert checksums.check_archive_sidecars(archive, checked) == []
     assert hashed == [archive]                       # the second check trusts the first
     data = bytearray(archive.read_bytes())
     data[100] ^= 0xFF
     archive.write_bytes(bytes(data))                 # same size, new content and mtime
     os.utime(archive, ns=(archive.stat().st_atime_ns, archive.stat().st_mtime_ns + 10**9))
-    problems = checksums.check_archive_sidecars(archive)
+    problems = checksums.check_archive_sidecars(archive, checked)
     assert len(problems) == 1 and "does not match" in problems[0]
     assert len(hashed) == 2
