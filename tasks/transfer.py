@@ -9,33 +9,27 @@ that already went through; a new run re-checks them cheaply (HEAD, same SHA-256:
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.context import TaskRunContext
 
-from d8mirror.transfer import (
-    FileEntry,
-    OciUrl,
-    S3Url,
-    StorageAccessError,
-    TransferManifest,
-    build_manifest,
-    s3,
-)
+from d8mirror.transfer import OciUrl, S3Url, StorageAccessError, build_manifest, s3
 from d8mirror.transfer import oci_artifact as oci
 from d8mirror.transfer.manifest import write_local_manifest
 
 from . import runtime
 from .credentials import target_credentials
 from .policy import TRANSIENT_RETRIES, content_key
-from .transfer_models import DownloadParameters, TransferTarget, UploadParameters
-
-_lock = threading.Lock()
-_s3_clients: dict[str, Any] = {}
-_s3_credentials: dict[str, s3.S3Credentials | None] = {}
+from .transfer_models import (
+    DownloadParameters,
+    FileOutcome,
+    TransferFile,
+    TransferFiles,
+    TransferTarget,
+    UploadParameters,
+)
 
 
 def _s3_credentials_from_block(block_name: str) -> s3.S3Credentials:
@@ -59,14 +53,12 @@ def connect(params: TransferTarget) -> None:
     target = params.target()
     if isinstance(target, OciUrl):
         runtime.register_endpoint(target.registry, tls=params.tls(),
-                           credentials=target_credentials(target.registry,
-                                                          params.credentials_block))
+                                  credentials=target_credentials(target.registry,
+                                                                 params.credentials_block))
         return
     creds = _s3_credentials_from_block(params.credentials_block) \
         if params.credentials_block else None
-    with _lock:
-        _s3_credentials[_s3_key(params)] = creds
-        _s3_clients.pop(_s3_key(params), None)
+    runtime.set_s3_credentials(_s3_key(params), creds)
 
 
 def _s3_key(params: TransferTarget) -> str:
@@ -74,66 +66,58 @@ def _s3_key(params: TransferTarget) -> str:
                        params.ca_file, params.concurrency, params.part_size_mib])
 
 
-def s3_client(params: TransferTarget) -> Any:
+def s3_client(params: TransferTarget) -> s3.S3Client:
     """The shared boto3 client for these settings (clients are thread-safe)."""
-    key = _s3_key(params)
-    with _lock:
-        client = _s3_clients.get(key)
-        if client is None:
-            client = s3.make_client(params.s3_settings(), _s3_credentials.get(key))
-            _s3_clients[key] = client
-        return client
+    settings = params.s3_settings()
+    return runtime.s3_client(_s3_key(params),
+                             lambda credentials: s3.make_client(settings, credentials))
 
 
 def _file_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    params: TransferTarget = parameters["params"]
-    where = str(getattr(params, "bundle_dir", None) or getattr(params, "dest_dir", ""))
+    params: UploadParameters | DownloadParameters = parameters["params"]
+    file: TransferFile = parameters["file"]
+    where = params.bundle_dir if isinstance(params, UploadParameters) else params.dest_dir
     return content_key(context.task.name, params.url, params.endpoint_url,
-                       str(Path(where).resolve()), parameters["entry"],
+                       str(Path(where).resolve()), file.model_dump(exclude_none=True),
                        str(context.task_run.flow_run_id))
 
 
 # -- upload --------------------------------------------------------------------------------------
 @task(name="build-transfer-manifest")
-def build_manifest_task(bundle_dir: str) -> dict[str, Any]:
+def build_manifest_task(bundle_dir: str) -> TransferFiles:
     """Hash every file of the bundle (streamed; cross-checked with its .sha256 sidecar)."""
-    manifest = build_manifest(Path(bundle_dir))
-    return {"files": [f.to_json() for f in manifest.files]}
+    return TransferFiles.of(build_manifest(Path(bundle_dir)))
 
 
-def _manifest(doc: dict[str, Any]) -> TransferManifest:
-    return TransferManifest(tuple(FileEntry.from_json(f, "flow") for f in doc["files"]))
-
-
-@task(name="upload-file", task_run_name="upload-{entry[name]}", cache_key_fn=_file_key,
+@task(name="upload-file", task_run_name="upload-{file.name}", cache_key_fn=_file_key,
       persist_result=True, result_serializer="json", **TRANSIENT_RETRIES)
-def upload_file_task(params: UploadParameters, entry: dict[str, Any]) -> dict[str, Any]:
+def upload_file_task(params: UploadParameters, file: TransferFile) -> FileOutcome:
     """Upload one file (skipped when the same content is already there), verified."""
-    item = FileEntry.from_json(entry, "flow")
-    path = Path(params.bundle_dir) / item.name
+    entry = file.entry()
+    path = Path(params.bundle_dir) / entry.name
     target = params.target()
     if isinstance(target, S3Url):
-        result = s3.upload_file(s3_client(params), target, path, item, params.s3_settings())
+        result = s3.upload_file(s3_client(params), target, path, entry, params.s3_settings())
     else:
-        result = oci.upload_file(runtime.client_for(target.registry), target, path, item,
+        result = oci.upload_file(runtime.client_for(target.registry), target, path, entry,
                                  chunk_size=params.chunk_bytes())
-    return result.to_json()
+    return FileOutcome.of(result)
 
 
 @task(name="commit-upload", **TRANSIENT_RETRIES)
-def commit_upload_task(params: UploadParameters, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Write the transfer manifest last (read back), or push the artifact manifest."""
+def commit_upload_task(params: UploadParameters, manifest: TransferFiles) -> str | None:
+    """Write the transfer manifest last (read back), or push the artifact manifest; the
+    artifact's digest for OCI, None for S3."""
     target = params.target()
     if isinstance(target, S3Url):
-        s3.put_manifest(s3_client(params), target, _manifest(manifest))
-        return {"url": str(target), "digest": None}
-    digest = oci.commit(runtime.client_for(target.registry), target, _manifest(manifest))
-    return {"url": str(target), "digest": digest}
+        s3.put_manifest(s3_client(params), target, manifest.manifest())
+        return None
+    return oci.commit(runtime.client_for(target.registry), target, manifest.manifest())
 
 
 # -- download ------------------------------------------------------------------------------------
 @task(name="read-remote-manifest", **TRANSIENT_RETRIES)
-def read_remote_manifest_task(params: DownloadParameters) -> dict[str, Any]:
+def read_remote_manifest_task(params: DownloadParameters) -> TransferFiles:
     """The remote transfer manifest; refuses an incomplete upload before any download."""
     target = params.target()
     if isinstance(target, S3Url):
@@ -142,25 +126,25 @@ def read_remote_manifest_task(params: DownloadParameters) -> dict[str, Any]:
         s3.check_complete(client, target, manifest)
     else:
         manifest = oci.read_artifact(runtime.client_for(target.registry), target)
-    return {"files": [f.to_json() for f in manifest.files]}
+    return TransferFiles.of(manifest)
 
 
-@task(name="download-file", task_run_name="download-{entry[name]}", cache_key_fn=_file_key,
+@task(name="download-file", task_run_name="download-{file.name}", cache_key_fn=_file_key,
       persist_result=True, result_serializer="json", **TRANSIENT_RETRIES)
-def download_file_task(params: DownloadParameters, entry: dict[str, Any]) -> dict[str, Any]:
+def download_file_task(params: DownloadParameters, file: TransferFile) -> FileOutcome:
     """Fetch one file via ``.partial`` (resumed), verified against the manifest."""
-    item = FileEntry.from_json(entry, "flow")
+    entry = file.entry()
     dest = Path(params.dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     target = params.target()
     if isinstance(target, S3Url):
-        result = s3.download_file(s3_client(params), target, item, dest)
+        result = s3.download_file(s3_client(params), target, entry, dest)
     else:
-        result = oci.download_file(runtime.client_for(target.registry), target, item, dest)
-    return result.to_json()
+        result = oci.download_file(runtime.client_for(target.registry), target, entry, dest)
+    return FileOutcome.of(result)
 
 
 @task(name="finish-download")
-def finish_download_task(params: DownloadParameters, manifest: dict[str, Any]) -> None:
+def finish_download_task(params: DownloadParameters, manifest: TransferFiles) -> None:
     """Write the transfer manifest beside the files, last."""
-    write_local_manifest(Path(params.dest_dir), _manifest(manifest))
+    write_local_manifest(Path(params.dest_dir), manifest.manifest())

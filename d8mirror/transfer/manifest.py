@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,6 @@ from d8mirror.bundle.atomic import write_text_atomic
 from d8mirror.errors import BundleError, ConfigError
 
 from .errors import TransferError, TransferIntegrityError
-from .results import FileResult
-
-#: Called after each file of a transfer.
-Progress = Callable[[FileResult], None]
 
 MANIFEST_NAME = "d8mirror-transfer.json"
 FORMAT_VERSION = 1
@@ -171,19 +167,3 @@ def is_present(path: Path, entry: FileEntry) -> bool:
 def write_local_manifest(dest_dir: Path, manifest: TransferManifest) -> None:
     """The manifest beside downloaded files: written last, atomically."""
     write_text_atomic(dest_dir / MANIFEST_NAME, manifest.to_bytes().decode())
-
-
-def download_all(manifest: TransferManifest, dest_dir: Path,
-                 download_one: Callable[[FileEntry], FileResult],
-                 on_file: Progress | None = None) -> list[FileResult]:
-    """Fetch every listed file with ``download_one`` (which verifies and writes atomically),
-    then the local manifest last, so a reader of ``dest_dir`` knows the copy is complete."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for entry in manifest.files:
-        result = download_one(entry)
-        results.append(result)
-        if on_file is not None:
-            on_file(result)
-    write_local_manifest(dest_dir, manifest)
-    return results

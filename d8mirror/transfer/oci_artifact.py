@@ -10,7 +10,9 @@ Shape (what ``oras push`` writes, so ``oras pull`` restores the files by name)::
                  "annotations": {"org.opencontainers.image.title": "<file name>"}}, …,
                 {… "title": "d8mirror-transfer.json"}]}
 
-One layer per file, in manifest order, and the transfer manifest as the last layer. Blobs go
+One layer per file, in manifest order, and the transfer manifest as the last layer. The
+functions here move one file (or commit the artifact); the flows of ``flows/transfer.py`` fan
+out over the files. Blobs go
 through d8mirror's own :class:`~d8mirror.registry.RegistryClient` (``upload_blob`` streams
 from disk: POST, then PATCH pieces of ``chunk_size``, then PUT), not through oras-py, whose
 monolithic upload reads a whole blob into memory. A blob the registry already has is skipped
@@ -39,10 +41,7 @@ from .errors import IncompleteUploadError, TransferError, TransferIntegrityError
 from .manifest import (
     MANIFEST_NAME,
     FileEntry,
-    Progress,
     TransferManifest,
-    build_manifest,
-    download_all,
     is_present,
     is_safe_name,
 )
@@ -128,20 +127,6 @@ def commit(client: RegistryClient, url: OciUrl, manifest: TransferManifest) -> s
     return digest
 
 
-def upload_artifact(client: RegistryClient, bundle_dir: Path, url: OciUrl, *,
-                    chunk_size: int = DEFAULT_CHUNK,
-                    on_file: Progress | None = None) -> tuple[list[FileResult], str]:
-    """Upload every file of ``bundle_dir``, then commit; (results, artifact digest)."""
-    manifest = build_manifest(bundle_dir)
-    results = []
-    for entry in manifest.files:
-        result = upload_file(client, url, bundle_dir / entry.name, entry, chunk_size=chunk_size)
-        results.append(result)
-        if on_file is not None:
-            on_file(result)
-    return results, commit(client, url, manifest)
-
-
 # -- download ------------------------------------------------------------------------------------
 def _titled_layers(doc: dict[str, Any], where: str) -> dict[str, FileEntry]:
     layers = doc.get("layers")
@@ -211,11 +196,3 @@ def download_file(client: RegistryClient, url: OciUrl, entry: FileEntry,
     client.fetch_blob(url.repository, entry.digest, final, size=entry.size)
     return FileResult(entry.name, entry.size, "resumed" if resumed else "downloaded",
                       time.monotonic() - started)
-
-
-def download_artifact(client: RegistryClient, url: OciUrl, dest_dir: Path, *,
-                      on_file: Progress | None = None) -> list[FileResult]:
-    """Refuse an incomplete artifact, then fetch every file, the manifest last."""
-    manifest = read_artifact(client, url)
-    return download_all(manifest, dest_dir,
-                        lambda entry: download_file(client, url, entry, dest_dir), on_file)

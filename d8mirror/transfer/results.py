@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 Status = Literal["uploaded", "skipped", "downloaded", "resumed", "present"]
 
@@ -14,10 +14,3 @@ class FileResult:
     size: int
     status: Status
     seconds: float
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> FileResult:
-        return cls(str(obj["name"]), int(obj["size"]), obj["status"], float(obj["seconds"]))

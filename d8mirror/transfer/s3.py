@@ -1,10 +1,11 @@
 """Bundles in S3-compatible object storage: verified upload, resumable verified download.
 
-Upload, per file: HEAD the object; an object with the same size and the same SHA-256 in its
-metadata (``x-amz-meta-sha256``) is skipped. Otherwise boto3's managed transfer sends it
-(multipart above ``part_size``, ``concurrency`` parts at once, read from disk by range, so
-memory stays bounded), and a HEAD afterwards checks size and metadata. The transfer manifest
-goes last and is read back byte for byte: it is the commit record.
+One file per call, plus the transfer manifest; the flows of ``flows/transfer.py`` fan out
+over the files. Upload, per file: HEAD the object; an object with the same size and the same
+SHA-256 in its metadata (``x-amz-meta-sha256``) is skipped. Otherwise boto3's managed
+transfer sends it (multipart above ``part_size``, ``concurrency`` parts at once, read from disk
+by range, so memory stays bounded), and a HEAD afterwards checks size and metadata. The
+transfer manifest goes last and is read back byte for byte: it is the commit record.
 
 Download: the manifest first (none: the upload did not finish, refuse); every listed object is
 HEADed before any byte is fetched (a missing one: refuse). Each file streams into
@@ -47,10 +48,7 @@ from .errors import (
 from .manifest import (
     MANIFEST_NAME,
     FileEntry,
-    Progress,
     TransferManifest,
-    build_manifest,
-    download_all,
     is_present,
 )
 from .results import FileResult
@@ -324,29 +322,3 @@ def download_file(client: S3Client, url: S3Url, entry: FileEntry, dest_dir: Path
         raise wrap_os_error(exc, str(partial)) from exc
     return FileResult(entry.name, entry.size, "resumed" if resumed else "downloaded",
                       time.monotonic() - started)
-
-
-# -- whole bundles -------------------------------------------------------------------------------
-
-
-def upload_bundle(client: S3Client, bundle_dir: Path, url: S3Url, settings: S3Settings,
-                  on_file: Progress | None = None) -> list[FileResult]:
-    """Upload every file of ``bundle_dir``, then the manifest; results per file."""
-    manifest = build_manifest(bundle_dir)
-    results = []
-    for entry in manifest.files:
-        result = upload_file(client, url, bundle_dir / entry.name, entry, settings)
-        results.append(result)
-        if on_file is not None:
-            on_file(result)
-    put_manifest(client, url, manifest)
-    return results
-
-
-def download_bundle(client: S3Client, url: S3Url, dest_dir: Path,
-                    on_file: Progress | None = None) -> list[FileResult]:
-    """Refuse an incomplete upload, then fetch and verify every file, manifest last."""
-    manifest = read_manifest(client, url)
-    check_complete(client, url, manifest)
-    return download_all(manifest, dest_dir,
-                        lambda entry: download_file(client, url, entry, dest_dir), on_file)
