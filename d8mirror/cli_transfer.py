@@ -63,29 +63,29 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_upload_command(args: argparse.Namespace) -> int:
     common = _common(args)
-    from flows.transfer import TransferFailed, run_upload
+    from flows.transfer import TransferFailed, upload_bundle
     from tasks.transfer_models import UploadParameters
 
     try:
-        summary = run_upload(UploadParameters(bundle_dir=str(Path(args.bundle)), **common))
+        summary = upload_bundle(UploadParameters(bundle_dir=str(Path(args.bundle)), **common))
     except TransferFailed as exc:
         print(f"upload failed: {exc}", file=sys.stderr)
         return 1
-    print(f"uploaded {summary['files']} file(s) to {summary['url']}: {summary['statuses']}")
+    print(f"uploaded {summary.files} file(s) to {summary.url}: {summary.statuses}")
     return 0
 
 
 def run_download_command(args: argparse.Namespace) -> int:
     common = _common(args)
-    from flows.transfer import TransferFailed, run_download
+    from flows.transfer import TransferFailed, download_bundle
     from tasks.transfer_models import DownloadParameters
 
     try:
-        summary = run_download(DownloadParameters(dest_dir=str(Path(args.dir)), **common))
+        summary = download_bundle(DownloadParameters(dest_dir=str(Path(args.dir)), **common))
     except TransferFailed as exc:
         print(f"download failed: {exc}", file=sys.stderr)
         return 1
-    print(f"downloaded {summary['files']} file(s) from {summary['url']}: {summary['statuses']}")
+    print(f"downloaded {summary.files} file(s) from {summary.url}: {summary.statuses}")
     return 0
 
 

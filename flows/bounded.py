@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from prefect.futures import PrefectFuture, as_completed, wait
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 T = TypeVar("T")
 
@@ -28,8 +28,9 @@ T = TypeVar("T")
 RUNNER_THREADS = 160
 
 
-def task_runner() -> ThreadPoolTaskRunner[Any]:
-    """The task runner of every d8mirror flow (see the module docstring)."""
+def task_runner() -> TaskRunner[Any]:
+    """The task runner of every d8mirror flow (see the module docstring); typed as the
+    ``TaskRunner`` that ``@flow(task_runner=...)`` accepts."""
     return ThreadPoolTaskRunner(max_workers=RUNNER_THREADS)
 
 
