@@ -69,13 +69,14 @@ def s3_endpoint() -> Iterator[str]:
         yield endpoint
 
 
-def _upload(proxy: FaultProxy, bundle: Path, prefix: str) -> dict[str, object]:
-    from flows.transfer import run_upload
+def _upload(proxy: FaultProxy, bundle: Path, prefix: str) -> object:
+    from flows.transfer import upload_bundle
     from tasks.transfer_models import UploadParameters
 
-    return run_upload(UploadParameters(bundle_dir=str(bundle), url=f"s3://claims/{prefix}",
-                                       endpoint_url=f"http://{proxy.host}", region="us-east-1",
-                                       part_size_mib=5, file_concurrency=3))
+    return upload_bundle(UploadParameters(bundle_dir=str(bundle), url=f"s3://claims/{prefix}",
+                                          endpoint_url=f"http://{proxy.host}",
+                                          region="us-east-1", part_size_mib=5,
+                                          file_concurrency=3))
 
 
 def _writes(proxy: FaultProxy, prefix: str) -> list[str]:

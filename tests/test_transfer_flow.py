@@ -104,7 +104,7 @@ def test_s3_flows_round_trip_without_leaking_credentials(
     up = upload_bundle(UploadParameters(bundle_dir=str(bundle), **common), return_state=True)
     assert up.is_completed(), up
     summary = up.result()
-    assert summary["statuses"] == {"uploaded": summary["files"]}
+    assert summary.statuses == {"uploaded": summary.files}
 
     down = download_bundle(DownloadParameters(dest_dir=str(tmp_path / "dst"), **common),
                            return_state=True)
@@ -147,6 +147,43 @@ def test_oci_flows_round_trip(registry: RegistryServer, tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path / "src", big=1 << 20)
     common = {"url": f"oci://{registry.host}/airgap/flow:v1", "insecure": True}
     up = upload_bundle(UploadParameters(bundle_dir=str(bundle), **common))
-    assert up["digest"].startswith("sha256:")
+    assert up.digest is not None and up.digest.startswith("sha256:")
     download_bundle(DownloadParameters(dest_dir=str(tmp_path / "dst"), **common))
     assert verify_bundle(tmp_path / "dst").ok
+
+
+
+def test_deployments_pass_the_file_bound_through() -> None:
+    """serve.py and prefect.yaml deploy the flow object itself, and a deployment run calls it
+    with the run's parameters: ``file_concurrency`` reaches ``submit_bounded`` unchanged (it
+    was capped at 2 by the flow's own task runner before). That the flow keeps exactly that
+    many files in flight is tested in test_transfer_oci (the flow called as a deployment
+    calls it)."""
+    from deployments.serve import build_deployments
+    from flows.transfer import upload_bundle
+    from tasks.transfer_models import UploadParameters
+
+    [upload] = [d for d in build_deployments({}) if d.name == "upload-bundle"]
+    assert upload.flow_name == upload_bundle.name
+    assert "file_concurrency" not in upload.parameters["params"]   # the model's default
+    chosen = UploadParameters.model_validate({**upload.parameters["params"],
+                                              "file_concurrency": 16})
+    assert chosen.file_concurrency == 16
+    yaml = (Path(__file__).parents[1] / "deployments" / "prefect.yaml").read_text()
+    assert "entrypoint: flows/transfer.py:upload_bundle" in yaml
+
+
+def test_files_cross_the_task_boundary_as_validated_models(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from d8mirror.transfer import build_manifest
+    from tasks.transfer_models import TransferFile, TransferFiles
+
+    manifest = build_manifest(make_bundle(tmp_path, big=1000))
+    passed = TransferFiles.model_validate_json(TransferFiles.of(manifest).model_dump_json())
+    assert passed.manifest() == manifest
+    assert passed.manifest().to_bytes() == manifest.to_bytes()
+    good = TransferFiles.of(manifest).files[0].model_dump()
+    for bad in ({"sha256": "f" * 63}, {"sha256": "F" * 64}, {"size": -1}, {"gost": "xyz"}):
+        with pytest.raises(ValidationError):
+            TransferFile.model_validate({**good, **bad})

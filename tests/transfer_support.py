@@ -1,13 +1,14 @@
-"""Helpers of the transfer tests (not a test module): a moto S3 server on 127.0.0.1 and
-bundles with real archives plus a large opaque one (to exercise multipart)."""
+"""Helpers of the transfer tests (not a test module): a moto S3 server on 127.0.0.1, bundles
+with real archives plus a large opaque one (to exercise multipart), and the per-file rows a
+transfer flow run left in its table artifact."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,20 +54,30 @@ def make_bundle(tmp: Path, *, big: int = 2 * PART + 123) -> Path:
     return bundle
 
 
-class CallCounter:
-    """Counts S3 API calls per (operation, key) through botocore's event hooks."""
+def file_rows(state: Any) -> dict[str, dict[str, Any]]:
+    """The per-file rows (name, size, status, seconds, error) of a finished upload-bundle or
+    download-bundle run, read back from its table artifact on the Prefect server."""
+    from uuid import UUID
 
-    def __init__(self, client: Any) -> None:
-        self.calls: Counter[tuple[str, str]] = Counter()
-        client.meta.events.register("provide-client-params.s3.*", self._count)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
 
-    def _count(self, params: dict[str, Any], model: Any, **_: Any) -> None:
-        self.calls[(model.name, str(params.get("Key", "")).rsplit("/", 1)[-1])] += 1
+    run_id = UUID(str(state.state_details.flow_run_id))
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+                any_=["bundle-upload-files", "bundle-download-files"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    assert len(artifacts) == 1, artifacts
+    data: Any = artifacts[0].data
+    rows: list[dict[str, Any]] = json.loads(data) if isinstance(data, str) else data
+    return {row["name"]: row for row in rows}
 
-    def sends(self, name: str) -> int:
-        """Calls that carry bytes of ``name``: PutObject, UploadPart, CreateMultipartUpload."""
-        return sum(n for (op, key), n in self.calls.items()
-                   if key == name and op in ("PutObject", "UploadPart", "CreateMultipartUpload"))
 
-    def total(self, operation: str) -> int:
-        return sum(n for (op, _), n in self.calls.items() if op == operation)
+def statuses(rows: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {name: row["status"] for name, row in rows.items()}
