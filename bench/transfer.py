@@ -6,11 +6,16 @@ One run. A bundle of one ``--size-mib`` archive (random bytes, with its .sha256 
 moved by each contender in its own child process (wall time by an in-process timer, peak RSS
 as the child's own VmHWM polled from /proc):
 
-* S3 up:   d8mirror ``s3.upload_bundle`` (hash for the manifest, 64 MiB parts x4, HEAD verify,
-           manifest read back) vs boto3 ``upload_file`` with the default TransferConfig;
-* S3 down: d8mirror ``s3.download_bundle`` (HEAD all, one streamed GET per file with Range
-           resume, hashed as it lands) vs boto3 ``download_file`` with the default config;
-* OCI up/down: d8mirror ``oci_artifact`` against the local docker-registry (64 MiB chunks).
+* S3 up:   d8mirror's upload steps, as the upload-bundle flow's tasks run them (hash for the
+           manifest, ``s3.upload_file`` with 64 MiB parts x4 and HEAD verify, manifest read
+           back) vs boto3 ``upload_file`` with the default TransferConfig;
+* S3 down: the download-bundle steps (manifest, HEAD all, ``s3.download_file``: one streamed
+           GET per file with Range resume, hashed as it lands, local manifest last) vs boto3
+           ``download_file`` with the default config;
+* OCI up/down: the same steps through ``oci_artifact`` against the local docker-registry
+           (64 MiB chunks).
+
+The steps run in one process without Prefect (the flows add a task run per file around them).
 
 Measured once (2 GiB, this 2-core host): ours-s3-up 88.3 s / boto3-up 42.5 s (time ratio 2.08,
 peak RSS 79 vs 98 MiB); ours-s3-down 9.6 s / boto3-down 430 s (moto serves each ranged GET of a
@@ -65,7 +70,7 @@ def make_bundle(root: Path, size: int) -> Path:
 # -- children ------------------------------------------------------------------------------------
 def child(op: str, endpoint: str, bundle: str, dest: str) -> None:
     from d8mirror.transfer import OciUrl, S3Url, build_manifest, oci_artifact, s3
-    from d8mirror.transfer.manifest import MANIFEST_NAME
+    from d8mirror.transfer.manifest import MANIFEST_NAME, write_local_manifest
 
     out: dict[str, Any] = {}
     started = time.perf_counter()
@@ -83,7 +88,13 @@ def child(op: str, endpoint: str, bundle: str, dest: str) -> None:
         for path in sorted(Path(bundle).iterdir()):
             client.upload_file(str(path), BUCKET, f"default/{path.name}")
     elif op == "ours-s3-down":
-        s3.download_bundle(client, S3Url(BUCKET, "ours"), Path(dest))
+        s3_url = S3Url(BUCKET, "ours")
+        manifest = s3.read_manifest(client, s3_url)
+        s3.check_complete(client, s3_url, manifest)
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        for entry in manifest.files:
+            s3.download_file(client, s3_url, entry, Path(dest))
+        write_local_manifest(Path(dest), manifest)
     elif op == "boto3-down":
         Path(dest).mkdir(parents=True, exist_ok=True)
         for path in sorted(Path(bundle).iterdir()):
@@ -95,9 +106,16 @@ def child(op: str, endpoint: str, bundle: str, dest: str) -> None:
         url = OciUrl(host, "bench/bundle", "v1")
         with RegistryClient(host, tls=TLSOptions(insecure=True), timeout=600.0) as registry:
             if op == "ours-oci-up":
-                oci_artifact.upload_artifact(registry, Path(bundle), url)
+                manifest = build_manifest(Path(bundle))
+                for entry in manifest.files:
+                    oci_artifact.upload_file(registry, url, Path(bundle) / entry.name, entry)
+                oci_artifact.commit(registry, url, manifest)
             else:
-                oci_artifact.download_artifact(registry, url, Path(dest))
+                manifest = oci_artifact.read_artifact(registry, url)
+                Path(dest).mkdir(parents=True, exist_ok=True)
+                for entry in manifest.files:
+                    oci_artifact.download_file(registry, url, entry, Path(dest))
+                write_local_manifest(Path(dest), manifest)
     else:
         raise SystemExit(f"unknown op {op}")
     out["seconds"] = time.perf_counter() - started
