@@ -56,7 +56,7 @@ class PushFailed(Exception):
 def _register_target(params: PushParameters) -> str:
     registry = params.target().registry
     credentials = _explicit_credentials.get(registry) or target_credentials(
-        registry, params.registry_credentials_block)
+        registry, params.credentials_block)
     runtime.register_endpoint(registry, credentials=credentials, tls=params.tls())
     return registry
 
