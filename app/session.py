@@ -8,7 +8,7 @@ again in :meth:`Session.close` (or on leaving ``with Session() as session``).
                        through :func:`tasks.runtime.give_credentials` (never ``os.environ``,
                        never a flow parameter); forgotten on close
     warm-up            work started while the server boots (:mod:`app.warmup`), stopped
-                       when the flow takes over and finished (summary printed) on close
+                       when the flow takes over, finished (summary printed) when it ends
     stop request       Ctrl+C / SIGTERM while a flow runs (:mod:`app.signals`)
 
 Several commands may run in one session (the demo pulls and pushes through one server).
@@ -71,22 +71,28 @@ class Session:
         """Where the flow runs: against the early server once it is ready (the warm-up stops
         there: the flow takes over); with ``graceful_stop``, Ctrl+C and SIGTERM request a
         stop (:mod:`app.signals`)."""
-        with local_api.recording_api(self._server):
-            if self._warmer is not None:
-                self._warmer.stop()
-            if not graceful_stop:
-                yield
-                return
-            with stop_on_signals():
-                yield
+        try:
+            with local_api.recording_api(self._server):
+                if self._warmer is not None:
+                    self._warmer.stop()
+                if not graceful_stop:
+                    yield
+                    return
+                with stop_on_signals():
+                    yield
+        finally:
+            self._finish_warm_up()
+
+    def _finish_warm_up(self) -> None:
+        warmer, self._warmer = self._warmer, None
+        if warmer is not None:
+            finish_warm_up(warmer)
 
     def close(self) -> None:
         """Finish the warm-up, stop the early server, forget the credentials given."""
-        warmer, self._warmer = self._warmer, None
         server, self._server = self._server, None
         try:
-            if warmer is not None:
-                finish_warm_up(warmer)
+            self._finish_warm_up()
         finally:
             if server is not None and server.process is not None:
                 local_api.drain_prefect_workers()

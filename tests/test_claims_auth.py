@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from d8mirror import cli
+from app.main import main
 from d8mirror.errors import UnauthorizedError
 from d8mirror.testbed import token_server
 from d8mirror.testbed.registry_server import RegistryServer
@@ -208,7 +208,7 @@ def test_license_token_s3_keys_and_block_credentials_are_never_kept(
     for name in D8_VARIABLES:
         monkeypatch.setenv(name, "")     # the CLI may write some of them; restored at teardown
     bundle = tmp_path / "bundle"
-    assert cli.main(["pull", str(bundle), "--source", f"{locked.host}/{ROOT}", "--insecure",
+    assert main(["pull", str(bundle), "--source", f"{locked.host}/{ROOT}", "--insecure",
                      "--include-package", PACKAGE, "--license", LICENSE]) == 0
     _save_secret("claims-scan", f"{USER}:{PASSWORD}")
     _push(locked, bundle, "scan/ee", credentials_block="claims-scan")
@@ -217,7 +217,7 @@ def test_license_token_s3_keys_and_block_credentials_are_never_kept(
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with moto_endpoint() as endpoint:
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="claims")
-        assert cli.main(["upload", str(bundle), "s3://claims/site",
+        assert main(["upload", str(bundle), "s3://claims/site",
                          "--endpoint-url", endpoint]) == 0
     out, err = capfd.readouterr()
     kept = "\n".join([out, err, caplog.text, _prefect_records()])
