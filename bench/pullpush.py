@@ -378,7 +378,7 @@ class Bench:
 
         py = str(REPO_ROOT / ".venv" / "bin" / "python")
         for label, code in (("python -c pass", "pass"),
-                            ("import d8mirror.cli (parser only)", "import d8mirror.cli"),
+                            ("import app.main (parser only)", "import app.main"),
                             ("import flows.pull (prefect)", "import flows.pull")):
             run = checked(run_tree([py, "-c", code], env=base_env(self.home)), label)
             self.overheads.append((label, run.wall, run.peak_rss_mib, "imports only"))

@@ -9,7 +9,7 @@ A failed layout never stops the others; the run ends Failed, names it, and withh
 discovery tag of its item (package, module, plugin). Layout pushes are not cached across runs
 (the target may have changed): each run re-checks the target with HEADs and writes only what is
 missing, so the UI's Retry re-uploads only what failed. A stop request (Ctrl+C or SIGTERM in
-the CLI, :mod:`tasks.cancel`) lets in-flight blobs finish, starts nothing new, pushes no
+the CLI, :mod:`app.signals`) lets in-flight blobs finish, starts nothing new, pushes no
 discovery tag, and ends the run Completed with a "Push was cancelled" summary.
 """
 
@@ -56,7 +56,7 @@ class PushFailed(Exception):
 def _register_target(params: PushParameters) -> str:
     registry = params.target().registry
     credentials = _explicit_credentials.get(registry) or target_credentials(
-        registry, params.registry_credentials_block)
+        registry, params.credentials_block)
     runtime.register_endpoint(registry, credentials=credentials, tls=params.tls())
     return registry
 

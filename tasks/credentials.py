@@ -1,7 +1,8 @@
 """Credentials resolved inside the process, never passed as parameters.
 
 Order: a Prefect ``Secret`` block named in the parameters ("user:password", or a bare license
-token), then values the CLI was given (:func:`give`: kept in this process, never written to
+token), then the credentials the shell was given for that registry
+(:func:`tasks.runtime.give_credentials`: kept in this process, never written to
 ``os.environ``, which every child process would inherit), then the d8 environment variables,
 then docker's config.json (by the registry client).
 """
@@ -13,21 +14,11 @@ from typing import cast
 
 from d8mirror.registry import Credentials, resolve_credentials
 
-#: Values given on the command line, by the name of the d8 variable they stand for.
-_given: dict[str, str] = {}
-
-
-def give(variable: str, value: str | None) -> None:
-    """Use ``value`` for the D8_MIRROR_* ``variable`` in this process (over the environment);
-    an empty ``value`` forgets an earlier one."""
-    if value:
-        _given[variable] = value
-    else:
-        _given.pop(variable, None)
+from . import runtime
 
 
 def _value(variable: str) -> str | None:
-    return _given.get(variable) or os.environ.get(variable) or None
+    return os.environ.get(variable) or None
 
 
 def _from_block(block_name: str) -> Credentials:
@@ -44,6 +35,8 @@ def _from_block(block_name: str) -> Credentials:
 def source_credentials(registry: str, block_name: str | None = None) -> Credentials | None:
     if block_name:
         return _from_block(block_name)
+    if (given := runtime.given_credentials(registry)) is not None:
+        return given
     return resolve_credentials(
         registry,
         username=_value("D8_MIRROR_SOURCE_LOGIN"),
@@ -55,6 +48,8 @@ def source_credentials(registry: str, block_name: str | None = None) -> Credenti
 def target_credentials(registry: str, block_name: str | None = None) -> Credentials | None:
     if block_name:
         return _from_block(block_name)
+    if (given := runtime.given_credentials(registry)) is not None:
+        return given
     return resolve_credentials(
         registry,
         username=_value("D8_MIRROR_REGISTRY_LOGIN"),

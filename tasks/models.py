@@ -6,19 +6,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from d8mirror.bundle import parse_size
 from d8mirror.pull.options import PullOptions
 from d8mirror.pull.segments import normalize_packages_path
 from d8mirror.reference import Repository
-from d8mirror.registry import TLSOptions
 from d8mirror.versions import PackageFilter
 
+from .registry_access import RegistryAccess
 from .transfer_models import TransferTarget
 
 
-class PullParameters(BaseModel):
+class PullParameters(RegistryAccess):
     """Pull Deckhouse packages from a source registry into a bundle directory."""
 
     bundle_dir: str = Field(description="Directory that receives package-NAME.tar, "
@@ -47,13 +47,6 @@ class PullParameters(BaseModel):
     tmp_dir: str | None = Field(None, description="Working dir and blob cache, kept across "
                                 "runs (default BUNDLE_DIR/.tmp, removed after a successful "
                                 "run).")
-    insecure: bool = Field(False, description="Plain HTTP to the source registry.")
-    tls_skip_verify: bool = Field(False, description="Do not verify the source's TLS certificate.")
-    ca_file: str | None = Field(None, description="Extra CA bundle (PEM) for the source registry.")
-    credentials_block: str | None = Field(
-        None, description="Name of a Prefect Secret block holding 'user:password' or a license "
-        "token for the source; default: D8_MIRROR_SOURCE_LOGIN/PASSWORD or "
-        "D8_MIRROR_LICENSE_TOKEN from the environment, then docker config.")
     upload: TransferTarget | None = Field(
         None, description="Upload the finished bundle in the same run (s3:// or oci://); "
         "skipped for a dry-run, a cancelled or a failed pull.")
@@ -82,10 +75,6 @@ class PullParameters(BaseModel):
 
     def repository(self) -> Repository:
         return Repository.parse(self.source)
-
-    def tls(self) -> TLSOptions:
-        return TLSOptions(insecure=self.insecure, skip_verify=self.tls_skip_verify,
-                          ca_file=self.ca_file)
 
     def options(self) -> PullOptions:
         return PullOptions(

@@ -4,7 +4,7 @@ Results are small JSON dicts. ``push_layout_task`` is never cached across runs: 
 result says nothing about the target now (it may have been reset, its tags or blobs deleted),
 so every run checks the target again. That is cheap, because the body writes nothing that is
 already there (one HEAD per tag and per blob), so a retried flow run still re-uploads only what
-failed or went missing. A stop request (Ctrl+C, SIGTERM: :mod:`tasks.cancel`) makes layouts not
+failed or went missing. A stop request (Ctrl+C, SIGTERM: :mod:`app.signals`) makes layouts not
 yet started return ``{"cancelled": true}`` and in-flight ones stop before their manifests.
 Credentials never pass through here: tasks get clients by registry host from ``tasks.runtime``.
 """

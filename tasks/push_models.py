@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from d8mirror.bundle import discover_archives
 from d8mirror.push.routing import Router, parse_target
 from d8mirror.push.unified import default_tmp_dir
 from d8mirror.reference import Repository
-from d8mirror.registry import TLSOptions
+
+from .registry_access import RegistryAccess
 
 
-class PushParameters(BaseModel):
+class PushParameters(RegistryAccess):
     """Push bundle archives into a (usually air-gapped) registry."""
 
     bundle_dir: str | None = Field(None, description="Bundle directory (every *.tar and chunk "
@@ -22,10 +23,6 @@ class PushParameters(BaseModel):
                              description="Extra archive files to push (like --file).")
     registry: str = Field(description="Target repository host[:port]/path, e.g. "
                           "registry.local:5000/deckhouse/ee (a scheme is stripped).")
-    insecure: bool = Field(False, description="Plain HTTP to the target registry.")
-    tls_skip_verify: bool = Field(False, description="Do not verify the target's TLS "
-                                  "certificate.")
-    ca_file: str | None = Field(None, description="Extra CA bundle (PEM) for the target.")
     packages_path_suffix: str = Field("/packages", description="Where packages go under the "
                                       "target repository ('/' = the repository itself).")
     modules_path_suffix: str = Field("/modules", description="Where modules go under the "
@@ -35,13 +32,6 @@ class PushParameters(BaseModel):
                                 "is removed.")
     concurrency: int = Field(4, ge=1, le=64, description="Layouts pushed at once.")
     blob_workers: int = Field(4, ge=1, le=64, description="Blobs at once per layout.")
-    registry_credentials_block: str | None = Field(
-        None, description="Name of a Prefect Secret block holding 'user:password' for the "
-        "target (else D8_MIRROR_REGISTRY_LOGIN/PASSWORD or docker config.json).")
-
-    def tls(self) -> TLSOptions:
-        return TLSOptions(insecure=self.insecure, skip_verify=self.tls_skip_verify,
-                          ca_file=self.ca_file)
 
     def target(self) -> Repository:
         return parse_target(self.registry)

@@ -19,7 +19,6 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from d8mirror.registry import TLSOptions
 from d8mirror.transfer import (
     FileEntry,
     FileResult,
@@ -31,8 +30,10 @@ from d8mirror.transfer.oci_artifact import DEFAULT_CHUNK
 from d8mirror.transfer.results import Status
 from d8mirror.transfer.s3 import MiB, S3Settings
 
+from .registry_access import RegistryAccess
 
-class TransferTarget(BaseModel):
+
+class TransferTarget(RegistryAccess):
     """Where the bundle goes (or comes from) and how to reach it."""
 
     url: str = Field(description="s3://BUCKET[/PREFIX] or oci://REGISTRY/REPOSITORY:TAG.")
@@ -40,14 +41,6 @@ class TransferTarget(BaseModel):
         None, description="S3 endpoint of an S3-compatible store (MinIO, Ceph RGW…); "
         "default: AWS.")
     region: str | None = Field(None, description="S3 region (default: from the AWS config).")
-    insecure: bool = Field(False, description="OCI: plain HTTP to the registry.")
-    tls_skip_verify: bool = Field(False, description="Do not verify TLS certificates.")
-    ca_file: str | None = Field(None, description="Extra CA bundle (PEM) to trust.")
-    credentials_block: str | None = Field(
-        None, description="Name of a Prefect Secret block: for S3 a JSON object with "
-        "aws_access_key_id/aws_secret_access_key[/aws_session_token], for OCI 'user:password'. "
-        "Default: the AWS credential chain, or D8_MIRROR_REGISTRY_LOGIN/PASSWORD and docker "
-        "config for OCI.")
     part_size_mib: int = Field(64, ge=5, le=5120, description="S3 multipart part size and OCI "
                                "upload chunk size, MiB.")
     concurrency: int = Field(4, ge=1, le=64, description="S3 parts in flight per file.")
@@ -62,10 +55,6 @@ class TransferTarget(BaseModel):
             verify = False
         return S3Settings(endpoint_url=self.endpoint_url, region=self.region, verify_tls=verify,
                           part_size=self.part_size_mib * MiB, concurrency=self.concurrency)
-
-    def tls(self) -> TLSOptions:
-        return TLSOptions(insecure=self.insecure, skip_verify=self.tls_skip_verify,
-                          ca_file=self.ca_file)
 
     def chunk_bytes(self) -> int:
         return self.part_size_mib * MiB if self.part_size_mib else DEFAULT_CHUNK

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from d8mirror import cli
+from app.main import main
 from d8mirror.errors import UnauthorizedError
 from d8mirror.testbed import token_server
 from d8mirror.testbed.registry_server import RegistryServer
@@ -166,7 +166,7 @@ def test_secret_blocks_license_token_pull_and_user_password_push(
     report = _pull(locked, bundle, credentials_block="claims-license")
     assert report["status"] == "completed"
     assert (bundle / f"package-{PACKAGE}.tar").is_file()
-    _push(locked, bundle, "block/ee", registry_credentials_block="claims-userpass")
+    _push(locked, bundle, "block/ee", credentials_block="claims-userpass")
     assert "v1.0.0" in _pushed_tags(locked, "block/ee")
 
 
@@ -208,16 +208,16 @@ def test_license_token_s3_keys_and_block_credentials_are_never_kept(
     for name in D8_VARIABLES:
         monkeypatch.setenv(name, "")     # the CLI may write some of them; restored at teardown
     bundle = tmp_path / "bundle"
-    assert cli.main(["pull", str(bundle), "--source", f"{locked.host}/{ROOT}", "--insecure",
+    assert main(["pull", str(bundle), "--source", f"{locked.host}/{ROOT}", "--insecure",
                      "--include-package", PACKAGE, "--license", LICENSE]) == 0
     _save_secret("claims-scan", f"{USER}:{PASSWORD}")
-    _push(locked, bundle, "scan/ee", registry_credentials_block="claims-scan")
+    _push(locked, bundle, "scan/ee", credentials_block="claims-scan")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_ACCESS)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with moto_endpoint() as endpoint:
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="claims")
-        assert cli.main(["upload", str(bundle), "s3://claims/site",
+        assert main(["upload", str(bundle), "s3://claims/site",
                          "--endpoint-url", endpoint]) == 0
     out, err = capfd.readouterr()
     kept = "\n".join([out, err, caplog.text, _prefect_records()])

@@ -16,7 +16,7 @@ from faultproxy import FaultProxy, Request, Response
 from push_bundle_builder import PackageSpec as HandSpec
 from push_bundle_builder import build_bundle
 
-from d8mirror import cli
+from app.main import main
 from d8mirror.mediatypes import ANNOTATION_SHORT_TAG
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import PackageSpec, SeededContent, SeedSpec, seed_packages
@@ -40,7 +40,7 @@ def _archives(bundle: Path) -> list[str]:
 
 
 def _pull(registry: RegistryServer, bundle: Path, *flags: str, root: str = DEMO) -> int:
-    return cli.main(["pull", str(bundle), "--source", f"{registry.host}/{root}", "--insecure",
+    return main(["pull", str(bundle), "--source", f"{registry.host}/{root}", "--insecure",
                      *flags])
 
 
@@ -94,7 +94,7 @@ def test_packages_path_suffix_on_pull_and_push(registry: RegistryServer,
     assert _tags(bundle / "package-suffixed.tar", "packages/suffixed")["v1.0.0"] == \
         content.digest("claims/sfx/packages/suffixed:v1.0.0")
     root = f"sfx-{next(_ns)}/ee"
-    assert cli.main(["push", str(bundle), f"{registry2.host}/{root}", "--insecure",
+    assert main(["push", str(bundle), f"{registry2.host}/{root}", "--insecure",
                      "--packages-path-suffix", "/mirror"]) == 0
     pushed = _target_tags(registry2, root)
     assert pushed["mirror/suffixed:v1.0.0"] == content.digest(
@@ -109,7 +109,7 @@ def test_push_file_pushes_only_the_named_archives(registry2: RegistryServer,
                                                   tmp_path: Path) -> None:
     bundle, expected = build_bundle(tmp_path, [HandSpec("console"), HandSpec("viewer")])
     root = f"file-{next(_ns)}/ee"
-    assert cli.main(["push", f"{registry2.host}/{root}", "--insecure",
+    assert main(["push", f"{registry2.host}/{root}", "--insecure",
                      "--file", str(bundle / "package-console.tar"),
                      "--file", str(bundle / "package-versions.tar")]) == 0
     pushed = _target_tags(registry2, root)
@@ -144,9 +144,9 @@ def test_bypass_access_checks_skips_the_write_check(registry2: RegistryServer,
     with FaultProxy(registry2.host, intercept=bundle_tags_only) as proxy:
         target = f"{proxy.host}/{root}"
         monkeypatch.delenv("MIRROR_BYPASS_ACCESS_CHECKS", raising=False)
-        assert cli.main(["push", str(bundle), target, "--insecure"]) != 0
+        assert main(["push", str(bundle), target, "--insecure"]) != 0
         monkeypatch.setenv("MIRROR_BYPASS_ACCESS_CHECKS", "1")
-        assert cli.main(["push", str(bundle), target, "--insecure"]) == 0
+        assert main(["push", str(bundle), target, "--insecure"]) == 0
     pushed = _target_tags(registry2, root)
     assert pushed["packages/console:v1.0.0"] == expected.tags[("packages/console", "v1.0.0")]
 
@@ -165,12 +165,12 @@ def test_ssl_cert_file_is_trusted_by_pull_and_push(tls_registry: RegistryServer,
     creds = ["--source-login", "testuser", "--source-password", "testpass"]
     pull = ["pull", "--source", f"{tls_registry.host}/claims/tls", *creds]
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    assert cli.main([pull[0], str(tmp_path / "untrusted"), *pull[1:]]) == 1
+    assert main([pull[0], str(tmp_path / "untrusted"), *pull[1:]]) == 1
     monkeypatch.setenv("SSL_CERT_FILE", tls_registry.ca_file)
     bundle = tmp_path / "bundle"
-    assert cli.main([pull[0], str(bundle), *pull[1:]]) == 0
+    assert main([pull[0], str(bundle), *pull[1:]]) == 0
     assert "package-trusted.tar" in _archives(bundle)
-    assert cli.main(["push", str(bundle), f"{tls_registry.host}/tls-pushed/ee",
+    assert main(["push", str(bundle), f"{tls_registry.host}/tls-pushed/ee",
                      "-u", "testuser", "-p", "testpass"]) == 0
     assert "packages/trusted:v1.0.0" in _target_tags(tls_registry, "tls-pushed/ee")
 
@@ -185,7 +185,7 @@ def test_chunked_pull_then_push_through_the_cli(registry: RegistryServer,
     assert _pull(registry, bundle, "--include-package", "code", "-c", "100KiB") == 0
     assert not list(bundle.glob("*.tar")) and list(bundle.glob("package-code.tar.*.chunk"))
     root = f"chunked-{next(_ns)}/ee"
-    assert cli.main(["push", str(bundle), f"{registry2.host}/{root}", "--insecure"]) == 0
+    assert main(["push", str(bundle), f"{registry2.host}/{root}", "--insecure"]) == 0
     pushed = _target_tags(registry2, root)
     for tag in ("v1.7.0", "v1.6.2", "v1.6.1"):
         assert pushed[f"packages/code:{tag}"] == demo_content.digest(

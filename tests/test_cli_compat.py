@@ -13,7 +13,7 @@ import httpx
 import pytest
 from reliability_support import run_cli
 
-from d8mirror import cli
+from app.main import main
 from d8mirror.bundle import gost_hex_file
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import PackageSpec, SeededContent, SeedSpec, seed_packages
@@ -62,10 +62,10 @@ def test_every_usage_error_exits_1_as_d8(tmp_path: Path,
                  ["pull", bundle, "--concurrency", "many"],
                  ["pull"], ["frobnicate"]):
         with pytest.raises(SystemExit) as exit_info:
-            cli.main(argv)
+            main(argv)
         assert exit_info.value.code == 1, argv
-    assert cli.main(["pull", bundle, "--include-package", "console@"]) == 1
-    assert cli.main(["pull", bundle, "-c", "-1"]) == 1
+    assert main(["pull", bundle, "--include-package", "console@"]) == 1
+    assert main(["pull", bundle, "-c", "-1"]) == 1
     assert "error:" in capsys.readouterr().err
 
 
@@ -73,7 +73,7 @@ def test_flags_of_components_not_mirrored_give_one_clear_error(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """d8's platform/module/plugin flags parse with d8's types; using them is one error that
     names each of them (and nothing is started)."""
-    code = cli.main(["pull", str(tmp_path / "b"), "-i", "console", "--include-module",
+    code = main(["pull", str(tmp_path / "b"), "-i", "console", "--include-module",
                      "code@~1.2", "--deckhouse-tag", "v1.69.1", "--include-platform",
                      ">=1.68", "--since-version", "1.60", "--include-plugin", "x",
                      "-e", "y"])
@@ -85,7 +85,7 @@ def test_flags_of_components_not_mirrored_give_one_clear_error(
         assert flag in err
     assert not (tmp_path / "b").exists()
     # d8's defaults select nothing: accepted (the next check, an empty constraint, answers)
-    assert cli.main(["pull", str(tmp_path / "c"), "--installer-tag", "latest",
+    assert main(["pull", str(tmp_path / "c"), "--installer-tag", "latest",
                      "--modules-path-suffix", "/modules", "--include-package", "console@"]) == 1
     err = capsys.readouterr().err
     assert "not supported" not in err and "quote" in err
@@ -96,7 +96,7 @@ def test_d8_packages_command_line_works_unchanged(
         source: tuple[RegistryServer, SeededContent], tmp_path: Path) -> None:
     server, _ = source
     bundle = tmp_path / "bundle"
-    assert cli.main(_args(server, bundle, "--no-platform", "--no-modules", "--no-security-db",
+    assert main(_args(server, bundle, "--no-platform", "--no-modules", "--no-security-db",
                           "--no-installer", "--ignore-suspend", "--no-pull-resume",
                           "--verbose-summary", "--include-package", "alpha-pkg")) == 0
     assert (bundle / "package-alpha-pkg.tar").is_file()
@@ -111,12 +111,12 @@ def test_no_pull_resume_starts_without_the_cache(
     server, _ = source
     bundle = tmp_path / "bundle"
     flags = ("--include-package", "alpha-pkg", "--force", "--tmp-dir", str(tmp_path / "cache"))
-    assert cli.main(_args(server, bundle, *flags)) == 0
+    assert main(_args(server, bundle, *flags)) == 0
     server.clear_requests()
-    assert cli.main(_args(server, bundle, *flags)) == 0
+    assert main(_args(server, bundle, *flags)) == 0
     assert not [p for m, p, _s in server.requests() if m == "GET" and "/blobs/" in p]
     server.clear_requests()
-    assert cli.main(_args(server, bundle, *flags, "--no-pull-resume")) == 0
+    assert main(_args(server, bundle, *flags, "--no-pull-resume")) == 0
     fetched = {p for m, p, _s in server.requests() if m == "GET" and "/blobs/" in p}
     # alpha-pkg's blobs again (package-versions.tar's release images of every catalog
     # package are fetched again too)
@@ -169,7 +169,7 @@ def test_report_json_never_follows_a_planted_symlink(
     victim.write_text("precious\n")
     (bundle / "report.json.tmp").symlink_to(victim)
     (bundle / "report.json").symlink_to(victim)
-    assert cli.main(_args(server, bundle, "--include-package", "beta-pkg", "--force")) == 0
+    assert main(_args(server, bundle, "--include-package", "beta-pkg", "--force")) == 0
     assert victim.read_text() == "precious\n"
     report = bundle / "report.json"
     assert stat.S_ISREG(report.lstat().st_mode) and '"status": "completed"' in report.read_text()
@@ -220,7 +220,7 @@ def test_gost_sidecars_for_every_archive_only_after_a_fully_successful_pull(
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "platform.tar").write_bytes(b"an archive d8 pulled earlier")
-    assert cli.main(_args(server, bundle, "--include-package", "alpha-pkg", "--force",
+    assert main(_args(server, bundle, "--include-package", "alpha-pkg", "--force",
                           "--gost-digest")) == 0
     archives = sorted(p.name for p in bundle.iterdir() if p.name.endswith(".tar"))
     assert archives == ["package-alpha-pkg.tar", "package-versions.tar", "platform.tar"]
@@ -235,7 +235,7 @@ def test_gost_sidecars_for_every_archive_only_after_a_fully_successful_pull(
         httpx.delete(f"{server.url}/v2/{repo}/blobs/{layer}").raise_for_status()
         failed = tmp_path / "failed"
         try:
-            assert cli.main(_args(server, failed, "--gost-digest")) == 1
+            assert main(_args(server, failed, "--gost-digest")) == 1
         finally:
             client.upload_blob(repo, layer, saved)
     assert (failed / "package-alpha-pkg.tar").is_file()

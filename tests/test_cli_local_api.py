@@ -9,14 +9,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from app import local_api
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import SeededContent
-from flows import local_api
 
 DEMO_ROOT = "deckhouse/ee"
 REPO = Path(__file__).resolve().parent.parent
@@ -30,7 +29,7 @@ def _cli_env(home: Path) -> dict[str, str]:
 
 
 def _dry_run(registry: RegistryServer, bundle: Path) -> list[str]:
-    return [sys.executable, "-m", "d8mirror.cli", "pull", str(bundle), "--source",
+    return [sys.executable, "-m", "app.main", "pull", str(bundle), "--source",
             f"{registry.host}/{DEMO_ROOT}", "--insecure", "--dry-run"]
 
 
@@ -99,21 +98,14 @@ def test_killed_cli_takes_its_server_down(registry: RegistryServer, tmp_path: Pa
             cli.wait()
 
 
-@pytest.fixture
-def no_early_server() -> Iterator[None]:
-    local_api.stop()
-    yield
-    local_api.stop()
-
-
-@pytest.mark.usefixtures("prefect_server", "no_early_server")
+@pytest.mark.usefixtures("prefect_server")
 def test_a_configured_api_wins_over_the_early_server(
         registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
 
-    local_api.start_early()  # the harness's server is configured (settings, not environment)
-    assert local_api.early_server_url() is None
+    # the harness's server is configured (settings, not environment)
+    assert local_api.start_early() is None
 
     api_url = get_current_settings().api.url
     assert api_url

@@ -4,7 +4,6 @@ scale-out parent fanning packages out to two real ``prefect worker`` processes."
 
 from __future__ import annotations
 
-import argparse
 import contextvars
 import json
 import re
@@ -42,12 +41,10 @@ def server(request: pytest.FixtureRequest) -> Iterator[PrefectServer]:
 
 
 def _setup(*argv: str) -> int:
-    from flows import setup_command
+    from app.main import build_parser
 
-    parser = argparse.ArgumentParser()
-    setup_command.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["setup", *argv])
-    return int(args.handler(args))
+    args = build_parser().parse_args(["setup", *argv])
+    return int(args.run(args))
 
 
 def _limit(name: str) -> Any:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from d8mirror import cli
+from app.main import main
 from d8mirror.bundle import gost_hex_file, open_archive, verify_sidecars
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import PackageSpec, SeededContent, SeedSpec, seed_packages
@@ -36,7 +36,7 @@ def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def _pull(server: RegistryServer, bundle: Path, *flags: str) -> int:
-    return cli.main(["pull", str(bundle), "--source", f"{server.host}/{ROOT}", "--insecure",
+    return main(["pull", str(bundle), "--source", f"{server.host}/{ROOT}", "--insecure",
                      *flags])
 
 
@@ -53,16 +53,16 @@ def test_usage_errors_exit_1_before_any_work(tmp_path: Path,
     """§9.1/§9.6 (exit 1 as d8): mutually exclusive filters, an empty constraint, a
     non-empty bundle dir."""
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["pull", str(tmp_path / "b"), "--include-package", "a",
+        main(["pull", str(tmp_path / "b"), "--include-package", "a",
                   "--exclude-package", "b"])
     assert exit_info.value.code == 1
-    assert cli.main(["pull", str(tmp_path / "b"), "--include-package", "console@"]) == 1
+    assert main(["pull", str(tmp_path / "b"), "--include-package", "console@"]) == 1
     assert "quote" in capsys.readouterr().err
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "something").write_text("x")
-    assert cli.main(["pull", str(tmp_path / "full")]) == 1
+    assert main(["pull", str(tmp_path / "full")]) == 1
     assert "--force" in capsys.readouterr().err
-    assert cli.main(["pull", str(tmp_path / "b"), "-c", "-1"]) == 1
+    assert main(["pull", str(tmp_path / "b"), "-c", "-1"]) == 1
 
 
 @pytest.mark.usefixtures("prefect_server")

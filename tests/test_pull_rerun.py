@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from d8mirror import cli
+from app.main import main
 from d8mirror.mediatypes import ANNOTATION_SHORT_TAG
 from d8mirror.testbed.images import canonical_json
 from d8mirror.testbed.registry_server import RegistryServer
@@ -120,9 +120,9 @@ def test_cli_rerun_with_force_into_the_same_bundle_dir(
     root, bundle = "rerun-force/ee", tmp_path / "bundle"
     argv = ["pull", str(bundle), "--source", f"{registry.host}/{root}", "--insecure"]
     _seed(registry, root, STATE_A, tmp_path / "images")
-    assert cli.main(argv) == 0
+    assert main(argv) == 0
     _seed(registry, root, STATE_B, tmp_path / "images")
-    assert cli.main([*argv, "--force"]) == 0
+    assert main([*argv, "--force"]) == 0
     assert _archives(bundle) == _fresh_pull_of_b(registry, root, tmp_path)
 
 

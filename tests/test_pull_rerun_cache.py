@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from faultproxy import FaultProxy
 
-from d8mirror import cli
+from app.commands.pull import check_bundle_dir
+from app.main import main
 from d8mirror.errors import ConfigError
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import SeededContent
@@ -19,7 +20,7 @@ BUNDLE_FILES = ["package-code.tar", "package-code.tar.sha256", "package-versions
 
 
 def _pull(host: str, bundle: Path, *flags: str) -> int:
-    return cli.main(["pull", str(bundle), "--source", f"{host}/deckhouse/ee", "--insecure",
+    return main(["pull", str(bundle), "--source", f"{host}/deckhouse/ee", "--insecure",
                      "--include-package", "code", *flags])
 
 
@@ -49,12 +50,12 @@ def test_a_failed_run_keeps_the_cache_for_its_retry_which_then_removes_it(
     monkeypatch.setenv("D8_MIRROR_RETRY_BASE_DELAY", "0.01")
     with FaultProxy(registry.host, rate=1.0, kinds=("flip",),
                     match=lambda r: r.path.endswith(layer)) as proxy:
-        assert cli.main(["pull", str(bundle), "--source", f"{proxy.host}/deckhouse/ee",
+        assert main(["pull", str(bundle), "--source", f"{proxy.host}/deckhouse/ee",
                          "--insecure", "--include-package", "console",
                          "--include-package", "code"]) == 1
     assert any((bundle / ".tmp" / "blobs" / "sha256").iterdir())      # kept for the retry
     registry.clear_requests()
-    assert cli.main(["pull", str(bundle), "--source", f"{registry.host}/deckhouse/ee",
+    assert main(["pull", str(bundle), "--source", f"{registry.host}/deckhouse/ee",
                      "--insecure", "--include-package", "console", "--include-package", "code",
                      "--force"]) == 0
     blob_gets = [p for method, p, _ in registry.requests() if method == "GET" and "/blobs/" in p]
@@ -68,11 +69,11 @@ def test_the_working_dir_inside_a_new_bundle_dir_is_not_content(tmp_path: Path) 
     the command checks that NEW is empty."""
     bundle = tmp_path / "new"
     (bundle / "work" / "blobs" / "sha256").mkdir(parents=True)
-    cli.check_bundle_dir(bundle, force=False, dry_run=False, tmp_dir=bundle / "work")
-    cli.check_bundle_dir(bundle, force=False, dry_run=False, tmp_dir=bundle / "work" / "x")
+    check_bundle_dir(bundle, force=False, dry_run=False, tmp_dir=bundle / "work")
+    check_bundle_dir(bundle, force=False, dry_run=False, tmp_dir=bundle / "work" / "x")
     (bundle / "package-a.tar").write_bytes(b"")
     with pytest.raises(ConfigError, match="not empty"):
-        cli.check_bundle_dir(bundle, force=False, dry_run=False, tmp_dir=bundle / "work")
+        check_bundle_dir(bundle, force=False, dry_run=False, tmp_dir=bundle / "work")
     (bundle / "package-a.tar").unlink()
     with pytest.raises(ConfigError, match=r"not empty \(work\)"):
-        cli.check_bundle_dir(bundle, force=False, dry_run=False, tmp_dir=tmp_path / "other")
+        check_bundle_dir(bundle, force=False, dry_run=False, tmp_dir=tmp_path / "other")

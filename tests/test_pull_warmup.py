@@ -108,7 +108,7 @@ def test_cli_pull_warms_up_while_its_prefect_server_starts_and_fetches_each_blob
     bundle = tmp_path / "bundle"
     registry.clear_requests()
     # the kept store inside the new bundle dir (issue 13: the warm-up creates it first)
-    done = subprocess.run([sys.executable, "-m", "d8mirror.cli", "pull", str(bundle),
+    done = subprocess.run([sys.executable, "-m", "app.main", "pull", str(bundle),
                            "--source", f"{registry.host}/{DEMO_ROOT}", "--insecure",
                            "--tmp-dir", str(bundle / "work")],
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=300)

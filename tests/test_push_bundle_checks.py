@@ -363,13 +363,13 @@ def test_a_read_only_bundle_dir_gives_a_named_error(tmp_path: Path) -> None:
 
 
 def test_a_non_utf8_bundle_path_gives_a_named_error(tmp_path: Path) -> None:
-    from d8mirror.cli import build_parser
-    from flows.push_command import parse
+    from app.commands.push import parameters
+    from app.main import build_parser
 
     bundle = os.fsdecode(os.fsencode(tmp_path) + b"/bundle-\xff")
     args = build_parser().parse_args(["push", bundle, "127.0.0.1:9/x/ee", "--insecure"])
     with pytest.raises(ConfigError, match=r"bundle-\\xff is not valid UTF-8"):
-        parse(args)
+        parameters(args)
 
 
 def test_the_warm_up_puts_no_blob_of_a_refused_bundle(registry2: Any, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 from faultproxy import FaultProxy, Request, Response
 from push_bundle_builder import PackageSpec, build_bundle, damage_member, digest_or_none
 
-from d8mirror import cli
+from app.main import main
 from d8mirror.push import tinyimage
 from d8mirror.push.discovery_tags import DISCOVERY_LABEL
 from d8mirror.registry import Credentials
@@ -67,7 +67,7 @@ def test_read_only_credentials_fail_the_write_check_even_on_a_populated_target(
     # everything is already there: nothing would need a write, yet reading is not writing
     assert run_push(_params(bundle, target), Credentials("pusher", "push-pw"))["ok"]
     capsys.readouterr()
-    code = cli.main(["push", str(bundle), target, "--insecure", "-u", "reader",
+    code = main(["push", str(bundle), target, "--insecure", "-u", "reader",
                      "-p", "read-pw"])
     err = capsys.readouterr().err
     assert code == 1, err
@@ -164,7 +164,7 @@ def test_a_signal_mid_upload_ends_the_push_gracefully_and_a_rerun_completes_it(
 
     with FaultProxy(registry2.host, hold=blob_commit, hold_timeout=120) as proxy:
         process = subprocess.Popen(
-            [sys.executable, "-m", "d8mirror.cli", "push", str(bundle), f"{proxy.host}/{root}",
+            [sys.executable, "-m", "app.main", "push", str(bundle), f"{proxy.host}/{root}",
              "--insecure", "--concurrency", "2", "--blob-workers", "2"],
             cwd=REPO_ROOT, env=_cli_env(tmp_path), stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True)

@@ -115,23 +115,23 @@ def test_result_round_trips_through_json() -> None:
 
 
 def _args(*argv: str) -> argparse.Namespace:
-    from flows.push_command import register
+    from app.main import build_parser
 
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["push", *argv])
+    return build_parser().parse_args(["push", *argv])
 
 
 def test_cli_arguments() -> None:
-    from flows.push_command import parse
+    from app.commands.push import parameters
+    from app.flags import target_login
 
-    params, creds = parse(_args("/b", "r:5000/ee", "-u", "me", "-p", "pw",
-                                "--packages-path-suffix", "/p"))
+    args = _args("/b", "r:5000/ee", "-u", "me", "-p", "pw", "--packages-path-suffix", "/p")
+    params, creds = parameters(args), target_login(args)
     assert params.bundle_dir == "/b" and params.registry == "r:5000/ee"
     assert creds is not None and creds.username == "me" and "pw" not in repr(creds)
+    assert "pw" not in params.model_dump_json()
     with pytest.raises(ConfigError, match="registry username not specified"):
-        parse(_args("/b", "r:5000/ee", "-p", "pw"))
+        parameters(_args("/b", "r:5000/ee", "-p", "pw"))
     with pytest.raises(ConfigError, match="no packages to push"):
-        parse(_args("r:5000/ee"))
+        parameters(_args("r:5000/ee"))
     with pytest.raises(InvalidReferenceError, match="missing the repository path"):
-        parse(_args("/b", "r:5000"))
+        parameters(_args("/b", "r:5000"))

@@ -96,7 +96,7 @@ def test_cli_push_warms_up_while_its_prefect_server_starts(registry2: Any,
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                DO_NOT_TRACK="1")
-    done = subprocess.run([sys.executable, "-m", "d8mirror.cli", "push", str(bundle),
+    done = subprocess.run([sys.executable, "-m", "app.main", "push", str(bundle),
                            _target(registry2, "cli"), "--insecure"],
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -259,7 +259,7 @@ def test_a_small_budget_gives_up_on_the_same_outage(restartable: RegistryServer)
 def test_a_bad_timing_variable_fails_before_anything_starts(
         name: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from d8mirror.cli import main
+    from app.main import main
 
     monkeypatch.setenv(name, value)
     assert main(["push", str(tmp_path), "127.0.0.1:9/target"]) == 1   # every error exits 1, as d8

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from d8mirror import cli
+from app.main import main
 from d8mirror.bundle import verify_sidecars
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import SeededContent
@@ -48,7 +48,7 @@ def test_pull_onto_a_full_disk_names_the_path_and_writes_nothing_half(
         registry: RegistryServer, demo_content: SeededContent, small_disk: Path,
         capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     bundle = small_disk / "bundle"
-    code = cli.main(["pull", str(bundle), "--source", f"{registry.host}/deckhouse/ee",
+    code = main(["pull", str(bundle), "--source", f"{registry.host}/deckhouse/ee",
                      "--insecure"])
     out, err = capfd.readouterr()
     assert code == 1

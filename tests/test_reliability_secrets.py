@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from d8mirror import cli
+from app.main import main
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import PackageSpec, SeedSpec, seed_packages
 
@@ -80,19 +80,19 @@ def test_no_credential_in_logs_output_prefect_records_or_errors(
     bundle = tmp_path / "bundle"
     pull = ["pull", str(bundle), "--source", f"{host}/src/ee", "--insecure",
             "--source-login", USER]
-    assert cli.main([*pull, "--source-password", PASSWORD]) == 0
+    assert main([*pull, "--source-password", PASSWORD]) == 0
     assert (bundle / "package-vault.tar").is_file()
-    assert cli.main(["push", str(bundle), f"{host}/dst/ee", "--insecure",
+    assert main(["push", str(bundle), f"{host}/dst/ee", "--insecure",
                      "-u", USER, "-p", PASSWORD]) == 0
     monkeypatch.setenv("D8_MIRROR_REGISTRY_LOGIN", USER)
     monkeypatch.setenv("D8_MIRROR_REGISTRY_PASSWORD", PASSWORD)
-    assert cli.main(["upload", str(bundle), f"oci://{host}/transfer/bundle:v1",
+    assert main(["upload", str(bundle), f"oci://{host}/transfer/bundle:v1",
                      "--insecure"]) == 0
 
     # the same with a wrong password: failures, whose texts are scanned too
-    assert cli.main(["pull", str(tmp_path / "denied"), *pull[2:],
+    assert main(["pull", str(tmp_path / "denied"), *pull[2:],
                      "--source-password", WRONG, "--force"]) == 1
-    assert cli.main(["push", str(bundle), f"{host}/dst2/ee", "--insecure",
+    assert main(["push", str(bundle), f"{host}/dst2/ee", "--insecure",
                      "-u", USER, "-p", WRONG]) != 0
     out, err = capfd.readouterr()
     assert "authentication failed" in (out + err + caplog.text).lower()

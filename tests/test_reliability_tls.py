@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from d8mirror import cli
+from app.main import main
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import PackageSpec, SeedSpec, seed_packages
 
@@ -40,14 +40,14 @@ def test_self_signed_registry_needs_trust_and_says_how(
              "--source-password", str(seeded_tls.password)]
     source = ["--source", f"{seeded_tls.host}/{ROOT}", *creds]
 
-    assert cli.main(["pull", str(tmp_path / "default"), *source]) == 1
+    assert main(["pull", str(tmp_path / "default"), *source]) == 1
     err = capfd.readouterr().err + caplog.text
     assert "TLS certificate verification failed" in err
     assert "--tls-skip-verify" in err and "--ca-file" in err
     assert not list((tmp_path / "default").glob("package-*.tar"))
 
-    assert cli.main(["pull", str(tmp_path / "skip"), *source, "--tls-skip-verify"]) == 0
-    assert cli.main(["pull", str(tmp_path / "ca"), *source, "--ca-file",
+    assert main(["pull", str(tmp_path / "skip"), *source, "--tls-skip-verify"]) == 0
+    assert main(["pull", str(tmp_path / "ca"), *source, "--ca-file",
                      seeded_tls.ca_file]) == 0
     assert (tmp_path / "ca" / "package-secure.tar").read_bytes() == \
         (tmp_path / "skip" / "package-secure.tar").read_bytes()
@@ -55,9 +55,9 @@ def test_self_signed_registry_needs_trust_and_says_how(
 
     target = f"{seeded_tls.host}/pushed-{next(_ns)}/ee"
     login = ["-u", str(seeded_tls.username), "-p", str(seeded_tls.password)]
-    assert cli.main(["push", str(tmp_path / "ca"), target, *login]) != 0
+    assert main(["push", str(tmp_path / "ca"), target, *login]) != 0
     err = capfd.readouterr().err + caplog.text
     assert "--tls-skip-verify" in err and "--ca-file" in err, err[-2000:]
-    assert cli.main(["push", str(tmp_path / "ca"), target, *login,
+    assert main(["push", str(tmp_path / "ca"), target, *login,
                      "--ca-file", seeded_tls.ca_file]) == 0
-    assert cli.main(["push", str(tmp_path / "ca"), target, *login, "--tls-skip-verify"]) == 0
+    assert main(["push", str(tmp_path / "ca"), target, *login, "--tls-skip-verify"]) == 0

@@ -1,8 +1,7 @@
-"""The upload/download/verify subcommands, wired through a parser of their own."""
+"""The upload/download/verify subcommands of the d8mirror parser."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -11,15 +10,15 @@ from pathlib import Path
 import pytest
 from push_bundle_builder import PackageSpec, build_bundle
 
-from d8mirror.cli_transfer import register
+from app.main import build_parser
+from app.session import Session
 from d8mirror.errors import ConfigError
 
 
 def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="d8mirror")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.handler(args))
+    args = build_parser().parse_args(argv)
+    with Session() as session:
+        return int(args.run(args, session))
 
 
 def test_verify_verdicts_and_exit_codes(tmp_path: Path,
@@ -34,9 +33,9 @@ def test_verify_verdicts_and_exit_codes(tmp_path: Path,
     assert any("missing checksum file" in p for p in report["problems"])
 
 
-def test_core_and_cli_module_never_import_prefect() -> None:
-    code = ("import sys, d8mirror.cli_transfer, d8mirror.transfer.s3, "
-            "d8mirror.transfer.oci_artifact, d8mirror.verify; "
+def test_core_and_the_cli_parser_never_import_prefect() -> None:
+    code = ("import sys, app.main, d8mirror.transfer.s3, d8mirror.transfer.oci_artifact, "
+            "d8mirror.verify; app.main.build_parser(); "
             "assert 'prefect' not in sys.modules, 'prefect imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

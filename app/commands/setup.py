@@ -5,16 +5,19 @@
 * optionally a work pool (``--work-pool NAME``, type ``process`` unless ``--pool-type``) for
   ``prefect deploy --prefect-file deployments/prefect.yaml --all`` and its workers.
 
-Idempotent: run it again to change a limit. Talks to ``PREFECT_API_URL``.
-Registered by ``d8mirror.cli`` (``"flows.setup_command"`` in its ``_COMMAND_MODULES``).
+Idempotent: run it again to change a limit. Talks to ``PREFECT_API_URL`` (no early server:
+what it creates must outlive the command).
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from d8mirror.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..session import Session
 
 
 def register(subparsers: Any) -> None:
@@ -27,7 +30,7 @@ def register(subparsers: Any) -> None:
     setup.add_argument("--work-pool", default=None, help="also create this work pool")
     setup.add_argument("--pool-type", default="process",
                        help="work pool type: process, docker, kubernetes… (default process)")
-    setup.set_defaults(handler=run_setup_command)
+    setup.set_defaults(run=run)
 
 
 def _ensure_pool(name: str, pool_type: str) -> bool:
@@ -44,7 +47,7 @@ def _ensure_pool(name: str, pool_type: str) -> bool:
             return True
 
 
-def run_setup_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, session: Session | None = None) -> int:
     if not args.registry and not args.work_pool:
         raise ConfigError("nothing to set up: give --registry HOST (repeatable) and/or "
                           "--work-pool NAME")

@@ -1,4 +1,4 @@
-"""The main job end to end on embedded defaults: ``python -m d8mirror.demo``.
+"""The main job end to end on embedded defaults: ``python -m app.demo``.
 
 Starts a local source registry on 127.0.0.1 with Deckhouse-shaped demo packages, pulls them
 into ``<out>/bundle`` with ``d8mirror pull``, starts a second (air-gapped) registry and pushes
@@ -9,18 +9,20 @@ same digest in the target. Prefect runs on its embedded SQLite backend with tele
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from d8mirror import cli
 from d8mirror.bundle import bundle_stats, verify_sidecars
 from d8mirror.mediatypes import INDEX_TYPES
 from d8mirror.registry import RegistryClient
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import SeededContent, demo_spec, seed_packages
+
+from .main import build_parser, prepare_process
+from .main import run as run_command
+from .session import Session
 
 ROOT = "deckhouse/ee"
 
@@ -56,6 +58,11 @@ def _compare(content: SeededContent, source: RegistryServer,
 
 
 def run(out: Path) -> int:
+    with Session() as session:   # one Prefect API server for the pull and the push
+        return _run(out, session)
+
+
+def _run(out: Path, session: Session) -> int:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -69,7 +76,8 @@ def run(out: Path) -> int:
         print(f"{len(content.refs)} references in {len(content.repositories)} repositories")
 
         _step(f"d8mirror pull {bundle} --source {source.host}/{ROOT} --insecure")
-        code = cli.main(["pull", str(bundle), "--source", f"{source.host}/{ROOT}", "--insecure"])
+        code = run_command(build_parser().parse_args(
+            ["pull", str(bundle), "--source", f"{source.host}/{ROOT}", "--insecure"]), session)
         if code:
             return code
         for stat in bundle_stats(bundle):
@@ -79,7 +87,8 @@ def run(out: Path) -> int:
                                else "; ".join(problems)))
 
         _step(f"d8mirror push {bundle} {target.host}/{ROOT} --insecure")
-        code = cli.main(["push", str(bundle), f"{target.host}/{ROOT}", "--insecure"])
+        code = run_command(build_parser().parse_args(
+            ["push", str(bundle), f"{target.host}/{ROOT}", "--insecure"]), session)
         if code:
             return code
         mismatched = _compare(content, source, target)
@@ -92,12 +101,11 @@ def run(out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m d8mirror.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m app.demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo-out"),
                         help="working directory (recreated)")
     args = parser.parse_args(argv)
-    for key, value in cli.PREFECT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    prepare_process()
     return run(args.out)
 
 

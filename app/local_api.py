@@ -4,7 +4,8 @@ With no ``PREFECT_API_URL`` configured, Prefect starts an ephemeral API server (
 subprocess on the SQLite database under ``PREFECT_HOME``) when the first flow run asks for
 it, that is after the whole client has been imported: ~1.5 s of imports, then ~4 s of
 server start-up (mostly the server's own imports), one after the other. The CLI knows from
-its arguments that it is about to run a flow, so it starts that same server (same command,
+its arguments that it is about to run a flow, so its session (:class:`app.session.Session`,
+which owns the server and stops it when it closes) starts that same server (same command,
 same environment, same database: the same records) as its first act and loads Prefect
 while the server boots. A CLI run also turns off flow-run heartbeats for the server it
 owns: they serve crash detection by a long-lived server, and the heartbeat thread's
@@ -13,7 +14,7 @@ owns: they serve crash detection by a long-lived server, and the heartbeat threa
 A configured API (environment, profile, ``prefect.toml``) always wins: the early server is
 then stopped unused. The server is started in its own session (Ctrl+C reaches the CLI,
 which packs what completed and still reports to it), dies with the CLI on Linux even when
-the CLI is killed, and is stopped when the process exits.
+the CLI is killed, and is stopped by the session (or at the latest when the process exits).
 """
 
 from __future__ import annotations
@@ -148,22 +149,19 @@ class EarlyServer:
             process.wait()
 
 
-_server: EarlyServer | None = None
-
-
-def _configured_api_url() -> str | None:
+def configured_api_url() -> str | None:
+    """The API URL Prefect's settings name (environment, profile, ``prefect.toml``), if any."""
     from prefect.settings import get_current_settings
 
     return get_current_settings().api.url
 
 
-def start_early() -> None:
-    """Start the ephemeral server now unless an API is configured (or one already runs)."""
-    global _server
-    if os.environ.get("PREFECT_API_URL") or (_server is not None and _server.process):
-        return
-    if "prefect" in sys.modules and _configured_api_url():
-        return
+def start_early() -> EarlyServer | None:
+    """The ephemeral server, started now; None when an API is configured."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    if "prefect" in sys.modules and configured_api_url():
+        return None
     # The server opens PREFECT_HOME/prefect.db at once; Prefect's client creates the dir only
     # later, while it loads (a fresh machine has no ~/.prefect yet).
     home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
@@ -172,20 +170,18 @@ def start_early() -> None:
     except OSError as exc:
         raise ConfigError(f"cannot create PREFECT_HOME {home}: {exc.strerror or exc}; set "
                           "PREFECT_HOME to a writable directory") from exc
-    _server = EarlyServer().start()
+    return EarlyServer().start()
 
 
 @contextmanager
-def recording_api() -> Iterator[None]:
-    """Run flows against the early server, unless Prefect's settings name an API."""
-    global _server
-    server = _server
+def recording_api(server: EarlyServer | None) -> Iterator[None]:
+    """Run flows against ``server``, unless Prefect's settings name an API (``server`` is
+    then stopped unused)."""
     if server is None or server.process is None:
         yield
         return
-    if _configured_api_url():
+    if configured_api_url():
         server.stop()
-        _server = None
         yield
         return
     from prefect.settings import get_current_settings, temporary_settings
@@ -196,14 +192,12 @@ def recording_api() -> Iterator[None]:
         yield
 
 
-def early_server_url() -> str | None:
-    """The API URL of the early server this process started, if one runs."""
-    return _server.api_url if _server is not None and _server.process else None
+def drain_prefect_workers(timeout: float = 10.0) -> None:
+    """Send what Prefect's log and event workers still hold, before their server stops."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
 
-
-def stop() -> None:
-    """Stop the early server (tests; the process exit does it otherwise)."""
-    global _server
-    if _server is not None:
-        _server.stop()
-        _server = None
+    APILogWorker.drain_all(timeout=timeout, at_exit=False)
+    EventsWorker.drain_all(timeout=timeout, at_exit=False)

@@ -2,22 +2,25 @@
 server starts (~4 s in which the tool would otherwise wait): ``pull`` fetches the packages'
 main images into its blob store (:mod:`d8mirror.pull.warmup`), ``push`` puts the bundle's
 blobs into the target (:mod:`d8mirror.push.warmup`). The flow that follows finds that work
-done and records it as its own. ``D8MIRROR_WARM_UP=0`` turns them off.
+done and records it as its own. ``D8MIRROR_WARM_UP=0`` turns them off. The session
+(:class:`app.session.Session`) starts a warm-up, stops it when the flow takes over and
+finishes it when it closes.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from d8mirror.errors import MirrorError
 
 if TYPE_CHECKING:
     from d8mirror.pull.warmup import StoreWarmer
     from d8mirror.push.warmup import PushWarmer
+    from tasks.models import PullParameters
+    from tasks.push_models import PushParameters
 
     Warmer = StoreWarmer | PushWarmer
 
@@ -26,20 +29,15 @@ _OFF = ("0", "false", "no", "off")
 TIMEOUT = 15.0
 
 
-def start_warm_up(args: argparse.Namespace,
-                  pull_parameters: Callable[[argparse.Namespace], Any]) -> Warmer | None:
-    """The warm-up of ``args.command``, started; None when there is nothing to warm, it is
-    turned off, or the arguments are bad (the command itself reports those)."""
+def start_warm_up(start: Callable[[], Warmer | None]) -> Warmer | None:
+    """The warm-up ``start`` begins; None when there is nothing to warm, it is turned off, or
+    it cannot begin (the command itself reports why)."""
     if os.environ.get("D8MIRROR_WARM_UP", "1").strip().lower() in _OFF:
         return None
     try:
-        if args.command == "pull":
-            return _start_pull(pull_parameters(args))
-        if args.command == "push":
-            return _start_push(args)
+        return start()
     except (MirrorError, OSError, ValueError):
-        pass
-    return None
+        return None
 
 
 def finish_warm_up(warmer: Warmer) -> None:
@@ -51,7 +49,8 @@ def finish_warm_up(warmer: Warmer) -> None:
         print(summary, file=sys.stderr)
 
 
-def _start_pull(params: Any) -> Warmer | None:
+def warm_pull(params: PullParameters) -> Warmer | None:
+    """Fetch the packages' main images into the pull's blob store."""
     from d8mirror.blobstore import BlobStore
     from d8mirror.pull.warmup import StoreWarmer, can_warm
     from d8mirror.registry import RegistryClient
@@ -68,17 +67,16 @@ def _start_pull(params: Any) -> Warmer | None:
                        blob_workers=params.blob_workers).start()
 
 
-def _start_push(args: argparse.Namespace) -> Warmer | None:
+def warm_push(params: PushParameters) -> Warmer | None:
+    """Put the bundle's blobs into the push target."""
     from d8mirror.push.warmup import PushWarmer
     from d8mirror.registry import RegistryClient
-    from flows.push_command import parse
     from tasks.credentials import target_credentials
 
-    params, credentials = parse(args)
     target = params.target()
     archives = params.archives()
     client = RegistryClient(target.registry, tls=params.tls(), timeout=TIMEOUT,
-                            credentials=credentials or target_credentials(target.registry))
+                            credentials=target_credentials(target.registry))
     return PushWarmer(client, archives, target, params.router(),
                       params.tmp_path(archives) / "warmup", concurrency=params.concurrency,
                       blob_workers=params.blob_workers).start()
