@@ -46,7 +46,7 @@ def test_pull_writes_one_archive_per_package_plus_versions(
     assert names == ["package-code.tar", "package-console.tar", "package-stronghold.tar",
                      "package-versions.tar"]
     assert verify_sidecars(bundle) == []
-    assert report["status"] == "completed"
+    assert report.status == "completed"
     saved = json.loads((bundle / "report.json").read_text())
     assert {p["name"]: p["status"] for p in saved["packages"]} == {
         "code": "pulled", "console": "pulled", "stronghold": "pulled"}
@@ -104,7 +104,7 @@ def test_dry_run_writes_nothing_to_the_bundle_dir(
     bundle = tmp_path / "bundle"
     report = run_pull(_params(registry, bundle, dry_run=True, tmp_dir=str(tmp_path / "work")))
     assert list(bundle.iterdir()) == []
-    planned = {p["name"]: p["versions"] for p in report["packages"]}
+    planned = {p.name: p.versions for p in report.packages}
     assert planned["code"] == ["v1.7.0", "v1.6.2", "v1.6.1"]
 
 
