@@ -1,8 +1,13 @@
 """mirror-pull: Deckhouse packages from a source registry into a bundle directory.
 
-    discover packages ─▶ per package (mapped, bounded): resolve ─▶ fetch ─▶ pack
+    discover packages ─▶ per package (bounded): resolve (plan) ─▶ fetch ─▶ pack
                       └▶ per package: release images ─▶ pack package-versions.tar
     ─▶ report.json + summary and table artifacts ─▶ Failed if any package failed
+
+A dry-run stops at the plans: per package resolve ─▶ list planned images, printed; nothing is
+fetched. Every fan-out holds at most ``concurrency`` tasks in flight (:mod:`flows.bounded`).
+Tasks pass pydantic models (``PackagePlan``, ``FetchResult``, ``ArchiveInfo``…); the flow
+returns the :class:`~d8mirror.pull.report.PullReport` it also writes as ``report.json``.
 
 A failed package never stops the others; the run ends Failed and names it, and the UI's Retry
 re-runs only what failed (fetches are cached by content, blobs come from the shared store).
