@@ -19,6 +19,7 @@ outcome is also written to ``<work_root>/state/<name>.outcome.json`` for a scale
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -118,8 +119,8 @@ def _pull_packages(params: PullParameters, names: list[str], *, refresh: bool = 
                    on_fetch: Callable[[], None] | None = None) -> list[PackageOutcome]:
     """Plan, fetch and pack every package: at most ``concurrency`` fetches at once (their
     plans resolved just ahead), and each package packed as soon as its fetch ends, while
-    other packages still download. ``on_fetch`` runs as each fetch is submitted (work
-    paced by the fetches). A dry-run plans and lists instead (:func:`_plan_packages`)."""
+    other packages still download. ``on_fetch`` runs as each fetch starts and ends (work
+    beside them). A dry-run plans and lists instead (:func:`_plan_packages`)."""
     if params.dry_run:
         return _plan_packages(params, names)
     plans = _Plans(params, names, ahead=params.concurrency)
@@ -135,6 +136,8 @@ def _pull_packages(params: PullParameters, names: list[str], *, refresh: bool = 
 
     def pack(i: int, fetched: PrefectFuture[Any]) -> None:
         packs[i] = pack_package_task.submit(params, fetched)  # type: ignore[call-overload]
+        if on_fetch is not None:
+            on_fetch()
 
     fetches = submit_bounded(submit_fetch, list(range(len(names))), params.concurrency,
                              then=pack)
@@ -164,23 +167,36 @@ def _plan_packages(params: PullParameters, names: list[str]) -> list[PackageOutc
 
 class PackageVersions:
     """``package-versions.tar``: every catalog package's release images (discovered
-    leniently), pulled one beside each package fetch (:meth:`pull_next`), the rest at most
-    ``concurrency`` at once (:meth:`finish`), then packed."""
+    leniently), pulled beside the package fetches, at most ``concurrency`` at once
+    (:meth:`keep_pulling`, called as fetches start and end), the rest once the fetches are
+    done (:meth:`finish`), then packed."""
 
     def __init__(self, params: PullParameters) -> None:
         self.params = params
         self.found = Discovery()
         self.pending: list[str] = []
         self.pulls: list[PrefectFuture[ReleaseCatalog]] = []
+        self._running = 0
+        self._lock = threading.Lock()
 
     def discover(self) -> None:
         self.found = discover_packages_task(self.params, lenient=True)
         self.pending = [] if self.params.dry_run else list(self.found.names)
 
-    def pull_next(self) -> None:
-        """Start the next release-image pull, if any."""
-        if self.pending:
-            self.pulls.append(pull_release_images_task.submit(self.params, self.pending.pop(0)))
+    def keep_pulling(self) -> None:
+        """Start release-image pulls until ``concurrency`` of them run."""
+        while self.pending:
+            with self._lock:
+                if self._running >= self.params.concurrency:
+                    return
+                self._running += 1
+            future = pull_release_images_task.submit(self.params, self.pending.pop(0))
+            future.add_done_callback(self._ended)
+            self.pulls.append(future)
+
+    def _ended(self, _future: PrefectFuture[ReleaseCatalog]) -> None:
+        with self._lock:
+            self._running -= 1
 
     def finish(self, report: PullReport) -> None:
         logger = get_run_logger()
@@ -303,7 +319,7 @@ def mirror_pull(params: PullParameters) -> PullReport:
         found = discover_packages_task(params)
         report.warnings += found.warnings
         versions.discover()
-        report.packages = _pull_packages(params, found.names, on_fetch=versions.pull_next)
+        report.packages = _pull_packages(params, found.names, on_fetch=versions.keep_pulling)
     else:
         versions.discover()
     versions.finish(report)
