@@ -114,8 +114,13 @@ def list_planned_images_task(params: PullParameters, plan: PackagePlan) -> list[
         return planned_images(fetcher, params.options(), plan)
 
 
+#: The shape of a cached fetch result: ``FetchResult`` (records of the earlier ``dict``
+#: results must not be reused; bump when the result's meaning changes).
+FETCH_RESULT = "fetch-result-v2"
+
+
 def _identity_key(params: PullParameters, name: str, identity: dict[str, object]) -> str:
-    return content_key("fetch", params.source, params.model_dump(
+    return content_key("fetch", FETCH_RESULT, params.source, params.model_dump(
         include={"include_packages", "exclude_packages", "only_extra_images", "skip_vex_images",
                  "packages_path_suffix", "proxy_registry", "dry_run"}), identity,
         str(params.package_work_dir(name).resolve()))
