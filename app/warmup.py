@@ -2,9 +2,9 @@
 server starts (~4 s in which the tool would otherwise wait): ``pull`` fetches the packages'
 main images into its blob store (:mod:`d8mirror.pull.warmup`), ``push`` puts the bundle's
 blobs into the target (:mod:`d8mirror.push.warmup`). The flow that follows finds that work
-done and records it as its own. ``D8MIRROR_WARM_UP=0`` turns them off. The session
-(:class:`app.session.Session`) starts a warm-up, stops it when the flow takes over and
-finishes it when it closes.
+done (pull: blobs already in its store, reported as reused). ``D8MIRROR_WARM_UP=0`` turns
+them off. The session (:class:`app.session.Session`) starts a warm-up, stops it when the flow
+takes over and finishes it when it closes.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ def finish_warm_up(warmer: Warmer) -> None:
 
 def warm_pull(params: PullParameters) -> Warmer | None:
     """Fetch the packages' main images into the pull's blob store."""
-    from d8mirror.blobstore import BlobStore
     from d8mirror.pull.warmup import StoreWarmer, can_warm
     from d8mirror.registry import RegistryClient
     from tasks.credentials import source_credentials
+    from tasks.runtime import blob_store
 
     options = params.options()
     if not can_warm(options) or params.credentials_block or params.concurrency_limits:
@@ -62,7 +62,7 @@ def warm_pull(params: PullParameters) -> Warmer | None:
     registry = options.source.registry
     client = RegistryClient(registry, credentials=source_credentials(registry),
                             tls=params.tls(), timeout=TIMEOUT)
-    store = BlobStore.shared(params.store_root())
+    store = blob_store(params.store_root())   # the flow's own store object: one download each
     return StoreWarmer(client, store, options, concurrency=params.concurrency,
                        blob_workers=params.blob_workers).start()
 

@@ -11,6 +11,9 @@ the layout lives on another filesystem), so the store is never written through a
 
 Thread safety: every operation on one digest is serialised by a per-digest lock; concurrent
 writers of the same digest are fine (the first commit wins, later staged files are discarded).
+Downloaders of one digest take turns through :meth:`BlobStore.download_lock`, so a blob is
+downloaded once however many users want it. Those guarantees hold for the users of one store
+object: a process keeps one per root (the Prefect layer's ``tasks.runtime.blob_store``).
 """
 
 from __future__ import annotations
@@ -74,10 +77,6 @@ def place_file(src: Path, dest: Path) -> None:
         raise wrap_os_error(exc, str(dest)) from exc
 
 
-_shared: dict[str, BlobStore] = {}
-_shared_guard = threading.Lock()
-
-
 class BlobStore:
     """Blobs by digest under ``root/sha256/<hex>``; see the module docstring."""
 
@@ -91,26 +90,9 @@ class BlobStore:
         except OSError as exc:
             raise wrap_os_error(exc, str(self.root)) from exc
         self._verified: set[str] = set()
-        self._prefetched: set[str] = set()
         self._locks: dict[str, threading.Lock] = {}
+        self._downloads: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-
-    @classmethod
-    def shared(cls, root: Path) -> BlobStore:
-        """The one store object of ``root`` in this process, so that what one user committed
-        (or verified) is trusted by every other without hashing it again. A store whose
-        directory was removed since (a finished pull's working dir) starts afresh."""
-        key = str(Path(root).resolve())
-        with _shared_guard:
-            if key not in _shared or not _shared[key]._blobs.is_dir():
-                _shared[key] = cls(Path(key))
-            return _shared[key]
-
-    @classmethod
-    def forget_shared(cls, root: Path) -> None:
-        """Drop the shared store object of ``root`` (its directory was removed)."""
-        with _shared_guard:
-            _shared.pop(str(Path(root).resolve()), None)
 
     # -- paths ------------------------------------------------------------------------------
     def path(self, digest: str) -> Path:
@@ -121,6 +103,23 @@ class BlobStore:
         """A fresh temp path inside the store for a writer of ``digest``."""
         hex_part = validate_digest(digest).split(":", 1)[1]
         return self._staging / f"{hex_part}.{uuid.uuid4().hex}.partial"
+
+    def incoming_path(self, digest: str) -> Path:
+        """Where a downloader of ``digest`` writes it (the same name every time, so a
+        download cut short resumes from its ``.partial``); hold :meth:`download_lock`."""
+        path = self.root / "incoming" / validate_digest(digest).split(":", 1)[1]
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise wrap_os_error(exc, str(path.parent)) from exc
+        return path
+
+    def download_lock(self, digest: str) -> threading.Lock:
+        """Held by whoever downloads ``digest`` into this store: two downloaders (fetchers of
+        different packages, a warm-up and a flow) never write the same partial file at once,
+        and the second one finds the blob committed."""
+        with self._guard:
+            return self._downloads.setdefault(digest, threading.Lock())
 
     def _lock(self, digest: str) -> threading.Lock:
         with self._guard:
@@ -154,20 +153,6 @@ class BlobStore:
                 return False
             self._verified.add(digest)
             return True
-
-    # -- blobs fetched ahead of their user ------------------------------------------------------
-    def mark_prefetched(self, digest: str) -> None:
-        """``digest`` was downloaded ahead of the fetch that needs it (a cache warmer)."""
-        with self._guard:
-            self._prefetched.add(digest)
-
-    def claim_prefetched(self, digest: str) -> bool:
-        """True once for a blob marked prefetched: its first user counts it as fetched."""
-        with self._guard:
-            if digest in self._prefetched:
-                self._prefetched.discard(digest)
-                return True
-            return False
 
     # -- writes -----------------------------------------------------------------------------
     def commit(self, digest: str, staged: Path, *, trusted: bool = False) -> Path:

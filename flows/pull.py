@@ -1,8 +1,13 @@
 """mirror-pull: Deckhouse packages from a source registry into a bundle directory.
 
-    discover packages ─▶ per package (mapped, bounded): resolve ─▶ fetch ─▶ pack
+    discover packages ─▶ per package (bounded): resolve (plan) ─▶ fetch ─▶ pack
                       └▶ per package: release images ─▶ pack package-versions.tar
     ─▶ report.json + summary and table artifacts ─▶ Failed if any package failed
+
+A dry-run stops at the plans: per package resolve ─▶ list planned images, printed; nothing is
+fetched. Every fan-out holds at most ``concurrency`` tasks in flight (:mod:`flows.bounded`).
+Tasks pass pydantic models (``PackagePlan``, ``FetchResult``, ``ArchiveInfo``…); the flow
+returns the :class:`~d8mirror.pull.report.PullReport` it also writes as ``report.json``.
 
 A failed package never stops the others; the run ends Failed and names it, and the UI's Retry
 re-runs only what failed (fetches are cached by content, blobs come from the shared store).
@@ -14,24 +19,25 @@ outcome is also written to ``<work_root>/state/<name>.outcome.json`` for a scale
 
 from __future__ import annotations
 
-import json
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
-from prefect.futures import PrefectFuture, as_completed, wait
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.futures import PrefectFuture, wait
 
 from d8mirror.bundle import bundle_stats
 from d8mirror.bundle.checksums import write_gost_sidecars
-from d8mirror.errors import MirrorError
-from d8mirror.pull.discovery import validate_proxy_mode
-from d8mirror.pull.package import render_dry_run_plan
+from d8mirror.errors import MirrorError, PullFailed
+from d8mirror.pull.discovery import Discovery, validate_proxy_mode
+from d8mirror.pull.package import FetchResult
+from d8mirror.pull.packing import ArchiveInfo
+from d8mirror.pull.plan import PackagePlan, render_dry_run_plan
+from d8mirror.pull.release_catalog import ReleaseCatalog
 from d8mirror.pull.report import (
     ArchiveStat,
     PackageOutcome,
@@ -39,6 +45,7 @@ from d8mirror.pull.report import (
     edition_of,
     render_summary,
 )
+from flows.bounded import submit_bounded, task_runner
 from flows.states import error_text
 from flows.transfer import upload_bundle
 from tasks import runtime
@@ -47,6 +54,7 @@ from tasks.models import MirrorPackageParameters, PullParameters
 from tasks.pull import (
     discover_packages_task,
     fetch_package_task,
+    list_planned_images_task,
     outcome_file,
     pack_package_task,
     pack_versions_task,
@@ -57,140 +65,169 @@ from tasks.pull import (
 from tasks.runtime import stop_requested
 from tasks.transfer_models import UploadParameters
 
+__all__ = ["PullFailed", "mirror_package", "mirror_pull", "run_pull"]
+
 COMPLETED_EVENT = "d8mirror.bundle.completed"
 #: d8's warning for --skip-vex-images (internal/mirror/pull.go), word for word.
 SKIP_VEX_WARNING = ("The skip-vex-images flag was detected: Vulnerability scanning may not work "
                     "correctly when this flag is used.")
 
 
-class PullFailed(Exception):
-    """Raised at the end of a pull in which packages failed; names them."""
+class _Plans:
+    """The packages' resolve tasks, submitted ahead of their fetches: at most ``ahead``
+    packages are planned beyond the one asked for, so plans are ready when a fetch slot
+    frees, and no more than that wait."""
+
+    def __init__(self, params: PullParameters, names: list[str], ahead: int) -> None:
+        self.params, self.names, self.ahead = params, names, ahead
+        self.futures: list[PrefectFuture[PackagePlan]] = []
+
+    def __getitem__(self, i: int) -> PrefectFuture[PackagePlan]:
+        while len(self.futures) < min(len(self.names), i + 1 + self.ahead):
+            self.futures.append(resolve_package_task.submit(
+                self.params, self.names[len(self.futures)]))
+        return self.futures[i]
 
 
+def _failed(name: str, plan: PrefectFuture[PackagePlan], state: Any) -> PackageOutcome:
+    """A package whose plan, fetch or listing did not complete: the real error is the
+    plan's when the plan failed."""
+    cause = plan.state if not plan.state.is_completed() else state
+    return PackageOutcome(name=name, status="cancelled" if stop_requested() else "failed",
+                          error=error_text(cause))
 
-def _outcome(name: str, plan: PrefectFuture[Any], fetch: PrefectFuture[Any],
-             pack: PrefectFuture[Any] | None, dry_run: bool) -> PackageOutcome:
-    state = fetch.state
-    if not state.is_completed():
-        status = "cancelled" if stop_requested() else "failed"
-        cause = plan.state if not plan.state.is_completed() else state  # the real error
-        return PackageOutcome(name=name, status=status, error=error_text(cause))
-    fetched = state.result()
-    outcome = PackageOutcome(name=name, status="planned" if dry_run else "pulled",
-                             versions=fetched["versions"], images=fetched["images"],
-                             vex=fetched["vex"], bytes_fetched=fetched["bytes_fetched"],
-                             warnings=fetched["warnings"])
+
+def _outcome(name: str, plan: PrefectFuture[PackagePlan], fetch: PrefectFuture[FetchResult],
+             pack: PrefectFuture[ArchiveInfo | None] | None) -> PackageOutcome:
+    if not fetch.state.is_completed():
+        return _failed(name, plan, fetch.state)
+    fetched = fetch.result()
+    outcome = PackageOutcome(name=name, status="pulled", versions=fetched.versions,
+                             images=fetched.images, vex=fetched.vex,
+                             bytes_fetched=fetched.bytes_fetched, warnings=fetched.warnings)
     if pack is not None:
         if not pack.state.is_completed():
             outcome.status, outcome.error = "failed", error_text(pack.state)
-        elif (archive := pack.state.result()) is None:
+        elif (archive := pack.result()) is None:
             outcome.status = "empty"
         else:
-            outcome.archive, outcome.archive_bytes = Path(archive["path"]).name, archive["size"]
+            outcome.archive, outcome.archive_bytes = Path(archive.path).name, archive.size
     return outcome
 
 
-def _resolve_packages(params: PullParameters, names: list[str]) -> list[PrefectFuture[Any]]:
-    return [resolve_package_task.submit(params, name) for name in names]
-
-
-def _pull_packages(params: PullParameters, names: list[str], refresh: bool = False,
-                   on_fetching: Callable[[], None] | None = None) -> list[PackageOutcome]:
-    """Resolve, fetch and pack every package: at most ``concurrency`` fetches at once, and
-    each package is packed as soon as its fetch ends (while other packages still download),
-    so the task runner needs room for both (:func:`task_runner`). ``on_fetching`` runs once
-    the first fetches are queued (work started there queues behind them)."""
-    plans = _resolve_packages(params, names)
+def _pull_packages(params: PullParameters, names: list[str], *, refresh: bool = False,
+                   on_fetch: Callable[[], None] | None = None) -> list[PackageOutcome]:
+    """Plan, fetch and pack every package: at most ``concurrency`` fetches at once (their
+    plans resolved just ahead), and each package packed as soon as its fetch ends, while
+    other packages still download. ``on_fetch`` runs as each fetch starts and ends (work
+    beside them). A dry-run plans and lists instead (:func:`_plan_packages`)."""
+    if params.dry_run:
+        return _plan_packages(params, names)
+    plans = _Plans(params, names, ahead=params.concurrency)
     fetch = fetch_package_task.with_options(refresh_cache=True) if refresh else fetch_package_task
-    fetches: list[PrefectFuture[Any] | None] = [None] * len(names)
-    packs: list[PrefectFuture[Any] | None] = [None] * len(names)
-    waiting: list[int] = list(range(len(names)))
-    running: dict[PrefectFuture[Any], int] = {}
-    while waiting or running:
-        while waiting and len(running) < params.concurrency:
-            i = waiting.pop(0)
-            # A future as the argument: Prefect resolves it and records the dependency.
-            future = fetch.submit(params, plans[i])  # type: ignore[call-overload]
-            fetches[i], running[future] = future, i
-        if on_fetching is not None:
-            on_fetching()
-            on_fetching = None
-        done = next(as_completed(list(running)))
-        i = running.pop(done)
-        if not params.dry_run:
-            packs[i] = pack_package_task.submit(params, done)  # type: ignore[call-overload]
-    wait([f for f in [*fetches, *packs] if f is not None])
-    if params.dry_run:
-        _print_plans(names, fetches)
-    return [_outcome(name, plans[i], fetches[i], packs[i], params.dry_run)  # type: ignore[arg-type]
-            for i, name in enumerate(names)]
+    packs: dict[int, PrefectFuture[ArchiveInfo | None]] = {}
+
+    def submit_fetch(i: int) -> PrefectFuture[FetchResult]:
+        # A future as the argument: Prefect resolves it and records the dependency.
+        future = fetch.submit(params, plans[i])  # type: ignore[call-overload]
+        if on_fetch is not None:
+            on_fetch()
+        return future  # type: ignore[no-any-return]
+
+    def pack(i: int, fetched: PrefectFuture[Any]) -> None:
+        packs[i] = pack_package_task.submit(params, fetched)  # type: ignore[call-overload]
+        if on_fetch is not None:
+            on_fetch()
+
+    fetches = submit_bounded(submit_fetch, list(range(len(names))), params.concurrency,
+                             then=pack)
+    wait(list(packs.values()))
+    return [_outcome(name, plans[i], fetches[i], packs.get(i)) for i, name in enumerate(names)]
 
 
-def _print_plans(names: list[str], fetches: list[PrefectFuture[Any] | None]) -> None:
-    """Dry-run: each planned package's images, in package order (§6.7)."""
+def _plan_packages(params: PullParameters, names: list[str]) -> list[PackageOutcome]:
+    """Dry-run: every package planned and its images listed, the plans printed in package
+    order (§6.7); nothing is fetched."""
+    plans = _Plans(params, names, ahead=params.concurrency)
+    listings = submit_bounded(
+        lambda i: list_planned_images_task.submit(params, plans[i]),  # type: ignore[call-overload]
+        list(range(len(names))), params.concurrency)
     logger = get_run_logger()
-    for name, fetch in zip(names, fetches, strict=True):
-        if fetch is not None and fetch.state.is_completed():
-            planned = fetch.state.result()
-            logger.info("%s", render_dry_run_plan(name, planned["planned"], planned["versions"]))
-
-
-def _start_package_versions(params: PullParameters) -> tuple[dict[str, Any],
-                                                              list[PrefectFuture[Any]]]:
-    """Discover (leniently) and start the release-image pulls of ``package-versions.tar``;
-    they run beside the packages' fetches."""
-    found = discover_packages_task(params, lenient=True)
-    if params.dry_run:
-        return found, []
-    return found, [pull_release_images_task.submit(params, n) for n in found["names"]]
-
-
-def _finish_package_versions(params: PullParameters, report: PullReport, found: dict[str, Any],
-                             futures: list[PrefectFuture[Any]]) -> None:
-    logger = get_run_logger()
-    report.warnings += [w for w in found["warnings"] if w not in report.warnings]
-    if params.dry_run:
-        logger.info("[dry-run] package-versions archive would contain release images for: %s",
-                    ", ".join(found["names"]))
-        return
-    wait(futures)
-    if stop_requested():  # as d8: a cancelled run packs its finished packages, not this one
-        logger.info("Pull cancelled: package-versions archive not packed")
-        return
-    pulled = []
-    for name, future in zip(found["names"], futures, strict=True):
-        if future.state.is_completed():
-            pulled.append(future.state.result())
-            report.warnings += [w for w in pulled[-1].get("warnings", [])
-                                if w not in report.warnings]
-        else:
-            report.warnings.append(f"Failed to pull release images for package {name}: "
-                                   f"{error_text(future.state)}")
-    if not any(p["images"] for p in pulled):
-        logger.info("No package release images found, skipping package-versions archive")
-        return
-    pack_versions_task(params, pulled)
+    outcomes = []
+    for i, name in enumerate(names):
+        if not listings[i].state.is_completed():
+            outcomes.append(_failed(name, plans[i], listings[i].state))
+            continue
+        plan: PackagePlan = plans[i].result()
+        logger.info("%s", render_dry_run_plan(name, listings[i].result(), plan.versions))
+        outcomes.append(PackageOutcome(name=name, status="planned", versions=plan.versions,
+                                       warnings=plan.warnings))
+    return outcomes
 
 
 class PackageVersions:
-    """``package-versions.tar``: started beside the packages' fetches, finished after them."""
+    """``package-versions.tar``: every catalog package's release images (discovered
+    leniently), pulled beside the package fetches, at most ``concurrency`` at once
+    (:meth:`keep_pulling`, called as fetches start and end), the rest once the fetches are
+    done (:meth:`finish`), then packed."""
 
     def __init__(self, params: PullParameters) -> None:
         self.params = params
-        self.started: tuple[dict[str, Any], list[PrefectFuture[Any]]] | None = None
+        self.found = Discovery()
+        self.pending: list[str] = []
+        self.pulls: list[PrefectFuture[ReleaseCatalog]] = []
+        self._running = 0
+        self._lock = threading.Lock()
 
-    def start(self) -> None:
-        if self.started is None:
-            self.started = _start_package_versions(self.params)
+    def discover(self) -> None:
+        self.found = discover_packages_task(self.params, lenient=True)
+        self.pending = [] if self.params.dry_run else list(self.found.names)
+
+    def keep_pulling(self) -> None:
+        """Start release-image pulls until ``concurrency`` of them run."""
+        while self.pending:
+            with self._lock:
+                if self._running >= self.params.concurrency:
+                    return
+                self._running += 1
+            future = pull_release_images_task.submit(self.params, self.pending.pop(0))
+            future.add_done_callback(self._ended)
+            self.pulls.append(future)
+
+    def _ended(self, _future: PrefectFuture[ReleaseCatalog]) -> None:
+        with self._lock:
+            self._running -= 1
 
     def finish(self, report: PullReport) -> None:
-        self.start()
-        assert self.started is not None
-        _finish_package_versions(self.params, report, *self.started)
+        logger = get_run_logger()
+        report.warnings += [w for w in self.found.warnings if w not in report.warnings]
+        if self.params.dry_run:
+            logger.info("[dry-run] package-versions archive would contain release images "
+                        "for: %s", ", ".join(self.found.names))
+            return
+        self.pulls += submit_bounded(lambda name: pull_release_images_task.submit(
+            self.params, name), self.pending, self.params.concurrency)
+        self.pending = []
+        wait(self.pulls)
+        if stop_requested():  # as d8: a cancelled run packs its finished packages, not this
+            logger.info("Pull cancelled: package-versions archive not packed")
+            return
+        pulled = self._collect(report)
+        if not any(p.images for p in pulled):
+            logger.info("No package release images found, skipping package-versions archive")
+            return
+        pack_versions_task(self.params, pulled)
 
-
-def _package_versions(params: PullParameters, report: PullReport) -> None:
-    PackageVersions(params).finish(report)
+    def _collect(self, report: PullReport) -> list[ReleaseCatalog]:
+        pulled = []
+        for name, future in zip(self.found.names, self.pulls, strict=True):
+            if future.state.is_completed():
+                pulled.append(future.result())
+                report.warnings += [w for w in pulled[-1].warnings if w not in report.warnings]
+            else:
+                report.warnings.append(f"Failed to pull release images for package {name}: "
+                                       f"{error_text(future.state)}")
+        return pulled
 
 
 def prepare(params: PullParameters) -> None:
@@ -215,11 +252,12 @@ def emit_bundle_completed(params: PullParameters, report: PullReport) -> None:
                         "bytes": sum(a.size for a in report.archives)})
 
 
-def finish(params: PullParameters, report: PullReport, started: float) -> dict[str, Any]:
+def finish(params: PullParameters, report: PullReport, started: float) -> PullReport:
     """Archives, report, artifacts, event; raises PullFailed naming the failed packages."""
     report.cancelled = stop_requested()
     report.archives = [] if params.dry_run else [
-        ArchiveStat(s.name, s.size, s.chunks) for s in bundle_stats(Path(params.bundle_dir))]
+        ArchiveStat(name=s.name, size=s.size, chunks=s.chunks)
+        for s in bundle_stats(Path(params.bundle_dir))]
     if params.gost_digest and not params.dry_run and not report.cancelled and report.ok:
         gost_sidecars(params, report)
     report.elapsed_seconds = time.monotonic() - started
@@ -229,7 +267,7 @@ def finish(params: PullParameters, report: PullReport, started: float) -> dict[s
                                    if report.failed else report.errors))
     if not params.dry_run and not report.cancelled:
         emit_bundle_completed(params, report)
-    return report.to_json()
+    return report
 
 
 def gost_sidecars(params: PullParameters, report: PullReport) -> None:
@@ -263,14 +301,8 @@ def _publish(params: PullParameters, report: PullReport) -> None:
         get_run_logger().error("pull report not written: %s", exc)
 
 
-def task_runner(concurrency: int) -> Any:
-    """Threads for ``concurrency`` fetches plus as many packs (and release-image pulls)."""
-    return ThreadPoolTaskRunner(max_workers=2 * concurrency)
-
-
-@flow(name="mirror-pull", task_runner=task_runner(4),
-      log_prints=True)
-def mirror_pull(params: PullParameters) -> dict[str, Any]:
+@flow(name="mirror-pull", task_runner=task_runner(), log_prints=True)
+def mirror_pull(params: PullParameters) -> PullReport:
     """Pull Deckhouse packages into ``params.bundle_dir`` (see the module docstring)."""
     started = time.monotonic()
     work_existed = params.work_root().exists()
@@ -285,21 +317,22 @@ def mirror_pull(params: PullParameters) -> dict[str, Any]:
     versions = PackageVersions(params)
     if options.per_package_phase:
         found = discover_packages_task(params)
-        report.warnings += found["warnings"]
-        report.packages = _pull_packages(params, found["names"], on_fetching=versions.start)
+        report.warnings += found.warnings
+        versions.discover()
+        report.packages = _pull_packages(params, found.names, on_fetch=versions.keep_pulling)
+    else:
+        versions.discover()
     versions.finish(report)
-    result = finish(params, report, started)
+    finish(params, report, started)
     if params.upload is not None and not params.dry_run and not report.cancelled:
-        result["upload"] = upload_bundle(UploadParameters(
-            bundle_dir=params.bundle_dir, **params.upload.model_dump()))
+        upload_bundle(UploadParameters(bundle_dir=params.bundle_dir, **params.upload.model_dump()))
     if not report.cancelled:    # a failed run raised above: both keep the cache for a retry
         remove_default_work_dir(params, existed=work_existed)
-    return result
+    return report
 
 
-@flow(name="mirror-package", task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
-      log_prints=True)
-def mirror_package(params: MirrorPackageParameters) -> dict[str, Any]:
+@flow(name="mirror-package", task_runner=task_runner(), log_prints=True)
+def mirror_package(params: MirrorPackageParameters) -> PackageOutcome:
     """(Re-)fetch one package into an existing bundle directory: package-<name>.tar only."""
     pull = params.pull_parameters()
     prepare(pull)
@@ -310,18 +343,17 @@ def mirror_package(params: MirrorPackageParameters) -> dict[str, Any]:
     if pull.gost_digest and outcome.archive and not stop_requested():
         write_gost_sidecars(Path(pull.bundle_dir), outcome.archive)  # this archive's only
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(asdict(outcome), sort_keys=True))
+    marker.write_text(outcome.model_dump_json())
     report = PullReport(source=pull.source, dry_run=pull.dry_run, packages=[outcome])
     create_table_artifact(key="mirror-package", table=report.table_rows(),
                           description=f"d8mirror: package {name} into {pull.bundle_dir}")
     if outcome.status == "failed":
         raise PullFailed(f"failed packages: {name}")
-    return asdict(outcome)
+    return outcome
 
 
 def run_pull(params: PullParameters,
-             on_running: list[Any] | None = None) -> dict[str, Any]:
-    """Run the flow in this process with the requested package concurrency (``on_running``:
-    flow hooks, e.g. the CLI's graceful SIGTERM)."""
-    return mirror_pull.with_options(task_runner=task_runner(params.concurrency),
-                                    on_running=on_running)(params)
+             on_running: list[Any] | None = None) -> PullReport:
+    """Run the flow in this process (``on_running``: flow hooks, e.g. the CLI's graceful
+    SIGTERM); its fan-outs are bounded by ``params.concurrency`` (:mod:`flows.bounded`)."""
+    return mirror_pull.with_options(on_running=on_running)(params)

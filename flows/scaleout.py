@@ -13,39 +13,42 @@ re-runs children whose fetches then come back Cached except the failed one.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from prefect import flow
-from prefect.futures import wait
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.futures import PrefectFuture
 
 from d8mirror.pull.report import PackageOutcome, PullReport
-from flows.pull import _package_versions, finish, prepare
+from flows.bounded import submit_bounded, task_runner
+from flows.pull import PackageVersions, finish, prepare
 from flows.states import error_text
 from tasks.models import MirrorPackageParameters, PullParameters, ScaleOutParameters
 from tasks.pull import discover_packages_task, remove_default_work_dir, run_package_flow_task
 
 
-def child_parameters(params: ScaleOutParameters, name: str) -> dict[str, Any]:
+def child_parameters(params: ScaleOutParameters, name: str) -> MirrorPackageParameters:
     """mirror-package parameters for ``name``, keeping its constraint from include_packages."""
     selector = next((p for p in params.include_packages if p.partition("@")[0] == name), name)
     fields = params.model_dump(exclude={"package_deployment", "child_timeout_seconds",
                                         "include_packages", "exclude_packages"})
-    return MirrorPackageParameters(**fields, package=selector).model_dump(mode="json")
+    return MirrorPackageParameters(**fields, package=selector)
 
 
-def _outcome(name: str, future: Any) -> PackageOutcome:
+def _outcome(name: str, future: PrefectFuture[PackageOutcome]) -> PackageOutcome:
     if not future.state.is_completed():
         return PackageOutcome(name=name, status="failed", error=error_text(future.state))
-    doc = dict(future.state.result())
-    doc.pop("flow_run_id", None)
-    return PackageOutcome(**doc)
+    return future.result()
 
 
-@flow(name="mirror-scaleout", task_runner=ThreadPoolTaskRunner(max_workers=8),  # type: ignore[arg-type]
-      log_prints=True)
-def mirror_scaleout(params: ScaleOutParameters) -> dict[str, Any]:
-    """Pull like mirror-pull with one mirror-package flow run per package (see the module)."""
+def _run_child(params: ScaleOutParameters, name: str) -> PrefectFuture[PackageOutcome]:
+    return run_package_flow_task.submit(params.package_deployment,
+                                        child_parameters(params, name), name,
+                                        params.child_timeout_seconds)
+
+
+@flow(name="mirror-scaleout", task_runner=task_runner(), log_prints=True)
+def mirror_scaleout(params: ScaleOutParameters) -> PullReport:
+    """Pull like mirror-pull with one mirror-package flow run per package (see the module):
+    at most ``concurrency`` children at once."""
     started = time.monotonic()
     pull = PullParameters(**params.model_dump(exclude={"package_deployment",
                                                        "child_timeout_seconds"}))
@@ -55,17 +58,14 @@ def mirror_scaleout(params: ScaleOutParameters) -> dict[str, Any]:
                         packages_skipped=not pull.options().per_package_phase)
     if pull.options().per_package_phase:
         found = discover_packages_task(pull)
-        report.warnings += found["warnings"]
-        runner: Any = ThreadPoolTaskRunner(max_workers=params.concurrency)
-        with runner:
-            futures = [runner.submit(run_package_flow_task, {
-                "deployment": params.package_deployment, "name": name,
-                "child": child_parameters(params, name),
-                "timeout_seconds": params.child_timeout_seconds}) for name in found["names"]]
-            wait(futures)
-        report.packages = [_outcome(n, f) for n, f in zip(found["names"], futures, strict=True)]
-    _package_versions(pull, report)
-    result = finish(pull, report, started)
+        report.warnings += found.warnings
+        futures = submit_bounded(lambda name: _run_child(params, name), found.names,
+                                 params.concurrency)
+        report.packages = [_outcome(n, f) for n, f in zip(found.names, futures, strict=True)]
+    versions = PackageVersions(pull)
+    versions.discover()
+    versions.finish(report)
+    finish(pull, report, started)
     if not report.cancelled:    # every child has ended: the shared working dir is done with
         remove_default_work_dir(pull, existed=work_existed)
-    return result
+    return report

@@ -1,9 +1,14 @@
-"""Prefect tasks of the pull: thin wrappers over ``d8mirror.pull``.
+"""Prefect tasks of the pull: thin wrappers over the stages of ``d8mirror.pull``.
 
-Results are small JSON records. Expensive tasks are cached by content: the package's resolved
-manifest digests, its working dir and a cache version (never the task source), so a retried
-flow run (the UI's Retry) skips packages that already succeeded, and blobs are never fetched
-twice thanks to the shared blob store.
+    discover-packages ─▶ resolve-package (plan_package) ─▶ fetch-package (fetch_package)
+    ─▶ pack-package;  dry-run: resolve-package ─▶ list-planned-images (planned_images)
+    pull-release-images (pull_release_catalog) ─▶ pack-package-versions
+
+Parameters and results are pydantic models (``PullParameters``, ``PackagePlan``,
+``FetchResult``, ``ArchiveInfo``, ``ReleaseCatalog``…), stored by Prefect as JSON. Expensive
+tasks are cached by content: the package's resolved manifest digests, its working dir and a
+cache version (never the task source), so a retried flow run (the UI's Retry) skips packages
+that already succeeded, and blobs are never fetched twice thanks to the run's one blob store.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ from typing import Any, cast
 from prefect import task
 from prefect.context import TaskRunContext
 
-from d8mirror.blobstore import BlobStore
-from d8mirror.bundle import ArchiveResult
+from d8mirror.errors import ChildRunFailed
 from d8mirror.pull.archive_cache import ArchiveCache
-from d8mirror.pull.discovery import discover_packages
+from d8mirror.pull.discovery import Discovery, discover_packages
 from d8mirror.pull.fetcher import ImageFetcher
-from d8mirror.pull.package import PackagePuller, PackageResult, pull_release_catalog
-from d8mirror.pull.packing import pack_package, pack_versions
+from d8mirror.pull.package import FetchResult, PackageLayouts, fetch_package
+from d8mirror.pull.packing import ArchiveInfo, pack_package, pack_versions
+from d8mirror.pull.plan import PackagePlan, plan_package, planned_images
+from d8mirror.pull.release_catalog import ReleaseCatalog, pull_release_catalog
+from d8mirror.pull.report import PackageOutcome
 from d8mirror.pull.tag_digests import (
     TagDigests,
     current_digests,
@@ -32,34 +39,18 @@ from d8mirror.pull.tag_digests import (
     tag_digests,
     write_record,
 )
-from d8mirror.versions.channels import DEFAULT_CHANNELS, LTS_CHANNEL
 
 from .concurrency import registry_slots
-from .models import PullParameters
+from .models import MirrorPackageParameters, PullParameters
 from .policy import TRANSIENT_RETRIES, content_key
-from .runtime import client_for, stop_requested
+from .runtime import blob_store, client_for, stop_requested
 
 
-def blob_store(params: PullParameters) -> BlobStore:
-    """One store object per root in this process, so re-verification happens once."""
-    return BlobStore.shared(params.store_root())
-
-
-def puller(params: PullParameters, plan: dict[str, Any] | None = None) -> PackagePuller:
-    """A puller for one task; seeded with the planning step's answers when ``plan`` is given,
-    so the fetch records exactly the digests its cache key was built from."""
-    options = params.options()
-    fetcher = ImageFetcher(client_for(options.source.registry), blob_store(params),
-                           blob_workers=params.blob_workers, should_stop=stop_requested)
-    if plan is not None:
-        repo, version_repo = options.package_repo(plan["name"]), options.version_repo(plan["name"])
-        for version, digest in plan["digests"].items():
-            fetcher.remember(repo, version, digest)
-        for channel in [*DEFAULT_CHANNELS, LTS_CHANNEL]:
-            fetcher.remember(version_repo, channel, plan["channels"].get(channel))
-        for tag_repo, tag, digest in plan.get("tags") or []:
-            fetcher.remember(tag_repo, tag, digest)
-    return PackagePuller(fetcher, options)
+def fetcher_for(params: PullParameters) -> ImageFetcher:
+    """A fetcher for one task: the source's shared client, the run's one blob store."""
+    return ImageFetcher(client_for(params.repository().registry),
+                        blob_store(params.store_root()), blob_workers=params.blob_workers,
+                        should_stop=stop_requested)
 
 
 def source_slots(params: PullParameters, occupy: int = 1) -> Any:
@@ -95,57 +86,59 @@ def remove_default_work_dir(params: PullParameters, *, existed: bool) -> bool:
     return True
 
 
-def _archive_json(result: ArchiveResult | None) -> dict[str, Any] | None:
-    if result is None:
-        return None
-    return {"path": str(result.path), "files": [str(f) for f in result.files],
-            "size": result.size, "sha256": result.sha256}
-
-
 # -- discovery and planning ---------------------------------------------------------------------
 @task(name="discover-packages", **TRANSIENT_RETRIES)
-def discover_packages_task(params: PullParameters, lenient: bool = False) -> dict[str, Any]:
+def discover_packages_task(params: PullParameters, lenient: bool = False) -> Discovery:
     """Package names to mirror (catalog tags, filtered), with warnings."""
     options = params.options()
     with source_slots(params):
-        found = discover_packages(client_for(options.source.registry), options, lenient=lenient)
-    return {"names": found.names, "warnings": found.warnings}
+        return discover_packages(client_for(options.source.registry), options, lenient=lenient)
 
 
 @task(name="resolve-package", task_run_name="resolve-{name}", **TRANSIENT_RETRIES)
-def resolve_package_task(params: PullParameters, name: str) -> dict[str, Any]:
-    """Versions of one package and the digests they resolve to now (the content identity)."""
-    p = puller(params)
-    constraint = params.options().package_filter.constraint_for(name)
-    plan = PackageResult(name=name, work_dir=str(params.package_work_dir(name)))
+def resolve_package_task(params: PullParameters, name: str) -> PackagePlan:
+    """The package's plan: versions and the digests they resolve to now (its content
+    identity), with the digests now of the tags its last fetch resolved."""
+    fetcher = fetcher_for(params)
     with source_slots(params):
-        versions = p.resolve_versions(name, constraint, plan, layouts=None)
-        repo = p.options.package_repo(name)
-        digests = {v: p.fetcher.resolve(repo, v) for v in versions}
-        channels = {c: p.fetcher.resolve(p.options.version_repo(name), c)
-                    for c in p.channels(name)}
-    resolved: dict[str, Any] = {"name": name, "versions": versions, "digests": digests,
-                                "channels": channels}
+        plan = plan_package(fetcher, params.options(), name)
     with source_slots(params, params.blob_workers):
-        resolved["tags"] = planned_tag_digests(params, p, resolved)     # last: see _plan_key
-    return resolved
+        return plan.model_copy(update={"tags": planned_tag_digests(params, fetcher, plan)})
 
 
-def fetch_content_key(params: PullParameters, plan: dict[str, Any]) -> str:
-    """Identity of a package fetch: source, selection flags, resolved digests, working dir."""
-    return content_key("fetch", params.source, params.model_dump(
+@task(name="list-planned-images", task_run_name="plan-images-{plan.name}", **TRANSIENT_RETRIES)
+def list_planned_images_task(params: PullParameters, plan: PackagePlan) -> list[str]:
+    """Dry-run: the images a pull of ``plan`` would record (manifest HEADs only)."""
+    fetcher = fetcher_for(params)
+    with source_slots(params, params.blob_workers):
+        return planned_images(fetcher, params.options(), plan)
+
+
+#: The shape of a cached fetch result: ``FetchResult`` (records of the earlier ``dict``
+#: results must not be reused; bump when the result's meaning changes).
+FETCH_RESULT = "fetch-result-v2"
+
+
+def _identity_key(params: PullParameters, name: str, identity: dict[str, object]) -> str:
+    return content_key("fetch", FETCH_RESULT, params.source, params.model_dump(
         include={"include_packages", "exclude_packages", "only_extra_images", "skip_vex_images",
-                 "packages_path_suffix", "proxy_registry", "dry_run"}), plan,
-        str(params.package_work_dir(plan["name"]).resolve()))
+                 "packages_path_suffix", "proxy_registry", "dry_run"}), identity,
+        str(params.package_work_dir(name).resolve()))
 
 
-def _plan_key(params: PullParameters, plan: dict[str, Any]) -> str:
+def fetch_content_key(params: PullParameters, plan: PackagePlan) -> str:
+    """Identity of a package fetch: source, selection flags, the plan's digests, working dir."""
+    return _identity_key(params, plan.name, plan.identity())
+
+
+def _plan_key(params: PullParameters, plan: PackagePlan) -> str:
     """Identity of a plan without its tag digests: what a fetch's tag record belongs to."""
-    return fetch_content_key(params, {k: v for k, v in plan.items() if k != "tags"})
+    identity = {k: v for k, v in plan.identity().items() if k != "tags"}
+    return _identity_key(params, plan.name, identity)
 
 
-def planned_tag_digests(params: PullParameters, p: PackagePuller,
-                        plan: dict[str, Any]) -> TagDigests | None:
+def planned_tag_digests(params: PullParameters, fetcher: ImageFetcher,
+                        plan: PackagePlan) -> TagDigests | None:
     """The digests, now, of every tag the last fetch of this same plan resolved (release
     images, extra images' tags, VEX ``.att`` tags, absent ones as absent), so the fetch's key
     covers them; manifest HEADs, several at once, none for tags the plan resolved already.
@@ -153,8 +146,8 @@ def planned_tag_digests(params: PullParameters, p: PackagePuller,
     cached fetch can match then."""
     if params.dry_run:
         return None
-    refs = read_record(fetch_tags_record(params, plan["name"]), _plan_key(params, plan))
-    return None if refs is None else current_digests(p.fetcher, refs)
+    refs = read_record(fetch_tags_record(params, plan.name), _plan_key(params, plan))
+    return None if refs is None else current_digests(fetcher, refs)
 
 
 def _fetch_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -162,9 +155,9 @@ def _fetch_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     hold that content (it was removed): then a fresh key, so no record stands in for files
     that are not there."""
     params: PullParameters = parameters["params"]
-    plan: dict[str, Any] = parameters["plan"]
+    plan: PackagePlan = parameters["plan"]
     key = fetch_content_key(params, plan)
-    marker = fetch_marker(params, plan["name"])
+    marker = fetch_marker(params, plan.name)
     if marker.is_file() and marker.read_text() == key:
         return key
     store = getattr(context, "result_store", None)
@@ -173,41 +166,39 @@ def _fetch_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return key
 
 
-@task(name="fetch-package", task_run_name="fetch-{plan[name]}", cache_key_fn=_fetch_key,
+@task(name="fetch-package", task_run_name="fetch-{plan.name}", cache_key_fn=_fetch_key,
       persist_result=True, result_serializer="json", **TRANSIENT_RETRIES)
-def fetch_package_task(params: PullParameters, plan: dict[str, Any]) -> dict[str, Any]:
+def fetch_package_task(params: PullParameters, plan: PackagePlan) -> FetchResult:
     """Pull one package's images into its working dir (blobs from the shared store)."""
-    name = plan["name"]
-    work_dir = params.package_work_dir(name)
+    name = plan.name
     marker = fetch_marker(params, name)
     marker.unlink(missing_ok=True)
+    fetcher = fetcher_for(params)
     with source_slots(params, params.blob_workers):
-        constraint = params.options().package_filter.constraint_for(name)
-        p = puller(params, plan)
-        result = p.pull(name, constraint, work_dir)
-    if not params.dry_run:
-        # The content is what this fetch resolved: the plan's tags (when it knew them) and
-        # every tag the plan could not name; the next plan asks the source for the same tags.
-        tags = tag_digests(p.fetcher)
-        write_record(fetch_tags_record(params, name), _plan_key(params, plan), tags)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(fetch_content_key(params, {**plan, "tags": tags}))
-        _cache_for_next_plan(params, plan, tags, result.to_json())
-    return result.to_json()
+        result = fetch_package(fetcher, params.options(), plan,
+                               PackageLayouts.fresh(params.package_work_dir(name)))
+    # The content is what this fetch resolved: the plan's tags (when it knew them) and
+    # every tag the plan could not name; the next plan asks the source for the same tags.
+    tags = tag_digests(fetcher)
+    write_record(fetch_tags_record(params, name), _plan_key(params, plan), tags)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fetch_content_key(params, plan.model_copy(update={"tags": tags})))
+    _cache_for_next_plan(params, plan, tags, result)
+    return result
 
 
-def _cache_for_next_plan(params: PullParameters, plan: dict[str, Any], tags: TagDigests,
-                         result: dict[str, Any]) -> None:
+def _cache_for_next_plan(params: PullParameters, plan: PackagePlan, tags: TagDigests,
+                         result: FetchResult) -> None:
     """A plan that could not name the tags (no earlier fetch of these versions) has its
     result cached under a key without them, while the next plan of the same content names
     them: keep the result under that key too, so the next run is a cache hit, not a second
     fetch."""
-    if plan.get("tags") == tags:
+    if plan.tags == tags:
         return
     context = TaskRunContext.get()
     store = getattr(context, "result_store", None)
     if store is not None:
-        store.write(result, key=fetch_content_key(params, {**plan, "tags": tags}))
+        store.write(result, key=fetch_content_key(params, plan.model_copy(update={"tags": tags})))
 
 
 def _pack_key(params: PullParameters, name: str, *, where: bool = True) -> str | None:
@@ -226,7 +217,7 @@ def _sidecar_text(path: Path) -> str | None:
     return sidecar.read_text() if sidecar.is_file() else None
 
 
-def _packed_already(marker: Path, key: str) -> dict[str, Any] | None:
+def _packed_already(marker: Path, key: str) -> ArchiveInfo | None:
     """The recorded archive when it was packed from this very content and is still on disk
     unchanged (same files, sizes and checksum sidecars): a warm re-pull then writes nothing."""
     if not marker.is_file():
@@ -238,14 +229,14 @@ def _packed_already(marker: Path, key: str) -> dict[str, Any] | None:
         path = Path(name)
         if not path.is_file() or path.stat().st_size != size or _sidecar_text(path) != sidecar:
             return None
-    return dict(record["archive"])
+    return ArchiveInfo.model_validate(record["archive"])
 
 
-@task(name="pack-package", task_run_name="pack-{fetched[name]}", **TRANSIENT_RETRIES)
-def pack_package_task(params: PullParameters, fetched: dict[str, Any]) -> dict[str, Any] | None:
+@task(name="pack-package", task_run_name="pack-{fetched.name}", **TRANSIENT_RETRIES)
+def pack_package_task(params: PullParameters, fetched: FetchResult) -> ArchiveInfo | None:
     """``package-<name>.tar`` (atomic, optional chunks, sidecars); None for an empty package.
     An archive already packed from the same content into the same place is kept as it is."""
-    name = fetched["name"]
+    name = fetched.name
     key = _pack_key(params, name)
     marker = params.work_root() / "state" / f"{name}.pack.json"
     if key is not None and (kept := _packed_already(marker, key)) is not None:
@@ -253,24 +244,25 @@ def pack_package_task(params: PullParameters, fetched: dict[str, Any]) -> dict[s
     marker.unlink(missing_ok=True)
     archive = _pack_or_link(params, fetched)
     if key is not None and archive is not None:
-        files = {f: (Path(f).stat().st_size, _sidecar_text(Path(f))) for f in archive["files"]}
-        marker.write_text(json.dumps({"key": key, "archive": archive, "files": files}))
+        files = {f: (Path(f).stat().st_size, _sidecar_text(Path(f))) for f in archive.files}
+        marker.write_text(json.dumps({"key": key, "archive": archive.model_dump(),
+                                      "files": files}))
     return archive
 
 
-def _pack_or_link(params: PullParameters, fetched: dict[str, Any]) -> dict[str, Any] | None:
+def _pack_or_link(params: PullParameters, fetched: FetchResult) -> ArchiveInfo | None:
     """Link the archive packed earlier from the same content (another bundle dir, same
     working dir), else pack it and keep links to it for the next run."""
-    name, bundle = fetched["name"], Path(params.bundle_dir)
+    name, bundle = fetched.name, Path(params.bundle_dir)
     cache = ArchiveCache(params.work_root() / "archives")
     content = _pack_key(params, name, where=False)
     if content is not None:
         restored = cache.restore(name, content, bundle, gost=params.gost_digest)
         if restored is not None:
             return restored
-    archive = _archive_json(pack_package(Path(fetched["work_dir"]), bundle, name,
-                                         chunk_size=params.chunk_bytes(),
-                                         gost=params.gost_digest))
+    packed = pack_package(Path(fetched.work_dir), bundle, name, chunk_size=params.chunk_bytes(),
+                          gost=params.gost_digest)
+    archive = None if packed is None else ArchiveInfo.of(packed)
     if content is not None and archive is not None:
         cache.store(name, content, archive)
     return archive
@@ -278,22 +270,19 @@ def _pack_or_link(params: PullParameters, fetched: dict[str, Any]) -> dict[str, 
 
 # -- package-versions.tar ------------------------------------------------------------------------
 @task(name="pull-release-images", task_run_name="release-images-{name}", **TRANSIENT_RETRIES)
-def pull_release_images_task(params: PullParameters, name: str) -> dict[str, Any]:
-    layout_dir = params.versions_work_dir(name)
-    warnings: list[str] = []
+def pull_release_images_task(params: PullParameters, name: str) -> ReleaseCatalog:
     with source_slots(params, params.blob_workers):
-        images = pull_release_catalog(puller(params), name, layout_dir, warnings)
-    return {"name": name, "layout": str(layout_dir), "images": images, "warnings": warnings}
+        return pull_release_catalog(fetcher_for(params), params.options(), name,
+                                    params.versions_work_dir(name))
 
 
 @task(name="pack-package-versions")
 def pack_versions_task(params: PullParameters,
-                       pulled: list[dict[str, Any]]) -> dict[str, Any] | None:
-    layouts = [(p["name"], Path(p["layout"])) for p in pulled if p["images"]]
+                       pulled: list[ReleaseCatalog]) -> ArchiveInfo | None:
+    layouts = [(p.name, Path(p.layout)) for p in pulled if p.images]
     archive = pack_versions(layouts, Path(params.bundle_dir), chunk_size=params.chunk_bytes(),
                             gost=params.gost_digest)
-    return _archive_json(archive)
-
+    return None if archive is None else ArchiveInfo.of(archive)
 
 
 def outcome_file(params: PullParameters, name: str) -> Path:
@@ -303,26 +292,20 @@ def outcome_file(params: PullParameters, name: str) -> Path:
 
 # -- scale-out: one child flow run per package ---------------------------------------------------
 @task(name="run-package-flow", task_run_name="package-{name}")
-def run_package_flow_task(deployment: str, child: dict[str, Any], name: str,
-                          timeout_seconds: int) -> dict[str, Any]:
+def run_package_flow_task(deployment: str, child: MirrorPackageParameters, name: str,
+                          timeout_seconds: int) -> PackageOutcome:
     """Run ``deployment`` (a mirror-package) for one package and wait; the child's outcome
     comes from the shared work dir. Raises when the child did not complete."""
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
-    params = PullParameters(**{k: v for k, v in child.items()
-                               if k in PullParameters.model_fields})
-    outcome = outcome_file(params, name)
-    run = cast(FlowRun, run_deployment(name=deployment, parameters={"params": child},
+    outcome = outcome_file(child.pull_parameters(), name)
+    run = cast(FlowRun, run_deployment(name=deployment,
+                                       parameters={"params": child.model_dump(mode="json")},
                                        timeout=timeout_seconds, flow_run_name=f"package-{name}"))
     state = run.state
     if state is None or not state.is_completed():
         reason = (state.message if state is not None else "") or "did not complete"
         raise ChildRunFailed(f"flow run {run.name} ({run.id}) for package {name}: "
                              f"{state.name if state else 'no state'}: {reason}")
-    doc: dict[str, Any] = json.loads(outcome.read_text())
-    return {**doc, "flow_run_id": str(run.id)}
-
-
-class ChildRunFailed(Exception):
-    """A per-package child flow run ended in a non-completed state."""
+    return PackageOutcome.model_validate_json(outcome.read_text())

@@ -23,6 +23,7 @@ import pytest
 
 from app.main import main
 from d8mirror.errors import UnauthorizedError
+from d8mirror.pull.report import PullReport
 from d8mirror.testbed import token_server
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import PackageSpec, SeedSpec, seed_packages
@@ -74,7 +75,7 @@ def _save_secret(name: str, value: str) -> None:
     Secret(value=value).save(name, overwrite=True)
 
 
-def _pull(server: RegistryServer, bundle: Path, **extra: object) -> dict[str, object]:
+def _pull(server: RegistryServer, bundle: Path, **extra: object) -> PullReport:
     from flows.pull import run_pull
     from tasks.models import PullParameters
 
@@ -164,7 +165,7 @@ def test_secret_blocks_license_token_pull_and_user_password_push(
     _save_secret("claims-userpass", f"{USER}:{PASSWORD}")
     bundle = tmp_path / "bundle"
     report = _pull(locked, bundle, credentials_block="claims-license")
-    assert report["status"] == "completed"
+    assert report.status == "completed"
     assert (bundle / f"package-{PACKAGE}.tar").is_file()
     _push(locked, bundle, "block/ee", credentials_block="claims-userpass")
     assert "v1.0.0" in _pushed_tags(locked, "block/ee")
@@ -177,7 +178,7 @@ def test_docker_config_auths_pull_and_credential_helper_push(
     auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     config.write_text(json.dumps({"auths": {f"http://{locked.host}": {"auth": auth}}}))
     bundle = tmp_path / "bundle"
-    assert _pull(locked, bundle)["status"] == "completed"
+    assert _pull(locked, bundle).status == "completed"
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -70,7 +70,7 @@ def test_index_is_stored_and_pushed_as_its_linux_amd64_image(
     bundle = tmp_path / "bundle"
     report = run_pull(PullParameters(bundle_dir=str(bundle), source=f"{registry.host}/{ROOT}",
                                      insecure=True, include_packages=[PACKAGE]))
-    assert report["status"] == "completed"
+    assert report.status == "completed"
     stored = _short_tags(bundle / f"package-{PACKAGE}.tar", f"packages/{PACKAGE}")
     assert stored["v1.0.0"] == seeded["amd64"]
 

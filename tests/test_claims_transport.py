@@ -49,7 +49,7 @@ def test_dropped_reused_keep_alive_connections_are_retried(
                                          insecure=True, include_packages=["code"]))
         assert proxy.reused_requests > 10                   # connections were really reused
         assert proxy.fault_kinds().get("drop", 0) >= 1
-    assert report["status"] == "completed"
+    assert report.status == "completed"
     with tarfile.open(bundle / "package-code.tar") as tar:
         member = tar.extractfile("packages/code/index.json")
         assert member is not None

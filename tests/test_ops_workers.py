@@ -242,7 +242,7 @@ def test_scaleout_on_two_workers_equals_a_single_process_pull(
     assert "error" not in outcome, outcome.get("error")
     report = outcome["report"]
     assert all(ran.values()), ran      # both workers took a child while the children waited
-    assert [p["status"] for p in report["packages"]] == ["pulled"] * 3
+    assert [p.status for p in report.packages] == ["pulled"] * 3
     assert bundle_archives(shared) == bundle_archives(single)
     saved = json.loads((shared / "report.json").read_text())
     assert saved["status"] == "completed"

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from d8mirror.bundle import TarSource, pack_archive, verify_sidecars
 from d8mirror.pull.archive_cache import ArchiveCache
+from d8mirror.pull.packing import ArchiveInfo
 
 
-def _pack(source: Path, bundle: Path, chunk_size: int = 0) -> dict[str, Any]:
-    result = pack_archive(bundle / "package-a.tar", [TarSource(source, "packages/a")],
-                          chunk_size=chunk_size)
-    return {"path": str(result.path), "files": [str(f) for f in result.files],
-            "size": result.size, "sha256": result.sha256}
+def _pack(source: Path, bundle: Path, chunk_size: int = 0) -> ArchiveInfo:
+    return ArchiveInfo.of(pack_archive(bundle / "package-a.tar",
+                                       [TarSource(source, "packages/a")], chunk_size=chunk_size))
 
 
 @pytest.fixture
@@ -33,8 +31,9 @@ def test_restore_links_the_archive_and_its_sidecar(source: Path, tmp_path: Path)
     archive = _pack(source, tmp_path / "b1")
     assert cache.store("a", "k1", archive)
     restored = cache.restore("a", "k1", tmp_path / "b2", gost=False)
-    assert restored == {**archive, "path": str(tmp_path / "b2" / "package-a.tar"),
-                        "files": [str(tmp_path / "b2" / "package-a.tar")]}
+    assert restored == archive.model_copy(update={
+        "path": str(tmp_path / "b2" / "package-a.tar"),
+        "files": [str(tmp_path / "b2" / "package-a.tar")]})
     for name in ("package-a.tar", "package-a.tar.sha256"):
         assert (tmp_path / "b2" / name).stat().st_ino == (tmp_path / "b1" / name).stat().st_ino
     assert verify_sidecars(tmp_path / "b2") == []
@@ -61,11 +60,11 @@ def test_only_the_newest_key_of_a_package_is_kept(source: Path, tmp_path: Path) 
 def test_chunks_replace_an_older_plain_archive(source: Path, tmp_path: Path) -> None:
     cache = ArchiveCache(tmp_path / "archives")
     chunked = _pack(source, tmp_path / "b1", chunk_size=100_000)
-    assert len(chunked["files"]) > 1
+    assert len(chunked.files) > 1
     cache.store("a", "k1", chunked)
     _pack(source, tmp_path / "b2")  # an older, unchunked pack sits in the target
     restored = cache.restore("a", "k1", tmp_path / "b2", gost=False)
-    assert restored is not None and len(restored["files"]) == len(chunked["files"])
+    assert restored is not None and len(restored.files) == len(chunked.files)
     assert not (tmp_path / "b2" / "package-a.tar").exists()
     assert verify_sidecars(tmp_path / "b2") == []
 

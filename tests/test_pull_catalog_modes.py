@@ -7,12 +7,12 @@ import logging
 from pathlib import Path
 
 import pytest
+from pull_stages import Stages
 
 from d8mirror.blobstore import BlobStore
 from d8mirror.layout import Layout
 from d8mirror.pull.fetcher import ImageFetcher
 from d8mirror.pull.options import PullOptions
-from d8mirror.pull.package import PackagePuller
 from d8mirror.reference import Repository
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import SeededContent
@@ -40,9 +40,8 @@ def test_only_extra_images_pulls_vex_of_the_extras_only(
     include = PackageFilter.from_flags(["console@=v1.1.0"])
     options = PullOptions(source=Repository.parse(f"{registry.host}/{ROOT}"),
                           package_filter=include, only_extra_images=True)
-    puller = PackagePuller(ImageFetcher(registry.client(), BlobStore(tmp_path / "store")),
-                           options)
-    result = puller.pull("console", include.constraint_for("console"), tmp_path / "work")
+    puller = Stages(ImageFetcher(registry.client(), BlobStore(tmp_path / "store")), options)
+    result = puller.pull("console", tmp_path / "work")
     main = {e.short_tag for e in Layout.open(tmp_path / "work").entries()}
     assert main == {"v1.2.3.att"}
     assert result.vex == 1

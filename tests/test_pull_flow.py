@@ -20,8 +20,8 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 def _params(registry: RegistryServer, bundle: Path, **extra: Any) -> Any:
     from tasks.models import PullParameters
 
-    return PullParameters(bundle_dir=str(bundle), source=f"{registry.host}/deckhouse/ee",
-                          insecure=True, **extra)
+    fields = {"source": f"{registry.host}/deckhouse/ee", "insecure": True, **extra}
+    return PullParameters(bundle_dir=str(bundle), **fields)
 
 
 def _index(tar_path: Path, layout: str) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def test_pull_writes_one_archive_per_package_plus_versions(
     assert names == ["package-code.tar", "package-console.tar", "package-stronghold.tar",
                      "package-versions.tar"]
     assert verify_sidecars(bundle) == []
-    assert report["status"] == "completed"
+    assert report.status == "completed"
     saved = json.loads((bundle / "report.json").read_text())
     assert {p["name"]: p["status"] for p in saved["packages"]} == {
         "code": "pulled", "console": "pulled", "stronghold": "pulled"}
@@ -104,7 +104,7 @@ def test_dry_run_writes_nothing_to_the_bundle_dir(
     bundle = tmp_path / "bundle"
     report = run_pull(_params(registry, bundle, dry_run=True, tmp_dir=str(tmp_path / "work")))
     assert list(bundle.iterdir()) == []
-    planned = {p["name"]: p["versions"] for p in report["packages"]}
+    planned = {p.name: p.versions for p in report.packages}
     assert planned["code"] == ["v1.7.0", "v1.6.2", "v1.6.1"]
 
 
@@ -143,3 +143,37 @@ def test_rerun_into_a_fresh_bundle_dir_links_the_archives_packed_before(
     assert verify_sidecars(second) == []
     report = json.loads((second / "report.json").read_text())
     assert {a["name"] for a in report["archives"]} >= {"package-code.tar"}
+
+
+def test_denied_lts_fails_its_package_and_release_list_errors_reach_the_report(
+        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    """Part A Q12 through the flow: a 403 on ``version:lts`` fails that package (its plan)
+    and its release-image pull, the other packages are pulled; a release repository whose
+    tag list is refused is a warning of the report (§6.9), not lost."""
+    from faultproxy import FaultProxy, Request, Response
+
+    from d8mirror.errors import PullFailed
+    from flows.pull import run_pull
+
+    def deny(request: Request) -> Response | None:
+        if request.path.endswith("/packages/console/version/manifests/lts") or \
+                request.path.endswith("/packages/code/version/tags/list"):
+            answer = Response.error(403, "DENIED")
+            answer.head_only = request.method == "HEAD"
+            return answer
+        return None
+
+    bundle = tmp_path / "bundle"
+    with FaultProxy(registry.host, intercept=deny) as proxy, \
+            pytest.raises(PullFailed, match="console"):
+        run_pull(_params(registry, bundle, source=f"{proxy.host}/deckhouse/ee",
+                         include_packages=["console", "code"]))
+    report = json.loads((bundle / "report.json").read_text())
+    status = {p["name"]: (p["status"], p["error"] or "") for p in report["packages"]}
+    assert status["code"] == ("pulled", "")
+    assert status["console"][0] == "failed" and "DeniedError" in status["console"][1]
+    assert any(w.startswith("Failed to pull release images for package console: DeniedError")
+               for w in report["warnings"]), report["warnings"]
+    assert any(w.startswith("list tags of deckhouse/ee/packages/code/version: ")
+               for w in report["warnings"]), report["warnings"]
+    assert (bundle / "package-versions.tar").is_file()

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import zstandard
 from faultproxy import FaultProxy, Request, Response
+from pull_stages import Stages
 
 from d8mirror.blobstore import BlobStore
 from d8mirror.errors import (
@@ -33,7 +34,6 @@ from d8mirror.layout import Layout
 from d8mirror.mediatypes import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
 from d8mirror.pull.fetcher import ImageFetcher
 from d8mirror.pull.options import PullOptions
-from d8mirror.pull.package import PackagePuller
 from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient, TLSOptions
 from d8mirror.testbed.images import BuiltImage, ImageBuilder, Platform, canonical_json
@@ -154,10 +154,10 @@ def _client(host: str) -> RegistryClient:
     return RegistryClient(host, tls=TLSOptions(insecure=True))
 
 
-def _puller(host: str, tmp_path: Path, **options: Any) -> PackagePuller:
+def _puller(host: str, tmp_path: Path, **options: Any) -> Stages:
     opts = PullOptions(source=Repository.parse(f"{host}/{ROOT}"), **options)
     client = _client(host)
-    return PackagePuller(ImageFetcher(client, BlobStore(tmp_path / "store")), opts)
+    return Stages(ImageFetcher(client, BlobStore(tmp_path / "store")), opts)
 
 
 def _tags(path: Path) -> set[str | None]:
@@ -167,7 +167,7 @@ def _tags(path: Path) -> set[str | None]:
 # -- 12.12 -----------------------------------------------------------------------------------
 def test_zstd_layers_give_versions_extras_and_internal_images(
         meta: RegistryServer, tmp_path: Path) -> None:
-    result = _puller(meta.host, tmp_path).pull("zstdpkg", None, tmp_path / "work")
+    result = _puller(meta.host, tmp_path).pull("zstdpkg", tmp_path / "work")
     assert result.versions == ["v1.0.0"]
     assert _tags(tmp_path / "work" / "extra" / "scanner") == {"v1"}
     assert len([t for t in _tags(tmp_path / "work") if t and len(t) == 64]) == 1
@@ -177,7 +177,7 @@ def test_index_without_linux_amd64_is_an_error_naming_the_image(
         meta: RegistryServer, tmp_path: Path) -> None:
     with pytest.raises(PlatformNotFoundError, match=r"packages/armonly@sha256:[0-9a-f]{64} "
                        r"has no linux/amd64 image \(it has linux/arm64, linux/s390x\)") as err:
-        _puller(meta.host, tmp_path).pull("armonly", None, tmp_path / "work")
+        _puller(meta.host, tmp_path).pull("armonly", tmp_path / "work")
     assert not is_retryable(err.value)
 
 
@@ -189,7 +189,7 @@ def test_index_without_linux_amd64_is_an_error_naming_the_image(
 ])
 def test_extra_images_json_is_read_as_go_reads_it(meta: RegistryServer, tmp_path: Path,
                                                   name: str, extras: set[str] | None) -> None:
-    _puller(meta.host, tmp_path).pull(name, None, tmp_path / "work")
+    _puller(meta.host, tmp_path).pull(name, tmp_path / "work")
     scanner = tmp_path / "work" / "extra" / "scanner"
     if extras is None:
         assert not scanner.exists()
@@ -200,7 +200,7 @@ def test_extra_images_json_is_read_as_go_reads_it(meta: RegistryServer, tmp_path
 # -- 13: hostile metadata ------------------------------------------------------------------
 def test_version_json_that_names_no_version_is_a_warning(meta: RegistryServer,
                                                          tmp_path: Path) -> None:
-    result = _puller(meta.host, tmp_path).pull("versions", None, tmp_path / "work")
+    result = _puller(meta.host, tmp_path).pull("versions", tmp_path / "work")
     assert result.versions == []
     text = "\n".join(result.warnings)
     assert "packages/versions/version:stable: version.json: \"version\" is a JSON number" in text
@@ -212,7 +212,7 @@ def test_version_json_that_names_no_version_is_a_warning(meta: RegistryServer,
 def test_index_chains_stop_at_four_levels(meta: RegistryServer, tmp_path: Path) -> None:
     meta.clear_requests()
     with pytest.raises(InvalidManifestError, match="nests image indexes more than 4 levels"):
-        _puller(meta.host, tmp_path).pull("chain", None, tmp_path / "work")
+        _puller(meta.host, tmp_path).pull("chain", tmp_path / "work")
     assert meta.count("GET", f"{ROOT}/packages/chain/manifests/") <= 6
 
 
@@ -222,7 +222,7 @@ def test_layer_without_a_size_is_refused_before_any_download(
         meta: RegistryServer, tmp_path: Path, name: str, message: str) -> None:
     meta.clear_requests()
     with pytest.raises(InvalidManifestError, match=message) as err:
-        _puller(meta.host, tmp_path).pull(name, None, tmp_path / "work")
+        _puller(meta.host, tmp_path).pull(name, tmp_path / "work")
     assert not is_retryable(err.value)
     layer = json.loads(_client(meta.host).get_manifest(
         f"{ROOT}/packages/{name}", "v1.0.0").data)["layers"][0]["digest"]
@@ -269,7 +269,7 @@ def test_hostile_manifest_is_a_named_error_asked_once(meta: RegistryServer, tmp_
 
     with FaultProxy(meta.host, intercept=serve) as proxy:
         with pytest.raises(MirrorError) as err:
-            _puller(proxy.host, tmp_path).pull("hostile", None, tmp_path / "work")
+            _puller(proxy.host, tmp_path).pull("hostile", tmp_path / "work")
         asked = proxy.count("GET", f"/packages/hostile/manifests/{digest}")
     assert isinstance(err.value, InvalidManifestError), repr(err.value)
     assert f"packages/hostile@{digest}" in str(err.value)

@@ -6,16 +6,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from faultproxy import FaultProxy, Request, Response
+from pull_stages import Stages
 
 from d8mirror.blobstore import BlobStore
-from d8mirror.errors import ConfigError, ManifestNotFoundError
+from d8mirror.errors import ConfigError, DeniedError, ManifestNotFoundError, ServerError
 from d8mirror.layout import Layout
 from d8mirror.pull.discovery import DiscoveryError, discover_packages, validate_proxy_mode
 from d8mirror.pull.fetcher import ImageFetcher
 from d8mirror.pull.options import PullOptions
-from d8mirror.pull.package import PackagePuller, PackagePullError, PackageResult
 from d8mirror.pull.packing import pack_package
+from d8mirror.pull.plan import (
+    PackagePullError,
+    available_channels,
+    plan_package,
+    planned_images,
+)
 from d8mirror.reference import Repository
+from d8mirror.registry import RegistryClient, TLSOptions
+from d8mirror.retry import RetryPolicy
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import ExtraSpec, PackageSpec, SeedSpec, seed_packages
 from d8mirror.versions import PackageFilter
@@ -43,16 +52,14 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]
         yield server
 
 
-def _puller(server: RegistryServer, tmp_path: Path, **options: object) -> PackagePuller:
+def _puller(server: RegistryServer, tmp_path: Path, **options: object) -> Stages:
     client = server.client()
     opts = PullOptions(source=Repository.parse(f"{server.host}/{ROOT}"), **options)  # type: ignore[arg-type]
-    return PackagePuller(ImageFetcher(client, BlobStore(tmp_path / "store")), opts)
+    return Stages(ImageFetcher(client, BlobStore(tmp_path / "store")), opts)
 
 
-def _versions(puller: PackagePuller, name: str, include: str) -> list[str]:
-    constraint = PackageFilter.from_flags([include]).constraint_for(name)
-    result = PackageResult(name=name, work_dir="")
-    return puller.resolve_versions(name, constraint, result, layouts=None)
+def _versions(puller: Stages, name: str, include: str) -> list[str]:
+    return puller.including(include).plan(name).versions
 
 
 @pytest.mark.parametrize(("include", "expected"), [
@@ -104,9 +111,8 @@ def test_full_package_pull_lands_every_planned_image(source: RegistryServer,
                                                      tmp_path: Path) -> None:
     """§6.6 order: channels, main, release, internal, extra, VEX; archive > 5120 bytes
     (acceptance 12, 27)."""
-    puller = _puller(source, tmp_path)
-    constraint = PackageFilter.from_flags(["console@~1.40.0"]).constraint_for("console")
-    result = puller.pull("console", constraint, tmp_path / "work")
+    puller = _puller(source, tmp_path).including("console@~1.40.0")
+    result = puller.pull("console", tmp_path / "work")
     assert result.versions == ["v1.45.2", "v1.40.1"]
     main = {e.short_tag for e in Layout.open(tmp_path / "work").entries()}
     assert {"v1.45.2", "v1.40.1", "v1.45.2.att"} <= main
@@ -124,9 +130,9 @@ def test_full_package_pull_lands_every_planned_image(source: RegistryServer,
 def test_lts_channel_is_mirrored_when_present(source: RegistryServer, tmp_path: Path) -> None:
     """Acceptance 16: version:lts in the plan, its version pulled."""
     puller = _puller(source, tmp_path)
-    assert puller.channels("withlts")[-1] == "lts"
-    assert "lts" not in puller.channels("scanner")
-    result = puller.pull("withlts", None, tmp_path / "work")
+    assert available_channels(puller.fetcher, puller.options, "withlts")[-1] == "lts"
+    assert "lts" not in available_channels(puller.fetcher, puller.options, "scanner")
+    result = puller.pull("withlts", tmp_path / "work")
     assert result.versions == ["v2.1.0", "v2.0.0"]
     tags = {e.short_tag for e in Layout.open(tmp_path / "work" / "version").entries()}
     assert {"stable", "lts"} <= tags
@@ -135,9 +141,8 @@ def test_lts_channel_is_mirrored_when_present(source: RegistryServer, tmp_path: 
 def test_missing_pin_is_a_warning_and_no_stub_archive(source: RegistryServer,
                                                       tmp_path: Path) -> None:
     """Q19 and acceptance 10: a pin that does not exist is reported; nothing is packed."""
-    puller = _puller(source, tmp_path)
-    constraint = PackageFilter.from_flags(["console@=v9.9.9"]).constraint_for("console")
-    result = puller.pull("console", constraint, tmp_path / "work")
+    puller = _puller(source, tmp_path).including("console@=v9.9.9")
+    result = puller.pull("console", tmp_path / "work")
     assert any("v9.9.9" in w for w in result.warnings)
     assert pack_package(tmp_path / "work", tmp_path / "bundle", "console") is None
     assert not (tmp_path / "bundle").exists() or list((tmp_path / "bundle").iterdir()) == []
@@ -154,10 +159,9 @@ def test_incomplete_layout_fails_the_package_naming_the_images(
         return real_add(self, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Layout, "add_manifest", drop_v1401)
-    puller = _puller(source, tmp_path)
-    constraint = PackageFilter.from_flags(["console@~1.40.0"]).constraint_for("console")
+    puller = _puller(source, tmp_path).including("console@~1.40.0")
     with pytest.raises(PackagePullError, match=r"incomplete.*work:v1\.40\.1") as err:
-        puller.pull("console", constraint, tmp_path / "work")
+        puller.pull("console", tmp_path / "work")
     assert "v1.45.2" not in str(err.value)
 
 
@@ -193,9 +197,9 @@ def test_dry_run_plans_release_and_vex_images_without_writing(source: RegistrySe
     """§6.7 and better than the reference: the plan lists channels, existing main and release
     images and VEX attestations found by HEAD; no layout is written."""
     puller = _puller(source, tmp_path, dry_run=True)
-    result = puller.pull("console", None, tmp_path / "work")
+    planned = planned_images(puller.fetcher, puller.options, puller.plan("console"))
     base = f"{source.host}/{ROOT}/packages/console"
-    assert result.planned == [
+    assert planned == [
         *[f"{base}/version:{c}" for c in ("alpha", "beta", "early-access", "stable",
                                           "rock-solid")],
         f"{base}:v1.45.2", f"{base}/version:v1.45.2", f"{base}:v1.45.2.att"]
@@ -207,12 +211,38 @@ def test_only_extra_images_pulls_extras_of_the_constrained_versions(
     """§3.6: no channels, no main/release/internal images; extras of constrained versions
     only; a bare include pulls nothing and succeeds (open issue #426 behaviour)."""
     puller = _puller(source, tmp_path, only_extra_images=True)
-    constraint = PackageFilter.from_flags(["console@~1.40.0"]).constraint_for("console")
-    result = puller.pull("console", constraint, tmp_path / "work")
+    result = puller.including("console@~1.40.0").pull("console", tmp_path / "work")
     assert result.versions == ["v1.40.1"]
     assert Layout.open(tmp_path / "work").entries() == []
     assert Layout.open(tmp_path / "work" / "version").entries() == []
     extra = Layout.open(tmp_path / "work" / "extra" / "scanner")
     assert [e.short_tag for e in extra.entries()] == ["v0.6.0"]
-    bare = puller.pull("console", None, tmp_path / "bare")
+    bare = puller.pull("console", tmp_path / "bare")
     assert bare.versions == [] and bare.images == 0
+
+
+@pytest.mark.parametrize(("status", "error"), [(403, DeniedError), (503, ServerError)])
+def test_only_not_found_means_no_lts_channel(source: RegistryServer, tmp_path: Path,
+                                            status: int, error: type[Exception]) -> None:
+    """Part A Q12: a denied (403) or still failing (5xx after the retries) ``version:lts``
+    lookup fails the plan, so the package, instead of silently dropping the channel; the
+    registry's 404 (no lts) is what drops it."""
+    asked: list[str] = []
+
+    def refuse_lts(request: Request) -> Response | None:
+        if request.path.endswith("/console/version/manifests/lts"):    # HEAD, then GET
+            asked.append(request.method)
+            answer = Response.error(status, "DENIED" if status == 403 else "UNAVAILABLE")
+            answer.head_only = request.method == "HEAD"
+            return answer
+        return None
+
+    with FaultProxy(source.host, intercept=refuse_lts) as proxy, \
+            RegistryClient(proxy.host, tls=TLSOptions(insecure=True)) as client:
+        fetcher = ImageFetcher(client, BlobStore(tmp_path / "store"),
+                               retry=RetryPolicy(attempts=2, base_delay=0))
+        options = PullOptions(source=Repository.parse(f"{proxy.host}/{ROOT}"))
+        with pytest.raises(error):
+            plan_package(fetcher, options, "console")
+        assert "lts" not in plan_package(fetcher, options, "scanner").channels
+    assert asked == ["HEAD", "GET"] * (1 if status == 403 else 2)    # a 403 is never retried

@@ -20,10 +20,12 @@ from d8mirror.pull.report import (
 
 def _report(**extra: object) -> PullReport:
     report = PullReport(source="registry.example.com/deckhouse/ee", packages=[
-        PackageOutcome("console", "pulled", versions=["v1.44.0", "v1.45.2"], images=9, vex=2),
-        PackageOutcome("code", "pulled", versions=["v1.6.5"], images=3),
-    ], archives=[ArchiveStat("package-code.tar", 3 << 20),
-                 ArchiveStat("package-console.tar", 5 << 30, chunks=2)], elapsed_seconds=192)
+        PackageOutcome(name="console", status="pulled", versions=["v1.44.0", "v1.45.2"],
+                       images=9, vex=2),
+        PackageOutcome(name="code", status="pulled", versions=["v1.6.5"], images=3),
+    ], archives=[ArchiveStat(name="package-code.tar", size=3 << 20),
+                 ArchiveStat(name="package-console.tar", size=5 << 30, chunks=2)],
+        elapsed_seconds=192)
     for key, value in extra.items():
         setattr(report, key, value)
     return report
@@ -42,7 +44,8 @@ def test_summary_counts_packages_vex_and_sorts_versions_newest_first() -> None:
 
 def test_failed_and_dry_run_summaries() -> None:
     failed = _report()
-    failed.packages.append(PackageOutcome("broken", "failed", error="BlobNotFoundError: x"))
+    failed.packages.append(PackageOutcome(name="broken", status="failed",
+                                          error="BlobNotFoundError: x"))
     text = render_summary(failed)
     assert text.startswith("╔══ Pull failed") and "failed packages: broken" in text
     assert "broken: BlobNotFoundError: x" in text

@@ -92,7 +92,7 @@ def test_the_rule_reads_real_pulls_right(registry: RegistryServer, registry2: Re
     pulled = run_pull(PullParameters(bundle_dir=str(bundle), source=f"{registry.host}/deckhouse/ee",
                                      insecure=True,
                                      include_packages=["stronghold@=v0.5.0", "console"]))
-    assert pulled["status"] == "completed", pulled
+    assert pulled.status == "completed", pulled
     unified = tmp_path / "unified"
     unpack_all(discover_archives(bundle), unified)
     pins = Provenance.load(unified / "packages/stronghold/version").pins

@@ -56,18 +56,18 @@ def test_pull_under_faults_gives_a_byte_identical_bundle(proxy: FaultProxy,
     from flows.pull import run_pull
 
     clean = run_pull(_params(proxy.host, tmp_path / "clean"))
-    assert clean["status"] == "completed"
+    assert clean.status == "completed"
     assert proxy.faults == []
     requests_clean = len(proxy.seen)
 
     proxy.rate = FAULT_RATE
     faulty = run_pull(_params(proxy.host, tmp_path / "faulty"))
-    assert faulty["status"] == "completed", json.dumps(faulty, indent=1)
+    assert faulty.status == "completed", faulty.model_dump_json(indent=1)
     kinds = proxy.fault_kinds()
     assert sum(kinds.values()) >= 10, kinds
     assert {"flip", "reset", "truncate", "length", "429"} & set(kinds), kinds
     assert _bundle_files(tmp_path / "faulty") == _bundle_files(tmp_path / "clean")
-    assert faulty["warnings"] == clean["warnings"]
+    assert faulty.warnings == clean.warnings
     assert requests_clean > 100   # the faults were spread over a real amount of traffic
 
 

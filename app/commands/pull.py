@@ -127,9 +127,9 @@ def check_bundle_dir(bundle: Path, *, force: bool, dry_run: bool,
 def start_without_cache(work_root: Path) -> None:
     """``--no-pull-resume``: remove what earlier pulls left in the working dir (only d8mirror's
     own directories: a --tmp-dir may hold other things)."""
-    from d8mirror.blobstore import BlobStore
+    from tasks.runtime import forget_blob_store
 
-    BlobStore.forget_shared(work_root / "blobs")
+    forget_blob_store(work_root / "blobs")
     for name in _PULL_CACHE_DIRS:
         path = work_root / name
         if path.is_symlink() or path.is_file():

@@ -25,6 +25,8 @@ from typing import Any
 from d8mirror.bundle.checksums import GOST_SUFFIX, SHA256_SUFFIX
 from d8mirror.bundle.chunks import remove_stale_finals
 
+from .packing import ArchiveInfo
+
 RECORD = "record.json"
 
 
@@ -53,7 +55,7 @@ class ArchiveCache:
         return self.root / package / key
 
     def restore(self, package: str, key: str, bundle_dir: Path,
-                *, gost: bool) -> dict[str, Any] | None:
+                *, gost: bool) -> ArchiveInfo | None:
         """Link the cached archive of ``package`` at ``key`` into ``bundle_dir``; its summary
         (paths in ``bundle_dir``), or None when nothing usable is cached."""
         record = self._record(package, key)
@@ -75,8 +77,8 @@ class ArchiveCache:
         files = tuple(bundle_dir / name for name in archive["files"])
         # .gostsum files are written at the end of a successful pull, not kept here.
         remove_stale_finals(bundle_dir / archive["name"], files, gost=False)
-        return {"path": str(bundle_dir / archive["name"]), "files": [str(f) for f in files],
-                "size": archive["size"], "sha256": archive["sha256"]}
+        return ArchiveInfo(path=str(bundle_dir / archive["name"]), files=[str(f) for f in files],
+                           size=archive["size"], sha256=archive["sha256"])
 
     def _record(self, package: str, key: str) -> dict[str, Any] | None:
         directory = self._dir(package, key)
@@ -89,11 +91,11 @@ class ArchiveCache:
             return None
         return record
 
-    def store(self, package: str, key: str, archive: dict[str, Any]) -> bool:
+    def store(self, package: str, key: str, archive: ArchiveInfo) -> bool:
         """Keep links to a freshly packed archive (``archive``: the pack summary with paths in
         the bundle dir) and drop older keys of ``package``. Best effort: False, and nothing
         kept, when it cannot (no hard links across filesystems, a full disk)."""
-        files = [Path(f) for f in archive["files"]]
+        files = [Path(f) for f in archive.files]
         members = [p for f in files for p in (f, *_sidecars(f))]
         directory = self._dir(package, key)
         staging = directory.with_name(f".{key}.{uuid.uuid4().hex}.tmp")
@@ -102,9 +104,9 @@ class ArchiveCache:
             for path in members:
                 os.link(path, staging / path.name)
             record = {"files": {p.name: p.stat().st_size for p in members},
-                      "archive": {"name": Path(archive["path"]).name,
+                      "archive": {"name": Path(archive.path).name,
                                   "files": [f.name for f in files],
-                                  "size": archive["size"], "sha256": archive["sha256"]}}
+                                  "size": archive.size, "sha256": archive.sha256}}
             (staging / RECORD).write_text(json.dumps(record, sort_keys=True))
             self._replace_package(package, key, staging)
         except OSError:

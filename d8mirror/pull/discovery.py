@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pydantic import BaseModel, Field
 
 from d8mirror.errors import ConfigError, MirrorError, NotFoundError, RegistryError
 from d8mirror.reference import is_valid_component
@@ -16,10 +16,11 @@ class DiscoveryError(MirrorError):
     """The packages catalog could not be read (denied, server error, network)."""
 
 
-@dataclass
-class Discovery:
-    names: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+class Discovery(BaseModel):
+    """The packages found in the catalog (filtered), and what discovery tolerated."""
+
+    names: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
 
 
 def validate_proxy_mode(options: PullOptions) -> None:

@@ -64,32 +64,22 @@ class FetchStats:
                 self.blobs_reused += 1
 
 
-_download_locks: dict[str, threading.Lock] = {}
-_download_locks_guard = threading.Lock()
-
-
-def _download_lock(path: Path) -> threading.Lock:
-    """One lock per download target in this process: fetchers of different packages share
-    the blob store, and two of them must never write the same ``.partial`` at once."""
-    with _download_locks_guard:
-        return _download_locks.setdefault(str(path), threading.Lock())
-
-
 class ImageFetcher:
     """Pulls images of one registry into a blob store; bounded blob parallelism.
 
     Every request (tag resolution, manifest, tag list) and every blob transfer is retried on
     transient errors by ``retry`` (:mod:`d8mirror.retry`), so a fault costs one request.
+    ``should_stop`` is asked before every piece of work and, with ``stop_in_flight``, while a
+    blob downloads too (its ``.partial`` is kept for a rerun); without it, blobs already
+    downloading finish (their bytes are wanted by whoever works next on the same store).
     """
 
     def __init__(self, client: RegistryClient, store: BlobStore, *, blob_workers: int = 4,
                  should_stop: Callable[[], bool] | None = None,
-                 retry: RetryPolicy | None = None, ahead: bool = False) -> None:
+                 retry: RetryPolicy | None = None, stop_in_flight: bool = True) -> None:
         self.client = client
         self.store = store
-        #: A fetcher working ahead of the real one (a cache warmer): the blobs it downloads
-        #: are counted as fetched by the fetch that uses them first, not by this one.
-        self.ahead = ahead
+        self.stop_in_flight = stop_in_flight
         self.retry = retry or default_policy()
         self.blob_workers = max(1, blob_workers)
         self._pool: ThreadPoolExecutor | None = None
@@ -252,25 +242,17 @@ class ImageFetcher:
     def _ensure_blob(self, repository: str, digest: str, size: int,
                      deadline: float | None = None) -> None:
         self.check_stop()
-        incoming = self.store.root / "incoming" / digest.split(":", 1)[1]
-        with _download_lock(incoming):
-            if self.ahead and self.store.has(digest, size=size):
-                return      # on disk already: the fetch that needs it verifies it
+        with self.store.download_lock(digest):
             if self.store.has(digest, size=size) and self.store.verified(digest):
-                fetched_ahead = not self.ahead and self.store.claim_prefetched(digest)
-                self.stats.add(1 if fetched_ahead else 0, size)
+                self.stats.add(0, size)
                 return
-            incoming.parent.mkdir(parents=True, exist_ok=True)
-            # A stop request ends a blob in flight too (its .partial is kept for a rerun); a
-            # warmer's blobs in flight finish for the fetch that takes over.
-            progress = None if self.ahead else (lambda _n: self.check_stop())
+            incoming = self.store.incoming_path(digest)
+            progress = (lambda _n: self.check_stop()) if self.stop_in_flight else None
             written = self.retry.call(
                 lambda: self.client.fetch_blob(repository, digest, incoming, size=size,
                                                deadline=deadline, on_progress=progress),
                 what=f"fetch blob {repository}@{digest}", deadline=deadline)
             self.store.commit(digest, incoming, trusted=True)
-            if self.ahead:
-                self.store.mark_prefetched(digest)
             self.stats.add(1, written)
 
     # -- layouts ----------------------------------------------------------------------------

@@ -5,10 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pydantic import BaseModel, Field
+
 from d8mirror.bundle import ArchiveResult, TarSource, pack_archive
 from d8mirror.layout import Layout
 
 from .segments import EXTRA, PACKAGES, VERSION, VERSIONS_ARCHIVE, package_archive_name
+
+
+class ArchiveInfo(BaseModel):
+    """One archive written into a bundle dir (small and JSON-able: a Prefect task result)."""
+
+    path: str = Field(description="The canonical <name>.tar path (chunks sit beside it).")
+    files: list[str] = Field(description="The tar, or its chunks in order.")
+    size: int
+    sha256: str = Field(description="Of the whole archive stream.")
+
+    @classmethod
+    def of(cls, result: ArchiveResult) -> ArchiveInfo:
+        return cls(path=str(result.path), files=[str(f) for f in result.files],
+                   size=result.size, sha256=result.sha256)
 
 
 def package_layouts(work_dir: Path) -> list[Layout]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, computed_field
 
 from d8mirror.errors import wrap_os_error
 from d8mirror.versions import sort_versions_desc
@@ -27,41 +28,49 @@ def edition_of(source: str) -> str:
     return last if last in EDITIONS else ""
 
 
-@dataclass
-class PackageOutcome:
+PackageStatus = Literal["pulled", "failed", "empty", "planned", "cancelled"]
+
+
+class PackageOutcome(BaseModel):
+    """How one package of a pull ended (a row of the report)."""
+
     name: str
-    status: str                      # "pulled" | "failed" | "empty" | "planned" | "cancelled"
-    versions: list[str] = field(default_factory=list)
+    status: PackageStatus
+    versions: list[str] = Field(default_factory=list)
     images: int = 0
     vex: int = 0
     bytes_fetched: int = 0
     archive: str | None = None
     archive_bytes: int = 0
     error: str | None = None
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
 
 
-@dataclass
-class ArchiveStat:
+class ArchiveStat(BaseModel):
+    """One archive of the bundle dir (chunks: how many files it was split into, 0: none)."""
+
     name: str
     size: int
     chunks: int = 0
 
 
-@dataclass
-class PullReport:
+class PullReport(BaseModel):
+    """The outcome of a pull: ``report.json``, the summary and the flow's result."""
+
     source: str
     dry_run: bool = False
-    packages: list[PackageOutcome] = field(default_factory=list)
-    archives: list[ArchiveStat] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    packages: list[PackageOutcome] = Field(default_factory=list)
+    archives: list[ArchiveStat] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
     cancelled: bool = False
     elapsed_seconds: float = 0.0
     packages_skipped: bool = False
     edition: str = ""
     only_extra_images: bool = False
-    errors: list[str] = field(default_factory=list)   # of the run itself (GOST digests)
+    errors: list[str] = Field(default_factory=list,
+                              description="Of the run itself (GOST digests).")
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def failed(self) -> list[str]:
         return [p.name for p in self.packages if p.status == "failed"]
@@ -70,18 +79,17 @@ class PullReport:
     def ok(self) -> bool:
         return not self.failed and not self.errors
 
-    def to_json(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["failed"] = self.failed
-        doc["status"] = ("cancelled" if self.cancelled else "completed" if self.ok else "failed")
-        return doc
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def status(self) -> Literal["cancelled", "completed", "failed"]:
+        return "cancelled" if self.cancelled else "completed" if self.ok else "failed"
 
     def write(self, bundle_dir: Path) -> Path:
         """Write ``report.json`` atomically into the bundle dir, through a temporary file of a
         new unique name (created exclusively: a symlink planted in the bundle dir is never
         followed, so nothing outside it is overwritten)."""
         path = bundle_dir / REPORT_FILE
-        text = json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
+        text = json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
         tmp: Path | None = None
         try:
             fd, name = tempfile.mkstemp(dir=bundle_dir, prefix=f".{REPORT_FILE}.", suffix=".tmp")

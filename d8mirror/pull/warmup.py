@@ -1,14 +1,14 @@
 """Work ahead of a pull: fetch the packages' main images into the blob store while the caller
 waits for something else (the CLI: its local Prefect API server, ~4 s of start-up).
 
-Only a cache warmer. It downloads into the run's shared store (:meth:`BlobStore.shared`) what
-the pull is about to fetch, in the order the pull fetches it (packages in discovery order,
-``concurrency`` at once, ``blob_workers`` blobs each), and writes nothing else: no layout, no
-archive, no record. The pull then finds those blobs in the store, and its fetches count them
-as fetched (``BlobStore.claim_prefetched``), so reports read the same with or without a
-warm-up. A blob that both download at once is downloaded once (one lock per download target
-in the process). Nothing is retried: every error is left for the pull, which meets it again,
-retries and reports it.
+Only a cache warmer, built from the pull's own stages: it discovers the packages, plans each
+one (:func:`~d8mirror.pull.plan.plan_package`) and fetches the plan's main images into the
+run's store (the one store object of that root in the process), in the order the pull fetches
+them (packages in discovery order, ``concurrency`` at once, ``blob_workers`` blobs each). It
+writes nothing else: no layout, no archive, no record. The pull then finds those blobs in the
+store and reports them as reused (the warm-up's own line says what it fetched). A blob both
+want at once is downloaded once (the store's download lock). Nothing is retried: every error
+is left for the pull, which meets it again, retries and reports it.
 
 :meth:`StoreWarmer.stop` lets downloads that already started finish (the pull needs those
 bytes) and starts nothing new; :meth:`StoreWarmer.join` waits for them.
@@ -29,7 +29,7 @@ from d8mirror.retry import RetryPolicy
 from .discovery import discover_packages
 from .fetcher import ImageFetcher
 from .options import PullOptions
-from .package import PackagePuller, PackageResult
+from .plan import plan_package
 from .report import human_size
 
 log = logging.getLogger("d8mirror.pull.warmup")
@@ -87,7 +87,7 @@ class StoreWarmer:
         if not self.totals.blobs:
             return None
         return (f"{self.totals.blobs} blobs ({human_size(self.totals.bytes)}) were fetched "
-                "while the local Prefect API server started")
+                "while the local Prefect API server started (the pull reports them as reused)")
 
     def join(self, timeout: float | None = None) -> WarmupTotals:
         if self._thread is not None:
@@ -112,23 +112,21 @@ class StoreWarmer:
 
     def _fetcher(self) -> ImageFetcher:
         fetcher = ImageFetcher(self.client, self.store, blob_workers=self.blob_workers,
-                               should_stop=self._stop.is_set, retry=ONCE, ahead=True)
+                               should_stop=self._stop.is_set, retry=ONCE, stop_in_flight=False)
         with self._lock:
             self._fetchers.append(fetcher)
         return fetcher
 
     def _package(self, name: str) -> None:
+        """The first stages of the pull of ``name``: its plan, then its main images."""
         if self._stop.is_set():
             return
-        puller = PackagePuller(self._fetcher(), self.options)
+        fetcher = self._fetcher()
         repo = self.options.package_repo(name)
         try:
-            constraint = self.options.package_filter.constraint_for(name)
-            versions = puller.resolve_versions(name, constraint, PackageResult(name, ""),
-                                               layouts=None)
-            for version in versions:
-                digest = puller.fetcher.resolve(repo, version)
+            plan = plan_package(fetcher, self.options, name)
+            for digest in plan.digests.values():
                 if digest is not None:
-                    puller.fetcher.image(repo, digest)
+                    fetcher.image(repo, digest)
         except (MirrorError, OSError, ValueError) as exc:   # FetchCancelled: stopped
             log.debug("warm-up of %s ended: %s", name, exc)
