@@ -308,7 +308,11 @@ def test_a_matching_archive_is_hashed_once_per_process_until_it_changes(
         checksums.sha256_line(checksums.sha256_file(archive), archive.name))
     hashed: list[Path] = []
     real = checksums.sha256_file
-    monkeypatch.setattr(checksums, "sha256_file", lambda p: hashed.append(p) or real(p))
+    def counting(path: Path) -> str:
+        hashed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(checksums, "sha256_file", counting)
     checked = checksums.CheckedFiles()               # the process's memo, owned by the caller
     assert checksums.check_archive_sidecars(archive, checked) == []
     assert checksums.check_archive_sidecars(archive, checked) == []
