@@ -24,6 +24,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from d8mirror.errors import PushFailed as PushFailed  # re-exported: run_push raises it
 from d8mirror.push.access import bypassed
 from d8mirror.push.pusher import LayoutPushResult
 from d8mirror.push.service import heaviest_first
@@ -47,10 +48,6 @@ from tasks.push import (
 
 #: Credentials handed over by ``run_push`` (the CLI), by registry host; never parameters.
 _explicit_credentials: dict[str, Credentials] = {}
-
-
-class PushFailed(Exception):
-    """Raised at the end of a push in which layouts failed or tags did not verify."""
 
 
 def _register_target(params: PushParameters) -> str:
