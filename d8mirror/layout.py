@@ -50,13 +50,13 @@ from d8mirror.mediatypes import (
     OCI_INDEX,
     OCI_LAYOUT_VERSION,
 )
+from d8mirror.names import VERSIONS_ARCHIVE
 from d8mirror.reference import is_valid_digest, validate_digest, validate_tag
 from d8mirror.versions.channels import ALL_CHANNELS
 
 OCI_LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
 PROVENANCE_FILE = ".d8mirror-provenance.json"
-VERSIONS_ARCHIVE = "package-versions.tar"
 CHANNEL_NAMES = frozenset(ALL_CHANNELS)
 _DESCRIPTOR_KEYS = ("mediaType", "digest", "size", "annotations")
 _MAX_INDEX_BYTES = 64 * 1024 * 1024

@@ -24,6 +24,7 @@ from prefect import task
 from prefect.context import TaskRunContext
 
 from d8mirror.errors import ChildRunFailed
+from d8mirror.names import sha256_sidecar
 from d8mirror.pull.archive_cache import ArchiveCache
 from d8mirror.pull.discovery import Discovery, discover_packages
 from d8mirror.pull.fetcher import ImageFetcher
@@ -213,7 +214,7 @@ def _pack_key(params: PullParameters, name: str, *, where: bool = True) -> str |
 
 
 def _sidecar_text(path: Path) -> str | None:
-    sidecar = path.with_name(path.name + ".sha256")
+    sidecar = sha256_sidecar(path)
     return sidecar.read_text() if sidecar.is_file() else None
 
 

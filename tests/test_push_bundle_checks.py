@@ -20,7 +20,7 @@ import pytest
 from push_bundle_builder import Expected, PackageSpec, build_package_layouts, pack_package
 
 from d8mirror.bundle import discover_archives
-from d8mirror.bundle.checksums import SHA256_SUFFIX, sha256_file, sha256_line
+from d8mirror.bundle.checksums import sha256_file, sha256_line
 from d8mirror.bundle.unpack import safe_unpack
 from d8mirror.errors import (
     BundleError,
@@ -29,6 +29,7 @@ from d8mirror.errors import (
     MirrorError,
     UnsafeArchiveEntryError,
 )
+from d8mirror.names import SHA256_SUFFIX
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.push.pusher import push_layout
 from d8mirror.push.routing import Router, parse_target

@@ -17,8 +17,9 @@ import pytest
 from push_bundle_builder import Expected, PackageSpec, build_package_layouts, pack_package
 
 from d8mirror.bundle import discover_archives
-from d8mirror.bundle.checksums import SHA256_SUFFIX, sha256_file, sha256_line
+from d8mirror.bundle.checksums import sha256_file, sha256_line
 from d8mirror.errors import BundleError
+from d8mirror.names import SHA256_SUFFIX
 from d8mirror.push.validate import refuse_invalid
 from d8mirror.verify import NO_SIDECARS, verify_bundle
 

@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from d8mirror.bundle.checksums import GOST_SUFFIX, SHA256_SUFFIX
 from d8mirror.bundle.chunks import remove_stale_finals
+from d8mirror.names import gost_sidecar, sha256_sidecar
 
 from .packing import ArchiveInfo
 
@@ -31,8 +31,7 @@ RECORD = "record.json"
 
 
 def _sidecars(path: Path) -> list[Path]:
-    return [p for p in (path.with_name(path.name + SHA256_SUFFIX),
-                        path.with_name(path.name + GOST_SUFFIX)) if p.is_file()]
+    return [p for p in (sha256_sidecar(path), gost_sidecar(path)) if p.is_file()]
 
 
 def _link(src: Path, dest: Path) -> None:

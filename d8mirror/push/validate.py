@@ -41,11 +41,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
 from d8mirror.bundle.checksums import check_archive_sidecars
-from d8mirror.bundle.chunks import CHUNK_SUFFIX, existing_chunks
+from d8mirror.bundle.chunks import existing_chunks
 from d8mirror.bundle.unpack import safe_entry_path
 from d8mirror.errors import BundleError, LayoutError, MirrorError
 from d8mirror.layout import IndexEntry, parse_index
 from d8mirror.mediatypes import ANNOTATION_SHORT_TAG, INDEX_TYPES, MAX_MANIFEST_BYTES
+from d8mirror.names import chunk_name
 from d8mirror.reference import is_valid_repository, is_valid_tag
 
 #: An ``index.json`` larger than this is refused (a real one is a few hundred KiB).
@@ -102,11 +103,11 @@ def archive_files(archive: Path) -> list[Path]:
         files = [archive]
     elif not chunks:
         raise BundleError(f"{archive}: missing (neither the tar nor its first chunk "
-                          f"{archive.name}.0000{CHUNK_SUFFIX} exists)")
+                          f"{chunk_name(archive.name, 0)} exists)")
     else:
         files = chunks
         for position, chunk in enumerate(chunks):
-            expected = archive.with_name(f"{archive.name}.{position:04d}{CHUNK_SUFFIX}")
+            expected = archive.with_name(chunk_name(archive.name, position))
             if chunk != expected:
                 raise BundleError(f"{archive}: chunk {expected.name} is missing (the next one "
                                   f"present is {chunk.name}); copy the complete chunk set")

@@ -35,6 +35,7 @@ from typing import Any
 
 from d8mirror.errors import ManifestNotFoundError, ProtocolError
 from d8mirror.mediatypes import ANNOTATION_TITLE, OCI_EMPTY, OCI_MANIFEST
+from d8mirror.names import ARCHIVE_FILE_SUFFIXES, SIDECAR_SUFFIXES
 from d8mirror.registry import RegistryClient
 
 from .errors import IncompleteUploadError, TransferError, TransferIntegrityError
@@ -61,9 +62,9 @@ _MAX_TRANSFER_MANIFEST = 16 << 20
 
 
 def media_type_for(name: str) -> str:
-    if name.endswith((".tar", ".chunk")):
+    if name.endswith(ARCHIVE_FILE_SUFFIXES):
         return ARCHIVE_TYPE
-    if name.endswith((".sha256", ".gostsum")):
+    if name.endswith(SIDECAR_SUFFIXES):
         return TEXT_TYPE
     if name.endswith(".json"):
         return JSON_TYPE
