@@ -41,8 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from d8mirror.blobstore import BlobStore, read_capped, sha256_file
+from d8mirror.blobstore import BlobStore, read_capped
 from d8mirror.errors import IntegrityError, LayoutError, wrap_os_error
+from d8mirror.hashing import sha256_file_digest
 from d8mirror.mediatypes import (
     ANNOTATION_REF_NAME,
     ANNOTATION_SHORT_TAG,
@@ -387,7 +388,7 @@ class Layout:
         path = self.blob_path(digest)
         if not path.is_file():
             return [f"{self.path}: blob {digest} is missing"]
-        actual = sha256_file(path)
+        actual = sha256_file_digest(path)
         if actual != digest:
             return [f"{self.path}: blob {digest} is corrupt (content hashes to {actual})"]
         return []

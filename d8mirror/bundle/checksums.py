@@ -27,6 +27,7 @@ from typing import Protocol, cast
 import gostcrypto
 
 from d8mirror.errors import BundleError, ConfigError
+from d8mirror.hashing import sha256_file_hex
 from d8mirror.names import (
     ARCHIVE_FILE_SUFFIXES,
     gost_sidecar,
@@ -166,11 +167,6 @@ def _hash_file(path: Path, hasher: Hasher) -> str:
     return hasher.hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    """Lowercase hex SHA-256 of a file, streamed."""
-    return _hash_file(path, hashlib.sha256())
-
-
 def gost_hex_file(path: Path) -> str:
     """Lowercase hex Streebog-256 of a file, streamed."""
     return _hash_file(path, new_gost())
@@ -283,7 +279,7 @@ def _sha256_problems(path: Path) -> list[str]:
     if not sidecar.is_file():
         return [f"{path}: missing checksum file {sidecar.name}"]
     expected = _sidecar_hex(sidecar.read_text(encoding="utf-8", errors="replace"))
-    actual = sha256_file(path)
+    actual = sha256_file_hex(path)
     if expected != actual:
         return [f"{path}: SHA-256 does not match {sidecar.name}; the file is corrupt or was "
                 "modified, copy it again"]

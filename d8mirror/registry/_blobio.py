@@ -10,12 +10,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from d8mirror.errors import ConfigError, DigestMismatchError, LocalContentError, wrap_os_error
+from d8mirror.hashing import as_digest
 
 CHUNK_SIZE = 1 << 20
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def file_chunks(path: Path, start: int = 0, length: int | None = None) -> Iterator[bytes]:
@@ -84,7 +81,7 @@ class PartialDownload:
 
     @property
     def digest(self) -> str:
-        return "sha256:" + self.hasher.hexdigest()
+        return as_digest(self.hasher.hexdigest())
 
     def close(self) -> None:
         self._file.close()

@@ -24,6 +24,7 @@ from d8mirror.errors import (
     ServerError,
     wrap_os_error,
 )
+from d8mirror.hashing import sha256_bytes_digest
 from d8mirror.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES
 from d8mirror.reference import (
     is_valid_digest,
@@ -37,7 +38,6 @@ from d8mirror.registry._blobio import (
     BlobReader,
     PartialDownload,
     file_chunks,
-    sha256_digest,
     source_range,
 )
 from d8mirror.registry._errors import (
@@ -320,7 +320,7 @@ class RegistryClient:
             data = read_capped(response, MAX_MANIFEST_BYTES, "manifest")
             content_type = response.headers.get("Content-Type", "")
             served = response.headers.get("Docker-Content-Digest", "")
-        digest = sha256_digest(data)
+        digest = sha256_bytes_digest(data)
         if is_valid_digest(reference) and digest != reference:
             raise DigestMismatchError(
                 f"manifest {repository}@{reference} from {self.registry} hashes to {digest}: "
@@ -341,7 +341,7 @@ class RegistryClient:
                      media_type: str) -> str:
         """Upload manifest ``data`` unchanged under a tag or digest; returns its digest."""
         url = _manifest_path(repository, reference)
-        digest = sha256_digest(data)
+        digest = sha256_bytes_digest(data)
         if is_valid_digest(reference) and digest != reference:
             raise DigestMismatchError(f"manifest bytes hash to {digest}, not {reference}",
                                       expected=reference, actual=digest)

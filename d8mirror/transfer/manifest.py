@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from d8mirror.bundle import sha256_file
 from d8mirror.bundle.atomic import write_text_atomic
 from d8mirror.errors import BundleError, ConfigError
+from d8mirror.hashing import sha256_file_hex
 from d8mirror.names import (
     GOST_SUFFIX,
     PARTIAL_SUFFIX,
@@ -148,7 +148,7 @@ def _sidecar_text(path: Path, suffix: str) -> str | None:
 def describe_file(path: Path) -> FileEntry:
     """Size and SHA-256 of ``path`` (streamed), GOST from its sidecar; refuses a file whose
     ``.sha256`` sidecar disagrees with its content."""
-    sha = sha256_file(path)
+    sha = sha256_file_hex(path)
     sidecar = _sidecar_text(path, SHA256_SUFFIX)
     if sidecar is not None and sidecar.split(" ", 1)[0].lower() != sha:
         raise TransferIntegrityError(
@@ -169,7 +169,7 @@ def build_manifest(bundle_dir: Path, files: Iterable[Path] | None = None) -> Tra
 def is_present(path: Path, entry: FileEntry) -> bool:
     """Whether ``path`` already holds exactly ``entry`` (size first, then a streamed hash)."""
     return (path.is_file() and path.stat().st_size == entry.size
-            and sha256_file(path) == entry.sha256)
+            and sha256_file_hex(path) == entry.sha256)
 
 
 def write_local_manifest(dest_dir: Path, manifest: TransferManifest) -> None:

@@ -36,6 +36,7 @@ from botocore.config import Config
 
 from d8mirror.bundle.atomic import remove_if_exists
 from d8mirror.errors import ConfigError, wrap_os_error
+from d8mirror.hashing import sha256_bytes_hex
 
 from .errors import (
     IncompleteUploadError,
@@ -217,12 +218,12 @@ def put_manifest(client: S3Client, url: S3Url, manifest: TransferManifest) -> No
     where = f"s3://{url.bucket}/{key}"
     with storage_errors(where):
         client.put_object(Bucket=url.bucket, Key=key, Body=data, ContentType="application/json",
-                          Metadata={META_SHA256: hashlib.sha256(data).hexdigest()})
+                          Metadata={META_SHA256: sha256_bytes_hex(data)})
         echoed = client.get_object(Bucket=url.bucket, Key=key)["Body"].read()
     if echoed != data:
         raise TransferIntegrityError(f"{where} reads back different bytes; retry the upload",
-                                     expected=hashlib.sha256(data).hexdigest(),
-                                     actual=hashlib.sha256(echoed).hexdigest())
+                                     expected=sha256_bytes_hex(data),
+                                     actual=sha256_bytes_hex(echoed))
 
 
 def read_manifest(client: S3Client, url: S3Url) -> TransferManifest:
