@@ -32,10 +32,8 @@ archive. (``from_item_archive``, the older name-based predicate, is kept for cal
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +41,7 @@ from typing import Any
 
 from d8mirror.blobstore import BlobStore, read_capped
 from d8mirror.errors import IntegrityError, LayoutError, wrap_os_error
+from d8mirror.files import FILE_MODE, write_atomic
 from d8mirror.hashing import sha256_file_digest
 from d8mirror.mediatypes import (
     ANNOTATION_REF_NAME,
@@ -132,16 +131,8 @@ def alias_ref_name(ref_name: str, tag: str) -> str:
 
 
 # -- files ---------------------------------------------------------------------------------------
-def _write_json_atomic(path: Path, doc: Any, *, mode: int | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        if mode is not None:
-            tmp.chmod(mode)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise wrap_os_error(exc, str(path)) from exc
+def _write_json_atomic(path: Path, doc: Any, *, mode: int = FILE_MODE) -> None:
+    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode("utf-8"), mode=mode)
 
 
 def _read_json(path: Path, what: str) -> Any:

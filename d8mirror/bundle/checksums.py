@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,14 +26,13 @@ from typing import Protocol, cast
 import gostcrypto
 
 from d8mirror.errors import BundleError, ConfigError
+from d8mirror.files import Staging, staging_path, write_atomic
 from d8mirror.hashing import sha256_file_hex
 from d8mirror.names import (
     ARCHIVE_FILE_SUFFIXES,
     gost_sidecar,
     sha256_sidecar,
 )
-
-from .atomic import Staging, staging_path
 
 PIECE = 1024 * 1024
 #: Archives hashed at once against their sidecars (hashlib releases the GIL: one per core here).
@@ -206,15 +204,7 @@ def remember_gost(path: Path, hex_digest: str) -> None:
 def _write_new_file(path: Path, text: str) -> None:
     """``path`` atomically, through a temporary file of a new unique name (a planted symlink
     is never followed), mode 0644."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as stream:
-            stream.write(text)
-            os.fchmod(stream.fileno(), 0o644)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text.encode("ascii"))
 
 
 def _write_gost_sidecar(path: Path) -> None:

@@ -3,7 +3,7 @@
 Writing: :class:`ArchiveFileWriter` splits a byte stream into ``<name>.NNNN.chunk`` files of
 exactly ``chunk_size`` bytes (the last one shorter, never an empty trailing chunk), or writes one
 ``<name>`` file when ``chunk_size`` is 0. Every file is staged as ``….tmp`` and only renamed by
-the caller's :class:`~d8mirror.bundle.atomic.Staging` commit.
+the caller's :class:`~d8mirror.files.Staging` commit.
 
 Reading: :func:`open_archive` streams ``<name>`` or the chunks ``.0000``, ``.0001``, … up to the
 first missing index (an empty trailing chunk written by d8 is accepted).
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from d8mirror.errors import BundleError, ChunkSetError
+from d8mirror.files import Staging, os_error, remove_if_exists, staging_path
 from d8mirror.names import (
     CHUNK_NAME,
     CHUNK_SUFFIX,
@@ -30,7 +31,6 @@ from d8mirror.names import (
     sha256_sidecar,
 )
 
-from .atomic import Staging, os_error, remove_if_exists, staging_path
 from .checksums import FileDigests, stage_sidecars
 
 

@@ -35,7 +35,6 @@ from typing import Any
 
 from d8mirror.blobstore import read_capped
 from d8mirror.bundle import BlobSpans, safe_unpack
-from d8mirror.bundle.atomic import write_text_atomic
 from d8mirror.errors import (
     BundleError,
     DiskSpaceError,
@@ -44,6 +43,7 @@ from d8mirror.errors import (
     MirrorError,
     UnsafeArchiveEntryError,
 )
+from d8mirror.files import write_text_atomic
 from d8mirror.layout import (
     INDEX_FILE,
     IndexEntry,

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from d8mirror.files import write_atomic
 from d8mirror.hashing import sha256_bytes_digest, sha256_bytes_hex
 from d8mirror.mediatypes import (
     DOCKER_CONFIG,
@@ -307,14 +308,7 @@ class ImageBuilder:
 
     @staticmethod
     def _write_atomically(path: Path, data: bytes) -> None:
-        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        write_atomic(path, data)
 
 
 def _descriptor(blob: Blob) -> dict[str, Any]:

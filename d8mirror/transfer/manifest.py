@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from d8mirror.bundle.atomic import write_text_atomic
 from d8mirror.errors import BundleError, ConfigError
+from d8mirror.files import write_text_atomic
 from d8mirror.hashing import sha256_file_hex
 from d8mirror.names import (
     GOST_SUFFIX,

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from d8mirror.errors import ManifestNotFoundError, ProtocolError
+from d8mirror.files import partial_path
 from d8mirror.hashing import sha256_bytes_digest, sha256_bytes_hex
 from d8mirror.mediatypes import ANNOTATION_TITLE, OCI_EMPTY, OCI_MANIFEST
 from d8mirror.names import ARCHIVE_FILE_SUFFIXES, SIDECAR_SUFFIXES
@@ -189,7 +190,7 @@ def download_file(client: RegistryClient, url: OciUrl, entry: FileEntry,
     final = dest_dir / entry.name
     if is_present(final, entry):
         return FileResult(entry.name, entry.size, "present", time.monotonic() - started)
-    resumed = final.with_name(final.name + ".partial").is_file()
+    resumed = partial_path(final).is_file()
     client.fetch_blob(url.repository, entry.digest, final, size=entry.size)
     return FileResult(entry.name, entry.size, "resumed" if resumed else "downloaded",
                       time.monotonic() - started)
