@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import Field
 
 from d8mirror.bundle import parse_size
-from d8mirror.names import DEFAULT_PACKAGES_PATH, PACKAGES, normalize_path_suffix
+from d8mirror.names import DEFAULT_PACKAGES_PATH, PACKAGES, VERSION, normalize_path_suffix
 from d8mirror.pull.options import PullOptions
 from d8mirror.reference import Repository
 from d8mirror.versions import PackageFilter
@@ -65,10 +65,10 @@ class PullParameters(RegistryAccess):
         return self.work_root() / "blobs"
 
     def package_work_dir(self, name: str) -> Path:
-        return self.work_root() / "packages" / name
+        return self.work_root() / PACKAGES / name
 
     def versions_work_dir(self, name: str) -> Path:
-        return self.work_root() / "package-versions" / name / "version"
+        return self.work_root() / "package-versions" / name / VERSION
 
     def chunk_bytes(self) -> int:
         return parse_size(self.chunk_size)
