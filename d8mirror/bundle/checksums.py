@@ -201,17 +201,11 @@ def remember_gost(path: Path, hex_digest: str) -> None:
         _gost_known[_identity_of(path)] = hex_digest
 
 
-def _write_new_file(path: Path, text: str) -> None:
-    """``path`` atomically, through a temporary file of a new unique name (a planted symlink
-    is never followed), mode 0644."""
-    write_atomic(path, text.encode("ascii"))
-
-
 def _write_gost_sidecar(path: Path) -> None:
     with _gost_lock:
         known = _gost_known.get(_identity_of(path))
     digest = known or gost_hex_file(path)
-    _write_new_file(gost_sidecar(path), digest)
+    write_atomic(gost_sidecar(path), digest.encode("ascii"))  # unique temp, 0644
 
 
 def write_gost_sidecars(bundle_dir: Path, archive: str | None = None) -> list[Path]:
