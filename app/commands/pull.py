@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from d8mirror.errors import ConfigError
-from d8mirror.names import DEFAULT_MODULES_PATH, DEFAULT_PACKAGES_PATH
+from d8mirror.names import DEFAULT_MODULES_PATH, DEFAULT_PACKAGES_PATH, PACKAGES
 
 from .. import flags
 
@@ -37,7 +37,7 @@ _UNSUPPORTED_PULL_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
 _UNSUPPORTED_DEFAULTS = {"installer_tag": "latest", "modules_path_suffix": DEFAULT_MODULES_PATH}
 
 #: What a pull keeps in its working dir (``tasks.models``, ``tasks.pull``): all of it cache.
-_PULL_CACHE_DIRS = ("blobs", "packages", "package-versions", "archives", "state")
+_PULL_CACHE_DIRS = ("blobs", PACKAGES, "package-versions", "archives", "state")
 
 
 def register(subparsers: Any) -> None:
