@@ -32,17 +32,17 @@ archive. (``from_item_archive``, the older name-based predicate, is kept for cal
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from d8mirror.blobstore import BlobStore, read_capped, sha256_file
+from d8mirror.blobstore import BlobStore, read_capped
 from d8mirror.errors import IntegrityError, LayoutError, wrap_os_error
+from d8mirror.files import FILE_MODE, write_atomic
+from d8mirror.hashing import sha256_file_digest
 from d8mirror.mediatypes import (
     ANNOTATION_REF_NAME,
     ANNOTATION_SHORT_TAG,
@@ -50,13 +50,13 @@ from d8mirror.mediatypes import (
     OCI_INDEX,
     OCI_LAYOUT_VERSION,
 )
+from d8mirror.names import VERSIONS_ARCHIVE
 from d8mirror.reference import is_valid_digest, validate_digest, validate_tag
 from d8mirror.versions.channels import ALL_CHANNELS
 
 OCI_LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
 PROVENANCE_FILE = ".d8mirror-provenance.json"
-VERSIONS_ARCHIVE = "package-versions.tar"
 CHANNEL_NAMES = frozenset(ALL_CHANNELS)
 _DESCRIPTOR_KEYS = ("mediaType", "digest", "size", "annotations")
 _MAX_INDEX_BYTES = 64 * 1024 * 1024
@@ -131,16 +131,8 @@ def alias_ref_name(ref_name: str, tag: str) -> str:
 
 
 # -- files ---------------------------------------------------------------------------------------
-def _write_json_atomic(path: Path, doc: Any, *, mode: int | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        if mode is not None:
-            tmp.chmod(mode)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise wrap_os_error(exc, str(path)) from exc
+def _write_json_atomic(path: Path, doc: Any, *, mode: int = FILE_MODE) -> None:
+    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode("utf-8"), mode=mode)
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -387,7 +379,7 @@ class Layout:
         path = self.blob_path(digest)
         if not path.is_file():
             return [f"{self.path}: blob {digest} is missing"]
-        actual = sha256_file(path)
+        actual = sha256_file_digest(path)
         if actual != digest:
             return [f"{self.path}: blob {digest} is corrupt (content hashes to {actual})"]
         return []

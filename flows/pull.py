@@ -33,6 +33,7 @@ from prefect.futures import PrefectFuture, wait
 from d8mirror.bundle import bundle_stats
 from d8mirror.bundle.checksums import write_gost_sidecars
 from d8mirror.errors import MirrorError, PullFailed
+from d8mirror.files import write_atomic
 from d8mirror.pull.discovery import Discovery, validate_proxy_mode
 from d8mirror.pull.package import FetchResult
 from d8mirror.pull.packing import ArchiveInfo
@@ -343,7 +344,7 @@ def mirror_package(params: MirrorPackageParameters) -> PackageOutcome:
     if pull.gost_digest and outcome.archive and not stop_requested():
         write_gost_sidecars(Path(pull.bundle_dir), outcome.archive)  # this archive's only
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(outcome.model_dump_json())
+    write_atomic(marker, outcome.model_dump_json().encode())
     report = PullReport(source=pull.source, dry_run=pull.dry_run, packages=[outcome])
     create_table_artifact(key="mirror-package", table=report.table_rows(),
                           description=f"d8mirror: package {name} into {pull.bundle_dir}")

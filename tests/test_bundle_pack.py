@@ -305,10 +305,10 @@ def test_a_matching_archive_is_hashed_once_per_process_until_it_changes(
     archive = tmp_path / "package-x.tar"
     archive.write_bytes(os.urandom(4096))
     archive.with_name(archive.name + ".sha256").write_text(
-        checksums.sha256_line(checksums.sha256_file(archive), archive.name))
+        checksums.sha256_line(checksums.sha256_file_hex(archive), archive.name))
     hashed: list[Path] = []
-    real = checksums.sha256_file
-    monkeypatch.setattr(checksums, "sha256_file", lambda p: hashed.append(p) or real(p))
+    real = checksums.sha256_file_hex
+    monkeypatch.setattr(checksums, "sha256_file_hex", lambda p: hashed.append(p) or real(p))
     checked = checksums.CheckedFiles()               # the process's memo, owned by the caller
     assert checksums.check_archive_sidecars(archive, checked) == []
     assert checksums.check_archive_sidecars(archive, checked) == []

@@ -20,7 +20,7 @@ import pytest
 from push_bundle_builder import Expected, PackageSpec, build_package_layouts, pack_package
 
 from d8mirror.bundle import discover_archives
-from d8mirror.bundle.checksums import SHA256_SUFFIX, sha256_file, sha256_line
+from d8mirror.bundle.checksums import sha256_line
 from d8mirror.bundle.unpack import safe_unpack
 from d8mirror.errors import (
     BundleError,
@@ -29,6 +29,8 @@ from d8mirror.errors import (
     MirrorError,
     UnsafeArchiveEntryError,
 )
+from d8mirror.hashing import sha256_file_hex
+from d8mirror.names import SHA256_SUFFIX
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.push.pusher import push_layout
 from d8mirror.push.routing import Router, parse_target
@@ -56,7 +58,7 @@ def _bundle(tmp: Path, *, chunk_size: int = 0, edit: Callable[[Path], None] | No
 def _reseal(path: Path) -> None:
     """Rewrite the sidecar of ``path`` for its current bytes (a consistent but bad copy)."""
     path.with_name(path.name + SHA256_SUFFIX).write_text(
-        sha256_line(sha256_file(path), path.name))
+        sha256_line(sha256_file_hex(path), path.name))
 
 
 def _retar(archive: Path, change: Callable[[str, bytes], bytes | None]) -> None:

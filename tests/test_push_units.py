@@ -7,10 +7,11 @@ import argparse
 import pytest
 
 from d8mirror.errors import ConfigError, InvalidReferenceError
+from d8mirror.names import normalize_path_suffix
 from d8mirror.push import tinyimage
 from d8mirror.push.access import bypassed, check_timeout
 from d8mirror.push.pusher import LayoutPushResult
-from d8mirror.push.routing import Router, normalize_path_suffix, parse_target
+from d8mirror.push.routing import Router, parse_target
 from d8mirror.push.summary import LayoutFailure, PushResult, render_push_summary
 
 

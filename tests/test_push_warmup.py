@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from push_bundle_builder import PackageSpec, build_bundle
 
-from d8mirror.bundle import SPAN_THRESHOLD, discover_archives, sha256_file
+from d8mirror.bundle import SPAN_THRESHOLD, discover_archives
 from d8mirror.bundle.checksums import sha256_line
 from d8mirror.errors import NotFoundError
+from d8mirror.hashing import sha256_file_hex
 from d8mirror.push.routing import Router, parse_target
 from d8mirror.push.warmup import PushWarmer
 from d8mirror.registry import RegistryClient, TLSOptions
@@ -81,7 +82,7 @@ def test_corrupt_bundle_gets_nothing_put(registry2: Any, tmp_path: Path) -> None
     bundle, _ = build_bundle(tmp_path, SPECS)
     archive = bundle / "package-code.tar"
     sidecar = archive.with_name(archive.name + ".sha256")
-    sidecar.write_text(sha256_line(sha256_file(archive), archive.name))
+    sidecar.write_text(sha256_line(sha256_file_hex(archive), archive.name))
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0xFF
     archive.write_bytes(bytes(data))

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,14 +26,17 @@ from typing import Protocol, cast
 import gostcrypto
 
 from d8mirror.errors import BundleError, ConfigError
-
-from .atomic import Staging, staging_path
+from d8mirror.files import Staging, staging_path, write_atomic
+from d8mirror.hashing import sha256_file_hex
+from d8mirror.names import (
+    ARCHIVE_FILE_SUFFIXES,
+    gost_sidecar,
+    sha256_sidecar,
+)
 
 PIECE = 1024 * 1024
-SHA256_SUFFIX = ".sha256"
 #: Archives hashed at once against their sidecars (hashlib releases the GIL: one per core here).
 SIDECAR_WORKERS = 2
-GOST_SUFFIX = ".gostsum"
 GOST_PROGRAM = "gost12sum"
 GOST_BACKEND_ENV = "D8MIRROR_GOST_BACKEND"
 
@@ -163,11 +165,6 @@ def _hash_file(path: Path, hasher: Hasher) -> str:
     return hasher.hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    """Lowercase hex SHA-256 of a file, streamed."""
-    return _hash_file(path, hashlib.sha256())
-
-
 def gost_hex_file(path: Path) -> str:
     """Lowercase hex Streebog-256 of a file, streamed."""
     return _hash_file(path, new_gost())
@@ -181,7 +178,7 @@ def sha256_line(hex_digest: str, file_name: str) -> str:
 def stage_sidecars(final: Path, digests: FileDigests, staging: Staging) -> None:
     """Write the ``.sha256`` sidecar of ``final`` under a staging name and register it with
     ``staging`` (the ``.gostsum`` comes at the end of the pull: :func:`write_gost_sidecars`)."""
-    sidecar = final.with_name(final.name + SHA256_SUFFIX)
+    sidecar = sha256_sidecar(final)
     tmp = staging_path(sidecar)
     staging.add(tmp, sidecar)
     tmp.write_text(sha256_line(digests.sha256.hexdigest(), final.name), encoding="ascii")
@@ -204,25 +201,11 @@ def remember_gost(path: Path, hex_digest: str) -> None:
         _gost_known[_identity_of(path)] = hex_digest
 
 
-def _write_new_file(path: Path, text: str) -> None:
-    """``path`` atomically, through a temporary file of a new unique name (a planted symlink
-    is never followed), mode 0644."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as stream:
-            stream.write(text)
-            os.fchmod(stream.fileno(), 0o644)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-
-
 def _write_gost_sidecar(path: Path) -> None:
     with _gost_lock:
         known = _gost_known.get(_identity_of(path))
     digest = known or gost_hex_file(path)
-    _write_new_file(path.with_name(path.name + GOST_SUFFIX), digest)
+    write_atomic(gost_sidecar(path), digest.encode("ascii"))  # unique temp, 0644
 
 
 def write_gost_sidecars(bundle_dir: Path, archive: str | None = None) -> list[Path]:
@@ -245,12 +228,12 @@ def write_gost_sidecars(bundle_dir: Path, archive: str | None = None) -> list[Pa
 
 
 def _is_archive_file(path: Path) -> bool:
-    return path.is_file() and path.name.endswith((".tar", ".chunk"))
+    return path.is_file() and path.name.endswith(ARCHIVE_FILE_SUFFIXES)
 
 
 def has_sha256_sidecars(bundle_dir: Path) -> bool:
     """Whether any archive file in ``bundle_dir`` has a ``.sha256`` sidecar (d8 writes none)."""
-    return any(_is_archive_file(p) and p.with_name(p.name + SHA256_SUFFIX).is_file()
+    return any(_is_archive_file(p) and sha256_sidecar(p).is_file()
                for p in bundle_dir.iterdir())
 
 
@@ -263,7 +246,7 @@ def verify_sidecars(bundle_dir: Path) -> list[str]:
     problems: list[str] = []
     required = has_sha256_sidecars(bundle_dir)
     for path in sorted(p for p in bundle_dir.iterdir() if _is_archive_file(p)):
-        if required or path.with_name(path.name + SHA256_SUFFIX).is_file():
+        if required or sha256_sidecar(path).is_file():
             problems += _sha256_problems(path)
         problems += _gost_problems(path)
     return problems
@@ -276,11 +259,11 @@ def _sidecar_hex(text: str) -> str:
 
 
 def _sha256_problems(path: Path) -> list[str]:
-    sidecar = path.with_name(path.name + SHA256_SUFFIX)
+    sidecar = sha256_sidecar(path)
     if not sidecar.is_file():
         return [f"{path}: missing checksum file {sidecar.name}"]
     expected = _sidecar_hex(sidecar.read_text(encoding="utf-8", errors="replace"))
-    actual = sha256_file(path)
+    actual = sha256_file_hex(path)
     if expected != actual:
         return [f"{path}: SHA-256 does not match {sidecar.name}; the file is corrupt or was "
                 "modified, copy it again"]
@@ -288,7 +271,7 @@ def _sha256_problems(path: Path) -> list[str]:
 
 
 def _gost_problems(path: Path) -> list[str]:
-    sidecar = path.with_name(path.name + GOST_SUFFIX)
+    sidecar = gost_sidecar(path)
     if not sidecar.is_file():
         return []
     expected = sidecar.read_text(encoding="utf-8", errors="replace").strip().lower()
@@ -308,7 +291,7 @@ def check_archive_sidecars(archive: Path, checked: CheckedFiles | None = None) -
     files = [archive] if archive.is_file() else existing_chunks(archive)
     memo = checked or CheckedFiles()
     return [problem for path in files
-            if path.with_name(path.name + SHA256_SUFFIX).is_file()
+            if sha256_sidecar(path).is_file()
             for problem in memo.sha256_problems(path)]
 
 
@@ -336,6 +319,6 @@ class CheckedFiles:
 
 def _identity(path: Path) -> tuple[int, ...]:
     """The file and its sidecar as they are now: device, inode, size and mtime of both."""
-    sidecar = path.with_name(path.name + SHA256_SUFFIX)
+    sidecar = sha256_sidecar(path)
     return tuple(value for stat in (path.stat(), sidecar.stat())
                  for value in (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))

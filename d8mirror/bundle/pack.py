@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from d8mirror.errors import BundleError, ConfigError
+from d8mirror.files import Staging
 
-from .atomic import Staging
 from .checksums import remember_gost
 from .chunks import ArchiveFileWriter, remove_stale_finals, remove_stale_staging
 from .tarwriter import TarMember, TarSource, collect_members, write_tar

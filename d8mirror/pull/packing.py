@@ -9,8 +9,7 @@ from pydantic import BaseModel, Field
 
 from d8mirror.bundle import ArchiveResult, TarSource, pack_archive
 from d8mirror.layout import Layout
-
-from .segments import EXTRA, PACKAGES, VERSION, VERSIONS_ARCHIVE, package_archive_name
+from d8mirror.names import EXTRA, PACKAGES, VERSION, VERSIONS_ARCHIVE, package_archive_name
 
 
 class ArchiveInfo(BaseModel):

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
-from d8mirror.errors import wrap_os_error
+from d8mirror.files import write_atomic
 from d8mirror.versions import sort_versions_desc
 
 REPORT_FILE = "report.json"
@@ -90,18 +88,7 @@ class PullReport(BaseModel):
         followed, so nothing outside it is overwritten)."""
         path = bundle_dir / REPORT_FILE
         text = json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-        tmp: Path | None = None
-        try:
-            fd, name = tempfile.mkstemp(dir=bundle_dir, prefix=f".{REPORT_FILE}.", suffix=".tmp")
-            tmp = Path(name)
-            with os.fdopen(fd, "w", encoding="utf-8") as stream:
-                stream.write(text)
-                os.fchmod(stream.fileno(), 0o644)
-            os.replace(tmp, path)
-        except OSError as exc:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-            raise wrap_os_error(exc, str(path)) from exc
+        write_atomic(path, text.encode("utf-8"))
         return path
 
     def table_rows(self) -> list[dict[str, Any]]:

@@ -20,8 +20,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from d8mirror.names import MODULES, PACKAGES, PLUGINS
 from d8mirror.push import tinyimage
-from d8mirror.push.routing import MODULES_SEGMENT, PACKAGES_SEGMENT, Router
+from d8mirror.push.routing import Router
 from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient
 from d8mirror.retry import RetryPolicy, default_policy
@@ -29,7 +30,6 @@ from d8mirror.retry import RetryPolicy, default_policy
 log = logging.getLogger("d8mirror.push")
 
 DISCOVERY_LABEL = "d8mirror discovery index"
-PLUGINS_DIR = "deckhouse-cli/plugins"
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class DiscoveryTag:
                 "digest": self.digest}
 
 
-_TREE_DIRS = {"modules": MODULES_SEGMENT, "packages": PACKAGES_SEGMENT, "plugins": PLUGINS_DIR}
+_TREE_DIRS = {"modules": MODULES, "packages": PACKAGES, "plugins": PLUGINS}
 
 
 def split_landed(tags: list[DiscoveryTag], not_landed: Iterable[str],
@@ -69,9 +69,9 @@ def split_landed(tags: list[DiscoveryTag], not_landed: Iterable[str],
 def plan_discovery_tags(unified: Path, target: Repository, router: Router) -> list[DiscoveryTag]:
     """Every discovery tag the tree calls for, in push order."""
     digest = tinyimage.build(DISCOVERY_LABEL).digest
-    groups = [("modules", MODULES_SEGMENT, router.repository(target, MODULES_SEGMENT)),
-              ("packages", PACKAGES_SEGMENT, router.packages_index(target)),
-              ("plugins", PLUGINS_DIR, target.child(PLUGINS_DIR))]
+    groups = [("modules", MODULES, router.repository(target, MODULES)),
+              ("packages", PACKAGES, router.packages_index(target)),
+              ("plugins", PLUGINS, target.child(PLUGINS))]
     out = []
     for kind, rel, repository in groups:
         directory = unified / rel

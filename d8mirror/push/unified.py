@@ -35,7 +35,6 @@ from typing import Any
 
 from d8mirror.blobstore import read_capped
 from d8mirror.bundle import BlobSpans, safe_unpack
-from d8mirror.bundle.atomic import write_text_atomic
 from d8mirror.errors import (
     BundleError,
     DiskSpaceError,
@@ -44,6 +43,7 @@ from d8mirror.errors import (
     MirrorError,
     UnsafeArchiveEntryError,
 )
+from d8mirror.files import write_text_atomic
 from d8mirror.layout import (
     INDEX_FILE,
     IndexEntry,
@@ -52,6 +52,7 @@ from d8mirror.layout import (
     parse_index,
     read_index_file,
 )
+from d8mirror.names import PACKAGES, VERSION
 from d8mirror.push.validate import MAX_INDEX_BYTES
 
 log = logging.getLogger("d8mirror.push")
@@ -140,9 +141,9 @@ def _record_q2_roles(root: Path, names: set[str], brought: dict[Path, list[Index
     recorded), one that brings it without is a versions catalog."""
     for layout_dir, entries in brought.items():
         rel = layout_dir.relative_to(root).parts
-        if len(rel) != 3 or rel[0] != "packages" or rel[2] != "version":
+        if len(rel) != 3 or rel[0] != PACKAGES or rel[2] != VERSION:
             continue
-        own = f"packages/{rel[1]}/{INDEX_FILE}" in names
+        own = f"{PACKAGES}/{rel[1]}/{INDEX_FILE}" in names
         provenance = Provenance.load(layout_dir)
         provenance.record_role(entries, source, own=own)
         provenance.save(layout_dir)
