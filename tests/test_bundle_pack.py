@@ -263,10 +263,18 @@ def test_gost_sidecars_for_every_chunk(tmp_path: Path, monkeypatch: pytest.Monke
     assert not list(tmp_path.glob("*.gostsum"))
     with monkeypatch.context() as patch:
         patch.setattr(checksums, "gost_hex_file", lambda path: pytest.fail(f"read {path}"))
-        assert checksums.write_gost_sidecars(tmp_path, "x.tar") == list(result.files)
-        assert checksums.write_gost_sidecars(tmp_path) == list(result.files)
+        assert checksums.write_gost_sidecars(tmp_path, "x.tar",
+                                             known=result.gost) == list(result.files)
+        assert checksums.write_gost_sidecars(tmp_path, known=result.gost) == list(result.files)
     (tmp_path / "foreign.tar").write_bytes(b"d8 wrote this")
-    checksums.write_gost_sidecars(tmp_path)
+    result.files[0].touch()         # changed since packing: its known digest is not used
+    with monkeypatch.context() as patch:
+        computed: list[str] = []
+        real = checksums.gost_hex_file
+        patch.setattr(checksums, "gost_hex_file",
+                      lambda path: computed.append(path.name) or real(path))
+        checksums.write_gost_sidecars(tmp_path, known=result.gost)
+    assert sorted(computed) == ["foreign.tar", result.files[0].name]
     assert (tmp_path / "foreign.tar.gostsum").read_text() == gostcrypto.gosthash.new(
         "streebog256", data=b"d8 wrote this").hexdigest()
     (tmp_path / "foreign.tar").unlink()

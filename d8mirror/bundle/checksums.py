@@ -8,7 +8,8 @@ Sidecars sit beside every archive or chunk:
   (:func:`write_gost_sidecars`, spec §7.6).
 
 Digests are fed piece by piece while an archive is written, so nothing is read twice: the GOST
-digest of a file this process wrote is remembered (:func:`remember_gost`) until its sidecar is.
+digest computed while packing travels with the archive's result (:class:`KnownDigest`) to
+the end of the pull, where its sidecar is written.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -185,9 +188,20 @@ def stage_sidecars(final: Path, digests: FileDigests, staging: Staging) -> None:
     tmp.chmod(0o644)
 
 
-#: GOST digests of files this process wrote, by identity (see ``_identity_of``).
-_gost_known: dict[tuple[int, ...], str] = {}
-_gost_lock = threading.Lock()
+@dataclass(frozen=True)
+class KnownDigest:
+    """A GOST digest computed while a file was written, valid while the file is unchanged
+    (same device, inode, size and modification time; a hard link shares them)."""
+
+    identity: tuple[int, ...]
+    hex: str
+
+    @classmethod
+    def of(cls, path: Path, hex_digest: str) -> KnownDigest:
+        return cls(identity=_identity_of(path), hex=hex_digest)
+
+    def fits(self, path: Path) -> bool:
+        return self.identity == _identity_of(path)
 
 
 def _identity_of(path: Path) -> tuple[int, ...]:
@@ -195,24 +209,18 @@ def _identity_of(path: Path) -> tuple[int, ...]:
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
-def remember_gost(path: Path, hex_digest: str) -> None:
-    """Keep the GOST digest of ``path`` as written now (used while the file is unchanged)."""
-    with _gost_lock:
-        _gost_known[_identity_of(path)] = hex_digest
-
-
-def _write_gost_sidecar(path: Path) -> None:
-    with _gost_lock:
-        known = _gost_known.get(_identity_of(path))
-    digest = known or gost_hex_file(path)
+def _write_gost_sidecar(path: Path, known: KnownDigest | None) -> None:
+    digest = known.hex if known is not None and known.fits(path) else gost_hex_file(path)
     write_atomic(gost_sidecar(path), digest.encode("ascii"))  # unique temp, 0644
 
 
-def write_gost_sidecars(bundle_dir: Path, archive: str | None = None) -> list[Path]:
+def write_gost_sidecars(bundle_dir: Path, archive: str | None = None,
+                        known: Mapping[str, KnownDigest] | None = None) -> list[Path]:
     """d8's end of a successful ``--gost-digest`` pull (spec §7.6): ``<file>.gostsum`` for every
     ``.tar``/``.chunk`` file of ``bundle_dir``, its own or not (or only those of the archive
-    named ``archive``); digests remembered from writing are reused, the others computed.
-    Returns the files; raises on the first failure."""
+    named ``archive``); the digests in ``known`` (by file name, computed while packing) are
+    used for files still unchanged, the others computed. Returns the files; raises on the
+    first failure."""
     from .chunks import existing_chunks
 
     if archive is not None:
@@ -222,7 +230,8 @@ def write_gost_sidecars(bundle_dir: Path, archive: str | None = None) -> list[Pa
         files = sorted(p for p in bundle_dir.iterdir() if _is_archive_file(p))
     with ThreadPoolExecutor(max_workers=SIDECAR_WORKERS,
                             thread_name_prefix="d8mirror-gost") as pool:
-        for future in [pool.submit(_write_gost_sidecar, f) for f in files]:
+        for future in [pool.submit(_write_gost_sidecar, f, (known or {}).get(f.name))
+                                  for f in files]:
             future.result()
     return files
 

@@ -68,7 +68,8 @@ class ArchiveCache:
         # .gostsum files are written at the end of a successful pull, not kept here.
         remove_stale_finals(bundle_dir / archive["name"], files, gost=False)
         return ArchiveInfo(path=str(bundle_dir / archive["name"]), files=[str(f) for f in files],
-                           size=archive["size"], sha256=archive["sha256"])
+                           size=archive["size"], sha256=archive["sha256"],
+                           gost=archive.get("gost", {}))
 
     def _record(self, package: str, key: str) -> dict[str, Any] | None:
         directory = self._dir(package, key)
@@ -96,7 +97,8 @@ class ArchiveCache:
             record = {"files": {p.name: p.stat().st_size for p in members},
                       "archive": {"name": Path(archive.path).name,
                                   "files": [f.name for f in files],
-                                  "size": archive.size, "sha256": archive.sha256}}
+                                  "size": archive.size, "sha256": archive.sha256,
+                                  "gost": archive.model_dump(mode="json")["gost"]}}
             (staging / RECORD).write_text(json.dumps(record, sort_keys=True))
             self._replace_package(package, key, staging)
         except OSError:

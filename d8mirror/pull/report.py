@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
+from d8mirror.bundle.checksums import KnownDigest
 from d8mirror.files import write_atomic
 from d8mirror.versions import sort_versions_desc
 
@@ -42,6 +43,8 @@ class PackageOutcome(BaseModel):
     archive_bytes: int = 0
     error: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    #: GOST digests computed while packing its archive, by file name (not reported).
+    gost_known: dict[str, KnownDigest] = Field(default_factory=dict, exclude=True)
 
 
 class ArchiveStat(BaseModel):
@@ -67,11 +70,20 @@ class PullReport(BaseModel):
     only_extra_images: bool = False
     errors: list[str] = Field(default_factory=list,
                               description="Of the run itself (GOST digests).")
+    #: GOST digests computed while packing package-versions.tar (not reported).
+    gost_known: dict[str, KnownDigest] = Field(default_factory=dict, exclude=True)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def failed(self) -> list[str]:
         return [p.name for p in self.packages if p.status == "failed"]
+
+    def gost_digests(self) -> dict[str, KnownDigest]:
+        """Every GOST digest this run computed while packing, by file name."""
+        known = dict(self.gost_known)
+        for package in self.packages:
+            known.update(package.gost_known)
+        return known
 
     @property
     def ok(self) -> bool:
