@@ -15,16 +15,7 @@ from hypothesis import strategies as st
 
 from d8mirror.blobstore import BlobStore
 from d8mirror.errors import InvalidReferenceError, LayoutError
-from d8mirror.layout import (
-    PROVENANCE_FILE,
-    IndexEntry,
-    Layout,
-    Provenance,
-    alias_ref_name,
-    merge_index,
-    merge_index_into,
-    resolve_short_tags,
-)
+from d8mirror.layout import IndexEntry, Layout, alias_ref_name
 from d8mirror.mediatypes import (
     ANNOTATION_REF_NAME,
     ANNOTATION_SHORT_TAG,
@@ -33,6 +24,8 @@ from d8mirror.mediatypes import (
     OCI_LAYER_TAR_GZIP,
     OCI_MANIFEST,
 )
+from d8mirror.push.index_merge import PROVENANCE_FILE, Provenance, merge_index, merge_index_into
+from d8mirror.push.short_tags import resolve_short_tags
 
 REPO = "localhost:5000/deckhouse/ee/packages/console/version"
 

@@ -83,7 +83,7 @@ def test_the_rule_reads_real_pulls_right(registry: RegistryServer, registry2: Re
     v0.4.0), console not pinned. The pin's aliases are recognised, console's pulled channel
     images are not taken for aliases, and the pin lands."""
     from d8mirror.bundle import discover_archives
-    from d8mirror.layout import Provenance
+    from d8mirror.push.index_merge import Provenance
     from d8mirror.push.unified import unpack_all
     from flows.pull import run_pull
     from tasks.models import PullParameters

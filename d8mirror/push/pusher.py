@@ -33,10 +33,12 @@ from typing import Any
 
 from d8mirror.bundle import BlobSpans
 from d8mirror.errors import NotFoundError
-from d8mirror.layout import IndexEntry, Layout, Provenance, TagConflict, resolve_short_tags
+from d8mirror.layout import IndexEntry, Layout
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.push.blobsource import LayoutBlobs
+from d8mirror.push.index_merge import Provenance
 from d8mirror.push.manifests import BlobRef, ManifestNode, read_manifest
+from d8mirror.push.short_tags import TagConflict, resolve_short_tags
 from d8mirror.registry import RegistryClient
 from d8mirror.retry import RetryPolicy, default_policy
 

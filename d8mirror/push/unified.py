@@ -1,14 +1,15 @@
 """Unpack bundle archives into one unified tree (spec §8.2, §7.5, Part A Q2, Q16, Q23).
 
 Archives are unpacked in the order given (sorted by the caller, §8.1) with
-:func:`d8mirror.bundle.safe_unpack` straight into ``<tmp>/push/unified``. When an archive brings
-an ``index.json`` for a layout that already has one, the two are merged
-(:func:`d8mirror.layout.merge_index_into`); every ``index.json`` an archive brings is recorded
-in the layout's provenance sidecar, with (for ``packages/<n>/version``) whether the archive is
-the package's own (it also brings ``packages/<n>/index.json``; its pin aliases are recorded) or
-a versions catalog, so the pusher can let a pin beat the catalog and the catalog beat an
-unpinned package's archive (Q2, :meth:`d8mirror.layout.Provenance.q2_preferred`). Blobs are
-content-addressed: an existing one is replaced by identical bytes.
+:func:`d8mirror.bundle.safe_unpack` straight into ``<tmp>/push/unified``. When an archive
+brings an ``index.json`` for a layout that already has one, the two are merged
+(:func:`d8mirror.push.index_merge.merge_index_into`); every ``index.json`` an archive brings is
+recorded in the layout's provenance sidecar, with (for ``packages/<n>/version``) whether the
+archive is the package's own (it also brings ``packages/<n>/index.json``; its pin aliases are
+recorded) or a versions catalog, so the pusher can let a pin beat the catalog and the catalog
+beat an unpinned package's archive (Q2,
+:meth:`d8mirror.push.index_merge.Provenance.q2_preferred`). Blobs are content-addressed: an
+existing one is replaced by identical bytes.
 
 Large blobs of plain tar archives are not written at all (:func:`d8mirror.bundle.safe_unpack`
 with ``blob_spans``): where their bytes sit in the archive is saved in
@@ -44,14 +45,8 @@ from d8mirror.errors import (
     MirrorError,
     UnsafeArchiveEntryError,
 )
-from d8mirror.layout import (
-    INDEX_FILE,
-    IndexEntry,
-    Provenance,
-    merge_index_into,
-    parse_index,
-    read_index_file,
-)
+from d8mirror.layout import INDEX_FILE, IndexEntry, parse_index, read_index_file
+from d8mirror.push.index_merge import Provenance, merge_index_into
 from d8mirror.push.validate import MAX_INDEX_BYTES
 
 log = logging.getLogger("d8mirror.push")
