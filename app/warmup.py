@@ -68,15 +68,23 @@ def warm_pull(params: PullParameters) -> Warmer | None:
 
 
 def warm_push(params: PushParameters) -> Warmer | None:
-    """Put the bundle's blobs into the push target."""
+    """Put the bundle's blobs into the push target, through the push's own stages (the flow's
+    mount sources and checked archives: :mod:`tasks.runtime`)."""
     from d8mirror.push.warmup import PushWarmer
     from d8mirror.registry import RegistryClient
+    from tasks import runtime
     from tasks.credentials import target_credentials
 
     target = params.target()
     archives = params.archives()
-    client = RegistryClient(target.registry, tls=params.tls(), timeout=TIMEOUT,
-                            credentials=target_credentials(target.registry))
+    registry = target.registry
+    credentials = runtime.given_credentials(registry)
+    if credentials is None and params.credentials_block:
+        return None     # a Secret block is read through the API the warm-up does not wait for
+    credentials = credentials or target_credentials(registry)
+    client = RegistryClient(registry, tls=params.tls(), timeout=TIMEOUT, credentials=credentials)
     return PushWarmer(client, archives, target, params.router(),
-                      params.tmp_path(archives) / "warmup", concurrency=params.concurrency,
+                      params.tmp_path(archives) / "warmup",
+                      locations=runtime.blob_locations(registry),
+                      checked=runtime.checked_files(), concurrency=params.concurrency,
                       blob_workers=params.blob_workers).start()

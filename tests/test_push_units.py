@@ -80,14 +80,14 @@ def test_write_check_environment() -> None:
 
 
 def _result(**kw: object) -> PushResult:
-    layouts = tuple(LayoutPushResult(f"packages/{n}", f"ee/packages/{n}",
-                                     (("v1.0.0", "sha256:" + "a" * 64),), blobs_uploaded=2,
+    layouts = tuple(LayoutPushResult(layout=f"packages/{n}", repository=f"ee/packages/{n}",
+                                     tags=(("v1.0.0", "sha256:" + "a" * 64),), blobs_uploaded=2,
                                      bytes_uploaded=2048) for n in ("a", "b", "c"))
     from d8mirror.push.discovery_tags import DiscoveryTag
 
-    discovery = tuple(DiscoveryTag("packages", "ee/packages", n, "sha256:" + "b" * 64)
-                      for n in ("a", "b", "c"))
-    return PushResult("r:5000/ee", None, layouts, discovery=discovery,
+    discovery = tuple(DiscoveryTag(kind="packages", repository="ee/packages", tag=n,
+                                   digest="sha256:" + "b" * 64) for n in ("a", "b", "c"))
+    return PushResult(target="r:5000/ee", layouts=layouts, discovery=discovery,
                       **kw)  # type: ignore[arg-type]
 
 
@@ -101,17 +101,20 @@ def test_push_summary_counts_packages() -> None:
 
 
 def test_push_summary_names_failed_layouts() -> None:
-    result = _result(failures=(LayoutFailure("packages/x", "ee/packages/x", "boom"),))
+    result = _result(failures=(LayoutFailure(layout="packages/x", repository="ee/packages/x",
+                                             error="boom"),))
     text = render_push_summary(result)
     assert not result.ok and "╔══ Push failed" in text
     assert "failed layouts: packages/x" in text and "packages/x: boom" in text
     assert {r["status"] for r in result.table_rows()} == {"pushed", "failed"}
-    assert result.to_json()["failures"][0]["error"] == "boom"
+    assert result.model_dump(mode="json")["failures"][0]["error"] == "boom"
 
 
 def test_result_round_trips_through_json() -> None:
     layout = _result().layouts[0]
-    assert LayoutPushResult.from_json(layout.to_json()) == layout
+    assert LayoutPushResult.model_validate_json(layout.model_dump_json()) == layout
+    result = _result()
+    assert PushResult.model_validate_json(result.model_dump_json()) == result
 
 
 def _args(*argv: str) -> argparse.Namespace:

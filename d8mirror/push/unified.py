@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from d8mirror.blobstore import read_capped
 from d8mirror.bundle import BlobSpans, safe_unpack
 from d8mirror.bundle.atomic import write_text_atomic
@@ -56,21 +58,17 @@ UNIFIED_DIR = Path("push") / "unified"
 SPANS_FILE = ".d8mirror-blob-spans.json"
 
 
-@dataclass(frozen=True)
-class UnpackResult:
+class UnpackResult(BaseModel):
     """What unpacking did: the tree, archives unpacked, archives that failed (with why)."""
 
-    root: Path
-    unpacked: tuple[str, ...] = ()
-    failed: tuple[tuple[str, str], ...] = ()
-    bytes_written: int = 0
-    warnings: tuple[str, ...] = field(default=())
-    bytes_in_archives: int = 0
+    model_config = ConfigDict(frozen=True)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"root": str(self.root), "unpacked": list(self.unpacked),
-                "failed": [list(f) for f in self.failed], "bytes_written": self.bytes_written,
-                "warnings": list(self.warnings), "bytes_in_archives": self.bytes_in_archives}
+    root: Path = Field(description="The unified tree.")
+    unpacked: tuple[str, ...] = ()
+    failed: tuple[tuple[str, str], ...] = Field((), description="(archive, why) pairs.")
+    bytes_written: int = Field(0, description="Bytes the tree holds.")
+    warnings: tuple[str, ...] = ()
+    bytes_in_archives: int = Field(0, description="Bytes of blobs left in their archives.")
 
 
 def unpack_all(archives: Sequence[Path], root: Path, *,
@@ -95,8 +93,9 @@ def unpack_all(archives: Sequence[Path], root: Path, *,
             continue
         unpacked.append(archive.name)
     save_spans(root, spans)
-    return UnpackResult(root, tuple(unpacked), tuple(failed), tree_size(root), tuple(warnings),
-                        spans.total_size)
+    return UnpackResult(root=root, unpacked=tuple(unpacked), failed=tuple(failed),
+                        bytes_written=tree_size(root), warnings=tuple(warnings),
+                        bytes_in_archives=spans.total_size)
 
 
 def unpack_one(archive: Path, root: Path, spans: BlobSpans | None = None) -> list[str]:
