@@ -61,14 +61,16 @@ def _register_target(params: PushParameters) -> str:
 
 def _push_layouts(params: PushParameters, registry: str, jobs: list[LayoutJob],
                   ) -> PushedLayouts:
+    """Every job pushed, heaviest first, at most ``concurrency`` at once; a failed layout
+    never stops the others. Outcomes in the jobs' order (by tree path)."""
     order = heaviest_first(jobs)
     futures: list[PrefectFuture[LayoutPushResult | None]] = submit_bounded(
         lambda job: push_layout_task.submit(registry, job, params.blob_workers), order,
         params.concurrency)
-    by_job = dict(zip([id(job) for job in order], futures, strict=True))
+    by_layout = {job.layout: future for job, future in zip(order, futures, strict=True)}
     layouts = PushedLayouts()
     for job in jobs:
-        future = by_job[id(job)]
+        future = by_layout[job.layout]
         if future.state.is_completed():
             layouts.record(job, future.result())
         else:

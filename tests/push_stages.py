@@ -52,10 +52,10 @@ def push_prepared(client: RegistryClient, tree: PreparedTree, target: Repository
             return exc
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        futures = {id(job): pool.submit(one, job) for job in heaviest_first(tree.jobs)}
+        futures = {job.layout: pool.submit(one, job) for job in heaviest_first(tree.jobs)}
         layouts = PushedLayouts()
         for job in tree.jobs:
-            layouts.record(job, futures[id(job)].result())
+            layouts.record(job, futures[job.layout].result())
     finish = finish_push(client, tree.unified, target, router, layouts)
     return push_result(target, tree, layouts, finish,
                        elapsed_seconds=time.monotonic() - started)

@@ -12,6 +12,7 @@ from d8mirror.push.access import bypassed, check_timeout
 from d8mirror.push.pusher import LayoutPushResult
 from d8mirror.push.routing import Router, normalize_path_suffix, parse_target
 from d8mirror.push.summary import LayoutFailure, PushResult, render_push_summary
+from d8mirror.registry import Credentials
 
 
 @pytest.mark.parametrize(("suffix", "expected"), [
@@ -138,3 +139,26 @@ def test_cli_arguments() -> None:
         parameters(_args("r:5000/ee"))
     with pytest.raises(InvalidReferenceError, match="missing the repository path"):
         parameters(_args("/b", "r:5000"))
+
+
+def test_explicit_credentials_win_over_a_credentials_block(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import push as push_flow
+    from tasks import runtime
+    from tasks.push_models import PushParameters
+
+    registered: dict[str, object] = {}
+    monkeypatch.setattr(push_flow, "target_credentials",
+                        lambda registry, block=None: Credentials("from-block", "b"))
+    monkeypatch.setattr(runtime, "register_endpoint",
+                        lambda registry, *, credentials=None, tls=None:
+                        registered.update({registry: credentials}))
+    params = PushParameters(bundle_dir="/b", registry="r.example/ee", credentials_block="blk")
+    push_flow._register_target(params)
+    assert registered["r.example"] == Credentials("from-block", "b")
+    runtime.give_credentials("r.example", Credentials("from-cli", "c"))
+    try:
+        push_flow._register_target(params)
+    finally:
+        runtime.give_credentials("r.example", None)
+    assert registered["r.example"] == Credentials("from-cli", "c")
