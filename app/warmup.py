@@ -1,11 +1,11 @@
-"""The CLI's warm-ups: work a command is about to do, started while its local Prefect API
-server starts (~4 s in which the tool would otherwise wait): ``pull`` fetches the packages'
-main images into its blob store (:mod:`d8mirror.pull.warmup`), ``push`` puts the bundle's
-blobs into the target (:mod:`d8mirror.push.warmup`), both through the flows' own stage
-functions. The flow that follows finds that work done (pull: blobs already in its store,
-reported as reused; push: blobs already in the target, reported as present), and the warm-up
-says what it did on its own line. ``D8MIRROR_WARM_UP=0`` turns them off. The session (:class:`app.session.Session`) starts a warm-up, stops it when the flow
-takes over and finishes it when it closes.
+"""The CLI's warm-ups: work a command is about to do, started while its local Prefect API server
+starts (~4 s in which the tool would otherwise wait): ``pull`` fetches the packages' main
+images into its blob store (:mod:`d8mirror.pull.warmup`), ``push`` puts the bundle's blobs into
+the target (:mod:`d8mirror.push.warmup`), both through the flows' own stage functions. The flow
+that follows finds that work done (pull: blobs already in its store, reported as reused; push:
+blobs already in the target, reported as present), and the warm-up says what it did on its own
+line. ``D8MIRROR_WARM_UP=0`` turns them off. The session (:class:`app.session.Session`) starts
+a warm-up, stops it when the flow takes over and finishes it when it closes.
 """
 
 from __future__ import annotations
