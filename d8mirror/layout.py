@@ -17,10 +17,12 @@ Push side: the index merge and provenance of the unpacked tree live in
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -163,16 +165,26 @@ def _empty_index() -> dict[str, Any]:
     return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
 
 
+#: flock errors of filesystems that cannot lock a directory (some NFS mounts).
+_NO_DIRECTORY_LOCKS = frozenset({errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL})
+
+
 @contextmanager
 def layout_lock(directory: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``directory`` (which must exist): writers of one layout's
-    ``index.json`` (threads with their own open file, or other processes) take turns."""
+    ``index.json`` (threads with their own open file, or other processes) take turns. Where
+    the filesystem cannot lock a directory, only the caller's own lock holds (each
+    :class:`Layout` object also serialises its own writers)."""
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
         raise wrap_os_error(exc, str(directory)) from exc
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in _NO_DIRECTORY_LOCKS:
+                raise wrap_os_error(exc, str(directory)) from exc
         yield
     finally:
         os.close(fd)   # releases the lock
@@ -184,6 +196,7 @@ class Layout:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._lock = threading.Lock()   # this object's writers; layout_lock: everyone's
 
     @property
     def index_path(self) -> Path:
@@ -302,7 +315,7 @@ class Layout:
         return self._append(source.with_tags(short_tag, ref_name))
 
     def _append(self, entry: IndexEntry) -> bool:
-        with layout_lock(self.path):
+        with self._lock, layout_lock(self.path):
             doc = self._read_doc()
             entries = parse_index(doc, str(self.index_path))
             if any(e.short_tag == entry.short_tag and e.digest == entry.digest for e in entries):
@@ -312,7 +325,7 @@ class Layout:
 
     def sort(self) -> None:
         """Sort descriptors by ref name (stable), rewrite with 2-space indentation (§7.5)."""
-        with layout_lock(self.path):
+        with self._lock, layout_lock(self.path):
             doc = self._read_doc()
             entries = parse_index(doc, str(self.index_path))
             self._write(doc, sorted(entries, key=lambda e: e.ref_name or ""))

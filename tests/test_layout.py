@@ -185,6 +185,23 @@ def test_concurrent_adds_to_one_layout_all_land(tmp_path: Path, store: BlobStore
         f"v1.0.{i}" for i in range(16))
 
 
+def test_a_filesystem_that_cannot_lock_a_directory_still_takes_writes(
+        tmp_path: Path, store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import fcntl
+
+    def no_directory_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.EBADF, "Bad file descriptor")   # e.g. NFS: read-only fd
+
+    monkeypatch.setattr(fcntl, "flock", no_directory_locks)
+    layout = Layout.create(tmp_path / "l")
+    digest, size, blobs = image(store, "nfs")
+    assert layout.add_manifest(digest=digest, media_type=OCI_MANIFEST, size=size,
+                               short_tag="v1.0.0", ref_name=f"{REPO}:v1.0.0", blobs=blobs,
+                               store=store)
+    assert [e.short_tag for e in layout.entries()] == ["v1.0.0"]
+
+
 # -- aliases, sort, completeness -----------------------------------------------------------------
 @pytest.mark.parametrize(("ref", "expected"), [
     ("localhost:5000/a/b/version:v1.2.3", "localhost:5000/a/b/version:stable"),
