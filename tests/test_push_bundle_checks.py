@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from push_bundle_builder import Expected, PackageSpec, build_package_layouts, pack_package
+from push_stages import push_bundle
 
 from d8mirror.bundle import discover_archives
 from d8mirror.bundle.checksums import sha256_line
@@ -34,7 +35,6 @@ from d8mirror.names import SHA256_SUFFIX
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.push.pusher import push_layout
 from d8mirror.push.routing import Router, parse_target
-from d8mirror.push.service import push_bundle
 from d8mirror.push.unified import WorkDir, default_tmp_dir, unpack_all
 from d8mirror.push.validate import MAX_ARCHIVE_ENTRIES, MAX_INDEX_BYTES
 from d8mirror.push.warmup import PushWarmer

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from d8mirror.names import MODULES, PACKAGES, PLUGINS
 from d8mirror.push import tinyimage
@@ -32,10 +32,11 @@ log = logging.getLogger("d8mirror.push")
 DISCOVERY_LABEL = "d8mirror discovery index"
 
 
-@dataclass(frozen=True)
-class DiscoveryTag:
-    kind: str          # "modules" | "packages" | "plugins"
-    repository: str    # path on the target registry
+class DiscoveryTag(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: str = Field(description='"modules", "packages" or "plugins".')
+    repository: str = Field(description="Path on the target registry.")
     tag: str
     digest: str
 
@@ -43,10 +44,6 @@ class DiscoveryTag:
     def tree_dir(self) -> str:
         """The item's directory in the unified tree (``packages/<name>``)."""
         return f"{_TREE_DIRS[self.kind]}/{self.tag}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "repository": self.repository, "tag": self.tag,
-                "digest": self.digest}
 
 
 _TREE_DIRS = {"modules": MODULES, "packages": PACKAGES, "plugins": PLUGINS}
@@ -79,7 +76,8 @@ def plan_discovery_tags(unified: Path, target: Repository, router: Router) -> li
             log.info("No %s directory found, skipping %s index", kind, kind)
             continue
         for name in sorted(p.name for p in directory.iterdir() if p.is_dir()):
-            out.append(DiscoveryTag(kind, repository.path, name, digest))
+            out.append(DiscoveryTag(kind=kind, repository=repository.path, tag=name,
+                                    digest=digest))
     return out
 
 
