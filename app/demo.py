@@ -16,6 +16,7 @@ from pathlib import Path
 
 from d8mirror.bundle import bundle_stats, verify_sidecars
 from d8mirror.mediatypes import INDEX_TYPES
+from d8mirror.names import DEFAULT_PACKAGES_PATH
 from d8mirror.registry import RegistryClient
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import SeededContent, demo_spec, seed_packages
@@ -49,7 +50,7 @@ def _compare(content: SeededContent, source: RegistryServer,
     with source.client() as src, target.client() as dst:
         for ref, digest in content.refs.items():
             repo, _, tag = ref.rpartition(":")
-            if "@" in ref or not repo.startswith(f"{ROOT}/packages/"):
+            if "@" in ref or not repo.startswith(f"{ROOT}{DEFAULT_PACKAGES_PATH}/"):
                 continue
             if tag in set(dst.list_tags(repo)) and (
                     dst.head_manifest(repo, tag).digest != _expected_digest(src, repo, digest)):

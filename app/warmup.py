@@ -1,10 +1,11 @@
-"""The CLI's warm-ups: work a command is about to do, started while its local Prefect API
-server starts (~4 s in which the tool would otherwise wait): ``pull`` fetches the packages'
-main images into its blob store (:mod:`d8mirror.pull.warmup`), ``push`` puts the bundle's
-blobs into the target (:mod:`d8mirror.push.warmup`). The flow that follows finds that work
-done (pull: blobs already in its store, reported as reused). ``D8MIRROR_WARM_UP=0`` turns
-them off. The session (:class:`app.session.Session`) starts a warm-up, stops it when the flow
-takes over and finishes it when it closes.
+"""The CLI's warm-ups: work a command is about to do, started while its local Prefect API server
+starts (~4 s in which the tool would otherwise wait): ``pull`` fetches the packages' main
+images into its blob store (:mod:`d8mirror.pull.warmup`), ``push`` puts the bundle's blobs into
+the target (:mod:`d8mirror.push.warmup`), both through the flows' own stage functions. The flow
+that follows finds that work done (pull: blobs already in its store, reported as reused; push:
+blobs already in the target, reported as present), and the warm-up says what it did on its own
+line. ``D8MIRROR_WARM_UP=0`` turns them off. The session (:class:`app.session.Session`) starts
+a warm-up, stops it when the flow takes over and finishes it when it closes.
 """
 
 from __future__ import annotations
@@ -68,15 +69,23 @@ def warm_pull(params: PullParameters) -> Warmer | None:
 
 
 def warm_push(params: PushParameters) -> Warmer | None:
-    """Put the bundle's blobs into the push target."""
+    """Put the bundle's blobs into the push target, through the push's own stages (the flow's
+    mount sources and checked archives: :mod:`tasks.runtime`)."""
     from d8mirror.push.warmup import PushWarmer
     from d8mirror.registry import RegistryClient
+    from tasks import runtime
     from tasks.credentials import target_credentials
 
     target = params.target()
     archives = params.archives()
-    client = RegistryClient(target.registry, tls=params.tls(), timeout=TIMEOUT,
-                            credentials=target_credentials(target.registry))
+    registry = target.registry
+    credentials = runtime.given_credentials(registry)
+    if credentials is None and params.credentials_block:
+        return None     # a Secret block is read through the API the warm-up does not wait for
+    credentials = credentials or target_credentials(registry)
+    client = RegistryClient(registry, tls=params.tls(), timeout=TIMEOUT, credentials=credentials)
     return PushWarmer(client, archives, target, params.router(),
-                      params.tmp_path(archives) / "warmup", concurrency=params.concurrency,
+                      params.tmp_path(archives) / "warmup",
+                      locations=runtime.blob_locations(registry),
+                      checked=runtime.checked_files(), concurrency=params.concurrency,
                       blob_workers=params.blob_workers).start()

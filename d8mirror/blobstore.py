@@ -18,34 +18,16 @@ object: a process keeps one per root (the Prefect layer's ``tasks.runtime.blob_s
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import os
-import shutil
 import threading
 import uuid
 from pathlib import Path
 from typing import BinaryIO
 
 from d8mirror.errors import DigestMismatchError, IntegrityError, LayoutError, wrap_os_error
+from d8mirror.files import place_file
+from d8mirror.hashing import sha256_bytes_digest, sha256_file_digest
 from d8mirror.reference import validate_digest
-
-_CHUNK = 1024 * 1024
-#: errno values after which a hard link is retried as a copy.
-_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES})
-
-
-def sha256_file(path: Path) -> str:
-    """``sha256:<hex>`` of a file, streamed."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
-
-
-def sha256_bytes(data: bytes) -> str:
-    return f"sha256:{hashlib.sha256(data).hexdigest()}"
 
 
 def read_capped(path: Path, *, limit: int, what: str) -> bytes:
@@ -58,23 +40,6 @@ def read_capped(path: Path, *, limit: int, what: str) -> bytes:
             "the content is not what it claims to be (a manifest or config)"
         )
     return data
-
-
-def place_file(src: Path, dest: Path) -> None:
-    """Atomically make ``dest`` a hard link to (or, across filesystems, a copy of) ``src``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError as exc:
-            if exc.errno not in _NO_LINK:
-                raise
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise wrap_os_error(exc, str(dest)) from exc
 
 
 class BlobStore:
@@ -148,7 +113,7 @@ class BlobStore:
                 return False
             if not path.is_file():
                 return False
-            if sha256_file(path) != digest:
+            if sha256_file_digest(path) != digest:
                 path.unlink(missing_ok=True)
                 return False
             self._verified.add(digest)
@@ -164,7 +129,7 @@ class BlobStore:
         final = self.path(digest)
         try:
             if not trusted:
-                actual = sha256_file(staged)
+                actual = sha256_file_digest(staged)
                 if actual != digest:
                     staged.unlink(missing_ok=True)
                     raise DigestMismatchError(
@@ -185,7 +150,7 @@ class BlobStore:
 
     def put_bytes(self, data: bytes) -> str:
         """Store a small blob (a manifest or config) atomically; return its digest."""
-        digest = sha256_bytes(data)
+        digest = sha256_bytes_digest(data)
         if self.has(digest, size=len(data)) and self.verified(digest):
             return digest
         staged = self.staging_path(digest)

@@ -1,8 +1,9 @@
 """OCI image layouts (``oci-layout``, ``index.json``, ``blobs/sha256/``) and their index files.
 
 A :class:`Layout` is one directory; every write of ``index.json`` is atomic (temp file, then
-``os.replace``) and serialised by a per-path lock, so several threads (and several ``Layout``
-objects for one path) may add images to one layout. ``index.json`` is re-read for every
+``os.replace``) and serialised by an exclusive ``flock`` on the layout directory
+(:func:`layout_lock`), so several threads (and several ``Layout`` objects for one path, or
+several processes) may add images to one layout. ``index.json`` is re-read for every
 operation: it is small, and the file is the only state (a crash loses nothing that was written).
 
 Pull side (spec §6.2): :meth:`Layout.add_manifest` links the image's whole blob closure from the
@@ -10,39 +11,28 @@ shared :class:`~d8mirror.blobstore.BlobStore` and only then appends the descript
 write is really redone by the next attempt (PR #393). Channel aliases (§4) are
 :meth:`Layout.retag` with :func:`alias_ref_name` (Part A Q3: host:port safe).
 
-Push side (§7.5, §8.4, Part A Q2). Archives are unpacked in sorted order into one tree; each
-archive's ``index.json`` for a layout path goes through :func:`merge_index_into`, which unions it
-with the one already there (:func:`merge_index`) **and** records where each descriptor came from
-in a sidecar next to it, ``.d8mirror-provenance.json``::
-
-    {"version": 1, "entries": [{"digest": "sha256:…", "refName": "…", "archives": ["…"]}]}
-
-keyed by (digest, ref name) — the merge's dedupe key — with every archive that brought it. The
-sidecar leaves ``index.json`` byte-compatible with the reference. For ``packages/<n>/version``
-it also records, by content, which archives were versions catalogs and which entries the
-package's own archive brought as a pin's channel aliases (:func:`pin_aliases`). At push time
-``Provenance.load(dir).q2_preferred(entries)`` is the ``preferred`` predicate for
-:func:`resolve_short_tags`: when one short tag has several digests, a pin's alias beats the
-catalog (the pin wins); any other conflict goes to the catalog's entry (an unpinned package
-follows the catalog); otherwise the last in index order wins — and because the merge puts an
-earlier archive's entries before a later one's (stable sort by ref name), that is the later
-archive. (``from_item_archive``, the older name-based predicate, is kept for callers.)
+Push side: the index merge and provenance of the unpacked tree live in
+:mod:`d8mirror.push.index_merge`, short-tag resolution in :mod:`d8mirror.push.short_tags`.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import shutil
 import threading
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from d8mirror.blobstore import BlobStore, read_capped, sha256_file
+from d8mirror.blobstore import BlobStore, read_capped
 from d8mirror.errors import IntegrityError, LayoutError, wrap_os_error
+from d8mirror.files import FILE_MODE, write_atomic
+from d8mirror.hashing import sha256_file_digest
 from d8mirror.mediatypes import (
     ANNOTATION_REF_NAME,
     ANNOTATION_SHORT_TAG,
@@ -51,13 +41,9 @@ from d8mirror.mediatypes import (
     OCI_LAYOUT_VERSION,
 )
 from d8mirror.reference import is_valid_digest, validate_digest, validate_tag
-from d8mirror.versions.channels import ALL_CHANNELS
 
 OCI_LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
-PROVENANCE_FILE = ".d8mirror-provenance.json"
-VERSIONS_ARCHIVE = "package-versions.tar"
-CHANNEL_NAMES = frozenset(ALL_CHANNELS)
 _DESCRIPTOR_KEYS = ("mediaType", "digest", "size", "annotations")
 _MAX_INDEX_BYTES = 64 * 1024 * 1024
 
@@ -131,19 +117,11 @@ def alias_ref_name(ref_name: str, tag: str) -> str:
 
 
 # -- files ---------------------------------------------------------------------------------------
-def _write_json_atomic(path: Path, doc: Any, *, mode: int | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        if mode is not None:
-            tmp.chmod(mode)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise wrap_os_error(exc, str(path)) from exc
+def write_json_atomic(path: Path, doc: Any, *, mode: int = FILE_MODE) -> None:
+    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode("utf-8"), mode=mode)
 
 
-def _read_json(path: Path, what: str) -> Any:
+def read_json(path: Path, what: str) -> Any:
     try:
         data = read_capped(path, limit=_MAX_INDEX_BYTES, what=what)
         return json.loads(data)
@@ -171,7 +149,7 @@ def parse_index(doc: Any, where: str) -> list[IndexEntry]:
 
 def read_index_file(path: Path) -> dict[str, Any]:
     """A validated ``index.json`` document (LayoutError when missing or malformed)."""
-    doc = _read_json(path, "index")
+    doc = read_json(path, "index")
     parse_index(doc, str(path))
     return dict(doc)
 
@@ -180,13 +158,29 @@ def _empty_index() -> dict[str, Any]:
     return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
 
 
-_PATH_LOCKS: dict[Path, threading.Lock] = {}
-_PATH_LOCKS_GUARD = threading.Lock()
+#: flock errors of filesystems that cannot lock a directory (some NFS mounts).
+_NO_DIRECTORY_LOCKS = frozenset({errno.EBADF, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL})
 
 
-def _path_lock(path: Path) -> threading.Lock:
-    with _PATH_LOCKS_GUARD:
-        return _PATH_LOCKS.setdefault(path.resolve(), threading.Lock())
+@contextmanager
+def layout_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory`` (which must exist): writers of one layout's
+    ``index.json`` (threads with their own open file, or other processes) take turns. Where
+    the filesystem cannot lock a directory, only the caller's own lock holds (each
+    :class:`Layout` object also serialises its own writers)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise wrap_os_error(exc, str(directory)) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in _NO_DIRECTORY_LOCKS:
+                raise wrap_os_error(exc, str(directory)) from exc
+        yield
+    finally:
+        os.close(fd)   # releases the lock
 
 
 # -- layouts -------------------------------------------------------------------------------------
@@ -195,7 +189,7 @@ class Layout:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._lock = _path_lock(self.path)
+        self._lock = threading.Lock()   # this object's writers; layout_lock: everyone's
 
     @property
     def index_path(self) -> Path:
@@ -209,8 +203,8 @@ class Layout:
             (path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise wrap_os_error(exc, str(path)) from exc
-        _write_json_atomic(path / OCI_LAYOUT_FILE, {"imageLayoutVersion": OCI_LAYOUT_VERSION})
-        _write_json_atomic(path / INDEX_FILE, _empty_index())
+        write_json_atomic(path / OCI_LAYOUT_FILE, {"imageLayoutVersion": OCI_LAYOUT_VERSION})
+        write_json_atomic(path / INDEX_FILE, _empty_index())
         return cls(path)
 
     @classmethod
@@ -231,7 +225,7 @@ class Layout:
     def open(cls, path: Path) -> Layout:
         """An existing layout; LayoutError naming the path when it is not a valid one."""
         path = Path(path)
-        marker = _read_json(path / OCI_LAYOUT_FILE, "layout marker")
+        marker = read_json(path / OCI_LAYOUT_FILE, "layout marker")
         if not isinstance(marker, Mapping) or "imageLayoutVersion" not in marker:
             raise LayoutError(f"{path / OCI_LAYOUT_FILE} has no imageLayoutVersion: "
                               "not an OCI image layout")
@@ -254,7 +248,7 @@ class Layout:
         doc = {**doc, "manifests": [e.to_json() for e in entries]}
         doc.setdefault("schemaVersion", 2)
         doc.setdefault("mediaType", OCI_INDEX)
-        _write_json_atomic(self.index_path, doc)
+        write_json_atomic(self.index_path, doc)
 
     def entries(self) -> list[IndexEntry]:
         return parse_index(self._read_doc(), str(self.index_path))
@@ -314,7 +308,7 @@ class Layout:
         return self._append(source.with_tags(short_tag, ref_name))
 
     def _append(self, entry: IndexEntry) -> bool:
-        with self._lock:
+        with self._lock, layout_lock(self.path):
             doc = self._read_doc()
             entries = parse_index(doc, str(self.index_path))
             if any(e.short_tag == entry.short_tag and e.digest == entry.digest for e in entries):
@@ -324,7 +318,7 @@ class Layout:
 
     def sort(self) -> None:
         """Sort descriptors by ref name (stable), rewrite with 2-space indentation (§7.5)."""
-        with self._lock:
+        with self._lock, layout_lock(self.path):
             doc = self._read_doc()
             entries = parse_index(doc, str(self.index_path))
             self._write(doc, sorted(entries, key=lambda e: e.ref_name or ""))
@@ -387,7 +381,7 @@ class Layout:
         path = self.blob_path(digest)
         if not path.is_file():
             return [f"{self.path}: blob {digest} is missing"]
-        actual = sha256_file(path)
+        actual = sha256_file_digest(path)
         if actual != digest:
             return [f"{self.path}: blob {digest} is corrupt (content hashes to {actual})"]
         return []
@@ -401,208 +395,3 @@ def _plain_descriptor(item: Any, where: str) -> IndexEntry:
         return IndexEntry.from_json(item)
     except LayoutError as exc:
         raise LayoutError(f"{where}: {exc}") from exc
-
-
-# -- merge (push side) ---------------------------------------------------------------------------
-def merge_index(existing: Mapping[str, Any], incoming: Mapping[str, Any]) -> dict[str, Any]:
-    """Union of two index documents (§7.5): existing entries first, then new ones, deduped by
-    (digest, ref name), stably sorted by ref name; schemaVersion/mediaType fall back to the
-    incoming file's. Same short tag with different digests: both kept. LayoutError if invalid."""
-    old = parse_index(existing, "existing index.json")
-    new = parse_index(incoming, "incoming index.json")
-    merged: dict[tuple[str, str | None], IndexEntry] = {}
-    for entry in [*old, *new]:
-        merged.setdefault(entry.key, entry)
-    doc = {k: v for k, v in existing.items() if k != "manifests"}
-    for key in ("schemaVersion", "mediaType"):
-        if key not in doc and key in incoming:
-            doc[key] = incoming[key]
-    doc.setdefault("schemaVersion", 2)
-    doc.setdefault("mediaType", OCI_INDEX)
-    ordered = sorted(merged.values(), key=lambda e: e.ref_name or "")
-    doc["manifests"] = [e.to_json() for e in ordered]
-    return doc
-
-
-def pin_aliases(entries: Sequence[IndexEntry]) -> list[IndexEntry]:
-    """The channel aliases of a pin in one ``version/index.json`` as an archive brought it
-    (Part A Q2, spec §4): an entry tagged with a channel name that comes *after* an entry of
-    the same digest tagged with something else. Both the reference and d8mirror append a pin's
-    aliases to the sorted index (copies of the pinned version's descriptor); a pulled channel
-    image sorts before its ``v``-prefixed versions and so is never such a copy."""
-    seen_versions: set[str] = set()
-    out: list[IndexEntry] = []
-    for entry in entries:
-        if entry.short_tag in CHANNEL_NAMES:
-            if entry.digest in seen_versions:
-                out.append(entry)
-        elif entry.short_tag:
-            seen_versions.add(entry.digest)
-    return out
-
-
-@dataclass
-class Provenance:
-    """Which archives brought each (digest, ref name) of one layout; see the module docstring.
-    For a ``packages/<n>/version`` layout also (Q2): which archives brought it as a versions
-    catalog (``catalogs``), and which entries a package's own archive brought as a pin's
-    channel aliases (``pins``)."""
-
-    sources: dict[tuple[str, str | None], list[str]] = field(default_factory=dict)
-    catalogs: set[str] = field(default_factory=set)
-    pins: dict[tuple[str, str | None], list[str]] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, layout_dir: Path) -> Provenance:
-        path = Path(layout_dir) / PROVENANCE_FILE
-        if not path.exists():
-            return cls()
-        doc = _read_json(path, "provenance sidecar")
-        try:
-            items = doc["entries"]
-            return cls({(str(i["digest"]), i.get("refName")): list(i["archives"]) for i in items},
-                       {str(a) for a in doc.get("catalogs", [])},
-                       {(str(i["digest"]), i.get("refName")): list(i["pinAliasIn"])
-                        for i in items if i.get("pinAliasIn")})
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise LayoutError(f"provenance sidecar {path} is malformed: {exc}") from exc
-
-    def save(self, layout_dir: Path) -> None:
-        items = sorted(self.sources.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
-        entries: list[dict[str, Any]] = []
-        for key, archives in items:
-            entry: dict[str, Any] = {"digest": key[0], "refName": key[1], "archives": archives}
-            if self.pins.get(key):
-                entry["pinAliasIn"] = self.pins[key]
-            entries.append(entry)
-        doc: dict[str, Any] = {"version": 1, "entries": entries}
-        if self.catalogs:
-            doc["catalogs"] = sorted(self.catalogs)
-        _write_json_atomic(Path(layout_dir) / PROVENANCE_FILE, doc, mode=0o600)
-
-    def record_role(self, entries: Sequence[IndexEntry], source: str, *, own: bool) -> None:
-        """Q2: ``source`` brought this version layout as the package's own archive (``own``:
-        its pin aliases are recorded) or as a versions catalog."""
-        if not own:
-            self.catalogs.add(source)
-            return
-        for entry in pin_aliases(entries):
-            archives = self.pins.setdefault(entry.key, [])
-            if source not in archives:
-                archives.append(source)
-
-    def q2_preferred(self, entries: Sequence[IndexEntry]) -> Callable[[IndexEntry], bool]:
-        """The Q2 ``preferred`` predicate for :func:`resolve_short_tags`: on a tag that a
-        package's own archive pins (a channel alias of its pin), the pin's entry; on any other
-        conflict, an entry the versions catalog brought (an unpinned package follows the
-        catalog, never an older package archive); without either, the last entry wins."""
-        pinned = {e.short_tag for e in entries if self.pins.get(e.key)}
-
-        def preferred(entry: IndexEntry) -> bool:
-            if entry.short_tag in pinned:
-                return bool(self.pins.get(entry.key))
-            return any(a in self.catalogs for a in self.archives(entry))
-        return preferred
-
-    def is_pin_alias(self, entry: IndexEntry) -> bool:
-        return bool(self.pins.get(entry.key))
-
-    def record(self, entries: Iterable[IndexEntry], source: str) -> None:
-        for entry in entries:
-            archives = self.sources.setdefault(entry.key, [])
-            if source not in archives:
-                archives.append(source)
-
-    def archives(self, entry: IndexEntry) -> list[str]:
-        return list(self.sources.get(entry.key, []))
-
-    def from_item_archive(self, entry: IndexEntry) -> bool:
-        """True when ``entry`` came from an archive other than ``package-versions.tar``
-        (e.g. ``package-<name>.tar``): the Q2 ``preferred`` predicate."""
-        return any(Path(a).name != VERSIONS_ARCHIVE for a in self.archives(entry))
-
-
-def merge_index_into(layout_dir: Path, incoming: Mapping[str, Any], *, source: str) -> None:
-    """Push-side unpack: merge ``incoming`` into ``layout_dir/index.json`` (written if absent,
-    mode 0600) and record that its descriptors came from archive ``source``."""
-    layout_dir = Path(layout_dir)
-    target = layout_dir / INDEX_FILE
-    new_entries = parse_index(incoming, f"index.json for {layout_dir} from {source}")
-    with _path_lock(layout_dir):
-        if target.exists():
-            doc = merge_index(read_index_file(target), incoming)
-        else:
-            doc = merge_index({}, incoming)
-        layout_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(target, doc, mode=0o600)
-        provenance = Provenance.load(layout_dir)
-        provenance.record(new_entries, source)
-        provenance.save(layout_dir)
-
-
-# -- push: which descriptor a short tag means ----------------------------------------------------
-@dataclass(frozen=True)
-class TagConflict:
-    """One short tag given several digests; ``chosen`` is the digest that will be pushed."""
-
-    short_tag: str
-    digests: tuple[str, ...]
-    chosen: str
-    by_preference: bool
-
-    def describe(self) -> str:
-        others = ", ".join(d for d in self.digests if d != self.chosen)
-        why = "it came from the package's own archive" if self.by_preference else "last wins"
-        return (f"tag {self.short_tag} has {len(self.digests)} digests; pushing {self.chosen} "
-                f"({why}), ignoring {others}")
-
-
-class ShortTagResolution(Mapping[str, IndexEntry]):
-    """short tag → descriptor to push (sorted by tag), plus ``conflicts`` and ``untagged``."""
-
-    def __init__(self, chosen: Mapping[str, IndexEntry], conflicts: Sequence[TagConflict],
-                 untagged: Sequence[IndexEntry]) -> None:
-        self._chosen = dict(sorted(chosen.items()))
-        self.conflicts: tuple[TagConflict, ...] = tuple(conflicts)
-        self.untagged: tuple[IndexEntry, ...] = tuple(untagged)
-
-    def __getitem__(self, key: str) -> IndexEntry:
-        return self._chosen[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._chosen)
-
-    def __len__(self) -> int:
-        return len(self._chosen)
-
-
-def resolve_short_tags(entries: Sequence[IndexEntry],
-                       preferred: Callable[[IndexEntry], bool] | None = None,
-                       ) -> ShortTagResolution:
-    """Which descriptor each short tag pushes (§8.4 + Part A Q2).
-
-    Default: the last in index order. When a short tag has several digests and ``preferred``
-    marks some of its descriptors, the last preferred one wins. Entries without a short tag are
-    skipped and listed in ``untagged``; every tag with several digests is one conflict.
-    """
-    groups: dict[str, list[IndexEntry]] = {}
-    untagged: list[IndexEntry] = []
-    for entry in entries:
-        if entry.short_tag:
-            groups.setdefault(entry.short_tag, []).append(entry)
-        else:
-            untagged.append(entry)
-    chosen: dict[str, IndexEntry] = {}
-    conflicts: list[TagConflict] = []
-    for tag in sorted(groups):
-        group = groups[tag]
-        winner, by_preference = group[-1], False
-        digests = tuple(dict.fromkeys(e.digest for e in group))
-        if len(digests) > 1 and preferred is not None:
-            favourites = [e for e in group if preferred(e)]
-            if favourites and favourites[-1].digest != winner.digest:
-                winner, by_preference = favourites[-1], True
-        chosen[tag] = winner
-        if len(digests) > 1:
-            conflicts.append(TagConflict(tag, digests, winner.digest, by_preference))
-    return ShortTagResolution(chosen, conflicts, untagged)

@@ -25,6 +25,7 @@ from typing import Any
 from d8mirror.bundle import discover_archives, verify_sidecars
 from d8mirror.bundle.checksums import has_sha256_sidecars
 from d8mirror.errors import BundleError, ConfigError
+from d8mirror.names import SHA256_SUFFIX
 from d8mirror.push.validate import check_archives
 
 TRANSFER_MANIFEST = "d8mirror-transfer.json"
@@ -94,8 +95,8 @@ def verify_bundle(bundle_dir: Path) -> VerifyReport:
 
 def _orphan_sidecars(bundle_dir: Path) -> list[str]:
     problems = []
-    for sidecar in sorted(bundle_dir.glob("*.sha256")):
-        target = sidecar.with_name(sidecar.name.removesuffix(".sha256"))
+    for sidecar in sorted(bundle_dir.glob("*" + SHA256_SUFFIX)):
+        target = sidecar.with_name(sidecar.name.removesuffix(SHA256_SUFFIX))
         if not target.exists():
             problems.append(f"{target}: missing (its checksum file {sidecar.name} is present)")
     return problems

@@ -33,6 +33,7 @@ from prefect.futures import PrefectFuture, wait
 from d8mirror.bundle import bundle_stats
 from d8mirror.bundle.checksums import write_gost_sidecars
 from d8mirror.errors import MirrorError, PullFailed
+from d8mirror.files import write_atomic
 from d8mirror.pull.discovery import Discovery, validate_proxy_mode
 from d8mirror.pull.package import FetchResult
 from d8mirror.pull.packing import ArchiveInfo
@@ -112,6 +113,7 @@ def _outcome(name: str, plan: PrefectFuture[PackagePlan], fetch: PrefectFuture[F
             outcome.status = "empty"
         else:
             outcome.archive, outcome.archive_bytes = Path(archive.path).name, archive.size
+            outcome.gost_known = archive.gost
     return outcome
 
 
@@ -216,7 +218,9 @@ class PackageVersions:
         if not any(p.images for p in pulled):
             logger.info("No package release images found, skipping package-versions archive")
             return
-        pack_versions_task(self.params, pulled)
+        archive = pack_versions_task(self.params, pulled)
+        if archive is not None:
+            report.gost_known = archive.gost
 
     def _collect(self, report: PullReport) -> list[ReleaseCatalog]:
         pulled = []
@@ -276,7 +280,7 @@ def gost_sidecars(params: PullParameters, report: PullReport) -> None:
     logger = get_run_logger()
     logger.info("Compute GOST digests for bundle")
     try:
-        files = write_gost_sidecars(Path(params.bundle_dir))
+        files = write_gost_sidecars(Path(params.bundle_dir), known=report.gost_digests())
     except (MirrorError, OSError) as exc:
         report.errors.append(f"GOST digests not written: {type(exc).__name__}: {exc}")
         return
@@ -341,9 +345,10 @@ def mirror_package(params: MirrorPackageParameters) -> PackageOutcome:
     marker.unlink(missing_ok=True)
     [outcome] = _pull_packages(pull, [name], refresh=params.force_refetch)
     if pull.gost_digest and outcome.archive and not stop_requested():
-        write_gost_sidecars(Path(pull.bundle_dir), outcome.archive)  # this archive's only
+        write_gost_sidecars(Path(pull.bundle_dir), outcome.archive,  # this archive's only
+                            known=outcome.gost_known)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(outcome.model_dump_json())
+    write_atomic(marker, outcome.model_dump_json().encode())
     report = PullReport(source=pull.source, dry_run=pull.dry_run, packages=[outcome])
     create_table_artifact(key="mirror-package", table=report.table_rows(),
                           description=f"d8mirror: package {name} into {pull.bundle_dir}")

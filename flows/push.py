@@ -1,9 +1,15 @@
 """mirror-push: bundle archives into the air-gapped registry.
 
-    write check ─▶ unpack (sorted, merged, Q2 provenance) ─▶ per layout (mapped, bounded):
-    push ─▶ verify every pushed tag ─▶ discovery tags of the items whose layouts all landed ─▶
-    verify them ─▶ summary + table artifacts ─▶ Failed if any layout failed or any tag does
-    not resolve to the bundle's digest
+    check bundle ─▶ write check ─▶ unpack (sorted, merged, Q2 provenance; sidecars checked)
+    ─▶ per layout (bounded, heaviest first): push ─▶ finish: verify every pushed tag,
+    discovery tags of the items whose layouts all landed, verify them ─▶ summary + table
+    artifacts ─▶ PushFailed if any layout failed or any tag does not resolve to the bundle's
+    digest
+
+Each step is one stage of :mod:`d8mirror.push.stages` run as one task of :mod:`tasks.push`;
+at most ``concurrency`` layouts are pushed at once (:mod:`flows.bounded`). The flow returns
+the typed :class:`~d8mirror.push.summary.PushResult`. Explicit credentials (the CLI's) reach
+the target's client through :mod:`tasks.runtime` and win over a ``credentials_block``.
 
 A failed layout never stops the others; the run ends Failed, names it, and withholds the
 discovery tag of its item (package, module, plugin). Layout pushes are not cached across runs
@@ -16,22 +22,18 @@ discovery tag, and ends the run Completed with a "Push was cancelled" summary.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import PrefectFuture, wait
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.futures import PrefectFuture
 
-from d8mirror.errors import PushFailed as PushFailed  # re-exported: run_push raises it
+from d8mirror.errors import PushFailed
 from d8mirror.push.access import bypassed
 from d8mirror.push.pusher import LayoutPushResult
-from d8mirror.push.service import heaviest_first
-from d8mirror.push.summary import LayoutFailure, PushResult, render_push_summary
-from d8mirror.push.unified import UnpackResult, WorkDir
-from d8mirror.push.verify import Mismatch
-from d8mirror.registry import Credentials
+from d8mirror.push.stages import LayoutJob, PushedLayouts, heaviest_first, push_result
+from d8mirror.push.summary import PushResult, render_push_summary
+from flows.bounded import submit_bounded, task_runner
 from flows.states import error_text
 from tasks import runtime
 from tasks.credentials import target_credentials
@@ -39,46 +41,41 @@ from tasks.push import (
     PushParameters,
     check_bundle_task,
     check_write_access_task,
-    discovery_from_json,
-    push_discovery_tags_task,
+    finish_push_task,
     push_layout_task,
     unpack_bundle_task,
-    verify_push_task,
 )
 
-#: Credentials handed over by ``run_push`` (the CLI), by registry host; never parameters.
-_explicit_credentials: dict[str, Credentials] = {}
+__all__ = ["PushFailed", "mirror_push", "run_push"]
 
 
 def _register_target(params: PushParameters) -> str:
+    """The target's endpoint: credentials the CLI was given explicitly win over a Secret
+    block named in the parameters, then the environment and docker config."""
     registry = params.target().registry
-    credentials = _explicit_credentials.get(registry) or target_credentials(
+    credentials = runtime.given_credentials(registry) or target_credentials(
         registry, params.credentials_block)
     runtime.register_endpoint(registry, credentials=credentials, tls=params.tls())
     return registry
 
 
-
-def _push_layouts(params: PushParameters, registry: str, jobs: list[dict[str, Any]],
-                  ) -> tuple[list[LayoutPushResult], list[LayoutFailure], list[str]]:
-    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=params.concurrency)
-    with runner:
-        started: dict[int, PrefectFuture[Any]] = {
-            i: runner.submit(push_layout_task, {"registry": registry, "job": jobs[i],
-                                                "blob_workers": params.blob_workers})
-            for i in heaviest_first(range(len(jobs)), lambda i: int(jobs[i].get("weight", 0)))}
-        futures = [started[i] for i in range(len(jobs))]
-        wait(futures)
-    done, failed, cancelled = [], [], []
-    for job, future in zip(jobs, futures, strict=True):
-        if not future.state.is_completed():
-            failed.append(LayoutFailure(job["layout"], job["repository"],
-                                        error_text(future.state)))
-        elif (doc := future.state.result()).get("cancelled"):
-            cancelled.append(str(job["layout"]))
+def _push_layouts(params: PushParameters, registry: str, jobs: list[LayoutJob],
+                  ) -> PushedLayouts:
+    """Every job pushed, heaviest first, at most ``concurrency`` at once; a failed layout
+    never stops the others. Outcomes in the jobs' order (by tree path)."""
+    order = heaviest_first(jobs)
+    futures: list[PrefectFuture[LayoutPushResult | None]] = submit_bounded(
+        lambda job: push_layout_task.submit(registry, job, params.blob_workers), order,
+        params.concurrency)
+    by_layout = {job.layout: future for job, future in zip(order, futures, strict=True)}
+    layouts = PushedLayouts()
+    for job in jobs:
+        future = by_layout[job.layout]
+        if future.state.is_completed():
+            layouts.record(job, future.result())
         else:
-            done.append(LayoutPushResult.from_json(doc))
-    return done, failed, cancelled
+            layouts.record(job, error_text(future.state))
+    return layouts
 
 
 def _publish(result: PushResult) -> None:
@@ -88,8 +85,8 @@ def _publish(result: PushResult) -> None:
                           description="Layouts pushed: tags, status, error")
 
 
-@flow(name="mirror-push", log_prints=True)
-def mirror_push(params: PushParameters) -> dict[str, Any]:
+@flow(name="mirror-push", task_runner=task_runner(), log_prints=True)
+def mirror_push(params: PushParameters) -> PushResult:
     """Push bundle archives into the target registry; see the module docstring."""
     logger = get_run_logger()
     started = time.monotonic()
@@ -99,33 +96,15 @@ def mirror_push(params: PushParameters) -> dict[str, Any]:
         logger.warning("MIRROR_BYPASS_ACCESS_CHECKS=1: skipping the registry write check")
     else:
         check_write_access_task(params.registry)
-    unpacked = unpack_bundle_task(params)
-    workdir = WorkDir(tmp=Path(unpacked["tmp"]),
-                      created=[Path(p) for p in unpacked["created"]])
+    tree = unpack_bundle_task(params)
     try:
-        done, failed, cancelled = _push_layouts(params, registry, unpacked["jobs"])
-        expected = [[r.repository, tag, digest] for r in done for tag, digest in r.tags]
-        mismatches = [Mismatch(**m) for m in verify_push_task(registry, expected)]
-        unverified = {m.repository for m in mismatches}
-        not_landed = [f.layout for f in failed] + cancelled
-        not_landed += [r.layout for r in done if r.repository in unverified]
-        tags = push_discovery_tags_task(params, unpacked["root"], not_landed)
-        discovery = discovery_from_json(tags["pushed"])
-        withheld = discovery_from_json(tags["withheld"])
-        mismatches += [Mismatch(**m) for m in verify_push_task(
-            registry, [[d.repository, d.tag, d.digest] for d in discovery])]
+        layouts = _push_layouts(params, registry, tree.jobs)
+        finish = finish_push_task(params, tree, layouts)
     finally:
-        workdir.cleanup()
-    unpack = UnpackResult(workdir.unified, tuple(unpacked["unpacked"]),
-                          tuple((a, e) for a, e in unpacked["failed"]),
-                          unpacked["bytes_written"], tuple(unpacked["warnings"]),
-                          unpacked["bytes_in_archives"])
-    result = PushResult(str(params.target()), unpack, tuple(done), tuple(failed),
-                        tuple(discovery), tuple(mismatches),
-                        cancelled=runtime.stop_requested(),
-                        elapsed_seconds=time.monotonic() - started,
-                        warnings=tuple(w for r in done for w in r.warnings),
-                        withheld=tuple(withheld), not_started=tuple(cancelled))
+        tree.workdir().cleanup()
+    result = push_result(params.target(), tree, layouts, finish,
+                         cancelled=runtime.stop_requested(),
+                         elapsed_seconds=time.monotonic() - started)
     logger.info("%s", render_push_summary(result))
     _publish(result)
     if not result.ok:
@@ -134,18 +113,14 @@ def mirror_push(params: PushParameters) -> dict[str, Any]:
         raise PushFailed(f"push to {params.registry} failed; failed layouts: {names}; "
                          f"{len(result.mismatches)} tags did not verify; discovery tags "
                          f"withheld: {held} (rerun the push to complete them)")
-    return result.to_json()
+    return result
 
 
-def run_push(params: PushParameters, credentials: Credentials | None = None, *,
-             on_running: list[Any] | None = None) -> dict[str, Any]:
-    """What the CLI calls: hand over explicit credentials (by host), then run the flow
-    (``on_running``: flow hooks, e.g. the CLI's graceful SIGTERM)."""
-    registry = params.target().registry
-    if credentials is not None:
-        _explicit_credentials[registry] = credentials
+def run_push(params: PushParameters, *, on_running: list[Any] | None = None) -> PushResult:
+    """Run the flow in this process (``on_running``: flow hooks, e.g. the CLI's graceful
+    SIGTERM); explicit credentials were given to :mod:`tasks.runtime` beforehand (the CLI's
+    session does it)."""
     try:
         return mirror_push.with_options(on_running=on_running)(params)
     finally:
-        _explicit_credentials.pop(registry, None)
         runtime.close_clients()

@@ -9,8 +9,8 @@ from pathlib import Path
 from pydantic import Field
 
 from d8mirror.bundle import parse_size
+from d8mirror.names import DEFAULT_PACKAGES_PATH, PACKAGES, VERSION, normalize_path_suffix
 from d8mirror.pull.options import PullOptions
-from d8mirror.pull.segments import normalize_packages_path
 from d8mirror.reference import Repository
 from d8mirror.versions import PackageFilter
 
@@ -30,7 +30,7 @@ class PullParameters(RegistryAccess):
         description="Whitelist NAME[@CONSTRAINT], e.g. console@~1.40.0 or console@=v1.2.3+stable.")
     exclude_packages: list[str] = Field(default_factory=list,
                                         description="Blacklist of package names.")
-    packages_path_suffix: str = Field("/packages",
+    packages_path_suffix: str = Field(DEFAULT_PACKAGES_PATH,
                                       description="Packages path under the source repository.")
     no_packages: bool = Field(False, description="Skip per-package archives "
                               "(package-versions.tar is still produced).")
@@ -65,10 +65,10 @@ class PullParameters(RegistryAccess):
         return self.work_root() / "blobs"
 
     def package_work_dir(self, name: str) -> Path:
-        return self.work_root() / "packages" / name
+        return self.work_root() / PACKAGES / name
 
     def versions_work_dir(self, name: str) -> Path:
-        return self.work_root() / "package-versions" / name / "version"
+        return self.work_root() / "package-versions" / name / VERSION
 
     def chunk_bytes(self) -> int:
         return parse_size(self.chunk_size)
@@ -80,7 +80,7 @@ class PullParameters(RegistryAccess):
         return PullOptions(
             source=self.repository(),
             package_filter=PackageFilter.from_flags(self.include_packages, self.exclude_packages),
-            packages_path=normalize_packages_path(self.packages_path_suffix),
+            packages_path=normalize_path_suffix(self.packages_path_suffix, PACKAGES),
             no_packages=self.no_packages, only_extra_images=self.only_extra_images,
             skip_vex_images=self.skip_vex_images, proxy_registry=self.proxy_registry,
             dry_run=self.dry_run,

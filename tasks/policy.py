@@ -7,7 +7,6 @@ content (digests, paths, a cache version), never from task source.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -16,6 +15,7 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
 
 from d8mirror.errors import is_retryable
+from d8mirror.hashing import sha256_bytes_hex
 
 #: Bump when the meaning of a cached result changes; old records then stop matching.
 CACHE_VERSION = "d8mirror-cache-v1"
@@ -47,4 +47,4 @@ TRANSIENT_RETRIES: dict[str, Any] = {
 def content_key(*parts: Any) -> str:
     """A stable cache key from JSON-able parts, prefixed with :data:`CACHE_VERSION`."""
     blob = json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return sha256_bytes_hex(blob.encode())

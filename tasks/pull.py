@@ -24,6 +24,8 @@ from prefect import task
 from prefect.context import TaskRunContext
 
 from d8mirror.errors import ChildRunFailed
+from d8mirror.files import write_atomic
+from d8mirror.names import sha256_sidecar
 from d8mirror.pull.archive_cache import ArchiveCache
 from d8mirror.pull.discovery import Discovery, discover_packages
 from d8mirror.pull.fetcher import ImageFetcher
@@ -58,14 +60,27 @@ def source_slots(params: PullParameters, occupy: int = 1) -> Any:
     return registry_slots(params.repository().registry, occupy, enabled=params.concurrency_limits)
 
 
+#: Per-package state files under ``<work>/state/`` (outside the packed working dirs).
+STATE_DIR = "state"
+FETCH_KEY_SUFFIX = ".fetch-key"
+FETCH_TAGS_SUFFIX = ".fetch-tags.json"
+PACK_RECORD_SUFFIX = ".pack.json"
+OUTCOME_SUFFIX = ".outcome.json"
+
+
+def state_file(params: PullParameters, name: str, suffix: str) -> Path:
+    """``<work>/state/<name><suffix>``."""
+    return params.work_root() / STATE_DIR / f"{name}{suffix}"
+
+
 def fetch_marker(params: PullParameters, name: str) -> Path:
     """Where a package fetch records its content key, outside the packed working dir."""
-    return params.work_root() / "state" / f"{name}.fetch-key"
+    return state_file(params, name, FETCH_KEY_SUFFIX)
 
 
 def fetch_tags_record(params: PullParameters, name: str) -> Path:
     """Where a package fetch records every tag it resolved (:mod:`d8mirror.pull.tag_digests`)."""
-    return params.work_root() / "state" / f"{name}.fetch-tags.json"
+    return state_file(params, name, FETCH_TAGS_SUFFIX)
 
 
 def remove_default_work_dir(params: PullParameters, *, existed: bool) -> bool:
@@ -182,7 +197,7 @@ def fetch_package_task(params: PullParameters, plan: PackagePlan) -> FetchResult
     tags = tag_digests(fetcher)
     write_record(fetch_tags_record(params, name), _plan_key(params, plan), tags)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fetch_content_key(params, plan.model_copy(update={"tags": tags})))
+    write_atomic(marker, fetch_content_key(params, plan.model_copy(update={"tags": tags})).encode())
     _cache_for_next_plan(params, plan, tags, result)
     return result
 
@@ -213,7 +228,7 @@ def _pack_key(params: PullParameters, name: str, *, where: bool = True) -> str |
 
 
 def _sidecar_text(path: Path) -> str | None:
-    sidecar = path.with_name(path.name + ".sha256")
+    sidecar = sha256_sidecar(path)
     return sidecar.read_text() if sidecar.is_file() else None
 
 
@@ -238,15 +253,15 @@ def pack_package_task(params: PullParameters, fetched: FetchResult) -> ArchiveIn
     An archive already packed from the same content into the same place is kept as it is."""
     name = fetched.name
     key = _pack_key(params, name)
-    marker = params.work_root() / "state" / f"{name}.pack.json"
+    marker = state_file(params, name, PACK_RECORD_SUFFIX)
     if key is not None and (kept := _packed_already(marker, key)) is not None:
         return kept
     marker.unlink(missing_ok=True)
     archive = _pack_or_link(params, fetched)
     if key is not None and archive is not None:
         files = {f: (Path(f).stat().st_size, _sidecar_text(Path(f))) for f in archive.files}
-        marker.write_text(json.dumps({"key": key, "archive": archive.model_dump(),
-                                      "files": files}))
+        write_atomic(marker, json.dumps({"key": key, "archive": archive.model_dump(),
+                                         "files": files}).encode())
     return archive
 
 
@@ -287,7 +302,7 @@ def pack_versions_task(params: PullParameters,
 
 def outcome_file(params: PullParameters, name: str) -> Path:
     """Where mirror-package leaves one package's outcome for a scale-out parent."""
-    return params.work_root() / "state" / f"{name}.outcome.json"
+    return state_file(params, name, OUTCOME_SUFFIX)
 
 
 # -- scale-out: one child flow run per package ---------------------------------------------------

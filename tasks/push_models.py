@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from d8mirror.bundle import discover_archives
+from d8mirror.names import DEFAULT_MODULES_PATH, DEFAULT_PACKAGES_PATH
 from d8mirror.push.routing import Router, parse_target
 from d8mirror.push.unified import default_tmp_dir
 from d8mirror.reference import Repository
@@ -23,10 +24,10 @@ class PushParameters(RegistryAccess):
                              description="Extra archive files to push (like --file).")
     registry: str = Field(description="Target repository host[:port]/path, e.g. "
                           "registry.local:5000/deckhouse/ee (a scheme is stripped).")
-    packages_path_suffix: str = Field("/packages", description="Where packages go under the "
-                                      "target repository ('/' = the repository itself).")
-    modules_path_suffix: str = Field("/modules", description="Where modules go under the "
-                                     "target repository ('/' = the repository itself).")
+    packages_path_suffix: str = Field(DEFAULT_PACKAGES_PATH, description="Where packages go "
+                                      "under the target repository ('/' = the repository itself).")
+    modules_path_suffix: str = Field(DEFAULT_MODULES_PATH, description="Where modules go under "
+                                     "the target repository ('/' = the repository itself).")
     tmp_dir: str | None = Field(None, description="Working dir for the unpacked tree "
                                 "(default <bundle>/.tmp/mirror); only what push creates in it "
                                 "is removed.")

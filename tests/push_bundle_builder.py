@@ -19,6 +19,7 @@ from typing import Any
 
 from d8mirror.bundle import TarSource, pack_archive
 from d8mirror.errors import NotFoundError
+from d8mirror.hashing import sha256_bytes_digest
 from d8mirror.mediatypes import (
     ANNOTATION_REF_NAME,
     ANNOTATION_SHORT_TAG,
@@ -33,7 +34,7 @@ SOURCE = "registry.example.com:5000/deckhouse/ee"
 
 
 def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return sha256_bytes_digest(data)
 
 
 def make_layer(files: dict[str, bytes]) -> bytes:

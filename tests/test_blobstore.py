@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 
@@ -10,10 +9,11 @@ import pytest
 
 from d8mirror.blobstore import BlobStore
 from d8mirror.errors import DigestMismatchError, IntegrityError, InvalidReferenceError, LayoutError
+from d8mirror.hashing import sha256_bytes_digest
 
 
 def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return sha256_bytes_digest(data)
 
 
 def stage(store: BlobStore, data: bytes) -> tuple[str, Path]:
@@ -62,14 +62,13 @@ def test_verified_hashes_once_per_process(tmp_path: Path, monkeypatch: pytest.Mo
     store = BlobStore(tmp_path)
     calls: list[Path] = []
     import d8mirror.blobstore as module
-
-    real = module.sha256_file
+    from d8mirror.hashing import sha256_file_digest as real  # what blobstore imported
 
     def counting(path: Path) -> str:
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(module, "sha256_file", counting)
+    monkeypatch.setattr(module, "sha256_file_digest", counting)
     assert all(store.verified(digest) for _ in range(5))
     assert len(calls) == 1
 

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from d8mirror.bundle import gost_hex_file, sha256_file
+from d8mirror.bundle import gost_hex_file
 from d8mirror.bundle.checksums import close_hasher, new_gost
 from d8mirror.errors import ConfigError
+from d8mirror.hashing import sha256_file_digest, sha256_file_hex
 
 VECTOR_INPUT = b"012345678901234567890123456789012345678901234567890123456789012"
 VECTOR_DIGEST = "9d151eefd8590b89daa6ba6cb74af9275dd051026bb149a452fd84e5e57b5500"
@@ -61,7 +62,8 @@ def test_incremental_equals_one_shot_for_any_split(backend: str, cuts: list[int]
 def test_sha256_file_streams(tmp_path: Path) -> None:
     data = os.urandom(3 * 1024 * 1024 + 5)
     (tmp_path / "f").write_bytes(data)
-    assert sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+    assert sha256_file_hex(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+    assert sha256_file_digest(tmp_path / "f") == "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def test_unknown_backend_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -263,10 +263,22 @@ def test_gost_sidecars_for_every_chunk(tmp_path: Path, monkeypatch: pytest.Monke
     assert not list(tmp_path.glob("*.gostsum"))
     with monkeypatch.context() as patch:
         patch.setattr(checksums, "gost_hex_file", lambda path: pytest.fail(f"read {path}"))
-        assert checksums.write_gost_sidecars(tmp_path, "x.tar") == list(result.files)
-        assert checksums.write_gost_sidecars(tmp_path) == list(result.files)
+        assert checksums.write_gost_sidecars(tmp_path, "x.tar",
+                                             known=result.gost) == list(result.files)
+        assert checksums.write_gost_sidecars(tmp_path, known=result.gost) == list(result.files)
     (tmp_path / "foreign.tar").write_bytes(b"d8 wrote this")
-    checksums.write_gost_sidecars(tmp_path)
+    result.files[0].touch()         # changed since packing: its known digest is not used
+    with monkeypatch.context() as patch:
+        computed: list[str] = []
+        real = checksums.gost_hex_file
+
+        def counting(path: Path) -> str:
+            computed.append(path.name)
+            return real(path)
+
+        patch.setattr(checksums, "gost_hex_file", counting)
+        checksums.write_gost_sidecars(tmp_path, known=result.gost)
+    assert sorted(computed) == ["foreign.tar", result.files[0].name]
     assert (tmp_path / "foreign.tar.gostsum").read_text() == gostcrypto.gosthash.new(
         "streebog256", data=b"d8 wrote this").hexdigest()
     (tmp_path / "foreign.tar").unlink()
@@ -304,15 +316,17 @@ def test_a_matching_archive_is_hashed_once_per_process_until_it_changes(
 
     archive = tmp_path / "package-x.tar"
     archive.write_bytes(os.urandom(4096))
+    from d8mirror.hashing import sha256_file_hex as real  # what checksums imported
+
     archive.with_name(archive.name + ".sha256").write_text(
-        checksums.sha256_line(checksums.sha256_file(archive), archive.name))
+        checksums.sha256_line(real(archive), archive.name))
     hashed: list[Path] = []
-    real = checksums.sha256_file
+
     def counting(path: Path) -> str:
         hashed.append(path)
         return real(path)
 
-    monkeypatch.setattr(checksums, "sha256_file", counting)
+    monkeypatch.setattr(checksums, "sha256_file_hex", counting)
     checked = checksums.CheckedFiles()               # the process's memo, owned by the caller
     assert checksums.check_archive_sidecars(archive, checked) == []
     assert checksums.check_archive_sidecars(archive, checked) == []

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from d8mirror.hashing import sha256_bytes_digest
 from d8mirror.mediatypes import ANNOTATION_SHORT_TAG, OCI_INDEX
-from d8mirror.testbed.images import canonical_json, sha256_digest
+from d8mirror.testbed.images import canonical_json
 from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.testbed.seed import PackageSpec, SeedSpec, seed_packages
 
@@ -35,7 +36,7 @@ def _reorder_index(registry: RegistryServer, repo: str, tag: str) -> dict[str, s
                      "manifests": [children["arm64"], children["amd64"]]}
         client.put_manifest(repo, tag, canonical_json(reordered), OCI_INDEX)
     return {arch: str(child["digest"]) for arch, child in children.items()} | {
-        "index": sha256_digest(canonical_json(reordered))}
+        "index": sha256_bytes_digest(canonical_json(reordered))}
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,7 @@ from hypothesis import strategies as st
 
 from d8mirror.blobstore import BlobStore
 from d8mirror.errors import InvalidReferenceError, LayoutError
-from d8mirror.layout import (
-    PROVENANCE_FILE,
-    IndexEntry,
-    Layout,
-    Provenance,
-    alias_ref_name,
-    merge_index,
-    merge_index_into,
-    resolve_short_tags,
-)
+from d8mirror.layout import IndexEntry, Layout, alias_ref_name
 from d8mirror.mediatypes import (
     ANNOTATION_REF_NAME,
     ANNOTATION_SHORT_TAG,
@@ -33,6 +24,8 @@ from d8mirror.mediatypes import (
     OCI_LAYER_TAR_GZIP,
     OCI_MANIFEST,
 )
+from d8mirror.push.index_merge import PROVENANCE_FILE, Provenance, merge_index, merge_index_into
+from d8mirror.push.short_tags import resolve_short_tags
 
 REPO = "localhost:5000/deckhouse/ee/packages/console/version"
 
@@ -190,6 +183,23 @@ def test_concurrent_adds_to_one_layout_all_land(tmp_path: Path, store: BlobStore
         thread.join()
     assert sorted(e.short_tag or "" for e in layout.entries()) == sorted(
         f"v1.0.{i}" for i in range(16))
+
+
+def test_a_filesystem_that_cannot_lock_a_directory_still_takes_writes(
+        tmp_path: Path, store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import fcntl
+
+    def no_directory_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.EBADF, "Bad file descriptor")   # e.g. NFS: read-only fd
+
+    monkeypatch.setattr(fcntl, "flock", no_directory_locks)
+    layout = Layout.create(tmp_path / "l")
+    digest, size, blobs = image(store, "nfs")
+    assert layout.add_manifest(digest=digest, media_type=OCI_MANIFEST, size=size,
+                               short_tag="v1.0.0", ref_name=f"{REPO}:v1.0.0", blobs=blobs,
+                               store=store)
+    assert [e.short_tag for e in layout.entries()] == ["v1.0.0"]
 
 
 # -- aliases, sort, completeness -----------------------------------------------------------------

@@ -110,7 +110,7 @@ def test_filtered_bundle_pushes_a_discovery_tag_for_every_catalog_package(
     root = f"catalog-{next(_ns)}/ee"
     result = run_push(PushParameters(bundle_dir=str(bundle), registry=f"{registry2.host}/{root}",
                                      insecure=True, tmp_dir=str(tmp_path / "push-work")))
-    assert result["ok"]
+    assert result.ok
     with registry2.client() as client:
         assert client.list_tags(f"{root}/packages") == DEMO_PACKAGES
         for name in ("code", "stronghold"):

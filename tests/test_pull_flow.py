@@ -145,6 +145,27 @@ def test_rerun_into_a_fresh_bundle_dir_links_the_archives_packed_before(
     assert {a["name"] for a in report["archives"]} >= {"package-code.tar"}
 
 
+def test_gost_sidecars_use_the_digests_computed_while_packing(
+        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--gost-digest: the end of the pull writes every .gostsum from the digests its packing
+    computed, also for archives linked from an earlier pull, and reads no archive again."""
+    from d8mirror.bundle import checksums
+    from flows.pull import run_pull
+
+    monkeypatch.setattr(checksums, "gost_hex_file", lambda path: pytest.fail(f"re-read {path}"))
+    work = str(tmp_path / "work")
+    for bundle in (tmp_path / "first", tmp_path / "second"):
+        run_pull(_params(registry, bundle, include_packages=["code"], tmp_dir=work,
+                         gost_digest=True))
+        archives = sorted(p.name for p in bundle.glob("*.tar"))
+        assert archives == ["package-code.tar", "package-versions.tar"]
+        assert sorted(p.name for p in bundle.glob("*.gostsum")) == [
+            f"{a}.gostsum" for a in archives]
+    monkeypatch.undo()
+    assert verify_sidecars(tmp_path / "second") == []
+
+
 def test_denied_lts_fails_its_package_and_release_list_errors_reach_the_report(
         registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
     """Part A Q12 through the flow: a 403 on ``version:lts`` fails that package (its plan)

@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 from push_bundle_builder import Expected, PackageSpec, build_package_layouts, pack_package
+from push_stages import push_bundle
 
 from d8mirror.bundle import discover_archives
-from d8mirror.bundle.checksums import SHA256_SUFFIX, sha256_file, sha256_line
+from d8mirror.bundle.checksums import sha256_line
 from d8mirror.bundle.unpack import safe_unpack
 from d8mirror.errors import (
     BundleError,
@@ -29,10 +30,11 @@ from d8mirror.errors import (
     MirrorError,
     UnsafeArchiveEntryError,
 )
+from d8mirror.hashing import sha256_file_hex
+from d8mirror.names import SHA256_SUFFIX
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.push.pusher import push_layout
 from d8mirror.push.routing import Router, parse_target
-from d8mirror.push.service import push_bundle
 from d8mirror.push.unified import WorkDir, default_tmp_dir, unpack_all
 from d8mirror.push.validate import MAX_ARCHIVE_ENTRIES, MAX_INDEX_BYTES
 from d8mirror.push.warmup import PushWarmer
@@ -56,7 +58,7 @@ def _bundle(tmp: Path, *, chunk_size: int = 0, edit: Callable[[Path], None] | No
 def _reseal(path: Path) -> None:
     """Rewrite the sidecar of ``path`` for its current bytes (a consistent but bad copy)."""
     path.with_name(path.name + SHA256_SUFFIX).write_text(
-        sha256_line(sha256_file(path), path.name))
+        sha256_line(sha256_file_hex(path), path.name))
 
 
 def _retar(archive: Path, change: Callable[[str, bytes], bytes | None]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from push_bundle_builder import PackageSpec, build_bundle, damage_member
+from push_stages import given_credentials
 
 from d8mirror.errors import NotFoundError
 from d8mirror.registry import Credentials
@@ -47,13 +48,15 @@ def test_flow_pushes_then_a_rerun_repushes_only_the_failed_layout(
     params = PushParameters(bundle_dir=str(broken), registry=target, insecure=True,
                             concurrency=2)
     creds = Credentials(basic_registry.username, basic_registry.password)
-    with pytest.raises(PushFailed, match="packages/viewer/extra/flow"):
-        run_push(params, creds)
+    with given_credentials(basic_registry.host, creds), \
+            pytest.raises(PushFailed, match="packages/viewer/extra/flow"):
+        run_push(params)
     assert not (broken / ".tmp").exists()     # the unified tree and its parents are gone
 
     basic_registry.clear_requests()
-    result = run_push(params.model_copy(update={"bundle_dir": str(bundle)}), creds)
-    assert result["ok"]
+    with given_credentials(basic_registry.host, creds):
+        result = run_push(params.model_copy(update={"bundle_dir": str(bundle)}))
+    assert result.ok
     # layouts pushed by the first run are found complete in the target (HEADs): the only
     # writes of the rerun are the write check's upload session (opened and cancelled at the
     # root), the repaired layout and the discovery tag the first run withheld for viewer

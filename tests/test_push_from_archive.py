@@ -28,6 +28,7 @@ from push_bundle_builder import (
     pack_versions,
     pseudo_random,
 )
+from push_stages import prepare, push_prepared
 
 from d8mirror.bundle import SPAN_THRESHOLD, BlobSpans, TarSource, discover_archives, pack_archive
 from d8mirror.bundle.unpack import safe_unpack
@@ -46,7 +47,6 @@ from d8mirror.push import tinyimage
 from d8mirror.push.blobsource import LayoutBlobs
 from d8mirror.push.discovery_tags import DISCOVERY_LABEL
 from d8mirror.push.routing import Router, parse_target
-from d8mirror.push.service import push_tree
 from d8mirror.push.summary import render_push_summary
 from d8mirror.push.unified import SPANS_FILE, load_spans, tree_size, unpack_all
 
@@ -227,13 +227,13 @@ def test_push_uploads_a_large_blob_from_the_archive(registry2: Any, tmp_path: Pa
     bundle, expected = build_bundle(tmp_path, [_big_spec()])
     layer = _big_layer()
     digest = digest_of(layer)
-    unified = tmp_path / "unified"
-    unpack = unpack_all(discover_archives(bundle), unified)
     target = _target(registry2, "span")
+    tree = prepare(discover_archives(bundle), tmp_path / "t", parse_target(target),
+                   Router.from_suffixes())
+    unified = tree.unified
     registry2.clear_requests()
     with registry2.client() as client:
-        result = push_tree(client, unified, parse_target(target), Router.from_suffixes(),
-                           unpack=unpack)
+        result = push_prepared(client, tree, parse_target(target), Router.from_suffixes())
     assert result.ok, render_push_summary(result)
     assert _files_above_threshold(unified) == []   # pushing wrote nothing into the tree either
     _assert_target_has(registry2, target, expected)
@@ -262,13 +262,12 @@ def test_a_manifest_left_in_the_archive_is_read_from_it(registry2: Any, tmp_path
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     pack_package(bundle, root, "huge")
-    unified = tmp_path / "unified"
-    unpack = unpack_all(discover_archives(bundle), unified)
-    assert load_spans(unified).find("packages/huge", digest) is not None
     target = _target(registry2, "huge-manifest")
+    tree = prepare(discover_archives(bundle), tmp_path / "t", parse_target(target),
+                   Router.from_suffixes())
+    assert load_spans(tree.unified).find("packages/huge", digest) is not None
     with registry2.client() as client:
-        result = push_tree(client, unified, parse_target(target), Router.from_suffixes(),
-                           unpack=unpack)
+        result = push_prepared(client, tree, parse_target(target), Router.from_suffixes())
         assert result.ok, render_push_summary(result)
         pushed = client.get_manifest(f"{parse_target(target).path}/packages/huge", "v1.0.0")
     assert pushed.digest == digest and pushed.data == manifest
@@ -282,12 +281,11 @@ def test_push_of_a_chunk_set_with_a_large_blob(registry2: Any, tmp_path: Path) -
     pack_package(bundle, root, "console", chunk_size=3 << 20)
     pack_versions(bundle, {"console": root})
     expected.tags[("packages", "console")] = ""
-    unified = tmp_path / "unified"
-    unpack = unpack_all(discover_archives(bundle), unified)
     target = _target(registry2, "chunks")
+    tree = prepare(discover_archives(bundle), tmp_path / "t", parse_target(target),
+                   Router.from_suffixes())
     with registry2.client() as client:
-        result = push_tree(client, unified, parse_target(target), Router.from_suffixes(),
-                           unpack=unpack)
+        result = push_prepared(client, tree, parse_target(target), Router.from_suffixes())
     assert result.ok, render_push_summary(result)
     _assert_target_has(registry2, target, expected)
     digest = digest_of(_big_layer())
@@ -303,8 +301,8 @@ def test_flow_pushes_large_blobs_from_the_archive(prefect_server: None, registry
     bundle, expected = build_bundle(tmp_path, [_big_spec()])
     target = _target(registry2, "flow-span")
     result = run_push(PushParameters(bundle_dir=str(bundle), registry=target, insecure=True))
-    assert result["ok"]
-    assert 0 < result["unpack"]["bytes_written"] < BIG
+    assert result.ok
+    assert result.unpack is not None and 0 < result.unpack.bytes_written < BIG
     _assert_target_has(registry2, target, expected)
     digest = digest_of(_big_layer())
     repository = f"{parse_target(target).path}/packages/console"
@@ -366,13 +364,14 @@ def test_a_range_past_the_end_or_without_size_is_refused_before_any_request(
 # -- scheduling: heaviest layouts start first ------------------------------------------------
 
 def test_jobs_weigh_their_blobs_in_the_tree_and_in_archives(tmp_path: Path) -> None:
-    from d8mirror.push.service import heaviest_first, job_weight, plan_jobs
+    from d8mirror.push.stages import heaviest_first, plan_jobs
 
     bundle, _ = build_bundle(tmp_path, [PackageSpec("code"), _big_spec("console")])
     unified = tmp_path / "unified"
     unpack_all(discover_archives(bundle), unified)
-    jobs = plan_jobs(unified, parse_target("r.example/ee"), Router.from_suffixes("/packages",
-                                                                                "/modules"))
+    jobs, warnings = plan_jobs(unified, parse_target("r.example/ee"),
+                               Router.from_suffixes("/packages", "/modules"))
+    assert warnings == []
     assert [j.layout for j in jobs] == sorted(j.layout for j in jobs)   # §8.3 order kept
     weights = {j.layout: j.weight for j in jobs}
     on_disk = {j.layout: sum(p.stat().st_size for p in
@@ -381,13 +380,13 @@ def test_jobs_weigh_their_blobs_in_the_tree_and_in_archives(tmp_path: Path) -> N
     assert weights["packages/console"] == on_disk["packages/console"] + len(_big_layer())
     assert weights["packages/code"] == on_disk["packages/code"] > 0
     assert all(weights[k] == on_disk[k] for k in weights if k != "packages/console")
-    order = [j.layout for j in heaviest_first(jobs, job_weight)]
+    order = [j.layout for j in heaviest_first(jobs)]
     assert order[0] == "packages/console"
     assert [weights[k] for k in order] == sorted(weights.values(), reverse=True)
 
 
 def test_the_root_layout_weighs_all_its_blobs(tmp_path: Path) -> None:
-    from d8mirror.push.service import _layout_weights
+    from d8mirror.push.stages import _layout_weights
 
     for rel, size in [("blobs/sha256/a", 10), ("blobs/sha256/b", 5),
                       ("packages/x/blobs/sha256/c", 7)]:

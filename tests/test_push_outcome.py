@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from faultproxy import FaultProxy, Request, Response
 from push_bundle_builder import PackageSpec, build_bundle, damage_member, digest_or_none
+from push_stages import given_credentials
 
 from app.main import main
 from d8mirror.push import tinyimage
@@ -65,7 +66,8 @@ def test_read_only_credentials_fail_the_write_check_even_on_a_populated_target(
     bundle, _ = build_bundle(tmp_path, [PackageSpec("console")])
     target = f"{readonly_registry.host}/{_root('ro')}"
     # everything is already there: nothing would need a write, yet reading is not writing
-    assert run_push(_params(bundle, target), Credentials("pusher", "push-pw"))["ok"]
+    with given_credentials(readonly_registry.host, Credentials("pusher", "push-pw")):
+        assert run_push(_params(bundle, target)).ok
     capsys.readouterr()
     code = main(["push", str(bundle), target, "--insecure", "-u", "reader",
                      "-p", "read-pw"])
@@ -93,7 +95,7 @@ def test_write_check_retries_a_rate_limited_answer_and_leaves_nothing_behind(
 
     with FaultProxy(registry2.host, intercept=rate_limit_first_two) as proxy:
         result = run_push(_params(bundle, f"{proxy.host}/{root}"))
-    assert result["ok"], result
+    assert result.ok, result
     assert len(answered) == 2, answered
     assert digest_or_none(registry2, root, "d8WriteCheck") is None   # no image written
     assert digest_or_none(registry2, f"{root}/packages", "console") == DISCOVERY
@@ -136,7 +138,7 @@ def test_a_package_with_a_failed_layout_gets_no_discovery_tag_until_a_rerun(
     assert digest_or_none(registry2, f"{root}/packages/viewer", "v1.0.0") is not None
 
     result = run_push(_params(good, target, concurrency=2))
-    assert result["ok"] and result["withheld"] == []
+    assert result.ok and result.withheld == ()
     assert digest_or_none(registry2, f"{root}/packages", "viewer") == DISCOVERY
 
 
@@ -191,6 +193,6 @@ def test_a_signal_mid_upload_ends_the_push_gracefully_and_a_rerun_completes_it(
     assert digest_or_none(registry2, f"{root}/packages", "viewer") is None
 
     result = run_push(_params(bundle, f"{registry2.host}/{root}"))
-    assert result["ok"], result
+    assert result.ok, result
     for (repo, tag), digest in expected.tags.items():
         assert digest_or_none(registry2, f"{root}/{repo}", tag) == (digest or DISCOVERY)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from push_bundle_builder import PIN_CHANNELS, PackageSpec, build_bundle, build_pinned_package
 
+from d8mirror.push.summary import PushResult
 from d8mirror.registry import RegistryClient
 from d8mirror.testbed.registry_server import RegistryServer
 
@@ -20,14 +21,14 @@ _ns = itertools.count()
 NEWER = {"stable": "v1.1.0", "alpha": "v1.1.0"}   # upstream moved stable on
 
 
-def _push(server: RegistryServer, bundle: Path) -> tuple[str, dict[str, Any]]:
+def _push(server: RegistryServer, bundle: Path) -> tuple[str, PushResult]:
     from flows.push import run_push
     from tasks.push import PushParameters
 
     root = f"q2-{next(_ns)}/ee"
     result = run_push(PushParameters(bundle_dir=str(bundle), registry=f"{server.host}/{root}",
                                      insecure=True))
-    assert result["ok"], result
+    assert result.ok, result
     return root, result
 
 
@@ -52,8 +53,8 @@ def test_a_pin_beats_the_versions_catalog_whatever_the_archives_are_called(
         # tags only the catalog has are still pushed
         assert _channel(client, root, "v1.1.0") == \
             versions.tags[("packages/console/version", "v1.1.0")]
-    warnings = [w for w in result["warnings"] if "tag stable has 2 digests" in w]
-    assert len(warnings) == 1 and "pins it" in warnings[0], result["warnings"]
+    warnings = [w for w in result.warnings if "tag stable has 2 digests" in w]
+    assert len(warnings) == 1 and "pins it" in warnings[0], result.warnings
 
 
 def test_an_older_package_archive_does_not_override_a_newer_catalog_when_not_pinned(
@@ -73,8 +74,8 @@ def test_an_older_package_archive_does_not_override_a_newer_catalog_when_not_pin
                                                                "stable")]
         assert _channel(client, root, "alpha") == after.tags[("packages/console/version",
                                                               "alpha")]
-    warnings = [w for w in result["warnings"] if "tag stable has 2 digests" in w]
-    assert len(warnings) == 1 and "versions catalog" in warnings[0], result["warnings"]
+    warnings = [w for w in result.warnings if "tag stable has 2 digests" in w]
+    assert len(warnings) == 1 and "versions catalog" in warnings[0], result.warnings
 
 
 def test_the_rule_reads_real_pulls_right(registry: RegistryServer, registry2: RegistryServer,
@@ -83,7 +84,7 @@ def test_the_rule_reads_real_pulls_right(registry: RegistryServer, registry2: Re
     v0.4.0), console not pinned. The pin's aliases are recognised, console's pulled channel
     images are not taken for aliases, and the pin lands."""
     from d8mirror.bundle import discover_archives
-    from d8mirror.layout import Provenance
+    from d8mirror.push.index_merge import Provenance
     from d8mirror.push.unified import unpack_all
     from flows.pull import run_pull
     from tasks.models import PullParameters

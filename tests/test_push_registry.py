@@ -24,6 +24,7 @@ from push_bundle_builder import (
     make_layer,
     pack_package,
 )
+from push_stages import push_bundle
 
 from d8mirror.bundle import discover_archives
 from d8mirror.errors import NotFoundError
@@ -32,7 +33,6 @@ from d8mirror.push import tinyimage
 from d8mirror.push.access import WRITE_CHECK_TAG, WriteCheckError, check_write_access
 from d8mirror.push.discovery_tags import DISCOVERY_LABEL
 from d8mirror.push.routing import Router, parse_target
-from d8mirror.push.service import push_bundle
 from d8mirror.push.summary import PushResult, render_push_summary
 from d8mirror.registry import Credentials, RegistryClient, TLSOptions
 

@@ -7,11 +7,13 @@ import argparse
 import pytest
 
 from d8mirror.errors import ConfigError, InvalidReferenceError
+from d8mirror.names import normalize_path_suffix
 from d8mirror.push import tinyimage
 from d8mirror.push.access import bypassed, check_timeout
 from d8mirror.push.pusher import LayoutPushResult
-from d8mirror.push.routing import Router, normalize_path_suffix, parse_target
+from d8mirror.push.routing import Router, parse_target
 from d8mirror.push.summary import LayoutFailure, PushResult, render_push_summary
+from d8mirror.registry import Credentials
 
 
 @pytest.mark.parametrize(("suffix", "expected"), [
@@ -80,15 +82,15 @@ def test_write_check_environment() -> None:
 
 
 def _result(**kw: object) -> PushResult:
-    layouts = tuple(LayoutPushResult(f"packages/{n}", f"ee/packages/{n}",
-                                     (("v1.0.0", "sha256:" + "a" * 64),), blobs_uploaded=2,
+    layouts = tuple(LayoutPushResult(layout=f"packages/{n}", repository=f"ee/packages/{n}",
+                                     tags=(("v1.0.0", "sha256:" + "a" * 64),), blobs_uploaded=2,
                                      bytes_uploaded=2048) for n in ("a", "b", "c"))
     from d8mirror.push.discovery_tags import DiscoveryTag
 
-    discovery = tuple(DiscoveryTag("packages", "ee/packages", n, "sha256:" + "b" * 64)
-                      for n in ("a", "b", "c"))
-    return PushResult("r:5000/ee", None, layouts, discovery=discovery,
-                      **kw)  # type: ignore[arg-type]
+    discovery = tuple(DiscoveryTag(kind="packages", repository="ee/packages", tag=n,
+                                   digest="sha256:" + "b" * 64) for n in ("a", "b", "c"))
+    return PushResult(target="r:5000/ee", layouts=layouts, discovery=discovery,
+                      **kw)
 
 
 def test_push_summary_counts_packages() -> None:
@@ -101,17 +103,20 @@ def test_push_summary_counts_packages() -> None:
 
 
 def test_push_summary_names_failed_layouts() -> None:
-    result = _result(failures=(LayoutFailure("packages/x", "ee/packages/x", "boom"),))
+    result = _result(failures=(LayoutFailure(layout="packages/x", repository="ee/packages/x",
+                                             error="boom"),))
     text = render_push_summary(result)
     assert not result.ok and "╔══ Push failed" in text
     assert "failed layouts: packages/x" in text and "packages/x: boom" in text
     assert {r["status"] for r in result.table_rows()} == {"pushed", "failed"}
-    assert result.to_json()["failures"][0]["error"] == "boom"
+    assert result.model_dump(mode="json")["failures"][0]["error"] == "boom"
 
 
 def test_result_round_trips_through_json() -> None:
     layout = _result().layouts[0]
-    assert LayoutPushResult.from_json(layout.to_json()) == layout
+    assert LayoutPushResult.model_validate_json(layout.model_dump_json()) == layout
+    result = _result()
+    assert PushResult.model_validate_json(result.model_dump_json()) == result
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -135,3 +140,26 @@ def test_cli_arguments() -> None:
         parameters(_args("r:5000/ee"))
     with pytest.raises(InvalidReferenceError, match="missing the repository path"):
         parameters(_args("/b", "r:5000"))
+
+
+def test_explicit_credentials_win_over_a_credentials_block(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import push as push_flow
+    from tasks import runtime
+    from tasks.push_models import PushParameters
+
+    registered: dict[str, object] = {}
+    monkeypatch.setattr(push_flow, "target_credentials",
+                        lambda registry, block=None: Credentials("from-block", "b"))
+    monkeypatch.setattr(runtime, "register_endpoint",
+                        lambda registry, *, credentials=None, tls=None:
+                        registered.update({registry: credentials}))
+    params = PushParameters(bundle_dir="/b", registry="r.example/ee", credentials_block="blk")
+    push_flow._register_target(params)
+    assert registered["r.example"] == Credentials("from-block", "b")
+    runtime.give_credentials("r.example", Credentials("from-cli", "c"))
+    try:
+        push_flow._register_target(params)
+    finally:
+        runtime.give_credentials("r.example", None)
+    assert registered["r.example"] == Credentials("from-cli", "c")

@@ -14,8 +14,10 @@ from push_bundle_builder import PackageSpec, build_bundle, build_pinned_package
 
 from d8mirror.bundle import discover_archives
 from d8mirror.errors import UnsafeArchiveEntryError
-from d8mirror.layout import Layout, Provenance, resolve_short_tags
+from d8mirror.layout import Layout
+from d8mirror.push.index_merge import Provenance
 from d8mirror.push.routing import find_layouts
+from d8mirror.push.short_tags import resolve_short_tags
 from d8mirror.push.unified import WorkDir, default_tmp_dir, tree_size, unpack_all
 
 

@@ -35,6 +35,6 @@ def test_corrupt_archive_is_refused_before_any_upload(
     params = PushParameters(bundle_dir=str(bundle), registry=f"{registry2.host}/corrupt/ee",
                             insecure=True)
     with pytest.raises(Exception, match=r"corrupt bundle: .*package-code\.tar"):
-        run_push(params, None)
+        run_push(params)
     assert registry2.count("PUT", "/corrupt/ee/packages") == 0
     assert registry2.count("POST", "/corrupt/ee/packages") == 0

@@ -1,6 +1,6 @@
 """The push warm-up: a bundle's blobs put into the target ahead of the push (the CLI does it
 while its local Prefect API server starts), never a tag; the push then uploads nothing again and
-reports the same work; a corrupt bundle gets nothing put."""
+finds them present (the warm-up reports them itself); a corrupt bundle gets nothing put."""
 
 from __future__ import annotations
 
@@ -15,12 +15,15 @@ from typing import Any
 import pytest
 from push_bundle_builder import PackageSpec, build_bundle
 
-from d8mirror.bundle import SPAN_THRESHOLD, discover_archives, sha256_file
+from d8mirror.bundle import SPAN_THRESHOLD, discover_archives
 from d8mirror.bundle.checksums import sha256_line
 from d8mirror.errors import NotFoundError
+from d8mirror.hashing import sha256_file_hex
 from d8mirror.push.routing import Router, parse_target
+from d8mirror.push.summary import PushResult
 from d8mirror.push.warmup import PushWarmer
 from d8mirror.registry import RegistryClient, TLSOptions
+from tasks import runtime
 
 REPO = Path(__file__).resolve().parent.parent
 _ns = itertools.count()
@@ -35,20 +38,21 @@ def _warm(server: Any, bundle: Path, target: str) -> int:
     with RegistryClient(server.host, tls=TLSOptions(insecure=True)) as client:
         warmer = PushWarmer(client, discover_archives(bundle), parse_target(target),
                             Router.from_suffixes("/packages", "/modules"),
-                            bundle / ".tmp" / "mirror" / "warmup", concurrency=2)
+                            bundle / ".tmp" / "mirror" / "warmup",
+                            locations=runtime.blob_locations(server.host), concurrency=2)
         put = warmer.start().join(timeout=120)
         warmer.close()
     assert not (bundle / ".tmp").exists()       # what the warm-up created is gone
     return put
 
 
-def _puts(result: dict[str, Any]) -> tuple[int, int]:
-    layouts = result["layouts"]
-    return (sum(r["blobs_uploaded"] + r["blobs_mounted"] for r in layouts),
-            sum(r["blobs_present"] for r in layouts))
+def _puts(result: PushResult) -> tuple[int, int]:
+    """(blobs the push put itself, blobs it found present)."""
+    return (sum(r.blobs_uploaded + r.blobs_mounted for r in result.layouts),
+            sum(r.blobs_present for r in result.layouts))
 
 
-def test_push_after_warm_up_uploads_nothing_again_and_reports_the_same(
+def test_push_after_warm_up_uploads_nothing_again_and_finds_the_blobs_present(
         prefect_server: None, registry2: Any, tmp_path: Path) -> None:
     from flows.push import run_push
     from tasks.push_models import PushParameters
@@ -67,21 +71,21 @@ def test_push_after_warm_up_uploads_nothing_again_and_reports_the_same(
         client.head_manifest(f"{root}/packages/console", "v1.0.0")
     registry2.clear_requests()
     warm = run_push(PushParameters(bundle_dir=str(bundle), registry=target, insecure=True))
-    assert warm["ok"]
+    assert warm.ok
     uploads = [path for method, path, _ in registry2.requests() if method == "POST"
                and path.startswith(f"/v2/{root}/packages/") and "/blobs/uploads" in path
                and not path.startswith(f"/v2/{root}/packages/blobs/")]  # discovery tags' own
     assert uploads == []                                         # nothing uploaded again
     # each blob the warm-up put (uploaded, or mounted from where this process pushed it
-    # before) is counted by its layout as put, none as found present
-    assert _puts(warm) == (_puts(cold)[0], 0) == (put, 0)
+    # before) is reported by the warm-up; the push found every one of them present
+    assert _puts(warm) == (0, _puts(cold)[0]) == (0, put)
 
 
 def test_corrupt_bundle_gets_nothing_put(registry2: Any, tmp_path: Path) -> None:
     bundle, _ = build_bundle(tmp_path, SPECS)
     archive = bundle / "package-code.tar"
     sidecar = archive.with_name(archive.name + ".sha256")
-    sidecar.write_text(sha256_line(sha256_file(archive), archive.name))
+    sidecar.write_text(sha256_line(sha256_file_hex(archive), archive.name))
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0xFF
     archive.write_bytes(bytes(data))

@@ -35,6 +35,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from d8mirror.hashing import sha256_bytes_digest
+
 REGISTRY_BIN = "/usr/bin/docker-registry"
 USERNAME, PASSWORD = "testuser", "testpass"
 _LOG_RE = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3})')
@@ -257,9 +259,7 @@ reg_token = _registry_fixture("token_registry", "token")
 
 
 def sha256(data: bytes) -> str:
-    import hashlib
-
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return sha256_bytes_digest(data)
 
 
 def client_for(server: Any, **overrides: Any) -> Any:

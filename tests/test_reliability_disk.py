@@ -57,7 +57,7 @@ def test_pull_onto_a_full_disk_names_the_path_and_writes_nothing_half(
     assert str(small_disk) in text
     _final_names_are_whole(bundle)
     store = bundle / ".tmp" / "blobs" / "sha256"
-    from d8mirror.blobstore import sha256_file
+    from d8mirror.hashing import sha256_file_digest
 
     for blob in store.iterdir() if store.is_dir() else []:
-        assert sha256_file(blob) == f"sha256:{blob.name}", "a half-written blob under its name"
+        assert sha256_file_digest(blob) == f"sha256:{blob.name}", "a half-written blob"

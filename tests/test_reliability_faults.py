@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 from faultproxy import FaultProxy, Request
+from push_stages import push_bundle
 
 from d8mirror.blobstore import BlobStore
 from d8mirror.bundle import discover_archives
 from d8mirror.errors import DigestMismatchError
 from d8mirror.pull.fetcher import ImageFetcher
 from d8mirror.push.routing import Router, parse_target
-from d8mirror.push.service import push_bundle
 from d8mirror.registry import RegistryClient, TLSOptions
 from d8mirror.retry import RetryPolicy, default_policy
 from d8mirror.testbed.registry_server import RegistryServer

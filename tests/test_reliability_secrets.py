@@ -88,6 +88,8 @@ def test_no_credential_in_logs_output_prefect_records_or_errors(
     monkeypatch.setenv("D8_MIRROR_REGISTRY_PASSWORD", PASSWORD)
     assert main(["upload", str(bundle), f"oci://{host}/transfer/bundle:v1",
                      "--insecure"]) == 0
+    succeeded = capfd.readouterr()
+    assert f"file(s) to oci://{host}/transfer/bundle:v1: " in succeeded.out
 
     # the same with a wrong password: failures, whose texts are scanned too
     assert main(["pull", str(tmp_path / "denied"), *pull[2:],
@@ -97,7 +99,7 @@ def test_no_credential_in_logs_output_prefect_records_or_errors(
     out, err = capfd.readouterr()
     assert "authentication failed" in (out + err + caplog.text).lower()
 
-    kept = "\n".join([out, err, caplog.text, _prefect_records()])
+    kept = "\n".join([succeeded.out, succeeded.err, out, err, caplog.text, _prefect_records()])
     for path in tmp_path.rglob("*.json"):                  # report.json and friends
         kept += path.read_text(errors="replace")
     assert "mirror-pull" in kept and "push" in kept         # real records were read

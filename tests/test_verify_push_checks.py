@@ -17,8 +17,10 @@ import pytest
 from push_bundle_builder import Expected, PackageSpec, build_package_layouts, pack_package
 
 from d8mirror.bundle import discover_archives
-from d8mirror.bundle.checksums import SHA256_SUFFIX, sha256_file, sha256_line
+from d8mirror.bundle.checksums import sha256_line
 from d8mirror.errors import BundleError
+from d8mirror.hashing import sha256_file_hex
+from d8mirror.names import SHA256_SUFFIX
 from d8mirror.push.validate import refuse_invalid
 from d8mirror.verify import NO_SIDECARS, verify_bundle
 
@@ -39,7 +41,7 @@ def _bundle(tmp: Path, *, chunk_size: int = 0, edit: Callable[[Path], None] | No
 
 def _reseal(path: Path) -> None:
     path.with_name(path.name + SHA256_SUFFIX).write_text(
-        sha256_line(sha256_file(path), path.name))
+        sha256_line(sha256_file_hex(path), path.name))
 
 
 def _add_entry(bundle: Path, info: tarfile.TarInfo, data: bytes = b"") -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from d8mirror.errors import ConfigError
+from d8mirror.names import DEFAULT_MODULES_PATH, DEFAULT_PACKAGES_PATH, PACKAGES
 
 from .. import flags
 
@@ -33,10 +34,10 @@ _UNSUPPORTED_PULL_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("--include-plugin",), "CLI plugins", "list"),
 )
 #: d8 defaults of those flags: a value equal to it selects nothing and is accepted.
-_UNSUPPORTED_DEFAULTS = {"installer_tag": "latest", "modules_path_suffix": "/modules"}
+_UNSUPPORTED_DEFAULTS = {"installer_tag": "latest", "modules_path_suffix": DEFAULT_MODULES_PATH}
 
 #: What a pull keeps in its working dir (``tasks.models``, ``tasks.pull``): all of it cache.
-_PULL_CACHE_DIRS = ("blobs", "packages", "package-versions", "archives", "state")
+_PULL_CACHE_DIRS = ("blobs", PACKAGES, "package-versions", "archives", "state")
 
 
 def register(subparsers: Any) -> None:
@@ -50,7 +51,7 @@ def register(subparsers: Any) -> None:
                          metavar="NAME[@CONSTRAINT]", help="whitelist (repeatable)")
     filters.add_argument("--exclude-package", action="append", default=[],
                          metavar="NAME[@CONSTRAINT]", help="blacklist (repeatable)")
-    pull.add_argument("--packages-path-suffix", default="/packages")
+    pull.add_argument("--packages-path-suffix", default=DEFAULT_PACKAGES_PATH)
     pull.add_argument("--no-packages", action="store_true")
     pull.add_argument("--only-extra-images", action="store_true")
     pull.add_argument("--skip-vex-images", action="store_true")

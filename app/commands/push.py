@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from d8mirror.errors import ConfigError
+from d8mirror.names import DEFAULT_MODULES_PATH, DEFAULT_PACKAGES_PATH
 
 from .. import flags
 
@@ -23,8 +24,8 @@ def register(subparsers: Any) -> None:
                       help="bundle dir or archive (optional), then host[:port]/path")
     flags.add_target_login(push)
     push.add_argument("--file", action="append", default=[], help="archive to push (repeatable)")
-    push.add_argument("--packages-path-suffix", default="/packages")
-    push.add_argument("--modules-path-suffix", default="/modules")
+    push.add_argument("--packages-path-suffix", default=DEFAULT_PACKAGES_PATH)
+    push.add_argument("--modules-path-suffix", default=DEFAULT_MODULES_PATH)
     flags.add_work_dir(push, "<bundle>/.tmp/mirror")
     push.add_argument("--concurrency", type=int, default=4, help="layouts at once")
     push.add_argument("--blob-workers", type=int, default=4, help="blobs at once per layout")

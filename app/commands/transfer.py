@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,8 @@ from d8mirror.transfer import parse_transfer_url
 from .. import flags
 
 if TYPE_CHECKING:
+    from tasks.transfer_models import TransferSummary
+
     from ..session import Session
 
 
@@ -56,30 +59,33 @@ def target_fields(args: argparse.Namespace) -> dict[str, Any]:
 def run_upload(args: argparse.Namespace, session: Session) -> int:
     fields = target_fields(args)
     session.start("flows.transfer")
-    from flows.transfer import TransferFailed, upload_bundle
+    from flows.transfer import upload_bundle
     from tasks.transfer_models import UploadParameters
 
-    try:
-        with session.running():
-            summary = upload_bundle(UploadParameters(bundle_dir=str(Path(args.bundle)), **fields))
-    except TransferFailed as exc:
-        print(f"upload failed: {exc}", file=sys.stderr)
-        return 1
-    print(f"uploaded {summary.files} file(s) to {summary.url}: {summary.statuses}")
-    return 0
+    params = UploadParameters(bundle_dir=str(Path(args.bundle)), **fields)
+    return _run(session, "upload", "to", lambda: upload_bundle(params))
 
 
 def run_download(args: argparse.Namespace, session: Session) -> int:
     fields = target_fields(args)
     session.start("flows.transfer")
-    from flows.transfer import TransferFailed, download_bundle
+    from flows.transfer import download_bundle
     from tasks.transfer_models import DownloadParameters
+
+    params = DownloadParameters(dest_dir=str(Path(args.dir)), **fields)
+    return _run(session, "download", "from", lambda: download_bundle(params))
+
+
+def _run(session: Session, verb: str, preposition: str,
+         transfer: Callable[[], TransferSummary]) -> int:
+    """Run one transfer flow; its one-line result, or why it failed (exit code 1)."""
+    from flows.transfer import TransferFailed
 
     try:
         with session.running():
-            summary = download_bundle(DownloadParameters(dest_dir=str(Path(args.dir)), **fields))
+            summary = transfer()
     except TransferFailed as exc:
-        print(f"download failed: {exc}", file=sys.stderr)
+        print(f"{verb} failed: {exc}", file=sys.stderr)
         return 1
-    print(f"downloaded {summary.files} file(s) from {summary.url}: {summary.statuses}")
+    print(f"{verb}ed {summary.files} file(s) {preposition} {summary.url}: {summary.statuses}")
     return 0

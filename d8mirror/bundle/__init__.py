@@ -8,7 +8,6 @@ from .checksums import (
     CheckedFiles,
     check_archive_sidecars,
     gost_hex_file,
-    sha256_file,
     verify_sidecars,
 )
 from .chunks import chunk_path, open_archive
@@ -49,7 +48,6 @@ __all__ = [
     "package_name_from_path",
     "parse_size",
     "safe_unpack",
-    "sha256_file",
     "verify_sidecars",
     "write_tar",
 ]

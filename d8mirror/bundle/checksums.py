@@ -8,7 +8,8 @@ Sidecars sit beside every archive or chunk:
   (:func:`write_gost_sidecars`, spec §7.6).
 
 Digests are fed piece by piece while an archive is written, so nothing is read twice: the GOST
-digest of a file this process wrote is remembered (:func:`remember_gost`) until its sidecar is.
+digest computed while packing travels with the archive's result (:class:`KnownDigest`) to
+the end of the pull, where its sidecar is written.
 """
 
 from __future__ import annotations
@@ -18,23 +19,27 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
 
 import gostcrypto
 
 from d8mirror.errors import BundleError, ConfigError
-
-from .atomic import Staging, staging_path
+from d8mirror.files import Staging, staging_path, write_atomic
+from d8mirror.hashing import sha256_file_hex
+from d8mirror.names import (
+    ARCHIVE_FILE_SUFFIXES,
+    gost_sidecar,
+    sha256_sidecar,
+)
 
 PIECE = 1024 * 1024
-SHA256_SUFFIX = ".sha256"
 #: Archives hashed at once against their sidecars (hashlib releases the GIL: one per core here).
 SIDECAR_WORKERS = 2
-GOST_SUFFIX = ".gostsum"
 GOST_PROGRAM = "gost12sum"
 GOST_BACKEND_ENV = "D8MIRROR_GOST_BACKEND"
 
@@ -163,11 +168,6 @@ def _hash_file(path: Path, hasher: Hasher) -> str:
     return hasher.hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    """Lowercase hex SHA-256 of a file, streamed."""
-    return _hash_file(path, hashlib.sha256())
-
-
 def gost_hex_file(path: Path) -> str:
     """Lowercase hex Streebog-256 of a file, streamed."""
     return _hash_file(path, new_gost())
@@ -181,16 +181,27 @@ def sha256_line(hex_digest: str, file_name: str) -> str:
 def stage_sidecars(final: Path, digests: FileDigests, staging: Staging) -> None:
     """Write the ``.sha256`` sidecar of ``final`` under a staging name and register it with
     ``staging`` (the ``.gostsum`` comes at the end of the pull: :func:`write_gost_sidecars`)."""
-    sidecar = final.with_name(final.name + SHA256_SUFFIX)
+    sidecar = sha256_sidecar(final)
     tmp = staging_path(sidecar)
     staging.add(tmp, sidecar)
     tmp.write_text(sha256_line(digests.sha256.hexdigest(), final.name), encoding="ascii")
     tmp.chmod(0o644)
 
 
-#: GOST digests of files this process wrote, by identity (see ``_identity_of``).
-_gost_known: dict[tuple[int, ...], str] = {}
-_gost_lock = threading.Lock()
+@dataclass(frozen=True)
+class KnownDigest:
+    """A GOST digest computed while a file was written, valid while the file is unchanged
+    (same device, inode, size and modification time; a hard link shares them)."""
+
+    identity: tuple[int, ...]
+    hex: str
+
+    @classmethod
+    def of(cls, path: Path, hex_digest: str) -> KnownDigest:
+        return cls(identity=_identity_of(path), hex=hex_digest)
+
+    def fits(self, path: Path) -> bool:
+        return self.identity == _identity_of(path)
 
 
 def _identity_of(path: Path) -> tuple[int, ...]:
@@ -198,38 +209,18 @@ def _identity_of(path: Path) -> tuple[int, ...]:
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
-def remember_gost(path: Path, hex_digest: str) -> None:
-    """Keep the GOST digest of ``path`` as written now (used while the file is unchanged)."""
-    with _gost_lock:
-        _gost_known[_identity_of(path)] = hex_digest
+def _write_gost_sidecar(path: Path, known: KnownDigest | None) -> None:
+    digest = known.hex if known is not None and known.fits(path) else gost_hex_file(path)
+    write_atomic(gost_sidecar(path), digest.encode("ascii"))  # unique temp, 0644
 
 
-def _write_new_file(path: Path, text: str) -> None:
-    """``path`` atomically, through a temporary file of a new unique name (a planted symlink
-    is never followed), mode 0644."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as stream:
-            stream.write(text)
-            os.fchmod(stream.fileno(), 0o644)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-
-
-def _write_gost_sidecar(path: Path) -> None:
-    with _gost_lock:
-        known = _gost_known.get(_identity_of(path))
-    digest = known or gost_hex_file(path)
-    _write_new_file(path.with_name(path.name + GOST_SUFFIX), digest)
-
-
-def write_gost_sidecars(bundle_dir: Path, archive: str | None = None) -> list[Path]:
+def write_gost_sidecars(bundle_dir: Path, archive: str | None = None,
+                        known: Mapping[str, KnownDigest] | None = None) -> list[Path]:
     """d8's end of a successful ``--gost-digest`` pull (spec §7.6): ``<file>.gostsum`` for every
     ``.tar``/``.chunk`` file of ``bundle_dir``, its own or not (or only those of the archive
-    named ``archive``); digests remembered from writing are reused, the others computed.
-    Returns the files; raises on the first failure."""
+    named ``archive``); the digests in ``known`` (by file name, computed while packing) are
+    used for files still unchanged, the others computed. Returns the files; raises on the
+    first failure."""
     from .chunks import existing_chunks
 
     if archive is not None:
@@ -239,18 +230,19 @@ def write_gost_sidecars(bundle_dir: Path, archive: str | None = None) -> list[Pa
         files = sorted(p for p in bundle_dir.iterdir() if _is_archive_file(p))
     with ThreadPoolExecutor(max_workers=SIDECAR_WORKERS,
                             thread_name_prefix="d8mirror-gost") as pool:
-        for future in [pool.submit(_write_gost_sidecar, f) for f in files]:
+        for future in [pool.submit(_write_gost_sidecar, f, (known or {}).get(f.name))
+                                  for f in files]:
             future.result()
     return files
 
 
 def _is_archive_file(path: Path) -> bool:
-    return path.is_file() and path.name.endswith((".tar", ".chunk"))
+    return path.is_file() and path.name.endswith(ARCHIVE_FILE_SUFFIXES)
 
 
 def has_sha256_sidecars(bundle_dir: Path) -> bool:
     """Whether any archive file in ``bundle_dir`` has a ``.sha256`` sidecar (d8 writes none)."""
-    return any(_is_archive_file(p) and p.with_name(p.name + SHA256_SUFFIX).is_file()
+    return any(_is_archive_file(p) and sha256_sidecar(p).is_file()
                for p in bundle_dir.iterdir())
 
 
@@ -263,7 +255,7 @@ def verify_sidecars(bundle_dir: Path) -> list[str]:
     problems: list[str] = []
     required = has_sha256_sidecars(bundle_dir)
     for path in sorted(p for p in bundle_dir.iterdir() if _is_archive_file(p)):
-        if required or path.with_name(path.name + SHA256_SUFFIX).is_file():
+        if required or sha256_sidecar(path).is_file():
             problems += _sha256_problems(path)
         problems += _gost_problems(path)
     return problems
@@ -276,11 +268,11 @@ def _sidecar_hex(text: str) -> str:
 
 
 def _sha256_problems(path: Path) -> list[str]:
-    sidecar = path.with_name(path.name + SHA256_SUFFIX)
+    sidecar = sha256_sidecar(path)
     if not sidecar.is_file():
         return [f"{path}: missing checksum file {sidecar.name}"]
     expected = _sidecar_hex(sidecar.read_text(encoding="utf-8", errors="replace"))
-    actual = sha256_file(path)
+    actual = sha256_file_hex(path)
     if expected != actual:
         return [f"{path}: SHA-256 does not match {sidecar.name}; the file is corrupt or was "
                 "modified, copy it again"]
@@ -288,7 +280,7 @@ def _sha256_problems(path: Path) -> list[str]:
 
 
 def _gost_problems(path: Path) -> list[str]:
-    sidecar = path.with_name(path.name + GOST_SUFFIX)
+    sidecar = gost_sidecar(path)
     if not sidecar.is_file():
         return []
     expected = sidecar.read_text(encoding="utf-8", errors="replace").strip().lower()
@@ -308,7 +300,7 @@ def check_archive_sidecars(archive: Path, checked: CheckedFiles | None = None) -
     files = [archive] if archive.is_file() else existing_chunks(archive)
     memo = checked or CheckedFiles()
     return [problem for path in files
-            if path.with_name(path.name + SHA256_SUFFIX).is_file()
+            if sha256_sidecar(path).is_file()
             for problem in memo.sha256_problems(path)]
 
 
@@ -336,6 +328,6 @@ class CheckedFiles:
 
 def _identity(path: Path) -> tuple[int, ...]:
     """The file and its sidecar as they are now: device, inode, size and mtime of both."""
-    sidecar = path.with_name(path.name + SHA256_SUFFIX)
+    sidecar = sha256_sidecar(path)
     return tuple(value for stat in (path.stat(), sidecar.stat())
                  for value in (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))

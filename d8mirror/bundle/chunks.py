@@ -3,7 +3,7 @@
 Writing: :class:`ArchiveFileWriter` splits a byte stream into ``<name>.NNNN.chunk`` files of
 exactly ``chunk_size`` bytes (the last one shorter, never an empty trailing chunk), or writes one
 ``<name>`` file when ``chunk_size`` is 0. Every file is staged as ``….tmp`` and only renamed by
-the caller's :class:`~d8mirror.bundle.atomic.Staging` commit.
+the caller's :class:`~d8mirror.files.Staging` commit.
 
 Reading: :func:`open_archive` streams ``<name>`` or the chunks ``.0000``, ``.0001``, … up to the
 first missing index (an empty trailing chunk written by d8 is accepted).
@@ -20,17 +20,23 @@ from pathlib import Path
 from typing import BinaryIO
 
 from d8mirror.errors import BundleError, ChunkSetError
+from d8mirror.files import Staging, os_error, remove_if_exists, staging_path
+from d8mirror.names import (
+    CHUNK_NAME,
+    CHUNK_SUFFIX,
+    SIDECAR_SUFFIXES,
+    TMP_SUFFIX,
+    chunk_name,
+    gost_sidecar,
+    sha256_sidecar,
+)
 
-from .atomic import TMP_SUFFIX, Staging, os_error, remove_if_exists, staging_path
-from .checksums import GOST_SUFFIX, SHA256_SUFFIX, FileDigests, stage_sidecars
-
-CHUNK_SUFFIX = ".chunk"
-_CHUNK_NAME = re.compile(r"^(?P<base>.+)\.(?P<index>\d{4,})\.chunk$")
+from .checksums import FileDigests, stage_sidecars
 
 
 def chunk_path(archive: Path, index: int) -> Path:
     """``<archive>.NNNN.chunk`` (four digits, more past 9999)."""
-    return archive.with_name(f"{archive.name}.{index:04d}{CHUNK_SUFFIX}")
+    return archive.with_name(chunk_name(archive.name, index))
 
 
 def existing_chunks(archive: Path) -> list[Path]:
@@ -39,7 +45,7 @@ def existing_chunks(archive: Path) -> list[Path]:
         return []
     found: list[tuple[int, Path]] = []
     for path in archive.parent.iterdir():
-        match = _CHUNK_NAME.match(path.name)
+        match = CHUNK_NAME.match(path.name)
         if match and match["base"] == archive.name:
             found.append((int(match["index"]), path))
     return [path for _index, path in sorted(found)]
@@ -163,9 +169,9 @@ def remove_stale_staging(archive: Path) -> None:
 
 
 def _is_own_suffix(rest: str) -> bool:
-    for sidecar in ("", SHA256_SUFFIX, GOST_SUFFIX):
+    for sidecar in ("", *SIDECAR_SUFFIXES):
         body = rest[: len(rest) - len(sidecar)] if sidecar and rest.endswith(sidecar) else rest
-        if body == "" or re.fullmatch(r"\.\d{4,}\.chunk", body):
+        if body == "" or re.fullmatch(r"\.\d{4,}" + re.escape(CHUNK_SUFFIX), body):
             return True
     return False
 
@@ -180,11 +186,11 @@ def remove_stale_finals(archive: Path, keep: tuple[Path, ...], *, gost: bool) ->
             for stale in (path, *_sidecars(path)):
                 remove_if_exists(stale)
         elif not gost:
-            remove_if_exists(path.with_name(path.name + GOST_SUFFIX))
+            remove_if_exists(gost_sidecar(path))
 
 
 def _sidecars(path: Path) -> tuple[Path, Path]:
-    return path.with_name(path.name + SHA256_SUFFIX), path.with_name(path.name + GOST_SUFFIX)
+    return sha256_sidecar(path), gost_sidecar(path)
 
 
 class _ChunkSetReader(io.RawIOBase):

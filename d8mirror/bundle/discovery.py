@@ -6,32 +6,36 @@ collapse to their canonical ``<name>.tar``. Only the file name is inspected.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from d8mirror.errors import BundleError, ConfigError
+from d8mirror.names import ARCHIVE_SUFFIX, CHUNK_NAME
 
-_CHUNK = re.compile(r"^(?P<base>.+\.tar)\.\d{4,}\.chunk$")
+
+def _chunk_base(name: str) -> str | None:
+    """``x.tar.0000.chunk`` → ``x.tar``; None for anything else (a chunk of a non-tar too)."""
+    match = CHUNK_NAME.match(name)
+    return match["base"] if match and match["base"].endswith(ARCHIVE_SUFFIX) else None
 
 
 def is_package_file(name: str) -> bool:
     """Whether a file name (or path) names a tar or a chunk of a tar."""
     base = name.rsplit("/", 1)[-1]
-    return base.endswith(".tar") or _CHUNK.match(base) is not None
+    return base.endswith(ARCHIVE_SUFFIX) or _chunk_base(base) is not None
 
 
 def canonical_package_path(path: Path) -> Path:
     """``…/platform.tar.0000.chunk`` → ``…/platform.tar``; other paths unchanged."""
-    match = _CHUNK.match(path.name)
-    return path.with_name(match["base"]) if match else path
+    base = _chunk_base(path.name)
+    return path.with_name(base) if base else path
 
 
 def package_name_from_path(path: Path) -> str:
     """``/bundle/module-foo.tar`` → ``module-foo`` (chunks give their archive's name)."""
     name = canonical_package_path(path).name
-    return name.removesuffix(".tar")
+    return name.removesuffix(ARCHIVE_SUFFIX)
 
 
 def discover_archives(bundle: Path | None, files: Sequence[Path] = ()) -> list[Path]:
@@ -89,10 +93,10 @@ def bundle_stats(bundle_dir: Path) -> list[BundleFileStat]:
     for path in bundle_dir.iterdir():
         if not path.is_file():
             continue
-        match = _CHUNK.match(path.name)
-        if match is None and not path.name.endswith(".tar"):
+        base = _chunk_base(path.name)
+        if base is None and not path.name.endswith(ARCHIVE_SUFFIX):
             continue
-        name = match["base"] if match else path.name
+        name = base or path.name
         sizes[name] = sizes.get(name, 0) + path.stat().st_size
-        chunks[name] = chunks.get(name, 0) + (1 if match else 0)
+        chunks[name] = chunks.get(name, 0) + (1 if base else 0)
     return [BundleFileStat(name, sizes[name], chunks[name]) for name in sorted(sizes)]

@@ -3,7 +3,7 @@
 The archive is streamed once: tar writer → cancellation check → file or exact-size chunks, each
 hashed as written (the whole stream too when chunked; unchunked, the one file's hash is the
 archive's), staged under ``….tmp`` names. Only a complete archive is renamed into place,
-together with its ``.sha256`` sidecars (a GOST digest computed on the way is remembered for the
+together with its ``.sha256`` sidecars (a GOST digest computed on the way is returned, for the
 ``.gostsum`` written at the end of the pull). Any failure, cancellation or interrupt deletes
 every staged file and re-raises.
 """
@@ -11,13 +11,13 @@ every staged file and re-raises.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from d8mirror.errors import BundleError, ConfigError
+from d8mirror.files import Staging
 
-from .atomic import Staging
-from .checksums import remember_gost
+from .checksums import KnownDigest
 from .chunks import ArchiveFileWriter, remove_stale_finals, remove_stale_staging
 from .tarwriter import TarMember, TarSource, collect_members, write_tar
 
@@ -32,6 +32,8 @@ class ArchiveResult:
     files: tuple[Path, ...]    # the tar, or the chunks in order
     size: int
     sha256: str                # of the whole archive stream
+    #: GOST digests computed while writing (``gost=True``), by file name
+    gost: dict[str, KnownDigest] = field(default_factory=dict)
 
 
 class _ArchiveStream:
@@ -71,6 +73,6 @@ def pack_archive(dest: Path, sources: Sequence[TarSource | TarMember], *, chunk_
         raise
     # A rewritten file's old .gostsum is stale: the end of a successful pull writes it anew.
     remove_stale_finals(dest, files, gost=False)
-    for path, digest in zip(files, sink.gost_digests, strict=False):
-        remember_gost(path, digest)
-    return ArchiveResult(path=dest, files=files, size=size, sha256=sink.sha256)
+    known = {path.name: KnownDigest.of(path, digest)
+             for path, digest in zip(files, sink.gost_digests, strict=False)}
+    return ArchiveResult(path=dest, files=files, size=size, sha256=sink.sha256, gost=known)

@@ -32,8 +32,8 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from d8mirror.errors import BundleError, MirrorError, UnsafeArchiveEntryError
+from d8mirror.files import os_error, remove_if_exists
 
-from .atomic import os_error, remove_if_exists
 from .checksums import PIECE
 from .chunks import open_archive
 

@@ -22,8 +22,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from d8mirror.bundle.checksums import GOST_SUFFIX, SHA256_SUFFIX
 from d8mirror.bundle.chunks import remove_stale_finals
+from d8mirror.files import link_atomic
+from d8mirror.names import gost_sidecar, sha256_sidecar
 
 from .packing import ArchiveInfo
 
@@ -31,18 +32,7 @@ RECORD = "record.json"
 
 
 def _sidecars(path: Path) -> list[Path]:
-    return [p for p in (path.with_name(path.name + SHA256_SUFFIX),
-                        path.with_name(path.name + GOST_SUFFIX)) if p.is_file()]
-
-
-def _link(src: Path, dest: Path) -> None:
-    """Atomically make ``dest`` a hard link to ``src`` (OSError when impossible)."""
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        os.link(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return [p for p in (sha256_sidecar(path), gost_sidecar(path)) if p.is_file()]
 
 
 class ArchiveCache:
@@ -67,7 +57,7 @@ class ArchiveCache:
             bundle_dir.mkdir(parents=True, exist_ok=True)
             for name in record["files"]:
                 dest = bundle_dir / name
-                _link(cached / name, dest)
+                link_atomic(cached / name, dest)
                 placed.append(dest)
         except OSError:
             for path in placed:
@@ -78,7 +68,8 @@ class ArchiveCache:
         # .gostsum files are written at the end of a successful pull, not kept here.
         remove_stale_finals(bundle_dir / archive["name"], files, gost=False)
         return ArchiveInfo(path=str(bundle_dir / archive["name"]), files=[str(f) for f in files],
-                           size=archive["size"], sha256=archive["sha256"])
+                           size=archive["size"], sha256=archive["sha256"],
+                           gost=archive.get("gost", {}))
 
     def _record(self, package: str, key: str) -> dict[str, Any] | None:
         directory = self._dir(package, key)
@@ -106,7 +97,8 @@ class ArchiveCache:
             record = {"files": {p.name: p.stat().st_size for p in members},
                       "archive": {"name": Path(archive.path).name,
                                   "files": [f.name for f in files],
-                                  "size": archive.size, "sha256": archive.sha256}}
+                                  "size": archive.size, "sha256": archive.sha256,
+                                  "gost": archive.model_dump(mode="json")["gost"]}}
             (staging / RECORD).write_text(json.dumps(record, sort_keys=True))
             self._replace_package(package, key, staging)
         except OSError:

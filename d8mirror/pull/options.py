@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from d8mirror.names import EXTRA, PACKAGES, VERSION
 from d8mirror.reference import Repository
 from d8mirror.versions import PackageFilter
-
-from .segments import PACKAGES, VERSION
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class PullOptions:
         return f"{self.package_repo(name)}/{VERSION}"
 
     def extra_repo(self, name: str, extra: str) -> str:
-        return f"{self.package_repo(name)}/extra/{extra}"
+        return f"{self.package_repo(name)}/{EXTRA}/{extra}"
 
     def ref(self, repository: str, tag_or_digest: str) -> str:
         """Full reference string as recorded in ``org.opencontainers.image.ref.name``."""

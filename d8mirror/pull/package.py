@@ -21,12 +21,12 @@ from pydantic import BaseModel, Field
 from d8mirror.errors import MirrorError
 from d8mirror.imagefs import images_digests_problem, parse_extra_images_json, parse_images_digests
 from d8mirror.layout import Layout, alias_ref_name
+from d8mirror.names import EXTRA, VERSION, VEX_SUFFIX, vex_ref_for, vex_tag_for
 from d8mirror.versions import DEFAULT_CHANNELS, LTS_CHANNEL, PackageConstraint
 
 from .fetcher import FetchCancelled, ImageClosure, ImageFetcher, dedupe
 from .options import PullOptions
 from .plan import PackagePlan, PackagePullError, reads_channels
-from .segments import EXTRA, VERSION, VEX_SUFFIX, vex_ref_for, vex_tag_for
 
 __all__ = ["FetchResult", "PackageLayouts", "PackagePullError", "fetch_package"]
 

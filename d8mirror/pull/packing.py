@@ -8,9 +8,9 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from d8mirror.bundle import ArchiveResult, TarSource, pack_archive
+from d8mirror.bundle.checksums import KnownDigest
 from d8mirror.layout import Layout
-
-from .segments import EXTRA, PACKAGES, VERSION, VERSIONS_ARCHIVE, package_archive_name
+from d8mirror.names import EXTRA, PACKAGES, VERSION, VERSIONS_ARCHIVE, package_archive_name
 
 
 class ArchiveInfo(BaseModel):
@@ -20,11 +20,15 @@ class ArchiveInfo(BaseModel):
     files: list[str] = Field(description="The tar, or its chunks in order.")
     size: int
     sha256: str = Field(description="Of the whole archive stream.")
+    gost: dict[str, KnownDigest] = Field(
+        default_factory=dict,
+        description="GOST digests computed while packing, by file name (for the .gostsum files "
+                    "the end of the pull writes; used only while a file is unchanged).")
 
     @classmethod
     def of(cls, result: ArchiveResult) -> ArchiveInfo:
         return cls(path=str(result.path), files=[str(f) for f in result.files],
-                   size=result.size, sha256=result.sha256)
+                   size=result.size, sha256=result.sha256, gost=result.gost)
 
 
 def package_layouts(work_dir: Path) -> list[Layout]:

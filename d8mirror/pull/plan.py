@@ -24,6 +24,7 @@ from d8mirror.errors import (
     RegistryError,
 )
 from d8mirror.imagefs import parse_version_json
+from d8mirror.names import vex_ref_for, vex_tag_for
 from d8mirror.versions import (
     DEFAULT_CHANNELS,
     LTS_CHANNEL,
@@ -36,7 +37,6 @@ from d8mirror.versions import (
 
 from .fetcher import ImageClosure, ImageFetcher, dedupe
 from .options import PullOptions
-from .segments import vex_ref_for, vex_tag_for
 from .tag_digests import TagDigests
 
 

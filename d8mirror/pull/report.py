@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
-from d8mirror.errors import wrap_os_error
+from d8mirror.bundle.checksums import KnownDigest
+from d8mirror.files import write_atomic
 from d8mirror.versions import sort_versions_desc
 
 REPORT_FILE = "report.json"
@@ -44,6 +43,8 @@ class PackageOutcome(BaseModel):
     archive_bytes: int = 0
     error: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    #: GOST digests computed while packing its archive, by file name (not reported).
+    gost_known: dict[str, KnownDigest] = Field(default_factory=dict, exclude=True)
 
 
 class ArchiveStat(BaseModel):
@@ -69,11 +70,20 @@ class PullReport(BaseModel):
     only_extra_images: bool = False
     errors: list[str] = Field(default_factory=list,
                               description="Of the run itself (GOST digests).")
+    #: GOST digests computed while packing package-versions.tar (not reported).
+    gost_known: dict[str, KnownDigest] = Field(default_factory=dict, exclude=True)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def failed(self) -> list[str]:
         return [p.name for p in self.packages if p.status == "failed"]
+
+    def gost_digests(self) -> dict[str, KnownDigest]:
+        """Every GOST digest this run computed while packing, by file name."""
+        known = dict(self.gost_known)
+        for package in self.packages:
+            known.update(package.gost_known)
+        return known
 
     @property
     def ok(self) -> bool:
@@ -90,18 +100,7 @@ class PullReport(BaseModel):
         followed, so nothing outside it is overwritten)."""
         path = bundle_dir / REPORT_FILE
         text = json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-        tmp: Path | None = None
-        try:
-            fd, name = tempfile.mkstemp(dir=bundle_dir, prefix=f".{REPORT_FILE}.", suffix=".tmp")
-            tmp = Path(name)
-            with os.fdopen(fd, "w", encoding="utf-8") as stream:
-                stream.write(text)
-                os.fchmod(stream.fileno(), 0o644)
-            os.replace(tmp, path)
-        except OSError as exc:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-            raise wrap_os_error(exc, str(path)) from exc
+        write_atomic(path, text.encode("utf-8"))
         return path
 
     def table_rows(self) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from d8mirror.bundle.atomic import write_text_atomic
+from d8mirror.files import write_text_atomic
 
 from .fetcher import ImageFetcher
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from d8mirror.names import MODULES, PACKAGES, PLUGINS
 from d8mirror.push import tinyimage
-from d8mirror.push.routing import MODULES_SEGMENT, PACKAGES_SEGMENT, Router
+from d8mirror.push.routing import Router
 from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient
 from d8mirror.retry import RetryPolicy, default_policy
@@ -29,13 +30,13 @@ from d8mirror.retry import RetryPolicy, default_policy
 log = logging.getLogger("d8mirror.push")
 
 DISCOVERY_LABEL = "d8mirror discovery index"
-PLUGINS_DIR = "deckhouse-cli/plugins"
 
 
-@dataclass(frozen=True)
-class DiscoveryTag:
-    kind: str          # "modules" | "packages" | "plugins"
-    repository: str    # path on the target registry
+class DiscoveryTag(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: str = Field(description='"modules", "packages" or "plugins".')
+    repository: str = Field(description="Path on the target registry.")
     tag: str
     digest: str
 
@@ -44,12 +45,8 @@ class DiscoveryTag:
         """The item's directory in the unified tree (``packages/<name>``)."""
         return f"{_TREE_DIRS[self.kind]}/{self.tag}"
 
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "repository": self.repository, "tag": self.tag,
-                "digest": self.digest}
 
-
-_TREE_DIRS = {"modules": MODULES_SEGMENT, "packages": PACKAGES_SEGMENT, "plugins": PLUGINS_DIR}
+_TREE_DIRS = {"modules": MODULES, "packages": PACKAGES, "plugins": PLUGINS}
 
 
 def split_landed(tags: list[DiscoveryTag], not_landed: Iterable[str],
@@ -69,9 +66,9 @@ def split_landed(tags: list[DiscoveryTag], not_landed: Iterable[str],
 def plan_discovery_tags(unified: Path, target: Repository, router: Router) -> list[DiscoveryTag]:
     """Every discovery tag the tree calls for, in push order."""
     digest = tinyimage.build(DISCOVERY_LABEL).digest
-    groups = [("modules", MODULES_SEGMENT, router.repository(target, MODULES_SEGMENT)),
-              ("packages", PACKAGES_SEGMENT, router.packages_index(target)),
-              ("plugins", PLUGINS_DIR, target.child(PLUGINS_DIR))]
+    groups = [("modules", MODULES, router.repository(target, MODULES)),
+              ("packages", PACKAGES, router.packages_index(target)),
+              ("plugins", PLUGINS, target.child(PLUGINS))]
     out = []
     for kind, rel, repository in groups:
         directory = unified / rel
@@ -79,7 +76,8 @@ def plan_discovery_tags(unified: Path, target: Repository, router: Router) -> li
             log.info("No %s directory found, skipping %s index", kind, kind)
             continue
         for name in sorted(p.name for p in directory.iterdir() if p.is_dir()):
-            out.append(DiscoveryTag(kind, repository.path, name, digest))
+            out.append(DiscoveryTag(kind=kind, repository=repository.path, tag=name,
+                                    digest=digest))
     return out
 
 

@@ -6,13 +6,13 @@ so that takes a manifest of more than 1 MiB, below the 4 MiB cap)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from d8mirror.errors import IntegrityError, LayoutError
+from d8mirror.hashing import sha256_bytes_digest
 from d8mirror.mediatypes import INDEX_TYPES, MAX_MANIFEST_BYTES
 from d8mirror.push.blobsource import LayoutBlobs
 
@@ -56,7 +56,7 @@ def read_manifest(blobs: LayoutBlobs, digest: str, media_type: str | None, *,
     if depth > 4:
         raise LayoutError(f"layout {where}: manifest {digest} nests indexes too deeply")
     data = blobs.read(digest, limit=MAX_MANIFEST_BYTES)
-    actual = "sha256:" + hashlib.sha256(data).hexdigest()
+    actual = sha256_bytes_digest(data)
     if actual != digest:   # never PUT (under a real tag) bytes that are not the digest's
         raise IntegrityError(f"layout {where}: manifest {digest} does not match its digest "
                              f"(content hashes to {actual}): refusing to push it; copy the "

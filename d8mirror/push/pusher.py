@@ -26,54 +26,44 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from d8mirror.bundle import BlobSpans
 from d8mirror.errors import NotFoundError
-from d8mirror.layout import IndexEntry, Layout, Provenance, TagConflict, resolve_short_tags
+from d8mirror.layout import IndexEntry, Layout
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.push.blobsource import LayoutBlobs
+from d8mirror.push.index_merge import Provenance
 from d8mirror.push.manifests import BlobRef, ManifestNode, read_manifest
+from d8mirror.push.short_tags import TagConflict, resolve_short_tags
 from d8mirror.registry import RegistryClient
-from d8mirror.retry import RetryPolicy, default_policy
+from d8mirror.retry import NO_RETRY, RetryPolicy, default_policy
 
 log = logging.getLogger("d8mirror.push")
 
 Warn = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class LayoutPushResult:
-    """What pushing one layout did (JSON-able via :meth:`to_json`)."""
+class LayoutPushResult(BaseModel):
+    """What pushing one layout did. ``blobs_present``: blobs the target already held (an
+    earlier push's, or the CLI's warm-up's: that one reports its own blobs)."""
 
-    layout: str
-    repository: str
-    tags: tuple[tuple[str, str], ...] = ()   # (tag, digest), sorted by tag
+    model_config = ConfigDict(frozen=True)
+
+    layout: str = Field(description="The layout's path in the unpacked tree ('' = root).")
+    repository: str = Field(description="Target repository path.")
+    tags: tuple[tuple[str, str], ...] = Field((), description="(tag, digest), sorted by tag.")
     blobs_uploaded: int = 0
     blobs_mounted: int = 0
     blobs_present: int = 0
     bytes_uploaded: int = 0
     manifests_put: int = 0
     manifests_present: int = 0
-    warnings: tuple[str, ...] = field(default=())
-
-    def to_json(self) -> dict[str, Any]:
-        return {"layout": self.layout, "repository": self.repository,
-                "tags": [list(t) for t in self.tags], "blobs_uploaded": self.blobs_uploaded,
-                "blobs_mounted": self.blobs_mounted, "blobs_present": self.blobs_present,
-                "bytes_uploaded": self.bytes_uploaded, "manifests_put": self.manifests_put,
-                "manifests_present": self.manifests_present, "warnings": list(self.warnings)}
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> LayoutPushResult:
-        return cls(doc["layout"], doc["repository"],
-                   tuple((str(t), str(d)) for t, d in doc["tags"]),
-                   doc["blobs_uploaded"], doc["blobs_mounted"], doc["blobs_present"],
-                   doc["bytes_uploaded"], doc["manifests_put"], doc["manifests_present"],
-                   tuple(doc["warnings"]))
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -139,19 +129,11 @@ def push_layout(client: RegistryClient, layout_dir: Path, layout_rel: str, repos
     locations = locations or BlobLocations()
     todo, already = _split_present(client, repository, plans, retry)
     counters = _Counters()
-    blobs = _unique_blobs(p.node for p in plans)   # present tags too: repair a damaged target
-    if blobs:
-        def one(blob: BlobRef) -> str:
-            if should_stop():
-                return "stopped"
-            return retry.call(lambda: _ensure_blob(client, source, repository, blob, locations),
-                              what=f"push blob {repository}@{blob.digest}")
-
-        with ThreadPoolExecutor(max_workers=max(1, blob_workers),
-                                thread_name_prefix="push-blob") as pool:
-            outcomes = list(pool.map(one, blobs))
-        for outcome, blob in zip(outcomes, blobs, strict=True):
-            _count(counters, outcome, blob.size)
+    # present tags too: repair a damaged target
+    for outcome, blob in _push_blobs(client, source, repository, plans, locations=locations,
+                                     blob_workers=blob_workers, retry=retry,
+                                     should_stop=should_stop):
+        _count(counters, outcome, blob.size)
     if should_stop():
         raise LayoutPushCancelled(f"push of layout {layout_rel or '/'} to {repository} was "
                                   f"cancelled ({counters.uploaded} blobs uploaded)")
@@ -160,9 +142,11 @@ def push_layout(client: RegistryClient, layout_dir: Path, layout_rel: str, repos
     for plan in todo:
         log.info("Pushed %s:%s", repository, plan.tag)
     tags = tuple(sorted((p.tag, p.node.digest) for p in plans))
-    return LayoutPushResult(layout_rel, repository, tags, counters.uploaded, counters.mounted,
-                            counters.present, counters.bytes, manifests_put, len(already),
-                            tuple(warnings))
+    return LayoutPushResult(layout=layout_rel, repository=repository, tags=tags,
+                            blobs_uploaded=counters.uploaded, blobs_mounted=counters.mounted,
+                            blobs_present=counters.present, bytes_uploaded=counters.bytes,
+                            manifests_put=manifests_put, manifests_present=len(already),
+                            warnings=tuple(warnings))
 
 
 def _split_present(client: RegistryClient, repository: str, plans: list[TagPlan],
@@ -223,7 +207,7 @@ def _ensure_blob(client: RegistryClient, source: LayoutBlobs, repository: str, b
     """"present", "mounted" or "uploaded"."""
     if client.blob_exists(repository, blob.digest):
         locations.remember(blob.digest, repository)
-        return locations.claim_ahead(blob.digest, repository) or "present"
+        return "present"
     origin = locations.source_for(blob.digest, repository)
     if origin is not None and client.mount_blob(repository, blob.digest, origin):
         locations.remember(blob.digest, repository)
@@ -233,30 +217,41 @@ def _ensure_blob(client: RegistryClient, source: LayoutBlobs, repository: str, b
     return "uploaded"
 
 
+def _push_blobs(client: RegistryClient, source: LayoutBlobs, repository: str,
+                plans: list[TagPlan], *, locations: BlobLocations, blob_workers: int,
+                retry: RetryPolicy, should_stop: Callable[[], bool],
+                ) -> list[tuple[str, BlobRef]]:
+    """Every blob of ``plans`` HEAD-checked, mounted or uploaded on a bounded pool:
+    (outcome, blob) pairs, outcome "present", "mounted", "uploaded" or "stopped"."""
+    blobs = _unique_blobs(p.node for p in plans)
+    if not blobs:
+        return []
+
+    def one(blob: BlobRef) -> str:
+        if should_stop():
+            return "stopped"
+        return retry.call(lambda: _ensure_blob(client, source, repository, blob, locations),
+                          what=f"push blob {repository}@{blob.digest}")
+
+    with ThreadPoolExecutor(max_workers=max(1, blob_workers),
+                            thread_name_prefix="push-blob") as pool:
+        return list(zip(pool.map(one, blobs), blobs, strict=True))
+
+
 def push_layout_blobs(client: RegistryClient, layout_dir: Path, layout_rel: str,
                       repository: str, *, locations: BlobLocations, blob_workers: int = 4,
-                      spans: BlobSpans | None = None,
+                      spans: BlobSpans | None = None, retry: RetryPolicy = NO_RETRY,
                       should_stop: Callable[[], bool] = lambda: False) -> int:
-    """Only the blobs of every short tag of a layout (no manifest, so no tag appears): what
-    a warm-up does ahead of :func:`push_layout`, which then finds them present and counts them
-    as pushed by itself (``locations``). Stops starting blobs once ``should_stop()``; the
-    first error ends it. Returns the blobs put."""
+    """The first half of :func:`push_layout`: only the blobs of every short tag (no
+    manifest, so no tag appears), by default without retries (the CLI's warm-up; the push
+    that follows finds them present and says so). Stops starting blobs once
+    ``should_stop()``; the first error ends it. Returns the blobs put."""
     source = LayoutBlobs(Layout(layout_dir), layout_rel,
                          spans if spans is not None else BlobSpans())
     plans, _warnings = plan_layout(source)
-
-    def one(blob: BlobRef) -> bool:
-        if should_stop():
-            return False
-        outcome = _ensure_blob(client, source, repository, blob, locations)
-        if outcome == "present":
-            return False
-        locations.pushed_ahead(blob.digest, repository, outcome)
-        return True
-
-    with ThreadPoolExecutor(max_workers=max(1, blob_workers),
-                            thread_name_prefix="push-blob-ahead") as pool:
-        return sum(pool.map(one, _unique_blobs(p.node for p in plans)))
+    outcomes = _push_blobs(client, source, repository, plans, locations=locations,
+                           blob_workers=blob_workers, retry=retry, should_stop=should_stop)
+    return sum(1 for outcome, _blob in outcomes if outcome in ("uploaded", "mounted"))
 
 
 def _count(counters: _Counters, outcome: str, size: int) -> None:

@@ -3,7 +3,8 @@
 Every directory of the unified tree holding an ``index.json`` is a layout; its registry
 segment is its path relative to the tree. The only translations are the ``packages`` and
 ``modules`` path-suffix remaps: the leading ``packages`` (``modules``) segment is replaced by
-the normalised suffix, where ``/`` means the target repository itself.
+the normalised suffix (:func:`d8mirror.names.normalize_path_suffix`), where ``/`` means the
+target repository itself.
 """
 
 from __future__ import annotations
@@ -11,24 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from d8mirror.errors import ConfigError
-from d8mirror.reference import Repository, is_valid_repository
-
-PACKAGES_SEGMENT = "packages"
-MODULES_SEGMENT = "modules"
-DEFAULT_PACKAGES_PATH_SUFFIX = "/packages"
-DEFAULT_MODULES_PATH_SUFFIX = "/modules"
-
-
-def normalize_path_suffix(suffix: str | None, default_segment: str) -> str:
-    """``NormalizeModulesPath``: empty → the default segment; ``/`` → root (``""``)."""
-    if suffix is None or suffix == "":
-        return default_segment
-    normalised = suffix.strip().strip("/")
-    if normalised and not is_valid_repository(normalised):
-        raise ConfigError(f"invalid path suffix {suffix!r}: path components can only contain "
-                          "lowercase letters, digits and separators (., _, __, -)")
-    return normalised
+from d8mirror.names import (
+    DEFAULT_MODULES_PATH,
+    DEFAULT_PACKAGES_PATH,
+    MODULES,
+    PACKAGES,
+    normalize_path_suffix,
+)
+from d8mirror.reference import Repository
 
 
 def parse_target(text: str) -> Repository:
@@ -40,21 +31,21 @@ def parse_target(text: str) -> Repository:
 class Router:
     """Maps a layout's path in the bundle to the repository path it is pushed to."""
 
-    packages_path: str = PACKAGES_SEGMENT
-    modules_path: str = MODULES_SEGMENT
+    packages_path: str = PACKAGES
+    modules_path: str = MODULES
 
     @classmethod
-    def from_suffixes(cls, packages_suffix: str | None = DEFAULT_PACKAGES_PATH_SUFFIX,
-                      modules_suffix: str | None = DEFAULT_MODULES_PATH_SUFFIX) -> Router:
-        return cls(normalize_path_suffix(packages_suffix, PACKAGES_SEGMENT),
-                   normalize_path_suffix(modules_suffix, MODULES_SEGMENT))
+    def from_suffixes(cls, packages_suffix: str | None = DEFAULT_PACKAGES_PATH,
+                      modules_suffix: str | None = DEFAULT_MODULES_PATH) -> Router:
+        return cls(normalize_path_suffix(packages_suffix, PACKAGES, flag="--packages-path-suffix"),
+                   normalize_path_suffix(modules_suffix, MODULES, flag="--modules-path-suffix"))
 
     def segment(self, layout_rel: str) -> str:
         """Registry segment of a layout (``/``-separated, root = ``""``)."""
         head, _, rest = layout_rel.partition("/")
-        if head == PACKAGES_SEGMENT:
+        if head == PACKAGES:
             return _join(self.packages_path, rest)
-        if head == MODULES_SEGMENT:
+        if head == MODULES:
             return _join(self.modules_path, rest)
         return layout_rel
 

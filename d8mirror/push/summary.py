@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from d8mirror.push.discovery_tags import DiscoveryTag
 from d8mirror.push.pusher import LayoutPushResult
@@ -15,18 +16,19 @@ _LABEL = 11
 PLATFORM_LAYOUTS = frozenset({"", "install", "install-standalone", "release-channel"})
 
 
-@dataclass(frozen=True)
-class LayoutFailure:
+class LayoutFailure(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     layout: str
     repository: str
     error: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {"layout": self.layout, "repository": self.repository, "error": self.error}
 
+class PushResult(BaseModel):
+    """The outcome of a push: what mirror-push returns (summary: :func:`render_push_summary`)."""
 
-@dataclass(frozen=True)
-class PushResult:
+    model_config = ConfigDict(frozen=True)
+
     target: str
     unpack: UnpackResult | None = None
     layouts: tuple[LayoutPushResult, ...] = ()
@@ -36,10 +38,12 @@ class PushResult:
     error: str | None = None
     cancelled: bool = False
     elapsed_seconds: float = 0.0
-    warnings: tuple[str, ...] = field(default=())
-    withheld: tuple[DiscoveryTag, ...] = ()      # discovery tags of items that did not land
-    not_started: tuple[str, ...] = ()            # layouts a cancel left unpushed
+    warnings: tuple[str, ...] = ()
+    withheld: tuple[DiscoveryTag, ...] = Field(
+        (), description="Discovery tags of items that did not land.")
+    not_started: tuple[str, ...] = Field((), description="Layouts a cancel left unpushed.")
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def ok(self) -> bool:
         return not (self.failures or self.mismatches or self.error) or self.cancelled
@@ -50,20 +54,6 @@ class PushResult:
 
     def count(self, kind: str) -> int:
         return sum(1 for d in self.discovery if d.kind == kind)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "target": self.target, "ok": self.ok, "cancelled": self.cancelled,
-            "error": self.error, "elapsed_seconds": round(self.elapsed_seconds, 3),
-            "unpack": self.unpack.to_json() if self.unpack else None,
-            "layouts": [r.to_json() for r in self.layouts],
-            "failures": [f.to_json() for f in self.failures],
-            "discovery": [d.to_json() for d in self.discovery],
-            "mismatches": [m.to_json() for m in self.mismatches],
-            "warnings": list(self.warnings),
-            "withheld": [d.to_json() for d in self.withheld],
-            "not_started": list(self.not_started),
-        }
 
     def table_rows(self) -> list[dict[str, Any]]:
         """One row per layout: layout, repository, tags, status, error."""

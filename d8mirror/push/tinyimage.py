@@ -15,12 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from d8mirror.errors import NotFoundError
+from d8mirror.hashing import sha256_bytes_digest
 from d8mirror.mediatypes import OCI_CONFIG, OCI_LAYER_TAR, OCI_MANIFEST
 from d8mirror.registry import RegistryClient
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -30,7 +27,7 @@ class TinyImage:
 
     @property
     def digest(self) -> str:
-        return _digest(self.manifest)
+        return sha256_bytes_digest(self.manifest)
 
 
 def _payload(label: str, size: int) -> bytes:
@@ -54,17 +51,19 @@ def _layer(label: str, size: int) -> bytes:
 
 def build(label: str, payload_size: int = 32) -> TinyImage:
     layer = _layer(label, payload_size)
+    layer_digest = sha256_bytes_digest(layer)
     config = json.dumps({
         "architecture": "amd64", "os": "linux",
         "config": {"Labels": {"io.deckhouse.d8mirror": label}},
-        "rootfs": {"type": "layers", "diff_ids": [_digest(layer)]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
     }, sort_keys=True, separators=(",", ":")).encode()
+    config_digest = sha256_bytes_digest(config)
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": _digest(config), "size": len(config)},
-        "layers": [{"mediaType": OCI_LAYER_TAR, "digest": _digest(layer), "size": len(layer)}],
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": OCI_LAYER_TAR, "digest": layer_digest, "size": len(layer)}],
     }, sort_keys=True, separators=(",", ":")).encode()
-    return TinyImage(manifest, ((_digest(config), config), (_digest(layer), layer)))
+    return TinyImage(manifest, ((config_digest, config), (layer_digest, layer)))
 
 
 def push(client: RegistryClient, repository: str, tag: str, image: TinyImage) -> bool:

@@ -1,14 +1,15 @@
 """Unpack bundle archives into one unified tree (spec §8.2, §7.5, Part A Q2, Q16, Q23).
 
 Archives are unpacked in the order given (sorted by the caller, §8.1) with
-:func:`d8mirror.bundle.safe_unpack` straight into ``<tmp>/push/unified``. When an archive brings
-an ``index.json`` for a layout that already has one, the two are merged
-(:func:`d8mirror.layout.merge_index_into`); every ``index.json`` an archive brings is recorded
-in the layout's provenance sidecar, with (for ``packages/<n>/version``) whether the archive is
-the package's own (it also brings ``packages/<n>/index.json``; its pin aliases are recorded) or
-a versions catalog, so the pusher can let a pin beat the catalog and the catalog beat an
-unpinned package's archive (Q2, :meth:`d8mirror.layout.Provenance.q2_preferred`). Blobs are
-content-addressed: an existing one is replaced by identical bytes.
+:func:`d8mirror.bundle.safe_unpack` straight into ``<tmp>/push/unified``. When an archive
+brings an ``index.json`` for a layout that already has one, the two are merged
+(:func:`d8mirror.push.index_merge.merge_index_into`); every ``index.json`` an archive brings is
+recorded in the layout's provenance sidecar, with (for ``packages/<n>/version``) whether the
+archive is the package's own (it also brings ``packages/<n>/index.json``; its pin aliases are
+recorded) or a versions catalog, so the pusher can let a pin beat the catalog and the catalog
+beat an unpinned package's archive (Q2,
+:meth:`d8mirror.push.index_merge.Provenance.q2_preferred`). Blobs are content-addressed: an
+existing one is replaced by identical bytes.
 
 Large blobs of plain tar archives are not written at all (:func:`d8mirror.bundle.safe_unpack`
 with ``blob_spans``): where their bytes sit in the archive is saved in
@@ -33,9 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from d8mirror.blobstore import read_capped
 from d8mirror.bundle import BlobSpans, safe_unpack
-from d8mirror.bundle.atomic import write_text_atomic
 from d8mirror.errors import (
     BundleError,
     DiskSpaceError,
@@ -44,14 +46,10 @@ from d8mirror.errors import (
     MirrorError,
     UnsafeArchiveEntryError,
 )
-from d8mirror.layout import (
-    INDEX_FILE,
-    IndexEntry,
-    Provenance,
-    merge_index_into,
-    parse_index,
-    read_index_file,
-)
+from d8mirror.files import write_text_atomic
+from d8mirror.layout import INDEX_FILE, IndexEntry, parse_index, read_index_file
+from d8mirror.names import PACKAGES, VERSION
+from d8mirror.push.index_merge import Provenance, merge_index_into
 from d8mirror.push.validate import MAX_INDEX_BYTES
 
 log = logging.getLogger("d8mirror.push")
@@ -61,21 +59,17 @@ UNIFIED_DIR = Path("push") / "unified"
 SPANS_FILE = ".d8mirror-blob-spans.json"
 
 
-@dataclass(frozen=True)
-class UnpackResult:
+class UnpackResult(BaseModel):
     """What unpacking did: the tree, archives unpacked, archives that failed (with why)."""
 
-    root: Path
-    unpacked: tuple[str, ...] = ()
-    failed: tuple[tuple[str, str], ...] = ()
-    bytes_written: int = 0
-    warnings: tuple[str, ...] = field(default=())
-    bytes_in_archives: int = 0
+    model_config = ConfigDict(frozen=True)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"root": str(self.root), "unpacked": list(self.unpacked),
-                "failed": [list(f) for f in self.failed], "bytes_written": self.bytes_written,
-                "warnings": list(self.warnings), "bytes_in_archives": self.bytes_in_archives}
+    root: Path = Field(description="The unified tree.")
+    unpacked: tuple[str, ...] = ()
+    failed: tuple[tuple[str, str], ...] = Field((), description="(archive, why) pairs.")
+    bytes_written: int = Field(0, description="Bytes the tree holds.")
+    warnings: tuple[str, ...] = ()
+    bytes_in_archives: int = Field(0, description="Bytes of blobs left in their archives.")
 
 
 def unpack_all(archives: Sequence[Path], root: Path, *,
@@ -100,8 +94,9 @@ def unpack_all(archives: Sequence[Path], root: Path, *,
             continue
         unpacked.append(archive.name)
     save_spans(root, spans)
-    return UnpackResult(root, tuple(unpacked), tuple(failed), tree_size(root), tuple(warnings),
-                        spans.total_size)
+    return UnpackResult(root=root, unpacked=tuple(unpacked), failed=tuple(failed),
+                        bytes_written=tree_size(root), warnings=tuple(warnings),
+                        bytes_in_archives=spans.total_size)
 
 
 def unpack_one(archive: Path, root: Path, spans: BlobSpans | None = None) -> list[str]:
@@ -140,9 +135,9 @@ def _record_q2_roles(root: Path, names: set[str], brought: dict[Path, list[Index
     recorded), one that brings it without is a versions catalog."""
     for layout_dir, entries in brought.items():
         rel = layout_dir.relative_to(root).parts
-        if len(rel) != 3 or rel[0] != "packages" or rel[2] != "version":
+        if len(rel) != 3 or rel[0] != PACKAGES or rel[2] != VERSION:
             continue
-        own = f"packages/{rel[1]}/{INDEX_FILE}" in names
+        own = f"{PACKAGES}/{rel[1]}/{INDEX_FILE}" in names
         provenance = Provenance.load(layout_dir)
         provenance.record_role(entries, source, own=own)
         provenance.save(layout_dir)

@@ -28,7 +28,6 @@ checked in well under a second; ``deep`` reads and hashes every blob too.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -41,11 +40,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
 from d8mirror.bundle.checksums import check_archive_sidecars
-from d8mirror.bundle.chunks import CHUNK_SUFFIX, existing_chunks
+from d8mirror.bundle.chunks import existing_chunks
 from d8mirror.bundle.unpack import safe_entry_path
 from d8mirror.errors import BundleError, LayoutError, MirrorError
+from d8mirror.hashing import as_digest, sha256_bytes_digest, sha256_bytes_hex, sha256_stream_hex
 from d8mirror.layout import IndexEntry, parse_index
 from d8mirror.mediatypes import ANNOTATION_SHORT_TAG, INDEX_TYPES, MAX_MANIFEST_BYTES
+from d8mirror.names import chunk_name
 from d8mirror.reference import is_valid_repository, is_valid_tag
 
 #: An ``index.json`` larger than this is refused (a real one is a few hundred KiB).
@@ -102,11 +103,11 @@ def archive_files(archive: Path) -> list[Path]:
         files = [archive]
     elif not chunks:
         raise BundleError(f"{archive}: missing (neither the tar nor its first chunk "
-                          f"{archive.name}.0000{CHUNK_SUFFIX} exists)")
+                          f"{chunk_name(archive.name, 0)} exists)")
     else:
         files = chunks
         for position, chunk in enumerate(chunks):
-            expected = archive.with_name(f"{archive.name}.{position:04d}{CHUNK_SUFFIX}")
+            expected = archive.with_name(chunk_name(archive.name, position))
             if chunk != expected:
                 raise BundleError(f"{archive}: chunk {expected.name} is missing (the next one "
                                   f"present is {chunk.name}); copy the complete chunk set")
@@ -276,13 +277,11 @@ class _ArchiveScan:
     def _hash(self, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str,
               digest: str) -> None:
         source = tar.extractfile(member)
-        hasher = hashlib.sha256()
-        while source is not None and (piece := source.read(_PIECE)):
-            hasher.update(piece)
+        actual = as_digest(sha256_stream_hex(source) if source is not None
+                           else sha256_bytes_hex(b""))
         self.tree.check.blobs_hashed += 1
-        if f"sha256:{hasher.hexdigest()}" != digest:
-            self.problem(f"{name} does not match its name (content hashes to "
-                         f"sha256:{hasher.hexdigest()})")
+        if actual != digest:
+            self.problem(f"{name} does not match its name (content hashes to {actual})")
 
     def _index(self, tar: tarfile.TarFile, member: tarfile.TarInfo, layout: str) -> None:
         where = f"{layout + '/' if layout else ''}index.json"
@@ -414,7 +413,7 @@ class TreeCheck:
             return
         source = stream(owner)
         data = source.read_at(location.offset, location.size)
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        actual = sha256_bytes_digest(data)
         if actual != digest:
             self._problem(owner, f"manifest {where} does not match its digest (content hashes "
                           f"to {actual}): it was modified or damaged; refusing to publish it")

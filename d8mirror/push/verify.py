@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from d8mirror.errors import NotFoundError
 from d8mirror.registry import RegistryClient
@@ -19,22 +20,19 @@ class Expected:
     digest: str
 
 
-@dataclass(frozen=True)
-class Mismatch:
+class Mismatch(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     repository: str
     tag: str
     expected: str
-    actual: str | None   # None: the tag is missing
+    actual: str | None = Field(description="The digest found; None: the tag is missing.")
 
     def describe(self, registry: str) -> str:
         where = f"{registry}/{self.repository}:{self.tag}"
         if self.actual is None:
             return f"{where} is missing (expected {self.expected})"
         return f"{where} is {self.actual}, expected {self.expected}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"repository": self.repository, "tag": self.tag, "expected": self.expected,
-                "actual": self.actual}
 
 
 def verify_pushed(client: RegistryClient, expected: Iterable[Expected], *,
@@ -46,7 +44,7 @@ def verify_pushed(client: RegistryClient, expected: Iterable[Expected], *,
         found = list(pool.map(
             lambda e: policy.call(lambda: _resolve(client, e),
                                  what=f"verify {e.repository}:{e.tag}"), items))
-    return [Mismatch(e.repository, e.tag, e.digest, actual)
+    return [Mismatch(repository=e.repository, tag=e.tag, expected=e.digest, actual=actual)
             for e, actual in zip(items, found, strict=True) if actual != e.digest]
 
 

@@ -2,19 +2,20 @@
 waits for something else (the CLI: its local Prefect API server, ~4 s of start-up in which
 the target registry would sit idle).
 
-Only blobs, never a manifest, so no tag appears and nothing is visible to the registry's users
-(an unreferenced blob is what an interrupted push leaves too). The same guarantees as the push
-come first: every archive must match its checksum sidecar, else nothing is put. Plain tars
-only (their large blobs are uploaded straight from the archive; the small files go into a
-tree under the push's own temp dir, removed with every directory the warm-up created for it
-by :meth:`PushWarmer.close`); chunk sets are left to the push. Layouts go heaviest
-first, ``concurrency`` at once, ``blob_workers`` blobs each, like the push itself.
+It runs the push's own stages (:mod:`d8mirror.push.stages`), without retries:
+:func:`check_bundle`, :func:`prepare_push_tree` (every archive must match its checksum sidecar,
+else nothing is put) into a tree under the push's temp dir (``work_dir``, removed with every
+directory the warm-up created by :meth:`PushWarmer.close`), then only the blobs of each layout
+job (:func:`push_blobs_ahead`): never a manifest, so no tag appears and nothing is visible to
+the registry's users (an unreferenced blob is what an interrupted push leaves too). Only a
+bundle of plain tars is warmed (their large blobs are uploaded straight from the archive); one
+with chunk sets is left to the push. Layouts go heaviest first, ``concurrency`` at once,
+``blob_workers`` blobs each, like the push itself.
 
-The push then HEADs each blob, finds it present and counts it as uploaded (or mounted) by
-itself (:class:`BlobLocations`), so its summary reads the same with or without a warm-up.
-Every error (a denied write included) ends the warm-up quietly: the push meets it again and
-reports it. :meth:`PushWarmer.stop` starts no new blob; :meth:`PushWarmer.join` waits for
-those already running.
+The push then finds those blobs present and reports them so; the warm-up reports its own
+(:meth:`PushWarmer.summary`). Every error (a denied write included) ends the warm-up quietly:
+the push meets it again and reports it. :meth:`PushWarmer.stop` starts no new blob;
+:meth:`PushWarmer.join` waits for those already running.
 """
 
 from __future__ import annotations
@@ -26,25 +27,29 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from d8mirror.bundle import SIDECAR_WORKERS, check_archive_sidecars, is_plain_tar
+from d8mirror.bundle import CheckedFiles, is_plain_tar
 from d8mirror.errors import MirrorError
 from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient
 
 from .blobs import BlobLocations
-from .pusher import push_layout_blobs
 from .routing import Router
-from .service import LayoutJob, heaviest_first, job_spans, job_weight, plan_jobs
-from .unified import WorkDir, unpack_all
-from .validate import refuse_invalid
+from .stages import LayoutJob, check_bundle, heaviest_first, prepare_push_tree, push_blobs_ahead
+from .unified import WorkDir
 
 log = logging.getLogger("d8mirror.push.warmup")
+
+
+def _quiet(_message: str) -> None:
+    """Warnings are the push's to report, not the warm-up's."""
+
 
 class PushWarmer:
     """Puts the blobs of ``archives`` into ``target`` on its own threads."""
 
     def __init__(self, client: RegistryClient, archives: Sequence[Path], target: Repository,
-                 router: Router, work_dir: Path, *, concurrency: int = 4,
+                 router: Router, work_dir: Path, *, locations: BlobLocations | None = None,
+                 checked: CheckedFiles | None = None, concurrency: int = 4,
                  blob_workers: int = 4) -> None:
         self.client = client
         self.work = WorkDir(work_dir)
@@ -53,7 +58,8 @@ class PushWarmer:
         self.router = router
         self.concurrency = max(1, concurrency)
         self.blob_workers = max(1, blob_workers)
-        self.locations = BlobLocations.shared(client.registry)
+        self.locations = locations if locations is not None else BlobLocations()
+        self.checked = checked
         self.blobs_put = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -83,43 +89,35 @@ class PushWarmer:
         """One line on what was pushed ahead (None when nothing was)."""
         if not self.blobs_put:
             return None
-        return f"{self.blobs_put} blobs were pushed while the local Prefect API server started"
+        return (f"{self.blobs_put} blobs were pushed while the local Prefect API server "
+                "started (the push finds them already present)")
 
     # -- the work -------------------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            plain = [a for a in self.archives if a.is_file() and is_plain_tar(a)]
-            if not plain or not self._checksums_match():
+            if not self.archives or not all(a.is_file() and is_plain_tar(a)
+                                            for a in self.archives):
                 return
-            refuse_invalid(self.archives, repository_of=lambda rel: self.router.repository(
-                self.target, rel))   # the push's own checks: a bad bundle gets no blob
-            unified = self.work.prepare()
-            unpack_all(plain, unified, warn=lambda _message: None)
-            jobs = heaviest_first(plan_jobs(unified, self.target, self.router,
-                                            warn=lambda _message: None), job_weight)
+            check_bundle(self.archives, self.target, self.router)
+            tree = prepare_push_tree(self.archives, self.work, self.target, self.router,
+                                     checked=self.checked, warn=_quiet)
             with ThreadPoolExecutor(max_workers=self.concurrency,
                                     thread_name_prefix="d8mirror-push-warmup") as pool:
-                for future in [pool.submit(self._layout, job) for job in jobs]:
+                for future in [pool.submit(self._layout, job)
+                               for job in heaviest_first(tree.jobs)]:
                     future.exception()
         except (MirrorError, OSError, ValueError) as exc:
             log.debug("push warm-up ended: %s", exc)
         finally:
             shutil.rmtree(self.work.unified, ignore_errors=True)
 
-    def _checksums_match(self) -> bool:
-        with ThreadPoolExecutor(max_workers=SIDECAR_WORKERS) as pool:
-            try:
-                return not any(pool.map(check_archive_sidecars, self.archives))
-            except (MirrorError, OSError):
-                return False
-
     def _layout(self, job: LayoutJob) -> None:
         if self._stop.is_set():
             return
         try:
-            put = push_layout_blobs(self.client, Path(job.directory), job.layout, job.repository,
-                                    locations=self.locations, blob_workers=self.blob_workers,
-                                    spans=job_spans(job.spans), should_stop=self._stop.is_set)
+            put = push_blobs_ahead(self.client, job, locations=self.locations,
+                                   blob_workers=self.blob_workers,
+                                   should_stop=self._stop.is_set)
         except (MirrorError, OSError) as exc:
             log.debug("push warm-up of %s ended: %s", job.layout, exc)
             self._stop.set()   # a denied or failing target: leave it all to the push

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from d8mirror.errors import ConfigError, DigestMismatchError, LocalContentError, wrap_os_error
 
 CHUNK_SIZE = 1 << 20
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def file_chunks(path: Path, start: int = 0, length: int | None = None) -> Iterator[bytes]:
@@ -56,53 +50,6 @@ def source_range(source: Path, digest: str, *, size: int | None,
                                   "truncated", expected=str(offset + size),
                                   actual=str(file_size))
     return offset, size
-
-
-class PartialDownload:
-    """A ``.partial`` file being appended to, with the running sha256 of its content."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.hasher = hashlib.sha256()
-        self.length = 0
-        if path.exists():
-            for piece in file_chunks(path):
-                self.hasher.update(piece)
-                self.length += len(piece)
-        self._file: BinaryIO = path.open("ab")
-
-    def append(self, piece: bytes) -> None:
-        self._file.write(piece)
-        self.hasher.update(piece)
-        self.length += len(piece)
-
-    def restart(self) -> None:
-        self._file.seek(0)
-        self._file.truncate()
-        self.hasher = hashlib.sha256()
-        self.length = 0
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.hasher.hexdigest()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def close_keeping_progress(self) -> None:
-        """Close after a failure: keep bytes for a later resume, drop an empty file."""
-        self._file.close()
-        if self.length == 0:
-            self.path.unlink(missing_ok=True)
-
-    def discard(self) -> None:
-        self._file.close()
-        self.path.unlink(missing_ok=True)
-
-    def commit(self, dest: Path) -> None:
-        self._file.flush()
-        self._file.close()
-        os.replace(self.path, dest)
 
 
 class BlobReader(io.RawIOBase):

@@ -24,6 +24,8 @@ from d8mirror.errors import (
     ServerError,
     wrap_os_error,
 )
+from d8mirror.files import PartialFile, partial_path
+from d8mirror.hashing import sha256_bytes_digest
 from d8mirror.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES
 from d8mirror.reference import (
     is_valid_digest,
@@ -35,9 +37,7 @@ from d8mirror.registry._auth import RegistryAuth
 from d8mirror.registry._blobio import (
     CHUNK_SIZE,
     BlobReader,
-    PartialDownload,
     file_chunks,
-    sha256_digest,
     source_range,
 )
 from d8mirror.registry._errors import (
@@ -325,7 +325,7 @@ class RegistryClient:
             data = read_capped(response, MAX_MANIFEST_BYTES, "manifest")
             content_type = response.headers.get("Content-Type", "")
             served = response.headers.get("Docker-Content-Digest", "")
-        digest = sha256_digest(data)
+        digest = sha256_bytes_digest(data)
         if is_valid_digest(reference) and digest != reference:
             raise DigestMismatchError(
                 f"manifest {repository}@{reference} from {self.registry} hashes to {digest}: "
@@ -346,7 +346,7 @@ class RegistryClient:
                      media_type: str) -> str:
         """Upload manifest ``data`` unchanged under a tag or digest; returns its digest."""
         url = _manifest_path(repository, reference)
-        digest = sha256_digest(data)
+        digest = sha256_bytes_digest(data)
         if is_valid_digest(reference) and digest != reference:
             raise DigestMismatchError(f"manifest bytes hash to {digest}, not {reference}",
                                       expected=reference, actual=digest)
@@ -372,15 +372,14 @@ class RegistryClient:
         gets byte counts as they land (the reused partial counts once, first).
         """
         url = _blob_path(repository, digest)
-        partial_path = dest.with_name(dest.name + ".partial")
+        where = partial_path(dest)
         try:
-            partial = PartialDownload(partial_path)
+            partial = PartialFile(where)
         except OSError as exc:
-            raise wrap_os_error(exc, str(partial_path)) from exc
+            raise wrap_os_error(exc, str(where)) from exc
         committed = False
         try:
-            if size is not None and partial.length > size:
-                partial.restart()
+            partial.fit(size)
             if on_progress is not None and partial.length:
                 on_progress(partial.length)
             self._download_resuming(url, partial, size, on_progress, deadline)
@@ -392,12 +391,12 @@ class RegistryClient:
             partial.discard()
             raise
         except OSError as exc:
-            raise wrap_os_error(exc, str(partial_path)) from exc
+            raise wrap_os_error(exc, str(where)) from exc
         finally:
             if not committed:
                 partial.close_keeping_progress()
 
-    def _download_resuming(self, url: str, partial: PartialDownload, size: int | None,
+    def _download_resuming(self, url: str, partial: PartialFile, size: int | None,
                            on_progress: Callable[[int], None] | None,
                            deadline: float | None) -> None:
         try:
@@ -405,7 +404,7 @@ class RegistryClient:
         except RegistryNetworkError:
             self._download_into(url, partial, size, on_progress, deadline)
 
-    def _download_into(self, url: str, partial: PartialDownload, size: int | None,
+    def _download_into(self, url: str, partial: PartialFile, size: int | None,
                        on_progress: Callable[[int], None] | None,
                        deadline: float | None) -> None:
         for _attempt in range(2):
@@ -594,7 +593,7 @@ def _check_content_range(response: httpx.Response, offset: int) -> None:
                             f"{content_range!r}", url=url, status=206)
 
 
-def _verify_partial(partial: PartialDownload, digest: str, size: int | None,
+def _verify_partial(partial: PartialFile, digest: str, size: int | None,
                     where: str) -> None:
     if size is not None and partial.length != size:
         raise DigestMismatchError(f"blob {where} has {partial.length} bytes, not {size}: "

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from d8mirror.files import write_atomic
+from d8mirror.hashing import sha256_bytes_digest, sha256_bytes_hex
 from d8mirror.mediatypes import (
     DOCKER_CONFIG,
     DOCKER_LAYER_TAR_GZIP,
@@ -81,10 +83,6 @@ class BuiltImage:
     @property
     def size(self) -> int:
         return len(self.manifest)
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def canonical_json(value: Any) -> bytes:
@@ -206,9 +204,9 @@ def _content_key(files: Mapping[str, FileContent], compresslevel: int) -> str:
         if isinstance(content, RandomFile):
             described[path] = {"random": [content.size, str(content.seed)]}
         else:
-            described[path] = {"sha256": hashlib.sha256(content).hexdigest()}
-    return hashlib.sha256(canonical_json({"files": described, "level": compresslevel,
-                                          "format": 1})).hexdigest()
+            described[path] = {"sha256": sha256_bytes_hex(content)}
+    return sha256_bytes_hex(canonical_json({"files": described, "level": compresslevel,
+                                            "format": 1}))
 
 
 @dataclass(frozen=True)
@@ -233,7 +231,7 @@ class ImageBuilder:
 
     def bytes_blob(self, data: bytes, media_type: str) -> Blob:
         """Store small ``data`` (configs) as a blob."""
-        digest = sha256_digest(data)
+        digest = sha256_bytes_digest(data)
         path = self.blob_path(digest)
         if not path.exists():
             self._write_atomically(path, data)
@@ -287,7 +285,7 @@ class ImageBuilder:
             manifest["annotations"] = dict(annotations)
         data = canonical_json(manifest)
         blobs = (config_blob, *(layer.blob for layer in built))
-        return BuiltImage(data, media_type, sha256_digest(data), _unique(blobs))
+        return BuiltImage(data, media_type, sha256_bytes_digest(data), _unique(blobs))
 
     def index(self, children: Sequence[tuple[Platform, BuiltImage]]) -> BuiltImage:
         """An OCI index over platform-specific ``children`` (pushed before the index)."""
@@ -297,7 +295,7 @@ class ImageBuilder:
                      for platform, child in children]
         data = canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX,
                                "manifests": manifests})
-        return BuiltImage(data, OCI_INDEX, sha256_digest(data), (),
+        return BuiltImage(data, OCI_INDEX, sha256_bytes_digest(data), (),
                           tuple(child for _, child in children))
 
     def multi_arch(self, layers: Sequence[Mapping[str, FileContent]],
@@ -310,14 +308,7 @@ class ImageBuilder:
 
     @staticmethod
     def _write_atomically(path: Path, data: bytes) -> None:
-        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        write_atomic(path, data)
 
 
 def _descriptor(blob: Blob) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from d8mirror.names import EXTRA, PACKAGES, VERSION
 from d8mirror.testbed.images import (
     BuiltImage,
     FileContent,
@@ -172,7 +173,7 @@ class _PackageSeeder:
                  pusher: _Pusher, refs: dict[str, str]) -> None:
         self.spec, self.package, self.builder, self.pusher = spec, package, builder, pusher
         self.refs = refs
-        self.repo = f"{root}/packages/{package.name}"
+        self.repo = f"{root}/{PACKAGES}/{package.name}"
         self.internal: list[str] = []
 
     def _push(self, repository: str, reference: str, image: BuiltImage) -> str:
@@ -234,7 +235,7 @@ class _PackageSeeder:
             labels={"org.opencontainers.image.version": version})
 
     def _seed_channels(self) -> None:
-        release_repo = f"{self.repo}/version"
+        release_repo = f"{self.repo}/{VERSION}"
         for channel, version in sorted(self.package.channels.items()):
             self._push(release_repo, channel, self._version_image(version))
         if self.package.release_images:
@@ -246,7 +247,7 @@ class _PackageSeeder:
             payload = RandomFile(self.spec.extra_payload_size,
                                  self._seed_key("extra", extra.name, extra.tag_text))
             image = self.builder.image([{f"extra/{extra.name}.bin": payload}])
-            self._push(f"{self.repo}/extra/{extra.name}", extra.tag_text, image)
+            self._push(f"{self.repo}/{EXTRA}/{extra.name}", extra.tag_text, image)
 
     def _vex_image(self, subject: str) -> BuiltImage:
         return self.builder.image([{"vex.json": canonical_json({"subject": subject})}])
@@ -260,7 +261,7 @@ class _PackageSeeder:
                 self._push(self.repo, tag, self._vex_image(f"{self.repo}@{digest}"))
         for extra in self.package.extras:
             if extra.name in self.package.vex_extras:
-                subject = f"{self.repo}/extra/{extra.name}:{extra.tag_text}"
+                subject = f"{self.repo}/{EXTRA}/{extra.name}:{extra.tag_text}"
                 self._push(self.repo, f"{extra.tag_text}.att", self._vex_image(subject))
 
 
@@ -290,7 +291,7 @@ def seed_packages(client: RegistryClient, root_repo: str, spec: SeedSpec,
         refs.update(seeder.refs)
         internal[seeder.package.name] = tuple(seeder.internal)
     if spec.catalog:
-        catalog = f"{root_repo}/packages"
+        catalog = f"{root_repo}/{PACKAGES}"
         for package in spec.packages:
             image = builder.image([{"package": package.name.encode()}])
             refs[f"{catalog}:{package.name}"] = pusher.push(catalog, package.name, image)

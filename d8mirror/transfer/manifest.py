@@ -22,16 +22,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from d8mirror.bundle import sha256_file
-from d8mirror.bundle.atomic import write_text_atomic
 from d8mirror.errors import BundleError, ConfigError
+from d8mirror.files import write_text_atomic
+from d8mirror.hashing import sha256_file_hex
+from d8mirror.names import (
+    GOST_SUFFIX,
+    PARTIAL_SUFFIX,
+    SHA256_SUFFIX,
+    TMP_SUFFIX,
+    sha256_sidecar,
+    with_suffix,
+)
 
 from .errors import TransferError, TransferIntegrityError
 
 MANIFEST_NAME = "d8mirror-transfer.json"
 FORMAT_VERSION = 1
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_SKIPPED_SUFFIXES = (".partial", ".tmp")
+_SKIPPED_SUFFIXES = (PARTIAL_SUFFIX, TMP_SUFFIX)
 _MAX_MANIFEST_BYTES = 16 << 20
 
 
@@ -131,7 +139,7 @@ def transfer_files(bundle_dir: Path) -> list[Path]:
 
 
 def _sidecar_text(path: Path, suffix: str) -> str | None:
-    sidecar = path.with_name(path.name + suffix)
+    sidecar = with_suffix(path, suffix)
     if not sidecar.is_file():
         return None
     return sidecar.read_text(encoding="utf-8", errors="replace").strip()
@@ -140,14 +148,14 @@ def _sidecar_text(path: Path, suffix: str) -> str | None:
 def describe_file(path: Path) -> FileEntry:
     """Size and SHA-256 of ``path`` (streamed), GOST from its sidecar; refuses a file whose
     ``.sha256`` sidecar disagrees with its content."""
-    sha = sha256_file(path)
-    sidecar = _sidecar_text(path, ".sha256")
+    sha = sha256_file_hex(path)
+    sidecar = _sidecar_text(path, SHA256_SUFFIX)
     if sidecar is not None and sidecar.split(" ", 1)[0].lower() != sha:
         raise TransferIntegrityError(
-            f"{path} does not match its {path.name}.sha256 sidecar: the bundle is corrupt on "
-            "disk; pull it again before uploading", expected=sidecar.split(" ", 1)[0],
+            f"{path} does not match its {sha256_sidecar(path).name} sidecar: the bundle is "
+            "corrupt on disk; pull it again before uploading", expected=sidecar.split(" ", 1)[0],
             actual=sha)
-    gost = _sidecar_text(path, ".gostsum")
+    gost = _sidecar_text(path, GOST_SUFFIX)
     gost = gost.lower() if gost and _HEX64.match(gost.lower()) else None
     return FileEntry(path.name, path.stat().st_size, sha, gost)
 
@@ -161,7 +169,7 @@ def build_manifest(bundle_dir: Path, files: Iterable[Path] | None = None) -> Tra
 def is_present(path: Path, entry: FileEntry) -> bool:
     """Whether ``path`` already holds exactly ``entry`` (size first, then a streamed hash)."""
     return (path.is_file() and path.stat().st_size == entry.size
-            and sha256_file(path) == entry.sha256)
+            and sha256_file_hex(path) == entry.sha256)
 
 
 def write_local_manifest(dest_dir: Path, manifest: TransferManifest) -> None:

@@ -26,7 +26,6 @@ Files stream through ``<name>.partial`` with Range resume and digest check (``fe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import time
@@ -34,7 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from d8mirror.errors import ManifestNotFoundError, ProtocolError
+from d8mirror.files import partial_path
+from d8mirror.hashing import sha256_bytes_digest, sha256_bytes_hex
 from d8mirror.mediatypes import ANNOTATION_TITLE, OCI_EMPTY, OCI_MANIFEST
+from d8mirror.names import ARCHIVE_FILE_SUFFIXES, SIDECAR_SUFFIXES
 from d8mirror.registry import RegistryClient
 
 from .errors import IncompleteUploadError, TransferError, TransferIntegrityError
@@ -61,9 +63,9 @@ _MAX_TRANSFER_MANIFEST = 16 << 20
 
 
 def media_type_for(name: str) -> str:
-    if name.endswith((".tar", ".chunk")):
+    if name.endswith(ARCHIVE_FILE_SUFFIXES):
         return ARCHIVE_TYPE
-    if name.endswith((".sha256", ".gostsum")):
+    if name.endswith(SIDECAR_SUFFIXES):
         return TEXT_TYPE
     if name.endswith(".json"):
         return JSON_TYPE
@@ -100,20 +102,16 @@ def upload_file(client: RegistryClient, url: OciUrl, path: Path, entry: FileEntr
 def _upload_bytes(client: RegistryClient, url: OciUrl, data: bytes, work_dir: Path) -> None:
     entry_path = work_dir / "blob"
     entry_path.write_bytes(data)
-    digest = "sha256:" + _sha256_hex(data)
+    digest = sha256_bytes_digest(data)
     if not client.blob_exists(url.repository, digest):
         client.upload_blob(url.repository, digest, entry_path, size=len(data))
-
-
-def _sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def commit(client: RegistryClient, url: OciUrl, manifest: TransferManifest) -> str:
     """Upload the transfer manifest and the empty config, PUT the artifact manifest under the
     tag (last), check the tag resolves to it; returns the artifact digest."""
     data = manifest.to_bytes()
-    blob = FileEntry(MANIFEST_NAME, len(data), _sha256_hex(data))
+    blob = FileEntry(MANIFEST_NAME, len(data), sha256_bytes_hex(data))
     with tempfile.TemporaryDirectory(prefix="d8mirror-artifact-") as work:
         _upload_bytes(client, url, data, Path(work))
         _upload_bytes(client, url, EMPTY_CONFIG, Path(work))
@@ -192,7 +190,7 @@ def download_file(client: RegistryClient, url: OciUrl, entry: FileEntry,
     final = dest_dir / entry.name
     if is_present(final, entry):
         return FileResult(entry.name, entry.size, "present", time.monotonic() - started)
-    resumed = final.with_name(final.name + ".partial").is_file()
+    resumed = partial_path(final).is_file()
     client.fetch_blob(url.repository, entry.digest, final, size=entry.size)
     return FileResult(entry.name, entry.size, "resumed" if resumed else "downloaded",
                       time.monotonic() - started)

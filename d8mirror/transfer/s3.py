@@ -19,8 +19,6 @@ Credentials come from the standard AWS chain (environment, profile, instance rol
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,8 +32,9 @@ from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from d8mirror.bundle.atomic import remove_if_exists
 from d8mirror.errors import ConfigError, wrap_os_error
+from d8mirror.files import PartialFile, partial_path
+from d8mirror.hashing import sha256_bytes_hex
 
 from .errors import (
     IncompleteUploadError,
@@ -217,12 +216,12 @@ def put_manifest(client: S3Client, url: S3Url, manifest: TransferManifest) -> No
     where = f"s3://{url.bucket}/{key}"
     with storage_errors(where):
         client.put_object(Bucket=url.bucket, Key=key, Body=data, ContentType="application/json",
-                          Metadata={META_SHA256: hashlib.sha256(data).hexdigest()})
+                          Metadata={META_SHA256: sha256_bytes_hex(data)})
         echoed = client.get_object(Bucket=url.bucket, Key=key)["Body"].read()
     if echoed != data:
         raise TransferIntegrityError(f"{where} reads back different bytes; retry the upload",
-                                     expected=hashlib.sha256(data).hexdigest(),
-                                     actual=hashlib.sha256(echoed).hexdigest())
+                                     expected=sha256_bytes_hex(data),
+                                     actual=sha256_bytes_hex(echoed))
 
 
 def read_manifest(client: S3Client, url: S3Url) -> TransferManifest:
@@ -262,41 +261,17 @@ def check_complete(client: S3Client, url: S3Url, manifest: TransferManifest) -> 
 
 
 # -- download ------------------------------------------------------------------------------------
-def partial_path(final: Path) -> Path:
-    return final.with_name(final.name + ".partial")
-
-
-def _hash_existing(path: Path, limit: int) -> tuple[Any, int]:
-    """SHA-256 state over a partial file's bytes; a partial longer than ``limit`` restarts."""
-    hasher = hashlib.sha256()
-    try:
-        length = path.stat().st_size
-    except FileNotFoundError:
-        return hasher, 0
-    if length > limit:
-        path.unlink()
-        return hasher, 0
-    with path.open("rb") as stream:
-        while piece := stream.read(PIECE):
-            hasher.update(piece)
-    return hasher, length
-
-
-def _fetch_range(client: S3Client, url: S3Url, entry: FileEntry, partial: Path, hasher: Any,
-                 offset: int) -> int:
+def _fetch_range(client: S3Client, url: S3Url, entry: FileEntry, partial: PartialFile) -> None:
+    offset = partial.length
     extra = {"Range": f"bytes={offset}-"} if offset else {}
     with storage_errors(f"{url}/{entry.name}"):
         body = client.get_object(Bucket=url.bucket, Key=url.key(entry.name), **extra)["Body"]
-        with partial.open("ab") as out:
-            for piece in body.iter_chunks(PIECE):
-                offset += len(piece)
-                if offset > entry.size:
-                    raise TransferIntegrityError(
-                        f"{url}/{entry.name} is longer than the {entry.size} bytes in the "
-                        "manifest", expected=str(entry.size), actual=f">{entry.size}")
-                hasher.update(piece)
-                out.write(piece)
-    return offset
+        for piece in body.iter_chunks(PIECE):
+            if partial.length + len(piece) > entry.size:
+                raise TransferIntegrityError(
+                    f"{url}/{entry.name} is longer than the {entry.size} bytes in the "
+                    "manifest", expected=str(entry.size), actual=f">{entry.size}")
+            partial.append(piece)
 
 
 def download_file(client: S3Client, url: S3Url, entry: FileEntry, dest_dir: Path) -> FileResult:
@@ -305,20 +280,29 @@ def download_file(client: S3Client, url: S3Url, entry: FileEntry, dest_dir: Path
     final = dest_dir / entry.name
     if is_present(final, entry):
         return FileResult(entry.name, entry.size, "present", time.monotonic() - started)
-    partial = partial_path(final)
+    where = partial_path(final)
     try:
-        hasher, offset = _hash_existing(partial, entry.size)
-        resumed = offset > 0
-        if offset < entry.size or entry.size == 0:
-            offset = _fetch_range(client, url, entry, partial, hasher, offset)
-        if offset != entry.size or hasher.hexdigest() != entry.sha256:
-            remove_if_exists(partial)
-            raise TransferIntegrityError(
-                f"{url}/{entry.name} does not match the transfer manifest (got {offset} bytes, "
-                f"sha256 {hasher.hexdigest()}); it was corrupted in storage or in transit, "
-                "retry or upload it again", expected=entry.sha256, actual=hasher.hexdigest())
-        os.replace(partial, final)
+        partial = PartialFile(where)
     except OSError as exc:
-        raise wrap_os_error(exc, str(partial)) from exc
+        raise wrap_os_error(exc, str(where)) from exc
+    committed = False
+    try:
+        partial.fit(entry.size)
+        resumed = partial.length > 0
+        if partial.length < entry.size or entry.size == 0:
+            _fetch_range(client, url, entry, partial)
+        if partial.length != entry.size or partial.hex != entry.sha256:
+            partial.discard()
+            raise TransferIntegrityError(
+                f"{url}/{entry.name} does not match the transfer manifest (got {partial.length} "
+                f"bytes, sha256 {partial.hex}); it was corrupted in storage or in transit, "
+                "retry or upload it again", expected=entry.sha256, actual=partial.hex)
+        partial.commit(final)
+        committed = True
+    except OSError as exc:
+        raise wrap_os_error(exc, str(where)) from exc
+    finally:
+        if not committed:
+            partial.close_keeping_progress()
     return FileResult(entry.name, entry.size, "resumed" if resumed else "downloaded",
                       time.monotonic() - started)
