@@ -85,16 +85,19 @@ def _package(spec: CorpusSpec, index: int, versions: tuple[str, ...],
 
 def _seed_specs(spec: CorpusSpec, versions: Mapping[int, tuple[str, ...]]) -> list[SeedSpec]:
     """One SeedSpec per extra size (small extras, big extras), same shared base layer."""
-    common = dict(payload_size=spec.payload, shared_layer_fraction=spec.shared_fraction)
     small = tuple(_package(spec, i, versions[i], False)
                   for i in range(spec.packages - spec.big_packages) if i in versions)
     big = tuple(_package(spec, i, versions[i], True)
                 for i in range(spec.packages - spec.big_packages, spec.packages) if i in versions)
     specs = []
     if small:
-        specs.append(SeedSpec(packages=small, extra_payload_size=spec.extra_payload, **common))
+        specs.append(SeedSpec(packages=small, extra_payload_size=spec.extra_payload,
+                              payload_size=spec.payload,
+                              shared_layer_fraction=spec.shared_fraction))
     if big:
-        specs.append(SeedSpec(packages=big, extra_payload_size=spec.big_layer, **common))
+        specs.append(SeedSpec(packages=big, extra_payload_size=spec.big_layer,
+                              payload_size=spec.payload,
+                              shared_layer_fraction=spec.shared_fraction))
     return specs
 
 

@@ -23,9 +23,18 @@ os.environ.setdefault("D8_MIRROR_RETRY_BUDGET", "15s")
 from collections.abc import Iterator
 
 import pytest
+from closing import closing_registry_clients
 
 from d8mirror.testbed.registry_server import AuthMode, RegistryServer
 from d8mirror.testbed.seed import SeededContent, demo_spec, seed_packages
+
+
+@pytest.fixture(autouse=True)
+def _close_registry_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Registry clients a test opened and left open are closed when it ends (tests/closing.py),
+    so an unclosed socket never turns into a ResourceWarning in a later test."""
+    with closing_registry_clients(monkeypatch):
+        yield
 
 
 def _serve(factory: pytest.TempPathFactory, name: str, *, auth: AuthMode = "none",

@@ -62,8 +62,7 @@ def test_verified_hashes_once_per_process(tmp_path: Path, monkeypatch: pytest.Mo
     store = BlobStore(tmp_path)
     calls: list[Path] = []
     import d8mirror.blobstore as module
-
-    real = module.sha256_file_digest
+    from d8mirror.hashing import sha256_file_digest as real  # what blobstore imported
 
     def counting(path: Path) -> str:
         calls.append(path)

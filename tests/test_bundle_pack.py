@@ -271,8 +271,12 @@ def test_gost_sidecars_for_every_chunk(tmp_path: Path, monkeypatch: pytest.Monke
     with monkeypatch.context() as patch:
         computed: list[str] = []
         real = checksums.gost_hex_file
-        patch.setattr(checksums, "gost_hex_file",
-                      lambda path: computed.append(path.name) or real(path))
+
+        def counting(path: Path) -> str:
+            computed.append(path.name)
+            return real(path)
+
+        patch.setattr(checksums, "gost_hex_file", counting)
         checksums.write_gost_sidecars(tmp_path, known=result.gost)
     assert sorted(computed) == ["foreign.tar", result.files[0].name]
     assert (tmp_path / "foreign.tar.gostsum").read_text() == gostcrypto.gosthash.new(
@@ -312,11 +316,17 @@ def test_a_matching_archive_is_hashed_once_per_process_until_it_changes(
 
     archive = tmp_path / "package-x.tar"
     archive.write_bytes(os.urandom(4096))
+    from d8mirror.hashing import sha256_file_hex as real  # what checksums imported
+
     archive.with_name(archive.name + ".sha256").write_text(
-        checksums.sha256_line(checksums.sha256_file_hex(archive), archive.name))
+        checksums.sha256_line(real(archive), archive.name))
     hashed: list[Path] = []
-    real = checksums.sha256_file_hex
-    monkeypatch.setattr(checksums, "sha256_file_hex", lambda p: hashed.append(p) or real(p))
+
+    def counting(path: Path) -> str:
+        hashed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(checksums, "sha256_file_hex", counting)
     checked = checksums.CheckedFiles()               # the process's memo, owned by the caller
     assert checksums.check_archive_sidecars(archive, checked) == []
     assert checksums.check_archive_sidecars(archive, checked) == []

@@ -215,7 +215,8 @@ def test_parse_extra_images_json_strings_and_numbers() -> None:
 
 
 @pytest.mark.parametrize(("data", "expected"), [
-    (b'{"a": 2.5, "b": 3.5, "c": 0.5, "d": 1e3, "e": 12345678901234567890}',   # %.0f of float64
+    # %.0f of float64
+    (b'{"a": 2.5, "b": 3.5, "c": 0.5, "d": 1e3, "e": 12345678901234567890}',
      {"a": "2", "b": "4", "c": "0", "d": "1000", "e": "12345678901234567168"}),
     (b"null", {}), (b" null ", {}),
     (b'{"scanner": "v1"} {"more": "v2"} garbage', {"scanner": "v1"}),

@@ -105,9 +105,11 @@ def _params(source: RegistryServer, bundle: Path, **extra: Any) -> dict[str, Any
 
 
 def _run(deployment: str, params: dict[str, Any]) -> Any:
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
     run = run_deployment(name=deployment, parameters={"params": params}, timeout=0)
+    assert isinstance(run, FlowRun)         # called from sync code: not a coroutine
     return wait_for_run(run.id)
 
 
@@ -125,7 +127,7 @@ def _artifact_rows(flow_run_id: Any, key: str) -> list[dict[str, Any]]:
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     assert found, f"no {key} artifact for {flow_run_id}"
-    data = found[-1].data
+    data: Any = found[-1].data               # an artifact's data: JSON text or parsed JSON
     return list(json.loads(data) if isinstance(data, str) else data)
 
 
@@ -133,7 +135,7 @@ def _hide_blob(source: RegistryServer, package: str, version: str) -> Path:
     """Hide the package's own (last) layer; returns the hidden file to restore."""
     manifest = httpx.get(f"{source.url}/v2/{ROOT}/packages/{package}/manifests/{version}",
                          headers={"Accept": MANIFEST_TYPES}).json()
-    digest = manifest["layers"][-1]["digest"].split(":")[1]
+    digest: str = manifest["layers"][-1]["digest"].split(":")[1]
     data = source.root / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
     source.stop()
     hidden = data.rename(data.with_name("data.hidden"))
@@ -163,7 +165,7 @@ def test_serve_registers_every_deployment_with_typed_parameters(serve: Process) 
 
 
 def _fetch_states(flow_run_id: Any, attempt: int, names: set[str],
-                  timeout: float = 60) -> dict[str, str]:
+                  timeout: float = 60) -> dict[str, str | None]:
     """fetch-<package> task run name -> final state name, in attempt ``attempt`` of a flow run
     (the server records task runs from events, a moment after the run ends: wait for all)."""
     from prefect.client.orchestration import get_client

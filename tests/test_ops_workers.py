@@ -96,13 +96,17 @@ def test_prefect_deploy_creates_pool_deployments(deployed: dict[str, Any]) -> No
         assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {
             "directory": str(PROJECT)}}]
     from prefect.client.orchestration import get_client
+    from prefect.events.actions import RunDeployment
+    from prefect.events.schemas.automations import EventTrigger
 
     with get_client(sync_client=True) as client:
         automations = client.read_automations_by_name("upload-bundle__automation_1")
     [chain] = automations
     assert not chain.enabled
-    assert chain.trigger.expect == {"d8mirror.bundle.completed"}
-    assert chain.actions[0].deployment_id == deployed["upload-bundle/upload-bundle"].id
+    trigger, action = chain.trigger, chain.actions[0]
+    assert isinstance(trigger, EventTrigger) and isinstance(action, RunDeployment)
+    assert trigger.expect == {"d8mirror.bundle.completed"}
+    assert action.deployment_id == deployed["upload-bundle/upload-bundle"].id
 
 
 def test_registry_slots_bound_concurrent_holders(server: PrefectServer) -> None:

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _options(registry: RegistryServer, **extra: object) -> PullOptions:
     return PullParameters(bundle_dir="unused", source=f"{registry.host}/{DEMO_ROOT}",
-                          insecure=True, **extra).options()  # type: ignore[arg-type]
+                          insecure=True, **extra).options()
 
 
 def _client(registry: RegistryServer) -> RegistryClient:

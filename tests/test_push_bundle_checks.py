@@ -184,14 +184,16 @@ def test_a_truncated_plain_tar_is_refused(registry2: Any, tmp_path: Path) -> Non
 # -- layouts: index.json, manifests, names ------------------------------------------------------
 
 def test_a_malformed_index_json_is_refused(registry2: Any, tmp_path: Path) -> None:
-    bundle = _bundle(tmp_path, edit=lambda root: (root / "extra/scanner/index.json")
-                     .write_text('{"manifests": [{"digest": "sha256:nope"}]}'))
+    def malform(root: Path) -> None:
+        (root / "extra/scanner/index.json").write_text('{"manifests": [{"digest": "sha256:nope"}]}')
+
+    bundle = _bundle(tmp_path, edit=malform)
     message = _refused(registry2, tmp_path, bundle)
     assert ARCHIVE in message and "packages/alpha/extra/scanner/index.json" in message
 
 
 def _first_manifest(layout: Path) -> Path:
-    digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+    digest: str = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
     return layout / "blobs/sha256" / digest[7:]
 
 

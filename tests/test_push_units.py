@@ -90,7 +90,7 @@ def _result(**kw: object) -> PushResult:
     discovery = tuple(DiscoveryTag(kind="packages", repository="ee/packages", tag=n,
                                    digest="sha256:" + "b" * 64) for n in ("a", "b", "c"))
     return PushResult(target="r:5000/ee", layouts=layouts, discovery=discovery,
-                      **kw)  # type: ignore[arg-type]
+                      **kw)
 
 
 def test_push_summary_counts_packages() -> None:

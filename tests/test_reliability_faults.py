@@ -155,6 +155,7 @@ def test_a_pull_whose_blob_stays_corrupted_fails_that_package_only(
     monkeypatch.setenv("D8_MIRROR_RETRY_BASE_DELAY", "0.01")   # the core's tries, quickly
     monkeypatch.setenv("D8_MIRROR_RETRY_ATTEMPTS", "3")         # not the default: it is obeyed
     policy = default_policy()
+    assert policy.attempts is not None
     task_tries = 1 + TRANSIENT_RETRIES["retries"]
     with FaultProxy(registry.host, rate=1.0, kinds=("flip",),
                     match=lambda r: r.path.endswith(layer)) as proxy, \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ssl
 from pathlib import Path
 
 import httpx
@@ -55,7 +56,8 @@ def test_attributes_describe_the_mode(registry: RegistryServer,
     assert registry.username is None and registry.password is None and registry.ca_file is None
     assert tls_registry.url.startswith("https://127.0.0.1:") and not tls_registry.insecure
     assert tls_registry.ca_file is not None and Path(tls_registry.ca_file).is_file()
-    response = httpx.get(f"{tls_registry.url}/v2/", verify=tls_registry.ca_file)
+    trust = ssl.create_default_context(cafile=tls_registry.ca_file)
+    response = httpx.get(f"{tls_registry.url}/v2/", verify=trust)
     assert response.status_code == 401
 
 
@@ -102,16 +104,16 @@ def test_foreground_cli_prints_host_and_stops_on_sigterm(tmp_path: Path) -> None
     import subprocess
     import sys
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "d8mirror.testbed.registry_server", "--dir", str(tmp_path)],
-        stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        assert process.stdout is not None
-        host = process.stdout.readline().strip()
-        assert host.startswith("127.0.0.1:")
-        assert httpx.get(f"http://{host}/v2/", timeout=5).status_code == 200
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
+    with subprocess.Popen(      # leaving the block closes the stdout pipe
+            [sys.executable, "-m", "d8mirror.testbed.registry_server", "--dir", str(tmp_path)],
+            stdout=subprocess.PIPE, text=True, start_new_session=True) as process:
+        try:
+            assert process.stdout is not None
+            host = process.stdout.readline().strip()
+            assert host.startswith("127.0.0.1:")
+            assert httpx.get(f"http://{host}/v2/", timeout=5).status_code == 200
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://{host}/v2/", timeout=1)

@@ -25,6 +25,7 @@ from transfer_support import (
 )
 
 from d8mirror.errors import TransferFailed
+from d8mirror.files import partial_path
 from d8mirror.transfer import s3
 from d8mirror.transfer.errors import (
     IncompleteUploadError,
@@ -237,7 +238,7 @@ def test_download_resumes_from_partial_with_range(url: S3Url, bundle: Path, prox
     out.mkdir()
     original = (bundle / BIG).read_bytes()
     half = len(original) // 2
-    s3.partial_path(out / BIG).write_bytes(original[:half])
+    partial_path(out / BIG).write_bytes(original[:half])
     with proxy._lock:
         proxy.exchanges.clear()
     state = _download(proxy, url, out)
@@ -259,10 +260,10 @@ def test_wrong_partial_is_discarded(client: Any, url: S3Url, bundle: Path, proxy
     entry = next(e for e in s3.read_manifest(client, url).files if e.name == "report.json")
     out = tmp_path / "out"
     out.mkdir()
-    s3.partial_path(out / entry.name).write_bytes(b"garbage")
+    partial_path(out / entry.name).write_bytes(b"garbage")
     with pytest.raises(TransferIntegrityError):
         s3.download_file(client, url, entry, out)
-    assert not s3.partial_path(out / entry.name).exists()
+    assert not partial_path(out / entry.name).exists()
     assert s3.download_file(client, url, entry, out).status == "downloaded"
 
 

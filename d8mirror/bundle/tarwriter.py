@@ -113,8 +113,8 @@ def write_tar(stream: BinaryIO, sources: Sequence[TarSource | TarMember]) -> int
     counter = _CountingWriter(stream)
     # Plain "w" mode on a caller-owned stream: tarfile buffers nothing and, on an exception,
     # writes nothing more (no trailer), so a failed archive is never made to look complete.
-    tar = tarfile.TarFile(fileobj=counter, mode="w",  # type: ignore[arg-type]
-                          format=tarfile.GNU_FORMAT, copybufsize=PIECE)
+    tar = tarfile.TarFile(fileobj=counter,  # type: ignore[arg-type]
+                          mode="w", format=tarfile.GNU_FORMAT, copybufsize=PIECE)
     for member in members:
         _add_member(tar, member)
     tar.close()

@@ -109,12 +109,16 @@ class RegistryClient:
     go-containerregistry's insecure registries). ``limits`` (default: from the environment,
     :meth:`TransferLimits.from_env`) bound each request: ``D8_MIRROR_TIMEOUT`` and the
     transfer-rate floor; ``timeout``, when given, is the socket timeout instead of the stall
-    window.
+    window. ``transport``, when given, carries every request (registry and token endpoint)
+    instead of an :class:`httpx.HTTPTransport` built from ``tls`` and ``max_connections``
+    (tests pass an :class:`httpx.MockTransport`); the limits watch still wraps it, and
+    :meth:`close` closes it.
     """
 
     def __init__(self, registry: str, *, credentials: Credentials | None = None,
                  tls: TLSOptions = _DEFAULT_TLS, timeout: float | None = None,
-                 limits: TransferLimits | None = None, max_connections: int = 16) -> None:
+                 limits: TransferLimits | None = None, max_connections: int = 16,
+                 transport: httpx.BaseTransport | None = None) -> None:
         if not registry or "/" in registry or "@" in registry:
             raise ConfigError(f"invalid registry host {registry!r}: expected host[:port]")
         self.registry = registry
@@ -127,14 +131,15 @@ class RegistryClient:
         self._verify = verify
         pool = httpx.Limits(max_connections=max_connections,
                             max_keepalive_connections=max_connections)
+        token_transport = transport or httpx.HTTPTransport(verify=verify)
         self._token_http = httpx.Client(
-            transport=WatchedTransport(httpx.HTTPTransport(verify=verify), self.limits),
+            transport=WatchedTransport(token_transport, self.limits),
             timeout=socket_timeout, follow_redirects=True, headers=_USER_AGENT)
         self._auth = RegistryAuth(registry, credentials, self._token_http, origin=base_url)
         self._http = httpx.Client(
             base_url=base_url, auth=self._auth,
-            transport=WatchedTransport(httpx.HTTPTransport(verify=verify, limits=pool),
-                                       self.limits),
+            transport=WatchedTransport(
+                transport or httpx.HTTPTransport(verify=verify, limits=pool), self.limits),
             timeout=socket_timeout, follow_redirects=True, headers=_USER_AGENT)
 
     def __repr__(self) -> str:
