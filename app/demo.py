@@ -18,8 +18,8 @@ from d8mirror.bundle import bundle_stats, verify_sidecars
 from d8mirror.mediatypes import INDEX_TYPES
 from d8mirror.names import DEFAULT_PACKAGES_PATH
 from d8mirror.registry import RegistryClient
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import SeededContent, demo_spec, seed_packages
+from testbed.registry_server import RegistryServer
+from testbed.seed import SeededContent, demo_spec, seed_packages
 
 from .main import build_parser, prepare_process
 from .main import run as run_command

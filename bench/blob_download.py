@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from d8mirror.testbed.images import BuiltImage, ImageBuilder, RandomFile
-from d8mirror.testbed.registry_server import RegistryServer
+from testbed.images import BuiltImage, ImageBuilder, RandomFile
+from testbed.registry_server import RegistryServer
 
 REPO = "bench/big"
 TAG = "v1.0.0"

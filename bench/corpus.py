@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from d8mirror.testbed.seed import ExtraSpec, PackageSpec, SeededContent, SeedSpec, seed_packages
+from testbed.seed import ExtraSpec, PackageSpec, SeededContent, SeedSpec, seed_packages
 
 if TYPE_CHECKING:
     from d8mirror.registry import RegistryClient
@@ -121,7 +121,7 @@ def _add_huge(client: RegistryClient, workdir: Path, spec: CorpusSpec,
               refs: dict[str, str]) -> None:
     """``pkg00``'s extra image list cannot grow without new main images, so the huge layer
     replaces pkg00's small extra image under the same tag."""
-    from d8mirror.testbed.images import ImageBuilder, RandomFile
+    from testbed.images import ImageBuilder, RandomFile
 
     builder = ImageBuilder(workdir)
     image = builder.image([{"extra/huge.bin": RandomFile(spec.huge_layer, "bench-huge")}])

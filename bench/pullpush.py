@@ -35,7 +35,7 @@ from typing import Any
 
 from corpus import ROOT, CorpusSpec, MiB, seed_corpus, update_corpus
 
-from d8mirror.testbed.registry_server import RegistryServer, free_port
+from testbed.registry_server import RegistryServer, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 D8MIRROR = str(REPO_ROOT / ".venv" / "bin" / "d8mirror")

@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 from blob_download import Measured, run_measured
 
-from d8mirror.testbed.registry_server import RegistryServer, free_port
+from testbed.registry_server import RegistryServer, free_port
 
 BUCKET = "bench"
 KEY_ENV = {"AWS_ACCESS_KEY_ID": "AKIAD8MIRRORBENCH", "AWS_SECRET_ACCESS_KEY": "bench-secret",

@@ -25,8 +25,8 @@ from collections.abc import Iterator
 import pytest
 from closing import closing_registry_clients
 
-from d8mirror.testbed.registry_server import AuthMode, RegistryServer
-from d8mirror.testbed.seed import SeededContent, demo_spec, seed_packages
+from testbed.registry_server import AuthMode, RegistryServer
+from testbed.seed import SeededContent, demo_spec, seed_packages
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ from typing import IO, Any
 import httpx
 import pytest
 
-from d8mirror.testbed.registry_server import free_port
+from testbed.registry_server import free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -28,7 +28,7 @@ from d8mirror.mediatypes import (
     OCI_LAYER_TAR_GZIP,
     OCI_MANIFEST,
 )
-from d8mirror.testbed.registry_server import RegistryServer
+from testbed.registry_server import RegistryServer
 
 SOURCE = "registry.example.com:5000/deckhouse/ee"
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from d8mirror.testbed.registry_server import RegistryServer
+from testbed.registry_server import RegistryServer
 
 D8MIRROR = str(Path(sys.executable).with_name("d8mirror"))
 

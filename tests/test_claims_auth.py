@@ -24,9 +24,9 @@ import pytest
 from app.main import main
 from d8mirror.errors import UnauthorizedError
 from d8mirror.pull.report import PullReport
-from d8mirror.testbed import token_server
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import PackageSpec, SeedSpec, seed_packages
+from testbed import token_server
+from testbed.registry_server import RegistryServer
+from testbed.seed import PackageSpec, SeedSpec, seed_packages
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

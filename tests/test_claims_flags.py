@@ -18,8 +18,8 @@ from push_bundle_builder import build_bundle
 
 from app.main import main
 from d8mirror.mediatypes import ANNOTATION_SHORT_TAG
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import PackageSpec, SeededContent, SeedSpec, seed_packages
+from testbed.registry_server import RegistryServer
+from testbed.seed import PackageSpec, SeededContent, SeedSpec, seed_packages
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -16,9 +16,9 @@ import pytest
 
 from d8mirror.hashing import sha256_bytes_digest
 from d8mirror.mediatypes import ANNOTATION_SHORT_TAG, OCI_INDEX
-from d8mirror.testbed.images import canonical_json
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import PackageSpec, SeedSpec, seed_packages
+from testbed.images import canonical_json
+from testbed.registry_server import RegistryServer
+from testbed.seed import PackageSpec, SeedSpec, seed_packages
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

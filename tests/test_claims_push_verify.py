@@ -15,7 +15,7 @@ import pytest
 from faultproxy import FaultProxy, Request, Response
 from push_bundle_builder import PackageSpec, build_bundle
 
-from d8mirror.testbed.registry_server import RegistryServer
+from testbed.registry_server import RegistryServer
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -23,8 +23,8 @@ from push_bundle_builder import Expected, build_package_layouts
 from push_bundle_builder import PackageSpec as HandSpec
 
 from d8mirror.mediatypes import ANNOTATION_SHORT_TAG
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import SeededContent
+from testbed.registry_server import RegistryServer
+from testbed.seed import SeededContent
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from d8mirror.mediatypes import ANNOTATION_SHORT_TAG
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import PackageSpec, SeedSpec, seed_packages
+from testbed.registry_server import RegistryServer
+from testbed.seed import PackageSpec, SeedSpec, seed_packages
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

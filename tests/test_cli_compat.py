@@ -15,8 +15,8 @@ from reliability_support import run_cli
 
 from app.main import main
 from d8mirror.bundle import gost_hex_file
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import PackageSpec, SeededContent, SeedSpec, seed_packages
+from testbed.registry_server import RegistryServer
+from testbed.seed import PackageSpec, SeededContent, SeedSpec, seed_packages
 
 ROOT = "compat/ee"
 CHANNELS = {"alpha": "v1.1.0", "stable": "v1.0.0"}

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from app import local_api
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import SeededContent
+from testbed.registry_server import RegistryServer
+from testbed.seed import SeededContent
 
 DEMO_ROOT = "deckhouse/ee"
 REPO = Path(__file__).resolve().parent.parent

@@ -17,8 +17,8 @@ from faultproxy import FaultProxy, Request, _forward, _read_request, _send
 from reliability_support import kill_hard, start_cli, wait_for
 
 from d8mirror.bundle import verify_sidecars
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import PackageSpec, SeedSpec, seed_packages
+from testbed.registry_server import RegistryServer
+from testbed.seed import PackageSpec, SeedSpec, seed_packages
 
 ROOT = "signals/ee"
 #: How long a stopped pull may take to exit (packing is done; it writes its report and ends).

@@ -31,8 +31,8 @@ from ops_support import (
     wait_for_run,
 )
 
-from d8mirror.testbed.registry_server import RegistryServer, free_port
-from d8mirror.testbed.seed import demo_spec, seed_packages
+from testbed.registry_server import RegistryServer, free_port
+from testbed.seed import demo_spec, seed_packages
 
 ROOT = "deckhouse/ee"
 #: flow runs made by earlier tests of this module, reused by the UI smoke test

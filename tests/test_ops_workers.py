@@ -28,8 +28,8 @@ from ops_support import (
     use_server,
 )
 
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import SeededContent
+from testbed.registry_server import RegistryServer
+from testbed.seed import SeededContent
 
 POOL = "d8mirror"
 

@@ -16,9 +16,9 @@ from d8mirror.mediatypes import ANNOTATION_SHORT_TAG
 from d8mirror.pull.discovery import discover_packages
 from d8mirror.pull.options import PullOptions
 from d8mirror.reference import Repository
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import SeededContent
 from d8mirror.versions import PackageFilter
+from testbed.registry_server import RegistryServer
+from testbed.seed import SeededContent
 
 DEMO_PACKAGES = ["code", "console", "stronghold"]
 _ns = itertools.count()

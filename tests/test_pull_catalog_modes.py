@@ -14,9 +14,9 @@ from d8mirror.layout import Layout
 from d8mirror.pull.fetcher import ImageFetcher
 from d8mirror.pull.options import PullOptions
 from d8mirror.reference import Repository
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import SeededContent
 from d8mirror.versions import PackageFilter
+from testbed.registry_server import RegistryServer
+from testbed.seed import SeededContent
 
 ROOT = "deckhouse/ee"
 

@@ -13,8 +13,8 @@ import pytest
 
 from app.main import main
 from d8mirror.bundle import gost_hex_file, open_archive, verify_sidecars
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import PackageSpec, SeededContent, SeedSpec, seed_packages
+from testbed.registry_server import RegistryServer
+from testbed.seed import PackageSpec, SeededContent, SeedSpec, seed_packages
 
 ROOT = "deckhouse/ee"
 CHANNELS = {"alpha": "v1.1.0", "stable": "v1.0.0"}

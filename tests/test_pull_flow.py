@@ -11,8 +11,8 @@ import pytest
 
 from d8mirror.bundle import verify_sidecars
 from d8mirror.mediatypes import ANNOTATION_REF_NAME, ANNOTATION_SHORT_TAG
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import SeededContent
+from testbed.registry_server import RegistryServer
+from testbed.seed import SeededContent
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -36,9 +36,9 @@ from d8mirror.pull.fetcher import ImageFetcher
 from d8mirror.pull.options import PullOptions
 from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient, TLSOptions
-from d8mirror.testbed.images import BuiltImage, ImageBuilder, Platform, canonical_json
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import PackageSpec, SeedSpec, seed_packages
+from testbed.images import BuiltImage, ImageBuilder, Platform, canonical_json
+from testbed.registry_server import RegistryServer
+from testbed.seed import PackageSpec, SeedSpec, seed_packages
 
 ROOT = "meta/ee"
 ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"

@@ -25,9 +25,9 @@ from d8mirror.pull.plan import (
 from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient, TLSOptions
 from d8mirror.retry import RetryPolicy
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import ExtraSpec, PackageSpec, SeedSpec, seed_packages
 from d8mirror.versions import PackageFilter
+from testbed.registry_server import RegistryServer
+from testbed.seed import ExtraSpec, PackageSpec, SeedSpec, seed_packages
 
 ROOT = "deckhouse/fe"
 SELECTION_TAGS = ("v1.39.0", "v1.40.0", "v1.40.1", "v1.41.0", "v1.42.0", "v1.43.0", "v1.45.2")

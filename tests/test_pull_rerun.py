@@ -17,9 +17,9 @@ import pytest
 
 from app.main import main
 from d8mirror.mediatypes import ANNOTATION_SHORT_TAG
-from d8mirror.testbed.images import canonical_json
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import (
+from testbed.images import canonical_json
+from testbed.registry_server import RegistryServer
+from testbed.seed import (
     ExtraSpec,
     PackageSpec,
     SeededContent,

@@ -12,8 +12,8 @@ from faultproxy import FaultProxy
 from app.commands.pull import check_bundle_dir
 from app.main import main
 from d8mirror.errors import ConfigError
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import SeededContent
+from testbed.registry_server import RegistryServer
+from testbed.seed import SeededContent
 
 BUNDLE_FILES = ["package-code.tar", "package-code.tar.sha256", "package-versions.tar",
                 "package-versions.tar.sha256", "report.json"]

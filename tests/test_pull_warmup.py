@@ -23,9 +23,9 @@ from d8mirror.pull.fetcher import FetchStats, ImageFetcher
 from d8mirror.pull.options import PullOptions
 from d8mirror.pull.warmup import StoreWarmer, can_warm
 from d8mirror.registry import RegistryClient, TLSOptions
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import SeededContent
 from tasks.models import PullParameters
+from testbed.registry_server import RegistryServer
+from testbed.seed import SeededContent
 
 DEMO_ROOT = "deckhouse/ee"
 REPO = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ from app.main import main
 from d8mirror.push import tinyimage
 from d8mirror.push.discovery_tags import DISCOVERY_LABEL
 from d8mirror.registry import Credentials
-from d8mirror.testbed.registry_server import RegistryServer
+from testbed.registry_server import RegistryServer
 
 _ns = itertools.count()
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from push_bundle_builder import PIN_CHANNELS, PackageSpec, build_bundle, build_p
 
 from d8mirror.push.summary import PushResult
 from d8mirror.registry import RegistryClient
-from d8mirror.testbed.registry_server import RegistryServer
+from testbed.registry_server import RegistryServer
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 _ns = itertools.count()

@@ -16,7 +16,7 @@ from push_bundle_builder import PackageSpec, build_bundle, digest_or_none
 
 from d8mirror.push import tinyimage
 from d8mirror.push.discovery_tags import DISCOVERY_LABEL
-from d8mirror.testbed.registry_server import RegistryServer
+from testbed.registry_server import RegistryServer
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 _ns = itertools.count()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import SeededContent
+from testbed.registry_server import RegistryServer
+from testbed.seed import SeededContent
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -25,8 +25,8 @@ from d8mirror.pull.fetcher import ImageFetcher
 from d8mirror.registry import Credentials, RegistryClient, TLSOptions
 from d8mirror.registry._errors import redact_auth
 from d8mirror.retry import RetryPolicy
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.token_server import SelfSignedCertificate, make_self_signed_certificate
+from testbed.registry_server import RegistryServer
+from testbed.token_server import SelfSignedCertificate, make_self_signed_certificate
 
 MiB = 1 << 20
 #: What a hostile server sends at most, so that even the unfixed client ends.

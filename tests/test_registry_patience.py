@@ -30,7 +30,7 @@ from d8mirror.push.access import check_timeout
 from d8mirror.registry import RegistryClient, TLSOptions
 from d8mirror.registry._limits import TransferLimits
 from d8mirror.retry import RetryPolicy, default_policy, note_progress
-from d8mirror.testbed.registry_server import RegistryServer, free_port
+from testbed.registry_server import RegistryServer, free_port
 
 
 class FakeClock:

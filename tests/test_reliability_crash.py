@@ -14,9 +14,9 @@ from faultproxy import FaultProxy, Request
 from reliability_support import kill_hard, run_cli, start_cli, tags_and_digests, wait_for
 
 from d8mirror.bundle import verify_sidecars
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import PackageSpec, SeededContent, SeedSpec, seed_packages
 from d8mirror.verify import verify_bundle
+from testbed.registry_server import RegistryServer
+from testbed.seed import PackageSpec, SeededContent, SeedSpec, seed_packages
 
 ROOT = "crash/ee"
 pytestmark = pytest.mark.usefixtures("prefect_server")

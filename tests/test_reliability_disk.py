@@ -12,8 +12,8 @@ import pytest
 
 from app.main import main
 from d8mirror.bundle import verify_sidecars
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import SeededContent
+from testbed.registry_server import RegistryServer
+from testbed.seed import SeededContent
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -21,8 +21,8 @@ from d8mirror.pull.fetcher import ImageFetcher
 from d8mirror.push.routing import Router, parse_target
 from d8mirror.registry import RegistryClient, TLSOptions
 from d8mirror.retry import RetryPolicy, default_policy
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import SeededContent
+from testbed.registry_server import RegistryServer
+from testbed.seed import SeededContent
 
 ROOT = "deckhouse/ee"
 FAULT_RATE = 0.1

@@ -16,9 +16,9 @@ import pytest
 from faultproxy import FaultProxy, Request, Response
 
 from d8mirror.registry import RegistryClient
-from d8mirror.testbed.images import BuiltImage, ImageBuilder, canonical_json
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import PackageSpec, SeedSpec, seed_packages
+from testbed.images import BuiltImage, ImageBuilder, canonical_json
+from testbed.registry_server import RegistryServer
+from testbed.seed import PackageSpec, SeedSpec, seed_packages
 
 ROOT = "hostile/ee"
 HOSTILE_NAMES = {"slash": "a/b", "dotdot": "..", "upper": "Scanner", "long": "x" * 300}

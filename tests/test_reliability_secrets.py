@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from app.main import main
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import PackageSpec, SeedSpec, seed_packages
+from testbed.registry_server import RegistryServer
+from testbed.seed import PackageSpec, SeedSpec, seed_packages
 
 USER = "d8-secret-user"
 PASSWORD = "S3cr3t-d8mirror-XYZ"

@@ -14,9 +14,9 @@ import pytest
 
 from d8mirror.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from d8mirror.registry import RegistryClient
-from d8mirror.testbed.images import FileContent, ImageBuilder, RandomFile
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.seed import ExtraSpec, PackageSpec, SeededContent, SeedSpec, seed_packages
+from testbed.images import FileContent, ImageBuilder, RandomFile
+from testbed.registry_server import RegistryServer
+from testbed.seed import ExtraSpec, PackageSpec, SeededContent, SeedSpec, seed_packages
 
 ROOT = "deckhouse/ee"
 PKG = f"{ROOT}/packages"

@@ -12,7 +12,7 @@ import pytest
 from d8mirror.errors import UnauthorizedError
 from d8mirror.mediatypes import OCI_CONFIG, OCI_MANIFEST
 from d8mirror.registry import Credentials
-from d8mirror.testbed.registry_server import RegistryServer, RegistryStartError, parse_access_log
+from testbed.registry_server import RegistryServer, RegistryStartError, parse_access_log
 
 MODES = ["registry", "registry2", "basic_registry", "tls_registry", "token_registry"]
 
@@ -105,7 +105,7 @@ def test_foreground_cli_prints_host_and_stops_on_sigterm(tmp_path: Path) -> None
     import sys
 
     with subprocess.Popen(      # leaving the block closes the stdout pipe
-            [sys.executable, "-m", "d8mirror.testbed.registry_server", "--dir", str(tmp_path)],
+            [sys.executable, "-m", "testbed.registry_server", "--dir", str(tmp_path)],
             stdout=subprocess.PIPE, text=True, start_new_session=True) as process:
         try:
             assert process.stdout is not None

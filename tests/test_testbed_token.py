@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from d8mirror.testbed.registry_server import RegistryServer
-from d8mirror.testbed.token_server import TokenServer, parse_scope
+from testbed.registry_server import RegistryServer
+from testbed.token_server import TokenServer, parse_scope
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(b"testuser:testpass").decode()}
 

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from transfer_support import ACCESS_KEY, SECRET_KEY, make_bundle, moto_endpoint
 
-from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.transfer import MANIFEST_NAME, IncompleteUploadError
 from d8mirror.verify import verify_bundle
+from testbed.registry_server import RegistryServer
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 BLOCK = "d8mirror-test-s3"

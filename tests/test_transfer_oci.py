@@ -22,12 +22,12 @@ from transfer_support import file_rows, make_bundle, statuses
 
 from d8mirror.errors import UnauthorizedError
 from d8mirror.mediatypes import ANNOTATION_TITLE, OCI_EMPTY, OCI_MANIFEST
-from d8mirror.testbed.registry_server import RegistryServer
 from d8mirror.transfer import oci_artifact as oci
 from d8mirror.transfer.errors import IncompleteUploadError
 from d8mirror.transfer.manifest import MANIFEST_NAME, build_manifest
 from flows.transfer import download_bundle, upload_bundle
 from tasks.transfer_models import DownloadParameters, TransferSummary, UploadParameters
+from testbed.registry_server import RegistryServer
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 CHUNK_MIB = 5

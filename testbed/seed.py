@@ -13,7 +13,7 @@ For a root ``<root>`` (e.g. ``deckhouse/ee``) and every package ``<p>`` of a :cl
     <root>/packages/<p>:sha256-<hex>.att        VEX of an internal image
     <root>/packages/<p>:<extra-tag>.att         VEX of an extra image (in the MAIN repo, §1.4)
 
-Same spec => same digests. CLI: ``python -m d8mirror.testbed.seed --registry HOST:PORT``.
+Same spec => same digests. CLI: ``python -m testbed.seed --registry HOST:PORT``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from d8mirror.names import EXTRA, PACKAGES, VERSION
-from d8mirror.testbed.images import (
+from testbed.images import (
     BuiltImage,
     FileContent,
     ImageBuilder,
@@ -301,7 +301,7 @@ def seed_packages(client: RegistryClient, root_repo: str, spec: SeedSpec,
 def main(argv: list[str] | None = None) -> int:
     from d8mirror.registry import Credentials, RegistryClient, TLSOptions
 
-    parser = argparse.ArgumentParser(prog="python -m d8mirror.testbed.seed",
+    parser = argparse.ArgumentParser(prog="python -m testbed.seed",
                                      description="Seed a test registry with demo packages.")
     parser.add_argument("--registry", required=True, help="host:port of the registry")
     parser.add_argument("--root", default="deckhouse/ee", help="edition root repository")

@@ -7,7 +7,7 @@
 Filesystem storage under ``<directory>/data``; config, log, certificates and htpasswd beside it.
 The access log is on, so tests can count requests. Test infrastructure: 127.0.0.1 only.
 
-Run in the foreground (for the demo): ``python -m d8mirror.testbed.registry_server --dir DIR``.
+Run in the foreground (for the demo): ``python -m testbed.registry_server --dir DIR``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import bcrypt
 import httpx
 
-from d8mirror.testbed.token_server import (
+from testbed.token_server import (
     TOKEN_ISSUER,
     TOKEN_SERVICE,
     TokenServer,
@@ -307,7 +307,7 @@ class RegistryServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m d8mirror.testbed.registry_server",
+        prog="python -m testbed.registry_server",
         description="Run a local test registry in the foreground; prints its host:port.")
     parser.add_argument("--dir", required=True, type=Path, help="storage and config directory")
     parser.add_argument("--port", type=int, default=None, help="fixed port (default: a free one)")

@@ -4,8 +4,8 @@ Used by the tests, the demo and the benchmarks; never by the product. Imports d8
 modules only (never Prefect). Servers bind 127.0.0.1 only.
 """
 
-from d8mirror.testbed.registry_server import RegistryServer, RegistryStartError, free_port
-from d8mirror.testbed.token_server import TokenServer, make_self_signed_certificate
+from testbed.registry_server import RegistryServer, RegistryStartError, free_port
+from testbed.token_server import TokenServer, make_self_signed_certificate
 
 __all__ = [
     "RegistryServer",
