@@ -34,7 +34,7 @@ def _step(text: str) -> None:
 
 def _expected_digest(client: RegistryClient, repo: str, digest: str) -> str:
     """What the bundle holds for ``repo@digest``: multi-arch indexes are stored as their
-    linux/amd64 image, as ``d8 mirror`` does (spec §6.3)."""
+    linux/amd64 image, as ``d8 mirror`` does (R-6.3)."""
     manifest = client.get_manifest(repo, digest)
     if manifest.media_type not in INDEX_TYPES:
         return digest

@@ -1,7 +1,7 @@
 """``d8mirror``: d8-compatible command line; runs the Prefect flows in this process.
 
 Prefect is imported only when a command runs, so ``d8mirror --help`` stays quick.
-Exit codes (spec §9.5): 0 success, graceful cancel (Ctrl+C, SIGTERM) or dry-run; 1 any error,
+Exit codes (R-9.5): 0 success, graceful cancel (Ctrl+C, SIGTERM) or dry-run; 1 any error,
 bad usage included (as d8, whose cobra exits 1 for usage errors too).
 """
 

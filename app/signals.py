@@ -1,6 +1,6 @@
 """Ctrl+C and SIGTERM as a graceful stop: the signal handlers that set the process's stop
 request (:func:`tasks.runtime.request_stop`); fetchers stop at the next image or blob piece,
-the flow packs what completed (spec §6.5)."""
+the flow packs what completed (R-6.5)."""
 
 from __future__ import annotations
 

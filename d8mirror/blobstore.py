@@ -4,7 +4,7 @@ On disk: ``<root>/sha256/<hex>`` holds finished blobs, ``<root>/staging/`` holds
 files (same filesystem, so a finished blob appears with one ``os.replace`` and a half-written one
 never sits under its final name).
 
-Trust model ("re-verified on reuse", Part A Q8): a blob committed by this process is trusted; a
+Trust model ("re-verified on reuse", Q8): a blob committed by this process is trusted; a
 blob found on disk (left by an earlier run) is hashed once per process before it is reused, and a
 corrupt one is deleted so the caller fetches it again. Layouts get blobs by hard link (copy when
 the layout lives on another filesystem), so the store is never written through a layout.

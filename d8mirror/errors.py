@@ -85,7 +85,7 @@ class InvalidManifestError(MirrorError):
 
 
 class PlatformNotFoundError(InvalidManifestError):
-    """An image index has no linux/amd64 image (the only platform mirrored, spec §6.3)."""
+    """An image index has no linux/amd64 image (the only platform mirrored, R-6.3)."""
 
 
 class RegistryError(MirrorError):

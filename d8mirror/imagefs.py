@@ -1,4 +1,4 @@
-"""Files read from inside images (spec §1.3, §5.1) and the parsers of those files.
+"""Files read from inside images (R-1.3, R-5) and the parsers of those files.
 
 Layers are tar blobs on disk (gzip, zstd or plain), always streamed (``tarfile`` mode ``r|``), never
 loaded whole. Two lookup semantics, as in the reference:
@@ -263,7 +263,7 @@ def _render_tag(value: object) -> str | None:
 
 
 def parse_extra_images_json(data: bytes) -> dict[str, str]:
-    """``{"<extra-name>": <tag>}`` → name → tag, in file order (spec §1.3, Part A Q16).
+    """``{"<extra-name>": <tag>}`` → name → tag, in file order (R-1.3, Q16).
 
     Read as Go reads it: the first JSON value (trailing data ignored); ``null`` means no
     extras; numbers become integer tags as ``%.0f`` renders them (``3.7`` → ``"4"``,
@@ -300,7 +300,7 @@ def images_digests_problem(data: bytes) -> str | None:
     """Why ``images_digests.json`` is not the JSON object it should be (None when it is).
 
     The digests are still taken from its text, as the reference does (a regex over the file),
-    so this only explains a warning (Part A Q11)."""
+    so this only explains a warning (Q11)."""
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:

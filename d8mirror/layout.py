@@ -6,10 +6,10 @@ A :class:`Layout` is one directory; every write of ``index.json`` is atomic (tem
 several processes) may add images to one layout. ``index.json`` is re-read for every
 operation: it is small, and the file is the only state (a crash loses nothing that was written).
 
-Pull side (spec §6.2): :meth:`Layout.add_manifest` links the image's whole blob closure from the
+Pull side (R-6.2): :meth:`Layout.add_manifest` links the image's whole blob closure from the
 shared :class:`~d8mirror.blobstore.BlobStore` and only then appends the descriptor, so a failed
-write is really redone by the next attempt (PR #393). Channel aliases (§4) are
-:meth:`Layout.retag` with :func:`alias_ref_name` (Part A Q3: host:port safe).
+write is really redone by the next attempt (PR #393). Channel aliases (R-4) are
+:meth:`Layout.retag` with :func:`alias_ref_name` (Q3: host:port safe).
 
 Push side: the index merge and provenance of the unpacked tree live in
 :mod:`d8mirror.push.index_merge`, short-tag resolution in :mod:`d8mirror.push.short_tags`.
@@ -107,7 +107,7 @@ class IndexEntry:
 
 
 def alias_ref_name(ref_name: str, tag: str) -> str:
-    """``ref_name`` with its tag replaced by ``tag`` (Part A Q3: the tag is cut after the last
+    """``ref_name`` with its tag replaced by ``tag`` (Q3: the tag is cut after the last
     ``/``, so ``host:port`` survives); a digest (``@sha256:…``) is dropped."""
     base = ref_name.split("@", 1)[0]
     colon = base.rfind(":")
@@ -262,7 +262,7 @@ class Layout:
         return found[-1] if found else None
 
     def missing(self, planned_short_tags: Iterable[str]) -> list[str]:
-        """Planned short tags with no descriptor in this layout (spec §6.4), sorted."""
+        """Planned short tags with no descriptor in this layout (R-6.4), sorted."""
         present = {e.short_tag for e in self.entries()}
         return sorted(set(planned_short_tags) - present)
 
@@ -298,7 +298,7 @@ class Layout:
         return self._append(entry)
 
     def retag(self, digest: str, short_tag: str, ref_name: str) -> bool:
-        """Channel alias (§4): append a copy of the first descriptor with ``digest`` under new
+        """Channel alias (R-4): append a copy of the first descriptor with ``digest`` under new
         tags; False when (short tag, digest) is already recorded; LayoutError when absent."""
         validate_tag(short_tag)
         source = next((e for e in self.entries() if e.digest == digest), None)
@@ -317,7 +317,7 @@ class Layout:
             return True
 
     def sort(self) -> None:
-        """Sort descriptors by ref name (stable), rewrite with 2-space indentation (§7.5)."""
+        """Sort descriptors by ref name (stable), rewrite with 2-space indentation (R-7.5)."""
         with self._lock, layout_lock(self.path):
             doc = self._read_doc()
             entries = parse_index(doc, str(self.index_path))

@@ -1,6 +1,6 @@
 """Names of the bundle and registry layout, defined once for pull, push, verify and transfer.
 
-Registry paths under an edition root (spec Part B §1.1)::
+Registry paths under an edition root (R-1.1)::
 
     <root>/packages:<name>                        catalog (discovery) tag of a package
     <root>/packages/<name>:<tag>                  main images
@@ -53,7 +53,7 @@ def normalize_path_suffix(suffix: str | None, default_segment: str = PACKAGES, *
 
 
 def vex_ref_for(reference: str) -> str:
-    """Reference of the VEX attestation of ``reference`` (spec §1.4, kept for compatibility, Q4).
+    """Reference of the VEX attestation of ``reference`` (R-1.4, kept for compatibility, Q4).
 
     ``R@sha256:<hex>`` → ``R:sha256-<hex>.att``; ``R:<tag>`` → ``R:<tag>.att``.
     """

@@ -149,7 +149,7 @@ def _pull_packages(params: PullParameters, names: list[str], *, refresh: bool = 
 
 def _plan_packages(params: PullParameters, names: list[str]) -> list[PackageOutcome]:
     """Dry-run: every package planned and its images listed, the plans printed in package
-    order (§6.7); nothing is fetched."""
+    order (R-6.7); nothing is fetched."""
     plans = _Plans(params, names, ahead=params.concurrency)
     listings = submit_bounded(
         lambda i: list_planned_images_task.submit(params, plans[i]),  # type: ignore[call-overload]
@@ -276,7 +276,7 @@ def finish(params: PullParameters, report: PullReport, started: float) -> PullRe
 
 def gost_sidecars(params: PullParameters, report: PullReport) -> None:
     """As d8, once the pull fully succeeded: a ``.gostsum`` for every ``.tar``/``.chunk`` of
-    the bundle dir; a failure fails the run (spec §7.6)."""
+    the bundle dir; a failure fails the run (R-7.6)."""
     logger = get_run_logger()
     logger.info("Compute GOST digests for bundle")
     try:

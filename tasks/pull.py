@@ -84,7 +84,7 @@ def fetch_tags_record(params: PullParameters, name: str) -> Path:
 
 
 def remove_default_work_dir(params: PullParameters, *, existed: bool) -> bool:
-    """Part A Q9, after a successful pull: the bundle dir holds the bundle. Without ``tmp_dir``
+    """Q9, after a successful pull: the bundle dir holds the bundle. Without ``tmp_dir``
     the working dir ``<bundle>/.tmp`` (blob store, layouts, archive links, state) goes; with
     ``tmp_dir`` it is the cache the user asked for and stays. A dry-run removes it only when
     it made it (``existed``: it was there when the run started). True when removed."""

@@ -36,7 +36,7 @@ from tasks.runtime import blob_locations, checked_files, client_for, stop_reques
 
 @task(name="check-write-access", **TRANSIENT_RETRIES)
 def check_write_access_task(registry: str) -> None:
-    """§8.6: prove push permission on ``<registry>`` (an upload session opened, cancelled)."""
+    """R-8.6: prove push permission on ``<registry>`` (an upload session opened, cancelled)."""
     target = parse_target(registry)
     check_write_access(client_for(target.registry), target)
 
@@ -81,7 +81,7 @@ def push_layout_task(registry: str, job: LayoutJob,
 @task(name="finish-push", **TRANSIENT_RETRIES)
 def finish_push_task(params: PushParameters, tree: PreparedTree,
                      layouts: PushedLayouts) -> FinishResult:
-    """§8.5: verify every pushed tag; discovery tags ``<registry>/<packages path>:<name>`` (and
+    """R-8.5: verify every pushed tag; discovery tags ``<registry>/<packages path>:<name>`` (and
     modules, plugins) for every item whose layouts all landed, none after a stop request;
     verify them."""
     target = params.target()

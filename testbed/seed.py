@@ -1,4 +1,4 @@
-"""Seed a registry with Deckhouse-shaped package content (spec Part B §1).
+"""Seed a registry with Deckhouse-shaped package content (R-1).
 
 For a root ``<root>`` (e.g. ``deckhouse/ee``) and every package ``<p>`` of a :class:`SeedSpec`:
 
@@ -11,7 +11,7 @@ For a root ``<root>`` (e.g. ``deckhouse/ee``) and every package ``<p>`` of a :cl
     <root>/packages/<p>/extra/<x>:<tag>         extra images
     <root>/packages/<p>:<vX.Y.Z>.att            VEX of a main tag
     <root>/packages/<p>:sha256-<hex>.att        VEX of an internal image
-    <root>/packages/<p>:<extra-tag>.att         VEX of an extra image (in the MAIN repo, §1.4)
+    <root>/packages/<p>:<extra-tag>.att         VEX of an extra image (in the MAIN repo, R-1.4)
 
 Same spec => same digests. CLI: ``python -m testbed.seed --registry HOST:PORT``.
 """

@@ -1,4 +1,4 @@
-"""Build bundles by hand exactly as the reference (`d8 mirror pull`) writes them (spec §7.1, §7.5):
+"""Build bundles by hand exactly as the reference (`d8 mirror pull`) writes them (R-7.1, R-7.5):
 layouts ``packages/<name>/``, ``packages/<name>/version/``, ``packages/<name>/extra/<x>/``,
 descriptors annotated with ``io.deckhouse.image.short_tag`` and
 ``org.opencontainers.image.ref.name``, ``index.json`` sorted by ref name with 2-space indent,
@@ -219,8 +219,8 @@ PIN_CHANNELS = ("alpha", "beta", "early-access", "stable", "rock-solid", "lts")
 
 
 def build_pinned_package(tmp: Path, name: str, version: str) -> tuple[Path, Expected]:
-    """``package-<name>.tar`` as ``pull --include-package <name>@=<version>`` writes it (spec
-    §4): only ``version`` pulled, no channel image, and after the sort every channel appended
+    """``package-<name>.tar`` as ``pull --include-package <name>@=<version>`` writes it (
+    R-4): only ``version`` pulled, no channel image, and after the sort every channel appended
     to ``version/index.json`` as a copy of the pinned version's descriptor."""
     expected = Expected()
     spec = PackageSpec(name, versions=(version,), channels={})

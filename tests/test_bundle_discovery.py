@@ -1,4 +1,4 @@
-"""Bundle discovery (spec §8.1, acceptance 51, 56, 58)."""
+"""Bundle discovery (R-8.1, AC-51, AC-56, AC-58)."""
 
 from __future__ import annotations
 

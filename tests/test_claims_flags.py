@@ -213,8 +213,8 @@ def test_proxy_registry_pulls_without_listing_anything(registry: RegistryServer,
         run_pull(PullParameters(bundle_dir=str(bundle), source=f"{proxy.host}/{DEMO}",
                                 insecure=True, proxy_registry=True,
                                 include_packages=["console@~1.1.0"]))
-        # neither the catalog nor the package's tags are listed (§2.3); only the
-        # package-versions phase still tries <name>/version, tolerating the refusal (§6.9)
+        # neither the catalog nor the package's tags are listed; only the
+        # package-versions phase still tries <name>/version, tolerating the refusal
         listed = [p for m, p in proxy.seen if p.endswith("/tags/list")]
         assert listed == [f"/v2/{DEMO}/packages/console/version/tags/list"]
     tags = _tags(bundle / "package-console.tar", "packages/console")

@@ -1,4 +1,4 @@
-"""README claim: "An index is stored as its linux/amd64 image, as the reference does (§6.3)".
+"""README claim: "An index is stored as its linux/amd64 image, as the reference does (R-6.3)".
 
 The seeded index lists its arm64 child FIRST, so taking the first child, or keeping the index
 itself, stores another digest than the one asserted here. Checked in the bundle and in the

@@ -351,7 +351,7 @@ def test_merge_properties(old: list[dict[str, Any]], new: list[dict[str, Any]]) 
     assert refs == sorted(refs)
 
 
-# -- push precedence (Part A Q2) -----------------------------------------------------------------
+# -- push precedence (Q2) -----------------------------------------------------------------
 def entries_of(*raw: dict[str, Any]) -> list[IndexEntry]:
     return [IndexEntry.from_json(r) for r in raw]
 

@@ -1,4 +1,4 @@
-"""``package-versions.tar`` is the packages catalog of a bundle (spec §6.9, issue 12.2): it
+"""``package-versions.tar`` is the packages catalog of a bundle (R-6.9, issue 12.2): it
 covers every package of the source catalog whatever the package filters, so push creates a
 ``packages:<name>`` discovery tag for each of them."""
 

@@ -34,7 +34,7 @@ class _Collect(logging.Handler):
 
 def test_only_extra_images_pulls_vex_of_the_extras_only(
         registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
-    """§3.6 / §1.4: with --only-extra-images the main image's ``v1.1.0.att`` (it exists) is
+    """R-3.6 / R-1.4: with --only-extra-images the main image's ``v1.1.0.att`` (it exists) is
     not pulled; the scanner extra's ``v1.2.3.att`` is."""
     assert "v1.1.0.att" in demo_content.tags(f"{ROOT}/packages/console")
     include = PackageFilter.from_flags(["console@=v1.1.0"])
@@ -52,7 +52,7 @@ def test_only_extra_images_pulls_vex_of_the_extras_only(
 @pytest.mark.usefixtures("prefect_server")
 def test_dry_run_prints_the_images_of_each_package(
         registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
-    """§6.7: ``[dry-run] Package '<name>' images that would be pulled:`` then one indented
+    """R-6.7: ``[dry-run] Package '<name>' images that would be pulled:`` then one indented
     ref a line, then the note on extra images; packages in name order."""
     from flows.pull import run_pull
     from tasks.models import PullParameters

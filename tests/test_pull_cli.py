@@ -50,7 +50,7 @@ def _own_layer(server: RegistryServer, package: str) -> tuple[str, str]:
 
 def test_usage_errors_exit_1_before_any_work(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    """§9.1/§9.6 (exit 1 as d8): mutually exclusive filters, an empty constraint, a
+    """R-9.1/R-9.6 (exit 1 as d8): mutually exclusive filters, an empty constraint, a
     non-empty bundle dir."""
     with pytest.raises(SystemExit) as exit_info:
         main(["pull", str(tmp_path / "b"), "--include-package", "a",
@@ -127,7 +127,7 @@ def test_dry_run_exits_0_and_writes_nothing(isolated: tuple[RegistryServer, Seed
 @pytest.mark.usefixtures("prefect_server")
 def test_cancel_packs_what_completed_and_exits_0(
         isolated: tuple[RegistryServer, SeededContent], tmp_path: Path) -> None:
-    """§6.5 / acceptance 13: Ctrl+C (a real SIGINT to the CLI process) while the second package
+    """R-6.5 / AC-13: Ctrl+C (a real SIGINT to the CLI process) while the second package
     downloads: exit 0, the completed package is packed, no stub archive for the others, the
     report says cancelled. The second package's own layer is held mid-body by a proxy, so the
     signal lands at that very moment."""

@@ -37,7 +37,7 @@ def _tags(index: dict[str, Any]) -> dict[str, str]:
 
 def test_pull_writes_one_archive_per_package_plus_versions(
         registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
-    """§6.9, §7.1: package-<name>.tar per package, package-versions.tar always, sidecars."""
+    """R-6.9, R-7.1: package-<name>.tar per package, package-versions.tar always, sidecars."""
     from flows.pull import run_pull
 
     bundle = tmp_path / "bundle"
@@ -59,7 +59,7 @@ def test_pull_writes_one_archive_per_package_plus_versions(
     assert "v1.0.0" not in tags                              # no channel points at it
     internal = {d.split(":")[1]: d for d in demo_content.internal_digests["console"]}
     pulled_internal = {t: d for t, d in tags.items() if t in internal}
-    assert len(pulled_internal) == 1 + 3      # one shared + one per pulled version (§1.5)
+    assert len(pulled_internal) == 1 + 3      # one shared + one per pulled version (R-1.5)
     assert all(internal[t] == d for t, d in pulled_internal.items())
     assert any(t.endswith(".att") for t in tags)             # VEX
     for m in console["manifests"]:
@@ -77,7 +77,7 @@ def test_pull_writes_one_archive_per_package_plus_versions(
 
 def test_exact_pin_is_aliased_to_every_channel(
         registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
-    """§4 / §3.4 table: name@=v1.0.0 pulls only v1.0.0, no channel images, aliased to all six."""
+    """R-4 / R-3.4 table: name@=v1.0.0 pulls only v1.0.0, no channel images, aliased to all six."""
     from flows.pull import run_pull
 
     bundle = tmp_path / "bundle"
@@ -90,7 +90,7 @@ def test_exact_pin_is_aliased_to_every_channel(
     pinned = demo_content.digest("deckhouse/ee/packages/console/version:v1.0.0")
     assert _tags(version) == {t: pinned for t in ("v1.0.0", "alpha", "beta", "early-access",
                                                   "stable", "rock-solid", "lts")}
-    for m in version["manifests"]:   # Part A Q3: host:port survives in alias ref names
+    for m in version["manifests"]:   # Q3: host:port survives in alias ref names
         tag = m["annotations"][ANNOTATION_SHORT_TAG]
         assert m["annotations"][ANNOTATION_REF_NAME] == (
             f"{registry.host}/deckhouse/ee/packages/console/version:{tag}")
@@ -98,7 +98,7 @@ def test_exact_pin_is_aliased_to_every_channel(
 
 def test_dry_run_writes_nothing_to_the_bundle_dir(
         registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
-    """§6.7, acceptance 15 and 17: dry-run plans channels and versions, writes no file."""
+    """R-6.7, AC-15 and AC-17: dry-run plans channels and versions, writes no file."""
     from flows.pull import run_pull
 
     bundle = tmp_path / "bundle"
@@ -168,9 +168,9 @@ def test_gost_sidecars_use_the_digests_computed_while_packing(
 
 def test_denied_lts_fails_its_package_and_release_list_errors_reach_the_report(
         registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
-    """Part A Q12 through the flow: a 403 on ``version:lts`` fails that package (its plan)
+    """Q12 through the flow: a 403 on ``version:lts`` fails that package (its plan)
     and its release-image pull, the other packages are pulled; a release repository whose
-    tag list is refused is a warning of the report (§6.9), not lost."""
+    tag list is refused is a warning of the report (R-6.9), not lost."""
     from faultproxy import FaultProxy, Request, Response
 
     from d8mirror.errors import PullFailed

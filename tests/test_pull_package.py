@@ -1,4 +1,4 @@
-"""The per-package pull core against a real registry (spec Part B §10.1 acceptance lines)."""
+"""The per-package pull core against a real registry (R-10.1 acceptance lines)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ ALL_ON_1452 = {c: "v1.45.2" for c in ("alpha", "beta", "early-access", "stable",
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    """A registry with the package-test corpus of §3.4 (`console`), an LTS package and a
+    """A registry with the package-test corpus of R-3.4 (`console`), an LTS package and a
     package that has channels but no main images."""
     spec = SeedSpec(payload_size=8 << 10, extra_payload_size=2 << 10, packages=(
         PackageSpec("console", SELECTION_TAGS, channels=ALL_ON_1452, internal_images=1,
@@ -73,7 +73,7 @@ def _versions(puller: Stages, name: str, include: str) -> list[str]:
 ])
 def test_semver_constraints_select_latest_patch_per_minor_plus_channels(
         source: RegistryServer, tmp_path: Path, include: str, expected: list[str]) -> None:
-    """Acceptance 1–4 and 30: channel versions first, then the selection of §3.4."""
+    """Acceptance 1–4 and 30: channel versions first, then the selection of R-3.4."""
     assert _versions(_puller(source, tmp_path), "console", include) == expected
 
 
@@ -101,7 +101,7 @@ def test_proxy_mode_probes_tags_and_never_lists(source: RegistryServer, tmp_path
 
 def test_proxy_mode_without_whitelist_is_refused_up_front(source: RegistryServer,
                                                           tmp_path: Path) -> None:
-    """Part A Q5: --proxy-registry needs --include-package, checked before any request."""
+    """Q5: --proxy-registry needs --include-package, checked before any request."""
     puller = _puller(source, tmp_path, proxy_registry=True)
     with pytest.raises(ConfigError, match="--include-package"):
         validate_proxy_mode(puller.options)
@@ -109,8 +109,8 @@ def test_proxy_mode_without_whitelist_is_refused_up_front(source: RegistryServer
 
 def test_full_package_pull_lands_every_planned_image(source: RegistryServer,
                                                      tmp_path: Path) -> None:
-    """§6.6 order: channels, main, release, internal, extra, VEX; archive > 5120 bytes
-    (acceptance 12, 27)."""
+    """R-6.6 order: channels, main, release, internal, extra, VEX; archive > 5120 bytes
+    (AC-12, AC-27)."""
     puller = _puller(source, tmp_path).including("console@~1.40.0")
     result = puller.pull("console", tmp_path / "work")
     assert result.versions == ["v1.45.2", "v1.40.1"]
@@ -140,7 +140,7 @@ def test_lts_channel_is_mirrored_when_present(source: RegistryServer, tmp_path: 
 
 def test_missing_pin_is_a_warning_and_no_stub_archive(source: RegistryServer,
                                                       tmp_path: Path) -> None:
-    """Q19 and acceptance 10: a pin that does not exist is reported; nothing is packed."""
+    """Q19 and AC-10: a pin that does not exist is reported; nothing is packed."""
     puller = _puller(source, tmp_path).including("console@=v9.9.9")
     result = puller.pull("console", tmp_path / "work")
     assert any("v9.9.9" in w for w in result.warnings)
@@ -150,7 +150,7 @@ def test_missing_pin_is_a_warning_and_no_stub_archive(source: RegistryServer,
 
 def test_incomplete_layout_fails_the_package_naming_the_images(
         source: RegistryServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """§6.4, acceptance 38: a planned image missing from its layout fails the package."""
+    """R-6.4, AC-38: a planned image missing from its layout fails the package."""
     real_add = Layout.add_manifest
 
     def drop_v1401(self: Layout, **kw: object) -> bool:
@@ -175,7 +175,7 @@ def test_missing_catalog_degrades_gracefully(registry2: RegistryServer, tmp_path
 
 def test_denied_catalog_is_fatal_for_packages_but_not_for_versions(
         basic_registry: RegistryServer, tmp_path: Path) -> None:
-    """§2.2 / Q6: a 401 on the catalog fails the packages phase, warns for package-versions."""
+    """R-2.2 / Q6: a 401 on the catalog fails the packages phase, warns for package-versions."""
     anonymous = basic_registry.client(credentials=None)
     options = PullOptions(source=Repository.parse(f"{basic_registry.host}/{ROOT}"))
     with pytest.raises(DiscoveryError, match="validate packages access"):
@@ -185,7 +185,7 @@ def test_denied_catalog_is_fatal_for_packages_but_not_for_versions(
 
 
 def test_only_not_found_means_missing(source: RegistryServer, tmp_path: Path) -> None:
-    """Part A Q12: resolve() returns None only for 404; the fetcher never hides other errors."""
+    """Q12: resolve() returns None only for 404; the fetcher never hides other errors."""
     puller = _puller(source, tmp_path)
     assert puller.fetcher.resolve(f"{ROOT}/packages/console", "v0.0.0") is None
     with pytest.raises(ManifestNotFoundError):
@@ -194,7 +194,7 @@ def test_only_not_found_means_missing(source: RegistryServer, tmp_path: Path) ->
 
 def test_dry_run_plans_release_and_vex_images_without_writing(source: RegistryServer,
                                                               tmp_path: Path) -> None:
-    """§6.7 and better than the reference: the plan lists channels, existing main and release
+    """R-6.7 and better than the reference: the plan lists channels, existing main and release
     images and VEX attestations found by HEAD; no layout is written."""
     puller = _puller(source, tmp_path, dry_run=True)
     planned = planned_images(puller.fetcher, puller.options, puller.plan("console"))
@@ -208,7 +208,7 @@ def test_dry_run_plans_release_and_vex_images_without_writing(source: RegistrySe
 
 def test_only_extra_images_pulls_extras_of_the_constrained_versions(
         source: RegistryServer, tmp_path: Path) -> None:
-    """§3.6: no channels, no main/release/internal images; extras of constrained versions
+    """R-3.6: no channels, no main/release/internal images; extras of constrained versions
     only; a bare include pulls nothing and succeeds (open issue #426 behaviour)."""
     puller = _puller(source, tmp_path, only_extra_images=True)
     result = puller.including("console@~1.40.0").pull("console", tmp_path / "work")
@@ -224,7 +224,7 @@ def test_only_extra_images_pulls_extras_of_the_constrained_versions(
 @pytest.mark.parametrize(("status", "error"), [(403, DeniedError), (503, ServerError)])
 def test_only_not_found_means_no_lts_channel(source: RegistryServer, tmp_path: Path,
                                             status: int, error: type[Exception]) -> None:
-    """Part A Q12: a denied (403) or still failing (5xx after the retries) ``version:lts``
+    """Q12: a denied (403) or still failing (5xx after the retries) ``version:lts``
     lookup fails the plan, so the package, instead of silently dropping the channel; the
     registry's 404 (no lts) is what drops it."""
     asked: list[str] = []

@@ -1,4 +1,4 @@
-"""The pull summary (§9.4) and report.json, rendered from plain data."""
+"""The pull summary (R-9.4) and report.json, rendered from plain data."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Part A Q9 (issue 12.3): the bundle directory holds the bundle. A successful pull without
+"""Q9 (issue 12.3): the bundle directory holds the bundle. A successful pull without
 ``--tmp-dir`` removes its working dir; ``--tmp-dir`` is a cache the user asked for and stays; a
 failed run keeps the working dir, so its retry fetches only what is missing, then removes it."""
 

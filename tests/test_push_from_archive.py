@@ -372,7 +372,7 @@ def test_jobs_weigh_their_blobs_in_the_tree_and_in_archives(tmp_path: Path) -> N
     jobs, warnings = plan_jobs(unified, parse_target("r.example/ee"),
                                Router.from_suffixes("/packages", "/modules"))
     assert warnings == []
-    assert [j.layout for j in jobs] == sorted(j.layout for j in jobs)   # §8.3 order kept
+    assert [j.layout for j in jobs] == sorted(j.layout for j in jobs)   # order kept
     weights = {j.layout: j.weight for j in jobs}
     on_disk = {j.layout: sum(p.stat().st_size for p in
                              (Path(j.directory) / "blobs" / "sha256").iterdir())

@@ -1,4 +1,4 @@
-"""Part A Q2 through the mirror-push flow against a real registry, decided by what the archives
+"""Q2 through the mirror-push flow against a real registry, decided by what the archives
 contain, not by their names (12.17): a pinned package's channel aliases beat the versions
 catalog; for a package that is not pinned the catalog beats an older package archive."""
 

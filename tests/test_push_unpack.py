@@ -1,4 +1,4 @@
-"""Unpacking bundle archives into one unified tree (spec §8.2, §7.5, Part A Q2, Q16, Q23)."""
+"""Unpacking bundle archives into one unified tree (R-8.2, R-7.5, Q2, Q16, Q23)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_bundle_unpacks_into_one_tree_with_versions_merged(tmp_path: Path) -> No
 
 
 def test_pinned_alias_beats_package_versions_tar(tmp_path: Path) -> None:
-    """Part A Q2: console pins stable → v1.0.0; package-versions.tar has upstream stable →
+    """Q2: console pins stable → v1.0.0; package-versions.tar has upstream stable →
     v1.1.0. Whatever the order of archives, the pin wins and the conflict is reported."""
     pinned, _ = build_pinned_package(tmp_path / "a", "console", "v1.0.0")
     upstream, _ = build_bundle(tmp_path / "b", [PackageSpec(

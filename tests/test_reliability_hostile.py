@@ -108,7 +108,7 @@ def test_malformed_release_metadata_leaves_the_package_whole(
         hostile_pull: tuple[Path, dict[str, Any], str]) -> None:
     """``good``'s channel alpha has a broken version.json and its main image a garbage
     images_digests.json: the package is still pulled, alpha adds no version, the garbage
-    adds no internal image (only ``sha256:<64 hex>`` counts, §1.3)."""
+    adds no internal image (only ``sha256:<64 hex>`` counts, R-1.3)."""
     tmp_path, report, _ = hostile_pull
     good = _good(report)
     assert good["status"] == "pulled" and good["error"] is None, good
@@ -123,7 +123,7 @@ def test_malformed_release_metadata_leaves_the_package_whole(
 
 def test_malformed_release_metadata_becomes_warnings(
         hostile_pull: tuple[Path, dict[str, Any], str]) -> None:
-    """Part A Q11: release-metadata and internal-digest problems are warnings in the report."""
+    """Q11: release-metadata and internal-digest problems are warnings in the report."""
     _, report, _ = hostile_pull
     warnings = [*_good(report)["warnings"], *report["warnings"]]
     assert any("version.json" in w and "good/version:alpha" in w for w in warnings), warnings

@@ -1,4 +1,4 @@
-"""Seeded content has the Deckhouse shape (spec §1), seen by our client and by skopeo."""
+"""Seeded content has the Deckhouse shape (R-1), seen by our client and by skopeo."""
 
 from __future__ import annotations
 

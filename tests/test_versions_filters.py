@@ -30,7 +30,7 @@ def test_channels() -> None:
 
 
 def test_empty_flags_give_an_accept_all_blacklist() -> None:
-    """§10.2 #28 / #32: no expressions is valid and matches everything."""
+    """R-10.2 #28 / #32: no expressions is valid and matches everything."""
     accept_all = PackageFilter.from_flags()
     assert not accept_all.is_whitelist
     assert accept_all.matches("console") and accept_all.constraint_for("console") is None
@@ -38,7 +38,7 @@ def test_empty_flags_give_an_accept_all_blacklist() -> None:
 
 
 def test_whitelist_and_blacklist_membership() -> None:
-    """§10.2 #32."""
+    """R-10.2 #32."""
     white = PackageFilter.from_flags(include=["console", "scanner@^1.0"])
     assert white.matches("console") and white.matches("scanner") and not white.matches("other")
     assert white.whitelist_names() == ["console", "scanner"]
@@ -89,7 +89,7 @@ def test_invalid_expressions(expression: str, pattern: str) -> None:
 
 
 def test_blacklist_constraints_are_validated_then_ignored_with_a_warning() -> None:
-    """§3.2 / Part A Q20."""
+    """R-3.2 / Q20."""
     with pytest.raises(FilterError):
         PackageFilter.from_flags(exclude=["x@invalid"])
     black = PackageFilter.from_flags(exclude=["x@1.2", "y"])
@@ -134,20 +134,20 @@ def test_semver_kinds(expression: str) -> None:
 
 
 def test_bare_include_has_no_constraint() -> None:
-    """§10.2 #30."""
+    """R-10.2 #30."""
     only_bare = PackageFilter.from_flags(include=["pkg"])
     assert only_bare.matches("pkg") and only_bare.constraint_for("pkg") is None
 
 
 @pytest.mark.parametrize("order", [("pkg", "pkg@=v1.2.3"), ("pkg@=v1.2.3", "pkg")])
 def test_bare_merged_with_pinned_keeps_pin(order: tuple[str, str]) -> None:
-    """§10.2 #31."""
+    """R-10.2 #31."""
     assert constraint_of(*order) == PackageConstraint(exacts=(ExactTag("v1.2.3"),))
     assert constraint_of("pkg", "pkg") is None
 
 
 def test_repeated_names_or_combine() -> None:
-    """§3.1 step 4 / §10.2 #28: duplicates merge, in declaration order."""
+    """R-3.1 step 4 / R-10.2 #28: duplicates merge, in declaration order."""
     merged = constraint_of("pkg@=v0.0.2", "pkg@=v0.0.3", "other@^1", "pkg@^1.0.0")
     assert merged is not None
     assert merged.exacts == (ExactTag("v0.0.2"), ExactTag("v0.0.3"))
@@ -157,7 +157,7 @@ def test_repeated_names_or_combine() -> None:
 
 
 def test_per_package_isolation() -> None:
-    """§10.1 #5."""
+    """R-10.1 #5."""
     both = PackageFilter.from_flags(include=["console@~1.40.0", "scanner@=v0.6.0"])
     console, scanner = both.constraint_for("console"), both.constraint_for("scanner")
     assert console is not None and console.exacts == () and len(console.semvers) == 1
@@ -188,7 +188,7 @@ def test_alias_targets_follow_section_4(
 
 
 def test_proxy_mode_requires_a_whitelist() -> None:
-    """Part A Q5."""
+    """Q5."""
     with pytest.raises(FilterError, match="--proxy-registry requires a whitelist"):
         PackageFilter.from_flags(exclude=["x"]).require_whitelist_for_proxy()
     PackageFilter.from_flags(include=["x"]).require_whitelist_for_proxy()

@@ -1,4 +1,4 @@
-"""The --proxy-registry probe: exact call sequences of §2.3.1 and proxy constraint rules."""
+"""The --proxy-registry probe: exact call sequences of R-2.3.1 and proxy constraint rules."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def registry(*present: str) -> tuple[Callable[[str], bool], list[str]]:
 def test_probe_call_sequences(
     constraint: str, present: tuple[str, ...], calls: list[str], found: list[str]
 ) -> None:
-    """§10.2 #35."""
+    """R-10.2 #35."""
     exists, seen = registry(*present)
     assert probe_versions(SemverConstraint.parse(constraint), exists) == found
     assert seen == calls
@@ -105,7 +105,7 @@ def test_cancelled_mid_walk_stops_calling() -> None:
 
 
 def test_proxy_selection_pipeline() -> None:
-    """§10.1 #22: >=1.40.0 over served v1.40.0 v1.40.1 v1.41.0 pulls all three."""
+    """R-10.1 #22: >=1.40.0 over served v1.40.0 v1.40.1 v1.41.0 pulls all three."""
     constraint = PackageFilter.from_flags(include=["p@>=1.40.0"]).constraint_for("p")
     exists, _ = registry("v1.40.0", "v1.40.1", "v1.41.0")
     tags = [t for c in proxy_semver_constraints(constraint, "p") for t in probe_versions(c, exists)]

@@ -1,4 +1,4 @@
-"""VersionsToMirror (§3.4), Part A Q13/Q14, and the summary sort."""
+"""VersionsToMirror (R-3.4), Q13/Q14, and the summary sort."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def select(*include: str, tags: list[str]) -> list[str]:
     ],
 )
 def test_reference_help_table(expression: str, expected: list[str]) -> None:
-    """§3.4 first table (channel versions are added by the caller)."""
+    """R-3.4 first table (channel versions are added by the caller)."""
     assert select(expression, tags=HELP_REGISTRY) == expected
 
 
@@ -57,18 +57,18 @@ def test_reference_help_table(expression: str, expected: list[str]) -> None:
     ],
 )
 def test_package_test_table(expression: str, expected: list[str]) -> None:
-    """§3.4 second table / §10.1 #1–4 (v1.45.2 there also comes from the channels)."""
+    """R-3.4 second table / R-10.1 #1–4 (v1.45.2 there also comes from the channels)."""
     assert select(expression, tags=PACKAGE_REGISTRY) == expected
 
 
 def test_latest_patch_per_minor() -> None:
-    """§10.1 #6."""
+    """R-10.1 #6."""
     tags = [f"v1.6.{p}" for p in range(6)] + ["v1.7.0", "v1.7.1"]
     assert select("name@v1.6.0", tags=tags) == ["v1.6.5", "v1.7.1"]
 
 
 def test_bare_zero_version_spans_the_0x_line() -> None:
-    """§10.2 #29: 0.4.0 is >=0.4.0 <1.0.0 (unlike ^0.4.0); 1.52.0 equals ^1.52.0."""
+    """R-10.2 #29: 0.4.0 is >=0.4.0 <1.0.0 (unlike ^0.4.0); 1.52.0 equals ^1.52.0."""
     tags = ["v0.3.9", "v0.4.0", "v0.4.2", "v0.5.1", "v0.9.0", "v1.0.0"]
     assert select("name@0.4.0", tags=tags) == ["v0.4.2", "v0.5.1", "v0.9.0"]
     assert select("name@^0.4.0", tags=tags) == ["v0.4.2"]
@@ -87,19 +87,19 @@ def test_bare_zero_version_spans_the_0x_line() -> None:
     ],
 )
 def test_anchor_rules(expression: str, expected: list[str]) -> None:
-    """§10.2 #33."""
+    """R-10.2 #33."""
     assert select(expression, tags=HELP_REGISTRY) == expected
 
 
 def test_merged_exacts_and_mixed_constraints() -> None:
-    """§10.2 #33: three merged exacts all come back; exacts first, then semver ascending."""
+    """R-10.2 #33: three merged exacts all come back; exacts first, then semver ascending."""
     assert select("name@=v3", "name@=v1", "name@=v2", tags=[]) == ["v3", "v1", "v2"]
     mixed = select("name@^1.4.0", "name@=v1.0.0", "name@~1.3.0", "name@=v1.3.3", tags=HELP_REGISTRY)
     assert mixed == ["v1.0.0", "v1.3.3", "v1.4.1"]
 
 
 def test_tags_come_back_as_listed() -> None:
-    """Part A Q13: a registry tag "1.40.0" is requested as "1.40.0", not "v1.40.0"."""
+    """Q13: a registry tag "1.40.0" is requested as "1.40.0", not "v1.40.0"."""
     assert select("name@^1.40.0", tags=["1.40.0", "1.40.2", "v1.41.0"]) == ["1.40.2", "v1.41.0"]
     assert select("name@^1.40.0", tags=["1.40.2", "v1.40.2"]) == ["v1.40.2"]
     assert select("name@^1.40.0", tags=["v1.40", "1.40.0", "v1.40.0"]) == ["v1.40.0"]
@@ -113,7 +113,7 @@ def test_prereleases_need_a_prerelease_constraint() -> None:
 
 
 def test_needs_tag_listing() -> None:
-    """§10.1 #7: listing only for constraints that are not exact-only."""
+    """R-10.1 #7: listing only for constraints that are not exact-only."""
     assert not needs_tag_listing(None)
     assert not needs_tag_listing(PackageFilter.from_flags(include=["a@=v1"]).constraint_for("a"))
     assert needs_tag_listing(PackageFilter.from_flags(include=["a@^1"]).constraint_for("a"))

@@ -115,7 +115,7 @@ def test_inclusive_anchors(text: str, anchors: list[str]) -> None:
     ],
 )
 def test_lower_bound_is_smallest_literal(text: str, bound: str) -> None:
-    """§10.2 #34: operators ignored, smallest literal wins."""
+    """R-10.2 #34: operators ignored, smallest literal wins."""
     assert SemverConstraint.parse(text).lower_bound() == V(bound)
 
 

@@ -1,4 +1,4 @@
-"""``d8mirror pull <bundle>`` (spec §9.1): d8's pull flags, checked before Prefect starts, then
+"""``d8mirror pull <bundle>`` (R-9.1): d8's pull flags, checked before Prefect starts, then
 the mirror-pull flow in this process (optionally uploading the bundle in the same run)."""
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _refuse_unsupported(args: argparse.Namespace) -> None:
 
 def check_bundle_dir(bundle: Path, *, force: bool, dry_run: bool,
                      tmp_dir: Path | None = None) -> None:
-    """§9.1: a directory (created if missing), empty unless --force (a sole .tmp is fine, and
+    """R-9.1: a directory (created if missing), empty unless --force (a sole .tmp is fine, and
     so is the entry holding ``--tmp-dir`` when it lies inside the bundle dir)."""
     if bundle.exists() and not bundle.is_dir():
         raise ConfigError(f"images bundle path {bundle} is not a directory")

@@ -1,4 +1,4 @@
-"""``d8mirror push [bundle] <registry>`` (spec §9.2, §8.1, §8.6): the arguments, checked before
+"""``d8mirror push [bundle] <registry>`` (R-9.2, R-8.1, R-8.6): the arguments, checked before
 Prefect starts, then the mirror-push flow in this process."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Bundle archives: deterministic tars, atomic writes, exact chunks, safe unpack, checksums.
 
-Spec Part B §7.1–7.4, §7.6, §8.1, §8.2; Part A Q15, Q16.
+R-7.1–R-7.4, R-7.6, R-8.1, R-8.2; Q15, Q16.
 """
 
 from .checksums import (

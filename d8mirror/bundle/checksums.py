@@ -1,11 +1,11 @@
-"""Archive checksums: SHA-256 always, GOST R 34.11-2012 Streebog-256 on request (spec §7.6).
+"""Archive checksums: SHA-256 always, GOST R 34.11-2012 Streebog-256 on request (R-7.6).
 
 Sidecars sit beside every archive or chunk:
 
 * ``<file>.sha256``  — ``sha256sum`` format, ``"<hex>  <file name>\\n"`` (``sha256sum -c`` works);
 * ``<file>.gostsum`` — 64 lowercase hex chars, no newline, no file name (as d8 writes it), for
   every ``.tar``/``.chunk`` of the bundle dir once a pull fully succeeded
-  (:func:`write_gost_sidecars`, spec §7.6).
+  (:func:`write_gost_sidecars`, R-7.6).
 
 Digests are fed piece by piece while an archive is written, so nothing is read twice: the GOST
 digest computed while packing travels with the archive's result (:class:`KnownDigest`) to
@@ -216,7 +216,7 @@ def _write_gost_sidecar(path: Path, known: KnownDigest | None) -> None:
 
 def write_gost_sidecars(bundle_dir: Path, archive: str | None = None,
                         known: Mapping[str, KnownDigest] | None = None) -> list[Path]:
-    """d8's end of a successful ``--gost-digest`` pull (spec §7.6): ``<file>.gostsum`` for every
+    """d8's end of a successful ``--gost-digest`` pull (R-7.6): ``<file>.gostsum`` for every
     ``.tar``/``.chunk`` file of ``bundle_dir``, its own or not (or only those of the archive
     named ``archive``); the digests in ``known`` (by file name, computed while packing) are
     used for files still unchanged, the others computed. Returns the files; raises on the

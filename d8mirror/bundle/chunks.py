@@ -1,4 +1,4 @@
-"""Archive files on disk: one tar or a set of exact-size chunks (spec §7.3, §7.4; Part A Q15).
+"""Archive files on disk: one tar or a set of exact-size chunks (R-7.3, R-7.4; Q15).
 
 Writing: :class:`ArchiveFileWriter` splits a byte stream into ``<name>.NNNN.chunk`` files of
 exactly ``chunk_size`` bytes (the last one shorter, never an empty trailing chunk), or writes one

@@ -1,4 +1,4 @@
-"""Find package archives in a bundle (spec §8.1, acceptance 51, 56, 58).
+"""Find package archives in a bundle (R-8.1, AC-51, AC-56, AC-58).
 
 A package file is ``*.tar`` or a chunk ``<name>.tar.NNNN.chunk`` (four or more digits); chunks
 collapse to their canonical ``<name>.tar``. Only the file name is inspected.

@@ -1,4 +1,4 @@
-"""Pack sources into a bundle archive atomically, with checksums (spec §7.3, §7.4, §7.6).
+"""Pack sources into a bundle archive atomically, with checksums (R-7.3, R-7.4, R-7.6).
 
 The archive is streamed once: tar writer → cancellation check → file or exact-size chunks, each
 hashed as written (the whole stream too when chunked; unchunked, the one file's hash is the

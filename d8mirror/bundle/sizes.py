@@ -1,4 +1,4 @@
-"""Parse archive chunk sizes (spec §7.4; Part A "Chunk size flag").
+"""Parse archive chunk sizes (R-7.4; Q-SIZE).
 
 d8 takes an integer number of *decimal gigabytes* (``5`` → 5·10⁹ bytes, ``0`` = no chunking).
 d8mirror also accepts explicit units: decimal ``B KB MB GB TB`` and binary ``KiB MiB GiB TiB``,

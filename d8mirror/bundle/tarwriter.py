@@ -1,4 +1,4 @@
-"""Deterministic tar streams (spec §7.2; Part A "Tar format").
+"""Deterministic tar streams (R-7.2; Q-TAR).
 
 Same source state ⇒ byte-identical tar: members sorted by name, regular files only (no directory
 entries), GNU format (long names), mtime 0, uid/gid 0, empty owner names, mode ``0o644``.

@@ -1,4 +1,4 @@
-"""Safe unpack of bundle archives (spec §8.2; Part A Q16).
+"""Safe unpack of bundle archives (R-8.2; Q16).
 
 Only regular files are extracted; directory entries are ignored. Absolute paths, ``..``
 components, symlinks, hardlinks, devices, fifos and sparse files are refused with

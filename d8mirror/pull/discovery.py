@@ -1,4 +1,4 @@
-"""Package discovery: tags of ``<root>/packages`` (spec §2.1–§2.3, Part A Q5, Q6)."""
+"""Package discovery: tags of ``<root>/packages`` (R-2.1–R-2.3, Q5, Q6)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class Discovery(BaseModel):
 
 
 def validate_proxy_mode(options: PullOptions) -> None:
-    """Part A Q5: ``--proxy-registry`` needs a package whitelist, checked before any request."""
+    """Q5: ``--proxy-registry`` needs a package whitelist, checked before any request."""
     if (options.proxy_registry and options.per_package_phase
             and not options.package_filter.is_whitelist):
         raise ConfigError(
@@ -37,8 +37,8 @@ def discover_packages(client: RegistryClient, options: PullOptions, *,
                       lenient: bool = False, retry: RetryPolicy | None = None) -> Discovery:
     """Names of the packages to mirror, filtered and sorted.
 
-    ``lenient`` is the ``package-versions.tar`` mode (§6.9): every failure left after ``retry``
-    is a warning (§2.2), and the names are not filtered — that archive covers every package of
+    ``lenient`` is the ``package-versions.tar`` mode (R-6.9): every failure left after ``retry``
+    is a warning (R-2.2), and the names are not filtered — that archive covers every package of
     the catalog (in proxy mode: every whitelisted name), whatever ``--include-package``,
     ``--exclude-package``, ``--no-packages`` or ``--only-extra-images`` select.
     """

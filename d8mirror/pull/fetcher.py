@@ -97,7 +97,7 @@ class ImageFetcher:
     def resolve(self, repository: str, tag: str) -> str | None:
         """Digest of ``repository:tag``, or None when the registry says it does not exist.
 
-        Only "not found" means missing (Part A Q12); every other error propagates. A tag is
+        Only "not found" means missing (Q12); every other error propagates. A tag is
         asked once per fetcher: later calls (planning, layouts, VEX, release images of the
         same run) get the first answer, so one run sees one consistent source.
         """
@@ -185,7 +185,7 @@ class ImageFetcher:
     def image(self, repository: str, digest: str) -> ImageClosure:
         """Fetch the manifest and every blob of ``repository@digest`` into the store.
 
-        An index (multi-arch) is flattened to its linux/amd64 image (spec §6.3), following at
+        An index (multi-arch) is flattened to its linux/amd64 image (R-6.3), following at
         most :data:`MAX_INDEX_DEPTH` nested indexes. A manifest that cannot be pulled as it is
         raises InvalidManifestError before any of its blobs is fetched. The whole image, retries
         included, must be done within the client's ``limits.image_timeout``.

@@ -75,7 +75,7 @@ def parse_manifest(data: bytes, media_type: str, where: str) -> PulledManifest:
 
 
 def amd64_child(manifest: PulledManifest, where: str) -> str:
-    """The digest of the index's linux/amd64 image (spec §6.3)."""
+    """The digest of the index's linux/amd64 image (R-6.3)."""
     for digest, os_name, architecture in manifest.children:
         if os_name == "linux" and architecture == "amd64":
             return digest

@@ -1,5 +1,5 @@
-"""The second stage of a package pull: fetch what its plan names (spec §3.5, §4, §5, §6.6,
-§1.4, §1.5).
+"""The second stage of a package pull: fetch what its plan names (R-3.5, R-4, R-5, R-6.6,
+R-1.4, R-1.5).
 
 :func:`fetch_package` takes a :class:`~d8mirror.pull.plan.PackagePlan` and the package's
 working-dir layouts (:class:`PackageLayouts`: the main layout at its root, ``version/``,
@@ -173,7 +173,7 @@ class _PackageFetch:
 
     def _main_images(self) -> tuple[dict[str, ImageClosure], list[str]]:
         """Step 2: the versions' main images (fetched; recorded unless extra images only).
-        Returns their closures and the refs whose VEX is wanted (§3.6: the extras' only)."""
+        Returns their closures and the refs whose VEX is wanted (R-3.6: the extras' only)."""
         repo = self.options.package_repo(self.name)
         closures: dict[str, ImageClosure] = {}
         vex_inputs: list[str] = []
@@ -199,7 +199,7 @@ class _PackageFetch:
         self.expected.setdefault(str(layout.path), set()).add(short_tag)
 
     def _release_images(self) -> None:
-        """Step 3: ``version:vX.Y.Z`` images; failures are warnings (Part A Q11)."""
+        """Step 3: ``version:vX.Y.Z`` images; failures are warnings (Q11)."""
         repo = self.options.version_repo(self.name)
         for version in self.plan.versions:
             with self._warn(f"release image {repo}:{version}"):
@@ -267,7 +267,7 @@ class _PackageFetch:
         return refs
 
     def _vex_images(self, refs: list[str]) -> None:
-        """Step 6: ``.att`` images, looked up in the main package repo (§1.4, Q4)."""
+        """Step 6: ``.att`` images, looked up in the main package repo (R-1.4, Q4)."""
         repo = self.options.package_repo(self.name)
         self.fetcher.prefetch([(repo, vex_tag_for(ref)) for ref in dedupe(refs)])
         for ref in dedupe(refs):
@@ -286,7 +286,7 @@ class _PackageFetch:
 
 
 def apply_aliases(constraint: PackageConstraint | None, version: Layout) -> None:
-    """§4: re-tag pinned release images to channels inside ``version/`` (no download)."""
+    """R-4: re-tag pinned release images to channels inside ``version/`` (no download)."""
     if constraint is None or not constraint.is_exact_only:
         return
     for tag, channels in constraint.alias_targets():

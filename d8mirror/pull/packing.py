@@ -1,4 +1,4 @@
-"""Pack pulled packages into bundle archives (spec §7.1, §6.9; Part A Q22)."""
+"""Pack pulled packages into bundle archives (R-7.1, R-6.9; Q22)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The first stage of a package pull: its plan (spec §3.3–§3.6, §6.7).
+"""The first stage of a package pull: its plan (R-3.3–R-3.6, R-6.7).
 
 :func:`plan_package` decides which versions of a package to mirror and asks the source what
 they resolve to now: the channels (``lts`` when the registry has it), the versions their
@@ -70,12 +70,12 @@ class PackagePlan(BaseModel):
 
 def reads_channels(options: PullOptions, constraint: PackageConstraint | None) -> bool:
     """Whether the pull takes channel images (and their versions): not for extra images
-    only, nor for a constraint of exact versions only (§3.3, §3.6)."""
+    only, nor for a constraint of exact versions only (R-3.3, R-3.6)."""
     return not options.only_extra_images and not (constraint and constraint.is_exact_only)
 
 
 def available_channels(fetcher: ImageFetcher, options: PullOptions, name: str) -> list[str]:
-    """The five default channels, plus ``lts`` when the registry has it (§3.3). Only "not
+    """The five default channels, plus ``lts`` when the registry has it (R-3.3). Only "not
     found" means the registry has no ``lts``: any other error (403, 5xx after the retries)
     fails the plan rather than silently dropping the channel."""
     channels = list(DEFAULT_CHANNELS)
@@ -151,7 +151,7 @@ def plan_package(fetcher: ImageFetcher, options: PullOptions, name: str) -> Pack
 
 
 def planned_images(fetcher: ImageFetcher, options: PullOptions, plan: PackagePlan) -> list[str]:
-    """The dry-run's listing of ``plan`` (§6.7): channel images, then per version its main
+    """The dry-run's listing of ``plan`` (R-6.7): channel images, then per version its main
     image when it exists, its release image and its VEX attestation (manifest HEADs)."""
     name = plan.name
     repo, version_repo = options.package_repo(name), options.version_repo(name)
@@ -173,7 +173,7 @@ def planned_images(fetcher: ImageFetcher, options: PullOptions, plan: PackagePla
 
 
 def render_dry_run_plan(name: str, planned: list[str], versions: list[str]) -> str:
-    """The dry-run plan of one package, in d8's words (§6.7): the images that would be
+    """The dry-run plan of one package, in d8's words (R-6.7): the images that would be
     pulled, one per line."""
     lines = [f"[dry-run] Package '{name}' images that would be pulled:",
              *[f"  {ref}" for ref in planned]]

@@ -1,4 +1,4 @@
-"""``package-versions.tar`` content of one package (spec §6.9): its channels, their versions
+"""``package-versions.tar`` content of one package (R-6.9): its channels, their versions
 and every tag of ``<name>/version``, pulled into one layout."""
 
 from __future__ import annotations

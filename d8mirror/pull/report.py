@@ -1,4 +1,4 @@
-"""The outcome of a pull: summary text (spec §9.4), table rows and ``report.json``."""
+"""The outcome of a pull: summary text (R-9.4), table rows and ``report.json``."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ Modules (one concept each)::
     pusher           push one layout: blobs HEAD-first (mount, upload), manifests byte-exact
     tinyimage        a deterministic tiny image (discovery tags)
     discovery_tags   ``<registry>/<packages path>:<name>`` for every package in the tree
-    access           the write check of §8.6 (an upload session opened and cancelled)
+    access           the write check of R-8.6 (an upload session opened and cancelled)
     verify           every pushed (repository, tag) resolves to the bundle's digest
     summary          the push summary text and the typed result
     blobs            where a blob already is in the target (cross-repository mounts)

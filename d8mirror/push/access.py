@@ -1,4 +1,4 @@
-"""Write check before a push (spec §8.6, Part A Q18).
+"""Write check before a push (R-8.6, Q18).
 
 Proves push permission on ``<registry>`` every time, and leaves nothing behind: a blob upload
 session is opened (``POST …/blobs/uploads/`` needs the push scope) and cancelled at once. The

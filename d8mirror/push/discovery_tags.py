@@ -1,4 +1,4 @@
-"""Discovery index tags (spec §8.5, Part A Q1, Q18).
+"""Discovery index tags (R-8.5, Q1, Q18).
 
 After all layouts: for every directory directly under ``unified/modules/``,
 ``unified/packages/`` and ``unified/deckhouse-cli/plugins/``, tag a deterministic tiny image as

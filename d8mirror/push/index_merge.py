@@ -1,4 +1,4 @@
-"""Push side of the unpack (spec §7.5, §8.4, Part A Q2): merging index files and provenance.
+"""Push side of the unpack (R-7.5, R-8.4, Q2): merging index files and provenance.
 
 Archives are unpacked in sorted order into one tree; each archive's ``index.json`` for a layout
 path goes through :func:`merge_index_into`, which unions it with the one already there
@@ -45,7 +45,7 @@ CHANNEL_NAMES = frozenset(ALL_CHANNELS)
 
 
 def merge_index(existing: Mapping[str, Any], incoming: Mapping[str, Any]) -> dict[str, Any]:
-    """Union of two index documents (§7.5): existing entries first, then new ones, deduped by
+    """Union of two index documents (R-7.5): existing entries first, then new ones, deduped by
     (digest, ref name), stably sorted by ref name; schemaVersion/mediaType fall back to the
     incoming file's. Same short tag with different digests: both kept. LayoutError if invalid."""
     old = parse_index(existing, "existing index.json")
@@ -66,7 +66,7 @@ def merge_index(existing: Mapping[str, Any], incoming: Mapping[str, Any]) -> dic
 
 def pin_aliases(entries: Sequence[IndexEntry]) -> list[IndexEntry]:
     """The channel aliases of a pin in one ``version/index.json`` as an archive brought it
-    (Part A Q2, spec §4): an entry tagged with a channel name that comes *after* an entry of
+    (Q2, R-4): an entry tagged with a channel name that comes *after* an entry of
     the same digest tagged with something else. Both the reference and d8mirror append a pin's
     aliases to the sorted index (copies of the pinned version's descriptor); a pulled channel
     image sorts before its ``v``-prefixed versions and so is never such a copy."""

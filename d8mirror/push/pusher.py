@@ -1,4 +1,4 @@
-"""Push one OCI layout into one target repository (spec §8.4, Part A Q2, Q17).
+"""Push one OCI layout into one target repository (R-8.4, Q2, Q17).
 
 For every short tag (``resolve_short_tags``: last wins, the pin wins on a Q2 conflict, which is
 warned once; descriptors without a short tag are skipped with a warning):

@@ -1,4 +1,4 @@
-"""Routing (spec §8.3, Part A Q1): the path of a layout in the bundle is its registry path.
+"""Routing (R-8.3, Q1): the path of a layout in the bundle is its registry path.
 
 Every directory of the unified tree holding an ``index.json`` is a layout; its registry
 segment is its path relative to the tree. The only translations are the ``packages`` and

@@ -1,4 +1,4 @@
-"""Which descriptor each short tag of a layout pushes (spec §8.4, Part A Q2).
+"""Which descriptor each short tag of a layout pushes (R-8.4, Q2).
 
 One short tag may be given several digests by a merged ``index.json``
 (:mod:`d8mirror.push.index_merge`); :func:`resolve_short_tags` picks one per tag and names
@@ -51,7 +51,7 @@ class ShortTagResolution(Mapping[str, IndexEntry]):
 def resolve_short_tags(entries: Sequence[IndexEntry],
                        preferred: Callable[[IndexEntry], bool] | None = None,
                        ) -> ShortTagResolution:
-    """Which descriptor each short tag pushes (§8.4 + Part A Q2).
+    """Which descriptor each short tag pushes (R-8.4 + Q2).
 
     Default: the last in index order. When a short tag has several digests and ``preferred``
     marks some of its descriptors, the last preferred one wins. Entries without a short tag are

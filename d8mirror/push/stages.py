@@ -157,7 +157,7 @@ def _problems_found(checks: list[Future[list[str]]]) -> list[str]:
 
 def plan_jobs(unified: Path, target: Repository, router: Router,
               ) -> tuple[list[LayoutJob], list[str]]:
-    """Every non-empty layout of the tree, sorted by path (§8.3), and a warning for each
+    """Every non-empty layout of the tree, sorted by path (R-8.3), and a warning for each
     unreadable one (skipped)."""
     jobs: list[LayoutJob] = []
     warnings: list[str] = []
@@ -225,7 +225,7 @@ def push_blobs_ahead(client: RegistryClient, job: LayoutJob, *, locations: BlobL
 def finish_push(client: RegistryClient, unified: Path, target: Repository, router: Router,
                 layouts: PushedLayouts, *, stopped: bool = False,
                 warn: Warn | None = None) -> FinishResult:
-    """Verify every pushed tag; push the discovery tags (§8.5) of the items all of whose
+    """Verify every pushed tag; push the discovery tags (R-8.5) of the items all of whose
     layouts landed and verified (none at all once ``stopped``), withholding the others; verify
     those too."""
     say = warn or log.warning

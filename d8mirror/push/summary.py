@@ -1,4 +1,4 @@
-"""The push outcome: a JSON-able :class:`PushResult` and the framed summary text (§9.4)."""
+"""The push outcome: a JSON-able :class:`PushResult` and the framed summary text (R-9.4)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""A deterministic tiny image (Part A Q18): same label ⇒ same bytes ⇒ same digest.
+"""A deterministic tiny image (Q18): same label ⇒ same bytes ⇒ same digest.
 
-Used for the discovery index tags (§8.5) and the write check (§8.6), so that re-pushing is
+Used for the discovery index tags (R-8.5) and the write check (R-8.6), so that re-pushing is
 idempotent. One uncompressed tar layer holding one file of ``payload_size`` bytes.
 """
 

@@ -1,6 +1,6 @@
-"""Unpack bundle archives into one unified tree (spec §8.2, §7.5, Part A Q2, Q16, Q23).
+"""Unpack bundle archives into one unified tree (R-8.2, R-7.5, Q2, Q16, Q23).
 
-Archives are unpacked in the order given (sorted by the caller, §8.1) with
+Archives are unpacked in the order given (sorted by the caller, R-8.1) with
 :func:`d8mirror.bundle.safe_unpack` straight into ``<tmp>/push/unified``. When an archive
 brings an ``index.json`` for a layout that already has one, the two are merged
 (:func:`d8mirror.push.index_merge.merge_index_into`); every ``index.json`` an archive brings is
@@ -130,7 +130,7 @@ def unpack_one(archive: Path, root: Path, spans: BlobSpans | None = None) -> lis
 
 def _record_q2_roles(root: Path, names: set[str], brought: dict[Path, list[IndexEntry]],
                      source: str) -> None:
-    """Part A Q2, by content: an archive that brings ``packages/<n>/version/index.json``
+    """Q2, by content: an archive that brings ``packages/<n>/version/index.json``
     together with ``packages/<n>/index.json`` is package <n>'s own archive (its pin aliases are
     recorded), one that brings it without is a versions catalog."""
     for layout_dir, entries in brought.items():
@@ -236,7 +236,7 @@ class WorkDir:
 
 
 def default_tmp_dir(bundle_dir: Path | None, archives: Sequence[Path]) -> Path:
-    """``<bundle>/.tmp/mirror``, else ``<dir of the first archive>/.tmp/mirror`` (§8.2)."""
+    """``<bundle>/.tmp/mirror``, else ``<dir of the first archive>/.tmp/mirror`` (R-8.2)."""
     base = bundle_dir if bundle_dir is not None and bundle_dir.is_dir() else (
         archives[0].parent if archives else Path.cwd())
     return base / ".tmp" / "mirror"

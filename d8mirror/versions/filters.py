@@ -1,4 +1,4 @@
-"""Package filters: ``--include-package`` / ``--exclude-package NAME[@CONSTRAINT]`` (§3.1, §3.2).
+"""Package filters: ``--include-package`` / ``--exclude-package NAME[@CONSTRAINT]`` (R-3.1, R-3.2).
 
 Grammar of one expression (whitespace around name and constraint is trimmed)::
 
@@ -28,7 +28,7 @@ _SEMVER_FIRST_CHARS = frozenset("><~^")
 
 @dataclass(frozen=True)
 class ExactTag:
-    """``=tag[+channel]``: one tag pulled as is; ``channel`` gets aliased to it (§4)."""
+    """``=tag[+channel]``: one tag pulled as is; ``channel`` gets aliased to it (R-4)."""
 
     tag: str
     channel: str | None = None
@@ -60,7 +60,7 @@ class PackageConstraint:
         return PackageConstraint(exacts, semvers)
 
     def alias_targets(self) -> list[tuple[str, tuple[str, ...]]]:
-        """§4 steps 1–3: ``[(tag, channels)]`` in declaration order.
+        """R-4 steps 1–3: ``[(tag, channels)]`` in declaration order.
 
         Not exact-only: ``[]``. One exact without ``+channel``: all six channels.
         ``+channel``: just that channel. Several exacts: plain ones get ``()``.
@@ -217,7 +217,7 @@ class PackageFilter:
         return list(self.notes)
 
     def require_whitelist_for_proxy(self) -> None:
-        """Part A Q5: --proxy-registry cannot list the catalog, so packages must be named."""
+        """Q5: --proxy-registry cannot list the catalog, so packages must be named."""
         if not self.is_whitelist:
             raise FilterError(
                 f"--proxy-registry requires a whitelist of packages ({INCLUDE_FLAG}): a proxy "

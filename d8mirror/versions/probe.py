@@ -1,4 +1,4 @@
-"""Find a package's versions without listing tags: the --proxy-registry probe (§2.3, §2.3.1).
+"""Find a package's versions without listing tags: the --proxy-registry probe (R-2.3, R-2.3.1).
 
 Proxies and pull-through caches serve manifests by tag but refuse ``/tags/list``. The probe
 walks candidate versions upward from the constraint's lower bound, asking ``exists`` about
@@ -68,7 +68,7 @@ def probe_versions(
     *,
     should_stop: Callable[[], bool] = _never_stop,
 ) -> list[str]:
-    """Tags ``v<version>`` that exist and match, in walk order (§2.3.1, exact).
+    """Tags ``v<version>`` that exist and match, in walk order (R-2.3.1, exact).
 
     ``exists(tag)`` answers whether the manifest exists (True/False); any exception it raises
     aborts the probe and propagates. ``should_stop()`` is asked before every candidate;
@@ -90,7 +90,7 @@ def probe_versions(
 def proxy_semver_constraints(
     constraint: PackageConstraint | None, package: str
 ) -> list[SemverConstraint]:
-    """The semver sub-constraints to probe for ``package`` in proxy mode (§2.3).
+    """The semver sub-constraints to probe for ``package`` in proxy mode (R-2.3).
 
     No constraint (bare include): ``[]`` — channel versions only. A constraint without
     semver parts (exact pins only, which need no probing; gate with ``needs_tag_listing``)

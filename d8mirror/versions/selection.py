@@ -1,8 +1,8 @@
-"""Which tags of a package to mirror, given its constraint and the registry's tags (§3.4).
+"""Which tags of a package to mirror, given its constraint and the registry's tags (R-3.4).
 
 Semver selection keeps the latest patch of every matching (major, minor) and restores the
 inclusive anchors (``>=`` / ``<=`` literals) that exist among the matching tags. Tags are
-returned exactly as the registry listed them (Part A Q13), in a deterministic order (Q14):
+returned exactly as the registry listed them (Q13), in a deterministic order (Q14):
 exact tags in declaration order, then semver picks ascending by version.
 """
 

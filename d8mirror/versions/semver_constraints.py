@@ -45,7 +45,7 @@ _HYPHEN_RE = re.compile(rf"{_S}*({_CV_PLAIN}){_S}+-{_S}+({_CV_PLAIN}){_S}*")
 _VERSION_RE = re.compile(
     rf"^v?([0-9]+)(?:\.([0-9]+))?(?:\.([0-9]+))?(?:-({_IDENT}))?(?:\+({_IDENT}))?$"
 )
-# §2.3.1: every version literal of a constraint string, operators ignored.
+# R-2.3.1: every version literal of a constraint string, operators ignored.
 _LITERAL_RE = re.compile(r"v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:[-+][0-9A-Za-z.\-]+)?")
 
 _WILDCARDS = frozenset({"x", "X", "*"})
@@ -283,7 +283,7 @@ class SemverConstraint:
     """A parsed semver constraint: OR of AND-groups of comparators.
 
     ``text`` is what the user wrote. ``anchors`` are the inclusive bounds that version
-    selection keeps even when they are not the latest patch of their minor (§3.4).
+    selection keeps even when they are not the latest patch of their minor (R-3.4).
     An *implicit* constraint comes from a bare version in a filter (``name@1.2.3``).
     """
 
@@ -315,7 +315,7 @@ class SemverConstraint:
         return any(all(c.matches(version) for c in group) for group in self._groups)
 
     def lower_bound(self) -> semver.Version:
-        """The smallest version literal in the text, operators ignored (§2.3.1).
+        """The smallest version literal in the text, operators ignored (R-2.3.1).
 
         ``>1.0.0 <=1.5.0`` gives 1.0.0; ``>=1.64 <=1.68`` gives 1.64.0. No literal: 0.0.0.
         """
