@@ -20,6 +20,7 @@ from d8mirror.errors import (
     DeniedError,
     ProtocolError,
     RateLimitedError,
+    RegistryNetworkError,
     ServerError,
     is_retryable,
 )
@@ -115,6 +116,25 @@ def test_redirect_to_another_host_drops_credentials() -> None:
         assert reader.read() == b"abc"
     assert (seen[HOST] or "").startswith("Basic ")
     assert seen["cdn.test"] is None
+
+
+def test_a_tag_list_cut_short_is_retried_and_a_wrong_shape_is_not() -> None:
+    """Invalid JSON in a 200 list (a body cut short on the way) is retryable; valid JSON of
+    the wrong shape is a protocol error."""
+    bodies = [b'{"name": "a/b", "tags": ["v1", "v', b'{"name": "a/b", "tags": ["v1"]}',
+              b'{"name": "a/b", "tags": "v1"}']
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=bodies.pop(0))
+
+    with _mock_client(httpx.MockTransport(handler), None) as client:
+        with pytest.raises(RegistryNetworkError) as cut:
+            client.list_tags("a/b")
+        assert is_retryable(cut.value)
+        assert client.list_tags("a/b") == ["v1"]
+        with pytest.raises(ProtocolError) as shape:
+            client.list_tags("a/b")
+        assert not is_retryable(shape.value)
 
 
 @pytest.mark.parametrize(("status", "headers", "error", "retryable"), [

@@ -533,7 +533,10 @@ def _string_list(response: httpx.Response, key: str) -> list[str]:
     try:
         body: Any = json.loads(read_capped(response, _MAX_LIST_BODY, key))
     except ValueError as exc:
-        raise ProtocolError(f"{url} answered invalid JSON: {exc}", url=url, status=200) from exc
+        # A list carries no digest: a body cut short under a matching Content-Length (a proxy
+        # dropping the connection's tail) is the likely cause, so it is retried like a cut body.
+        raise RegistryNetworkError(f"{url} answered a list that is not valid JSON (cut short "
+                                   f"on the way?): {exc}", url=url, status=200) from exc
     items = body.get(key) if isinstance(body, dict) else None
     if items is None and isinstance(body, dict):
         return []  # some registries send "tags": null for an empty repository
