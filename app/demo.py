@@ -43,8 +43,7 @@ def _expected_digest(client: RegistryClient, repo: str, digest: str) -> str:
     return str((amd64 or children)[0]["digest"])
 
 
-def _compare(content: SeededContent, source: RegistryServer,
-             target: RegistryServer) -> list[str]:
+def _compare(content: SeededContent, source: RegistryServer, target: RegistryServer) -> list[str]:
     """Pulled tags whose digest in the target differs from the source's."""
     problems = []
     with source.client() as src, target.client() as dst:
@@ -53,13 +52,14 @@ def _compare(content: SeededContent, source: RegistryServer,
             if "@" in ref or not repo.startswith(f"{ROOT}{DEFAULT_PACKAGES_PATH}/"):
                 continue
             if tag in set(dst.list_tags(repo)) and (
-                    dst.head_manifest(repo, tag).digest != _expected_digest(src, repo, digest)):
+                dst.head_manifest(repo, tag).digest != _expected_digest(src, repo, digest)
+            ):
                 problems.append(ref)
     return problems
 
 
 def run(out: Path) -> int:
-    with Session() as session:   # one Prefect API server for the pull and the push
+    with Session() as session:  # one Prefect API server for the pull and the push
         return _run(out, session)
 
 
@@ -69,42 +69,55 @@ def _run(out: Path, session: Session) -> int:
     out.mkdir(parents=True)
     bundle = out / "bundle"
     started = time.monotonic()
-    with RegistryServer(out / "source-registry") as source, \
-            RegistryServer(out / "airgap-registry") as target:
+    with (
+        RegistryServer(out / "source-registry") as source,
+        RegistryServer(out / "airgap-registry") as target,
+    ):
         _step(f"seeding demo packages into {source.host}/{ROOT}")
         with source.client() as client:
             content = seed_packages(client, ROOT, demo_spec(), out / "images")
         print(f"{len(content.refs)} references in {len(content.repositories)} repositories")
 
         _step(f"d8mirror pull {bundle} --source {source.host}/{ROOT} --insecure")
-        code = run_command(build_parser().parse_args(
-            ["pull", str(bundle), "--source", f"{source.host}/{ROOT}", "--insecure"]), session)
+        code = run_command(
+            build_parser().parse_args(
+                ["pull", str(bundle), "--source", f"{source.host}/{ROOT}", "--insecure"]
+            ),
+            session,
+        )
         if code:
             return code
         for stat in bundle_stats(bundle):
             print(f"  {stat.name:<28} {stat.size:>12,} bytes")
         problems = verify_sidecars(bundle)
-        print("checksums: " + ("all archives match their .sha256 sidecars" if not problems
-                               else "; ".join(problems)))
+        print(
+            "checksums: "
+            + ("all archives match their .sha256 sidecars" if not problems else "; ".join(problems))
+        )
 
         _step(f"d8mirror push {bundle} {target.host}/{ROOT} --insecure")
-        code = run_command(build_parser().parse_args(
-            ["push", str(bundle), f"{target.host}/{ROOT}", "--insecure"]), session)
+        code = run_command(
+            build_parser().parse_args(["push", str(bundle), f"{target.host}/{ROOT}", "--insecure"]),
+            session,
+        )
         if code:
             return code
         mismatched = _compare(content, source, target)
         if mismatched or problems:
             print(f"target differs from source for: {', '.join(mismatched)}", file=sys.stderr)
             return 1
-    print(f"\nDone in {time.monotonic() - started:.1f} s: every pulled tag resolves to the same "
-          f"digest in the air-gapped registry. Bundle: {bundle}")
+    print(
+        f"\nDone in {time.monotonic() - started:.1f} s: every pulled tag resolves to the same "
+        f"digest in the air-gapped registry. Bundle: {bundle}"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.demo", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("demo-out"),
-                        help="working directory (recreated)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("demo-out"), help="working directory (recreated)"
+    )
     args = parser.parse_args(argv)
     prepare_process()
     return run(args.out)

@@ -27,24 +27,29 @@ def env(name: str) -> str | None:
 # -- registry access: TLS and the credentials block ----------------------------------------------
 def add_tls(parser: argparse.ArgumentParser) -> None:
     """``--insecure``, ``--tls-skip-verify``, ``--ca-file`` (default ``$SSL_CERT_FILE``)."""
-    parser.add_argument("--insecure", action="store_true",
-                        help="use plain HTTP to the registry")
-    parser.add_argument("--tls-skip-verify", action="store_true",
-                        help="do not verify TLS certificates")
-    parser.add_argument("--ca-file", default=env("SSL_CERT_FILE"),
-                        help="extra CA bundle (PEM) to trust (default: $SSL_CERT_FILE)")
+    parser.add_argument("--insecure", action="store_true", help="use plain HTTP to the registry")
+    parser.add_argument(
+        "--tls-skip-verify", action="store_true", help="do not verify TLS certificates"
+    )
+    parser.add_argument(
+        "--ca-file",
+        default=env("SSL_CERT_FILE"),
+        help="extra CA bundle (PEM) to trust (default: $SSL_CERT_FILE)",
+    )
 
 
 def add_credentials_block(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--credentials-block",
-                        help="Prefect Secret block with the credentials")
+    parser.add_argument("--credentials-block", help="Prefect Secret block with the credentials")
 
 
 def registry_access(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~tasks.registry_access.RegistryAccess` fields of the parsed flags."""
-    return {"insecure": args.insecure, "tls_skip_verify": args.tls_skip_verify,
-            "ca_file": args.ca_file,
-            "credentials_block": getattr(args, "credentials_block", None)}
+    return {
+        "insecure": args.insecure,
+        "tls_skip_verify": args.tls_skip_verify,
+        "ca_file": args.ca_file,
+        "credentials_block": getattr(args, "credentials_block", None),
+    }
 
 
 # -- logins ----------------------------------------------------------------------------------------
@@ -53,8 +58,9 @@ def add_source_login(parser: argparse.ArgumentParser) -> None:
     (defaults: D8_MIRROR_SOURCE_LOGIN/PASSWORD, D8_MIRROR_LICENSE_TOKEN)."""
     parser.add_argument("--source-login", default=env("D8_MIRROR_SOURCE_LOGIN"))
     parser.add_argument("--source-password", default=env("D8_MIRROR_SOURCE_PASSWORD"))
-    parser.add_argument("-l", "--license", default=env("D8_MIRROR_LICENSE_TOKEN"),
-                        help="Deckhouse license token")
+    parser.add_argument(
+        "-l", "--license", default=env("D8_MIRROR_LICENSE_TOKEN"), help="Deckhouse license token"
+    )
 
 
 def source_login(args: argparse.Namespace) -> Credentials | None:
@@ -65,8 +71,9 @@ def source_login(args: argparse.Namespace) -> Credentials | None:
         raise ConfigError("--source-password given without --source-login")
     if args.source_login:
         if not args.source_password:
-            raise ConfigError("--source-login given without --source-password (or "
-                              "D8_MIRROR_SOURCE_PASSWORD)")
+            raise ConfigError(
+                "--source-login given without --source-password (or D8_MIRROR_SOURCE_PASSWORD)"
+            )
         return Credentials(args.source_login, args.source_password)
     if args.license:
         return Credentials.license_token(args.license)
@@ -94,5 +101,4 @@ def target_login(args: argparse.Namespace) -> Credentials | None:
 # -- working directory -----------------------------------------------------------------------------
 def add_work_dir(parser: argparse.ArgumentParser, default: str) -> None:
     """``--tmp-dir``; ``default`` says where the command works without it."""
-    parser.add_argument("--tmp-dir", default=None,
-                        help=f"working directory (default: {default})")
+    parser.add_argument("--tmp-dir", default=None, help=f"working directory (default: {default})")

@@ -36,8 +36,11 @@ from d8mirror.errors import ConfigError
 from d8mirror.memory import ARENAS
 
 #: What Prefect's own ``SubprocessASGIServer`` sets for its ephemeral server.
-_SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-               "PREFECT__SERVER_FINAL": "1"}
+_SERVER_ENV = {
+    "PREFECT_UI_ENABLED": "0",
+    "PREFECT__SERVER_EPHEMERAL": "1",
+    "PREFECT__SERVER_FINAL": "1",
+}
 _PR_SET_PDEATHSIG = 1
 #: Source/registry and S3 credentials stay out of the server's environment.
 _CREDENTIAL_PREFIXES = ("D8_MIRROR_", "AWS_")
@@ -47,9 +50,19 @@ _CREDENTIAL_PREFIXES = ("D8_MIRROR_", "AWS_")
 #: the environment sets them. The event persister and the task-run recorder, which keep the
 #: run's records, stay on.
 _ONE_SHOT_SERVICES = {
-    **{f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
-        "CANCELLATION_CLEANUP", "CLEANUP_RECONCILER", "FOREMAN", "LATE_RUNS",
-        "PAUSE_EXPIRATIONS", "REPOSSESSOR", "SCHEDULER", "TRIGGERS")},
+    **{
+        f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
+        for name in (
+            "CANCELLATION_CLEANUP",
+            "CLEANUP_RECONCILER",
+            "FOREMAN",
+            "LATE_RUNS",
+            "PAUSE_EXPIRATIONS",
+            "REPOSSESSOR",
+            "SCHEDULER",
+            "TRIGGERS",
+        )
+    },
     "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "[]",
 }
 
@@ -90,14 +103,29 @@ class EarlyServer:
 
     def start(self) -> EarlyServer:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory",
-             "prefect.server.api.server:create_app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
-            env={**_server_environment(), **_SERVER_ENV}, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env={**_server_environment(), **_SERVER_ENV},
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
             # preexec_fn is only fork-safe while this is the sole thread (the CLI's case)
-            preexec_fn=_die_with_parent if sys.platform == "linux"
-            and threading.active_count() == 1 else None)
+            preexec_fn=_die_with_parent
+            if sys.platform == "linux" and threading.active_count() == 1
+            else None,
+        )
         if not self.restarts:
             atexit.register(self.stop)
         return self
@@ -119,7 +147,8 @@ class EarlyServer:
                     raise ConfigError(
                         f"the local Prefect API server did not answer in {timeout:.0f} s; "
                         "raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or point "
-                        "PREFECT_API_URL at a running server")
+                        "PREFECT_API_URL at a running server"
+                    )
                 time.sleep(0.05)
 
     def _check_alive(self) -> None:
@@ -132,9 +161,11 @@ class EarlyServer:
             self.start()
             return
         home = os.environ.get("PREFECT_HOME", "~/.prefect")
-        raise ConfigError(f"the local Prefect API server exited (code {code}) before it was "
-                          f"ready; check that PREFECT_HOME ({home}) is writable, or point "
-                          "PREFECT_API_URL at a running server")
+        raise ConfigError(
+            f"the local Prefect API server exited (code {code}) before it was "
+            f"ready; check that PREFECT_HOME ({home}) is writable, or point "
+            "PREFECT_API_URL at a running server"
+        )
 
     def stop(self) -> None:
         process, self.process = self.process, None
@@ -168,8 +199,10 @@ def start_early() -> EarlyServer | None:
     try:
         home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create PREFECT_HOME {home}: {exc.strerror or exc}; set "
-                          "PREFECT_HOME to a writable directory") from exc
+        raise ConfigError(
+            f"cannot create PREFECT_HOME {home}: {exc.strerror or exc}; set "
+            "PREFECT_HOME to a writable directory"
+        ) from exc
     return EarlyServer().start()
 
 
@@ -187,8 +220,7 @@ def recording_api(server: EarlyServer | None) -> Iterator[None]:
     from prefect.settings import get_current_settings, temporary_settings
 
     server.wait_ready(float(get_current_settings().server.ephemeral.startup_timeout_seconds))
-    with temporary_settings(updates={"api.url": server.api_url,
-                                     "flows.heartbeat_frequency": None}):
+    with temporary_settings(updates={"api.url": server.api_url, "flows.heartbeat_frequency": None}):
         yield
 
 

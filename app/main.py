@@ -49,8 +49,10 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="d8mirror", description="Mirror Deckhouse packages between OCI registries and "
-        "tar bundles (d8 mirror compatible), running Prefect flows in this process.")
+        prog="d8mirror",
+        description="Mirror Deckhouse packages between OCI registries and "
+        "tar bundles (d8 mirror compatible), running Prefect flows in this process.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in MODULES:
         importlib.import_module(f"{__package__}.commands.{name}").register(sub)
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace, session: Session) -> int:
     try:
         from d8mirror.registry import check_transfer_environment  # httpx: not for --help
 
-        check_transfer_environment()   # D8_MIRROR_TIMEOUT & co: a bad value fails at once
+        check_transfer_environment()  # D8_MIRROR_TIMEOUT & co: a bad value fails at once
         return int(args.run(args, session))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace, session: Session) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     prepare_process()
-    args = build_parser().parse_args(argv)   # --help and bad usage end here
+    args = build_parser().parse_args(argv)  # --help and bad usage end here
     from .session import Session
 
     with Session() as session:

@@ -44,8 +44,12 @@ class Session:
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.close()
 
     def give_credentials(self, registry: str, credentials: Credentials | None) -> None:
@@ -56,8 +60,7 @@ class Session:
         runtime.give_credentials(registry, credentials)
         self._given.add(registry)
 
-    def start(self, flow_module: str,
-              warm_up: Callable[[], Warmer | None] | None = None) -> None:
+    def start(self, flow_module: str, warm_up: Callable[[], Warmer | None] | None = None) -> None:
         """Start the early API server (unless an API is configured or it already runs) and
         the warm-up, then import ``flow_module`` (and Prefect) while the server boots."""
         if self._server is None or self._server.process is None:

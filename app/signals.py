@@ -22,11 +22,12 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     again = "press Ctrl+C again" if signum == signal.SIGINT else "send SIGTERM again"
     # written, not printed: inside a flow run Prefect turns print() into a log line, which the
     # CLI's default log level hides
-    sys.stderr.write(f"\nOperation cancelled by user: finishing what is in flight and keeping "
-                     f"what completed ({again} to abort)\n")
+    sys.stderr.write(
+        f"\nOperation cancelled by user: finishing what is in flight and keeping "
+        f"what completed ({again} to abort)\n"
+    )
     sys.stderr.flush()
-    signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
-                  else signal.SIG_DFL)
+    signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
 
 @contextlib.contextmanager

@@ -61,11 +61,13 @@ def warm_pull(params: PullParameters) -> Warmer | None:
     if not can_warm(options) or params.credentials_block or params.concurrency_limits:
         return None
     registry = options.source.registry
-    client = RegistryClient(registry, credentials=source_credentials(registry),
-                            tls=params.tls(), timeout=TIMEOUT)
-    store = blob_store(params.store_root())   # the flow's own store object: one download each
-    return StoreWarmer(client, store, options, concurrency=params.concurrency,
-                       blob_workers=params.blob_workers).start()
+    client = RegistryClient(
+        registry, credentials=source_credentials(registry), tls=params.tls(), timeout=TIMEOUT
+    )
+    store = blob_store(params.store_root())  # the flow's own store object: one download each
+    return StoreWarmer(
+        client, store, options, concurrency=params.concurrency, blob_workers=params.blob_workers
+    ).start()
 
 
 def warm_push(params: PushParameters) -> Warmer | None:
@@ -81,11 +83,17 @@ def warm_push(params: PushParameters) -> Warmer | None:
     registry = target.registry
     credentials = runtime.given_credentials(registry)
     if credentials is None and params.credentials_block:
-        return None     # a Secret block is read through the API the warm-up does not wait for
+        return None  # a Secret block is read through the API the warm-up does not wait for
     credentials = credentials or target_credentials(registry)
     client = RegistryClient(registry, tls=params.tls(), timeout=TIMEOUT, credentials=credentials)
-    return PushWarmer(client, archives, target, params.router(),
-                      params.tmp_path(archives) / "warmup",
-                      locations=runtime.blob_locations(registry),
-                      checked=runtime.checked_files(), concurrency=params.concurrency,
-                      blob_workers=params.blob_workers).start()
+    return PushWarmer(
+        client,
+        archives,
+        target,
+        params.router(),
+        params.tmp_path(archives) / "warmup",
+        locations=runtime.blob_locations(registry),
+        checked=runtime.checked_files(),
+        concurrency=params.concurrency,
+        blob_workers=params.blob_workers,
+    ).start()

@@ -96,41 +96,73 @@ def bench(size_mib: int, workdir: Path) -> None:
         started = time.perf_counter()
         image = build_and_push(server, workdir, size)
         layer = image.blobs[-1]
-        print(f"seeded {layer.size / 2**20:.0f} MiB layer in "
-              f"{time.perf_counter() - started:.1f} s on {server.host}")
+        print(
+            f"seeded {layer.size / 2**20:.0f} MiB layer in "
+            f"{time.perf_counter() - started:.1f} s on {server.host}"
+        )
         total = sum(blob.size for blob in image.blobs) + image.size
 
         dest = workdir / "fetched.blob"
-        ours = run_measured([sys.executable, __file__, "--fetch-child", server.host,
-                             layer.digest, str(layer.size), str(dest)])
+        ours = run_measured(
+            [
+                sys.executable,
+                __file__,
+                "--fetch-child",
+                server.host,
+                layer.digest,
+                str(layer.size),
+                str(dest),
+            ]
+        )
         inner = json.loads(ours.stdout.strip().splitlines()[-1])["seconds"]
         dest.unlink()
 
         oci_dir = workdir / "skopeo-oci"
-        skopeo = run_measured(["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false",
-                               f"docker://{server.host}/{REPO}:{TAG}", f"oci:{oci_dir}:{TAG}"])
+        skopeo = run_measured(
+            [
+                "skopeo",
+                "--insecure-policy",
+                "copy",
+                "--src-tls-verify=false",
+                f"docker://{server.host}/{REPO}:{TAG}",
+                f"oci:{oci_dir}:{TAG}",
+            ]
+        )
         shutil.rmtree(oci_dir, ignore_errors=True)
 
     mib = 2**20
     print(f"{'tool':<34} {'wall s':>8} {'MiB/s':>8} {'peak RSS MiB':>13}")
-    print(f"{'fetch_blob (in-process timer)':<34} {inner:8.2f} {layer.size / mib / inner:8.1f}"
-          f" {'':>13}")
-    print(f"{'fetch_blob (child process wall)':<34} {ours.wall:8.2f} "
-          f"{layer.size / mib / ours.wall:8.1f} {ours.max_rss_mib:13.1f}")
-    print(f"{'skopeo copy -> oci: (whole image)':<34} {skopeo.wall:8.2f} "
-          f"{total / mib / skopeo.wall:8.1f} {skopeo.max_rss_mib:13.1f}")
-    print(f"ratio wall fetch_blob/skopeo = {inner / skopeo.wall:.2f} (in-process timer), "
-          f"{ours.wall / skopeo.wall:.2f} (child wall, incl. interpreter start); "
-          f"peak RSS ratio = {ours.max_rss_mib / skopeo.max_rss_mib:.2f}")
+    print(
+        f"{'fetch_blob (in-process timer)':<34} {inner:8.2f} {layer.size / mib / inner:8.1f}"
+        f" {'':>13}"
+    )
+    print(
+        f"{'fetch_blob (child process wall)':<34} {ours.wall:8.2f} "
+        f"{layer.size / mib / ours.wall:8.1f} {ours.max_rss_mib:13.1f}"
+    )
+    print(
+        f"{'skopeo copy -> oci: (whole image)':<34} {skopeo.wall:8.2f} "
+        f"{total / mib / skopeo.wall:8.1f} {skopeo.max_rss_mib:13.1f}"
+    )
+    print(
+        f"ratio wall fetch_blob/skopeo = {inner / skopeo.wall:.2f} (in-process timer), "
+        f"{ours.wall / skopeo.wall:.2f} (child wall, incl. interpreter start); "
+        f"peak RSS ratio = {ours.max_rss_mib / skopeo.max_rss_mib:.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="where the registry, image and downloads live (default: temp)")
-    parser.add_argument("--fetch-child", nargs=4, metavar=("HOST", "DIGEST", "SIZE", "DEST"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the registry, image and downloads live (default: temp)",
+    )
+    parser.add_argument(
+        "--fetch-child", nargs=4, metavar=("HOST", "DIGEST", "SIZE", "DEST"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.fetch_child:
         host, digest, size, dest = args.fetch_child

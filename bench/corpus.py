@@ -35,29 +35,35 @@ MiB = 1 << 20
 class CorpusSpec:
     packages: int = 12
     versions: int = 4
-    payload: int = 3 * MiB            # per main image (shared base + own layer)
+    payload: int = 3 * MiB  # per main image (shared base + own layer)
     shared_fraction: float = 0.3
-    extra_payload: int = 256 << 10    # small extra image per package
-    big_packages: int = 2             # packages whose extra image is one big layer
+    extra_payload: int = 256 << 10  # small extra image per package
+    big_packages: int = 2  # packages whose extra image is one big layer
     big_layer: int = 40 * MiB
-    huge_layer: int = 0               # one more extra image of this size (0 = none)
-    changed_packages: int = 2         # packages that get a new version in update_corpus
+    huge_layer: int = 0  # one more extra image of this size (0 = none)
+    changed_packages: int = 2  # packages that get a new version in update_corpus
 
     @staticmethod
     def preset(name: str) -> CorpusSpec:
         if name == "small":
             return CorpusSpec()
         if name == "full":
-            return CorpusSpec(payload=40 * MiB, extra_payload=1 * MiB, big_packages=3,
-                              big_layer=200 * MiB)
+            return CorpusSpec(
+                payload=40 * MiB, extra_payload=1 * MiB, big_packages=3, big_layer=200 * MiB
+            )
         raise ValueError(f"unknown preset {name!r}")
 
     def estimated_unique_bytes(self) -> int:
         base = round(self.payload * self.shared_fraction)
         own = self.payload - base
         small = self.packages - self.big_packages
-        return (base + self.packages * self.versions * own + small * self.extra_payload
-                + self.big_packages * self.big_layer + self.huge_layer)
+        return (
+            base
+            + self.packages * self.versions * own
+            + small * self.extra_payload
+            + self.big_packages * self.big_layer
+            + self.huge_layer
+        )
 
 
 def _versions(count: int, start: int = 0) -> tuple[str, ...]:
@@ -69,42 +75,62 @@ def _channels(versions: tuple[str, ...]) -> dict[str, str]:
     there are fewer than 5)."""
     newest = list(reversed(versions))
     pick = [newest[min(i, len(newest) - 1)] for i in (0, 1, 2, 3, 3)]
-    return dict(zip(("alpha", "beta", "early-access", "stable", "rock-solid"), pick,
-                    strict=True))
+    return dict(zip(("alpha", "beta", "early-access", "stable", "rock-solid"), pick, strict=True))
 
 
-def _package(spec: CorpusSpec, index: int, versions: tuple[str, ...],
-             big: bool) -> PackageSpec:
+def _package(spec: CorpusSpec, index: int, versions: tuple[str, ...], big: bool) -> PackageSpec:
     extra = ExtraSpec("bigdata" if big else "scanner", "v0.1.0")
     return PackageSpec(
-        name=f"pkg{index:02d}", versions=versions, channels=_channels(versions),
-        extras=(extra,), internal_images=2, vex_versions=(versions[-1],),
-        vex_internal=False, vex_extras=(extra.name,),
-        manifest_format="docker" if index % 4 == 3 else "oci")
+        name=f"pkg{index:02d}",
+        versions=versions,
+        channels=_channels(versions),
+        extras=(extra,),
+        internal_images=2,
+        vex_versions=(versions[-1],),
+        vex_internal=False,
+        vex_extras=(extra.name,),
+        manifest_format="docker" if index % 4 == 3 else "oci",
+    )
 
 
 def _seed_specs(spec: CorpusSpec, versions: Mapping[int, tuple[str, ...]]) -> list[SeedSpec]:
     """One SeedSpec per extra size (small extras, big extras), same shared base layer."""
-    small = tuple(_package(spec, i, versions[i], False)
-                  for i in range(spec.packages - spec.big_packages) if i in versions)
-    big = tuple(_package(spec, i, versions[i], True)
-                for i in range(spec.packages - spec.big_packages, spec.packages) if i in versions)
+    small = tuple(
+        _package(spec, i, versions[i], False)
+        for i in range(spec.packages - spec.big_packages)
+        if i in versions
+    )
+    big = tuple(
+        _package(spec, i, versions[i], True)
+        for i in range(spec.packages - spec.big_packages, spec.packages)
+        if i in versions
+    )
     specs = []
     if small:
-        specs.append(SeedSpec(packages=small, extra_payload_size=spec.extra_payload,
-                              payload_size=spec.payload,
-                              shared_layer_fraction=spec.shared_fraction))
+        specs.append(
+            SeedSpec(
+                packages=small,
+                extra_payload_size=spec.extra_payload,
+                payload_size=spec.payload,
+                shared_layer_fraction=spec.shared_fraction,
+            )
+        )
     if big:
-        specs.append(SeedSpec(packages=big, extra_payload_size=spec.big_layer,
-                              payload_size=spec.payload,
-                              shared_layer_fraction=spec.shared_fraction))
+        specs.append(
+            SeedSpec(
+                packages=big,
+                extra_payload_size=spec.big_layer,
+                payload_size=spec.payload,
+                shared_layer_fraction=spec.shared_fraction,
+            )
+        )
     return specs
 
 
 @dataclass
 class Corpus:
     spec: CorpusSpec
-    refs: dict[str, str]              # repo:tag or repo@digest (no host) -> manifest digest
+    refs: dict[str, str]  # repo:tag or repo@digest (no host) -> manifest digest
     seconds: float
 
     def mirrored_refs(self) -> list[str]:
@@ -117,8 +143,9 @@ def _merge(refs: dict[str, str], content: SeededContent) -> None:
     refs.update(content.refs)
 
 
-def _add_huge(client: RegistryClient, workdir: Path, spec: CorpusSpec,
-              refs: dict[str, str]) -> None:
+def _add_huge(
+    client: RegistryClient, workdir: Path, spec: CorpusSpec, refs: dict[str, str]
+) -> None:
     """``pkg00``'s extra image list cannot grow without new main images, so the huge layer
     replaces pkg00's small extra image under the same tag."""
     from testbed.images import ImageBuilder, RandomFile
@@ -129,8 +156,7 @@ def _add_huge(client: RegistryClient, workdir: Path, spec: CorpusSpec,
     for blob in image.blobs:
         if not client.blob_exists(repo, blob.digest):
             client.upload_blob(repo, blob.digest, blob.path, size=blob.size)
-    refs[f"{repo}:v0.1.0"] = client.put_manifest(repo, "v0.1.0", image.manifest,
-                                                 image.media_type)
+    refs[f"{repo}:v0.1.0"] = client.put_manifest(repo, "v0.1.0", image.manifest, image.media_type)
 
 
 def seed_corpus(client: RegistryClient, spec: CorpusSpec, workdir: Path) -> Corpus:
@@ -150,12 +176,14 @@ def update_corpus(client: RegistryClient, corpus: Corpus, workdir: Path) -> list
     new or moved references. The old versions stay, so the re-pull keeps 4 of them and adds 1."""
     spec = corpus.spec
     step = max(1, spec.packages // max(1, spec.changed_packages))
-    chosen = list(range(0, spec.packages, step))[:spec.changed_packages]
+    chosen = list(range(0, spec.packages, step))[: spec.changed_packages]
     versions = {i: _versions(spec.versions + 1) for i in chosen}
     before = dict(corpus.refs)
     for seed_spec in _seed_specs(spec, versions):
-        _merge(corpus.refs, seed_packages(client, ROOT, replace(seed_spec, catalog=False),
-                                          workdir, workers=4))
+        _merge(
+            corpus.refs,
+            seed_packages(client, ROOT, replace(seed_spec, catalog=False), workdir, workers=4),
+        )
     if spec.huge_layer and 0 in chosen:
         _add_huge(client, workdir, spec, corpus.refs)
     return sorted(r for r, d in corpus.refs.items() if before.get(r) != d)

@@ -110,17 +110,21 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
-    cpu: float = 0.0          # user + system seconds of the whole (reaped) process tree
+    cpu: float = 0.0  # user + system seconds of the whole (reaped) process tree
 
 
-def run_tree(command: list[str], *, env: dict[str, str] | None = None,
-             poll: float = 0.05, timeout: float = 3600) -> Run:
+def run_tree(
+    command: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    poll: float = 0.05,
+    timeout: float = 3600,
+) -> Run:
     """Run ``command``; wall time, peak summed RSS and write_bytes of its process tree."""
     started = time.perf_counter()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(command, stdout=out, stderr=err, env=env,
-                                   start_new_session=True)
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=env, start_new_session=True)
         peak, written = 0, dict[int, int]()
         while process.poll() is None:
             pids = _tree(process.pid)
@@ -138,14 +142,14 @@ def run_tree(command: list[str], *, env: dict[str, str] | None = None,
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
-    return Run(wall, peak / 1024, sum(written.values()), process.returncode, stdout, stderr,
-               cpu)
+    return Run(wall, peak / 1024, sum(written.values()), process.returncode, stdout, stderr, cpu)
 
 
 def checked(run: Run, what: str) -> Run:
     if run.returncode != 0:
-        raise RuntimeError(f"{what} failed ({run.returncode}):\n{run.stdout[-3000:]}\n"
-                           f"{run.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{what} failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+        )
     return run
 
 
@@ -201,13 +205,13 @@ def disk_write_rate(path: Path, size: int) -> float:
 
 # -- skopeo baseline (runs as a child: one process tree to measure) ------------------------------
 def _package_of(ref: str) -> str:
-    return ref[len(f"{ROOT}/packages/"):].split("/", 1)[0].split(":", 1)[0].split("@", 1)[0]
+    return ref[len(f"{ROOT}/packages/") :].split("/", 1)[0].split(":", 1)[0].split("@", 1)[0]
 
 
 def _layout_name(ref: str) -> str:
     """A ref name inside the package's single layout: sub-repo and tag joined with '-'."""
     repo, _sep, tag = ref.partition("@") if "@" in ref else ref.rpartition(":")
-    sub = repo[len(f"{ROOT}/packages/"):].split("/", 1)[1:]
+    sub = repo[len(f"{ROOT}/packages/") :].split("/", 1)[1:]
     tag = tag.replace(":", "-")
     return "-".join([*(s.replace("/", "-") for s in sub), tag])
 
@@ -224,11 +228,23 @@ def skopeo_pull_child(host: str, refs_file: str, out: str, workers: int) -> None
     def one(package: str) -> None:
         layout = root / "layouts" / package
         for ref in by_package[package]:
-            subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--src-tls-verify=false",
-                            f"docker://{host}/{ref}", f"oci:{layout}:{_layout_name(ref)}"],
-                           check=True, stdout=subprocess.DEVNULL)
-        subprocess.run(["tar", "-cf", str(root / "bundle" / f"package-{package}.tar"), "-C",
-                        str(layout), "."], check=True)
+            subprocess.run(
+                [
+                    "skopeo",
+                    "--insecure-policy",
+                    "copy",
+                    "-q",
+                    "--src-tls-verify=false",
+                    f"docker://{host}/{ref}",
+                    f"oci:{layout}:{_layout_name(ref)}",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        subprocess.run(
+            ["tar", "-cf", str(root / "bundle" / f"package-{package}.tar"), "-C", str(layout), "."],
+            check=True,
+        )
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(one, sorted(by_package)))
@@ -244,9 +260,19 @@ def skopeo_push_child(host: str, refs_file: str, out: str, workers: int) -> None
         layout = Path(out) / "layouts" / package
         for ref in by_package[package]:
             dest = ref if "@" not in ref else ref.replace("@sha256:", ":sha256-")
-            subprocess.run(["skopeo", "--insecure-policy", "copy", "-q",
-                            "--dest-tls-verify=false", f"oci:{layout}:{_layout_name(ref)}",
-                            f"docker://{host}/{dest}"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    "skopeo",
+                    "--insecure-policy",
+                    "copy",
+                    "-q",
+                    "--dest-tls-verify=false",
+                    f"oci:{layout}:{_layout_name(ref)}",
+                    f"docker://{host}/{dest}",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(one, sorted(by_package)))
@@ -255,16 +281,30 @@ def skopeo_push_child(host: str, refs_file: str, out: str, workers: int) -> None
 # -- Prefect set-ups for the CLI -----------------------------------------------------------------
 def base_env(prefect_home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(prefect_home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               DO_NOT_TRACK="1", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
+    env.update(
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+    )
     return env
 
 
 LEAN_SERVER = {
     "PREFECT_API_DATABASE_MIGRATE_ON_START": "false",
-    **{f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
-        "CANCELLATION_CLEANUP", "FOREMAN", "LATE_RUNS", "SCHEDULER", "PAUSE_EXPIRATIONS",
-        "REPOSSESSOR", "CLEANUP_RECONCILER", "TRIGGERS")},
+    **{
+        f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
+        for name in (
+            "CANCELLATION_CLEANUP",
+            "FOREMAN",
+            "LATE_RUNS",
+            "SCHEDULER",
+            "PAUSE_EXPIRATIONS",
+            "REPOSSESSOR",
+            "CLEANUP_RECONCILER",
+            "TRIGGERS",
+        )
+    },
     "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "[]",
 }
 
@@ -290,8 +330,12 @@ class PrefectServer:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=base_env(self.home), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True)
+                env=base_env(self.home),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         while time.perf_counter() - started < 120:
             if self.process.poll() is not None:
                 raise RuntimeError(f"prefect server exited:\n{self.log.read_text()[-2000:]}")
@@ -323,8 +367,8 @@ class Row:
     name: str
     run: Run | None = None
     wall: float = 0.0
-    payload: int = 0          # unique bytes moved
-    bundle: int = 0           # bytes in the bundle dir
+    payload: int = 0  # unique bytes moved
+    bundle: int = 0  # bytes in the bundle dir
     requests: int | None = None
     note: str = ""
     registry_cpu: float = 0.0  # CPU seconds the registry serving the step used meanwhile
@@ -353,9 +397,20 @@ class Bench:
         command = [D8MIRROR, *argv]
         if self.profile_dir is not None:
             self.profile_dir.mkdir(parents=True, exist_ok=True)
-            command = [str(REPO_ROOT / ".venv" / "bin" / "py-spy"), "record", "--subprocesses",
-                       "--nonblocking", "-r", "50", "--format", "raw",
-                       "-o", str(self.profile_dir / f"{name}.txt"), "--", *command]
+            command = [
+                str(REPO_ROOT / ".venv" / "bin" / "py-spy"),
+                "record",
+                "--subprocesses",
+                "--nonblocking",
+                "-r",
+                "50",
+                "--format",
+                "raw",
+                "-o",
+                str(self.profile_dir / f"{name}.txt"),
+                "--",
+                *command,
+            ]
         return run_tree(command, env=env or self.env())
 
     def env(self) -> dict[str, str]:
@@ -372,14 +427,21 @@ class Bench:
 
         def dry(name: str, env: dict[str, str]) -> tuple[float, float]:
             bundle = self.work / "dry" / name
-            run = checked(run_tree([D8MIRROR, "pull", str(bundle), "--source", source,
-                                    "--insecure", "--dry-run"], env=env), f"dry-run {name}")
+            run = checked(
+                run_tree(
+                    [D8MIRROR, "pull", str(bundle), "--source", source, "--insecure", "--dry-run"],
+                    env=env,
+                ),
+                f"dry-run {name}",
+            )
             return run.wall, run.peak_rss_mib
 
         py = str(REPO_ROOT / ".venv" / "bin" / "python")
-        for label, code in (("python -c pass", "pass"),
-                            ("import app.main (parser only)", "import app.main"),
-                            ("import flows.pull (prefect)", "import flows.pull")):
+        for label, code in (
+            ("python -c pass", "pass"),
+            ("import app.main (parser only)", "import app.main"),
+            ("import flows.pull (prefect)", "import flows.pull"),
+        ):
             run = checked(run_tree([py, "-c", code], env=base_env(self.home)), label)
             self.overheads.append((label, run.wall, run.peak_rss_mib, "imports only"))
         fresh = self.work / "prefect-fresh"
@@ -392,37 +454,51 @@ class Bench:
         self.limits["fixed_overhead"] = wall
         lean = {**base_env(self.home), **LEAN_SERVER}
         wall, rss = dry("ephemeral-lean", lean)
-        self.overheads.append(("ephemeral, warm, no migrate + 8 services off", wall, rss,
-                               "records kept"))
+        self.overheads.append(
+            ("ephemeral, warm, no migrate + 8 services off", wall, rss, "records kept")
+        )
         server = PrefectServer(self.work / "prefect-server-home")
         try:
             start = server.start()
-            self.overheads.append(("prefect server start (fresh DB), ready", start,
-                                   server.rss_mib(), "one-time, long-lived"))
+            self.overheads.append(
+                (
+                    "prefect server start (fresh DB), ready",
+                    start,
+                    server.rss_mib(),
+                    "one-time, long-lived",
+                )
+            )
             env = {**base_env(self.home), "PREFECT_API_URL": server.api_url}
             dry("server-warmup", env)
             wall, rss = dry("server", env)
-            self.overheads.append(("pre-started server + PREFECT_API_URL", wall, rss,
-                                   "client tree only"))
+            self.overheads.append(
+                ("pre-started server + PREFECT_API_URL", wall, rss, "client tree only")
+            )
             self.limits["fixed_overhead_server"] = wall
         finally:
             server.stop()
         server = PrefectServer(self.work / "prefect-server-home")
         try:
             start = server.start()
-            self.overheads.append(("prefect server start (existing DB), ready", start,
-                                   server.rss_mib(), "restart"))
+            self.overheads.append(
+                ("prefect server start (existing DB), ready", start, server.rss_mib(), "restart")
+            )
         finally:
             server.stop()
 
     def measure_limits(self, source: RegistryServer, largest: tuple[str, str, int]) -> None:
         self.limits["sha256"] = sha256_rate()
-        self.limits["disk"] = disk_write_rate(self.work / "disk-probe",
-                                              self.args.disk_probe_mib * MiB)
+        self.limits["disk"] = disk_write_rate(
+            self.work / "disk-probe", self.args.disk_probe_mib * MiB
+        )
         repo, digest, size = largest
         target = self.work / "curl.blob"
-        run = checked(run_tree(["curl", "-sf", "-o", str(target),
-                                f"http://{source.host}/v2/{repo}/blobs/{digest}"]), "curl")
+        run = checked(
+            run_tree(
+                ["curl", "-sf", "-o", str(target), f"http://{source.host}/v2/{repo}/blobs/{digest}"]
+            ),
+            "curl",
+        )
         self.limits["curl"] = size / run.wall
         self.limits["curl_size"] = size
         target.unlink()
@@ -442,9 +518,12 @@ class Bench:
         with source.client(timeout=600.0) as client:
             corpus = seed_corpus(client, spec, cache)
         refs = corpus.mirrored_refs()
-        print(f"# corpus: {len(corpus.refs)} refs ({len(refs)} mirrored), est. "
-              f"{spec.estimated_unique_bytes() / 1e6:.0f} MB unique, seeded in "
-              f"{corpus.seconds:.1f} s on {source.host}", flush=True)
+        print(
+            f"# corpus: {len(corpus.refs)} refs ({len(refs)} mirrored), est. "
+            f"{spec.estimated_unique_bytes() / 1e6:.0f} MB unique, seeded in "
+            f"{corpus.seconds:.1f} s on {source.host}",
+            flush=True,
+        )
 
         if args.prefect == "server":
             self.prefect_server = PrefectServer(self.work / "prefect-bench-server")
@@ -455,28 +534,57 @@ class Bench:
             print("# (g) overhead done", flush=True)
         else:
             dry_env = self.env()
-            checked(run_tree([D8MIRROR, "pull", str(self.work / "dry" / "w"), "--source",
-                              f"{empty.host}/{ROOT}", "--insecure", "--dry-run"],
-                             env=dry_env), "warm-up")
+            checked(
+                run_tree(
+                    [
+                        D8MIRROR,
+                        "pull",
+                        str(self.work / "dry" / "w"),
+                        "--source",
+                        f"{empty.host}/{ROOT}",
+                        "--insecure",
+                        "--dry-run",
+                    ],
+                    env=dry_env,
+                ),
+                "warm-up",
+            )
 
         # (a) cold pull
         tmp = self.work / "d8-tmp"
         bundle = self.work / "bundle-cold"
         source.clear_requests()
-        pull_args = ["--source", f"{source.host}/{ROOT}", "--insecure", "--tmp-dir", str(tmp),
-                     "--concurrency", str(args.concurrency)]
+        pull_args = [
+            "--source",
+            f"{source.host}/{ROOT}",
+            "--insecure",
+            "--tmp-dir",
+            str(tmp),
+            "--concurrency",
+            str(args.concurrency),
+        ]
         reg_cpu = cpu_seconds(source.pid)
         cold = checked(self.cli("pull-cold", "pull", str(bundle), *pull_args), "cold pull")
         reg_cpu = cpu_seconds(source.pid) - reg_cpu
         unique = tree_bytes(tmp / "blobs" / "sha256")
         report = json.loads((bundle / "report.json").read_text())
-        self.rows.append(Row("d8mirror cold pull", cold, cold.wall, unique, tree_bytes(bundle),
-                             len(source.requests()), registry_cpu=reg_cpu,
-                             extra={"flow_s": report.get("elapsed_seconds"),
-                                    "mix": request_mix(source)}))
+        self.rows.append(
+            Row(
+                "d8mirror cold pull",
+                cold,
+                cold.wall,
+                unique,
+                tree_bytes(bundle),
+                len(source.requests()),
+                registry_cpu=reg_cpu,
+                extra={"flow_s": report.get("elapsed_seconds"), "mix": request_mix(source)},
+            )
+        )
         print(f"# (a) cold pull {cold.wall:.1f} s", flush=True)
-        blobs = sorted(((os.path.getsize(p), p.name) for p in (tmp / "blobs" / "sha256").iterdir()),
-                       reverse=True)
+        blobs = sorted(
+            ((os.path.getsize(p), p.name) for p in (tmp / "blobs" / "sha256").iterdir()),
+            reverse=True,
+        )
         largest_size, largest_hex = blobs[0]
         largest_repo = self._repo_of_blob(source, f"sha256:{largest_hex}", refs)
         self.measure_limits(source, (largest_repo, f"sha256:{largest_hex}", largest_size))
@@ -487,25 +595,54 @@ class Bench:
         skopeo_out = self.work / "skopeo"
         source.clear_requests()
         reg_cpu = cpu_seconds(source.pid)
-        sk = checked(run_tree([sys.executable, __file__, "--skopeo-pull", source.host,
-                               str(refs_file), str(skopeo_out), str(args.concurrency)]),
-                     "skopeo pull")
-        self.rows.append(Row("skopeo copy -> oci: + tar", sk, sk.wall, unique,
-                             tree_bytes(skopeo_out / "bundle"), len(source.requests()),
-                             registry_cpu=cpu_seconds(source.pid) - reg_cpu,
-                             note=f"{len(refs)} images, {args.concurrency} packages at once",
-                             extra={"mix": request_mix(source)}))
+        sk = checked(
+            run_tree(
+                [
+                    sys.executable,
+                    __file__,
+                    "--skopeo-pull",
+                    source.host,
+                    str(refs_file),
+                    str(skopeo_out),
+                    str(args.concurrency),
+                ]
+            ),
+            "skopeo pull",
+        )
+        self.rows.append(
+            Row(
+                "skopeo copy -> oci: + tar",
+                sk,
+                sk.wall,
+                unique,
+                tree_bytes(skopeo_out / "bundle"),
+                len(source.requests()),
+                registry_cpu=cpu_seconds(source.pid) - reg_cpu,
+                note=f"{len(refs)} images, {args.concurrency} packages at once",
+                extra={"mix": request_mix(source)},
+            )
+        )
         print(f"# (b) skopeo pull {sk.wall:.1f} s", flush=True)
 
         # (c) warm re-pull
         source.clear_requests()
         reg_cpu = cpu_seconds(source.pid)
-        warm = checked(self.cli("pull-warm", "pull", str(self.work / "bundle-warm"), *pull_args),
-                       "warm pull")
-        self.rows.append(Row("d8mirror warm re-pull", warm, warm.wall, 0,
-                             tree_bytes(self.work / "bundle-warm"), len(source.requests()),
-                             note="same tmp, fresh bundle", extra={"mix": request_mix(source)},
-                             registry_cpu=cpu_seconds(source.pid) - reg_cpu))
+        warm = checked(
+            self.cli("pull-warm", "pull", str(self.work / "bundle-warm"), *pull_args), "warm pull"
+        )
+        self.rows.append(
+            Row(
+                "d8mirror warm re-pull",
+                warm,
+                warm.wall,
+                0,
+                tree_bytes(self.work / "bundle-warm"),
+                len(source.requests()),
+                note="same tmp, fresh bundle",
+                extra={"mix": request_mix(source)},
+                registry_cpu=cpu_seconds(source.pid) - reg_cpu,
+            )
+        )
         shutil.rmtree(self.work / "bundle-warm")
         print(f"# (c) warm pull {warm.wall:.1f} s", flush=True)
 
@@ -515,36 +652,84 @@ class Bench:
         before = unique
         source.clear_requests()
         reg_cpu = cpu_seconds(source.pid)
-        upd = checked(self.cli("pull-changed", "pull", str(self.work / "bundle-changed"),
-                               *pull_args), "changed pull")
+        upd = checked(
+            self.cli("pull-changed", "pull", str(self.work / "bundle-changed"), *pull_args),
+            "changed pull",
+        )
         new_bytes = tree_bytes(tmp / "blobs" / "sha256") - before
-        self.rows.append(Row("d8mirror re-pull, ~5% changed", upd, upd.wall, new_bytes,
-                             tree_bytes(self.work / "bundle-changed"), len(source.requests()),
-                             note=f"{len(changed)} of {len(refs)} refs new/moved",
-                             registry_cpu=cpu_seconds(source.pid) - reg_cpu))
+        self.rows.append(
+            Row(
+                "d8mirror re-pull, ~5% changed",
+                upd,
+                upd.wall,
+                new_bytes,
+                tree_bytes(self.work / "bundle-changed"),
+                len(source.requests()),
+                note=f"{len(changed)} of {len(refs)} refs new/moved",
+                registry_cpu=cpu_seconds(source.pid) - reg_cpu,
+            )
+        )
         shutil.rmtree(self.work / "bundle-changed")
         print(f"# (d) changed pull {upd.wall:.1f} s", flush=True)
 
         # (e) push
         target = self.registry("target-d8")
         reg_cpu = cpu_seconds(target.pid)
-        push = checked(self.cli("push", "push", str(bundle), f"{target.host}/{ROOT}",
-                                "--insecure", "--tmp-dir", str(self.work / "push-tmp"),
-                                "--concurrency", str(args.concurrency)), "push")
-        self.rows.append(Row("d8mirror push (empty target)", push, push.wall, unique,
-                             tree_bytes(bundle), len(target.requests()),
-                             registry_cpu=cpu_seconds(target.pid) - reg_cpu))
+        push = checked(
+            self.cli(
+                "push",
+                "push",
+                str(bundle),
+                f"{target.host}/{ROOT}",
+                "--insecure",
+                "--tmp-dir",
+                str(self.work / "push-tmp"),
+                "--concurrency",
+                str(args.concurrency),
+            ),
+            "push",
+        )
+        self.rows.append(
+            Row(
+                "d8mirror push (empty target)",
+                push,
+                push.wall,
+                unique,
+                tree_bytes(bundle),
+                len(target.requests()),
+                registry_cpu=cpu_seconds(target.pid) - reg_cpu,
+            )
+        )
         print(f"# (e) push {push.wall:.1f} s", flush=True)
         target.stop()
         shutil.rmtree(target.directory, ignore_errors=True)
         target = self.registry("target-skopeo")
         reg_cpu = cpu_seconds(target.pid)
-        skp = checked(run_tree([sys.executable, __file__, "--skopeo-push", target.host,
-                                str(refs_file), str(skopeo_out), str(args.concurrency)]),
-                      "skopeo push")
-        self.rows.append(Row("skopeo copy oci: -> docker://", skp, skp.wall, unique,
-                             tree_bytes(skopeo_out / "bundle"), len(target.requests()),
-                             registry_cpu=cpu_seconds(target.pid) - reg_cpu))
+        skp = checked(
+            run_tree(
+                [
+                    sys.executable,
+                    __file__,
+                    "--skopeo-push",
+                    target.host,
+                    str(refs_file),
+                    str(skopeo_out),
+                    str(args.concurrency),
+                ]
+            ),
+            "skopeo push",
+        )
+        self.rows.append(
+            Row(
+                "skopeo copy oci: -> docker://",
+                skp,
+                skp.wall,
+                unique,
+                tree_bytes(skopeo_out / "bundle"),
+                len(target.requests()),
+                registry_cpu=cpu_seconds(target.pid) - reg_cpu,
+            )
+        )
         target.stop()
         shutil.rmtree(target.directory, ignore_errors=True)
         self.print_table(corpus.spec, largest_size)
@@ -566,15 +751,21 @@ class Bench:
         by = {r.name: r for r in self.rows}
         cold, sk = by["d8mirror cold pull"], by["skopeo copy -> oci: + tar"]
         print()
-        print(f"corpus: {spec.packages} packages x {spec.versions} versions, unique "
-              f"{cold.payload / 1e6:.0f} MB, largest blob {largest / MiB:.0f} MiB; "
-              f"bundle {cold.bundle / 1e6:.0f} MB; prefect mode: {self.args.prefect}")
-        print(f"limits: sha256 {lim['sha256'] / 1e6:.0f} MB/s (1 thread, 1 MiB), disk write+fsync "
-              f"{lim['disk'] / 1e6:.0f} MB/s, curl GET of largest blob "
-              f"{lim['curl'] / 1e6:.0f} MB/s; byte limit min(sha256, disk) = "
-              f"{limit / 1e6:.0f} MB/s")
-        head = (f"{'step':<32} {'wall s':>7} {'MB/s':>7} {'vs skopeo':>9} {'of limit':>8} "
-                f"{'peak RSS MiB':>12} {'written/bundle':>14} {'requests':>8}  note")
+        print(
+            f"corpus: {spec.packages} packages x {spec.versions} versions, unique "
+            f"{cold.payload / 1e6:.0f} MB, largest blob {largest / MiB:.0f} MiB; "
+            f"bundle {cold.bundle / 1e6:.0f} MB; prefect mode: {self.args.prefect}"
+        )
+        print(
+            f"limits: sha256 {lim['sha256'] / 1e6:.0f} MB/s (1 thread, 1 MiB), disk write+fsync "
+            f"{lim['disk'] / 1e6:.0f} MB/s, curl GET of largest blob "
+            f"{lim['curl'] / 1e6:.0f} MB/s; byte limit min(sha256, disk) = "
+            f"{limit / 1e6:.0f} MB/s"
+        )
+        head = (
+            f"{'step':<32} {'wall s':>7} {'MB/s':>7} {'vs skopeo':>9} {'of limit':>8} "
+            f"{'peak RSS MiB':>12} {'written/bundle':>14} {'requests':>8}  note"
+        )
         print(head)
         print("-" * len(head))
         for row in self.rows:
@@ -589,25 +780,33 @@ class Bench:
             note = row.note
             if row.extra.get("flow_s"):
                 note = f"flow {row.extra['flow_s']:.1f} s {note}".strip()
-            print(f"{row.name:<32} {row.wall:7.2f} {rate / 1e6:7.1f} {ratio:>9} "
-                  f"{(rate / limit * 100 if rate else 0):7.0f}% {row.run.peak_rss_mib:12.0f} "
-                  f"{written:>14} {row.requests if row.requests is not None else '-':>8}  {note}")
+            print(
+                f"{row.name:<32} {row.wall:7.2f} {rate / 1e6:7.1f} {ratio:>9} "
+                f"{(rate / limit * 100 if rate else 0):7.0f}% {row.run.peak_rss_mib:12.0f} "
+                f"{written:>14} {row.requests if row.requests is not None else '-':>8}  {note}"
+            )
         print()
         for row in self.rows:
             if row.extra.get("mix"):
                 print(f"requests of {row.name}: {row.extra['mix']}")
         cores = os.cpu_count() or 1
         print()
-        print(f"{'CPU seconds (user + system)':<32} {'tool':>7} {'registry':>8} "
-              f"{'sum / ' + str(cores) + ' cores':>14}  (a wall-time floor when CPU-bound)")
+        print(
+            f"{'CPU seconds (user + system)':<32} {'tool':>7} {'registry':>8} "
+            f"{'sum / ' + str(cores) + ' cores':>14}  (a wall-time floor when CPU-bound)"
+        )
         for row in self.rows:
             assert row.run is not None
-            print(f"{row.name:<32} {row.run.cpu:7.1f} {row.registry_cpu:8.1f} "
-                  f"{(row.run.cpu + row.registry_cpu) / cores:14.1f}")
+            print(
+                f"{row.name:<32} {row.run.cpu:7.1f} {row.registry_cpu:8.1f} "
+                f"{(row.run.cpu + row.registry_cpu) / cores:14.1f}"
+            )
         if self.overheads:
             print()
-            print(f"{'CLI fixed overhead (pull --dry-run, empty registry)':<52} {'wall s':>7} "
-                  f"{'peak RSS MiB':>12}  note")
+            print(
+                f"{'CLI fixed overhead (pull --dry-run, empty registry)':<52} {'wall s':>7} "
+                f"{'peak RSS MiB':>12}  note"
+            )
             for label, wall, rss, note in self.overheads:
                 print(f"{label:<52} {wall:7.2f} {rss:12.0f}  {note}")
         print()
@@ -620,23 +819,38 @@ class Bench:
             ("cold pull >= 60% of min(sha256, disk)", cold.payload / cold.wall / limit, 0.6, ">="),
             ("warm re-pull <= 5% of cold", warm.wall / cold.wall, 0.05, "<="),
             ("5%-changed re-pull <= 15% of cold", upd.wall / cold.wall, 0.15, "<="),
-            (f"peak RSS <= 350 MB (largest blob {largest / MiB:.0f} MiB)", rss, 350 / 1.048576,
-             "<="),
-            ("<= 2 bytes written per bundle byte (cold)", cold.run.written / cold.bundle
-             if cold.run else 0, 2.0, "<="),
-            ("fixed overhead <= 5 s, warm Prefect home", lim.get("fixed_overhead", float("nan")),
-             5.0, "<="),
+            (
+                f"peak RSS <= 350 MB (largest blob {largest / MiB:.0f} MiB)",
+                rss,
+                350 / 1.048576,
+                "<=",
+            ),
+            (
+                "<= 2 bytes written per bundle byte (cold)",
+                cold.run.written / cold.bundle if cold.run else 0,
+                2.0,
+                "<=",
+            ),
+            (
+                "fixed overhead <= 5 s, warm Prefect home",
+                lim.get("fixed_overhead", float("nan")),
+                5.0,
+                "<=",
+            ),
         ]
         if "fixed_overhead_server" in lim:
-            checks.append(("  same with a pre-started server", lim["fixed_overhead_server"],
-                           5.0, "<="))
+            checks.append(
+                ("  same with a pre-started server", lim["fixed_overhead_server"], 5.0, "<=")
+            )
         for label, value, bound, op in checks:
             if value != value:  # NaN: the step was skipped
                 print(f"SKIP  {label}")
                 continue
             ok = value >= bound if op == ">=" else value <= bound
-            print(f"{'PASS' if ok else 'FAIL'}  {label:<52} measured {value:.3g} (target {op} "
-                  f"{bound:.3g})")
+            print(
+                f"{'PASS' if ok else 'FAIL'}  {label:<52} measured {value:.3g} (target {op} "
+                f"{bound:.3g})"
+            )
         if largest < 2 << 30:
             print("note: the RSS target asks for a 2 GiB blob; add --huge-mib 2048 to include one")
 
@@ -649,24 +863,50 @@ class Bench:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--small", dest="preset", action="store_const", const="small",
-                        default="full", help="~200 MB corpus (default: ~2 GB)")
-    parser.add_argument("--payload-mib", type=float, default=None,
-                        help="payload per main image (overrides the preset)")
-    parser.add_argument("--big-mib", type=int, default=None,
-                        help="size of each big extra layer (preset: 40 small, 200 full)")
+    parser.add_argument(
+        "--small",
+        dest="preset",
+        action="store_const",
+        const="small",
+        default="full",
+        help="~200 MB corpus (default: ~2 GB)",
+    )
+    parser.add_argument(
+        "--payload-mib",
+        type=float,
+        default=None,
+        help="payload per main image (overrides the preset)",
+    )
+    parser.add_argument(
+        "--big-mib",
+        type=int,
+        default=None,
+        help="size of each big extra layer (preset: 40 small, 200 full)",
+    )
     parser.add_argument("--huge-mib", type=int, default=0, help="add one layer of this size")
     parser.add_argument("--concurrency", type=int, default=4, help="packages at once (both tools)")
-    parser.add_argument("--prefect", choices=["ephemeral", "lean", "server"], default="ephemeral",
-                        help="Prefect set-up of the measured pulls/push: CLI default (ephemeral), "
-                        "ephemeral without migrations and services (lean), or a pre-started "
-                        "server (server)")
+    parser.add_argument(
+        "--prefect",
+        choices=["ephemeral", "lean", "server"],
+        default="ephemeral",
+        help="Prefect set-up of the measured pulls/push: CLI default (ephemeral), "
+        "ephemeral without migrations and services (lean), or a pre-started "
+        "server (server)",
+    )
     parser.add_argument("--skip-overhead", action="store_true", help="skip (g)")
     parser.add_argument("--disk-probe-mib", type=int, default=512)
-    parser.add_argument("--profile", type=Path, default=None,
-                        help="record each d8mirror run with py-spy (raw stacks) into this dir")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="keep built images here between runs (default: temp)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record each d8mirror run with py-spy (raw stacks) into this dir",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="keep built images here between runs (default: temp)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
     parser.add_argument("--keep", action="store_true", help="keep the workdir")
     parser.add_argument("--skopeo-pull", nargs=4, help=argparse.SUPPRESS)

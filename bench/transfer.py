@@ -47,8 +47,11 @@ from blob_download import Measured, run_measured
 from testbed.registry_server import RegistryServer, free_port
 
 BUCKET = "bench"
-KEY_ENV = {"AWS_ACCESS_KEY_ID": "AKIAD8MIRRORBENCH", "AWS_SECRET_ACCESS_KEY": "bench-secret",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+KEY_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIAD8MIRRORBENCH",
+    "AWS_SECRET_ACCESS_KEY": "bench-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 def make_bundle(root: Path, size: int) -> Path:
@@ -81,8 +84,9 @@ def child(op: str, endpoint: str, bundle: str, dest: str) -> None:
         manifest = build_manifest(Path(bundle))
         out["hash_seconds"] = time.perf_counter() - started
         for entry in manifest.files:
-            s3.upload_file(client, S3Url(BUCKET, "ours"), Path(bundle) / entry.name, entry,
-                           settings)
+            s3.upload_file(
+                client, S3Url(BUCKET, "ours"), Path(bundle) / entry.name, entry, settings
+            )
         s3.put_manifest(client, S3Url(BUCKET, "ours"), manifest)
     elif op == "boto3-up":
         for path in sorted(Path(bundle).iterdir()):
@@ -127,9 +131,12 @@ def child(op: str, endpoint: str, bundle: str, dest: str) -> None:
 # -- parent --------------------------------------------------------------------------------------
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                "-p", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
@@ -171,14 +178,19 @@ def bench(size_mib: int, workdir: Path) -> None:
     print(f"bundle: one {size_mib} MiB archive + sidecar; moto {endpoint}")
     print(f"{'operation':<16} {'wall s':>8} {'MiB/s':>8} {'peak RSS MiB':>13}  notes")
     for op, (measured, inner) in rows.items():
-        note = f"hash pass {inner['hash_seconds']:.2f} s included" if "hash_seconds" in inner \
-            else ""
-        print(f"{op:<16} {inner['seconds']:8.2f} {size / mib / inner['seconds']:8.1f} "
-              f"{measured.max_rss_mib:13.1f}  {note}")
+        note = (
+            f"hash pass {inner['hash_seconds']:.2f} s included" if "hash_seconds" in inner else ""
+        )
+        print(
+            f"{op:<16} {inner['seconds']:8.2f} {size / mib / inner['seconds']:8.1f} "
+            f"{measured.max_rss_mib:13.1f}  {note}"
+        )
 
     def ratio(a: str, b: str) -> str:
-        return (f"time {rows[a][1]['seconds'] / rows[b][1]['seconds']:.2f}, "
-                f"peak RSS {rows[a][0].max_rss_mib / rows[b][0].max_rss_mib:.2f}")
+        return (
+            f"time {rows[a][1]['seconds'] / rows[b][1]['seconds']:.2f}, "
+            f"peak RSS {rows[a][0].max_rss_mib / rows[b][0].max_rss_mib:.2f}"
+        )
 
     print(f"ratio ours/boto3 upload:   {ratio('ours-s3-up', 'boto3-up')}")
     print(f"ratio ours/boto3 download: {ratio('ours-s3-down', 'boto3-down')}")

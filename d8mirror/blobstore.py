@@ -135,7 +135,8 @@ class BlobStore:
                     raise DigestMismatchError(
                         f"blob {staged} hashes to {actual}, not {digest}: the download was "
                         "corrupted; it was discarded and will be fetched again on retry",
-                        expected=digest, actual=actual,
+                        expected=digest,
+                        actual=actual,
                     )
             with self._lock(digest):
                 if digest in self._verified and final.is_file():

@@ -9,8 +9,16 @@ from collections.abc import Mapping
 
 from d8mirror.errors import ConfigError
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
-          "h": 3600.0}
+_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _NUMBER = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)$")
 
@@ -43,5 +51,6 @@ def env_duration(name: str, env: Mapping[str, str] | None = None) -> float | Non
     try:
         return parse_go_duration(text)
     except ValueError as exc:
-        raise ConfigError(f"{name}={text!r} is not a duration: use a Go duration such as "
-                          "30s, 1m30s, 500ms or 2h") from exc
+        raise ConfigError(
+            f"{name}={text!r} is not a duration: use a Go duration such as 30s, 1m30s, 500ms or 2h"
+        ) from exc

@@ -64,7 +64,7 @@ class EmptyConstraintError(FilterError):
         name = value.strip().partition("@")[0].strip() or "name"
         super().__init__(
             f"Version constraint is missing after '@' in {flag} \"{value}\"; "
-            f"if your shell ate the rest, quote it: {flag} \"{name}@>=1.43.2\""
+            f'if your shell ate the rest, quote it: {flag} "{name}@>=1.43.2"'
         )
         self.flag = flag
         self.value = value
@@ -91,8 +91,9 @@ class PlatformNotFoundError(InvalidManifestError):
 class RegistryError(MirrorError):
     """A registry request failed. ``url`` never carries credentials."""
 
-    def __init__(self, message: str, *, url: str = "", status: int | None = None,
-                 code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, url: str = "", status: int | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.url = url
         self.status = status
@@ -126,8 +127,15 @@ class DeniedError(RegistryError):
 class RateLimitedError(RegistryError):
     """HTTP 429. ``retry_after`` is the server's Retry-After in seconds, if any."""
 
-    def __init__(self, message: str, *, url: str = "", status: int | None = 429,
-                 code: str | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str = "",
+        status: int | None = 429,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message, url=url, status=status, code=code)
         self.retry_after = retry_after
 
@@ -232,11 +240,14 @@ def is_retryable(exc: BaseException) -> bool:
     Never retried: not found, unauthorized, denied, bad input, TLS failures, protocol errors,
     local content that contradicts its descriptor (the same bytes would be read again).
     """
-    if isinstance(exc, (NotFoundError, UnauthorizedError, DeniedError, TLSError, ConfigError,
-                        LocalContentError)):
+    if isinstance(
+        exc,
+        (NotFoundError, UnauthorizedError, DeniedError, TLSError, ConfigError, LocalContentError),
+    ):
         return False
-    return isinstance(exc, (RateLimitedError, ServerError, RegistryNetworkError,
-                            DigestMismatchError))
+    return isinstance(
+        exc, (RateLimitedError, ServerError, RegistryNetworkError, DigestMismatchError)
+    )
 
 
 def add_context(exc: BaseException, context: str) -> None:

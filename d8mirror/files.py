@@ -56,8 +56,9 @@ def os_error(exc: OSError, path: Path, action: str) -> MirrorError:
     wrapped = wrap_os_error(exc, str(path))
     if isinstance(wrapped, MirrorError):
         return wrapped
-    return BundleError(f"cannot {action} {path}: {exc.strerror or exc}; check the path and its "
-                       "permissions")
+    return BundleError(
+        f"cannot {action} {path}: {exc.strerror or exc}; check the path and its permissions"
+    )
 
 
 # -- whole small files ---------------------------------------------------------------------------

@@ -42,8 +42,14 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _TAR_BLOCK = 512
 _DIGEST_RE = re.compile(rb"sha256:[a-f0-9]{64}")
-_LAYER_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError,
-                 zstandard.ZstdError)
+_LAYER_ERRORS = (
+    tarfile.TarError,
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+    OSError,
+    zstandard.ZstdError,
+)
 
 
 def clean_path(name: str) -> str:
@@ -97,6 +103,7 @@ class _ZstdStream:
 
 
 _Stream = gzip.GzipFile | BinaryIO | _ZstdStream
+
 
 @contextmanager
 def _open_layer(path: Path) -> Iterator[tuple[tarfile.TarFile, _Stream, str]]:
@@ -159,8 +166,9 @@ def _scan_layer(layer: Path, target: str, hider: _Hider) -> tuple[bytes | None, 
     return None, hidden
 
 
-def read_file_from_layers(layer_paths: Sequence[Path], name: str, *,
-                          top_first_any: bool) -> bytes | None:
+def read_file_from_layers(
+    layer_paths: Sequence[Path], name: str, *, top_first_any: bool
+) -> bytes | None:
     """Content of file ``name`` from layers given bottom → top, or None when absent.
 
     See the module docstring for the two semantics. Raises LayerReadError for an unreadable
@@ -217,19 +225,22 @@ def parse_version_json(data: bytes) -> str | None:
         return None
     if not isinstance(doc, dict):
         raise InvalidImageMetadataError(
-            f"version.json is a JSON {_json_type(doc)}, not an object with a \"version\"")
+            f'version.json is a JSON {_json_type(doc)}, not an object with a "version"'
+        )
     version = doc.get("version")
     if version is None or version == "":
         return None
     if not isinstance(version, str):
         raise InvalidImageMetadataError(
-            f"version.json: \"version\" is a JSON {_json_type(version)} "
-            f"({json.dumps(version)[:60]}), not a string")
+            f'version.json: "version" is a JSON {_json_type(version)} '
+            f"({json.dumps(version)[:60]}), not a string"
+        )
     tag = version if version.startswith("v") else f"v{version}"
     if not is_valid_tag(tag):
         raise InvalidImageMetadataError(
             f"version.json: version {version[:140]!r} is not a valid tag (up to 128 letters, "
-            "digits, '_', '.', '-')")
+            "digits, '_', '.', '-')"
+        )
     return tag
 
 
@@ -256,9 +267,10 @@ def _render_tag(value: object) -> str | None:
         number = float(value)
     except OverflowError:
         number = math.inf
-    if not math.isfinite(number):    # Go: "cannot unmarshal number ... into float64"
+    if not math.isfinite(number):  # Go: "cannot unmarshal number ... into float64"
         raise InvalidImageMetadataError(
-            f"extra_images.json: number {str(value)[:40]} is out of range")
+            f"extra_images.json: number {str(value)[:40]} is out of range"
+        )
     return f"{number:.0f}"
 
 

@@ -73,13 +73,19 @@ class IndexEntry:
         return self.digest, self.ref_name
 
     def with_tags(self, short_tag: str, ref_name: str) -> IndexEntry:
-        annotations = {**self.annotations, ANNOTATION_SHORT_TAG: short_tag,
-                       ANNOTATION_REF_NAME: ref_name}
+        annotations = {
+            **self.annotations,
+            ANNOTATION_SHORT_TAG: short_tag,
+            ANNOTATION_REF_NAME: ref_name,
+        }
         return IndexEntry(self.media_type, self.digest, self.size, annotations, dict(self.extra))
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"mediaType": self.media_type, "size": self.size,
-                               "digest": self.digest}
+        out: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "size": self.size,
+            "digest": self.digest,
+        }
         if self.annotations:
             out["annotations"] = dict(self.annotations)
         out.update(self.extra)
@@ -92,15 +98,18 @@ class IndexEntry:
             raise LayoutError(f"index descriptor is not a JSON object: {obj!r:.200}")
         digest, media_type, size = obj.get("digest"), obj.get("mediaType"), obj.get("size")
         if not isinstance(digest, str) or not is_valid_digest(digest):
-            raise LayoutError(f"index descriptor has an invalid digest {digest!r:.100}: "
-                              "only sha256:<64 lowercase hex> is accepted")
+            raise LayoutError(
+                f"index descriptor has an invalid digest {digest!r:.100}: "
+                "only sha256:<64 lowercase hex> is accepted"
+            )
         if not isinstance(media_type, str) or not media_type:
             raise LayoutError(f"index descriptor {digest} has no mediaType")
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise LayoutError(f"index descriptor {digest} has an invalid size {size!r:.50}")
         annotations = obj.get("annotations") or {}
         if not isinstance(annotations, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()):
+            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+        ):
             raise LayoutError(f"index descriptor {digest} has non-string annotations")
         extra = {k: v for k, v in obj.items() if k not in _DESCRIPTOR_KEYS}
         return cls(media_type, digest, size, dict(annotations), extra)
@@ -128,8 +137,10 @@ def read_json(path: Path, what: str) -> Any:
     except FileNotFoundError as exc:
         raise LayoutError(f"{what} {path} is missing: not an OCI image layout") from exc
     except (OSError, ValueError) as exc:
-        raise LayoutError(f"{what} {path} is unreadable or not JSON ({exc}): "
-                          "re-create the layout or re-extract the archive") from exc
+        raise LayoutError(
+            f"{what} {path} is unreadable or not JSON ({exc}): "
+            "re-create the layout or re-extract the archive"
+        ) from exc
 
 
 def parse_index(doc: Any, where: str) -> list[IndexEntry]:
@@ -180,7 +191,7 @@ def layout_lock(directory: Path) -> Iterator[None]:
                 raise wrap_os_error(exc, str(directory)) from exc
         yield
     finally:
-        os.close(fd)   # releases the lock
+        os.close(fd)  # releases the lock
 
 
 # -- layouts -------------------------------------------------------------------------------------
@@ -189,7 +200,7 @@ class Layout:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()   # this object's writers; layout_lock: everyone's
+        self._lock = threading.Lock()  # this object's writers; layout_lock: everyone's
 
     @property
     def index_path(self) -> Path:
@@ -227,8 +238,9 @@ class Layout:
         path = Path(path)
         marker = read_json(path / OCI_LAYOUT_FILE, "layout marker")
         if not isinstance(marker, Mapping) or "imageLayoutVersion" not in marker:
-            raise LayoutError(f"{path / OCI_LAYOUT_FILE} has no imageLayoutVersion: "
-                              "not an OCI image layout")
+            raise LayoutError(
+                f"{path / OCI_LAYOUT_FILE} has no imageLayoutVersion: not an OCI image layout"
+            )
         layout = cls(path)
         layout.entries()
         return layout
@@ -270,8 +282,10 @@ class Layout:
     def blob_path(self, digest: str) -> Path:
         """Where ``digest`` lives; anything but ``sha256:<64 hex>`` is refused (LayoutError)."""
         if not is_valid_digest(digest):
-            raise LayoutError(f"refusing blob digest {digest!r:.100} in layout {self.path}: "
-                              "only sha256:<64 lowercase hex> is accepted")
+            raise LayoutError(
+                f"refusing blob digest {digest!r:.100} in layout {self.path}: "
+                "only sha256:<64 lowercase hex> is accepted"
+            )
         return self.path / "blobs" / "sha256" / digest.split(":", 1)[1]
 
     def read_blob(self, digest: str, *, limit: int) -> bytes:
@@ -279,20 +293,33 @@ class Layout:
         try:
             return read_capped(path, limit=limit, what=f"blob {digest}")
         except FileNotFoundError as exc:
-            raise LayoutError(f"layout {self.path} lacks blob {digest}: the layout is "
-                              "incomplete; pull it again") from exc
+            raise LayoutError(
+                f"layout {self.path} lacks blob {digest}: the layout is incomplete; pull it again"
+            ) from exc
 
     # -- writes -----------------------------------------------------------------------------
-    def add_manifest(self, *, digest: str, media_type: str, size: int, short_tag: str,
-                     ref_name: str, blobs: Iterable[str], store: BlobStore) -> bool:
+    def add_manifest(
+        self,
+        *,
+        digest: str,
+        media_type: str,
+        size: int,
+        short_tag: str,
+        ref_name: str,
+        blobs: Iterable[str],
+        store: BlobStore,
+    ) -> bool:
         """Link the image's blob closure from ``store``, then record it under ``short_tag``.
 
         Idempotent per (short tag, digest): returns False when that pair is already recorded.
         The blobs are (re)linked first either way, so a descriptor never points at nothing.
         """
-        entry = IndexEntry(media_type, validate_digest(digest), size,
-                           {ANNOTATION_SHORT_TAG: validate_tag(short_tag),
-                            ANNOTATION_REF_NAME: ref_name})
+        entry = IndexEntry(
+            media_type,
+            validate_digest(digest),
+            size,
+            {ANNOTATION_SHORT_TAG: validate_tag(short_tag), ANNOTATION_REF_NAME: ref_name},
+        )
         for blob in dict.fromkeys([digest, *blobs]):
             store.link_into(blob, self.blob_path(blob))
         return self._append(entry)
@@ -303,8 +330,10 @@ class Layout:
         validate_tag(short_tag)
         source = next((e for e in self.entries() if e.digest == digest), None)
         if source is None:
-            raise LayoutError(f"cannot alias {short_tag} to {digest}: layout {self.path} has no "
-                              "descriptor with that digest")
+            raise LayoutError(
+                f"cannot alias {short_tag} to {digest}: layout {self.path} has no "
+                "descriptor with that digest"
+            )
         return self._append(source.with_tags(short_tag, ref_name))
 
     def _append(self, entry: IndexEntry) -> bool:
@@ -364,8 +393,10 @@ class Layout:
         checked: set[str] = set()
         for position, entry in enumerate(self.entries()):
             if not entry.short_tag:
-                problems.append(f"{self.path}: descriptor #{position} ({entry.digest}) has no "
-                                f"{ANNOTATION_SHORT_TAG} annotation")
+                problems.append(
+                    f"{self.path}: descriptor #{position} ({entry.digest}) has no "
+                    f"{ANNOTATION_SHORT_TAG} annotation"
+                )
             try:
                 blobs = self.closure(entry.digest)
             except (LayoutError, IntegrityError) as exc:

@@ -25,18 +25,19 @@ from d8mirror.errors import ConfigError
 from d8mirror.reference import is_valid_repository
 
 # -- registry path segments ----------------------------------------------------------------------
-PACKAGES = "packages"        # catalog repository; bundle prefix of every package
-MODULES = "modules"          # modules of a d8 bundle (push only)
+PACKAGES = "packages"  # catalog repository; bundle prefix of every package
+MODULES = "modules"  # modules of a d8 bundle (push only)
 PLUGINS = "deckhouse-cli/plugins"
-VERSION = "version"          # release metadata: <root>/packages/<name>/version:<channel|vX.Y.Z>
-EXTRA = "extra"              # extra images: <root>/packages/<name>/extra/<extra-name>:<tag>
-DEFAULT_PACKAGES_PATH = "/" + PACKAGES     # default --packages-path-suffix
-DEFAULT_MODULES_PATH = "/" + MODULES       # default --modules-path-suffix
+VERSION = "version"  # release metadata: <root>/packages/<name>/version:<channel|vX.Y.Z>
+EXTRA = "extra"  # extra images: <root>/packages/<name>/extra/<extra-name>:<tag>
+DEFAULT_PACKAGES_PATH = "/" + PACKAGES  # default --packages-path-suffix
+DEFAULT_MODULES_PATH = "/" + MODULES  # default --modules-path-suffix
 VEX_SUFFIX = ".att"
 
 
-def normalize_path_suffix(suffix: str | None, default_segment: str = PACKAGES, *,
-                          flag: str = "--packages-path-suffix") -> str:
+def normalize_path_suffix(
+    suffix: str | None, default_segment: str = PACKAGES, *, flag: str = "--packages-path-suffix"
+) -> str:
     """A path-suffix flag as a repository segment: empty/None → ``default_segment``;
     ``/x/y/`` → ``x/y``; ``/`` → ``""`` (the repository itself).
 
@@ -46,9 +47,11 @@ def normalize_path_suffix(suffix: str | None, default_segment: str = PACKAGES, *
         return default_segment
     normalised = suffix.strip().strip("/")
     if normalised and not is_valid_repository(normalised):
-        raise ConfigError(f"invalid {flag} {suffix!r}: path components can only contain "
-                          "lowercase letters, digits and separators (., _, __, -); pass a path "
-                          f"such as /{default_segment} or / for the repository itself")
+        raise ConfigError(
+            f"invalid {flag} {suffix!r}: path components can only contain "
+            "lowercase letters, digits and separators (., _, __, -); pass a path "
+            f"such as /{default_segment} or / for the repository itself"
+        )
     return normalised
 
 
@@ -69,7 +72,7 @@ def vex_tag_for(reference: str) -> str:
 # -- archives ------------------------------------------------------------------------------------
 ARCHIVE_SUFFIX = ".tar"
 CHUNK_SUFFIX = ".chunk"
-ARCHIVE_FILE_SUFFIXES = (ARCHIVE_SUFFIX, CHUNK_SUFFIX)   # files a bundle's checksums cover
+ARCHIVE_FILE_SUFFIXES = (ARCHIVE_SUFFIX, CHUNK_SUFFIX)  # files a bundle's checksums cover
 VERSIONS_ARCHIVE = "package-versions.tar"
 CHUNK_NAME = re.compile(r"^(?P<base>.+)\.(?P<index>\d{4,})\.chunk$")
 """``<base>.NNNN.chunk`` (four or more digits)."""
@@ -86,10 +89,10 @@ def chunk_name(archive_name: str, index: int) -> str:
 
 
 # -- sidecars and working names ------------------------------------------------------------------
-SHA256_SUFFIX = ".sha256"    # "<hex>  <file name>\n" (sha256sum format)
-GOST_SUFFIX = ".gostsum"     # 64 lowercase hex chars, no newline (as d8 writes it)
+SHA256_SUFFIX = ".sha256"  # "<hex>  <file name>\n" (sha256sum format)
+GOST_SUFFIX = ".gostsum"  # 64 lowercase hex chars, no newline (as d8 writes it)
 SIDECAR_SUFFIXES = (SHA256_SUFFIX, GOST_SUFFIX)
-TMP_SUFFIX = ".tmp"          # staged under this name, renamed into place when complete
+TMP_SUFFIX = ".tmp"  # staged under this name, renamed into place when complete
 PARTIAL_SUFFIX = ".partial"  # a resumable download
 
 

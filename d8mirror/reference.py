@@ -111,7 +111,7 @@ class Reference:
         slash = text.rfind("/")
         colon = text.rfind(":")
         if colon > slash and slash != -1:
-            text, tag = text[:colon], validate_tag(text[colon + 1:])
+            text, tag = text[:colon], validate_tag(text[colon + 1 :])
         return cls(Repository.parse(text), tag=tag, digest=digest)
 
     @property
@@ -136,5 +136,5 @@ def strip_scheme(text: str) -> str:
     text = text.strip()
     for scheme in ("https://", "http://", "docker://"):
         if text.startswith(scheme):
-            return text[len(scheme):]
+            return text[len(scheme) :]
     return text

@@ -74,13 +74,13 @@ def _moved() -> int:
 class RetryPolicy:
     """How long and how patiently a transient failure is retried."""
 
-    attempts: int | None = None       #: cap on tries, the first one included (1 = no retry)
-    budget: float = 90.0              #: seconds of failing (without bytes flowing) before giving up
-    base_delay: float = 0.2           #: seconds before the 2nd try; doubles per try
-    max_delay: float = 10.0           #: cap of the exponential delay
-    jitter: float = 0.5               #: up to this fraction of the delay is added at random
-    max_retry_after: float = 30.0     #: cap of a server's Retry-After
-    integrity_attempts: int = 5       #: tries of a transfer whose bytes keep hashing wrong
+    attempts: int | None = None  #: cap on tries, the first one included (1 = no retry)
+    budget: float = 90.0  #: seconds of failing (without bytes flowing) before giving up
+    base_delay: float = 0.2  #: seconds before the 2nd try; doubles per try
+    max_delay: float = 10.0  #: cap of the exponential delay
+    jitter: float = 0.5  #: up to this fraction of the delay is added at random
+    max_retry_after: float = 30.0  #: cap of a server's Retry-After
+    integrity_attempts: int = 5  #: tries of a transfer whose bytes keep hashing wrong
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
     random: Callable[[], float] = field(default=_random.random, repr=False, compare=False)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
@@ -90,8 +90,13 @@ class RetryPolicy:
             raise ValueError(f"retry attempts must be at least 1, got {self.attempts}")
         if self.integrity_attempts < 1:
             raise ValueError("retry integrity_attempts must be at least 1")
-        if self.base_delay < 0 or self.max_delay < 0 or self.jitter < 0 \
-                or self.max_retry_after < 0 or self.budget < 0:
+        if (
+            self.base_delay < 0
+            or self.max_delay < 0
+            or self.jitter < 0
+            or self.max_retry_after < 0
+            or self.budget < 0
+        ):
             raise ValueError("retry budget, delays and jitter must not be negative")
 
     def delay(self, failed_attempt: int, exc: BaseException) -> float:
@@ -102,13 +107,14 @@ class RetryPolicy:
             backoff = max(backoff, min(exc.retry_after, self.max_retry_after))
         return backoff
 
-    def call(self, operation: Callable[[], T], *, what: str = "",
-             deadline: float | None = None) -> T:
+    def call(
+        self, operation: Callable[[], T], *, what: str = "", deadline: float | None = None
+    ) -> T:
         """``operation()``, retried on transient errors; see the module docstring. No try
         starts after ``deadline`` (a ``clock`` time, e.g. the end of an image's time)."""
         started = self.clock()
-        since: float | None = None     # when the current budget started (first failure)
-        slept = 0.0                    # seconds slept since then (budgets an injected sleep)
+        since: float | None = None  # when the current budget started (first failure)
+        slept = 0.0  # seconds slept since then (budgets an injected sleep)
         attempt = corrupt = 0
         while True:
             attempt += 1
@@ -125,15 +131,25 @@ class RetryPolicy:
                 left = self.budget - max(now - since, slept)
                 if deadline is not None:
                     left = min(left, deadline - now)
-                if (left <= 0 or corrupt >= self.integrity_attempts
-                        or (self.attempts is not None and attempt >= self.attempts)):
+                if (
+                    left <= 0
+                    or corrupt >= self.integrity_attempts
+                    or (self.attempts is not None and attempt >= self.attempts)
+                ):
                     if attempt > 1:
                         _mention_attempts(exc, attempt, now - started)
                     raise
                 wait = min(self.delay(attempt, exc), left)
-                log.info("%s failed (attempt %d, %.0f s of the %.0f s retry budget left), "
-                         "retrying in %.2f s: %s", what or "request", attempt, left,
-                         self.budget, wait, exc)
+                log.info(
+                    "%s failed (attempt %d, %.0f s of the %.0f s retry budget left), "
+                    "retrying in %.2f s: %s",
+                    what or "request",
+                    attempt,
+                    left,
+                    self.budget,
+                    wait,
+                    exc,
+                )
                 self.sleep(wait)
                 slept += wait
 
@@ -157,15 +173,17 @@ def default_policy() -> RetryPolicy:
     if not attempts and not base_delay and not budget:
         return DEFAULT_RETRY
     try:
-        return RetryPolicy(attempts=int(attempts) if attempts else DEFAULT_RETRY.attempts,
-                           budget=parse_go_duration(budget) if budget
-                           else DEFAULT_RETRY.budget,
-                           base_delay=float(base_delay) if base_delay
-                           else DEFAULT_RETRY.base_delay)
+        return RetryPolicy(
+            attempts=int(attempts) if attempts else DEFAULT_RETRY.attempts,
+            budget=parse_go_duration(budget) if budget else DEFAULT_RETRY.budget,
+            base_delay=float(base_delay) if base_delay else DEFAULT_RETRY.base_delay,
+        )
     except ValueError as exc:
-        raise ConfigError(f"invalid {ENV_BUDGET}={budget!r}, {ENV_ATTEMPTS}={attempts!r} or "
-                          f"{ENV_BASE_DELAY}={base_delay!r}: expected a duration >= 0 (90s, "
-                          f"2m), an integer >= 1 and seconds >= 0 ({exc})") from exc
+        raise ConfigError(
+            f"invalid {ENV_BUDGET}={budget!r}, {ENV_ATTEMPTS}={attempts!r} or "
+            f"{ENV_BASE_DELAY}={base_delay!r}: expected a duration >= 0 (90s, "
+            f"2m), an integer >= 1 and seconds >= 0 ({exc})"
+        ) from exc
 
 
 def _mention_attempts(exc: Exception, attempts: int, seconds: float) -> None:

@@ -29,8 +29,10 @@ from d8mirror.names import SHA256_SUFFIX
 from d8mirror.push.validate import check_archives
 
 TRANSFER_MANIFEST = "d8mirror-transfer.json"
-NO_SIDECARS = ("no .sha256 sidecars (a bundle written by d8): the archives' own checksums were "
-               "not checked; every blob inside was hashed against its digest")
+NO_SIDECARS = (
+    "no .sha256 sidecars (a bundle written by d8): the archives' own checksums were "
+    "not checked; every blob inside was hashed against its digest"
+)
 
 
 @dataclass
@@ -38,35 +40,46 @@ class VerifyReport:
     """What was checked and every problem found (empty = the bundle is intact)."""
 
     bundle_dir: Path
-    files: int = 0        # archive files and chunks checked against sidecars
-    archives: int = 0     # canonical archives streamed
-    blobs: int = 0        # layout blobs hashed
+    files: int = 0  # archive files and chunks checked against sidecars
+    archives: int = 0  # canonical archives streamed
+    blobs: int = 0  # layout blobs hashed
     descriptors: int = 0  # index.json descriptors checked for a short tag
     problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)   # information, not failures
+    notes: list[str] = field(default_factory=list)  # information, not failures
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def verdict(self) -> str:
-        counts = (f"{self.archives} archive(s) in {self.files} file(s), {self.blobs} blob(s), "
-                  f"{self.descriptors} index descriptor(s)")
+        counts = (
+            f"{self.archives} archive(s) in {self.files} file(s), {self.blobs} blob(s), "
+            f"{self.descriptors} index descriptor(s)"
+        )
         notes = [f"Note: {n}" for n in self.notes]
         if self.ok:
-            return "\n".join([f"OK: bundle {self.bundle_dir} is intact: {counts} verified.",
-                              *notes])
-        lines = [f"FAILED: bundle {self.bundle_dir} has {len(self.problems)} problem(s) "
-                 f"({counts} checked):"]
+            return "\n".join(
+                [f"OK: bundle {self.bundle_dir} is intact: {counts} verified.", *notes]
+            )
+        lines = [
+            f"FAILED: bundle {self.bundle_dir} has {len(self.problems)} problem(s) "
+            f"({counts} checked):"
+        ]
         lines += [f"  - {p}" for p in self.problems]
         lines.append("Copy the named files again from the source side, or pull the bundle again.")
         return "\n".join([*lines, *notes])
 
     def to_json(self) -> dict[str, Any]:
-        return {"bundle_dir": str(self.bundle_dir), "ok": self.ok, "files": self.files,
-                "archives": self.archives, "blobs": self.blobs,
-                "descriptors": self.descriptors, "problems": list(self.problems),
-                "notes": list(self.notes)}
+        return {
+            "bundle_dir": str(self.bundle_dir),
+            "ok": self.ok,
+            "files": self.files,
+            "archives": self.archives,
+            "blobs": self.blobs,
+            "descriptors": self.descriptors,
+            "problems": list(self.problems),
+            "notes": list(self.notes),
+        }
 
 
 def verify_bundle(bundle_dir: Path) -> VerifyReport:
@@ -117,6 +130,7 @@ def _transfer_manifest_problems(bundle_dir: Path) -> list[str]:
         if not target.is_file():
             problems.append(f"{target}: listed in {TRANSFER_MANIFEST} but missing")
         elif target.stat().st_size != size:
-            problems.append(f"{target}: {target.stat().st_size} bytes, {TRANSFER_MANIFEST} "
-                            f"says {size}")
+            problems.append(
+                f"{target}: {target.stat().st_size} bytes, {TRANSFER_MANIFEST} says {size}"
+            )
     return problems

@@ -48,7 +48,7 @@ def pull_defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "source": _setting(env, "D8MIRROR_SOURCE", "registry.deckhouse.ru/deckhouse/ee"),
     }
     cache = _setting(env, "D8MIRROR_CACHE_DIR", "/var/lib/d8mirror/cache")
-    if cache:   # nightly runs reuse their blobs; a successful run would remove BUNDLE_DIR/.tmp
+    if cache:  # nightly runs reuse their blobs; a successful run would remove BUNDLE_DIR/.tmp
         defaults["tmp_dir"] = cache
     defaults.update(json.loads(env.get("D8MIRROR_PULL_PARAMS") or "{}"))
     return defaults
@@ -76,28 +76,51 @@ def build_deployments(env: Mapping[str, str] | None = None) -> list[Any]:
     tags = ["d8mirror"]
     return [
         mirror_pull.to_deployment(
-            name="mirror-packages", tags=tags, parameters={"params": pull},
+            name="mirror-packages",
+            tags=tags,
+            parameters={"params": pull},
             description="Nightly: every package of the source into the bundle directory.",
             concurrency_limit=ConcurrencyLimitConfig(
-                limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
-            **schedule),
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+            ),
+            **schedule,
+        ),
         mirror_package.to_deployment(
-            name="mirror-package", tags=tags,
+            name="mirror-package",
+            tags=tags,
             parameters={"params": {**pull, "package": "console"}},
-            description="(Re-)fetch one package into an existing bundle directory."),
+            description="(Re-)fetch one package into an existing bundle directory.",
+        ),
         mirror_push.to_deployment(
-            name="push-bundle", tags=tags,
-            parameters={"params": {"bundle_dir": bundle, "registry": _setting(
-                env, "D8MIRROR_TARGET", "registry.local:5000/deckhouse/ee")}},
-            description="Push a bundle into the air-gapped registry."),
+            name="push-bundle",
+            tags=tags,
+            parameters={
+                "params": {
+                    "bundle_dir": bundle,
+                    "registry": _setting(
+                        env, "D8MIRROR_TARGET", "registry.local:5000/deckhouse/ee"
+                    ),
+                }
+            },
+            description="Push a bundle into the air-gapped registry.",
+        ),
         upload_bundle.to_deployment(
-            name="upload-bundle", tags=tags,
-            parameters={"params": {"bundle_dir": bundle, "url": _setting(
-                env, "D8MIRROR_UPLOAD_URL", "s3://d8mirror/bundle")}},
-            description="Upload a bundle to S3 or an OCI artifact."),
+            name="upload-bundle",
+            tags=tags,
+            parameters={
+                "params": {
+                    "bundle_dir": bundle,
+                    "url": _setting(env, "D8MIRROR_UPLOAD_URL", "s3://d8mirror/bundle"),
+                }
+            },
+            description="Upload a bundle to S3 or an OCI artifact.",
+        ),
         mirror_scaleout.to_deployment(
-            name="mirror-scaleout", tags=tags, parameters={"params": pull},
-            description="Fan out one mirror-package flow run per package."),
+            name="mirror-scaleout",
+            tags=tags,
+            parameters={"params": pull},
+            description="Fan out one mirror-package flow run per package.",
+        ),
     ]
 
 
@@ -106,8 +129,7 @@ def main() -> None:
         os.environ.setdefault(key, value)
     state = os.environ.get("D8MIRROR_STATE_DIR")
     if state:
-        os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH",
-                              os.path.join(state, "results"))
+        os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", os.path.join(state, "results"))
     from prefect import serve
 
     serve(*build_deployments(), limit=int(os.environ.get("D8MIRROR_SERVE_LIMIT") or 4))

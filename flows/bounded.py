@@ -34,9 +34,13 @@ def task_runner() -> TaskRunner[Any]:
     return ThreadPoolTaskRunner(max_workers=RUNNER_THREADS)
 
 
-def submit_bounded(submit: Callable[[T], PrefectFuture[Any]], items: Sequence[T], limit: int,
-                   *, then: Callable[[int, PrefectFuture[Any]], None] | None = None,
-                   ) -> list[PrefectFuture[Any]]:
+def submit_bounded(
+    submit: Callable[[T], PrefectFuture[Any]],
+    items: Sequence[T],
+    limit: int,
+    *,
+    then: Callable[[int, PrefectFuture[Any]], None] | None = None,
+) -> list[PrefectFuture[Any]]:
     """Submit ``submit(item)`` for every item, in order, at most ``limit`` in flight; call
     ``then(index, future)`` as each one finishes (in the flow's thread). Returns the futures
     in item order once all of them have finished (failed ones included: read their states)."""

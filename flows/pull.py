@@ -70,8 +70,10 @@ __all__ = ["PullFailed", "mirror_package", "mirror_pull", "run_pull"]
 
 COMPLETED_EVENT = "d8mirror.bundle.completed"
 #: d8's warning for --skip-vex-images (internal/mirror/pull.go), word for word.
-SKIP_VEX_WARNING = ("The skip-vex-images flag was detected: Vulnerability scanning may not work "
-                    "correctly when this flag is used.")
+SKIP_VEX_WARNING = (
+    "The skip-vex-images flag was detected: Vulnerability scanning may not work "
+    "correctly when this flag is used."
+)
 
 
 class _Plans:
@@ -85,8 +87,9 @@ class _Plans:
 
     def __getitem__(self, i: int) -> PrefectFuture[PackagePlan]:
         while len(self.futures) < min(len(self.names), i + 1 + self.ahead):
-            self.futures.append(resolve_package_task.submit(
-                self.params, self.names[len(self.futures)]))
+            self.futures.append(
+                resolve_package_task.submit(self.params, self.names[len(self.futures)])
+            )
         return self.futures[i]
 
 
@@ -94,18 +97,29 @@ def _failed(name: str, plan: PrefectFuture[PackagePlan], state: Any) -> PackageO
     """A package whose plan, fetch or listing did not complete: the real error is the
     plan's when the plan failed."""
     cause = plan.state if not plan.state.is_completed() else state
-    return PackageOutcome(name=name, status="cancelled" if stop_requested() else "failed",
-                          error=error_text(cause))
+    return PackageOutcome(
+        name=name, status="cancelled" if stop_requested() else "failed", error=error_text(cause)
+    )
 
 
-def _outcome(name: str, plan: PrefectFuture[PackagePlan], fetch: PrefectFuture[FetchResult],
-             pack: PrefectFuture[ArchiveInfo | None] | None) -> PackageOutcome:
+def _outcome(
+    name: str,
+    plan: PrefectFuture[PackagePlan],
+    fetch: PrefectFuture[FetchResult],
+    pack: PrefectFuture[ArchiveInfo | None] | None,
+) -> PackageOutcome:
     if not fetch.state.is_completed():
         return _failed(name, plan, fetch.state)
     fetched = fetch.result()
-    outcome = PackageOutcome(name=name, status="pulled", versions=fetched.versions,
-                             images=fetched.images, vex=fetched.vex,
-                             bytes_fetched=fetched.bytes_fetched, warnings=fetched.warnings)
+    outcome = PackageOutcome(
+        name=name,
+        status="pulled",
+        versions=fetched.versions,
+        images=fetched.images,
+        vex=fetched.vex,
+        bytes_fetched=fetched.bytes_fetched,
+        warnings=fetched.warnings,
+    )
     if pack is not None:
         if not pack.state.is_completed():
             outcome.status, outcome.error = "failed", error_text(pack.state)
@@ -117,8 +131,13 @@ def _outcome(name: str, plan: PrefectFuture[PackagePlan], fetch: PrefectFuture[F
     return outcome
 
 
-def _pull_packages(params: PullParameters, names: list[str], *, refresh: bool = False,
-                   on_fetch: Callable[[], None] | None = None) -> list[PackageOutcome]:
+def _pull_packages(
+    params: PullParameters,
+    names: list[str],
+    *,
+    refresh: bool = False,
+    on_fetch: Callable[[], None] | None = None,
+) -> list[PackageOutcome]:
     """Plan, fetch and pack every package: at most ``concurrency`` fetches at once (their
     plans resolved just ahead), and each package packed as soon as its fetch ends, while
     other packages still download. ``on_fetch`` runs as each fetch starts and ends (work
@@ -141,8 +160,7 @@ def _pull_packages(params: PullParameters, names: list[str], *, refresh: bool = 
         if on_fetch is not None:
             on_fetch()
 
-    fetches = submit_bounded(submit_fetch, list(range(len(names))), params.concurrency,
-                             then=pack)
+    fetches = submit_bounded(submit_fetch, list(range(len(names))), params.concurrency, then=pack)
     wait(list(packs.values()))
     return [_outcome(name, plans[i], fetches[i], packs.get(i)) for i, name in enumerate(names)]
 
@@ -153,7 +171,9 @@ def _plan_packages(params: PullParameters, names: list[str]) -> list[PackageOutc
     plans = _Plans(params, names, ahead=params.concurrency)
     listings = submit_bounded(
         lambda i: list_planned_images_task.submit(params, plans[i]),  # type: ignore[call-overload]
-        list(range(len(names))), params.concurrency)
+        list(range(len(names))),
+        params.concurrency,
+    )
     logger = get_run_logger()
     outcomes = []
     for i, name in enumerate(names):
@@ -162,8 +182,11 @@ def _plan_packages(params: PullParameters, names: list[str]) -> list[PackageOutc
             continue
         plan: PackagePlan = plans[i].result()
         logger.info("%s", render_dry_run_plan(name, listings[i].result(), plan.versions))
-        outcomes.append(PackageOutcome(name=name, status="planned", versions=plan.versions,
-                                       warnings=plan.warnings))
+        outcomes.append(
+            PackageOutcome(
+                name=name, status="planned", versions=plan.versions, warnings=plan.warnings
+            )
+        )
     return outcomes
 
 
@@ -204,11 +227,16 @@ class PackageVersions:
         logger = get_run_logger()
         report.warnings += [w for w in self.found.warnings if w not in report.warnings]
         if self.params.dry_run:
-            logger.info("[dry-run] package-versions archive would contain release images "
-                        "for: %s", ", ".join(self.found.names))
+            logger.info(
+                "[dry-run] package-versions archive would contain release images for: %s",
+                ", ".join(self.found.names),
+            )
             return
-        self.pulls += submit_bounded(lambda name: pull_release_images_task.submit(
-            self.params, name), self.pending, self.params.concurrency)
+        self.pulls += submit_bounded(
+            lambda name: pull_release_images_task.submit(self.params, name),
+            self.pending,
+            self.params.concurrency,
+        )
         self.pending = []
         wait(self.pulls)
         if stop_requested():  # as d8: a cancelled run packs its finished packages, not this
@@ -229,8 +257,9 @@ class PackageVersions:
                 pulled.append(future.result())
                 report.warnings += [w for w in pulled[-1].warnings if w not in report.warnings]
             else:
-                report.warnings.append(f"Failed to pull release images for package {name}: "
-                                       f"{error_text(future.state)}")
+                report.warnings.append(
+                    f"Failed to pull release images for package {name}: {error_text(future.state)}"
+                )
         return pulled
 
 
@@ -238,37 +267,54 @@ def prepare(params: PullParameters) -> None:
     """Validate, register the source endpoint (credentials stay in this process), mkdir."""
     options = params.options()
     validate_proxy_mode(options)
-    runtime.register_endpoint(options.source.registry, tls=params.tls(),
-                       credentials=source_credentials(options.source.registry,
-                                                      params.credentials_block))
+    runtime.register_endpoint(
+        options.source.registry,
+        tls=params.tls(),
+        credentials=source_credentials(options.source.registry, params.credentials_block),
+    )
     Path(params.bundle_dir).mkdir(parents=True, exist_ok=True)
 
 
 def emit_bundle_completed(params: PullParameters, report: PullReport) -> None:
     """``d8mirror.bundle.completed``: the bundle is whole; payload says where and what."""
     bundle = str(Path(params.bundle_dir).resolve())
-    emit_event(event=COMPLETED_EVENT,
-               resource={"prefect.resource.id": f"d8mirror.bundle.{bundle}",
-                         "prefect.resource.name": bundle},
-               payload={"bundle_dir": bundle, "source": params.source,
-                        "packages": [p.name for p in report.packages if p.status == "pulled"],
-                        "archives": [a.name for a in report.archives],
-                        "bytes": sum(a.size for a in report.archives)})
+    emit_event(
+        event=COMPLETED_EVENT,
+        resource={
+            "prefect.resource.id": f"d8mirror.bundle.{bundle}",
+            "prefect.resource.name": bundle,
+        },
+        payload={
+            "bundle_dir": bundle,
+            "source": params.source,
+            "packages": [p.name for p in report.packages if p.status == "pulled"],
+            "archives": [a.name for a in report.archives],
+            "bytes": sum(a.size for a in report.archives),
+        },
+    )
 
 
 def finish(params: PullParameters, report: PullReport, started: float) -> PullReport:
     """Archives, report, artifacts, event; raises PullFailed naming the failed packages."""
     report.cancelled = stop_requested()
-    report.archives = [] if params.dry_run else [
-        ArchiveStat(name=s.name, size=s.size, chunks=s.chunks)
-        for s in bundle_stats(Path(params.bundle_dir))]
+    report.archives = (
+        []
+        if params.dry_run
+        else [
+            ArchiveStat(name=s.name, size=s.size, chunks=s.chunks)
+            for s in bundle_stats(Path(params.bundle_dir))
+        ]
+    )
     if params.gost_digest and not params.dry_run and not report.cancelled and report.ok:
         gost_sidecars(params, report)
     report.elapsed_seconds = time.monotonic() - started
     _publish(params, report)
     if not report.ok and not report.cancelled:
-        raise PullFailed("; ".join([f"failed packages: {', '.join(report.failed)}"]
-                                   if report.failed else report.errors))
+        raise PullFailed(
+            "; ".join(
+                [f"failed packages: {', '.join(report.failed)}"] if report.failed else report.errors
+            )
+        )
     if not params.dry_run and not report.cancelled:
         emit_bundle_completed(params, report)
     return report
@@ -290,10 +336,14 @@ def gost_sidecars(params: PullParameters, report: PullReport) -> None:
 def _publish(params: PullParameters, report: PullReport) -> None:
     get_run_logger().info("\n%s", render_summary(report, verbose=params.verbose_summary))
     summary = render_summary(report)  # the artifact always lists every package
-    create_markdown_artifact(key="mirror-pull-summary", markdown=f"```\n{summary}\n```",
-                             description="d8mirror pull summary")
-    create_table_artifact(key="mirror-pull-packages", table=report.table_rows(),
-                          description="Packages of this pull")
+    create_markdown_artifact(
+        key="mirror-pull-summary",
+        markdown=f"```\n{summary}\n```",
+        description="d8mirror pull summary",
+    )
+    create_table_artifact(
+        key="mirror-pull-packages", table=report.table_rows(), description="Packages of this pull"
+    )
     if params.dry_run:
         return
     try:
@@ -312,10 +362,13 @@ def mirror_pull(params: PullParameters) -> PullReport:
     work_existed = params.work_root().exists()
     prepare(params)
     options = params.options()
-    report = PullReport(source=params.source, dry_run=params.dry_run,
-                        packages_skipped=not options.per_package_phase,
-                        edition=edition_of(params.source),
-                        only_extra_images=params.only_extra_images)
+    report = PullReport(
+        source=params.source,
+        dry_run=params.dry_run,
+        packages_skipped=not options.per_package_phase,
+        edition=edition_of(params.source),
+        only_extra_images=params.only_extra_images,
+    )
     if params.skip_vex_images:
         get_run_logger().warning(SKIP_VEX_WARNING)
     versions = PackageVersions(params)
@@ -330,7 +383,7 @@ def mirror_pull(params: PullParameters) -> PullReport:
     finish(params, report, started)
     if params.upload is not None and not params.dry_run and not report.cancelled:
         upload_bundle(UploadParameters(bundle_dir=params.bundle_dir, **params.upload.model_dump()))
-    if not report.cancelled:    # a failed run raised above: both keep the cache for a retry
+    if not report.cancelled:  # a failed run raised above: both keep the cache for a retry
         remove_default_work_dir(params, existed=work_existed)
     return report
 
@@ -345,20 +398,25 @@ def mirror_package(params: MirrorPackageParameters) -> PackageOutcome:
     marker.unlink(missing_ok=True)
     [outcome] = _pull_packages(pull, [name], refresh=params.force_refetch)
     if pull.gost_digest and outcome.archive and not stop_requested():
-        write_gost_sidecars(Path(pull.bundle_dir), outcome.archive,  # this archive's only
-                            known=outcome.gost_known)
+        write_gost_sidecars(
+            Path(pull.bundle_dir),
+            outcome.archive,  # this archive's only
+            known=outcome.gost_known,
+        )
     marker.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(marker, outcome.model_dump_json().encode())
     report = PullReport(source=pull.source, dry_run=pull.dry_run, packages=[outcome])
-    create_table_artifact(key="mirror-package", table=report.table_rows(),
-                          description=f"d8mirror: package {name} into {pull.bundle_dir}")
+    create_table_artifact(
+        key="mirror-package",
+        table=report.table_rows(),
+        description=f"d8mirror: package {name} into {pull.bundle_dir}",
+    )
     if outcome.status == "failed":
         raise PullFailed(f"failed packages: {name}")
     return outcome
 
 
-def run_pull(params: PullParameters,
-             on_running: list[Any] | None = None) -> PullReport:
+def run_pull(params: PullParameters, on_running: list[Any] | None = None) -> PullReport:
     """Run the flow in this process (``on_running``: flow hooks, e.g. the CLI's graceful
     SIGTERM); its fan-outs are bounded by ``params.concurrency`` (:mod:`flows.bounded`)."""
     return mirror_pull.with_options(on_running=on_running)(params)

@@ -54,19 +54,25 @@ def _register_target(params: PushParameters) -> str:
     block named in the parameters, then the environment and docker config."""
     registry = params.target().registry
     credentials = runtime.given_credentials(registry) or target_credentials(
-        registry, params.credentials_block)
+        registry, params.credentials_block
+    )
     runtime.register_endpoint(registry, credentials=credentials, tls=params.tls())
     return registry
 
 
-def _push_layouts(params: PushParameters, registry: str, jobs: list[LayoutJob],
-                  ) -> PushedLayouts:
+def _push_layouts(
+    params: PushParameters,
+    registry: str,
+    jobs: list[LayoutJob],
+) -> PushedLayouts:
     """Every job pushed, heaviest first, at most ``concurrency`` at once; a failed layout
     never stops the others. Outcomes in the jobs' order (by tree path)."""
     order = heaviest_first(jobs)
     futures: list[PrefectFuture[LayoutPushResult | None]] = submit_bounded(
-        lambda job: push_layout_task.submit(registry, job, params.blob_workers), order,
-        params.concurrency)
+        lambda job: push_layout_task.submit(registry, job, params.blob_workers),
+        order,
+        params.concurrency,
+    )
     by_layout = {job.layout: future for job, future in zip(order, futures, strict=True)}
     layouts = PushedLayouts()
     for job in jobs:
@@ -79,10 +85,14 @@ def _push_layouts(params: PushParameters, registry: str, jobs: list[LayoutJob],
 
 
 def _publish(result: PushResult) -> None:
-    create_markdown_artifact(f"```\n{render_push_summary(result)}\n```", key="push-summary",
-                             description="d8mirror push summary")
-    create_table_artifact(result.table_rows(), key="push-layouts",
-                          description="Layouts pushed: tags, status, error")
+    create_markdown_artifact(
+        f"```\n{render_push_summary(result)}\n```",
+        key="push-summary",
+        description="d8mirror push summary",
+    )
+    create_table_artifact(
+        result.table_rows(), key="push-layouts", description="Layouts pushed: tags, status, error"
+    )
 
 
 @flow(name="mirror-push", task_runner=task_runner(), log_prints=True)
@@ -91,7 +101,7 @@ def mirror_push(params: PushParameters) -> PushResult:
     logger = get_run_logger()
     started = time.monotonic()
     registry = _register_target(params)
-    check_bundle_task(params)   # before any request that writes: a bad bundle pushes nothing
+    check_bundle_task(params)  # before any request that writes: a bad bundle pushes nothing
     if bypassed():
         logger.warning("MIRROR_BYPASS_ACCESS_CHECKS=1: skipping the registry write check")
     else:
@@ -102,17 +112,24 @@ def mirror_push(params: PushParameters) -> PushResult:
         finish = finish_push_task(params, tree, layouts)
     finally:
         tree.workdir().cleanup()
-    result = push_result(params.target(), tree, layouts, finish,
-                         cancelled=runtime.stop_requested(),
-                         elapsed_seconds=time.monotonic() - started)
+    result = push_result(
+        params.target(),
+        tree,
+        layouts,
+        finish,
+        cancelled=runtime.stop_requested(),
+        elapsed_seconds=time.monotonic() - started,
+    )
     logger.info("%s", render_push_summary(result))
     _publish(result)
     if not result.ok:
         names = ", ".join(result.failed_layouts) or "none"
         held = ", ".join(f"{d.kind}:{d.tag}" for d in result.withheld) or "none"
-        raise PushFailed(f"push to {params.registry} failed; failed layouts: {names}; "
-                         f"{len(result.mismatches)} tags did not verify; discovery tags "
-                         f"withheld: {held} (rerun the push to complete them)")
+        raise PushFailed(
+            f"push to {params.registry} failed; failed layouts: {names}; "
+            f"{len(result.mismatches)} tags did not verify; discovery tags "
+            f"withheld: {held} (rerun the push to complete them)"
+        )
     return result
 
 

@@ -28,8 +28,14 @@ from tasks.pull import discover_packages_task, remove_default_work_dir, run_pack
 def child_parameters(params: ScaleOutParameters, name: str) -> MirrorPackageParameters:
     """mirror-package parameters for ``name``, keeping its constraint from include_packages."""
     selector = next((p for p in params.include_packages if p.partition("@")[0] == name), name)
-    fields = params.model_dump(exclude={"package_deployment", "child_timeout_seconds",
-                                        "include_packages", "exclude_packages"})
+    fields = params.model_dump(
+        exclude={
+            "package_deployment",
+            "child_timeout_seconds",
+            "include_packages",
+            "exclude_packages",
+        }
+    )
     return MirrorPackageParameters(**fields, package=selector)
 
 
@@ -40,9 +46,12 @@ def _outcome(name: str, future: PrefectFuture[PackageOutcome]) -> PackageOutcome
 
 
 def _run_child(params: ScaleOutParameters, name: str) -> PrefectFuture[PackageOutcome]:
-    return run_package_flow_task.submit(params.package_deployment,
-                                        child_parameters(params, name), name,
-                                        params.child_timeout_seconds)
+    return run_package_flow_task.submit(
+        params.package_deployment,
+        child_parameters(params, name),
+        name,
+        params.child_timeout_seconds,
+    )
 
 
 @flow(name="mirror-scaleout", task_runner=task_runner(), log_prints=True)
@@ -50,22 +59,27 @@ def mirror_scaleout(params: ScaleOutParameters) -> PullReport:
     """Pull like mirror-pull with one mirror-package flow run per package (see the module):
     at most ``concurrency`` children at once."""
     started = time.monotonic()
-    pull = PullParameters(**params.model_dump(exclude={"package_deployment",
-                                                       "child_timeout_seconds"}))
+    pull = PullParameters(
+        **params.model_dump(exclude={"package_deployment", "child_timeout_seconds"})
+    )
     work_existed = pull.work_root().exists()
     prepare(pull)
-    report = PullReport(source=pull.source, dry_run=pull.dry_run,
-                        packages_skipped=not pull.options().per_package_phase)
+    report = PullReport(
+        source=pull.source,
+        dry_run=pull.dry_run,
+        packages_skipped=not pull.options().per_package_phase,
+    )
     if pull.options().per_package_phase:
         found = discover_packages_task(pull)
         report.warnings += found.warnings
-        futures = submit_bounded(lambda name: _run_child(params, name), found.names,
-                                 params.concurrency)
+        futures = submit_bounded(
+            lambda name: _run_child(params, name), found.names, params.concurrency
+        )
         report.packages = [_outcome(n, f) for n, f in zip(found.names, futures, strict=True)]
     versions = PackageVersions(pull)
     versions.discover()
     versions.finish(report)
     finish(pull, report, started)
-    if not report.cancelled:    # every child has ended: the shared working dir is done with
+    if not report.cancelled:  # every child has ended: the shared working dir is done with
         remove_default_work_dir(pull, existed=work_existed)
     return report

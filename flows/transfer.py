@@ -61,18 +61,27 @@ def _rows(manifest: TransferFiles, futures: list[PrefectFuture[Any]]) -> list[Fi
 
 def _publish(key: str, summary: TransferSummary, rows: list[FileRow]) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items()))
-    verdict = (f"FAILED: {', '.join(summary.failed)}" if summary.failed
-               else "OK, every file verified by SHA-256")
-    text = (f"### {summary.verb} {summary.url}\n\n"
-            f"* files: {summary.files} ({counts})\n"
-            f"* bytes: {summary.bytes} total, {summary.bytes_moved} transferred\n"
-            f"* time: {summary.seconds} s ({summary.mib_per_second} MiB/s)\n"
-            f"* verdict: {verdict}\n")
+    verdict = (
+        f"FAILED: {', '.join(summary.failed)}"
+        if summary.failed
+        else "OK, every file verified by SHA-256"
+    )
+    text = (
+        f"### {summary.verb} {summary.url}\n\n"
+        f"* files: {summary.files} ({counts})\n"
+        f"* bytes: {summary.bytes} total, {summary.bytes_moved} transferred\n"
+        f"* time: {summary.seconds} s ({summary.mib_per_second} MiB/s)\n"
+        f"* verdict: {verdict}\n"
+    )
     get_run_logger().info("%s", text)
-    create_markdown_artifact(key=f"{key}-summary", markdown=text,
-                             description=f"d8mirror {summary.verb} summary")
-    create_table_artifact(key=f"{key}-files", table=[row.model_dump() for row in rows],
-                          description="Files of this transfer")
+    create_markdown_artifact(
+        key=f"{key}-summary", markdown=text, description=f"d8mirror {summary.verb} summary"
+    )
+    create_table_artifact(
+        key=f"{key}-files",
+        table=[row.model_dump() for row in rows],
+        description="Files of this transfer",
+    )
 
 
 @flow(name="upload-bundle", task_runner=task_runner(), log_prints=True)
@@ -81,22 +90,26 @@ def upload_bundle(params: UploadParameters) -> TransferSummary:
     started = time.monotonic()
     connect(params)
     manifest = build_manifest_task(params.bundle_dir)
-    futures = submit_bounded(lambda file: upload_file_task.submit(params, file),
-                             manifest.files, params.file_concurrency)
+    futures = submit_bounded(
+        lambda file: upload_file_task.submit(params, file), manifest.files, params.file_concurrency
+    )
     rows = _rows(manifest, futures)
-    summary = TransferSummary.of("upload", str(params.target()), rows,
-                                 time.monotonic() - started)
+    summary = TransferSummary.of("upload", str(params.target()), rows, time.monotonic() - started)
     if not summary.failed:
         summary.digest = commit_upload_task(params, manifest)
     _publish("bundle-upload", summary, rows)
     if summary.failed:
-        raise TransferFailed(f"files not uploaded (nothing committed): "
-                             f"{', '.join(summary.failed)}")
-    emit_event(event=UPLOADED_EVENT,
-               resource={"prefect.resource.id": f"d8mirror.bundle.{summary.url}",
-                         "prefect.resource.name": summary.url},
-               payload=summary.model_dump(include={"url", "files", "bytes", "bytes_moved",
-                                                   "statuses", "digest"}))
+        raise TransferFailed(f"files not uploaded (nothing committed): {', '.join(summary.failed)}")
+    emit_event(
+        event=UPLOADED_EVENT,
+        resource={
+            "prefect.resource.id": f"d8mirror.bundle.{summary.url}",
+            "prefect.resource.name": summary.url,
+        },
+        payload=summary.model_dump(
+            include={"url", "files", "bytes", "bytes_moved", "statuses", "digest"}
+        ),
+    )
     return summary
 
 
@@ -106,11 +119,13 @@ def download_bundle(params: DownloadParameters) -> TransferSummary:
     started = time.monotonic()
     connect(params)
     manifest = read_remote_manifest_task(params)
-    futures = submit_bounded(lambda file: download_file_task.submit(params, file),
-                             manifest.files, params.file_concurrency)
+    futures = submit_bounded(
+        lambda file: download_file_task.submit(params, file),
+        manifest.files,
+        params.file_concurrency,
+    )
     rows = _rows(manifest, futures)
-    summary = TransferSummary.of("download", str(params.target()), rows,
-                                 time.monotonic() - started)
+    summary = TransferSummary.of("download", str(params.target()), rows, time.monotonic() - started)
     if not summary.failed:
         finish_download_task(params, manifest)
     _publish("bundle-download", summary, rows)

@@ -45,10 +45,12 @@ def ensure_limit(registry: str, limit: int) -> tuple[str, bool]:
             client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             client.create_global_concurrency_limit(
-                GlobalConcurrencyLimitCreate(name=name, limit=limit, active=True))
+                GlobalConcurrencyLimitCreate(name=name, limit=limit, active=True)
+            )
             return name, True
         client.update_global_concurrency_limit(
-            name, GlobalConcurrencyLimitUpdate(limit=limit, active=True))
+            name, GlobalConcurrencyLimitUpdate(limit=limit, active=True)
+        )
         return name, False
 
 
@@ -77,8 +79,9 @@ def registry_slots(registry: str, occupy: int, *, enabled: bool) -> Iterator[Non
     if limit is None:
         raise ConcurrencyLimitMissing(
             f"concurrency limit {name!r} does not exist: run `d8mirror setup --registry "
-            f"{registry} --limit N` or turn concurrency_limits off")
-    if limit < 0:           # inactive: Prefect does not throttle, neither do we
+            f"{registry} --limit N` or turn concurrency_limits off"
+        )
+    if limit < 0:  # inactive: Prefect does not throttle, neither do we
         yield
         return
     with concurrency(name, occupy=max(1, min(occupy, limit)), strict=True):

@@ -21,42 +21,66 @@ from .transfer_models import TransferTarget
 class PullParameters(RegistryAccess):
     """Pull Deckhouse packages from a source registry into a bundle directory."""
 
-    bundle_dir: str = Field(description="Directory that receives package-NAME.tar, "
-                            "package-versions.tar, checksums and report.json.")
-    source: str = Field("registry.deckhouse.ru/deckhouse/ee",
-                        description="Source repository (edition root), host[:port]/path.")
+    bundle_dir: str = Field(
+        description="Directory that receives package-NAME.tar, "
+        "package-versions.tar, checksums and report.json."
+    )
+    source: str = Field(
+        "registry.deckhouse.ru/deckhouse/ee",
+        description="Source repository (edition root), host[:port]/path.",
+    )
     include_packages: list[str] = Field(
         default_factory=list,
-        description="Whitelist NAME[@CONSTRAINT], e.g. console@~1.40.0 or console@=v1.2.3+stable.")
-    exclude_packages: list[str] = Field(default_factory=list,
-                                        description="Blacklist of package names.")
-    packages_path_suffix: str = Field(DEFAULT_PACKAGES_PATH,
-                                      description="Packages path under the source repository.")
-    no_packages: bool = Field(False, description="Skip per-package archives "
-                              "(package-versions.tar is still produced).")
+        description="Whitelist NAME[@CONSTRAINT], e.g. console@~1.40.0 or console@=v1.2.3+stable.",
+    )
+    exclude_packages: list[str] = Field(
+        default_factory=list, description="Blacklist of package names."
+    )
+    packages_path_suffix: str = Field(
+        DEFAULT_PACKAGES_PATH, description="Packages path under the source repository."
+    )
+    no_packages: bool = Field(
+        False, description="Skip per-package archives (package-versions.tar is still produced)."
+    )
     only_extra_images: bool = Field(False, description="Pull only extra images.")
     skip_vex_images: bool = Field(False, description="Do not pull VEX (.att) attestations.")
-    proxy_registry: bool = Field(False, description="Probe tags instead of listing them "
-                                 "(for proxies without catalog/tag list APIs).")
+    proxy_registry: bool = Field(
+        False,
+        description="Probe tags instead of listing them "
+        "(for proxies without catalog/tag list APIs).",
+    )
     dry_run: bool = Field(False, description="Plan only: read metadata, write no archive.")
-    chunk_size: str = Field("0", description="Split archives into chunks: decimal GB as in d8 "
-                            "(5) or with a unit (500MB, 1GiB); 0 = off.")
+    chunk_size: str = Field(
+        "0",
+        description="Split archives into chunks: decimal GB as in d8 "
+        "(5) or with a unit (500MB, 1GiB); 0 = off.",
+    )
     gost_digest: bool = Field(False, description="Also write GOST Streebog-256 .gostsum files.")
-    verbose_summary: bool = Field(False, description="List every package with its versions in "
-                                  "the end-of-pull summary (output only).")
-    tmp_dir: str | None = Field(None, description="Working dir and blob cache, kept across "
-                                "runs (default BUNDLE_DIR/.tmp, removed after a successful "
-                                "run).")
+    verbose_summary: bool = Field(
+        False,
+        description="List every package with its versions in "
+        "the end-of-pull summary (output only).",
+    )
+    tmp_dir: str | None = Field(
+        None,
+        description="Working dir and blob cache, kept across "
+        "runs (default BUNDLE_DIR/.tmp, removed after a successful "
+        "run).",
+    )
     upload: TransferTarget | None = Field(
-        None, description="Upload the finished bundle in the same run (s3:// or oci://); "
-        "skipped for a dry-run, a cancelled or a failed pull.")
+        None,
+        description="Upload the finished bundle in the same run (s3:// or oci://); "
+        "skipped for a dry-run, a cancelled or a failed pull.",
+    )
     concurrency: int = Field(4, ge=1, le=64, description="Packages pulled at the same time.")
     blob_workers: int = Field(4, ge=1, le=32, description="Blobs fetched at once per package.")
     concurrency_limits: bool = Field(
-        False, description="Hold slots of the Prefect global concurrency limit "
+        False,
+        description="Hold slots of the Prefect global concurrency limit "
         "'d8mirror-registry-HOST' (created by 'd8mirror setup') while talking to the source: "
         "a package fetch occupies blob_workers slots, so all runs together never open more "
-        "than the limit's connections to one registry. When on, a missing limit is an error.")
+        "than the limit's connections to one registry. When on, a missing limit is an error.",
+    )
 
     def work_root(self) -> Path:
         return Path(self.tmp_dir) if self.tmp_dir else Path(self.bundle_dir) / ".tmp"
@@ -81,8 +105,10 @@ class PullParameters(RegistryAccess):
             source=self.repository(),
             package_filter=PackageFilter.from_flags(self.include_packages, self.exclude_packages),
             packages_path=normalize_path_suffix(self.packages_path_suffix, PACKAGES),
-            no_packages=self.no_packages, only_extra_images=self.only_extra_images,
-            skip_vex_images=self.skip_vex_images, proxy_registry=self.proxy_registry,
+            no_packages=self.no_packages,
+            only_extra_images=self.only_extra_images,
+            skip_vex_images=self.skip_vex_images,
+            proxy_registry=self.proxy_registry,
             dry_run=self.dry_run,
         )
 
@@ -91,15 +117,22 @@ class MirrorPackageParameters(PullParameters):
     """(Re-)fetch one package into an existing bundle directory: writes package-NAME.tar only
     (package-versions.tar and the other archives are left alone)."""
 
-    package: str = Field(description="The package to mirror, NAME[@CONSTRAINT] as in "
-                         "include_packages, e.g. console or console@~1.1.0.")
-    force_refetch: bool = Field(False, description="Ignore a cached fetch of the same content "
-                                "and pull the images again (blobs already in the shared store "
-                                "are still reused).")
-    include_packages: list[str] = Field(default_factory=list,
-                                        description="Ignored: the package field selects it.")
-    exclude_packages: list[str] = Field(default_factory=list,
-                                        description="Ignored: the package field selects it.")
+    package: str = Field(
+        description="The package to mirror, NAME[@CONSTRAINT] as in "
+        "include_packages, e.g. console or console@~1.1.0."
+    )
+    force_refetch: bool = Field(
+        False,
+        description="Ignore a cached fetch of the same content "
+        "and pull the images again (blobs already in the shared store "
+        "are still reused).",
+    )
+    include_packages: list[str] = Field(
+        default_factory=list, description="Ignored: the package field selects it."
+    )
+    exclude_packages: list[str] = Field(
+        default_factory=list, description="Ignored: the package field selects it."
+    )
 
     @property
     def package_name(self) -> str:
@@ -119,6 +152,8 @@ class ScaleOutParameters(PullParameters):
     package_deployment: str = Field(
         "mirror-package/mirror-package",
         description="Deployment (FLOW/NAME) that pulls one package: a mirror-package flow "
-        "deployed to a work pool whose workers see bundle_dir.")
-    child_timeout_seconds: int = Field(3600, ge=10, description="How long to wait for one "
-                                       "package's flow run.")
+        "deployed to a work pool whose workers see bundle_dir.",
+    )
+    child_timeout_seconds: int = Field(
+        3600, ge=10, description="How long to wait for one package's flow run."
+    )

@@ -50,9 +50,12 @@ from .runtime import blob_store, client_for, stop_requested
 
 def fetcher_for(params: PullParameters) -> ImageFetcher:
     """A fetcher for one task: the source's shared client, the run's one blob store."""
-    return ImageFetcher(client_for(params.repository().registry),
-                        blob_store(params.store_root()), blob_workers=params.blob_workers,
-                        should_stop=stop_requested)
+    return ImageFetcher(
+        client_for(params.repository().registry),
+        blob_store(params.store_root()),
+        blob_workers=params.blob_workers,
+        should_stop=stop_requested,
+    )
 
 
 def source_slots(params: PullParameters, occupy: int = 1) -> Any:
@@ -95,7 +98,7 @@ def remove_default_work_dir(params: PullParameters, *, existed: bool) -> bool:
         return False
     try:
         shutil.rmtree(work)
-    except OSError as exc:      # the bundle is complete: a leftover is no reason to fail it
+    except OSError as exc:  # the bundle is complete: a leftover is no reason to fail it
         logging.getLogger("d8mirror.pull").warning("working dir %s not removed: %s", work, exc)
         return False
     return True
@@ -135,10 +138,24 @@ FETCH_RESULT = "fetch-result-v2"
 
 
 def _identity_key(params: PullParameters, name: str, identity: dict[str, object]) -> str:
-    return content_key("fetch", FETCH_RESULT, params.source, params.model_dump(
-        include={"include_packages", "exclude_packages", "only_extra_images", "skip_vex_images",
-                 "packages_path_suffix", "proxy_registry", "dry_run"}), identity,
-        str(params.package_work_dir(name).resolve()))
+    return content_key(
+        "fetch",
+        FETCH_RESULT,
+        params.source,
+        params.model_dump(
+            include={
+                "include_packages",
+                "exclude_packages",
+                "only_extra_images",
+                "skip_vex_images",
+                "packages_path_suffix",
+                "proxy_registry",
+                "dry_run",
+            }
+        ),
+        identity,
+        str(params.package_work_dir(name).resolve()),
+    )
 
 
 def fetch_content_key(params: PullParameters, plan: PackagePlan) -> str:
@@ -152,8 +169,9 @@ def _plan_key(params: PullParameters, plan: PackagePlan) -> str:
     return _identity_key(params, plan.name, identity)
 
 
-def planned_tag_digests(params: PullParameters, fetcher: ImageFetcher,
-                        plan: PackagePlan) -> TagDigests | None:
+def planned_tag_digests(
+    params: PullParameters, fetcher: ImageFetcher, plan: PackagePlan
+) -> TagDigests | None:
     """The digests, now, of every tag the last fetch of this same plan resolved (release
     images, extra images' tags, VEX ``.att`` tags, absent ones as absent), so the fetch's key
     covers them; manifest HEADs, several at once, none for tags the plan resolved already.
@@ -181,8 +199,14 @@ def _fetch_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return key
 
 
-@task(name="fetch-package", task_run_name="fetch-{plan.name}", cache_key_fn=_fetch_key,
-      persist_result=True, result_serializer="json", **TRANSIENT_RETRIES)
+@task(
+    name="fetch-package",
+    task_run_name="fetch-{plan.name}",
+    cache_key_fn=_fetch_key,
+    persist_result=True,
+    result_serializer="json",
+    **TRANSIENT_RETRIES,
+)
 def fetch_package_task(params: PullParameters, plan: PackagePlan) -> FetchResult:
     """Pull one package's images into its working dir (blobs from the shared store)."""
     name = plan.name
@@ -190,8 +214,9 @@ def fetch_package_task(params: PullParameters, plan: PackagePlan) -> FetchResult
     marker.unlink(missing_ok=True)
     fetcher = fetcher_for(params)
     with source_slots(params, params.blob_workers):
-        result = fetch_package(fetcher, params.options(), plan,
-                               PackageLayouts.fresh(params.package_work_dir(name)))
+        result = fetch_package(
+            fetcher, params.options(), plan, PackageLayouts.fresh(params.package_work_dir(name))
+        )
     # The content is what this fetch resolved: the plan's tags (when it knew them) and
     # every tag the plan could not name; the next plan asks the source for the same tags.
     tags = tag_digests(fetcher)
@@ -202,8 +227,9 @@ def fetch_package_task(params: PullParameters, plan: PackagePlan) -> FetchResult
     return result
 
 
-def _cache_for_next_plan(params: PullParameters, plan: PackagePlan, tags: TagDigests,
-                         result: FetchResult) -> None:
+def _cache_for_next_plan(
+    params: PullParameters, plan: PackagePlan, tags: TagDigests, result: FetchResult
+) -> None:
     """A plan that could not name the tags (no earlier fetch of these versions) has its
     result cached under a key without them, while the next plan of the same content names
     them: keep the result under that key too, so the next run is a cache hit, not a second
@@ -223,8 +249,7 @@ def _pack_key(params: PullParameters, name: str, *, where: bool = True) -> str |
     if not marker.is_file():
         return None
     bundle = str(Path(params.bundle_dir).resolve()) if where else None
-    return content_key("pack", marker.read_text(), bundle, params.chunk_bytes(),
-                       params.gost_digest)
+    return content_key("pack", marker.read_text(), bundle, params.chunk_bytes(), params.gost_digest)
 
 
 def _sidecar_text(path: Path) -> str | None:
@@ -260,8 +285,10 @@ def pack_package_task(params: PullParameters, fetched: FetchResult) -> ArchiveIn
     archive = _pack_or_link(params, fetched)
     if key is not None and archive is not None:
         files = {f: (Path(f).stat().st_size, _sidecar_text(Path(f))) for f in archive.files}
-        write_atomic(marker, json.dumps({"key": key, "archive": archive.model_dump(),
-                                         "files": files}).encode())
+        write_atomic(
+            marker,
+            json.dumps({"key": key, "archive": archive.model_dump(), "files": files}).encode(),
+        )
     return archive
 
 
@@ -275,8 +302,13 @@ def _pack_or_link(params: PullParameters, fetched: FetchResult) -> ArchiveInfo |
         restored = cache.restore(name, content, bundle, gost=params.gost_digest)
         if restored is not None:
             return restored
-    packed = pack_package(Path(fetched.work_dir), bundle, name, chunk_size=params.chunk_bytes(),
-                          gost=params.gost_digest)
+    packed = pack_package(
+        Path(fetched.work_dir),
+        bundle,
+        name,
+        chunk_size=params.chunk_bytes(),
+        gost=params.gost_digest,
+    )
     archive = None if packed is None else ArchiveInfo.of(packed)
     if content is not None and archive is not None:
         cache.store(name, content, archive)
@@ -287,16 +319,17 @@ def _pack_or_link(params: PullParameters, fetched: FetchResult) -> ArchiveInfo |
 @task(name="pull-release-images", task_run_name="release-images-{name}", **TRANSIENT_RETRIES)
 def pull_release_images_task(params: PullParameters, name: str) -> ReleaseCatalog:
     with source_slots(params, params.blob_workers):
-        return pull_release_catalog(fetcher_for(params), params.options(), name,
-                                    params.versions_work_dir(name))
+        return pull_release_catalog(
+            fetcher_for(params), params.options(), name, params.versions_work_dir(name)
+        )
 
 
 @task(name="pack-package-versions")
-def pack_versions_task(params: PullParameters,
-                       pulled: list[ReleaseCatalog]) -> ArchiveInfo | None:
+def pack_versions_task(params: PullParameters, pulled: list[ReleaseCatalog]) -> ArchiveInfo | None:
     layouts = [(p.name, Path(p.layout)) for p in pulled if p.images]
-    archive = pack_versions(layouts, Path(params.bundle_dir), chunk_size=params.chunk_bytes(),
-                            gost=params.gost_digest)
+    archive = pack_versions(
+        layouts, Path(params.bundle_dir), chunk_size=params.chunk_bytes(), gost=params.gost_digest
+    )
     return None if archive is None else ArchiveInfo.of(archive)
 
 
@@ -307,20 +340,29 @@ def outcome_file(params: PullParameters, name: str) -> Path:
 
 # -- scale-out: one child flow run per package ---------------------------------------------------
 @task(name="run-package-flow", task_run_name="package-{name}")
-def run_package_flow_task(deployment: str, child: MirrorPackageParameters, name: str,
-                          timeout_seconds: int) -> PackageOutcome:
+def run_package_flow_task(
+    deployment: str, child: MirrorPackageParameters, name: str, timeout_seconds: int
+) -> PackageOutcome:
     """Run ``deployment`` (a mirror-package) for one package and wait; the child's outcome
     comes from the shared work dir. Raises when the child did not complete."""
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
     outcome = outcome_file(child.pull_parameters(), name)
-    run = cast(FlowRun, run_deployment(name=deployment,
-                                       parameters={"params": child.model_dump(mode="json")},
-                                       timeout=timeout_seconds, flow_run_name=f"package-{name}"))
+    run = cast(
+        FlowRun,
+        run_deployment(
+            name=deployment,
+            parameters={"params": child.model_dump(mode="json")},
+            timeout=timeout_seconds,
+            flow_run_name=f"package-{name}",
+        ),
+    )
     state = run.state
     if state is None or not state.is_completed():
         reason = (state.message if state is not None else "") or "did not complete"
-        raise ChildRunFailed(f"flow run {run.name} ({run.id}) for package {name}: "
-                             f"{state.name if state else 'no state'}: {reason}")
+        raise ChildRunFailed(
+            f"flow run {run.name} ({run.id}) for package {name}: "
+            f"{state.name if state else 'no state'}: {reason}"
+        )
     return PackageOutcome.model_validate_json(outcome.read_text())

@@ -53,15 +53,25 @@ def unpack_bundle_task(params: PushParameters) -> PreparedTree:
     """Unpack every archive (sorted) into ``<tmp>/push/unified``, checking them against their
     sidecars meanwhile; plan one job per layout."""
     archives = params.archives()
-    return prepare_push_tree(archives, WorkDir(params.tmp_path(archives)), params.target(),
-                             params.router(), checked=checked_files(),
-                             warn=get_run_logger().warning)
+    return prepare_push_tree(
+        archives,
+        WorkDir(params.tmp_path(archives)),
+        params.target(),
+        params.router(),
+        checked=checked_files(),
+        warn=get_run_logger().warning,
+    )
 
 
-@task(name="push-layout", task_run_name="push-{job.layout}", cache_policy=NO_CACHE,
-      **TRANSIENT_RETRIES)
-def push_layout_task(registry: str, job: LayoutJob,
-                     blob_workers: int = 4) -> LayoutPushResult | None:
+@task(
+    name="push-layout",
+    task_run_name="push-{job.layout}",
+    cache_policy=NO_CACHE,
+    **TRANSIENT_RETRIES,
+)
+def push_layout_task(
+    registry: str, job: LayoutJob, blob_workers: int = 4
+) -> LayoutPushResult | None:
     """Push one layout (blobs HEAD-first, mounts, byte-exact manifests); large blobs come
     straight from their archive by the tree's spans file that the job names. None when a stop
     was requested before or during it."""
@@ -70,20 +80,33 @@ def push_layout_task(registry: str, job: LayoutJob,
         return None
     logger.info("Pushing %s/%s", registry, job.repository)
     try:
-        return push_layout(client_for(registry), job, locations=blob_locations(registry),
-                           blob_workers=blob_workers, warn=logger.warning,
-                           should_stop=stop_requested)
+        return push_layout(
+            client_for(registry),
+            job,
+            locations=blob_locations(registry),
+            blob_workers=blob_workers,
+            warn=logger.warning,
+            should_stop=stop_requested,
+        )
     except LayoutPushCancelled as exc:
         logger.warning("%s", exc)
         return None
 
 
 @task(name="finish-push", **TRANSIENT_RETRIES)
-def finish_push_task(params: PushParameters, tree: PreparedTree,
-                     layouts: PushedLayouts) -> FinishResult:
+def finish_push_task(
+    params: PushParameters, tree: PreparedTree, layouts: PushedLayouts
+) -> FinishResult:
     """R-8.5: verify every pushed tag; discovery tags ``<registry>/<packages path>:<name>`` (and
     modules, plugins) for every item whose layouts all landed, none after a stop request;
     verify them."""
     target = params.target()
-    return finish_push(client_for(target.registry), tree.unified, target, params.router(),
-                       layouts, stopped=stop_requested(), warn=get_run_logger().warning)
+    return finish_push(
+        client_for(target.registry),
+        tree.unified,
+        target,
+        params.router(),
+        layouts,
+        stopped=stop_requested(),
+        warn=get_run_logger().warning,
+    )

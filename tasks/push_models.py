@@ -18,19 +18,32 @@ from .registry_access import RegistryAccess
 class PushParameters(RegistryAccess):
     """Push bundle archives into a (usually air-gapped) registry."""
 
-    bundle_dir: str | None = Field(None, description="Bundle directory (every *.tar and chunk "
-                                   "set in it is pushed), or a single archive.")
-    files: list[str] = Field(default_factory=list,
-                             description="Extra archive files to push (like --file).")
-    registry: str = Field(description="Target repository host[:port]/path, e.g. "
-                          "registry.local:5000/deckhouse/ee (a scheme is stripped).")
-    packages_path_suffix: str = Field(DEFAULT_PACKAGES_PATH, description="Where packages go "
-                                      "under the target repository ('/' = the repository itself).")
-    modules_path_suffix: str = Field(DEFAULT_MODULES_PATH, description="Where modules go under "
-                                     "the target repository ('/' = the repository itself).")
-    tmp_dir: str | None = Field(None, description="Working dir for the unpacked tree "
-                                "(default <bundle>/.tmp/mirror); only what push creates in it "
-                                "is removed.")
+    bundle_dir: str | None = Field(
+        None,
+        description="Bundle directory (every *.tar and chunk "
+        "set in it is pushed), or a single archive.",
+    )
+    files: list[str] = Field(
+        default_factory=list, description="Extra archive files to push (like --file)."
+    )
+    registry: str = Field(
+        description="Target repository host[:port]/path, e.g. "
+        "registry.local:5000/deckhouse/ee (a scheme is stripped)."
+    )
+    packages_path_suffix: str = Field(
+        DEFAULT_PACKAGES_PATH,
+        description="Where packages go under the target repository ('/' = the repository itself).",
+    )
+    modules_path_suffix: str = Field(
+        DEFAULT_MODULES_PATH,
+        description="Where modules go under the target repository ('/' = the repository itself).",
+    )
+    tmp_dir: str | None = Field(
+        None,
+        description="Working dir for the unpacked tree "
+        "(default <bundle>/.tmp/mirror); only what push creates in it "
+        "is removed.",
+    )
     concurrency: int = Field(4, ge=1, le=64, description="Layouts pushed at once.")
     blob_workers: int = Field(4, ge=1, le=64, description="Blobs at once per layout.")
 

@@ -21,18 +21,23 @@ class RegistryAccess(BaseModel):
     """TLS options and the credentials block of the registry a flow talks to."""
 
     insecure: bool = Field(False, description="Plain HTTP to the registry.")
-    tls_skip_verify: bool = Field(False, description="Do not verify the registry's TLS "
-                                  "certificate.")
-    ca_file: str | None = Field(None, description="Extra CA bundle (PEM) to trust, beside the "
-                                "system's (SSL_CERT_FILE).")
+    tls_skip_verify: bool = Field(
+        False, description="Do not verify the registry's TLS certificate."
+    )
+    ca_file: str | None = Field(
+        None, description="Extra CA bundle (PEM) to trust, beside the system's (SSL_CERT_FILE)."
+    )
     credentials_block: str | None = Field(
-        None, description="Name of a Prefect Secret block with the credentials: "
+        None,
+        description="Name of a Prefect Secret block with the credentials: "
         "'user:password' (or, for a pull's source, a bare license token); for S3 a JSON "
         "object with aws_access_key_id/aws_secret_access_key[/aws_session_token]. Default: "
         "D8_MIRROR_SOURCE_LOGIN/PASSWORD or D8_MIRROR_LICENSE_TOKEN (pull source), "
         "D8_MIRROR_REGISTRY_LOGIN/PASSWORD (push or OCI target), then docker config.json; "
-        "the AWS credential chain for S3.")
+        "the AWS credential chain for S3.",
+    )
 
     def tls(self) -> TLSOptions:
-        return TLSOptions(insecure=self.insecure, skip_verify=self.tls_skip_verify,
-                          ca_file=self.ca_file)
+        return TLSOptions(
+            insecure=self.insecure, skip_verify=self.tls_skip_verify, ca_file=self.ca_file
+        )

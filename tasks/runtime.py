@@ -73,8 +73,9 @@ def given_credentials(registry: str) -> Credentials | None:
 
 
 # -- registry endpoints and clients --------------------------------------------------------------
-def register_endpoint(registry: str, *, credentials: Credentials | None = None,
-                      tls: TLSOptions | None = None) -> None:
+def register_endpoint(
+    registry: str, *, credentials: Credentials | None = None, tls: TLSOptions | None = None
+) -> None:
     """Remember how to reach ``registry``; replaces an earlier registration (and its client)."""
     endpoint = Endpoint(registry, credentials, tls or TLSOptions())
     with _lock:
@@ -92,8 +93,7 @@ def client_for(registry: str) -> RegistryClient:
         client = _state.clients.get(registry)
         if client is None:
             endpoint = _state.endpoints.get(registry) or Endpoint(registry, None, TLSOptions())
-            client = RegistryClient(registry, credentials=endpoint.credentials,
-                                    tls=endpoint.tls)
+            client = RegistryClient(registry, credentials=endpoint.credentials, tls=endpoint.tls)
             _state.clients[registry] = client
         return client
 

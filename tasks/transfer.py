@@ -38,48 +38,68 @@ def _s3_credentials_from_block(block_name: str) -> s3.S3Credentials:
     raw = Secret.load(block_name).get()  # type: ignore[union-attr]
     try:
         doc = raw if isinstance(raw, dict) else json.loads(str(raw))
-        return s3.S3Credentials(str(doc["aws_access_key_id"]),
-                                str(doc["aws_secret_access_key"]),
-                                doc.get("aws_session_token"))
+        return s3.S3Credentials(
+            str(doc["aws_access_key_id"]),
+            str(doc["aws_secret_access_key"]),
+            doc.get("aws_session_token"),
+        )
     except (ValueError, KeyError, TypeError):
         # from None: a JSON error message could quote part of the secret
         raise StorageAccessError(
             f"Secret block {block_name!r} must hold a JSON object with aws_access_key_id and "
-            "aws_secret_access_key") from None
+            "aws_secret_access_key"
+        ) from None
 
 
 def connect(params: TransferTarget) -> None:
     """Resolve credentials for ``params.url`` in this process (flow start, before any task)."""
     target = params.target()
     if isinstance(target, OciUrl):
-        runtime.register_endpoint(target.registry, tls=params.tls(),
-                                  credentials=target_credentials(target.registry,
-                                                                 params.credentials_block))
+        runtime.register_endpoint(
+            target.registry,
+            tls=params.tls(),
+            credentials=target_credentials(target.registry, params.credentials_block),
+        )
         return
-    creds = _s3_credentials_from_block(params.credentials_block) \
-        if params.credentials_block else None
+    creds = (
+        _s3_credentials_from_block(params.credentials_block) if params.credentials_block else None
+    )
     runtime.set_s3_credentials(_s3_key(params), creds)
 
 
 def _s3_key(params: TransferTarget) -> str:
-    return json.dumps([params.endpoint_url, params.region, params.tls_skip_verify,
-                       params.ca_file, params.concurrency, params.part_size_mib])
+    return json.dumps(
+        [
+            params.endpoint_url,
+            params.region,
+            params.tls_skip_verify,
+            params.ca_file,
+            params.concurrency,
+            params.part_size_mib,
+        ]
+    )
 
 
 def s3_client(params: TransferTarget) -> s3.S3Client:
     """The shared boto3 client for these settings (clients are thread-safe)."""
     settings = params.s3_settings()
-    return runtime.s3_client(_s3_key(params),
-                             lambda credentials: s3.make_client(settings, credentials))
+    return runtime.s3_client(
+        _s3_key(params), lambda credentials: s3.make_client(settings, credentials)
+    )
 
 
 def _file_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     params: UploadParameters | DownloadParameters = parameters["params"]
     file: TransferFile = parameters["file"]
     where = params.bundle_dir if isinstance(params, UploadParameters) else params.dest_dir
-    return content_key(context.task.name, params.url, params.endpoint_url,
-                       str(Path(where).resolve()), file.model_dump(exclude_none=True),
-                       str(context.task_run.flow_run_id))
+    return content_key(
+        context.task.name,
+        params.url,
+        params.endpoint_url,
+        str(Path(where).resolve()),
+        file.model_dump(exclude_none=True),
+        str(context.task_run.flow_run_id),
+    )
 
 
 # -- upload --------------------------------------------------------------------------------------
@@ -89,8 +109,14 @@ def build_manifest_task(bundle_dir: str) -> TransferFiles:
     return TransferFiles.of(build_manifest(Path(bundle_dir)))
 
 
-@task(name="upload-file", task_run_name="upload-{file.name}", cache_key_fn=_file_key,
-      persist_result=True, result_serializer="json", **TRANSIENT_RETRIES)
+@task(
+    name="upload-file",
+    task_run_name="upload-{file.name}",
+    cache_key_fn=_file_key,
+    persist_result=True,
+    result_serializer="json",
+    **TRANSIENT_RETRIES,
+)
 def upload_file_task(params: UploadParameters, file: TransferFile) -> FileOutcome:
     """Upload one file (skipped when the same content is already there), verified."""
     entry = file.entry()
@@ -99,8 +125,13 @@ def upload_file_task(params: UploadParameters, file: TransferFile) -> FileOutcom
     if isinstance(target, S3Url):
         result = s3.upload_file(s3_client(params), target, path, entry, params.s3_settings())
     else:
-        result = oci.upload_file(runtime.client_for(target.registry), target, path, entry,
-                                 chunk_size=params.chunk_bytes())
+        result = oci.upload_file(
+            runtime.client_for(target.registry),
+            target,
+            path,
+            entry,
+            chunk_size=params.chunk_bytes(),
+        )
     return FileOutcome.of(result)
 
 
@@ -129,8 +160,14 @@ def read_remote_manifest_task(params: DownloadParameters) -> TransferFiles:
     return TransferFiles.of(manifest)
 
 
-@task(name="download-file", task_run_name="download-{file.name}", cache_key_fn=_file_key,
-      persist_result=True, result_serializer="json", **TRANSIENT_RETRIES)
+@task(
+    name="download-file",
+    task_run_name="download-{file.name}",
+    cache_key_fn=_file_key,
+    persist_result=True,
+    result_serializer="json",
+    **TRANSIENT_RETRIES,
+)
 def download_file_task(params: DownloadParameters, file: TransferFile) -> FileOutcome:
     """Fetch one file via ``.partial`` (resumed), verified against the manifest."""
     entry = file.entry()

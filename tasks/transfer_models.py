@@ -38,11 +38,12 @@ class TransferTarget(RegistryAccess):
 
     url: str = Field(description="s3://BUCKET[/PREFIX] or oci://REGISTRY/REPOSITORY:TAG.")
     endpoint_url: str | None = Field(
-        None, description="S3 endpoint of an S3-compatible store (MinIO, Ceph RGW…); "
-        "default: AWS.")
+        None, description="S3 endpoint of an S3-compatible store (MinIO, Ceph RGW…); default: AWS."
+    )
     region: str | None = Field(None, description="S3 region (default: from the AWS config).")
-    part_size_mib: int = Field(64, ge=5, le=5120, description="S3 multipart part size and OCI "
-                               "upload chunk size, MiB.")
+    part_size_mib: int = Field(
+        64, ge=5, le=5120, description="S3 multipart part size and OCI upload chunk size, MiB."
+    )
     concurrency: int = Field(4, ge=1, le=64, description="S3 parts in flight per file.")
     file_concurrency: int = Field(2, ge=1, le=16, description="Files transferred at once.")
 
@@ -53,8 +54,13 @@ class TransferTarget(RegistryAccess):
         verify: bool | str = self.ca_file or True
         if self.tls_skip_verify:
             verify = False
-        return S3Settings(endpoint_url=self.endpoint_url, region=self.region, verify_tls=verify,
-                          part_size=self.part_size_mib * MiB, concurrency=self.concurrency)
+        return S3Settings(
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            verify_tls=verify,
+            part_size=self.part_size_mib * MiB,
+            concurrency=self.concurrency,
+        )
 
     def chunk_bytes(self) -> int:
         return self.part_size_mib * MiB if self.part_size_mib else DEFAULT_CHUNK
@@ -63,8 +69,9 @@ class TransferTarget(RegistryAccess):
 class UploadParameters(TransferTarget):
     """Upload a bundle directory into object storage or an intermediate registry."""
 
-    bundle_dir: str = Field(description="Bundle directory (package-*.tar, chunks, sidecars, "
-                            "report.json).")
+    bundle_dir: str = Field(
+        description="Bundle directory (package-*.tar, chunks, sidecars, report.json)."
+    )
 
 
 class DownloadParameters(TransferTarget):
@@ -116,8 +123,7 @@ class FileOutcome(BaseModel, frozen=True):
 
     @classmethod
     def of(cls, result: FileResult) -> FileOutcome:
-        return cls(name=result.name, size=result.size, status=result.status,
-                   seconds=result.seconds)
+        return cls(name=result.name, size=result.size, status=result.status, seconds=result.seconds)
 
 
 RowStatus = Literal[Status, "failed"]
@@ -136,8 +142,12 @@ class FileRow(BaseModel, frozen=True):
 
     @classmethod
     def done(cls, outcome: FileOutcome) -> FileRow:
-        return cls(name=outcome.name, size=outcome.size, status=outcome.status,
-                   seconds=round(outcome.seconds, 3))
+        return cls(
+            name=outcome.name,
+            size=outcome.size,
+            status=outcome.status,
+            seconds=round(outcome.seconds, 3),
+        )
 
     @classmethod
     def failed(cls, file: TransferFile, error: str) -> FileRow:
@@ -159,14 +169,21 @@ class TransferSummary(BaseModel):
     digest: str | None = Field(None, description="OCI: the artifact's manifest digest.")
 
     @classmethod
-    def of(cls, verb: Literal["upload", "download"], url: str, rows: list[FileRow],
-           elapsed: float) -> TransferSummary:
+    def of(
+        cls, verb: Literal["upload", "download"], url: str, rows: list[FileRow], elapsed: float
+    ) -> TransferSummary:
         moved = sum(r.size for r in rows if r.status in MOVED)
         statuses: dict[str, int] = {}
         for row in rows:
             statuses[row.status] = statuses.get(row.status, 0) + 1
-        return cls(verb=verb, url=url, files=len(rows), bytes=sum(r.size for r in rows),
-                   bytes_moved=moved, statuses=statuses,
-                   failed=[r.name for r in rows if r.status == "failed"],
-                   seconds=round(elapsed, 3),
-                   mib_per_second=round(moved / (1 << 20) / elapsed, 1) if elapsed else None)
+        return cls(
+            verb=verb,
+            url=url,
+            files=len(rows),
+            bytes=sum(r.size for r in rows),
+            bytes_moved=moved,
+            statuses=statuses,
+            failed=[r.name for r in rows if r.status == "failed"],
+            seconds=round(elapsed, 3),
+            mib_per_second=round(moved / (1 << 20) / elapsed, 1) if elapsed else None,
+        )

@@ -114,7 +114,7 @@ class _RandomStream(io.RawIOBase):
             self._left -= length
             self._offset = 0
         count = min(len(view), len(self._piece) - self._offset)
-        view[:count] = self._piece[self._offset:self._offset + count]
+        view[:count] = self._piece[self._offset : self._offset + count]
         self._offset += count
         return count
 
@@ -172,18 +172,21 @@ def _parent_dirs(paths: Sequence[str]) -> list[str]:
     return sorted(dirs)
 
 
-def write_layer(files: Mapping[str, FileContent], out: BinaryIO,
-                compresslevel: int = 1) -> tuple[str, int, str]:
+def write_layer(
+    files: Mapping[str, FileContent], out: BinaryIO, compresslevel: int = 1
+) -> tuple[str, int, str]:
     """Write ``files`` as a deterministic gzip tar into ``out``.
 
     Returns (compressed digest, compressed size, uncompressed diff_id).
     """
     compressed = _HashingWriter(out)
-    with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0,
-                       compresslevel=compresslevel) as gz:
+    with gzip.GzipFile(
+        filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=compresslevel
+    ) as gz:
         uncompressed = _HashingWriter(gz)
-        with tarfile.open(fileobj=uncompressed, mode="w|", format=tarfile.PAX_FORMAT,
-                          bufsize=PIECE_SIZE) as tar:
+        with tarfile.open(
+            fileobj=uncompressed, mode="w|", format=tarfile.PAX_FORMAT, bufsize=PIECE_SIZE
+        ) as tar:
             tar.copybufsize = PIECE_SIZE  # type: ignore[attr-defined]  # stdlib, untyped
             for directory in _parent_dirs(list(files)):
                 tar.addfile(_dir_info(directory))
@@ -205,8 +208,9 @@ def _content_key(files: Mapping[str, FileContent], compresslevel: int) -> str:
             described[path] = {"random": [content.size, str(content.seed)]}
         else:
             described[path] = {"sha256": sha256_bytes_hex(content)}
-    return sha256_bytes_hex(canonical_json({"files": described, "level": compresslevel,
-                                            "format": 1}))
+    return sha256_bytes_hex(
+        canonical_json({"files": described, "level": compresslevel, "format": 1})
+    )
 
 
 @dataclass(frozen=True)
@@ -237,8 +241,9 @@ class ImageBuilder:
             self._write_atomically(path, data)
         return Blob(digest, len(data), path, media_type)
 
-    def layer(self, files: Mapping[str, FileContent],
-              media_type: str = OCI_LAYER_TAR_GZIP) -> _Layer:
+    def layer(
+        self, files: Mapping[str, FileContent], media_type: str = OCI_LAYER_TAR_GZIP
+    ) -> _Layer:
         """A gzip tar layer of ``files`` (cached: the same files are built once)."""
         key = _content_key(files, self.compresslevel)
         record = self.cache_dir / f"{key}.json"
@@ -246,8 +251,9 @@ class ImageBuilder:
             cached = json.loads(record.read_text())
             path = self.blob_path(cached["digest"])
             if path.exists() and path.stat().st_size == cached["size"]:
-                return _Layer(Blob(cached["digest"], cached["size"], path, media_type),
-                              cached["diff_id"])
+                return _Layer(
+                    Blob(cached["digest"], cached["size"], path, media_type), cached["diff_id"]
+                )
         fd, temp_name = tempfile.mkstemp(dir=self.blob_dir, prefix=".layer-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as out:
@@ -257,27 +263,36 @@ class ImageBuilder:
         except BaseException:
             Path(temp_name).unlink(missing_ok=True)
             raise
-        self._write_atomically(record, canonical_json(
-            {"digest": digest, "size": size, "diff_id": diff_id}))
+        self._write_atomically(
+            record, canonical_json({"digest": digest, "size": size, "diff_id": diff_id})
+        )
         return _Layer(Blob(digest, size, path, media_type), diff_id)
 
-    def image(self, layers: Sequence[Mapping[str, FileContent]], *,
-              platform: Platform = Platform(), labels: Mapping[str, str] | None = None,
-              docker: bool = False,
-              annotations: Mapping[str, str] | None = None) -> BuiltImage:
+    def image(
+        self,
+        layers: Sequence[Mapping[str, FileContent]],
+        *,
+        platform: Platform = Platform(),
+        labels: Mapping[str, str] | None = None,
+        docker: bool = False,
+        annotations: Mapping[str, str] | None = None,
+    ) -> BuiltImage:
         """An image of ``layers`` (bottom first): OCI manifest, or Docker v2s2 if ``docker``."""
         layer_type = DOCKER_LAYER_TAR_GZIP if docker else OCI_LAYER_TAR_GZIP
         built = [self.layer(files, layer_type) for files in layers]
         config: dict[str, Any] = {
-            "architecture": platform.architecture, "os": platform.os,
+            "architecture": platform.architecture,
+            "os": platform.os,
             "config": {"Labels": dict(labels or {})},
             "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in built]},
         }
-        config_blob = self.bytes_blob(canonical_json(config),
-                                      DOCKER_CONFIG if docker else OCI_CONFIG)
+        config_blob = self.bytes_blob(
+            canonical_json(config), DOCKER_CONFIG if docker else OCI_CONFIG
+        )
         media_type = DOCKER_MANIFEST if docker else OCI_MANIFEST
         manifest: dict[str, Any] = {
-            "schemaVersion": 2, "mediaType": media_type,
+            "schemaVersion": 2,
+            "mediaType": media_type,
             "config": _descriptor(config_blob),
             "layers": [_descriptor(layer.blob) for layer in built],
         }
@@ -289,19 +304,26 @@ class ImageBuilder:
 
     def index(self, children: Sequence[tuple[Platform, BuiltImage]]) -> BuiltImage:
         """An OCI index over platform-specific ``children`` (pushed before the index)."""
-        manifests = [{"mediaType": child.media_type, "digest": child.digest,
-                      "size": child.size,
-                      "platform": {"architecture": platform.architecture, "os": platform.os}}
-                     for platform, child in children]
-        data = canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX,
-                               "manifests": manifests})
-        return BuiltImage(data, OCI_INDEX, sha256_bytes_digest(data), (),
-                          tuple(child for _, child in children))
+        manifests = [
+            {
+                "mediaType": child.media_type,
+                "digest": child.digest,
+                "size": child.size,
+                "platform": {"architecture": platform.architecture, "os": platform.os},
+            }
+            for platform, child in children
+        ]
+        data = canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})
+        return BuiltImage(
+            data, OCI_INDEX, sha256_bytes_digest(data), (), tuple(child for _, child in children)
+        )
 
-    def multi_arch(self, layers: Sequence[Mapping[str, FileContent]],
-                   platforms: Sequence[Platform] = (Platform("linux", "amd64"),
-                                                    Platform("linux", "arm64")),
-                   labels: Mapping[str, str] | None = None) -> BuiltImage:
+    def multi_arch(
+        self,
+        layers: Sequence[Mapping[str, FileContent]],
+        platforms: Sequence[Platform] = (Platform("linux", "amd64"), Platform("linux", "arm64")),
+        labels: Mapping[str, str] | None = None,
+    ) -> BuiltImage:
         """An OCI index whose children share ``layers`` and differ by platform config."""
         children = [(p, self.image(layers, platform=p, labels=labels)) for p in platforms]
         return self.index(children)

@@ -80,16 +80,24 @@ def parse_access_log(text: str) -> list[tuple[str, str, int]]:
 class RegistryServer:
     """One ``docker-registry serve`` process on 127.0.0.1 with its own config and storage."""
 
-    def __init__(self, directory: Path, *, auth: AuthMode = "none", tls: bool = False,
-                 users: Mapping[str, str] | None = None, port: int | None = None,
-                 binary: str = REGISTRY_BINARY, startup_timeout: float = 15.0,
-                 read_only_users: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        auth: AuthMode = "none",
+        tls: bool = False,
+        users: Mapping[str, str] | None = None,
+        port: int | None = None,
+        binary: str = REGISTRY_BINARY,
+        startup_timeout: float = 15.0,
+        read_only_users: Collection[str] = (),
+    ) -> None:
         self.directory = Path(directory)
         self.root = self.directory / "data"
         self.auth: AuthMode = auth
         self.tls = tls
         self._users = dict(users if users is not None else DEFAULT_USERS)
-        self._read_only = frozenset(read_only_users)   # token auth only: granted pull alone
+        self._read_only = frozenset(read_only_users)  # token auth only: granted pull alone
         if auth != "none" and not self._users:
             raise ValueError("an authenticated registry needs at least one user")
         self._fixed_port = port
@@ -180,8 +188,12 @@ class RegistryServer:
     def __enter__(self) -> RegistryServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def _prepare_auth(self) -> dict[str, Any] | None:
@@ -191,11 +203,17 @@ class RegistryServer:
             return {"htpasswd": {"realm": "d8mirror-testbed", "path": str(htpasswd)}}
         if self.auth == "token":
             if self.token_server is None:
-                self.token_server = TokenServer(self.directory, self._users,
-                                                self._read_only).start()
-            return {"token": {"realm": self.token_server.realm, "service": TOKEN_SERVICE,
-                              "issuer": TOKEN_ISSUER,
-                              "rootcertbundle": str(self.token_server.cert_file)}}
+                self.token_server = TokenServer(
+                    self.directory, self._users, self._read_only
+                ).start()
+            return {
+                "token": {
+                    "realm": self.token_server.realm,
+                    "service": TOKEN_SERVICE,
+                    "issuer": TOKEN_ISSUER,
+                    "rootcertbundle": str(self.token_server.cert_file),
+                }
+            }
         return None
 
     def _prepare_tls(self) -> dict[str, str] | None:
@@ -212,10 +230,12 @@ class RegistryServer:
         config: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "warn", "accesslog": {"disabled": False}},
-            "storage": {"filesystem": {"rootdirectory": str(self.root)},
-                        "delete": {"enabled": True},
-                        "cache": {"blobdescriptor": "inmemory"},
-                        "maintenance": {"uploadpurging": {"enabled": False}}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.root)},
+                "delete": {"enabled": True},
+                "cache": {"blobdescriptor": "inmemory"},
+                "maintenance": {"uploadpurging": {"enabled": False}},
+            },
             "http": http,
             "health": {"storagedriver": {"enabled": False}},
         }
@@ -226,13 +246,19 @@ class RegistryServer:
         return path
 
     def _spawn(self, config: Path) -> None:
-        env = {key: value for key, value in os.environ.items()
-               if not key.startswith("REGISTRY_")}  # env vars would override the config
+        env = {
+            key: value for key, value in os.environ.items() if not key.startswith("REGISTRY_")
+        }  # env vars would override the config
         with self._log_file.open("ab") as sink:
             self._log_offset = sink.tell()
             self._process = subprocess.Popen(
-                [self._binary, "serve", str(config)], stdin=subprocess.DEVNULL, stdout=sink,
-                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+                [self._binary, "serve", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+            )
 
     def _wait_ready(self) -> None:
         assert self._process is not None
@@ -245,7 +271,8 @@ class RegistryServer:
                 if self._process.poll() is not None:
                     raise RegistryStartError(
                         f"docker-registry on {self.host} exited with code "
-                        f"{self._process.returncode}:\n{self.log_tail()}")
+                        f"{self._process.returncode}:\n{self.log_tail()}"
+                    )
                 try:
                     http.get(f"{self.url}/v2/")
                     return
@@ -253,7 +280,8 @@ class RegistryServer:
                     time.sleep(0.02)
         raise RegistryStartError(
             f"docker-registry on {self.host} did not answer GET /v2/ within "
-            f"{self._startup_timeout:.0f} s:\n{self.log_tail()}")
+            f"{self._startup_timeout:.0f} s:\n{self.log_tail()}"
+        )
 
     def _terminate(self) -> None:
         process, self._process = self._process, None
@@ -301,14 +329,16 @@ class RegistryServer:
 
     def count(self, method: str, path_substring: str) -> int:
         """How many ``method`` requests had ``path_substring`` in their path."""
-        return sum(1 for m, path, _ in self.requests()
-                   if m == method.upper() and path_substring in path)
+        return sum(
+            1 for m, path, _ in self.requests() if m == method.upper() and path_substring in path
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m testbed.registry_server",
-        description="Run a local test registry in the foreground; prints its host:port.")
+        description="Run a local test registry in the foreground; prints its host:port.",
+    )
     parser.add_argument("--dir", required=True, type=Path, help="storage and config directory")
     parser.add_argument("--port", type=int, default=None, help="fixed port (default: a free one)")
     parser.add_argument("--auth", choices=["none", "htpasswd", "token"], default="none")

@@ -110,12 +110,11 @@ class SeededContent:
     def tags(self, repository: str) -> list[str]:
         """The tags seeded in ``repository``, sorted."""
         prefix = f"{repository}:"
-        return sorted(ref[len(prefix):] for ref in self.refs if ref.startswith(prefix))
+        return sorted(ref[len(prefix) :] for ref in self.refs if ref.startswith(prefix))
 
     @property
     def repositories(self) -> list[str]:
-        names = {ref.split("@", 1)[0] if "@" in ref else ref.rsplit(":", 1)[0]
-                 for ref in self.refs}
+        names = {ref.split("@", 1)[0] if "@" in ref else ref.rsplit(":", 1)[0] for ref in self.refs}
         return sorted(names)
 
 
@@ -124,22 +123,40 @@ def demo_spec() -> SeedSpec:
     console = PackageSpec(
         name="console",
         versions=("v1.0.0", "v1.0.1", "v1.1.0", "v1.2.0"),
-        channels={"alpha": "v1.2.0", "beta": "v1.2.0", "early-access": "v1.1.0",
-                  "stable": "v1.1.0", "rock-solid": "v1.0.1"},
+        channels={
+            "alpha": "v1.2.0",
+            "beta": "v1.2.0",
+            "early-access": "v1.1.0",
+            "stable": "v1.1.0",
+            "rock-solid": "v1.0.1",
+        },
         extras=(ExtraSpec("scanner", "v1.2.3"), ExtraSpec("enforcer", 3)),
-        vex_versions=("v1.1.0",), vex_internal=True, vex_extras=("scanner",))
+        vex_versions=("v1.1.0",),
+        vex_internal=True,
+        vex_extras=("scanner",),
+    )
     code = PackageSpec(
         name="code",
         versions=("v1.6.0", "v1.6.1", "v1.6.2", "v1.7.0"),
-        channels={"alpha": "v1.7.0", "beta": "v1.7.0", "early-access": "v1.7.0",
-                  "stable": "v1.6.2", "rock-solid": "v1.6.2", "lts": "v1.6.1"},
-        internal_images=1, manifest_format="docker")
+        channels={
+            "alpha": "v1.7.0",
+            "beta": "v1.7.0",
+            "early-access": "v1.7.0",
+            "stable": "v1.6.2",
+            "rock-solid": "v1.6.2",
+            "lts": "v1.6.1",
+        },
+        internal_images=1,
+        manifest_format="docker",
+    )
     stronghold = PackageSpec(
         name="stronghold",
         versions=("v0.4.0", "v0.5.0"),
         channels={"alpha": "v0.5.0", "stable": "v0.4.0"},
         extras=(ExtraSpec("unsealer", "v0.1.0"),),
-        vex_versions=("v0.5.0",), manifest_format="index")
+        vex_versions=("v0.5.0",),
+        manifest_format="index",
+    )
     return SeedSpec(packages=(console, code, stronghold), payload_size=512 << 10)
 
 
@@ -169,8 +186,15 @@ class _Pusher:
 class _PackageSeeder:
     """Builds and pushes one package; records refs into ``refs``."""
 
-    def __init__(self, spec: SeedSpec, package: PackageSpec, root: str, builder: ImageBuilder,
-                 pusher: _Pusher, refs: dict[str, str]) -> None:
+    def __init__(
+        self,
+        spec: SeedSpec,
+        package: PackageSpec,
+        root: str,
+        builder: ImageBuilder,
+        pusher: _Pusher,
+        refs: dict[str, str],
+    ) -> None:
         self.spec, self.package, self.builder, self.pusher = spec, package, builder, pusher
         self.refs = refs
         self.repo = f"{root}/{PACKAGES}/{package.name}"
@@ -196,19 +220,27 @@ class _PackageSeeder:
         digests = [self._seed_internal(version, i) for i in range(self.package.internal_images)]
         own: dict[str, FileContent] = {
             "version": version.encode(),
-            f"payload/{self.package.name}.bin": RandomFile(self.spec.own_layer_size,
-                                                           self._seed_key(version)),
+            f"payload/{self.package.name}.bin": RandomFile(
+                self.spec.own_layer_size, self._seed_key(version)
+            ),
         }
         if self.package.extras:
             own["extra_images.json"] = canonical_json(
-                {extra.name: extra.tag for extra in self.package.extras})
+                {extra.name: extra.tag for extra in self.package.extras}
+            )
         if digests:
             own["images_digests.json"] = canonical_json(
-                {"internal": {f"image-{i}": d for i, d in enumerate(digests)}})
+                {"internal": {f"image-{i}": d for i, d in enumerate(digests)}}
+            )
         layers: list[dict[str, FileContent]] = []
         if self.spec.base_layer_size:
-            layers.append({"base/payload.bin": RandomFile(self.spec.base_layer_size,
-                                                          f"{self.spec.seed}:base")})
+            layers.append(
+                {
+                    "base/payload.bin": RandomFile(
+                        self.spec.base_layer_size, f"{self.spec.seed}:base"
+                    )
+                }
+            )
         layers.append(own)
         labels = {"org.opencontainers.image.version": version}
         image = self._build(layers, labels)
@@ -217,12 +249,16 @@ class _PackageSeeder:
     def _build(self, layers: list[dict[str, FileContent]], labels: dict[str, str]) -> BuiltImage:
         if self.package.manifest_format == "index":
             return self.builder.multi_arch(layers, labels=labels)
-        return self.builder.image(layers, labels=labels,
-                                  docker=self.package.manifest_format == "docker")
+        return self.builder.image(
+            layers, labels=labels, docker=self.package.manifest_format == "docker"
+        )
 
     def _seed_internal(self, version: str, index: int) -> str:
-        key = self._seed_key("internal", str(index)) if index == 0 else \
-            self._seed_key(version, "internal", str(index))
+        key = (
+            self._seed_key("internal", str(index))
+            if index == 0
+            else self._seed_key(version, "internal", str(index))
+        )
         image = self.builder.image([{f"internal/image-{index}.txt": key.encode()}])
         digest = self._push(self.repo, image.digest, image)
         if digest not in self.internal:
@@ -232,7 +268,8 @@ class _PackageSeeder:
     def _version_image(self, version: str) -> BuiltImage:
         return self.builder.image(
             [{"version.json": canonical_json({"version": version})}],
-            labels={"org.opencontainers.image.version": version})
+            labels={"org.opencontainers.image.version": version},
+        )
 
     def _seed_channels(self) -> None:
         release_repo = f"{self.repo}/{VERSION}"
@@ -244,8 +281,9 @@ class _PackageSeeder:
 
     def _seed_extras(self) -> None:
         for extra in self.package.extras:
-            payload = RandomFile(self.spec.extra_payload_size,
-                                 self._seed_key("extra", extra.name, extra.tag_text))
+            payload = RandomFile(
+                self.spec.extra_payload_size, self._seed_key("extra", extra.name, extra.tag_text)
+            )
             image = self.builder.image([{f"extra/{extra.name}.bin": payload}])
             self._push(f"{self.repo}/{EXTRA}/{extra.name}", extra.tag_text, image)
 
@@ -265,23 +303,30 @@ class _PackageSeeder:
                 self._push(self.repo, f"{extra.tag_text}.att", self._vex_image(subject))
 
 
-def push_image(client: RegistryClient, repository: str, reference: str,
-               layers: list[dict[str, FileContent]], workdir: Path) -> str:
+def push_image(
+    client: RegistryClient,
+    repository: str,
+    reference: str,
+    layers: list[dict[str, FileContent]],
+    workdir: Path,
+) -> str:
     """Push one image built from ``layers`` as ``repository:reference`` (e.g. a tag
     re-published at the source); its digest."""
     return _Pusher(client).push(repository, reference, ImageBuilder(workdir).image(layers))
 
 
-def seed_packages(client: RegistryClient, root_repo: str, spec: SeedSpec,
-                  workdir: Path, *, workers: int = 4) -> SeededContent:
+def seed_packages(
+    client: RegistryClient, root_repo: str, spec: SeedSpec, workdir: Path, *, workers: int = 4
+) -> SeededContent:
     """Build ``spec``'s images under ``workdir`` (a cache) and push them below ``root_repo``.
 
     Packages are seeded in parallel (``workers`` threads); the result does not depend on it.
     """
     builder = ImageBuilder(workdir)
     pusher = _Pusher(client)
-    seeders = [_PackageSeeder(spec, package, root_repo, builder, pusher, {})
-               for package in spec.packages]
+    seeders = [
+        _PackageSeeder(spec, package, root_repo, builder, pusher, {}) for package in spec.packages
+    ]
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(seeders)))) as pool:
         for _ in pool.map(_PackageSeeder.seed, seeders):
             pass
@@ -301,8 +346,9 @@ def seed_packages(client: RegistryClient, root_repo: str, spec: SeedSpec,
 def main(argv: list[str] | None = None) -> int:
     from d8mirror.registry import Credentials, RegistryClient, TLSOptions
 
-    parser = argparse.ArgumentParser(prog="python -m testbed.seed",
-                                     description="Seed a test registry with demo packages.")
+    parser = argparse.ArgumentParser(
+        prog="python -m testbed.seed", description="Seed a test registry with demo packages."
+    )
     parser.add_argument("--registry", required=True, help="host:port of the registry")
     parser.add_argument("--root", default="deckhouse/ee", help="edition root repository")
     parser.add_argument("--workdir", type=Path, default=None, help="image build cache")
@@ -320,11 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         content = seed_packages(client, args.root, demo_spec(), workdir)
     for ref, digest in content.refs.items():
         print(f"{args.registry}/{ref} {digest}")
-    print(f"seeded {len(content.refs)} references in {len(content.repositories)} repositories",
-          file=sys.stderr)
+    print(
+        f"seeded {len(content.refs)} references in {len(content.repositories)} repositories",
+        file=sys.stderr,
+    )
     return 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

@@ -51,7 +51,8 @@ def make_self_signed_certificate(directory: Path, name: str) -> SelfSignedCertif
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = dt.datetime.now(dt.UTC)
     san = x509.SubjectAlternativeName(
-        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    )
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -67,9 +68,13 @@ def make_self_signed_certificate(directory: Path, name: str) -> SelfSignedCertif
     directory.mkdir(parents=True, exist_ok=True)
     cert_file, key_file = directory / f"{name}.crt", directory / f"{name}.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.TraditionalOpenSSL,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
     key_file.chmod(0o600)
     return SelfSignedCertificate(cert_file, key_file, key, cert)
 
@@ -102,8 +107,9 @@ class TokenServer:
     read-only credential); a request without valid Basic credentials gets 401.
     """
 
-    def __init__(self, directory: Path, users: Mapping[str, str],
-                 read_only: Collection[str] = ()) -> None:
+    def __init__(
+        self, directory: Path, users: Mapping[str, str], read_only: Collection[str] = ()
+    ) -> None:
         self.certificate = make_self_signed_certificate(directory, "token-signer")
         self._users = dict(users)
         self._read_only = frozenset(read_only)
@@ -128,8 +134,9 @@ class TokenServer:
 
     def start(self) -> TokenServer:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                            name="testbed-token-server", daemon=True)
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, name="testbed-token-server", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -194,13 +201,22 @@ class TokenServer:
         der = self.certificate.cert.public_bytes(serialization.Encoding.DER)
         header = {"alg": "RS256", "typ": "JWT", "x5c": [base64.b64encode(der).decode()]}
         now = int(time.time())
-        claims = {"iss": TOKEN_ISSUER, "sub": subject, "aud": TOKEN_SERVICE,
-                  "exp": now + TOKEN_LIFETIME_SECONDS, "nbf": now - 10, "iat": now,
-                  "jti": uuid.uuid4().hex, "access": [parse_scope(s) for s in scopes]}
-        signing_input = (f"{_b64url(json.dumps(header).encode())}."
-                         f"{_b64url(json.dumps(claims).encode())}")
-        signature = self.certificate.key.sign(signing_input.encode(), padding.PKCS1v15(),
-                                              hashes.SHA256())
+        claims = {
+            "iss": TOKEN_ISSUER,
+            "sub": subject,
+            "aud": TOKEN_SERVICE,
+            "exp": now + TOKEN_LIFETIME_SECONDS,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "access": [parse_scope(s) for s in scopes],
+        }
+        signing_input = (
+            f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        )
+        signature = self.certificate.key.sign(
+            signing_input.encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
         return f"{signing_input}.{_b64url(signature)}"
 
 
@@ -219,17 +235,27 @@ class _TokenHandler(BaseHTTPRequestHandler):
         username = self.server_ref.authenticate(self.headers.get("Authorization"))
         self.server_ref._record(TokenRequest(username, tuple(scopes), username is not None))
         if username is None:
-            self._answer(401, {"errors": [{"code": "UNAUTHORIZED",
-                                           "message": "bad or missing credentials"}]},
-                         {"WWW-Authenticate": 'Basic realm="testbed-token"'})
+            self._answer(
+                401,
+                {"errors": [{"code": "UNAUTHORIZED", "message": "bad or missing credentials"}]},
+                {"WWW-Authenticate": 'Basic realm="testbed-token"'},
+            )
             return
         token = self.server_ref.issue(username, self.server_ref.granted(username, scopes))
         issued_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self._answer(200, {"token": token, "access_token": token,
-                           "expires_in": TOKEN_LIFETIME_SECONDS, "issued_at": issued_at})
+        self._answer(
+            200,
+            {
+                "token": token,
+                "access_token": token,
+                "expires_in": TOKEN_LIFETIME_SECONDS,
+                "issued_at": issued_at,
+            },
+        )
 
-    def _answer(self, status: int, body: dict[str, Any],
-                headers: Mapping[str, str] | None = None) -> None:
+    def _answer(
+        self, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

@@ -12,8 +12,9 @@ import tempfile
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="d8mirror-test-prefect-home-")
-os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = os.path.join(os.environ["PREFECT_HOME"],
-                                                               "storage")
+os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = os.path.join(
+    os.environ["PREFECT_HOME"], "storage"
+)
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
 # The core retries a failing request for 90 s by default (d8's patience); tests that expect a
@@ -37,8 +38,9 @@ def _close_registry_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
 
 
-def _serve(factory: pytest.TempPathFactory, name: str, *, auth: AuthMode = "none",
-           tls: bool = False) -> Iterator[RegistryServer]:
+def _serve(
+    factory: pytest.TempPathFactory, name: str, *, auth: AuthMode = "none", tls: bool = False
+) -> Iterator[RegistryServer]:
     with RegistryServer(factory.mktemp(name), auth=auth, tls=tls) as server:
         yield server
 
@@ -77,8 +79,9 @@ DEMO_ROOT = "deckhouse/ee"
 
 
 @pytest.fixture(scope="session")
-def demo_content(registry: RegistryServer,
-                 tmp_path_factory: pytest.TempPathFactory) -> SeededContent:
+def demo_content(
+    registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory
+) -> SeededContent:
     """``demo_spec()`` seeded once into ``registry`` under ``deckhouse/ee`` (treat as read-only)."""
     with registry.client() as client:
         return seed_packages(client, DEMO_ROOT, demo_spec(), tmp_path_factory.mktemp("demo-images"))

@@ -52,17 +52,37 @@ ALL_KINDS = (*STATUS_KINDS, "slow", *BODY_KINDS)
 _MAX_HEAD = 64 << 10
 _MAX_BODY = 256 << 20
 _TIMEOUT = 30.0
-_HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                          "content-length", "te", "trailer", "upgrade"})
-_REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 206: "Partial Content",
-            307: "Temporary Redirect", 404: "Not Found", 429: "Too Many Requests",
-            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "content-length",
+        "te",
+        "trailer",
+        "upgrade",
+    }
+)
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    204: "No Content",
+    206: "Partial Content",
+    307: "Temporary Redirect",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 @dataclass
 class Request:
     method: str
-    target: str                       # path and query, as sent
+    target: str  # path and query, as sent
     headers: list[tuple[str, str]]
     body: bytes = b""
 
@@ -80,15 +100,16 @@ class Response:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
-    head_only: bool = False           # a HEAD answer: keep Content-Length, send no body
+    head_only: bool = False  # a HEAD answer: keep Content-Length, send no body
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()
         return next((v for k, v in self.headers if k.lower() == lowered), None)
 
     @classmethod
-    def error(cls, status: int, code: str = "UNAVAILABLE",
-              extra: Iterable[tuple[str, str]] = ()) -> Response:
+    def error(
+        cls, status: int, code: str = "UNAVAILABLE", extra: Iterable[tuple[str, str]] = ()
+    ) -> Response:
         body = json.dumps({"errors": [{"code": code, "message": "injected fault"}]}).encode()
         return cls(status, [("Content-Type", "application/json"), *extra], body)
 
@@ -100,7 +121,7 @@ class Exchange:
     range: str | None
     status: int
     body_sent: int
-    complete: bool              # the whole answer went out
+    complete: bool  # the whole answer went out
 
 
 @dataclass(frozen=True)
@@ -117,11 +138,21 @@ Matcher = Callable[[Request], bool]
 class FaultProxy:
     """See the module docstring."""
 
-    def __init__(self, upstream: str, *, rate: float = 0.0, seed: int = 0,
-                 kinds: Iterable[str] = ALL_KINDS, match: Matcher | None = None,
-                 intercept: Intercept | None = None, slow_seconds: float = 0.3,
-                 hold: Matcher | None = None, hold_timeout: float = 60.0,
-                 keep_alive: bool = False, reused_only: bool = False) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        rate: float = 0.0,
+        seed: int = 0,
+        kinds: Iterable[str] = ALL_KINDS,
+        match: Matcher | None = None,
+        intercept: Intercept | None = None,
+        slow_seconds: float = 0.3,
+        hold: Matcher | None = None,
+        hold_timeout: float = 60.0,
+        keep_alive: bool = False,
+        reused_only: bool = False,
+    ) -> None:
         self.upstream = upstream
         self.rate = rate
         self.kinds = tuple(kinds)
@@ -159,8 +190,12 @@ class FaultProxy:
         server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="faultproxy", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="faultproxy",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -181,8 +216,12 @@ class FaultProxy:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def count(self, method: str, substring: str) -> int:
@@ -191,13 +230,19 @@ class FaultProxy:
 
     def completed(self, method: str, substring: str) -> list[Exchange]:
         with self._lock:
-            return [e for e in self.exchanges
-                    if e.method == method and substring in e.path and e.complete]
+            return [
+                e
+                for e in self.exchanges
+                if e.method == method and substring in e.path and e.complete
+            ]
 
     def _record(self, request: Request, status: int, sent: int, complete: bool) -> None:
         with self._lock:
-            self.exchanges.append(Exchange(request.method, request.path, request.header("Range"),
-                                           status, sent, complete))
+            self.exchanges.append(
+                Exchange(
+                    request.method, request.path, request.header("Range"), status, sent, complete
+                )
+            )
 
     def _park(self) -> None:
         with self._lock:
@@ -223,10 +268,13 @@ class FaultProxy:
             return None
         has_body = request.method == "GET"
         is_blob = has_body and "/blobs/sha256:" in request.path
-        fitting = [k for k in self.kinds
-                   if k in (*STATUS_KINDS, "slow", "reset", "drop")
-                   or (has_body and k in ("truncate", "length"))
-                   or (is_blob and k == "flip")]
+        fitting = [
+            k
+            for k in self.kinds
+            if k in (*STATUS_KINDS, "slow", "reset", "drop")
+            or (has_body and k in ("truncate", "length"))
+            or (is_blob and k == "flip")
+        ]
         with self._lock:
             if not fitting or self._rng.random() >= self.rate:
                 return None
@@ -271,10 +319,14 @@ class FaultProxy:
             return False
         if kind in STATUS_KINDS:
             status = int(kind)
-            extra = [("Retry-After", "1" if self._coin() < 0.3 else "0")] if status == 429 \
-                else []
-            _send(conn, Response.error(status, "TOOMANYREQUESTS" if status == 429
-                                       else "UNAVAILABLE", extra), close=not keep)
+            extra = [("Retry-After", "1" if self._coin() < 0.3 else "0")] if status == 429 else []
+            _send(
+                conn,
+                Response.error(
+                    status, "TOOMANYREQUESTS" if status == 429 else "UNAVAILABLE", extra
+                ),
+                close=not keep,
+            )
             return keep
         if kind == "slow":
             time.sleep(self.slow_seconds)
@@ -292,8 +344,9 @@ class FaultProxy:
             return False
         return self._answer(conn, request, response, kind)
 
-    def _answer(self, conn: socket.socket, request: Request, response: Response,
-                kind: str | None) -> bool:
+    def _answer(
+        self, conn: socket.socket, request: Request, response: Response, kind: str | None
+    ) -> bool:
         body = response.body
         has_body = bool(body) and not response.head_only
         if kind == "reset":
@@ -319,8 +372,12 @@ class FaultProxy:
             conn.shutdown(socket.SHUT_WR)
             return False
         _send(conn, response, close=not self.keep_alive)
-        self._record(request, response.status, 0 if response.head_only else len(response.body),
-                     kind != "flip")
+        self._record(
+            request,
+            response.status,
+            0 if response.head_only else len(response.body),
+            kind != "flip",
+        )
         return self.keep_alive
 
 
@@ -356,16 +413,16 @@ def _read_chunked(conn: socket.socket, buffer: bytearray) -> bytes:
     while True:
         end = _read_until(conn, buffer, b"\r\n", _MAX_HEAD)
         size = int(bytes(buffer[:end]).split(b";", 1)[0].strip() or b"0", 16)
-        del buffer[:end + 2]
+        del buffer[: end + 2]
         if size == 0:
             end = _read_until(conn, buffer, b"\r\n", _MAX_HEAD)  # trailers: none expected
-            del buffer[:end + 2]
+            del buffer[: end + 2]
             return bytes(body)
         body += _read_exact(conn, buffer, size)
         if len(body) > _MAX_BODY:
             raise ValueError("body too large")
         end = _read_until(conn, buffer, b"\r\n", _MAX_HEAD)
-        del buffer[:end + 2]
+        del buffer[: end + 2]
 
 
 def _parse_head(raw: bytes) -> tuple[str, list[tuple[str, str]]]:
@@ -378,8 +435,9 @@ def _parse_head(raw: bytes) -> tuple[str, list[tuple[str, str]]]:
     return lines[0], headers
 
 
-def _read_body(conn: socket.socket, buffer: bytearray, headers: list[tuple[str, str]],
-               *, until_eof: bool) -> bytes:
+def _read_body(
+    conn: socket.socket, buffer: bytearray, headers: list[tuple[str, str]], *, until_eof: bool
+) -> bytes:
     values = {k.lower(): v for k, v in headers}
     if "chunked" in values.get("transfer-encoding", "").lower():
         return _read_chunked(conn, buffer)
@@ -403,7 +461,7 @@ def _read_request(conn: socket.socket) -> Request | None:
     except ValueError:
         return None
     start, headers = _parse_head(bytes(buffer[:end]))
-    del buffer[:end + 4]
+    del buffer[: end + 4]
     method, target, _version = start.split(" ", 2)
     body = _read_body(conn, buffer, headers, until_eof=False)
     return Request(method, target, headers, body)
@@ -421,7 +479,7 @@ def _forward(upstream: str, request: Request) -> Response:
         buffer = bytearray()
         end = _read_until(upstream_conn, buffer, b"\r\n\r\n", _MAX_HEAD)
         start, headers = _parse_head(bytes(buffer[:end]))
-        del buffer[:end + 4]
+        del buffer[: end + 4]
         status = int(start.split(" ", 2)[1])
         if request.method == "HEAD" or status in (204, 304):
             return Response(status, headers, b"", head_only=True)
@@ -429,8 +487,14 @@ def _forward(upstream: str, request: Request) -> Response:
     return Response(status, headers, body)
 
 
-def _send(conn: socket.socket, response: Response, *, declared_length: int | None = None,
-          body_limit: int | None = None, close: bool = True) -> None:
+def _send(
+    conn: socket.socket,
+    response: Response,
+    *,
+    declared_length: int | None = None,
+    body_limit: int | None = None,
+    close: bool = True,
+) -> None:
     reason = _REASONS.get(response.status, "Status")
     lines = [f"HTTP/1.1 {response.status} {reason}"]
     lines += [f"{k}: {v}" for k, v in response.headers if k.lower() not in _HOP_HEADERS]
@@ -441,8 +505,7 @@ def _send(conn: socket.socket, response: Response, *, declared_length: int | Non
         body = b""
     else:
         body = response.body
-        lines.append(f"Content-Length: "
-                     f"{len(body) if declared_length is None else declared_length}")
+        lines.append(f"Content-Length: {len(body) if declared_length is None else declared_length}")
     if close:
         lines.append("Connection: close")
     if body_limit is not None:

@@ -32,8 +32,7 @@ ARTIFACTS = PROJECT / "tests" / "artifacts"
 
 def _quiet_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
-               PYTHONPATH=str(PROJECT))
+    env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", PYTHONPATH=str(PROJECT))
     env.update(extra or {})
     return env
 
@@ -41,13 +40,20 @@ def _quiet_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 class Process:
     """A subprocess in its own session, output to a log file, stopped by its own pid."""
 
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path,
-                 cwd: Path = PROJECT) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path, cwd: Path = PROJECT
+    ) -> None:
         self.name = name
         self.log = log_dir / f"{name}.log"
         self._sink: IO[bytes] = self.log.open("ab")
-        self.popen = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdout=self._sink,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self.popen = subprocess.Popen(
+            argv,
+            env=dict(env),
+            cwd=cwd,
+            stdout=self._sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -58,14 +64,15 @@ class Process:
             if self.popen.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.text()[-3000:]}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name}: no {needle!r} in {timeout}s: "
-                                   f"{self.text()[-3000:]}")
+                raise TimeoutError(
+                    f"{self.name}: no {needle!r} in {timeout}s: {self.text()[-3000:]}"
+                )
             time.sleep(0.2)
 
     def stop(self, timeout: float = 20) -> None:
         if self.popen.poll() is None:
             try:
-                os.killpg(self.popen.pid, signal.SIGTERM)   # our own session: it and its runs
+                os.killpg(self.popen.pid, signal.SIGTERM)  # our own session: it and its runs
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.popen.pid, signal.SIGKILL)
@@ -92,13 +99,29 @@ class PrefectServer:
         return f"{self.url}/api"
 
     def start(self, timeout: float = 120) -> PrefectServer:
-        env = _quiet_env({"PREFECT_HOME": str(self.directory / "home"),
-                          "PREFECT_UI_ENABLED": "true", "PREFECT_UI_API_URL": self.api_url,
-                          "PREFECT_LOGGING_LEVEL": "WARNING"})
+        env = _quiet_env(
+            {
+                "PREFECT_HOME": str(self.directory / "home"),
+                "PREFECT_UI_ENABLED": "true",
+                "PREFECT_UI_API_URL": self.api_url,
+                "PREFECT_LOGGING_LEVEL": "WARNING",
+            }
+        )
         env.pop("PREFECT_API_URL", None)
-        self.process = Process("prefect-server", [str(BIN / "prefect"), "server", "start",
-                                                  "--host", "127.0.0.1", "--port",
-                                                  str(self.port)], env, self.directory)
+        self.process = Process(
+            "prefect-server",
+            [
+                str(BIN / "prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env,
+            self.directory,
+        )
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -158,9 +181,15 @@ def use_server(server: PrefectServer) -> Iterator[PrefectServer]:
 
 def child_env(server: PrefectServer, **extra: str) -> dict[str, str]:
     """Environment of serve/worker subprocesses: this server, fast polling, same results."""
-    return _quiet_env({"PREFECT_API_URL": server.api_url, "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-                       "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO",
-                       **extra})
+    return _quiet_env(
+        {
+            "PREFECT_API_URL": server.api_url,
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+            **extra,
+        }
+    )
 
 
 def wait_for_run(flow_run_id: Any, timeout: float = 180) -> Any:
@@ -180,13 +209,25 @@ def wait_for_run(flow_run_id: Any, timeout: float = 180) -> Any:
 
 def bundle_archives(bundle: Path) -> dict[str, bytes]:
     """Every archive and sidecar of a bundle (not report.json, whose timings differ)."""
-    return {p.name: p.read_bytes() for p in sorted(bundle.iterdir())
-            if p.is_file() and p.name != "report.json"}
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(bundle.iterdir())
+        if p.is_file() and p.name != "report.json"
+    }
 
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run",
-                  "--disable-quic", "--window-size=1400,1000", "--virtual-time-budget=15000")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--window-size=1400,1000",
+    "--virtual-time-budget=15000",
+)
 
 
 def chromium() -> str | None:
@@ -203,8 +244,12 @@ def browse(url: str, screenshot: Path) -> str:
     texts = []
     for mode in (f"--screenshot={screenshot}", "--dump-dom"):
         with tempfile.TemporaryDirectory() as profile:
-            done = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", mode,
-                                   url], capture_output=True, text=True, timeout=120)
+            done = subprocess.run(
+                [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", mode, url],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
         texts.append(done.stdout)
     assert screenshot.stat().st_size > 10_000, f"empty screenshot of {url}"
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", texts[1]))

@@ -20,13 +20,15 @@ class Stages:
 
     def including(self, *include: str) -> Stages:
         """The same source with ``--include-package`` set to ``include``."""
-        return Stages(self.fetcher, replace(self.options,
-                                            package_filter=PackageFilter.from_flags(include)))
+        return Stages(
+            self.fetcher, replace(self.options, package_filter=PackageFilter.from_flags(include))
+        )
 
     def plan(self, name: str) -> PackagePlan:
         return plan_package(self.fetcher, self.options, name)
 
     def pull(self, name: str, work_dir: Path) -> FetchResult:
         """Plan, then fetch into fresh layouts of ``work_dir``."""
-        return fetch_package(self.fetcher, self.options, self.plan(name),
-                             PackageLayouts.fresh(work_dir))
+        return fetch_package(
+            self.fetcher, self.options, self.plan(name), PackageLayouts.fresh(work_dir)
+        )

@@ -72,22 +72,42 @@ class HandLayout:
         (self.path / "blobs" / "sha256" / digest.split(":")[1]).write_bytes(data)
         return digest
 
-    def image_manifest(self, layers: Sequence[bytes], label: str,
-                       platform: str = "amd64") -> tuple[bytes, str]:
-        config = json.dumps({"architecture": platform, "os": "linux",
-                             "config": {"Labels": {"label": label}},
-                             "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": self.blob(config),
-                       "size": len(config)},
-            "layers": [{"mediaType": OCI_LAYER_TAR_GZIP, "digest": self.blob(layer),
-                        "size": len(layer)} for layer in layers],
-        }, indent=3).encode()  # unusual spacing: push must keep the bytes
+    def image_manifest(
+        self, layers: Sequence[bytes], label: str, platform: str = "amd64"
+    ) -> tuple[bytes, str]:
+        config = json.dumps(
+            {
+                "architecture": platform,
+                "os": "linux",
+                "config": {"Labels": {"label": label}},
+                "rootfs": {"type": "layers", "diff_ids": []},
+            }
+        ).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {
+                    "mediaType": OCI_CONFIG,
+                    "digest": self.blob(config),
+                    "size": len(config),
+                },
+                "layers": [
+                    {
+                        "mediaType": OCI_LAYER_TAR_GZIP,
+                        "digest": self.blob(layer),
+                        "size": len(layer),
+                    }
+                    for layer in layers
+                ],
+            },
+            indent=3,
+        ).encode()  # unusual spacing: push must keep the bytes
         return manifest, self.blob(manifest)
 
-    def add(self, digest: str, media_type: str, size: int, short_tag: str | None,
-            ref_name: str | None) -> None:
+    def add(
+        self, digest: str, media_type: str, size: int, short_tag: str | None, ref_name: str | None
+    ) -> None:
         annotations = {}
         if ref_name is not None:
             annotations[ANNOTATION_REF_NAME] = ref_name
@@ -98,21 +118,32 @@ class HandLayout:
             entry["annotations"] = annotations
         self.entries.append(entry)
 
-    def add_image(self, short_tag: str, ref_name: str, layers: Sequence[bytes],
-                  label: str | None = None) -> str:
+    def add_image(
+        self, short_tag: str, ref_name: str, layers: Sequence[bytes], label: str | None = None
+    ) -> str:
         data, digest = self.image_manifest(layers, label or ref_name)
         self.add(digest, OCI_MANIFEST, len(data), short_tag, ref_name)
         return digest
 
     def add_index(self, short_tag: str, ref_name: str, layers: Sequence[bytes]) -> str:
         children = [self.image_manifest(layers, ref_name, platform=p) for p in ("amd64", "arm64")]
-        index = json.dumps({
-            "schemaVersion": 2, "mediaType": OCI_INDEX,
-            "manifests": [{"mediaType": OCI_MANIFEST, "digest": d, "size": len(m),
-                           "platform": {"architecture": p, "os": "linux"}}
-                          for (m, d), p in zip(children, ("amd64", "arm64"), strict=True)],
-            "annotations": {"org.example.top": "kept"},
-        }, indent=1).encode()
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": d,
+                        "size": len(m),
+                        "platform": {"architecture": p, "os": "linux"},
+                    }
+                    for (m, d), p in zip(children, ("amd64", "arm64"), strict=True)
+                ],
+                "annotations": {"org.example.top": "kept"},
+            },
+            indent=1,
+        ).encode()
         digest = self.blob(index)
         self.add(digest, OCI_INDEX, len(index), short_tag, ref_name)
         return digest
@@ -122,8 +153,9 @@ class HandLayout:
         self.add(digest, source["mediaType"], source["size"], short_tag, ref_name)
 
     def write(self) -> None:
-        ordered = sorted(self.entries,
-                         key=lambda e: e.get("annotations", {}).get(ANNOTATION_REF_NAME, ""))
+        ordered = sorted(
+            self.entries, key=lambda e: e.get("annotations", {}).get(ANNOTATION_REF_NAME, "")
+        )
         doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": ordered}
         (self.path / "index.json").write_text(json.dumps(doc, indent=2))
 
@@ -132,8 +164,9 @@ class HandLayout:
 class PackageSpec:
     name: str
     versions: tuple[str, ...] = ("v1.0.0", "v1.1.0")
-    channels: dict[str, str] = field(default_factory=lambda: {"stable": "v1.0.0",
-                                                              "alpha": "v1.1.0"})
+    channels: dict[str, str] = field(
+        default_factory=lambda: {"stable": "v1.0.0", "alpha": "v1.1.0"}
+    )
     extras: dict[str, str] = field(default_factory=lambda: {"scanner": "1.0"})
     layer_size: int = 4096
 
@@ -152,8 +185,9 @@ def release_layer(name: str, version: str) -> bytes:
     return make_layer({"version.json": json.dumps({"version": version}).encode()})
 
 
-def build_package_layouts(work: Path, spec: PackageSpec, expected: Expected, *,
-                          with_index: bool = False) -> Path:
+def build_package_layouts(
+    work: Path, spec: PackageSpec, expected: Expected, *, with_index: bool = False
+) -> Path:
     """``work/<name>/`` holding main, ``version/`` and ``extra/<x>/`` layouts."""
     root = work / spec.name
     repo = f"packages/{spec.name}"
@@ -161,17 +195,20 @@ def build_package_layouts(work: Path, spec: PackageSpec, expected: Expected, *,
     for version in spec.versions:
         layer = make_layer({"app": pseudo_random(f"{spec.name}/{version}", spec.layer_size)})
         ref = f"{SOURCE}/{repo}:{version}"
-        digest = (main.add_index(version, ref, [BASE_LAYER, layer]) if with_index
-                  and version == spec.versions[-1] else
-                  main.add_image(version, ref, [BASE_LAYER, layer]))
+        digest = (
+            main.add_index(version, ref, [BASE_LAYER, layer])
+            if with_index and version == spec.versions[-1]
+            else main.add_image(version, ref, [BASE_LAYER, layer])
+        )
         expected.tags[(repo, version)] = digest
     main.write()
     version_layout = HandLayout(root / "version")
     release: dict[str, str] = {}
     for version in spec.versions:
         ref = f"{SOURCE}/{repo}/version:{version}"
-        release[version] = version_layout.add_image(version, ref,
-                                                    [release_layer(spec.name, version)])
+        release[version] = version_layout.add_image(
+            version, ref, [release_layer(spec.name, version)]
+        )
         expected.tags[(f"{repo}/version", version)] = release[version]
     for channel, version in sorted(spec.channels.items()):
         version_layout.alias(release[version], channel, f"{SOURCE}/{repo}/version:{channel}")
@@ -194,19 +231,30 @@ def pack_package(bundle: Path, root: Path, name: str, *, chunk_size: int = 0) ->
 
 def pack_versions(bundle: Path, roots: dict[str, Path]) -> Path:
     dest = bundle / "package-versions.tar"
-    pack_archive(dest, [TarSource(root / "version", f"packages/{name}/version")
-                        for name, root in sorted(roots.items())])
+    pack_archive(
+        dest,
+        [
+            TarSource(root / "version", f"packages/{name}/version")
+            for name, root in sorted(roots.items())
+        ],
+    )
     return dest
 
 
-def build_bundle(tmp: Path, specs: Sequence[PackageSpec], *, with_index: bool = False,
-                 ) -> tuple[Path, Expected]:
+def build_bundle(
+    tmp: Path,
+    specs: Sequence[PackageSpec],
+    *,
+    with_index: bool = False,
+) -> tuple[Path, Expected]:
     """A bundle dir with ``package-<name>.tar`` per package and ``package-versions.tar``."""
     bundle = tmp / "bundle"
     bundle.mkdir(parents=True, exist_ok=True)
     expected = Expected()
-    roots = {s.name: build_package_layouts(tmp / "work", s, expected, with_index=with_index)
-             for s in specs}
+    roots = {
+        s.name: build_package_layouts(tmp / "work", s, expected, with_index=with_index)
+        for s in specs
+    }
     for name, root in roots.items():
         pack_package(bundle, root, name)
     pack_versions(bundle, roots)
@@ -227,13 +275,18 @@ def build_pinned_package(tmp: Path, name: str, version: str) -> tuple[Path, Expe
     root = build_package_layouts(tmp / "work", spec, expected)
     index_path = root / "version" / "index.json"
     doc = json.loads(index_path.read_text())
-    pinned = next(e for e in doc["manifests"]
-                  if e["annotations"][ANNOTATION_SHORT_TAG] == version)
+    pinned = next(e for e in doc["manifests"] if e["annotations"][ANNOTATION_SHORT_TAG] == version)
     ref = pinned["annotations"][ANNOTATION_REF_NAME]
     for channel in PIN_CHANNELS:
-        doc["manifests"].append({**pinned, "annotations": {
-            ANNOTATION_REF_NAME: ref.rsplit(":", 1)[0] + ":" + channel,
-            ANNOTATION_SHORT_TAG: channel}})
+        doc["manifests"].append(
+            {
+                **pinned,
+                "annotations": {
+                    ANNOTATION_REF_NAME: ref.rsplit(":", 1)[0] + ":" + channel,
+                    ANNOTATION_SHORT_TAG: channel,
+                },
+            }
+        )
         expected.tags[(f"packages/{name}/version", channel)] = pinned["digest"]
     index_path.write_text(json.dumps(doc, indent=2))
     bundle = tmp / "bundle"

@@ -32,15 +32,23 @@ from d8mirror.reference import Repository
 from d8mirror.registry import Credentials, RegistryClient
 
 
-def prepare(archives: Sequence[Path], tmp_dir: Path, target: Repository,
-            router: Router) -> PreparedTree:
+def prepare(
+    archives: Sequence[Path], tmp_dir: Path, target: Repository, router: Router
+) -> PreparedTree:
     """check-bundle, then unpack-bundle."""
     check_bundle(archives, target, router)
     return prepare_push_tree(archives, WorkDir(tmp_dir), target, router)
 
 
-def push_prepared(client: RegistryClient, tree: PreparedTree, target: Repository,
-                  router: Router, *, concurrency: int = 4, blob_workers: int = 4) -> PushResult:
+def push_prepared(
+    client: RegistryClient,
+    tree: PreparedTree,
+    target: Repository,
+    router: Router,
+    *,
+    concurrency: int = 4,
+    blob_workers: int = 4,
+) -> PushResult:
     """push-layout for every job (heaviest first, ``concurrency`` at once), then finish-push."""
     started = time.monotonic()
     locations = BlobLocations()
@@ -57,18 +65,25 @@ def push_prepared(client: RegistryClient, tree: PreparedTree, target: Repository
         for job in tree.jobs:
             layouts.record(job, futures[job.layout].result())
     finish = finish_push(client, tree.unified, target, router, layouts)
-    return push_result(target, tree, layouts, finish,
-                       elapsed_seconds=time.monotonic() - started)
+    return push_result(target, tree, layouts, finish, elapsed_seconds=time.monotonic() - started)
 
 
-def push_bundle(client: RegistryClient, archives: Sequence[Path], tmp_dir: Path,
-                target: Repository, router: Router, *, concurrency: int = 4,
-                blob_workers: int = 4) -> PushResult:
+def push_bundle(
+    client: RegistryClient,
+    archives: Sequence[Path],
+    tmp_dir: Path,
+    target: Repository,
+    router: Router,
+    *,
+    concurrency: int = 4,
+    blob_workers: int = 4,
+) -> PushResult:
     """The whole push of ``archives`` (sorted); the working dir is removed at the end."""
     tree = prepare(archives, tmp_dir, target, router)
     try:
-        return push_prepared(client, tree, target, router, concurrency=concurrency,
-                             blob_workers=blob_workers)
+        return push_prepared(
+            client, tree, target, router, concurrency=concurrency, blob_workers=blob_workers
+        )
     finally:
         tree.workdir().cleanup()
 

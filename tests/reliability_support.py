@@ -29,9 +29,14 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def start_cli(args: Sequence[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as sink:
-        return subprocess.Popen([D8MIRROR, *args], stdin=subprocess.DEVNULL, stdout=sink,
-                                stderr=subprocess.STDOUT, env=cli_env(**env),
-                                start_new_session=True)
+        return subprocess.Popen(
+            [D8MIRROR, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=cli_env(**env),
+            start_new_session=True,
+        )
 
 
 def run_cli(args: Sequence[str], log: Path, timeout: float = 180, **env: str) -> int:
@@ -50,8 +55,14 @@ def kill_hard(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=30)
 
 
-def wait_for(condition: Callable[[], bool], *, timeout: float, what: str,
-             process: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
+def wait_for(
+    condition: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -71,5 +82,5 @@ def tags_and_digests(server: RegistryServer, root: str) -> dict[str, str]:
             if repo != root and not repo.startswith(root + "/"):
                 continue
             for tag in client.list_tags(repo):
-                found[f"{repo[len(root):]}:{tag}"] = client.head_manifest(repo, tag).digest
+                found[f"{repo[len(root) :]}:{tag}"] = client.head_manifest(repo, tag).digest
     return found

@@ -36,10 +36,12 @@ def fresh_runtime() -> Iterator[None]:
 
 
 def _every_command(tmp_path: Path) -> dict[str, list[str]]:
-    return {"pull": ["pull", str(tmp_path / "pulled")],
-            "push": ["push", str(tmp_path / "bundle"), f"{REGISTRY}/deckhouse/ee"],
-            "upload": ["upload", str(tmp_path / "bundle"), "s3://bucket/prefix"],
-            "download": ["download", f"oci://{REGISTRY}/bundles/b:v1", str(tmp_path / "d")]}
+    return {
+        "pull": ["pull", str(tmp_path / "pulled")],
+        "push": ["push", str(tmp_path / "bundle"), f"{REGISTRY}/deckhouse/ee"],
+        "upload": ["upload", str(tmp_path / "bundle"), "s3://bucket/prefix"],
+        "download": ["download", f"oci://{REGISTRY}/bundles/b:v1", str(tmp_path / "d")],
+    }
 
 
 def _ca_file_of_the_run(command: str, argv: list[str]) -> str | None:
@@ -52,8 +54,9 @@ def _ca_file_of_the_run(command: str, argv: list[str]) -> str | None:
     return TransferTarget(**transfer.target_fields(args)).ca_file
 
 
-def test_every_command_trusts_ssl_cert_file_by_default(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_command_trusts_ssl_cert_file_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``--ca-file`` is one flag: its default is $SSL_CERT_FILE for pull, push, upload and
     download alike, an explicit value wins, and without either there is none."""
     monkeypatch.setenv("SSL_CERT_FILE", "/etc/site/ca.pem")
@@ -77,16 +80,21 @@ def test_every_flows_parameters_share_registry_access() -> None:
     examples: list[RegistryAccess] = [
         PullParameters(bundle_dir="/b", insecure=True, ca_file="/ca.pem"),
         PushParameters(registry="r:5000/ee", insecure=True, ca_file="/ca.pem"),
-        TransferTarget(url="s3://b/p", insecure=True, ca_file="/ca.pem")]
+        TransferTarget(url="s3://b/p", insecure=True, ca_file="/ca.pem"),
+    ]
     for params in examples:
         assert isinstance(params, RegistryAccess)
         assert params.tls() == TLSOptions(insecure=True, skip_verify=False, ca_file="/ca.pem")
 
 
 def test_login_flags(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("D8_MIRROR_SOURCE_LOGIN", "D8_MIRROR_SOURCE_PASSWORD",
-                 "D8_MIRROR_LICENSE_TOKEN", "D8_MIRROR_REGISTRY_LOGIN",
-                 "D8_MIRROR_REGISTRY_PASSWORD"):
+    for name in (
+        "D8_MIRROR_SOURCE_LOGIN",
+        "D8_MIRROR_SOURCE_PASSWORD",
+        "D8_MIRROR_LICENSE_TOKEN",
+        "D8_MIRROR_REGISTRY_LOGIN",
+        "D8_MIRROR_REGISTRY_PASSWORD",
+    ):
         monkeypatch.delenv(name, raising=False)
 
     def parsed(*argv: str) -> Credentials | None:
@@ -107,7 +115,8 @@ def test_login_flags(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_session_gives_credentials_to_the_tasks_never_to_the_environment(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("D8_MIRROR_SOURCE_LOGIN", "env-user")
     monkeypatch.setenv("D8_MIRROR_SOURCE_PASSWORD", "env-pw")
     environment = dict(os.environ)
@@ -124,19 +133,28 @@ def test_the_session_gives_credentials_to_the_tasks_never_to_the_environment(
 
 
 def test_flow_parameters_carry_no_credential(tmp_path: Path) -> None:
-    args = build_parser().parse_args(["pull", str(tmp_path / "b"), "--source-login", "u",
-                                      "--source-password", "pw-never-a-parameter"])
+    args = build_parser().parse_args(
+        [
+            "pull",
+            str(tmp_path / "b"),
+            "--source-login",
+            "u",
+            "--source-password",
+            "pw-never-a-parameter",
+        ]
+    )
     assert "pw-never-a-parameter" not in pull.parameters(args).model_dump_json()
 
 
 def test_help_of_every_command_exits_0_without_prefect() -> None:
-    code = ("import sys\nfrom app.main import main\n"
-            "for command in ([], ['pull'], ['push'], ['upload'], ['download'], ['verify'], "
-            "['setup']):\n"
-            "    try:\n        main([*command, '--help'])\n"
-            "    except SystemExit as done:\n        assert done.code == 0, command\n"
-            "assert 'prefect' not in sys.modules, 'prefect imported'\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+    code = (
+        "import sys\nfrom app.main import main\n"
+        "for command in ([], ['pull'], ['push'], ['upload'], ['download'], ['verify'], "
+        "['setup']):\n"
+        "    try:\n        main([*command, '--help'])\n"
+        "    except SystemExit as done:\n        assert done.code == 0, command\n"
+        "assert 'prefect' not in sys.modules, 'prefect imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "{pull,push,upload,download,verify,setup}" in done.stdout

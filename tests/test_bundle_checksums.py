@@ -26,8 +26,15 @@ def one_shot(data: bytes) -> str:
     return str(gostcrypto.gosthash.new("streebog256", data=data).hexdigest())
 
 
-BACKENDS = ["gostcrypto", pytest.param("gost12sum", marks=pytest.mark.skipif(
-    shutil.which("gost12sum") is None, reason="Debian package gostsum not installed"))]
+BACKENDS = [
+    "gostcrypto",
+    pytest.param(
+        "gost12sum",
+        marks=pytest.mark.skipif(
+            shutil.which("gost12sum") is None, reason="Debian package gostsum not installed"
+        ),
+    ),
+]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -47,8 +54,9 @@ def test_streebog256_test_vector(tmp_path: Path, backend: str) -> None:
 DATA = os.urandom(700)
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(cuts=st.lists(st.integers(0, len(DATA)), max_size=6))
 def test_incremental_equals_one_shot_for_any_split(backend: str, cuts: list[int]) -> None:
     # gostcrypto itself gets this wrong for pieces that are not 64-byte multiples

@@ -17,32 +17,41 @@ from d8mirror.bundle import (
 from d8mirror.errors import BundleError, ConfigError
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("platform.tar", True),
-    ("platform.tar.0000.chunk", True),
-    ("platform.tar.0001.chunk", True),
-    ("platform.tar.12345.chunk", True),
-    ("module-foo.tar", True),
-    ("platform.chunk", False),
-    ("platform.0000.chunk", False),
-    ("platform.tar.abcd.chunk", False),
-    ("platform.tar.000.chunk", False),
-    ("platform.tar.gz", False),
-    ("platform.tar.sha256", False),
-    ("platform.tar.0000.chunk.gostsum", False),
-    ("readme.txt", False),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("platform.tar", True),
+        ("platform.tar.0000.chunk", True),
+        ("platform.tar.0001.chunk", True),
+        ("platform.tar.12345.chunk", True),
+        ("module-foo.tar", True),
+        ("platform.chunk", False),
+        ("platform.0000.chunk", False),
+        ("platform.tar.abcd.chunk", False),
+        ("platform.tar.000.chunk", False),
+        ("platform.tar.gz", False),
+        ("platform.tar.sha256", False),
+        ("platform.tar.0000.chunk.gostsum", False),
+        ("readme.txt", False),
+    ],
+)
 def test_is_package_file(name: str, expected: bool) -> None:
     assert is_package_file(name) is expected
 
 
-@pytest.mark.parametrize(("path", "expected"), [
-    ("/bundle/platform.tar", "/bundle/platform.tar"),
-    ("/bundle/platform.tar.0000.chunk", "/bundle/platform.tar"),
-    ("/bundle/platform.tar.12345.chunk", "/bundle/platform.tar"),
-    ("/backups/bundle.tar.gz.d/platform.tar.0000.chunk", "/backups/bundle.tar.gz.d/platform.tar"),
-    ("/a.tar.d/module-x.tar", "/a.tar.d/module-x.tar"),
-])
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/bundle/platform.tar", "/bundle/platform.tar"),
+        ("/bundle/platform.tar.0000.chunk", "/bundle/platform.tar"),
+        ("/bundle/platform.tar.12345.chunk", "/bundle/platform.tar"),
+        (
+            "/backups/bundle.tar.gz.d/platform.tar.0000.chunk",
+            "/backups/bundle.tar.gz.d/platform.tar",
+        ),
+        ("/a.tar.d/module-x.tar", "/a.tar.d/module-x.tar"),
+    ],
+)
 def test_canonical_package_path(path: str, expected: str) -> None:
     assert canonical_package_path(Path(path)) == Path(expected)
 
@@ -59,21 +68,33 @@ def touch(path: Path, size: int = 0) -> Path:
 
 
 def test_directory_collapses_chunks_dedups_and_sorts(tmp_path: Path) -> None:
-    for name in ["platform.tar.0000.chunk", "platform.tar.0001.chunk", "b.tar", "a.tar",
-                 "a.tar.sha256", "a.tar.gostsum", "other.chunk", "notes.txt"]:
+    for name in [
+        "platform.tar.0000.chunk",
+        "platform.tar.0001.chunk",
+        "b.tar",
+        "a.tar",
+        "a.tar.sha256",
+        "a.tar.gostsum",
+        "other.chunk",
+        "notes.txt",
+    ]:
         touch(tmp_path / name)
     (tmp_path / "dir.tar").mkdir()
     extra = touch(tmp_path / "elsewhere" / "z.tar.0000.chunk")
     assert discover_archives(tmp_path, [tmp_path / "a.tar", extra]) == [
-        tmp_path / "a.tar", tmp_path / "b.tar", tmp_path / "elsewhere" / "z.tar",
-        tmp_path / "platform.tar"]
+        tmp_path / "a.tar",
+        tmp_path / "b.tar",
+        tmp_path / "elsewhere" / "z.tar",
+        tmp_path / "platform.tar",
+    ]
 
 
 def test_single_file_argument(tmp_path: Path) -> None:
     chunk = touch(tmp_path / "x.tar.0000.chunk")
     assert discover_archives(chunk) == [tmp_path / "x.tar"]
-    with pytest.raises(ConfigError, match="invalid images bundle: must be a directory, tar or a "
-                                          "chunked package"):
+    with pytest.raises(
+        ConfigError, match="invalid images bundle: must be a directory, tar or a chunked package"
+    ):
         discover_archives(touch(tmp_path / "x.zip"))
 
 
@@ -81,8 +102,10 @@ def test_error_messages(tmp_path: Path) -> None:
     touch(tmp_path / "empty" / "readme.md")
     with pytest.raises(BundleError, match="no packages found in bundle directory"):
         discover_archives(tmp_path / "empty")
-    with pytest.raises(ConfigError, match="no packages to push: specify a bundle directory "
-                                          "before registry URL, or use --file"):
+    with pytest.raises(
+        ConfigError,
+        match="no packages to push: specify a bundle directory before registry URL, or use --file",
+    ):
         discover_archives(None)
     with pytest.raises(ConfigError, match="could not read package"):
         discover_archives(None, [tmp_path / "missing.tar"])

@@ -50,10 +50,13 @@ def test_unchunked_pack_places_tar_and_sha256_sidecar(tmp_path: Path) -> None:
     assert result.files == (dest,) and result.path == dest
     assert result.size == len(data)
     assert result.sha256 == hashlib.sha256(data).hexdigest()
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["package-a.tar",
-                                                             "package-a.tar.sha256"]
+    assert sorted(p.name for p in dest.parent.iterdir()) == [
+        "package-a.tar",
+        "package-a.tar.sha256",
+    ]
     assert (dest.parent / "package-a.tar.sha256").read_text() == (
-        f"{result.sha256}  package-a.tar\n")
+        f"{result.sha256}  package-a.tar\n"
+    )
     assert verify_sidecars(dest.parent) == []
 
 
@@ -117,8 +120,9 @@ def bundle_files(bundle: Path) -> list[str]:
 
 @pytest.mark.parametrize("exc", [Boom("source broke"), KeyboardInterrupt()])
 @pytest.mark.parametrize("chunk_size", [0, MiB])
-def test_failure_mid_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          exc: BaseException, chunk_size: int) -> None:
+def test_failure_mid_write_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: BaseException, chunk_size: int
+) -> None:
     src = failing_source(tmp_path, exc, monkeypatch)
     bundle = tmp_path / "bundle"
     with pytest.raises(type(exc)):
@@ -138,8 +142,12 @@ def test_cancel_leaves_nothing(tmp_path: Path, chunk_size: int) -> None:
         return calls > 5
 
     with pytest.raises(PackCancelled, match="cancelled"):
-        pack_archive(bundle / "x.tar", [TarSource(src, "x")], chunk_size=chunk_size,
-                     should_cancel=cancel_later)
+        pack_archive(
+            bundle / "x.tar",
+            [TarSource(src, "x")],
+            chunk_size=chunk_size,
+            should_cancel=cancel_later,
+        )
     assert bundle_files(bundle) == []
 
 
@@ -152,15 +160,17 @@ def test_vanishing_source_file_is_a_bundle_error(tmp_path: Path) -> None:
 def test_chunks_are_exact_and_concatenate_to_the_tar(tmp_path: Path) -> None:
     src = make_source(tmp_path / "src", [10 * MiB])
     plain = pack_archive(tmp_path / "plain" / "x.tar", [TarSource(src, "x")])
-    chunked = pack_archive(tmp_path / "chunked" / "x.tar", [TarSource(src, "x")],
-                           chunk_size=3 * MiB)
+    chunked = pack_archive(
+        tmp_path / "chunked" / "x.tar", [TarSource(src, "x")], chunk_size=3 * MiB
+    )
     assert [p.name for p in chunked.files] == [f"x.tar.000{i}.chunk" for i in range(4)]
     assert [p.stat().st_size for p in chunked.files[:3]] == [3 * MiB] * 3
     joined = b"".join(p.read_bytes() for p in chunked.files)
     assert joined == plain.path.read_bytes() == read_archive(tmp_path / "chunked" / "x.tar")
     assert chunked.sha256 == plain.sha256 == hashlib.sha256(joined).hexdigest()
     assert sorted(p.name for p in (tmp_path / "chunked").iterdir() if p.suffix == ".chunk") == [
-        p.name for p in chunked.files]
+        p.name for p in chunked.files
+    ]
     assert verify_sidecars(tmp_path / "chunked") == []
 
 
@@ -180,7 +190,8 @@ def test_repack_with_fewer_chunks_removes_stale_ones(tmp_path: Path) -> None:
     assert bundle_files(dest.parent) == ["x.tar", "x.tar.sha256"]
     result = pack_archive(dest, [TarSource(src, "x")], chunk_size=30_000)
     assert bundle_files(dest.parent) == sorted(
-        [p.name for p in result.files] + [p.name + ".sha256" for p in result.files])
+        [p.name for p in result.files] + [p.name + ".sha256" for p in result.files]
+    )
 
 
 def test_reader_accepts_a_trailing_empty_chunk(tmp_path: Path) -> None:
@@ -196,11 +207,13 @@ def test_reader_without_first_chunk_names_the_path(tmp_path: Path) -> None:
         read_archive(tmp_path / "x.tar")
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(sizes=st.lists(st.integers(0, 20_000), max_size=4), chunk_size=st.integers(700, 40_000))
-def test_chunk_round_trip(tmp_path_factory: pytest.TempPathFactory, sizes: list[int],
-                          chunk_size: int) -> None:
+def test_chunk_round_trip(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], chunk_size: int
+) -> None:
     work = tmp_path_factory.mktemp("rt")
     src = make_source(work / "src", sizes)
     result = pack_archive(work / "b" / "x.tar", [TarSource(src, "x")], chunk_size=chunk_size)
@@ -241,7 +254,8 @@ def fill_disk_after(limit: int, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("chunk_size", [0, 1_000_000])
 def test_disk_full_is_a_disk_space_error_naming_the_path(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_size: int) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_size: int
+) -> None:
     src = make_source(tmp_path / "src", [3 * MiB])
     bundle = tmp_path / "bundle"
     bundle.mkdir()
@@ -263,11 +277,12 @@ def test_gost_sidecars_for_every_chunk(tmp_path: Path, monkeypatch: pytest.Monke
     assert not list(tmp_path.glob("*.gostsum"))
     with monkeypatch.context() as patch:
         patch.setattr(checksums, "gost_hex_file", lambda path: pytest.fail(f"read {path}"))
-        assert checksums.write_gost_sidecars(tmp_path, "x.tar",
-                                             known=result.gost) == list(result.files)
+        assert checksums.write_gost_sidecars(tmp_path, "x.tar", known=result.gost) == list(
+            result.files
+        )
         assert checksums.write_gost_sidecars(tmp_path, known=result.gost) == list(result.files)
     (tmp_path / "foreign.tar").write_bytes(b"d8 wrote this")
-    result.files[0].touch()         # changed since packing: its known digest is not used
+    result.files[0].touch()  # changed since packing: its known digest is not used
     with monkeypatch.context() as patch:
         computed: list[str] = []
         real = checksums.gost_hex_file
@@ -280,7 +295,8 @@ def test_gost_sidecars_for_every_chunk(tmp_path: Path, monkeypatch: pytest.Monke
         checksums.write_gost_sidecars(tmp_path, known=result.gost)
     assert sorted(computed) == ["foreign.tar", result.files[0].name]
     assert (tmp_path / "foreign.tar.gostsum").read_text() == gostcrypto.gosthash.new(
-        "streebog256", data=b"d8 wrote this").hexdigest()
+        "streebog256", data=b"d8 wrote this"
+    ).hexdigest()
     (tmp_path / "foreign.tar").unlink()
     (tmp_path / "foreign.tar.gostsum").unlink()
     for chunk in result.files:
@@ -304,14 +320,16 @@ def test_missing_sidecar_is_reported(tmp_path: Path) -> None:
     pack_archive(tmp_path / "x.tar", [TarSource(src, "x")])
     pack_archive(tmp_path / "y.tar", [TarSource(src, "y")])
     (tmp_path / "x.tar.sha256").unlink()
-    assert verify_sidecars(tmp_path) == [f"{tmp_path / 'x.tar'}: missing checksum file "
-                                         "x.tar.sha256"]
-    (tmp_path / "y.tar.sha256").unlink()   # none at all: a bundle written by d8, no problem
+    assert verify_sidecars(tmp_path) == [
+        f"{tmp_path / 'x.tar'}: missing checksum file x.tar.sha256"
+    ]
+    (tmp_path / "y.tar.sha256").unlink()  # none at all: a bundle written by d8, no problem
     assert verify_sidecars(tmp_path) == []
 
 
 def test_a_matching_archive_is_hashed_once_per_process_until_it_changes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from d8mirror.bundle import checksums
 
     archive = tmp_path / "package-x.tar"
@@ -319,7 +337,8 @@ def test_a_matching_archive_is_hashed_once_per_process_until_it_changes(
     from d8mirror.hashing import sha256_file_hex as real  # what checksums imported
 
     archive.with_name(archive.name + ".sha256").write_text(
-        checksums.sha256_line(real(archive), archive.name))
+        checksums.sha256_line(real(archive), archive.name)
+    )
     hashed: list[Path] = []
 
     def counting(path: Path) -> str:
@@ -327,13 +346,13 @@ def test_a_matching_archive_is_hashed_once_per_process_until_it_changes(
         return real(path)
 
     monkeypatch.setattr(checksums, "sha256_file_hex", counting)
-    checked = checksums.CheckedFiles()               # the process's memo, owned by the caller
+    checked = checksums.CheckedFiles()  # the process's memo, owned by the caller
     assert checksums.check_archive_sidecars(archive, checked) == []
     assert checksums.check_archive_sidecars(archive, checked) == []
-    assert hashed == [archive]                       # the second check trusts the first
+    assert hashed == [archive]  # the second check trusts the first
     data = bytearray(archive.read_bytes())
     data[100] ^= 0xFF
-    archive.write_bytes(bytes(data))                 # same size, new content and mtime
+    archive.write_bytes(bytes(data))  # same size, new content and mtime
     os.utime(archive, ns=(archive.stat().st_atime_ns, archive.stat().st_mtime_ns + 10**9))
     problems = checksums.check_archive_sidecars(archive, checked)
     assert len(problems) == 1 and "does not match" in problems[0]

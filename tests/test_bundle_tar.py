@@ -87,8 +87,10 @@ def test_sources_and_members_are_merged_and_sorted(tmp_path: Path) -> None:
     (tmp_path / "src" / "index.json").write_text("{}")
     (tmp_path / "blob").write_bytes(b"blob")
     buffer = io.BytesIO()
-    write_tar(buffer, [TarSource(tmp_path / "src", "p"),
-                       TarMember("p/blobs/sha256/ab", tmp_path / "blob")])
+    write_tar(
+        buffer,
+        [TarSource(tmp_path / "src", "p"), TarMember("p/blobs/sha256/ab", tmp_path / "blob")],
+    )
     assert list(read_tar(buffer.getvalue())) == ["p/blobs/sha256/ab", "p/index.json"]
 
 
@@ -97,8 +99,10 @@ def test_duplicate_arcname_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "src" / "index.json").write_text("{}")
     (tmp_path / "other").write_text("{}")
     with pytest.raises(BundleError, match=r"duplicate archive entry 'p/index\.json'"):
-        write_tar(io.BytesIO(), [TarSource(tmp_path / "src", "p"),
-                                 TarMember("p/index.json", tmp_path / "other")])
+        write_tar(
+            io.BytesIO(),
+            [TarSource(tmp_path / "src", "p"), TarMember("p/index.json", tmp_path / "other")],
+        )
 
 
 @pytest.mark.parametrize("kind", ["symlink", "dirlink", "fifo"])

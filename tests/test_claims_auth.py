@@ -36,23 +36,38 @@ LICENSE = "d8claims-LICENSE-4242-token"
 HELPER_PASSWORD = "d8claims-helper-Pa55-RTY"
 S3_ACCESS = "AKIAD8CLAIMSKEY"
 S3_SECRET = "d8claims-s3-secret-ZXC"
-SECRETS = (PASSWORD, LICENSE, HELPER_PASSWORD, S3_SECRET,
-           base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode(),
-           base64.b64encode(f"license-token:{LICENSE}".encode()).decode())
+SECRETS = (
+    PASSWORD,
+    LICENSE,
+    HELPER_PASSWORD,
+    S3_SECRET,
+    base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode(),
+    base64.b64encode(f"license-token:{LICENSE}".encode()).decode(),
+)
 ROOT = "src/ee"
 PACKAGE = "keyed"
-D8_VARIABLES = ("D8_MIRROR_SOURCE_LOGIN", "D8_MIRROR_SOURCE_PASSWORD", "D8_MIRROR_LICENSE_TOKEN",
-                "D8_MIRROR_REGISTRY_LOGIN", "D8_MIRROR_REGISTRY_PASSWORD")
+D8_VARIABLES = (
+    "D8_MIRROR_SOURCE_LOGIN",
+    "D8_MIRROR_SOURCE_PASSWORD",
+    "D8_MIRROR_LICENSE_TOKEN",
+    "D8_MIRROR_REGISTRY_LOGIN",
+    "D8_MIRROR_REGISTRY_PASSWORD",
+)
 
 
 @pytest.fixture(scope="module")
 def locked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """htpasswd registry: a user, the license-token user, and a user only a helper knows."""
     users = {USER: PASSWORD, "license-token": LICENSE, "helper-user": HELPER_PASSWORD}
-    spec = SeedSpec(payload_size=8 << 10, packages=(
-        PackageSpec(PACKAGE, ("v1.0.0",), channels={"stable": "v1.0.0"}, internal_images=1),))
-    with RegistryServer(tmp_path_factory.mktemp("claims-locked"), auth="htpasswd",
-                        users=users) as server:
+    spec = SeedSpec(
+        payload_size=8 << 10,
+        packages=(
+            PackageSpec(PACKAGE, ("v1.0.0",), channels={"stable": "v1.0.0"}, internal_images=1),
+        ),
+    )
+    with RegistryServer(
+        tmp_path_factory.mktemp("claims-locked"), auth="htpasswd", users=users
+    ) as server:
         with server.client() as client:
             seed_packages(client, ROOT, spec, tmp_path_factory.mktemp("claims-locked-images"))
         yield server
@@ -79,16 +94,26 @@ def _pull(server: RegistryServer, bundle: Path, **extra: object) -> PullReport:
     from flows.pull import run_pull
     from tasks.models import PullParameters
 
-    return run_pull(PullParameters(bundle_dir=str(bundle), source=f"{server.host}/{ROOT}",
-                                   insecure=True, include_packages=[PACKAGE], **extra))
+    return run_pull(
+        PullParameters(
+            bundle_dir=str(bundle),
+            source=f"{server.host}/{ROOT}",
+            insecure=True,
+            include_packages=[PACKAGE],
+            **extra,
+        )
+    )
 
 
 def _push(server: RegistryServer, bundle: Path, root: str, **extra: object) -> None:
     from flows.push import run_push
     from tasks.push import PushParameters
 
-    run_push(PushParameters(bundle_dir=str(bundle), registry=f"{server.host}/{root}",
-                            insecure=True, **extra))
+    run_push(
+        PushParameters(
+            bundle_dir=str(bundle), registry=f"{server.host}/{root}", insecure=True, **extra
+        )
+    )
 
 
 def _pushed_tags(server: RegistryServer, root: str) -> list[str]:
@@ -97,6 +122,7 @@ def _pushed_tags(server: RegistryServer, root: str) -> list[str]:
 
 
 # -- Bearer tokens ---------------------------------------------------------------------------
+
 
 def _token_requests_during(server: RegistryServer, action: object) -> tuple[int, list[int]]:
     """(token requests, registry statuses) while ``action()`` runs."""
@@ -108,24 +134,29 @@ def _token_requests_during(server: RegistryServer, action: object) -> tuple[int,
 
 
 def test_bearer_token_is_refreshed_when_its_lifetime_is_over(
-        token_registry: RegistryServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    token_registry: RegistryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """expires_in=2: after it, the next request fetches a new token first (no 401 needed)."""
     monkeypatch.setattr(token_server, "TOKEN_LIFETIME_SECONDS", 2)  # still valid at the registry
     with token_registry.client() as client:
         fetched, _ = _token_requests_during(
-            token_registry, lambda: client.blob_exists("claims/refresh", "sha256:" + "1" * 64))
+            token_registry, lambda: client.blob_exists("claims/refresh", "sha256:" + "1" * 64)
+        )
         assert fetched == 1
         fetched, _ = _token_requests_during(
-            token_registry, lambda: client.blob_exists("claims/refresh", "sha256:" + "1" * 64))
-        assert fetched == 0                                 # still fresh: reused
+            token_registry, lambda: client.blob_exists("claims/refresh", "sha256:" + "1" * 64)
+        )
+        assert fetched == 0  # still fresh: reused
         time.sleep(2.2)
         fetched, statuses = _token_requests_during(
-            token_registry, lambda: client.blob_exists("claims/refresh", "sha256:" + "1" * 64))
+            token_registry, lambda: client.blob_exists("claims/refresh", "sha256:" + "1" * 64)
+        )
     assert fetched == 1 and 401 not in statuses
 
 
 def test_a_token_the_registry_refuses_is_replaced_on_401(
-        token_registry: RegistryServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    token_registry: RegistryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The token server says 300 s, but its tokens die at the registry within ~3 s (the
     registry allows 60 s of clock skew): the cached token gets a 401, a new one is fetched
     and the request goes through."""
@@ -146,12 +177,14 @@ def test_a_token_the_registry_refuses_is_replaced_on_401(
     digest = "sha256:" + "2" * 64
     with token_registry.client() as client:
         fetched, _ = _token_requests_during(
-            token_registry, lambda: client.blob_exists("claims/expired", digest))
+            token_registry, lambda: client.blob_exists("claims/expired", digest)
+        )
         assert fetched == 1
         time.sleep(3.5)
         try:
             fetched, statuses = _token_requests_during(
-                token_registry, lambda: client.blob_exists("claims/expired", digest))
+                token_registry, lambda: client.blob_exists("claims/expired", digest)
+            )
         except UnauthorizedError as exc:
             pytest.fail(f"an expired token was not replaced: {exc}")
     assert statuses[0] == 401 and statuses[-1] == 404 and fetched == 1
@@ -159,9 +192,11 @@ def test_a_token_the_registry_refuses_is_replaced_on_401(
 
 # -- Secret blocks and docker config ----------------------------------------------------------
 
+
 def test_secret_blocks_license_token_pull_and_user_password_push(
-        locked: RegistryServer, no_ambient_credentials: Path, tmp_path: Path) -> None:
-    _save_secret("claims-license", LICENSE)                     # the bare license-token form
+    locked: RegistryServer, no_ambient_credentials: Path, tmp_path: Path
+) -> None:
+    _save_secret("claims-license", LICENSE)  # the bare license-token form
     _save_secret("claims-userpass", f"{USER}:{PASSWORD}")
     bundle = tmp_path / "bundle"
     report = _pull(locked, bundle, credentials_block="claims-license")
@@ -172,8 +207,11 @@ def test_secret_blocks_license_token_pull_and_user_password_push(
 
 
 def test_docker_config_auths_pull_and_credential_helper_push(
-        locked: RegistryServer, no_ambient_credentials: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    locked: RegistryServer,
+    no_ambient_credentials: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     config = no_ambient_credentials / "config.json"
     auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     config.write_text(json.dumps({"auths": {f"http://{locked.host}": {"auth": auth}}}))
@@ -183,10 +221,12 @@ def test_docker_config_auths_pull_and_credential_helper_push(
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     helper = bin_dir / "docker-credential-d8claims"
-    helper.write_text("#!/bin/sh\nread server\n"
-                      f"[ \"$server\" = \"{locked.host}\" ] || exit 1\n"
-                      f"echo '{{\"ServerURL\":\"{locked.host}\",\"Username\":\"helper-user\","
-                      f"\"Secret\":\"{HELPER_PASSWORD}\"}}'\n")
+    helper.write_text(
+        "#!/bin/sh\nread server\n"
+        f'[ "$server" = "{locked.host}" ] || exit 1\n'
+        f'echo \'{{"ServerURL":"{locked.host}","Username":"helper-user",'
+        f'"Secret":"{HELPER_PASSWORD}"}}\'\n'
+    )
     helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     config.write_text(json.dumps({"credHelpers": {locked.host: "d8claims"}}))
@@ -197,20 +237,39 @@ def test_docker_config_auths_pull_and_credential_helper_push(
 
 # -- nothing secret is kept -------------------------------------------------------------------
 
+
 def test_license_token_s3_keys_and_block_credentials_are_never_kept(
-        locked: RegistryServer, no_ambient_credentials: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
-        capfd: pytest.CaptureFixture[str]) -> None:
+    locked: RegistryServer,
+    no_ambient_credentials: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     import boto3
     from test_reliability_secrets import _prefect_records
     from transfer_support import moto_endpoint
 
     caplog.set_level(logging.DEBUG)
     for name in D8_VARIABLES:
-        monkeypatch.setenv(name, "")     # the CLI may write some of them; restored at teardown
+        monkeypatch.setenv(name, "")  # the CLI may write some of them; restored at teardown
     bundle = tmp_path / "bundle"
-    assert main(["pull", str(bundle), "--source", f"{locked.host}/{ROOT}", "--insecure",
-                     "--include-package", PACKAGE, "--license", LICENSE]) == 0
+    assert (
+        main(
+            [
+                "pull",
+                str(bundle),
+                "--source",
+                f"{locked.host}/{ROOT}",
+                "--insecure",
+                "--include-package",
+                PACKAGE,
+                "--license",
+                LICENSE,
+            ]
+        )
+        == 0
+    )
     _save_secret("claims-scan", f"{USER}:{PASSWORD}")
     _push(locked, bundle, "scan/ee", credentials_block="claims-scan")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_ACCESS)
@@ -218,12 +277,11 @@ def test_license_token_s3_keys_and_block_credentials_are_never_kept(
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with moto_endpoint() as endpoint:
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="claims")
-        assert main(["upload", str(bundle), "s3://claims/site",
-                         "--endpoint-url", endpoint]) == 0
+        assert main(["upload", str(bundle), "s3://claims/site", "--endpoint-url", endpoint]) == 0
     out, err = capfd.readouterr()
     kept = "\n".join([out, err, caplog.text, _prefect_records()])
     for path in tmp_path.rglob("*.json"):
         kept += path.read_text(errors="replace")
-    assert "mirror-pull" in kept and "upload" in kept      # real records were read
+    assert "mirror-pull" in kept and "upload" in kept  # real records were read
     leaks = [s for s in SECRETS if s in kept]
     assert leaks == [], "a credential was kept in logs, output or Prefect records"

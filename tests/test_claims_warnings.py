@@ -34,12 +34,22 @@ def _drop_last_layer(registry: RegistryServer, repo: str, reference: str) -> Non
 
 @pytest.fixture(scope="module")
 def broken(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    spec = SeedSpec(seed=1414, payload_size=8 << 10, packages=(
-        PackageSpec(NAME, ("v1.0.0", "v1.1.0"), channels={"stable": "v1.0.0"},
-                    internal_images=2, vex_versions=("v1.0.0",)),))
+    spec = SeedSpec(
+        seed=1414,
+        payload_size=8 << 10,
+        packages=(
+            PackageSpec(
+                NAME,
+                ("v1.0.0", "v1.1.0"),
+                channels={"stable": "v1.0.0"},
+                internal_images=2,
+                vex_versions=("v1.0.0",),
+            ),
+        ),
+    )
     with registry.client() as client:
         content = seed_packages(client, ROOT, spec, tmp_path_factory.mktemp("warned-images"))
-    internal = content.internal_digests[NAME][-1]     # image-1 of v1.1.0: its own content
+    internal = content.internal_digests[NAME][-1]  # image-1 of v1.1.0: its own content
     _drop_last_layer(registry, f"{REPO}/version", "v1.1.0")
     _drop_last_layer(registry, REPO, internal)
     _drop_last_layer(registry, REPO, "v1.0.0.att")
@@ -47,26 +57,35 @@ def broken(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def test_release_internal_and_vex_failures_are_warnings_not_failures(
-        registry: RegistryServer, broken: dict[str, str], tmp_path: Path) -> None:
+    registry: RegistryServer, broken: dict[str, str], tmp_path: Path
+) -> None:
     from flows.pull import run_pull
     from tasks.models import PullParameters
 
     bundle = tmp_path / "bundle"
-    run_pull(PullParameters(bundle_dir=str(bundle), source=f"{registry.host}/{ROOT}",
-                            insecure=True, include_packages=[f"{NAME}@>=1.0.0"]))
+    run_pull(
+        PullParameters(
+            bundle_dir=str(bundle),
+            source=f"{registry.host}/{ROOT}",
+            insecure=True,
+            include_packages=[f"{NAME}@>=1.0.0"],
+        )
+    )
     report = json.loads((bundle / "report.json").read_text())
     assert report["status"] == "completed" and report["failed"] == []
     package = next(p for p in report["packages"] if p["name"] == NAME)
     assert package["status"] == "pulled"
     assert sorted(package["versions"]) == ["v1.0.0", "v1.1.0"]
     warnings = "\n".join(package["warnings"] + report["warnings"])
-    assert f"{REPO}/version:v1.1.0" in warnings                 # release metadata
-    assert f"{REPO}@{broken['internal']}" in warnings           # internal image by digest
-    assert f"{REPO}:v1.0.0.att" in warnings                     # VEX
+    assert f"{REPO}/version:v1.1.0" in warnings  # release metadata
+    assert f"{REPO}@{broken['internal']}" in warnings  # internal image by digest
+    assert f"{REPO}:v1.0.0.att" in warnings  # VEX
     with tarfile.open(bundle / f"package-{NAME}.tar") as tar:
         member = tar.extractfile(f"packages/{NAME}/index.json")
         assert member is not None
-        tags = {m["annotations"][ANNOTATION_SHORT_TAG]: m["digest"]
-                for m in json.load(member)["manifests"]}
-    assert tags["v1.1.0"] == broken["v1.1.0"]                   # the main images are there
+        tags = {
+            m["annotations"][ANNOTATION_SHORT_TAG]: m["digest"]
+            for m in json.load(member)["manifests"]
+        }
+    assert tags["v1.1.0"] == broken["v1.1.0"]  # the main images are there
     assert "v1.0.0.att" not in tags

@@ -23,14 +23,22 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _cli_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               DO_NOT_TRACK="1")
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
     return env
 
 
 def _dry_run(registry: RegistryServer, bundle: Path) -> list[str]:
-    return [sys.executable, "-m", "app.main", "pull", str(bundle), "--source",
-            f"{registry.host}/{DEMO_ROOT}", "--insecure", "--dry-run"]
+    return [
+        sys.executable,
+        "-m",
+        "app.main",
+        "pull",
+        str(bundle),
+        "--source",
+        f"{registry.host}/{DEMO_ROOT}",
+        "--insecure",
+        "--dry-run",
+    ]
 
 
 def _servers_of(home: Path) -> list[int]:
@@ -57,29 +65,44 @@ def _task_runs(home: Path) -> list[str]:
 
 def _flow_runs(home: Path) -> list[tuple[str, str]]:
     with sqlite3.connect(home / "prefect.db") as db:
-        return list(db.execute(
-            "select flow.name, flow_run.state_type from flow_run join flow "
-            "on flow.id = flow_run.flow_id"))
+        return list(
+            db.execute(
+                "select flow.name, flow_run.state_type from flow_run join flow "
+                "on flow.id = flow_run.flow_id"
+            )
+        )
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_cli_run_records_into_prefect_home_and_leaves_no_server(
-        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    registry: RegistryServer, demo_content: SeededContent, tmp_path: Path
+) -> None:
     home = tmp_path / "home"
-    done = subprocess.run(_dry_run(registry, tmp_path / "bundle"), env=_cli_env(home),
-                          cwd=REPO, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        _dry_run(registry, tmp_path / "bundle"),
+        env=_cli_env(home),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr
     assert "Pull plan (dry-run)" in done.stdout + done.stderr
     assert _flow_runs(home) == [("mirror-pull", "COMPLETED")]
-    assert _task_runs(home) and set(_task_runs(home)) == {"COMPLETED"}   # recorded from events
+    assert _task_runs(home) and set(_task_runs(home)) == {"COMPLETED"}  # recorded from events
     assert _servers_of(home) == []
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc, PR_SET_PDEATHSIG")
 def test_killed_cli_takes_its_server_down(registry: RegistryServer, tmp_path: Path) -> None:
     home = tmp_path / "home"
-    cli = subprocess.Popen(_dry_run(registry, tmp_path / "bundle"), env=_cli_env(home),
-                           cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cli = subprocess.Popen(
+        _dry_run(registry, tmp_path / "bundle"),
+        env=_cli_env(home),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not _servers_of(home):
@@ -100,7 +123,8 @@ def test_killed_cli_takes_its_server_down(registry: RegistryServer, tmp_path: Pa
 
 @pytest.mark.usefixtures("prefect_server")
 def test_a_configured_api_wins_over_the_early_server(
-        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    registry: RegistryServer, demo_content: SeededContent, tmp_path: Path
+) -> None:
     from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
 
@@ -111,14 +135,23 @@ def test_a_configured_api_wins_over_the_early_server(
     assert api_url
     home = tmp_path / "home"
     env = {**_cli_env(home), "PREFECT_API_URL": api_url}
-    done = subprocess.run(_dry_run(registry, tmp_path / "bundle"), env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        _dry_run(registry, tmp_path / "bundle"),
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs()
-    assert any(run.state_type is not None and run.state_type.value == "COMPLETED"
-               and run.parameters.get("params", {}).get("bundle_dir") == str(tmp_path / "bundle")
-               for run in runs)
+    assert any(
+        run.state_type is not None
+        and run.state_type.value == "COMPLETED"
+        and run.parameters.get("params", {}).get("bundle_dir") == str(tmp_path / "bundle")
+        for run in runs
+    )
     assert not (home / "prefect.db").exists()
 
 
@@ -131,7 +164,8 @@ def test_the_server_environment_carries_no_credentials(monkeypatch: pytest.Monke
 
 
 def test_the_server_gets_the_clis_malloc_arena_cap_unless_one_is_set(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     assert local_api._server_environment()["MALLOC_ARENA_MAX"] == "2"
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
@@ -139,7 +173,8 @@ def test_the_server_gets_the_clis_malloc_arena_cap_unless_one_is_set(
 
 
 def test_one_shot_server_runs_no_scheduler_unless_asked_and_keeps_its_recorders(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED", raising=False)
     env = local_api._server_environment()
     assert env["PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED"] == "false"
@@ -157,11 +192,18 @@ def test_the_cli_caps_its_malloc_arenas() -> None:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_a_prefect_home_that_does_not_exist_yet_is_created(
-        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    registry: RegistryServer, demo_content: SeededContent, tmp_path: Path
+) -> None:
     """A fresh machine: the server opens PREFECT_HOME/prefect.db before Prefect's client
     would have created the directory."""
     home = tmp_path / "fresh" / "prefect-home"
-    done = subprocess.run(_dry_run(registry, tmp_path / "bundle"), env=_cli_env(home),
-                          cwd=REPO, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        _dry_run(registry, tmp_path / "bundle"),
+        env=_cli_env(home),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr
     assert _flow_runs(home) == [("mirror-pull", "COMPLETED")]

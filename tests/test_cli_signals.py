@@ -45,18 +45,18 @@ class TrickleProxy(FaultProxy):
             if not (self.slow(request) and response.status == 200 and response.body):
                 _send(conn, response)
                 return
-            _send(conn, response, body_limit=0)            # head, then the body slowly
+            _send(conn, response, body_limit=0)  # head, then the body slowly
             with self._count:
                 self.trickling += 1
             try:
                 for start in range(0, len(response.body), 16 << 10):
-                    conn.sendall(response.body[start:start + (16 << 10)])
-                    time.sleep(0.05)                        # about 320 KiB/s
+                    conn.sendall(response.body[start : start + (16 << 10)])
+                    time.sleep(0.05)  # about 320 KiB/s
             finally:
                 with self._count:
                     self.trickling -= 1
         except (OSError, ValueError):
-            pass        # the client went away: what a stopped pull does
+            pass  # the client went away: what a stopped pull does
         finally:
             with contextlib.suppress(OSError):
                 conn.close()
@@ -64,10 +64,18 @@ class TrickleProxy(FaultProxy):
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    small = SeedSpec(payload_size=32 << 10, packages=(
-        PackageSpec("small", ("v1.0.0",), channels={"stable": "v1.0.0"}),))
-    big = SeedSpec(payload_size=24 << 20, shared_layer_fraction=0.0, seed=3, packages=(
-        PackageSpec("big", ("v2.0.0",), channels={"stable": "v2.0.0"}, internal_images=0),))
+    small = SeedSpec(
+        payload_size=32 << 10,
+        packages=(PackageSpec("small", ("v1.0.0",), channels={"stable": "v1.0.0"}),),
+    )
+    big = SeedSpec(
+        payload_size=24 << 20,
+        shared_layer_fraction=0.0,
+        seed=3,
+        packages=(
+            PackageSpec("big", ("v2.0.0",), channels={"stable": "v2.0.0"}, internal_images=0),
+        ),
+    )
     with RegistryServer(tmp_path_factory.mktemp("signals-source")) as server:
         images = tmp_path_factory.mktemp("signals-images")
         with server.client() as client:
@@ -78,18 +86,33 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]
 
 @pytest.mark.usefixtures("prefect_server")
 def test_sigterm_stops_a_pull_within_seconds_and_packs_what_completed(
-        source: RegistryServer, tmp_path: Path) -> None:
+    source: RegistryServer, tmp_path: Path
+) -> None:
     bundle, log = tmp_path / "bundle", tmp_path / "pull.log"
-    with TrickleProxy(source.host, lambda r: r.method == "GET" and
-                      "/packages/big/blobs/sha256:" in r.path) as proxy:
-        process = start_cli(["pull", str(bundle), "--source", f"{proxy.host}/{ROOT}",
-                             "--insecure", "--concurrency", "2"], log,
-                            D8MIRROR_WARM_UP="0")
+    with TrickleProxy(
+        source.host, lambda r: r.method == "GET" and "/packages/big/blobs/sha256:" in r.path
+    ) as proxy:
+        process = start_cli(
+            [
+                "pull",
+                str(bundle),
+                "--source",
+                f"{proxy.host}/{ROOT}",
+                "--insecure",
+                "--concurrency",
+                "2",
+            ],
+            log,
+            D8MIRROR_WARM_UP="0",
+        )
         try:
-            wait_for(lambda: proxy.trickling >= 1
-                     and (bundle / "package-small.tar.sha256").is_file(),
-                     timeout=300, what="small packed while big downloads", process=process,
-                     log=log)
+            wait_for(
+                lambda: proxy.trickling >= 1 and (bundle / "package-small.tar.sha256").is_file(),
+                timeout=300,
+                what="small packed while big downloads",
+                process=process,
+                log=log,
+            )
             sent = time.monotonic()
             process.send_signal(signal.SIGTERM)
             code = process.wait(timeout=EXIT_BOUND)
@@ -102,9 +125,10 @@ def test_sigterm_stops_a_pull_within_seconds_and_packs_what_completed(
     assert "Operation cancelled by user" in output
     assert verify_sidecars(bundle) == []
     assert sorted(p.name for p in bundle.glob("*.tar")) == ["package-small.tar"]
-    assert not [p for p in bundle.iterdir()
-                if p.is_file() and p.name.endswith((".tmp", ".chunk"))]
+    assert not [p for p in bundle.iterdir() if p.is_file() and p.name.endswith((".tmp", ".chunk"))]
     report = json.loads((bundle / "report.json").read_text())
     assert report["status"] == "cancelled"
     assert {p["name"]: p["status"] for p in report["packages"]} == {
-        "big": "cancelled", "small": "pulled"}
+        "big": "cancelled",
+        "small": "pulled",
+    }

@@ -35,7 +35,7 @@ def _product_modules() -> Iterator[str]:
         package = importlib.import_module(name)
         yield name
         for info in pkgutil.walk_packages(package.__path__, prefix=f"{name}."):
-            if ".testbed" not in info.name:   # the test bed is not product code
+            if ".testbed" not in info.name:  # the test bed is not product code
                 yield info.name
 
 
@@ -51,20 +51,26 @@ def _exception_classes() -> list[type[BaseException]]:
 
 def test_every_product_exception_is_a_mirror_error() -> None:
     classes = _exception_classes()
-    assert len(classes) > 30     # the walk did find the tree
-    outside = [f"{c.__module__}.{c.__qualname__}" for c in classes
-               if not issubclass(c, MirrorError)
-               and f"{c.__module__}.{c.__qualname__}" not in INTERNAL]
+    assert len(classes) > 30  # the walk did find the tree
+    outside = [
+        f"{c.__module__}.{c.__qualname__}"
+        for c in classes
+        if not issubclass(c, MirrorError) and f"{c.__module__}.{c.__qualname__}" not in INTERNAL
+    ]
     assert outside == []
 
 
-@pytest.mark.parametrize(("module", "name", "expected"), [
-    ("flows.pull", "PullFailed", PullFailed),
-    ("flows.push", "PushFailed", PushFailed),
-    ("flows.transfer", "TransferFailed", TransferFailed),
-    ("tasks.pull", "ChildRunFailed", ChildRunFailed),
-])
-def test_flow_failures_are_the_error_tree_s_run_failed(module: str, name: str,
-                                                       expected: type[RunFailed]) -> None:
+@pytest.mark.parametrize(
+    ("module", "name", "expected"),
+    [
+        ("flows.pull", "PullFailed", PullFailed),
+        ("flows.push", "PushFailed", PushFailed),
+        ("flows.transfer", "TransferFailed", TransferFailed),
+        ("tasks.pull", "ChildRunFailed", ChildRunFailed),
+    ],
+)
+def test_flow_failures_are_the_error_tree_s_run_failed(
+    module: str, name: str, expected: type[RunFailed]
+) -> None:
     assert getattr(importlib.import_module(module), name) is expected
     assert issubclass(expected, RunFailed)

@@ -56,5 +56,5 @@ def test_partial_file_longer_than_expected_starts_over(tmp_path: Path) -> None:
     partial = PartialFile.beside(final)
     partial.fit(3)
     assert partial.length == 0
-    partial.close_keeping_progress()        # nothing kept: the empty file is gone
+    partial.close_keeping_progress()  # nothing kept: the empty file is gone
     assert not partial_path(final).exists()

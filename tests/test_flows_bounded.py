@@ -32,8 +32,9 @@ def _sleepy(i: int) -> int:
 @flow(task_runner=task_runner())
 def _fan_out(limit: int) -> tuple[list[str], list[int], int]:
     finished: list[int] = []
-    futures = submit_bounded(_sleepy.submit, list(range(7)), limit,
-                             then=lambda i, _f: finished.append(i))
+    futures = submit_bounded(
+        _sleepy.submit, list(range(7)), limit, then=lambda i, _f: finished.append(i)
+    )
     states = [f.state.type.value for f in futures]
     return states, finished, _peak
 

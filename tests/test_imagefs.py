@@ -42,8 +42,10 @@ def make_layer(path: Path, entries: list[Entry], *, compress: bool = True) -> Pa
 
 def layers(tmp_path: Path, *stack: list[Entry], compress: bool = True) -> list[Path]:
     """Layers bottom → top."""
-    return [make_layer(tmp_path / f"layer{i}", entries, compress=compress)
-            for i, entries in enumerate(stack)]
+    return [
+        make_layer(tmp_path / f"layer{i}", entries, compress=compress)
+        for i, entries in enumerate(stack)
+    ]
 
 
 VERSION = ("version.json", b'{"version": "v1.45.2"}')
@@ -64,10 +66,13 @@ def test_absent_file_is_none(tmp_path: Path, top_first_any: bool) -> None:
 
 @pytest.mark.parametrize("top_first_any", [True, False])
 def test_top_layer_wins(tmp_path: Path, top_first_any: bool) -> None:
-    paths = layers(tmp_path, [("extra_images.json", b"bottom")], [("x", b"")],
-                   [("./extra_images.json", b"top")])
-    assert read_file_from_layers(paths, "extra_images.json",
-                                 top_first_any=top_first_any) == b"top"
+    paths = layers(
+        tmp_path,
+        [("extra_images.json", b"bottom")],
+        [("x", b"")],
+        [("./extra_images.json", b"top")],
+    )
+    assert read_file_from_layers(paths, "extra_images.json", top_first_any=top_first_any) == b"top"
 
 
 def test_whiteout_hides_lower_layers_in_flattened_mode(tmp_path: Path) -> None:
@@ -78,10 +83,14 @@ def test_whiteout_hides_lower_layers_in_flattened_mode(tmp_path: Path) -> None:
 
 
 def test_opaque_directory_hides_lower_layers(tmp_path: Path) -> None:
-    paths = layers(tmp_path, [("deckhouse", None), ("deckhouse/images_digests.json", b"low")],
-                   [("deckhouse", None), ("deckhouse/.wh..wh..opq", b"")])
-    assert read_file_from_layers(paths, "deckhouse/images_digests.json",
-                                 top_first_any=False) is None
+    paths = layers(
+        tmp_path,
+        [("deckhouse", None), ("deckhouse/images_digests.json", b"low")],
+        [("deckhouse", None), ("deckhouse/.wh..wh..opq", b"")],
+    )
+    assert (
+        read_file_from_layers(paths, "deckhouse/images_digests.json", top_first_any=False) is None
+    )
 
 
 def test_whiteout_of_a_parent_directory_hides(tmp_path: Path) -> None:
@@ -108,10 +117,17 @@ def test_no_layers_means_absent() -> None:
     assert read_file_from_layers([], "version.json", top_first_any=False) is None
 
 
-@pytest.mark.parametrize(("name", "cleaned"), [
-    ("./version.json", "version.json"), ("/a//b/", "a/b"), ("a/./b", "a/b"),
-    ("../version.json", ""), (".", ""), ("./", ""),
-])
+@pytest.mark.parametrize(
+    ("name", "cleaned"),
+    [
+        ("./version.json", "version.json"),
+        ("/a//b/", "a/b"),
+        ("a/./b", "a/b"),
+        ("../version.json", ""),
+        (".", ""),
+        ("./", ""),
+    ],
+)
 def test_clean_path(name: str, cleaned: str) -> None:
     assert clean_path(name) == cleaned
 
@@ -157,8 +173,10 @@ def test_zstd_layers_are_read(tmp_path: Path) -> None:
     bottom = _zstd_layer(tmp_path / "bottom", [VERSION, ("images_digests.json", b"[]")])
     top = _zstd_layer(tmp_path / "top", [("extra_images.json", b'{"scanner": "v1"}')])
     assert read_file_from_layers([bottom, top], "version.json", top_first_any=False) == VERSION[1]
-    assert read_file_from_layers([bottom, top], "extra_images.json",
-                                 top_first_any=True) == b'{"scanner": "v1"}'
+    assert (
+        read_file_from_layers([bottom, top], "extra_images.json", top_first_any=True)
+        == b'{"scanner": "v1"}'
+    )
     assert read_file_from_layers([bottom, top], "absent.json", top_first_any=False) is None
 
 
@@ -185,20 +203,36 @@ def test_oversized_file_is_refused(tmp_path: Path) -> None:
 
 
 # -- parsers -------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("data", "expected"), [
-    (b'{"version": "v1.45.2"}', "v1.45.2"),
-    (b'{"version": "1.45.2", "suspend": true}', "v1.45.2"),
-    (b'{"version": ""}', None), (b"{}", None), (b'{"version": null}', None), (b"null", None),
-    (b' \n{"version": "1.0.0"} trailing {garbage', "v1.0.0"),    # Go's Decoder reads one value
-])
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b'{"version": "v1.45.2"}', "v1.45.2"),
+        (b'{"version": "1.45.2", "suspend": true}', "v1.45.2"),
+        (b'{"version": ""}', None),
+        (b"{}", None),
+        (b'{"version": null}', None),
+        (b"null", None),
+        (b' \n{"version": "1.0.0"} trailing {garbage', "v1.0.0"),  # Go's Decoder reads one value
+    ],
+)
 def test_parse_version_json(data: bytes, expected: str | None) -> None:
     assert parse_version_json(data) == expected
 
 
-@pytest.mark.parametrize("data", [
-    b"not json", b"", b"[1]", b'"v1"', b'{"version": 3}', b'{"version": ["v1"]}',
-    b"\xff\xfe", b'{"version": "1.0/../x"}', b'{"version": "\\ud800"}',
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"not json",
+        b"",
+        b"[1]",
+        b'"v1"',
+        b'{"version": 3}',
+        b'{"version": ["v1"]}',
+        b"\xff\xfe",
+        b'{"version": "1.0/../x"}',
+        b'{"version": "\\ud800"}',
+    ],
+)
 def test_parse_version_json_refuses_what_is_no_version(data: bytes) -> None:
     """Go fails to decode these (or to use them as a tag): named errors, warned about."""
     with pytest.raises(InvalidImageMetadataError, match=r"version\.json"):
@@ -206,37 +240,67 @@ def test_parse_version_json_refuses_what_is_no_version(data: bytes) -> None:
 
 
 def test_parse_extra_images_json_strings_and_numbers() -> None:
-    data = json.dumps({"scanner": "v1.2.3", "enforcer": "v4.5.6", "three": 3, "threef": 3.0,
-                       "round": 3.7, "half": 2.5, "flag": True, "none": None, "obj": {},
-                       "arr": [1]}).encode()
+    data = json.dumps(
+        {
+            "scanner": "v1.2.3",
+            "enforcer": "v4.5.6",
+            "three": 3,
+            "threef": 3.0,
+            "round": 3.7,
+            "half": 2.5,
+            "flag": True,
+            "none": None,
+            "obj": {},
+            "arr": [1],
+        }
+    ).encode()
     assert parse_extra_images_json(data) == {
-        "scanner": "v1.2.3", "enforcer": "v4.5.6", "three": "3", "threef": "3", "round": "4",
-        "half": "2"}
+        "scanner": "v1.2.3",
+        "enforcer": "v4.5.6",
+        "three": "3",
+        "threef": "3",
+        "round": "4",
+        "half": "2",
+    }
 
 
-@pytest.mark.parametrize(("data", "expected"), [
-    # %.0f of float64
-    (b'{"a": 2.5, "b": 3.5, "c": 0.5, "d": 1e3, "e": 12345678901234567890}',
-     {"a": "2", "b": "4", "c": "0", "d": "1000", "e": "12345678901234567168"}),
-    (b"null", {}), (b" null ", {}),
-    (b'{"scanner": "v1"} {"more": "v2"} garbage', {"scanner": "v1"}),
-])
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        # %.0f of float64
+        (
+            b'{"a": 2.5, "b": 3.5, "c": 0.5, "d": 1e3, "e": 12345678901234567890}',
+            {"a": "2", "b": "4", "c": "0", "d": "1000", "e": "12345678901234567168"},
+        ),
+        (b"null", {}),
+        (b" null ", {}),
+        (b'{"scanner": "v1"} {"more": "v2"} garbage', {"scanner": "v1"}),
+    ],
+)
 def test_parse_extra_images_json_reads_as_go_does(data: bytes, expected: dict[str, str]) -> None:
     assert parse_extra_images_json(data) == expected
 
 
-@pytest.mark.parametrize("data", [
-    {"a/b": "v1"}, {"..": "v1"}, {"Scanner": "v1"}, {"x" * 300: "v1"},
-    {"scanner": "v1/../x"}, {"scanner": ".hidden"}, {"scanner": "t" * 300},
-    {"scanner": "-1"}, {"scanner": -3},
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"a/b": "v1"},
+        {"..": "v1"},
+        {"Scanner": "v1"},
+        {"x" * 300: "v1"},
+        {"scanner": "v1/../x"},
+        {"scanner": ".hidden"},
+        {"scanner": "t" * 300},
+        {"scanner": "-1"},
+        {"scanner": -3},
+    ],
+)
 def test_parse_extra_images_json_rejects_bad_entries(data: dict[str, object]) -> None:
     with pytest.raises(InvalidImageMetadataError, match=r"extra_images\.json entry"):
         parse_extra_images_json(json.dumps(data).encode())
 
 
-@pytest.mark.parametrize("data", [b"{broken", b"[]", b'"s"', b'{"a": NaN}', b"",
-                                  b'{"a": 1e999}'])
+@pytest.mark.parametrize("data", [b"{broken", b"[]", b'"s"', b'{"a": NaN}', b"", b'{"a": 1e999}'])
 def test_parse_extra_images_json_rejects_malformed_files(data: bytes) -> None:
     with pytest.raises(InvalidImageMetadataError):
         parse_extra_images_json(data)
@@ -244,15 +308,25 @@ def test_parse_extra_images_json_rejects_malformed_files(data: bytes) -> None:
 
 def test_parse_images_digests() -> None:
     a, b = "sha256:" + "a" * 64, "sha256:" + "0123456789abcdef" * 4
-    data = json.dumps({"x": {"y": a, "z": b}, "again": a, "upper": "sha256:" + "A" * 64,
-                       "short": "sha256:abc", "text": f"prefix{b}suffix"}).encode()
+    data = json.dumps(
+        {
+            "x": {"y": a, "z": b},
+            "again": a,
+            "upper": "sha256:" + "A" * 64,
+            "short": "sha256:abc",
+            "text": f"prefix{b}suffix",
+        }
+    ).encode()
     assert parse_images_digests(data) == [a, b]
     assert parse_images_digests(b"") == []
 
 
 def test_end_to_end_extra_images_from_layers(tmp_path: Path) -> None:
-    paths = layers(tmp_path, [("extra_images.json", b'{"old": "v0"}')],
-                   [("./extra_images.json", b'{"scanner":"v1.2.3","enforcer":"v4.5.6"}')])
+    paths = layers(
+        tmp_path,
+        [("extra_images.json", b'{"old": "v0"}')],
+        [("./extra_images.json", b'{"scanner":"v1.2.3","enforcer":"v4.5.6"}')],
+    )
     data = read_file_from_layers(paths, "extra_images.json", top_first_any=True)
     assert data is not None
     assert parse_extra_images_json(data) == {"scanner": "v1.2.3", "enforcer": "v4.5.6"}

@@ -23,8 +23,10 @@ def test_archive_and_sidecar_names() -> None:
     assert names.gost_sidecar(Path("b/x.tar.0000.chunk")) == Path("b/x.tar.0000.chunk.gostsum")
 
 
-@pytest.mark.parametrize(("suffix", "expected"), [
-    (None, "packages"), ("/packages", "packages"), (" /my/pkgs/ ", "my/pkgs"), ("/", "")])
+@pytest.mark.parametrize(
+    ("suffix", "expected"),
+    [(None, "packages"), ("/packages", "packages"), (" /my/pkgs/ ", "my/pkgs"), ("/", "")],
+)
 def test_pull_and_push_normalise_the_same_way(suffix: str | None, expected: str) -> None:
     pull = PullParameters(bundle_dir="b", packages_path_suffix=suffix or "").options()
     assert pull.packages_path == expected
@@ -37,11 +39,12 @@ def test_pull_rejects_an_invalid_suffix_with_a_config_error() -> None:
         params.options()
     message = str(raised.value)
     assert "--packages-path-suffix" in message and "'/Bad Path'" in message
-    assert "/packages" in message           # says what to pass instead
+    assert "/packages" in message  # says what to pass instead
 
 
 def test_pull_cli_refuses_an_invalid_suffix_before_any_work(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bundle = tmp_path / "b"
     assert main(["pull", str(bundle), "--packages-path-suffix", "/Bad Path"]) == 1
     assert "--packages-path-suffix" in capsys.readouterr().err

@@ -57,22 +57,40 @@ def _limit(name: str) -> Any:
 @pytest.fixture(scope="module")
 def deployed(server: PrefectServer, registry: RegistryServer) -> dict[str, Any]:
     """`d8mirror setup` then `prefect deploy --all` from the project root, as documented."""
-    assert _setup("--registry", f"{registry.host}/deckhouse/ee", "--limit", "2",
-                  "--work-pool", POOL) == 0
-    done = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file",
-                           "deployments/prefect.yaml", "--all"], cwd=PROJECT,
-                          env=child_env(server), capture_output=True, text=True, timeout=180)
+    assert (
+        _setup("--registry", f"{registry.host}/deckhouse/ee", "--limit", "2", "--work-pool", POOL)
+        == 0
+    )
+    done = subprocess.run(
+        [
+            str(BIN / "prefect"),
+            "--no-prompt",
+            "deploy",
+            "--prefect-file",
+            "deployments/prefect.yaml",
+            "--all",
+        ],
+        cwd=PROJECT,
+        env=child_env(server),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         flows = {f.id: f.name for f in client.read_flows()}
-        return {f"{flows[d.flow_id]}/{d.name}": d for d in client.read_deployments()
-                if d.work_pool_name == POOL}
+        return {
+            f"{flows[d.flow_id]}/{d.name}": d
+            for d in client.read_deployments()
+            if d.work_pool_name == POOL
+        }
 
 
-def test_setup_creates_limits_and_is_idempotent(deployed: dict[str, Any],
-                                                registry: RegistryServer) -> None:
+def test_setup_creates_limits_and_is_idempotent(
+    deployed: dict[str, Any], registry: RegistryServer
+) -> None:
     from tasks.concurrency import limit_name
 
     name = limit_name(registry.host)
@@ -84,17 +102,22 @@ def test_setup_creates_limits_and_is_idempotent(deployed: dict[str, Any],
 
 
 def test_prefect_deploy_creates_pool_deployments(deployed: dict[str, Any]) -> None:
-    assert set(deployed) == {"mirror-pull/mirror-packages", "mirror-package/mirror-package",
-                             "mirror-scaleout/mirror-scaleout", "mirror-push/push-bundle",
-                             "upload-bundle/upload-bundle"}
+    assert set(deployed) == {
+        "mirror-pull/mirror-packages",
+        "mirror-package/mirror-package",
+        "mirror-scaleout/mirror-scaleout",
+        "mirror-push/push-bundle",
+        "upload-bundle/upload-bundle",
+    }
     nightly = deployed["mirror-pull/mirror-packages"]
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
     assert nightly.global_concurrency_limit.limit == 1
     assert nightly.concurrency_options.collision_strategy == "CANCEL_NEW"
     assert nightly.enforce_parameter_schema
-    for deployment in deployed.values():   # no pull section: deploy records the project root
-        assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {
-            "directory": str(PROJECT)}}]
+    for deployment in deployed.values():  # no pull section: deploy records the project root
+        assert deployment.pull_steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT)}}
+        ]
     from prefect.client.orchestration import get_client
     from prefect.events.actions import RunDeployment
     from prefect.events.schemas.automations import EventTrigger
@@ -121,20 +144,21 @@ def test_registry_slots_bound_concurrent_holders(server: PrefectServer) -> None:
             with lock:
                 holding += 1
                 peak = max(peak, holding)
-            release.wait(120)     # holders keep their slot until the test lets them go
+            release.wait(120)  # holders keep their slot until the test lets them go
             with lock:
                 holding -= 1
 
     # Threads see this module's server settings only through a copy of the context.
-    threads = [threading.Thread(target=contextvars.copy_context().run, args=(hold,))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=contextvars.copy_context().run, args=(hold,)) for _ in range(4)
+    ]
     try:
         for t in threads:
             t.start()
         deadline = time.monotonic() + 120
-        while holding < 2 and time.monotonic() < deadline:   # two holders fill the limit...
+        while holding < 2 and time.monotonic() < deadline:  # two holders fill the limit...
             time.sleep(0.05)
-        time.sleep(2)             # ...and the other two stay out while they hold
+        time.sleep(2)  # ...and the other two stay out while they hold
         assert (holding, peak) == (2, 2)
     finally:
         release.set()
@@ -142,21 +166,27 @@ def test_registry_slots_bound_concurrent_holders(server: PrefectServer) -> None:
             t.join(60)
     assert peak == 2 and holding == 0
     assert _limit(limit_name("slots.test:5000")).active_slots == 0
-    with registry_slots("slots.test:5000", 8, enabled=True):   # occupy clamped to the limit
+    with registry_slots("slots.test:5000", 8, enabled=True):  # occupy clamped to the limit
         assert _limit(limit_name("slots.test:5000")).active_slots == 2
-    with pytest.raises(ConcurrencyLimitMissing, match="d8mirror setup"), \
-            registry_slots("missing.test", 1, enabled=True):
+    with (
+        pytest.raises(ConcurrencyLimitMissing, match="d8mirror setup"),
+        registry_slots("missing.test", 1, enabled=True),
+    ):
         pass
-    with registry_slots("missing.test", 1, enabled=False):   # off: no server round trip
+    with registry_slots("missing.test", 1, enabled=False):  # off: no server round trip
         pass
 
 
 def _acquired(limit_id: Any, timeout: float = 20) -> list[dict[str, Any]]:
     from prefect.settings import PREFECT_API_URL
 
-    body = {"filter": {"event": {"name": ["prefect.concurrency-limit.acquired"]},
-                       "resource": {"id": [f"prefect.concurrency-limit.{limit_id}"]}},
-            "limit": 50}
+    body = {
+        "filter": {
+            "event": {"name": ["prefect.concurrency-limit.acquired"]},
+            "resource": {"id": [f"prefect.concurrency-limit.{limit_id}"]},
+        },
+        "limit": 50,
+    }
     deadline = time.monotonic() + timeout
     while True:
         events = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body).json()
@@ -166,12 +196,31 @@ def _acquired(limit_id: Any, timeout: float = 20) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def workers(server: PrefectServer, deployed: dict[str, Any],
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Process]]:
+def workers(
+    server: PrefectServer, deployed: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[Process]]:
     logs = tmp_path_factory.mktemp("workers")
-    started = [Process(name, [str(BIN / "prefect"), "worker", "start", "--pool", POOL,
-                              "--type", "process", "--name", name, "--limit", "1"],
-                       child_env(server), logs) for name in ("worker-a", "worker-b")]
+    started = [
+        Process(
+            name,
+            [
+                str(BIN / "prefect"),
+                "worker",
+                "start",
+                "--pool",
+                POOL,
+                "--type",
+                "process",
+                "--name",
+                name,
+                "--limit",
+                "1",
+            ],
+            child_env(server),
+            logs,
+        )
+        for name in ("worker-a", "worker-b")
+    ]
     try:
         for worker in started:
             worker.wait_for_text("started!", timeout=90)
@@ -182,8 +231,12 @@ def workers(server: PrefectServer, deployed: dict[str, Any],
 
 
 def test_scaleout_on_two_workers_equals_a_single_process_pull(
-        server: PrefectServer, registry: RegistryServer, demo_content: SeededContent,
-        workers: list[Process], tmp_path: Path) -> None:
+    server: PrefectServer,
+    registry: RegistryServer,
+    demo_content: SeededContent,
+    workers: list[Process],
+    tmp_path: Path,
+) -> None:
     """Children land on both workers; the bundle equals one process's, byte for byte. The
     single-process reference also holds the registry's slots (concurrency_limits on).
 
@@ -201,8 +254,11 @@ def test_scaleout_on_two_workers_equals_a_single_process_pull(
     holding_children = threading.Event()
 
     def child_blob(request: Request) -> bool:
-        return holding_children.is_set() and request.method == "GET" \
+        return (
+            holding_children.is_set()
+            and request.method == "GET"
             and "/blobs/sha256:" in request.path
+        )
 
     submitted = re.compile(r"submitting flow run '([0-9a-f-]{36})'")
 
@@ -224,9 +280,10 @@ def test_scaleout_on_two_workers_equals_a_single_process_pull(
 
         def scaleout() -> None:
             try:
-                outcome["report"] = mirror_scaleout(ScaleOutParameters(
-                    bundle_dir=str(shared), concurrency=3, **common))
-            except BaseException as exc:   # handed over to the test thread
+                outcome["report"] = mirror_scaleout(
+                    ScaleOutParameters(bundle_dir=str(shared), concurrency=3, **common)
+                )
+            except BaseException as exc:  # handed over to the test thread
                 outcome["error"] = exc
 
         before = taken()
@@ -235,8 +292,11 @@ def test_scaleout_on_two_workers_equals_a_single_process_pull(
         parent.start()
         try:
             deadline = time.monotonic() + 300
-            while not all(taken()[name] - before[name] for name in before) \
-                    and parent.is_alive() and time.monotonic() < deadline:
+            while (
+                not all(taken()[name] - before[name] for name in before)
+                and parent.is_alive()
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.5)
             ran = {name: ids - before[name] for name, ids in taken().items()}
         finally:
@@ -245,7 +305,7 @@ def test_scaleout_on_two_workers_equals_a_single_process_pull(
             parent.join(600)
     assert "error" not in outcome, outcome.get("error")
     report = outcome["report"]
-    assert all(ran.values()), ran      # both workers took a child while the children waited
+    assert all(ran.values()), ran  # both workers took a child while the children waited
     assert [p.status for p in report.packages] == ["pulled"] * 3
     assert bundle_archives(shared) == bundle_archives(single)
     saved = json.loads((shared / "report.json").read_text())

@@ -13,8 +13,11 @@ from d8mirror.pull.packing import ArchiveInfo
 
 
 def _pack(source: Path, bundle: Path, chunk_size: int = 0) -> ArchiveInfo:
-    return ArchiveInfo.of(pack_archive(bundle / "package-a.tar",
-                                       [TarSource(source, "packages/a")], chunk_size=chunk_size))
+    return ArchiveInfo.of(
+        pack_archive(
+            bundle / "package-a.tar", [TarSource(source, "packages/a")], chunk_size=chunk_size
+        )
+    )
 
 
 @pytest.fixture
@@ -31,9 +34,12 @@ def test_restore_links_the_archive_and_its_sidecar(source: Path, tmp_path: Path)
     archive = _pack(source, tmp_path / "b1")
     assert cache.store("a", "k1", archive)
     restored = cache.restore("a", "k1", tmp_path / "b2", gost=False)
-    assert restored == archive.model_copy(update={
-        "path": str(tmp_path / "b2" / "package-a.tar"),
-        "files": [str(tmp_path / "b2" / "package-a.tar")]})
+    assert restored == archive.model_copy(
+        update={
+            "path": str(tmp_path / "b2" / "package-a.tar"),
+            "files": [str(tmp_path / "b2" / "package-a.tar")],
+        }
+    )
     for name in ("package-a.tar", "package-a.tar.sha256"):
         assert (tmp_path / "b2" / name).stat().st_ino == (tmp_path / "b1" / name).stat().st_ino
     assert verify_sidecars(tmp_path / "b2") == []

@@ -21,14 +21,18 @@ CHANNELS = {"alpha": "v1.1.0", "stable": "v1.0.0"}
 
 
 @pytest.fixture(scope="module")
-def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-        tuple[RegistryServer, SeededContent]]:
+def isolated(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RegistryServer, SeededContent]]:
     """A registry of its own: tests here break and repair its storage."""
-    spec = SeedSpec(payload_size=96 << 10, packages=(
-        PackageSpec("alpha-pkg", ("v1.0.0", "v1.1.0"), channels=CHANNELS, internal_images=1),
-        PackageSpec("beta-pkg", ("v1.0.0", "v1.1.0"), channels=CHANNELS, internal_images=1),
-        PackageSpec("gamma-pkg", ("v1.0.0", "v1.1.0"), channels=CHANNELS, internal_images=1),
-    ))
+    spec = SeedSpec(
+        payload_size=96 << 10,
+        packages=(
+            PackageSpec("alpha-pkg", ("v1.0.0", "v1.1.0"), channels=CHANNELS, internal_images=1),
+            PackageSpec("beta-pkg", ("v1.0.0", "v1.1.0"), channels=CHANNELS, internal_images=1),
+            PackageSpec("gamma-pkg", ("v1.0.0", "v1.1.0"), channels=CHANNELS, internal_images=1),
+        ),
+    )
     with RegistryServer(tmp_path_factory.mktemp("cli-source")) as server:
         with server.client() as client:
             content = seed_packages(client, ROOT, spec, tmp_path_factory.mktemp("cli-images"))
@@ -36,8 +40,7 @@ def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def _pull(server: RegistryServer, bundle: Path, *flags: str) -> int:
-    return main(["pull", str(bundle), "--source", f"{server.host}/{ROOT}", "--insecure",
-                     *flags])
+    return main(["pull", str(bundle), "--source", f"{server.host}/{ROOT}", "--insecure", *flags])
 
 
 def _own_layer(server: RegistryServer, package: str) -> tuple[str, str]:
@@ -48,13 +51,13 @@ def _own_layer(server: RegistryServer, package: str) -> tuple[str, str]:
     return repo, str(manifest["layers"][-1]["digest"])
 
 
-def test_usage_errors_exit_1_before_any_work(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_exit_1_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """R-9.1/R-9.6 (exit 1 as d8): mutually exclusive filters, an empty constraint, a
     non-empty bundle dir."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["pull", str(tmp_path / "b"), "--include-package", "a",
-                  "--exclude-package", "b"])
+        main(["pull", str(tmp_path / "b"), "--include-package", "a", "--exclude-package", "b"])
     assert exit_info.value.code == 1
     assert main(["pull", str(tmp_path / "b"), "--include-package", "console@"]) == 1
     assert "quote" in capsys.readouterr().err
@@ -67,13 +70,16 @@ def test_usage_errors_exit_1_before_any_work(tmp_path: Path,
 
 @pytest.mark.usefixtures("prefect_server")
 def test_chunked_pull_with_gost_reassembles_to_the_plain_archive(
-        isolated: tuple[RegistryServer, SeededContent], tmp_path: Path) -> None:
+    isolated: tuple[RegistryServer, SeededContent], tmp_path: Path
+) -> None:
     """-c with a unit, --gost-digest: exact chunks, sidecars per chunk, same bytes as unchunked."""
     server, _ = isolated
     plain, chunked = tmp_path / "plain", tmp_path / "chunked"
     assert _pull(server, plain, "--include-package", "alpha-pkg") == 0
-    assert _pull(server, chunked, "--include-package", "alpha-pkg", "-c", "100KiB",
-                 "--gost-digest") == 0
+    assert (
+        _pull(server, chunked, "--include-package", "alpha-pkg", "-c", "100KiB", "--gost-digest")
+        == 0
+    )
     chunks = sorted(chunked.glob("package-alpha-pkg.tar.*.chunk"))
     assert len(chunks) > 1 and all(c.stat().st_size == 100 * 1024 for c in chunks[:-1])
     with open_archive(chunked / "package-alpha-pkg.tar") as stream:
@@ -86,7 +92,8 @@ def test_chunked_pull_with_gost_reassembles_to_the_plain_archive(
 
 @pytest.mark.usefixtures("prefect_server")
 def test_a_failed_package_never_stops_the_others(
-        isolated: tuple[RegistryServer, SeededContent], tmp_path: Path) -> None:
+    isolated: tuple[RegistryServer, SeededContent], tmp_path: Path
+) -> None:
     """Issue 3: every package is attempted, good ones packed, exit 1 naming the failed one;
     a rerun after the fault is fixed fetches only the failed package's blobs."""
     server, _ = isolated
@@ -116,8 +123,9 @@ def test_a_failed_package_never_stops_the_others(
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_dry_run_exits_0_and_writes_nothing(isolated: tuple[RegistryServer, SeededContent],
-                                            tmp_path: Path) -> None:
+def test_dry_run_exits_0_and_writes_nothing(
+    isolated: tuple[RegistryServer, SeededContent], tmp_path: Path
+) -> None:
     server, _ = isolated
     bundle = tmp_path / "bundle"
     assert _pull(server, bundle, "--dry-run", "--tmp-dir", str(tmp_path / "work")) == 0
@@ -126,7 +134,8 @@ def test_dry_run_exits_0_and_writes_nothing(isolated: tuple[RegistryServer, Seed
 
 @pytest.mark.usefixtures("prefect_server")
 def test_cancel_packs_what_completed_and_exits_0(
-        isolated: tuple[RegistryServer, SeededContent], tmp_path: Path) -> None:
+    isolated: tuple[RegistryServer, SeededContent], tmp_path: Path
+) -> None:
     """R-6.5 / AC-13: Ctrl+C (a real SIGINT to the CLI process) while the second package
     downloads: exit 0, the completed package is packed, no stub archive for the others, the
     report says cancelled. The second package's own layer is held mid-body by a proxy, so the
@@ -141,21 +150,41 @@ def test_cancel_packs_what_completed_and_exits_0(
 
     def beta_layer(request: Request) -> bool:
         return request.method == "GET" and request.path.endswith(
-            f"/packages/beta-pkg/blobs/{held_layer}")
+            f"/packages/beta-pkg/blobs/{held_layer}"
+        )
 
     bundle, log = tmp_path / "bundle", tmp_path / "cli.log"
     with FaultProxy(server.host, hold=beta_layer, hold_timeout=300) as proxy:
-        child = start_cli(["pull", str(bundle), "--source", f"{proxy.host}/{ROOT}",
-                           "--insecure", "--concurrency", "1"], log,
-                          PREFECT_LOGGING_LEVEL="INFO")      # the CLI's default level
+        child = start_cli(
+            [
+                "pull",
+                str(bundle),
+                "--source",
+                f"{proxy.host}/{ROOT}",
+                "--insecure",
+                "--concurrency",
+                "1",
+            ],
+            log,
+            PREFECT_LOGGING_LEVEL="INFO",
+        )  # the CLI's default level
         try:
-            wait_for(lambda: proxy.holding >= 1, timeout=180, what="beta-pkg's layer held",
-                     process=child, log=log)
-            os.kill(child.pid, signal.SIGINT)        # what Ctrl+C sends to the foreground CLI
+            wait_for(
+                lambda: proxy.holding >= 1,
+                timeout=180,
+                what="beta-pkg's layer held",
+                process=child,
+                log=log,
+            )
+            os.kill(child.pid, signal.SIGINT)  # what Ctrl+C sends to the foreground CLI
             # the handler's notice (printed inside the flow run, so it arrives as a run log)
-            wait_for(lambda: "Operation cancelled by user" in log.read_text(errors="replace"),
-                     timeout=60, what="the CLI to take the stop request", process=child,
-                     log=log)
+            wait_for(
+                lambda: "Operation cancelled by user" in log.read_text(errors="replace"),
+                timeout=60,
+                what="the CLI to take the stop request",
+                process=child,
+                log=log,
+            )
             proxy.release()
             code = child.wait(timeout=180)
         finally:
@@ -170,9 +199,9 @@ def test_cancel_packs_what_completed_and_exits_0(
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_pull_with_upload_to_s3_in_one_run(isolated: tuple[RegistryServer, SeededContent],
-                                           tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pull_with_upload_to_s3_in_one_run(
+    isolated: tuple[RegistryServer, SeededContent], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 6: ``pull --upload-to s3://…`` pulls, then uploads and verifies every file."""
     import boto3
     from transfer_support import moto_endpoint
@@ -187,16 +216,32 @@ def test_pull_with_upload_to_s3_in_one_run(isolated: tuple[RegistryServer, Seede
     with moto_endpoint() as endpoint:
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         s3.create_bucket(Bucket="airgap")
-        assert _pull(server, bundle, "--include-package", "gamma-pkg",
-                     "--upload-to", "s3://airgap/site", "--upload-endpoint-url", endpoint) == 0
+        assert (
+            _pull(
+                server,
+                bundle,
+                "--include-package",
+                "gamma-pkg",
+                "--upload-to",
+                "s3://airgap/site",
+                "--upload-endpoint-url",
+                endpoint,
+            )
+            == 0
+        )
         remote: dict[str, tuple[bytes, str | None]] = {}
         for listed in s3.list_objects_v2(Bucket="airgap")["Contents"]:
             got = s3.get_object(Bucket="airgap", Key=listed["Key"])
             remote[listed["Key"]] = (got["Body"].read(), got["Metadata"].get("sha256"))
-    local = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in bundle.iterdir() if p.is_file()}
-    assert {"package-gamma-pkg.tar", "package-gamma-pkg.tar.sha256", "package-versions.tar",
-            "report.json"} <= set(local)
+    local = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in bundle.iterdir() if p.is_file()
+    }
+    assert {
+        "package-gamma-pkg.tar",
+        "package-gamma-pkg.tar.sha256",
+        "package-versions.tar",
+        "report.json",
+    } <= set(local)
     # every file of the bundle is there, byte for byte, with the checksum it was verified by
     assert set(remote) == {f"site/{name}" for name in local} | {f"site/{MANIFEST_NAME}"}
     for name, sha256 in local.items():

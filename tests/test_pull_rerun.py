@@ -30,24 +30,51 @@ from testbed.seed import (
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-_A_CHANNELS = {"alpha": "v1.1.0", "beta": "v1.1.0", "early-access": "v1.0.0",
-               "stable": "v1.0.0", "rock-solid": "v1.0.0"}
-_B_CHANNELS = {"alpha": "v1.2.0", "beta": "v1.2.0", "early-access": "v1.1.0",
-               "stable": "v1.1.0", "rock-solid": "v1.1.0"}     # v1.0.0 no longer selected
-_STEADY = PackageSpec("steady", ("v0.1.0",), channels={"alpha": "v0.1.0", "stable": "v0.1.0"},
-                      internal_images=1)
+_A_CHANNELS = {
+    "alpha": "v1.1.0",
+    "beta": "v1.1.0",
+    "early-access": "v1.0.0",
+    "stable": "v1.0.0",
+    "rock-solid": "v1.0.0",
+}
+_B_CHANNELS = {
+    "alpha": "v1.2.0",
+    "beta": "v1.2.0",
+    "early-access": "v1.1.0",
+    "stable": "v1.1.0",
+    "rock-solid": "v1.1.0",
+}  # v1.0.0 no longer selected
+_STEADY = PackageSpec(
+    "steady", ("v0.1.0",), channels={"alpha": "v0.1.0", "stable": "v0.1.0"}, internal_images=1
+)
 
 
 def _moving(versions: tuple[str, ...], channels: dict[str, str]) -> PackageSpec:
-    return PackageSpec("moving", versions, channels=channels, extras=(ExtraSpec("scanner", "v1"),),
-                       internal_images=2, vex_versions=versions, vex_internal=True)
+    return PackageSpec(
+        "moving",
+        versions,
+        channels=channels,
+        extras=(ExtraSpec("scanner", "v1"),),
+        internal_images=2,
+        vex_versions=versions,
+        vex_internal=True,
+    )
 
 
-STATE_A = SeedSpec(payload_size=32 << 10, extra_payload_size=4 << 10, packages=(
-    _moving(("v1.0.0", "v1.1.0"), _A_CHANNELS), _STEADY))
-STATE_B = SeedSpec(payload_size=32 << 10, extra_payload_size=4 << 10, packages=(
-    _moving(("v1.0.0", "v1.1.0", "v1.2.0"), _B_CHANNELS), _STEADY,
-    PackageSpec("newcomer", ("v2.0.0",), channels={"stable": "v2.0.0"}, internal_images=1)))
+STATE_A = SeedSpec(
+    payload_size=32 << 10,
+    extra_payload_size=4 << 10,
+    packages=(_moving(("v1.0.0", "v1.1.0"), _A_CHANNELS), _STEADY),
+)
+STATE_B = SeedSpec(
+    payload_size=32 << 10,
+    extra_payload_size=4 << 10,
+    packages=(
+        _moving(("v1.0.0", "v1.1.0", "v1.2.0"), _B_CHANNELS),
+        _STEADY,
+        PackageSpec("newcomer", ("v2.0.0",), channels={"stable": "v2.0.0"}, internal_images=1),
+    ),
+)
 
 
 def _seed(registry: RegistryServer, root: str, spec: SeedSpec, work: Path) -> None:
@@ -58,14 +85,18 @@ def _seed(registry: RegistryServer, root: str, spec: SeedSpec, work: Path) -> No
 def _params(registry: RegistryServer, root: str, bundle: Path, **extra: Any) -> Any:
     from tasks.models import PullParameters
 
-    return PullParameters(bundle_dir=str(bundle), source=f"{registry.host}/{root}",
-                          insecure=True, **extra)
+    return PullParameters(
+        bundle_dir=str(bundle), source=f"{registry.host}/{root}", insecure=True, **extra
+    )
 
 
 def _archives(bundle: Path) -> dict[str, bytes]:
     """Every archive and sidecar of a bundle (report.json holds timings, so it is left out)."""
-    return {p.name: p.read_bytes() for p in sorted(bundle.iterdir())
-            if p.is_file() and p.name != "report.json"}
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(bundle.iterdir())
+        if p.is_file() and p.name != "report.json"
+    }
 
 
 def _short_tags(archive: Path, layout: str) -> list[str]:
@@ -82,13 +113,14 @@ def _fresh_pull_of_b(registry: RegistryServer, root: str, tmp_path: Path) -> dic
     fresh = tmp_path / "fresh"
     run_pull(_params(registry, root, fresh, tmp_dir=str(tmp_path / "fresh-work")))
     tags = _short_tags(fresh / "package-moving.tar", "packages/moving/version")
-    assert len(tags) == len(set(tags)), tags          # one digest per short tag
+    assert len(tags) == len(set(tags)), tags  # one digest per short tag
     assert "v1.0.0" not in _short_tags(fresh / "package-moving.tar", "packages/moving")
     return _archives(fresh)
 
 
 def test_rerun_with_the_same_tmp_dir_after_the_source_moved(
-        registry: RegistryServer, tmp_path: Path) -> None:
+    registry: RegistryServer, tmp_path: Path
+) -> None:
     """``--tmp-dir`` reused, a new bundle dir: nothing of the first run's indexes survives."""
     from flows.pull import run_pull
 
@@ -102,7 +134,8 @@ def test_rerun_with_the_same_tmp_dir_after_the_source_moved(
 
 
 def test_rerun_into_the_same_bundle_dir_with_its_kept_cache(
-        registry: RegistryServer, tmp_path: Path) -> None:
+    registry: RegistryServer, tmp_path: Path
+) -> None:
     """A deployment's nightly run: fixed bundle dir, fixed cache dir, the source moved."""
     from flows.pull import run_pull
 
@@ -115,7 +148,8 @@ def test_rerun_into_the_same_bundle_dir_with_its_kept_cache(
 
 
 def test_cli_rerun_with_force_into_the_same_bundle_dir(
-        registry: RegistryServer, tmp_path: Path) -> None:
+    registry: RegistryServer, tmp_path: Path
+) -> None:
     """``d8mirror pull B`` then ``d8mirror pull B --force`` after the source moved."""
     root, bundle = "rerun-force/ee", tmp_path / "bundle"
     argv = ["pull", str(bundle), "--source", f"{registry.host}/{root}", "--insecure"]
@@ -131,17 +165,28 @@ def _republish(registry: RegistryServer, root: str, work: Path) -> None:
     at the source: versions, main digests and channels stay as they are."""
     repo = f"{root}/packages/moving"
     with registry.client() as client:
-        push_image(client, repo, "v1.1.0.att",
-                   [{"vex.json": canonical_json({"subject": f"{repo}:v1.1.0", "rev": 2})}], work)
-        push_image(client, f"{repo}/version", "v1.1.0",
-                   [{"version.json": canonical_json({"version": "v1.1.0"}),
-                     "notes.txt": b"republished"}], work)
-        push_image(client, f"{repo}/extra/scanner", "v1",
-                   [{"extra/scanner.bin": b"rebuilt scanner"}], work)
+        push_image(
+            client,
+            repo,
+            "v1.1.0.att",
+            [{"vex.json": canonical_json({"subject": f"{repo}:v1.1.0", "rev": 2})}],
+            work,
+        )
+        push_image(
+            client,
+            f"{repo}/version",
+            "v1.1.0",
+            [{"version.json": canonical_json({"version": "v1.1.0"}), "notes.txt": b"republished"}],
+            work,
+        )
+        push_image(
+            client, f"{repo}/extra/scanner", "v1", [{"extra/scanner.bin": b"rebuilt scanner"}], work
+        )
 
 
 def test_rerun_with_a_kept_cache_after_tags_were_re_pointed(
-        registry: RegistryServer, tmp_path: Path) -> None:
+    registry: RegistryServer, tmp_path: Path
+) -> None:
     """Same versions, digests and channels, but a VEX attestation, a release image and an
     extra image re-published: a kept-cache rerun (new bundle dir, then the first bundle dir
     again) gives exactly the source's current state, not the cached fetch."""
@@ -165,7 +210,8 @@ def test_rerun_with_a_kept_cache_after_tags_were_re_pointed(
 
 
 def test_a_warm_rerun_right_after_the_first_pull_is_a_cache_hit(
-        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    registry: RegistryServer, demo_content: SeededContent, tmp_path: Path
+) -> None:
     """The first plan of a package cannot name its extra, VEX and release tags; the second
     one names them and asks the source with manifest HEADs only. Nothing changed: the fetch
     is not run again (its layouts stay as they are), nothing but HEADs and lists is asked."""
@@ -179,7 +225,7 @@ def test_a_warm_rerun_right_after_the_first_pull_is_a_cache_hit(
     registry.clear_requests()
     run_pull(_params(registry, "deckhouse/ee", tmp_path / "second", **params))
     asked = {(method, "/manifests/" in path) for method, path, _ in registry.requests()}
-    assert asked <= {("HEAD", True), ("GET", False)}, asked        # HEADs, catalog, tag lists
+    assert asked <= {("HEAD", True), ("GET", False)}, asked  # HEADs, catalog, tag lists
     heads = [p for m, p, _ in registry.requests() if m == "HEAD" and "/console" in p]
     assert any(p.endswith(".att") for p in heads) and any("/extra/" in p for p in heads)
     assert index.stat().st_ino == built

@@ -15,23 +15,39 @@ from d8mirror.errors import ConfigError
 from testbed.registry_server import RegistryServer
 from testbed.seed import SeededContent
 
-BUNDLE_FILES = ["package-code.tar", "package-code.tar.sha256", "package-versions.tar",
-                "package-versions.tar.sha256", "report.json"]
+BUNDLE_FILES = [
+    "package-code.tar",
+    "package-code.tar.sha256",
+    "package-versions.tar",
+    "package-versions.tar.sha256",
+    "report.json",
+]
 
 
 def _pull(host: str, bundle: Path, *flags: str) -> int:
-    return main(["pull", str(bundle), "--source", f"{host}/deckhouse/ee", "--insecure",
-                     "--include-package", "code", *flags])
+    return main(
+        [
+            "pull",
+            str(bundle),
+            "--source",
+            f"{host}/deckhouse/ee",
+            "--insecure",
+            "--include-package",
+            "code",
+            *flags,
+        ]
+    )
 
 
 @pytest.mark.usefixtures("prefect_server")
 def test_a_default_pull_leaves_the_bundle_only_and_tmp_dir_is_kept(
-        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    registry: RegistryServer, demo_content: SeededContent, tmp_path: Path
+) -> None:
     bundle = tmp_path / "bundle"
     assert _pull(registry.host, bundle, "--dry-run") == 0
     assert not bundle.exists() or list(bundle.iterdir()) == []
     assert _pull(registry.host, bundle) == 0
-    assert sorted(p.name for p in bundle.iterdir()) == BUNDLE_FILES     # no .tmp
+    assert sorted(p.name for p in bundle.iterdir()) == BUNDLE_FILES  # no .tmp
     kept, cache = tmp_path / "kept", tmp_path / "cache"
     assert _pull(registry.host, kept, "--tmp-dir", str(cache)) == 0
     assert sorted(p.name for p in kept.iterdir()) == BUNDLE_FILES
@@ -41,23 +57,54 @@ def test_a_default_pull_leaves_the_bundle_only_and_tmp_dir_is_kept(
 
 @pytest.mark.usefixtures("prefect_server")
 def test_a_failed_run_keeps_the_cache_for_its_retry_which_then_removes_it(
-        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    registry: RegistryServer,
+    demo_content: SeededContent,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     repo = "deckhouse/ee/packages/console"
     with registry.client() as client:
         layer = str(client.get_manifest(repo, "v1.2.0").json()["layers"][-1]["digest"])
     bundle = tmp_path / "bundle"
     monkeypatch.setenv("D8_MIRROR_RETRY_BASE_DELAY", "0.01")
-    with FaultProxy(registry.host, rate=1.0, kinds=("flip",),
-                    match=lambda r: r.path.endswith(layer)) as proxy:
-        assert main(["pull", str(bundle), "--source", f"{proxy.host}/deckhouse/ee",
-                         "--insecure", "--include-package", "console",
-                         "--include-package", "code"]) == 1
-    assert any((bundle / ".tmp" / "blobs" / "sha256").iterdir())      # kept for the retry
+    with FaultProxy(
+        registry.host, rate=1.0, kinds=("flip",), match=lambda r: r.path.endswith(layer)
+    ) as proxy:
+        assert (
+            main(
+                [
+                    "pull",
+                    str(bundle),
+                    "--source",
+                    f"{proxy.host}/deckhouse/ee",
+                    "--insecure",
+                    "--include-package",
+                    "console",
+                    "--include-package",
+                    "code",
+                ]
+            )
+            == 1
+        )
+    assert any((bundle / ".tmp" / "blobs" / "sha256").iterdir())  # kept for the retry
     registry.clear_requests()
-    assert main(["pull", str(bundle), "--source", f"{registry.host}/deckhouse/ee",
-                     "--insecure", "--include-package", "console", "--include-package", "code",
-                     "--force"]) == 0
+    assert (
+        main(
+            [
+                "pull",
+                str(bundle),
+                "--source",
+                f"{registry.host}/deckhouse/ee",
+                "--insecure",
+                "--include-package",
+                "console",
+                "--include-package",
+                "code",
+                "--force",
+            ]
+        )
+        == 0
+    )
     blob_gets = [p for method, p, _ in registry.requests() if method == "GET" and "/blobs/" in p]
     assert any(p.endswith(layer) for p in blob_gets)
     assert not [p for p in blob_gets if "/packages/code/" in p], "code was fetched again"

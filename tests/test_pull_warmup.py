@@ -32,16 +32,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _options(registry: RegistryServer, **extra: object) -> PullOptions:
-    return PullParameters(bundle_dir="unused", source=f"{registry.host}/{DEMO_ROOT}",
-                          insecure=True, **extra).options()
+    return PullParameters(
+        bundle_dir="unused", source=f"{registry.host}/{DEMO_ROOT}", insecure=True, **extra
+    ).options()
 
 
 def _client(registry: RegistryServer) -> RegistryClient:
     return RegistryClient(registry.host, tls=TLSOptions(insecure=True))
 
 
-def _pull_all(client: RegistryClient, store: BlobStore, options: PullOptions,
-              names: list[str], work: Path) -> FetchStats:
+def _pull_all(
+    client: RegistryClient, store: BlobStore, options: PullOptions, names: list[str], work: Path
+) -> FetchStats:
     """Each package pulled by its own fetcher (as the flow's tasks do); stats summed."""
     total = FetchStats()
     for name in names:
@@ -54,19 +56,22 @@ def _pull_all(client: RegistryClient, store: BlobStore, options: PullOptions,
 
 
 def _blob_gets(registry: RegistryServer) -> int:
-    return sum(1 for method, path, _ in registry.requests()
-               if method == "GET" and "/blobs/" in path)
+    return sum(
+        1 for method, path, _ in registry.requests() if method == "GET" and "/blobs/" in path
+    )
 
 
 def test_pull_after_warm_up_downloads_less_and_reports_it_as_reused(
-        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    registry: RegistryServer, demo_content: SeededContent, tmp_path: Path
+) -> None:
     options = _options(registry)
     with _client(registry) as client:
         names = discover_packages(client, options).names
         assert len(names) > 1
         registry.clear_requests()
-        cold = _pull_all(client, BlobStore(tmp_path / "cold-store"), options, names,
-                         tmp_path / "cold")
+        cold = _pull_all(
+            client, BlobStore(tmp_path / "cold-store"), options, names, tmp_path / "cold"
+        )
         cold_gets = _blob_gets(registry)
 
         store = BlobStore(tmp_path / "warm-store")
@@ -79,16 +84,20 @@ def test_pull_after_warm_up_downloads_less_and_reports_it_as_reused(
 
     # what the warm-up fetched is not fetched again: the pull finds it in the store
     assert warm_gets == cold_gets - totals.blobs
-    assert (warm.blobs_fetched, warm.bytes_fetched) == \
-        (cold.blobs_fetched - totals.blobs, cold.bytes_fetched - totals.bytes)
+    assert (warm.blobs_fetched, warm.bytes_fetched) == (
+        cold.blobs_fetched - totals.blobs,
+        cold.bytes_fetched - totals.bytes,
+    )
     assert warm.blobs_reused == cold.blobs_reused + totals.blobs
-    for package in names:                            # the layouts are the same
-        assert (tmp_path / "warm" / package / "index.json").read_bytes() == \
-            (tmp_path / "cold" / package / "index.json").read_bytes()
+    for package in names:  # the layouts are the same
+        assert (tmp_path / "warm" / package / "index.json").read_bytes() == (
+            tmp_path / "cold" / package / "index.json"
+        ).read_bytes()
 
 
-def test_stopped_warm_up_starts_nothing(registry: RegistryServer,
-                                        demo_content: SeededContent, tmp_path: Path) -> None:
+def test_stopped_warm_up_starts_nothing(
+    registry: RegistryServer, demo_content: SeededContent, tmp_path: Path
+) -> None:
     with _client(registry) as client:
         store = BlobStore(tmp_path / "store")
         warmer = StoreWarmer(client, store, _options(registry))
@@ -105,22 +114,46 @@ def test_only_plain_pulls_are_warmed(registry: RegistryServer) -> None:
 
 
 def test_cli_pull_warms_up_while_its_prefect_server_starts_and_fetches_each_blob_once(
-        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    registry: RegistryServer, demo_content: SeededContent, tmp_path: Path
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               DO_NOT_TRACK="1")
+    env.update(
+        PREFECT_HOME=str(tmp_path / "home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+    )
     bundle = tmp_path / "bundle"
     registry.clear_requests()
     # the kept store inside the new bundle dir (issue 13: the warm-up creates it first)
-    done = subprocess.run([sys.executable, "-m", "app.main", "pull", str(bundle),
-                           "--source", f"{registry.host}/{DEMO_ROOT}", "--insecure",
-                           "--tmp-dir", str(bundle / "work")],
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.main",
+            "pull",
+            str(bundle),
+            "--source",
+            f"{registry.host}/{DEMO_ROOT}",
+            "--insecure",
+            "--tmp-dir",
+            str(bundle / "work"),
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "fetched while the local Prefect API server started (the pull reports them as " \
+    assert (
+        "fetched while the local Prefect API server started (the pull reports them as "
         "reused)" in done.stderr
-    gets = collections.Counter(path.rsplit("/", 1)[1] for method, path, _ in registry.requests()
-                               if method == "GET" and "/blobs/" in path)
+    )
+    gets = collections.Counter(
+        path.rsplit("/", 1)[1]
+        for method, path, _ in registry.requests()
+        if method == "GET" and "/blobs/" in path
+    )
     assert gets and max(gets.values()) == 1, gets.most_common(3)
     report = json.loads((bundle / "report.json").read_text())
     store = bundle / "work" / "blobs" / "sha256"
@@ -137,7 +170,7 @@ def test_warm_up_asks_a_failing_registry_once_and_gives_up(tmp_path: Path) -> No
         host = f"127.0.0.1:{listener.getsockname()[1]}"
         stop = threading.Event()
 
-        def hang_up() -> None:   # accept and close at once: a transient network error
+        def hang_up() -> None:  # accept and close at once: a transient network error
             while not stop.is_set():
                 try:
                     connection, _ = listener.accept()
@@ -149,8 +182,9 @@ def test_warm_up_asks_a_failing_registry_once_and_gives_up(tmp_path: Path) -> No
         server = threading.Thread(target=hang_up)
         server.start()
         try:
-            options = PullParameters(bundle_dir="unused", source=f"{host}/{DEMO_ROOT}",
-                                     insecure=True).options()
+            options = PullParameters(
+                bundle_dir="unused", source=f"{host}/{DEMO_ROOT}", insecure=True
+            ).options()
             with RegistryClient(host, tls=TLSOptions(insecure=True)) as client:
                 warmer = StoreWarmer(client, BlobStore(tmp_path / "store"), options)
                 assert warmer.start().join(timeout=60).blobs == 0
@@ -163,8 +197,11 @@ def test_warm_up_asks_a_failing_registry_once_and_gives_up(tmp_path: Path) -> No
 
 
 def test_a_warm_up_that_cannot_write_ends_quietly(
-        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    registry: RegistryServer,
+    demo_content: SeededContent,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """An unwritable store is the pull's to report: the warm-up thread ends without a
     traceback on the CLI's output."""
     from d8mirror.pull import warmup
@@ -176,7 +213,7 @@ def test_a_warm_up_that_cannot_write_ends_quietly(
         raise PermissionError(13, "Permission denied", str(tmp_path / "store" / "incoming"))
 
     store = BlobStore(tmp_path / "store")
-    monkeypatch.setattr(store, "commit", refuse)                # while fetching
+    monkeypatch.setattr(store, "commit", refuse)  # while fetching
     with _client(registry) as client:
         assert StoreWarmer(client, store, _options(registry)).start().join(60).blobs == 0
         monkeypatch.setattr(warmup, "discover_packages", refuse)  # before anything

@@ -44,8 +44,13 @@ _ns = itertools.count()
 ARCHIVE = "package-alpha.tar"
 
 
-def _bundle(tmp: Path, *, chunk_size: int = 0, edit: Callable[[Path], None] | None = None,
-            name: str = "alpha") -> Path:
+def _bundle(
+    tmp: Path,
+    *,
+    chunk_size: int = 0,
+    edit: Callable[[Path], None] | None = None,
+    name: str = "alpha",
+) -> Path:
     root = build_package_layouts(tmp / "work", PackageSpec(name, layer_size=20000), Expected())
     if edit is not None:
         edit(root)
@@ -58,14 +63,17 @@ def _bundle(tmp: Path, *, chunk_size: int = 0, edit: Callable[[Path], None] | No
 def _reseal(path: Path) -> None:
     """Rewrite the sidecar of ``path`` for its current bytes (a consistent but bad copy)."""
     path.with_name(path.name + SHA256_SUFFIX).write_text(
-        sha256_line(sha256_file_hex(path), path.name))
+        sha256_line(sha256_file_hex(path), path.name)
+    )
 
 
 def _retar(archive: Path, change: Callable[[str, bytes], bytes | None]) -> None:
     """Rewrite a plain tar with each member's bytes passed through ``change`` (None drops it)."""
     with tarfile.open(archive) as tin:
-        members = [(m, tin.extractfile(m).read() if m.isfile() else b"")  # type: ignore[union-attr]
-                   for m in tin.getmembers()]
+        members = [
+            (m, tin.extractfile(m).read() if m.isfile() else b"")  # type: ignore[union-attr]
+            for m in tin.getmembers()
+        ]
     with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as tout:
         for member, data in members:
             new = change(member.name, data)
@@ -81,8 +89,9 @@ def _refused(server: Any, tmp: Path, bundle: Path) -> str:
     with server.client() as client:
         server.clear_requests()
         with pytest.raises(MirrorError) as info:
-            push_bundle(client, discover_archives(bundle), tmp / "t", target,
-                        Router.from_suffixes())
+            push_bundle(
+                client, discover_archives(bundle), tmp / "t", target, Router.from_suffixes()
+            )
     assert server.requests() == [], "a refused bundle must push nothing"
     with server.client() as client:
         assert f"{target.path}/packages/alpha" not in client.list_repositories()
@@ -91,8 +100,8 @@ def _refused(server: Any, tmp: Path, bundle: Path) -> str:
 
 # -- archives read to their real end --------------------------------------------------------------
 
-def test_a_missing_middle_chunk_with_its_sidecar_is_refused(registry2: Any,
-                                                            tmp_path: Path) -> None:
+
+def test_a_missing_middle_chunk_with_its_sidecar_is_refused(registry2: Any, tmp_path: Path) -> None:
     bundle = _bundle(tmp_path, chunk_size=8192)
     for path in bundle.glob(f"{ARCHIVE}.0002.chunk*"):
         path.unlink()
@@ -100,8 +109,7 @@ def test_a_missing_middle_chunk_with_its_sidecar_is_refused(registry2: Any,
     assert ARCHIVE in message and "0002.chunk is missing" in message
 
 
-def test_a_missing_last_chunk_with_its_sidecar_is_refused(registry2: Any,
-                                                          tmp_path: Path) -> None:
+def test_a_missing_last_chunk_with_its_sidecar_is_refused(registry2: Any, tmp_path: Path) -> None:
     bundle = _bundle(tmp_path, chunk_size=8192)
     last = sorted(bundle.glob("*.chunk"))[-1]
     last.unlink()
@@ -111,7 +119,8 @@ def test_a_missing_last_chunk_with_its_sidecar_is_refused(registry2: Any,
 
 
 def test_a_missing_last_chunk_that_held_only_the_end_marker_is_refused(
-        registry2: Any, tmp_path: Path) -> None:
+    registry2: Any, tmp_path: Path
+) -> None:
     """Every entry complete, only the end-of-archive marker lost with the last chunk: there is
     no count header, the missing marker is what tells."""
     bundle = _bundle(tmp_path)
@@ -132,7 +141,7 @@ def test_a_missing_last_chunk_that_held_only_the_end_marker_is_refused(
 def test_two_swapped_chunks_are_refused(registry2: Any, tmp_path: Path) -> None:
     bundle = _bundle(tmp_path, chunk_size=8192)
     one, two = (bundle / f"{ARCHIVE}.0001.chunk", bundle / f"{ARCHIVE}.0002.chunk")
-    for suffix in ("", SHA256_SUFFIX):   # each chunk moves with its own sidecar
+    for suffix in ("", SHA256_SUFFIX):  # each chunk moves with its own sidecar
         a, b = one.with_name(one.name + suffix), two.with_name(two.name + suffix)
         spare = a.with_name("spare")
         a.rename(spare)
@@ -152,8 +161,9 @@ def test_a_junk_trailing_chunk_is_refused(registry2: Any, tmp_path: Path) -> Non
     assert f"{ARCHIVE}:" in message and "after its end-of-archive marker" in message
 
 
-def test_a_damaged_header_in_the_middle_of_a_plain_tar_is_refused(registry2: Any,
-                                                                   tmp_path: Path) -> None:
+def test_a_damaged_header_in_the_middle_of_a_plain_tar_is_refused(
+    registry2: Any, tmp_path: Path
+) -> None:
     """tarfile takes an invalid header for the end of the archive: without the end check the
     rest of the archive would be silently lost."""
     bundle = _bundle(tmp_path)
@@ -162,7 +172,7 @@ def test_a_damaged_header_in_the_middle_of_a_plain_tar_is_refused(registry2: Any
         members = tar.getmembers()
     middle = members[len(members) // 2]
     data = bytearray(archive.read_bytes())
-    data[middle.offset + 5] ^= 0x20        # in the name field: the header checksum breaks
+    data[middle.offset + 5] ^= 0x20  # in the name field: the header checksum breaks
     archive.write_bytes(bytes(data))
     _reseal(archive)
     message = _refused(registry2, tmp_path, bundle)
@@ -174,7 +184,7 @@ def test_a_truncated_plain_tar_is_refused(registry2: Any, tmp_path: Path) -> Non
     archive = bundle / ARCHIVE
     with tarfile.open(archive) as tar:
         last = tar.getmembers()[-1]
-    with archive.open("r+b") as handle:    # cut right after the last entry's data
+    with archive.open("r+b") as handle:  # cut right after the last entry's data
         handle.truncate(last.offset_data + (last.size + 511) // 512 * 512)
     _reseal(archive)
     message = _refused(registry2, tmp_path, bundle)
@@ -182,6 +192,7 @@ def test_a_truncated_plain_tar_is_refused(registry2: Any, tmp_path: Path) -> Non
 
 
 # -- layouts: index.json, manifests, names ------------------------------------------------------
+
 
 def test_a_malformed_index_json_is_refused(registry2: Any, tmp_path: Path) -> None:
     def malform(root: Path) -> None:
@@ -197,8 +208,9 @@ def _first_manifest(layout: Path) -> Path:
     return layout / "blobs/sha256" / digest[7:]
 
 
-def test_a_tampered_manifest_is_refused_before_its_tag_is_published(registry2: Any,
-                                                                     tmp_path: Path) -> None:
+def test_a_tampered_manifest_is_refused_before_its_tag_is_published(
+    registry2: Any, tmp_path: Path
+) -> None:
     def tamper(root: Path) -> None:
         manifest = _first_manifest(root)
         manifest.write_bytes(manifest.read_bytes().replace(b'"schemaVersion"', b'"schemaversion"'))
@@ -218,13 +230,19 @@ def test_the_pusher_rehashes_a_manifest_before_it_puts_it(registry2: Any, tmp_pa
     with registry2.client() as client:
         registry2.clear_requests()
         with pytest.raises(IntegrityError, match="does not match its digest"):
-            push_layout(client, unified / "packages/alpha", "packages/alpha", repository,
-                        locations=BlobLocations())
+            push_layout(
+                client,
+                unified / "packages/alpha",
+                "packages/alpha",
+                repository,
+                locations=BlobLocations(),
+            )
     assert registry2.count("PUT", "/manifests/") == 0
 
 
-def test_a_layout_path_that_is_no_repository_name_is_refused(registry2: Any,
-                                                             tmp_path: Path) -> None:
+def test_a_layout_path_that_is_no_repository_name_is_refused(
+    registry2: Any, tmp_path: Path
+) -> None:
     def misname(root: Path) -> None:
         (root / "extra/scanner").rename(root / "extra/Scanner")
 
@@ -254,6 +272,7 @@ def test_a_layer_missing_from_the_bundle_is_refused(registry2: Any, tmp_path: Pa
 
 # -- bounded memory, disk and time ----------------------------------------------------------------
 
+
 def _tar_bytes(entries: list[tarfile.TarInfo], data: dict[str, bytes]) -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
@@ -276,16 +295,30 @@ def _sparse_tar(tmp_path: Path, archive: Path, name: str, under: str = "") -> Pa
     with (tmp_path / name).open("wb") as handle:
         handle.seek(64 << 20)
         handle.write(b"end")
-    subprocess.run(["tar", "--sparse", "--format=gnu", "-cf", str(archive), "-C", str(tmp_path),
-                    "--transform", f"s,^,{under},", name], check=True)
+    subprocess.run(
+        [
+            "tar",
+            "--sparse",
+            "--format=gnu",
+            "-cf",
+            str(archive),
+            "-C",
+            str(tmp_path),
+            "--transform",
+            f"s,^,{under},",
+            name,
+        ],
+        check=True,
+    )
     return archive
 
 
 def test_a_sparse_entry_is_refused_and_nothing_expands(registry2: Any, tmp_path: Path) -> None:
     """A GNU sparse entry claims far more bytes than the archive holds."""
     bundle = _bundle(tmp_path)
-    archive = _sparse_tar(tmp_path, bundle / "package-sparse.tar", "sparse.img",
-                          under="packages/sparse/")
+    archive = _sparse_tar(
+        tmp_path, bundle / "package-sparse.tar", "sparse.img", under="packages/sparse/"
+    )
     assert archive.stat().st_size < 1 << 20
     message = _refused(registry2, tmp_path, bundle)
     assert "package-sparse.tar" in message and "sparse" in message
@@ -315,6 +348,7 @@ def test_an_archive_with_too_many_entries_is_refused(registry2: Any, tmp_path: P
 
 
 # -- hostile local files --------------------------------------------------------------------------
+
 
 def test_a_symlinked_archive_is_refused_not_ignored(registry2: Any, tmp_path: Path) -> None:
     bundle = _bundle(tmp_path)
@@ -351,16 +385,21 @@ def test_a_symlinked_tmp_is_refused_and_what_it_points_to_survives(tmp_path: Pat
 def test_a_read_only_bundle_dir_gives_a_named_error(tmp_path: Path) -> None:
     bundle = _bundle(tmp_path)
     try:
-        subprocess.run(["mount", "--bind", str(bundle), str(bundle)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["mount", "--bind", str(bundle), str(bundle)], check=True, capture_output=True
+        )
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("cannot bind-mount here")
     try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(bundle)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["mount", "-o", "remount,ro,bind", str(bundle)], check=True, capture_output=True
+        )
         workdir = WorkDir(default_tmp_dir(bundle, discover_archives(bundle)))
-        with pytest.raises(BundleError, match=r"cannot create push's working directory .*"
-                                              r"--tmp-dir"):
+        with pytest.raises(
+            BundleError,
+            match=r"cannot create push's working directory .*"
+            r"--tmp-dir",
+        ):
             workdir.prepare()
     finally:
         subprocess.run(["umount", str(bundle)], check=False)
@@ -384,16 +423,21 @@ def test_the_warm_up_puts_no_blob_of_a_refused_bundle(registry2: Any, tmp_path: 
     bundle = _bundle(tmp_path, edit=tamper)
     registry2.clear_requests()
     with RegistryClient(registry2.host, tls=TLSOptions(insecure=True)) as client:
-        warmer = PushWarmer(client, discover_archives(bundle),
-                            parse_target(f"{registry2.host}/checks-{next(_ns)}/ee"),
-                            Router.from_suffixes(), bundle / ".tmp" / "mirror" / "warmup")
+        warmer = PushWarmer(
+            client,
+            discover_archives(bundle),
+            parse_target(f"{registry2.host}/checks-{next(_ns)}/ee"),
+            Router.from_suffixes(),
+            bundle / ".tmp" / "mirror" / "warmup",
+        )
         assert warmer.start().join(timeout=120) == 0
         warmer.close()
     assert registry2.requests() == []
 
 
-def test_flow_refuses_before_the_write_check(prefect_server: None, registry2: Any,
-                                             tmp_path: Path) -> None:
+def test_flow_refuses_before_the_write_check(
+    prefect_server: None, registry2: Any, tmp_path: Path
+) -> None:
     """The Prefect flow runs the checks first: not even d8WriteCheck reaches the target."""
     from flows.push import run_push
     from tasks.push_models import PushParameters
@@ -404,8 +448,13 @@ def test_flow_refuses_before_the_write_check(prefect_server: None, registry2: An
     last.with_name(last.name + SHA256_SUFFIX).unlink()
     registry2.clear_requests()
     with pytest.raises(BundleError, match=rf"{ARCHIVE}: .*truncated"):
-        run_push(PushParameters(bundle_dir=str(bundle), insecure=True,
-                                registry=f"{registry2.host}/checks-{next(_ns)}/ee"))
+        run_push(
+            PushParameters(
+                bundle_dir=str(bundle),
+                insecure=True,
+                registry=f"{registry2.host}/checks-{next(_ns)}/ee",
+            )
+        )
     assert registry2.requests() == []
 
 
@@ -428,8 +477,9 @@ def test_the_unpack_caps_an_index_json_it_merges(tmp_path: Path) -> None:
     assert "larger than" in result.failed[0][1]
 
 
-def test_index_json_files_together_are_capped(monkeypatch: pytest.MonkeyPatch,
-                                              tmp_path: Path) -> None:
+def test_index_json_files_together_are_capped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Many index files just under the per-file cap do not add up to unbounded memory."""
     from d8mirror.push import validate
 

@@ -51,12 +51,11 @@ from d8mirror.push.summary import render_push_summary
 from d8mirror.push.unified import SPANS_FILE, load_spans, tree_size, unpack_all
 
 _ns = itertools.count()
-BIG = SPAN_THRESHOLD + (1 << 20)   # a layer of incompressible bytes above the threshold
+BIG = SPAN_THRESHOLD + (1 << 20)  # a layer of incompressible bytes above the threshold
 
 
 def _big_spec(name: str = "console") -> PackageSpec:
-    return PackageSpec(name, versions=("v1.0.0",), channels={"stable": "v1.0.0"},
-                       layer_size=BIG)
+    return PackageSpec(name, versions=("v1.0.0",), channels={"stable": "v1.0.0"}, layer_size=BIG)
 
 
 def _big_layer(name: str = "console", version: str = "v1.0.0") -> bytes:
@@ -88,6 +87,7 @@ def _files_above_threshold(root: Path) -> list[Path]:
 
 # -- unpack: spans instead of files ------------------------------------------------------------
 
+
 def test_large_blob_of_a_plain_tar_is_recorded_not_written(tmp_path: Path) -> None:
     bundle, _ = build_bundle(tmp_path, [_big_spec()])
     layer = _big_layer()
@@ -103,7 +103,7 @@ def test_large_blob_of_a_plain_tar_is_recorded_not_written(tmp_path: Path) -> No
     with span.archive.open("rb") as archive:
         archive.seek(span.offset)
         assert archive.read(span.size) == layer
-    assert len(spans) == 1   # manifests, configs, small layers: extracted as before
+    assert len(spans) == 1  # manifests, configs, small layers: extracted as before
     assert (unified / SPANS_FILE).is_file()
     assert result.bytes_in_archives == len(layer)
     assert result.bytes_written == tree_size(unified) < len(layer)
@@ -142,8 +142,16 @@ BLOB = os.urandom(SPAN_THRESHOLD + 1)
 HEX = hashlib.sha256(BLOB).hexdigest()
 
 
-@pytest.mark.parametrize("name", [f"l/blobs/sha256/{HEX.upper()}", f"l/blobs/sha256/{HEX}0",
-                                  f"l/blobs/sha512/{HEX}", f"l/blobs/{HEX}", "l/layer.tar"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        f"l/blobs/sha256/{HEX.upper()}",
+        f"l/blobs/sha256/{HEX}0",
+        f"l/blobs/sha512/{HEX}",
+        f"l/blobs/{HEX}",
+        "l/layer.tar",
+    ],
+)
 def test_only_sha256_blob_names_stay_in_the_archive(tmp_path: Path, name: str) -> None:
     archive = _tar(tmp_path / "a.tar", [(name, BLOB)])
     spans = BlobSpans()
@@ -154,18 +162,18 @@ def test_only_sha256_blob_names_stay_in_the_archive(tmp_path: Path, name: str) -
 
 def test_small_blobs_are_extracted_and_compressed_tars_refused(tmp_path: Path) -> None:
     small = b"x" * SPAN_THRESHOLD
-    entries = [(f"l/blobs/sha256/{hashlib.sha256(small).hexdigest()}", small),
-               (f"l/blobs/sha256/{HEX}", BLOB)]
+    entries = [
+        (f"l/blobs/sha256/{hashlib.sha256(small).hexdigest()}", small),
+        (f"l/blobs/sha256/{HEX}", BLOB),
+    ]
     spans = BlobSpans()
     archive = _tar(tmp_path / "a.tar", entries, compress=True)
     with pytest.raises(BundleError, match=r"a\.tar"):
-        safe_unpack(archive, tmp_path / "d", on_index_collision=_no_collision,
-                    blob_spans=spans)
+        safe_unpack(archive, tmp_path / "d", on_index_collision=_no_collision, blob_spans=spans)
     assert len(spans) == 0 and not (tmp_path / "d" / entries[1][0]).exists()
     plain = _tar(tmp_path / "b.tar", entries)
-    names = safe_unpack(plain, tmp_path / "e", on_index_collision=_no_collision,
-                        blob_spans=spans)
-    assert names == [name for name, _ in entries]   # spans are reported like extracted files
+    names = safe_unpack(plain, tmp_path / "e", on_index_collision=_no_collision, blob_spans=spans)
+    assert names == [name for name, _ in entries]  # spans are reported like extracted files
     assert (tmp_path / "e" / entries[0][0]).read_bytes() == small
     assert not (tmp_path / "e" / entries[1][0]).exists()
     assert list(spans) == [entries[1][0]]
@@ -176,8 +184,9 @@ def test_unsafe_blob_entries_are_refused_as_before(tmp_path: Path, name: str) ->
     archive = _tar(tmp_path / "evil.tar", [(name, BLOB)])
     spans = BlobSpans()
     with pytest.raises(UnsafeArchiveEntryError, match=r"evil\.tar"):
-        safe_unpack(archive, tmp_path / "out" / "d", on_index_collision=_no_collision,
-                    blob_spans=spans)
+        safe_unpack(
+            archive, tmp_path / "out" / "d", on_index_collision=_no_collision, blob_spans=spans
+        )
     assert len(spans) == 0
 
 
@@ -223,19 +232,21 @@ def test_a_span_read_as_a_manifest_is_capped(tmp_path: Path) -> None:
 
 # -- push: from the archive, end to end --------------------------------------------------------
 
+
 def test_push_uploads_a_large_blob_from_the_archive(registry2: Any, tmp_path: Path) -> None:
     bundle, expected = build_bundle(tmp_path, [_big_spec()])
     layer = _big_layer()
     digest = digest_of(layer)
     target = _target(registry2, "span")
-    tree = prepare(discover_archives(bundle), tmp_path / "t", parse_target(target),
-                   Router.from_suffixes())
+    tree = prepare(
+        discover_archives(bundle), tmp_path / "t", parse_target(target), Router.from_suffixes()
+    )
     unified = tree.unified
     registry2.clear_requests()
     with registry2.client() as client:
         result = push_prepared(client, tree, parse_target(target), Router.from_suffixes())
     assert result.ok, render_push_summary(result)
-    assert _files_above_threshold(unified) == []   # pushing wrote nothing into the tree either
+    assert _files_above_threshold(unified) == []  # pushing wrote nothing into the tree either
     _assert_target_has(registry2, target, expected)
     repository = f"{parse_target(target).path}/packages/console"
     assert registry2.count("PUT", digest[7:]) == 1
@@ -249,13 +260,17 @@ def test_a_manifest_left_in_the_archive_is_read_from_it(registry2: Any, tmp_path
     layout = HandLayout(root)
     config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
     layer = make_layer({"app": b"small"})
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": layout.blob(config), "size": len(config)},
-        "layers": [{"mediaType": OCI_LAYER_TAR_GZIP, "digest": layout.blob(layer),
-                    "size": len(layer)}],
-        "annotations": {"org.example.padding": "p" * (SPAN_THRESHOLD + 1000)},
-    }).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": layout.blob(config), "size": len(config)},
+            "layers": [
+                {"mediaType": OCI_LAYER_TAR_GZIP, "digest": layout.blob(layer), "size": len(layer)}
+            ],
+            "annotations": {"org.example.padding": "p" * (SPAN_THRESHOLD + 1000)},
+        }
+    ).encode()
     digest = layout.blob(manifest)
     layout.add(digest, OCI_MANIFEST, len(manifest), "v1.0.0", f"{SOURCE}/packages/huge:v1.0.0")
     layout.write()
@@ -263,8 +278,9 @@ def test_a_manifest_left_in_the_archive_is_read_from_it(registry2: Any, tmp_path
     bundle.mkdir()
     pack_package(bundle, root, "huge")
     target = _target(registry2, "huge-manifest")
-    tree = prepare(discover_archives(bundle), tmp_path / "t", parse_target(target),
-                   Router.from_suffixes())
+    tree = prepare(
+        discover_archives(bundle), tmp_path / "t", parse_target(target), Router.from_suffixes()
+    )
     assert load_spans(tree.unified).find("packages/huge", digest) is not None
     with registry2.client() as client:
         result = push_prepared(client, tree, parse_target(target), Router.from_suffixes())
@@ -282,8 +298,9 @@ def test_push_of_a_chunk_set_with_a_large_blob(registry2: Any, tmp_path: Path) -
     pack_versions(bundle, {"console": root})
     expected.tags[("packages", "console")] = ""
     target = _target(registry2, "chunks")
-    tree = prepare(discover_archives(bundle), tmp_path / "t", parse_target(target),
-                   Router.from_suffixes())
+    tree = prepare(
+        discover_archives(bundle), tmp_path / "t", parse_target(target), Router.from_suffixes()
+    )
     with registry2.client() as client:
         result = push_prepared(client, tree, parse_target(target), Router.from_suffixes())
     assert result.ok, render_push_summary(result)
@@ -293,8 +310,9 @@ def test_push_of_a_chunk_set_with_a_large_blob(registry2: Any, tmp_path: Path) -
     assert _pulled_sha256(registry2, repository, digest, tmp_path / "pulled") == digest
 
 
-def test_flow_pushes_large_blobs_from_the_archive(prefect_server: None, registry2: Any,
-                                                 tmp_path: Path) -> None:
+def test_flow_pushes_large_blobs_from_the_archive(
+    prefect_server: None, registry2: Any, tmp_path: Path
+) -> None:
     from flows.push import run_push
     from tasks.push import PushParameters
 
@@ -312,6 +330,7 @@ def test_flow_pushes_large_blobs_from_the_archive(prefect_server: None, registry
 
 # -- registry client: a byte range of a file ---------------------------------------------------
 
+
 @pytest.mark.parametrize("chunk_size", [64 << 20, 1000], ids=["monolithic", "chunked"])
 def test_upload_of_a_byte_range(registry2: Any, tmp_path: Path, chunk_size: int) -> None:
     data = os.urandom(4321)
@@ -322,8 +341,15 @@ def test_upload_of_a_byte_range(registry2: Any, tmp_path: Path, chunk_size: int)
     with registry2.client() as client:
         registry2.clear_requests()
         progress: list[int] = []
-        client.upload_blob(repository, digest, source, offset=777, size=len(data),
-                           chunk_size=chunk_size, on_progress=progress.append)
+        client.upload_blob(
+            repository,
+            digest,
+            source,
+            offset=777,
+            size=len(data),
+            chunk_size=chunk_size,
+            on_progress=progress.append,
+        )
         assert sum(progress) == len(data)
         assert registry2.count("PATCH", "/blobs/uploads/") == (5 if chunk_size == 1000 else 0)
         client.fetch_blob(repository, digest, tmp_path / "back", size=len(data))
@@ -331,8 +357,9 @@ def test_upload_of_a_byte_range(registry2: Any, tmp_path: Path, chunk_size: int)
 
 
 @pytest.mark.parametrize("chunk_size", [64 << 20, 1000], ids=["monolithic", "chunked"])
-def test_a_range_that_does_not_hash_to_the_digest_is_refused(registry2: Any, tmp_path: Path,
-                                                             chunk_size: int) -> None:
+def test_a_range_that_does_not_hash_to_the_digest_is_refused(
+    registry2: Any, tmp_path: Path, chunk_size: int
+) -> None:
     data = os.urandom(3000)
     source = tmp_path / "archive.bin"
     source.write_bytes(b"\0" + data + b"\0")
@@ -340,13 +367,15 @@ def test_a_range_that_does_not_hash_to_the_digest_is_refused(registry2: Any, tmp
     repository = f"range/wrong-{chunk_size}-{next(_ns)}"
     with registry2.client() as client:
         with pytest.raises(RegistryError):
-            client.upload_blob(repository, digest, source, offset=0, size=len(data),
-                               chunk_size=chunk_size)
+            client.upload_blob(
+                repository, digest, source, offset=0, size=len(data), chunk_size=chunk_size
+            )
         assert not client.blob_exists(repository, digest)
 
 
 def test_a_range_past_the_end_or_without_size_is_refused_before_any_request(
-        registry2: Any, tmp_path: Path) -> None:
+    registry2: Any, tmp_path: Path
+) -> None:
     source = tmp_path / "short.bin"
     source.write_bytes(b"0123456789")
     digest = digest_of(b"56789x")
@@ -363,20 +392,23 @@ def test_a_range_past_the_end_or_without_size_is_refused_before_any_request(
 
 # -- scheduling: heaviest layouts start first ------------------------------------------------
 
+
 def test_jobs_weigh_their_blobs_in_the_tree_and_in_archives(tmp_path: Path) -> None:
     from d8mirror.push.stages import heaviest_first, plan_jobs
 
     bundle, _ = build_bundle(tmp_path, [PackageSpec("code"), _big_spec("console")])
     unified = tmp_path / "unified"
     unpack_all(discover_archives(bundle), unified)
-    jobs, warnings = plan_jobs(unified, parse_target("r.example/ee"),
-                               Router.from_suffixes("/packages", "/modules"))
+    jobs, warnings = plan_jobs(
+        unified, parse_target("r.example/ee"), Router.from_suffixes("/packages", "/modules")
+    )
     assert warnings == []
-    assert [j.layout for j in jobs] == sorted(j.layout for j in jobs)   # order kept
+    assert [j.layout for j in jobs] == sorted(j.layout for j in jobs)  # order kept
     weights = {j.layout: j.weight for j in jobs}
-    on_disk = {j.layout: sum(p.stat().st_size for p in
-                             (Path(j.directory) / "blobs" / "sha256").iterdir())
-               for j in jobs}
+    on_disk = {
+        j.layout: sum(p.stat().st_size for p in (Path(j.directory) / "blobs" / "sha256").iterdir())
+        for j in jobs
+    }
     assert weights["packages/console"] == on_disk["packages/console"] + len(_big_layer())
     assert weights["packages/code"] == on_disk["packages/code"] > 0
     assert all(weights[k] == on_disk[k] for k in weights if k != "packages/console")
@@ -388,8 +420,11 @@ def test_jobs_weigh_their_blobs_in_the_tree_and_in_archives(tmp_path: Path) -> N
 def test_the_root_layout_weighs_all_its_blobs(tmp_path: Path) -> None:
     from d8mirror.push.stages import _layout_weights
 
-    for rel, size in [("blobs/sha256/a", 10), ("blobs/sha256/b", 5),
-                      ("packages/x/blobs/sha256/c", 7)]:
+    for rel, size in [
+        ("blobs/sha256/a", 10),
+        ("blobs/sha256/b", 5),
+        ("packages/x/blobs/sha256/c", 7),
+    ]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x" * size)
     assert _layout_weights(tmp_path) == {"": 15, "packages/x": 7}

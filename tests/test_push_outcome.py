@@ -40,9 +40,12 @@ def _checks_on(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def readonly_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """Token auth: ``pusher`` may push, ``reader`` is granted only pull by the token server."""
-    with RegistryServer(tmp_path_factory.mktemp("ro-registry"), auth="token",
-                        users={"pusher": "push-pw", "reader": "read-pw"},
-                        read_only_users={"reader"}) as server:
+    with RegistryServer(
+        tmp_path_factory.mktemp("ro-registry"),
+        auth="token",
+        users={"pusher": "push-pw", "reader": "read-pw"},
+        read_only_users={"reader"},
+    ) as server:
         yield server
 
 
@@ -59,8 +62,8 @@ def _params(bundle: Path, target: str, **extra: Any) -> Any:
 # -- 12.5: the write check --------------------------------------------------------------------
 @pytest.mark.usefixtures("prefect_server")
 def test_read_only_credentials_fail_the_write_check_even_on_a_populated_target(
-        readonly_registry: RegistryServer, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    readonly_registry: RegistryServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from flows.push import run_push
 
     bundle, _ = build_bundle(tmp_path, [PackageSpec("console")])
@@ -69,8 +72,7 @@ def test_read_only_credentials_fail_the_write_check_even_on_a_populated_target(
     with given_credentials(readonly_registry.host, Credentials("pusher", "push-pw")):
         assert run_push(_params(bundle, target)).ok
     capsys.readouterr()
-    code = main(["push", str(bundle), target, "--insecure", "-u", "reader",
-                     "-p", "read-pw"])
+    code = main(["push", str(bundle), target, "--insecure", "-u", "reader", "-p", "read-pw"])
     err = capsys.readouterr().err
     assert code == 1, err
     assert "registry credentials validation failure" in err
@@ -79,7 +81,8 @@ def test_read_only_credentials_fail_the_write_check_even_on_a_populated_target(
 
 @pytest.mark.usefixtures("prefect_server")
 def test_write_check_retries_a_rate_limited_answer_and_leaves_nothing_behind(
-        registry2: RegistryServer, tmp_path: Path) -> None:
+    registry2: RegistryServer, tmp_path: Path
+) -> None:
     from flows.push import run_push
 
     bundle, _ = build_bundle(tmp_path, [PackageSpec("console")])
@@ -97,7 +100,7 @@ def test_write_check_retries_a_rate_limited_answer_and_leaves_nothing_behind(
         result = run_push(_params(bundle, f"{proxy.host}/{root}"))
     assert result.ok, result
     assert len(answered) == 2, answered
-    assert digest_or_none(registry2, root, "d8WriteCheck") is None   # no image written
+    assert digest_or_none(registry2, root, "d8WriteCheck") is None  # no image written
     assert digest_or_none(registry2, f"{root}/packages", "console") == DISCOVERY
 
 
@@ -106,8 +109,9 @@ def _bundle_with_a_damaged_viewer_layer(tmp_path: Path) -> tuple[Path, Path]:
     """(good bundle, same bundle with the layer of viewer's extra image ``outcome`` damaged:
     the registry refuses its upload, so that one layout fails; the extra's name is this
     test's own, so no other test has put that blob into the shared target already)."""
-    bundle, _ = build_bundle(tmp_path, [PackageSpec("console"),
-                                        PackageSpec("viewer", extras={"outcome": "1.0"})])
+    bundle, _ = build_bundle(
+        tmp_path, [PackageSpec("console"), PackageSpec("viewer", extras={"outcome": "1.0"})]
+    )
     scanner = tmp_path / "work/viewer/extra/outcome"
     manifest_digest = json.loads((scanner / "index.json").read_text())["manifests"][0]["digest"]
     manifest = json.loads((scanner / "blobs/sha256" / manifest_digest[7:]).read_text())
@@ -121,7 +125,8 @@ def _bundle_with_a_damaged_viewer_layer(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.mark.usefixtures("prefect_server")
 def test_a_package_with_a_failed_layout_gets_no_discovery_tag_until_a_rerun(
-        registry2: RegistryServer, tmp_path: Path) -> None:
+    registry2: RegistryServer, tmp_path: Path
+) -> None:
     from flows.push import PushFailed, run_push
 
     good, broken = _bundle_with_a_damaged_viewer_layer(tmp_path)
@@ -131,7 +136,7 @@ def test_a_package_with_a_failed_layout_gets_no_discovery_tag_until_a_rerun(
         run_push(_params(broken, target, concurrency=2))
     message = str(failure.value)
     assert "packages/viewer/extra/outcome" in message
-    assert "packages:viewer" in message                  # the withheld tag is named
+    assert "packages:viewer" in message  # the withheld tag is named
     assert digest_or_none(registry2, f"{root}/packages", "console") == DISCOVERY
     assert digest_or_none(registry2, f"{root}/packages", "viewer") is None
     # viewer's complete layouts did land; only its announcement is withheld
@@ -145,9 +150,13 @@ def test_a_package_with_a_failed_layout_gets_no_discovery_tag_until_a_rerun(
 # -- 12.4: Ctrl+C and SIGTERM -----------------------------------------------------------------
 def _cli_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), DO_NOT_TRACK="1",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", D8MIRROR_WARM_UP="0",
-               PYTHONPATH=str(REPO_ROOT))
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        D8MIRROR_WARM_UP="0",
+        PYTHONPATH=str(REPO_ROOT),
+    )
     env.pop("MIRROR_BYPASS_ACCESS_CHECKS", None)
     return env
 
@@ -155,7 +164,8 @@ def _cli_env(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.usefixtures("prefect_server")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_mid_upload_ends_the_push_gracefully_and_a_rerun_completes_it(
-        registry2: RegistryServer, tmp_path: Path, signum: signal.Signals) -> None:
+    registry2: RegistryServer, tmp_path: Path, signum: signal.Signals
+) -> None:
     from flows.push import run_push
 
     bundle, expected = build_bundle(tmp_path, [PackageSpec("console"), PackageSpec("viewer")])
@@ -166,10 +176,26 @@ def test_a_signal_mid_upload_ends_the_push_gracefully_and_a_rerun_completes_it(
 
     with FaultProxy(registry2.host, hold=blob_commit, hold_timeout=120) as proxy:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.main", "push", str(bundle), f"{proxy.host}/{root}",
-             "--insecure", "--concurrency", "2", "--blob-workers", "2"],
-            cwd=REPO_ROOT, env=_cli_env(tmp_path), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "app.main",
+                "push",
+                str(bundle),
+                f"{proxy.host}/{root}",
+                "--insecure",
+                "--concurrency",
+                "2",
+                "--blob-workers",
+                "2",
+            ],
+            cwd=REPO_ROOT,
+            env=_cli_env(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 180
             while proxy.holding == 0 and process.poll() is None and time.monotonic() < deadline:
@@ -178,7 +204,7 @@ def test_a_signal_mid_upload_ends_the_push_gracefully_and_a_rerun_completes_it(
             held = proxy.holding
             process.send_signal(signum)
             time.sleep(1.0)
-            proxy.release()                      # the uploads in flight finish
+            proxy.release()  # the uploads in flight finish
             output, _ = process.communicate(timeout=180)
         finally:
             if process.poll() is None:
@@ -188,8 +214,8 @@ def test_a_signal_mid_upload_ends_the_push_gracefully_and_a_rerun_completes_it(
     assert process.returncode == 0, output
     assert "Push was cancelled" in output, output
     assert "TerminationSignal" not in output and "KeyboardInterrupt" not in output, output
-    assert len(commits) >= held                  # every held upload was let through, not cut
-    assert digest_or_none(registry2, f"{root}/packages", "console") is None   # no discovery
+    assert len(commits) >= held  # every held upload was let through, not cut
+    assert digest_or_none(registry2, f"{root}/packages", "console") is None  # no discovery
     assert digest_or_none(registry2, f"{root}/packages", "viewer") is None
 
     result = run_push(_params(bundle, f"{registry2.host}/{root}"))

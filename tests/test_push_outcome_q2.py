@@ -18,7 +18,7 @@ from testbed.registry_server import RegistryServer
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 _ns = itertools.count()
-NEWER = {"stable": "v1.1.0", "alpha": "v1.1.0"}   # upstream moved stable on
+NEWER = {"stable": "v1.1.0", "alpha": "v1.1.0"}  # upstream moved stable on
 
 
 def _push(server: RegistryServer, bundle: Path) -> tuple[str, PushResult]:
@@ -26,8 +26,9 @@ def _push(server: RegistryServer, bundle: Path) -> tuple[str, PushResult]:
     from tasks.push import PushParameters
 
     root = f"q2-{next(_ns)}/ee"
-    result = run_push(PushParameters(bundle_dir=str(bundle), registry=f"{server.host}/{root}",
-                                     insecure=True))
+    result = run_push(
+        PushParameters(bundle_dir=str(bundle), registry=f"{server.host}/{root}", insecure=True)
+    )
     assert result.ok, result
     return root, result
 
@@ -37,7 +38,8 @@ def _channel(client: RegistryClient, root: str, channel: str) -> str:
 
 
 def test_a_pin_beats_the_versions_catalog_whatever_the_archives_are_called(
-        registry2: RegistryServer, tmp_path: Path) -> None:
+    registry2: RegistryServer, tmp_path: Path
+) -> None:
     archive, pinned = build_pinned_package(tmp_path / "pin", "console", "v1.0.0")
     upstream, versions = build_bundle(tmp_path / "up", [PackageSpec("console", channels=NEWER)])
     bundle = tmp_path / "bundle"
@@ -48,21 +50,28 @@ def test_a_pin_beats_the_versions_catalog_whatever_the_archives_are_called(
     root, result = _push(registry2, bundle)
     with registry2.client() as client:
         for channel in PIN_CHANNELS:
-            assert _channel(client, root, channel) == \
-                pinned.tags[("packages/console/version", channel)], channel
+            assert (
+                _channel(client, root, channel)
+                == pinned.tags[("packages/console/version", channel)]
+            ), channel
         # tags only the catalog has are still pushed
-        assert _channel(client, root, "v1.1.0") == \
-            versions.tags[("packages/console/version", "v1.1.0")]
+        assert (
+            _channel(client, root, "v1.1.0")
+            == versions.tags[("packages/console/version", "v1.1.0")]
+        )
     warnings = [w for w in result.warnings if "tag stable has 2 digests" in w]
     assert len(warnings) == 1 and "pins it" in warnings[0], result.warnings
 
 
 def test_an_older_package_archive_does_not_override_a_newer_catalog_when_not_pinned(
-        registry2: RegistryServer, tmp_path: Path) -> None:
+    registry2: RegistryServer, tmp_path: Path
+) -> None:
     older, before = build_bundle(tmp_path / "old", [PackageSpec("console")])
     newer, after = build_bundle(tmp_path / "new", [PackageSpec("console", channels=NEWER)])
-    assert before.tags[("packages/console/version", "stable")] != \
-        after.tags[("packages/console/version", "stable")]
+    assert (
+        before.tags[("packages/console/version", "stable")]
+        != after.tags[("packages/console/version", "stable")]
+    )
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     # the package archive sorts last, so "the later archive wins" would pick it: content decides
@@ -70,16 +79,17 @@ def test_an_older_package_archive_does_not_override_a_newer_catalog_when_not_pin
     shutil.copy(newer / "package-versions.tar", bundle)
     root, result = _push(registry2, bundle)
     with registry2.client() as client:
-        assert _channel(client, root, "stable") == after.tags[("packages/console/version",
-                                                               "stable")]
-        assert _channel(client, root, "alpha") == after.tags[("packages/console/version",
-                                                              "alpha")]
+        assert (
+            _channel(client, root, "stable") == after.tags[("packages/console/version", "stable")]
+        )
+        assert _channel(client, root, "alpha") == after.tags[("packages/console/version", "alpha")]
     warnings = [w for w in result.warnings if "tag stable has 2 digests" in w]
     assert len(warnings) == 1 and "versions catalog" in warnings[0], result.warnings
 
 
-def test_the_rule_reads_real_pulls_right(registry: RegistryServer, registry2: RegistryServer,
-                                         demo_content: Any, tmp_path: Path) -> None:
+def test_the_rule_reads_real_pulls_right(
+    registry: RegistryServer, registry2: RegistryServer, demo_content: Any, tmp_path: Path
+) -> None:
     """A bundle from d8mirror's own pull: stronghold pinned to v0.5.0 (upstream stable is
     v0.4.0), console not pinned. The pin's aliases are recognised, console's pulled channel
     images are not taken for aliases, and the pin lands."""
@@ -90,9 +100,14 @@ def test_the_rule_reads_real_pulls_right(registry: RegistryServer, registry2: Re
     from tasks.models import PullParameters
 
     bundle = tmp_path / "bundle"
-    pulled = run_pull(PullParameters(bundle_dir=str(bundle), source=f"{registry.host}/deckhouse/ee",
-                                     insecure=True,
-                                     include_packages=["stronghold@=v0.5.0", "console"]))
+    pulled = run_pull(
+        PullParameters(
+            bundle_dir=str(bundle),
+            source=f"{registry.host}/deckhouse/ee",
+            insecure=True,
+            include_packages=["stronghold@=v0.5.0", "console"],
+        )
+    )
     assert pulled.status == "completed", pulled
     unified = tmp_path / "unified"
     unpack_all(discover_archives(bundle), unified)
@@ -103,7 +118,8 @@ def test_the_rule_reads_real_pulls_right(registry: RegistryServer, registry2: Re
     root, _ = _push(registry2, bundle)
     with registry2.client() as client:
         pinned = client.head_manifest(f"{root}/packages/stronghold/version", "v0.5.0").digest
-        assert client.head_manifest(f"{root}/packages/stronghold/version",
-                                    "stable").digest == pinned
+        assert (
+            client.head_manifest(f"{root}/packages/stronghold/version", "stable").digest == pinned
+        )
         upstream = client.head_manifest(f"{root}/packages/console/version", "v1.1.0").digest
         assert _channel(client, root, "stable") == upstream

@@ -39,8 +39,9 @@ def _delete(server: RegistryServer, path: str) -> None:
     assert response.status_code == 202, (path, response.status_code, response.text)
 
 
-def test_a_blob_deleted_under_a_correct_tag_is_uploaded_again(registry2: RegistryServer,
-                                                               tmp_path: Path) -> None:
+def test_a_blob_deleted_under_a_correct_tag_is_uploaded_again(
+    registry2: RegistryServer, tmp_path: Path
+) -> None:
     from flows.push import run_push
 
     bundle, _ = build_bundle(tmp_path, [PackageSpec("console")])
@@ -54,14 +55,15 @@ def test_a_blob_deleted_under_a_correct_tag_is_uploaded_again(registry2: Registr
 
         result = run_push(_params(bundle, f"{registry2.host}/{root}"))
         assert result.ok, result
-        assert client.blob_exists(repo, layer)                # repaired
+        assert client.blob_exists(repo, layer)  # repaired
     console = next(r for r in result.layouts if r.layout == "packages/console")
     assert console.blobs_uploaded + console.blobs_mounted == 1
-    assert console.manifests_put == 0                      # the tags were right all along
+    assert console.manifests_put == 0  # the tags were right all along
 
 
-def test_tags_deleted_after_a_successful_push_are_pushed_again(registry2: RegistryServer,
-                                                                tmp_path: Path) -> None:
+def test_tags_deleted_after_a_successful_push_are_pushed_again(
+    registry2: RegistryServer, tmp_path: Path
+) -> None:
     from flows.push import run_push
 
     bundle, expected = build_bundle(tmp_path, [PackageSpec("console"), PackageSpec("viewer")])
@@ -75,14 +77,15 @@ def test_tags_deleted_after_a_successful_push_are_pushed_again(registry2: Regist
     _delete(registry2, f"/v2/{root}/packages/manifests/{DISCOVERY}")
     assert digest_or_none(registry2, f"{root}/packages/console", "v1.0.0") is None
 
-    result = run_push(params)                 # same bundle, same Prefect result storage
+    result = run_push(params)  # same bundle, same Prefect result storage
     assert result.ok, result.mismatches
     for (repo, tag), digest in expected.tags.items():
         assert digest_or_none(registry2, f"{root}/{repo}", tag) == (digest or DISCOVERY)
 
 
 def test_a_warm_re_push_writes_nothing_and_heads_each_tag_and_blob_once(
-        registry2: RegistryServer, tmp_path: Path) -> None:
+    registry2: RegistryServer, tmp_path: Path
+) -> None:
     from flows.push import run_push
 
     bundle, expected = build_bundle(tmp_path, [PackageSpec("console"), PackageSpec("viewer")])
@@ -97,11 +100,11 @@ def test_a_warm_re_push_writes_nothing_and_heads_each_tag_and_blob_once(
     # the only writes: the write check's upload session, opened and cancelled
     writes = [(m, p) for m, p, _ in requests if m not in ("GET", "HEAD")]
     assert [m for m, _ in writes] == ["POST", "DELETE"], writes
-    tags = len(expected.tags)            # layout tags + discovery tags
+    tags = len(expected.tags)  # layout tags + discovery tags
     blobs = sum(r.blobs_present for r in result.layouts)
     assert sum(r.blobs_uploaded + r.blobs_mounted for r in result.layouts) == 0
     blob_heads = sum(1 for m, p, _ in requests if m == "HEAD" and "/blobs/" in p)
     manifest_heads = sum(1 for m, p, _ in requests if m == "HEAD" and "/manifests/" in p)
     assert blob_heads == blobs
-    assert manifest_heads == 2 * tags    # "is it there?" once, then the final verification
+    assert manifest_heads == 2 * tags  # "is it there?" once, then the final verification
     assert methods["GET"] <= 2, requests  # at most the /v2/ ping of the clients

@@ -16,9 +16,16 @@ from d8mirror.push.summary import LayoutFailure, PushResult, render_push_summary
 from d8mirror.registry import Credentials
 
 
-@pytest.mark.parametrize(("suffix", "expected"), [
-    (None, "packages"), ("", "packages"), ("/packages", "packages"), ("/", ""),
-    ("/my/pkgs/", "my/pkgs")])
+@pytest.mark.parametrize(
+    ("suffix", "expected"),
+    [
+        (None, "packages"),
+        ("", "packages"),
+        ("/packages", "packages"),
+        ("/", ""),
+        ("/my/pkgs/", "my/pkgs"),
+    ],
+)
 def test_normalize_path_suffix(suffix: str | None, expected: str) -> None:
     assert normalize_path_suffix(suffix, "packages") == expected
 
@@ -28,19 +35,31 @@ def test_invalid_suffix_is_a_config_error() -> None:
         normalize_path_suffix("/Bad Path", "packages")
 
 
-@pytest.mark.parametrize(("layout", "default", "remapped", "root"), [
-    ("packages/console", "packages/console", "my/pkgs/console", "console"),
-    ("packages/console/version", "packages/console/version", "my/pkgs/console/version",
-     "console/version"),
-    ("packages/console/extra/scanner", "packages/console/extra/scanner",
-     "my/pkgs/console/extra/scanner", "console/extra/scanner"),
-    ("packages", "packages", "my/pkgs", ""),
-    ("modules/m", "modules/m", "modules/m", "modules/m"),
-    ("", "", "", ""),
-    ("install", "install", "install", "install"),
-])
-def test_layout_path_is_registry_path_with_packages_remap(layout: str, default: str,
-                                                          remapped: str, root: str) -> None:
+@pytest.mark.parametrize(
+    ("layout", "default", "remapped", "root"),
+    [
+        ("packages/console", "packages/console", "my/pkgs/console", "console"),
+        (
+            "packages/console/version",
+            "packages/console/version",
+            "my/pkgs/console/version",
+            "console/version",
+        ),
+        (
+            "packages/console/extra/scanner",
+            "packages/console/extra/scanner",
+            "my/pkgs/console/extra/scanner",
+            "console/extra/scanner",
+        ),
+        ("packages", "packages", "my/pkgs", ""),
+        ("modules/m", "modules/m", "modules/m", "modules/m"),
+        ("", "", "", ""),
+        ("install", "install", "install", "install"),
+    ],
+)
+def test_layout_path_is_registry_path_with_packages_remap(
+    layout: str, default: str, remapped: str, root: str
+) -> None:
     assert Router.from_suffixes().segment(layout) == default
     assert Router.from_suffixes("/my/pkgs").segment(layout) == remapped
     assert Router.from_suffixes("/").segment(layout) == root
@@ -48,16 +67,20 @@ def test_layout_path_is_registry_path_with_packages_remap(layout: str, default: 
 
 def test_router_repository_and_packages_index() -> None:
     target = parse_target("https://registry.local:5000/deckhouse/ee")
-    assert str(Router.from_suffixes().repository(target, "packages/c/version")) == \
-        "registry.local:5000/deckhouse/ee/packages/c/version"
-    assert str(Router.from_suffixes("/").packages_index(target)) == \
-        "registry.local:5000/deckhouse/ee"
+    assert (
+        str(Router.from_suffixes().repository(target, "packages/c/version"))
+        == "registry.local:5000/deckhouse/ee/packages/c/version"
+    )
+    assert (
+        str(Router.from_suffixes("/").packages_index(target)) == "registry.local:5000/deckhouse/ee"
+    )
     assert Router.from_suffixes("", "/").segment("modules/m") == "m"
 
 
 def test_target_without_path_is_rejected_with_the_reference_message() -> None:
-    with pytest.raises(InvalidReferenceError,
-                       match=r"missing the repository path.*localhost:5000/deckhouse"):
+    with pytest.raises(
+        InvalidReferenceError, match=r"missing the repository path.*localhost:5000/deckhouse"
+    ):
         parse_target("localhost:5000")
     with pytest.raises(InvalidReferenceError, match="can only contain"):
         parse_target("localhost:5000/Deckhouse")
@@ -82,15 +105,23 @@ def test_write_check_environment() -> None:
 
 
 def _result(**kw: object) -> PushResult:
-    layouts = tuple(LayoutPushResult(layout=f"packages/{n}", repository=f"ee/packages/{n}",
-                                     tags=(("v1.0.0", "sha256:" + "a" * 64),), blobs_uploaded=2,
-                                     bytes_uploaded=2048) for n in ("a", "b", "c"))
+    layouts = tuple(
+        LayoutPushResult(
+            layout=f"packages/{n}",
+            repository=f"ee/packages/{n}",
+            tags=(("v1.0.0", "sha256:" + "a" * 64),),
+            blobs_uploaded=2,
+            bytes_uploaded=2048,
+        )
+        for n in ("a", "b", "c")
+    )
     from d8mirror.push.discovery_tags import DiscoveryTag
 
-    discovery = tuple(DiscoveryTag(kind="packages", repository="ee/packages", tag=n,
-                                   digest="sha256:" + "b" * 64) for n in ("a", "b", "c"))
-    return PushResult(target="r:5000/ee", layouts=layouts, discovery=discovery,
-                      **kw)
+    discovery = tuple(
+        DiscoveryTag(kind="packages", repository="ee/packages", tag=n, digest="sha256:" + "b" * 64)
+        for n in ("a", "b", "c")
+    )
+    return PushResult(target="r:5000/ee", layouts=layouts, discovery=discovery, **kw)
 
 
 def test_push_summary_counts_packages() -> None:
@@ -103,8 +134,9 @@ def test_push_summary_counts_packages() -> None:
 
 
 def test_push_summary_names_failed_layouts() -> None:
-    result = _result(failures=(LayoutFailure(layout="packages/x", repository="ee/packages/x",
-                                             error="boom"),))
+    result = _result(
+        failures=(LayoutFailure(layout="packages/x", repository="ee/packages/x", error="boom"),)
+    )
     text = render_push_summary(result)
     assert not result.ok and "╔══ Push failed" in text
     assert "failed layouts: packages/x" in text and "packages/x: boom" in text
@@ -142,18 +174,20 @@ def test_cli_arguments() -> None:
         parameters(_args("/b", "r:5000"))
 
 
-def test_explicit_credentials_win_over_a_credentials_block(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_explicit_credentials_win_over_a_credentials_block(monkeypatch: pytest.MonkeyPatch) -> None:
     from flows import push as push_flow
     from tasks import runtime
     from tasks.push_models import PushParameters
 
     registered: dict[str, object] = {}
-    monkeypatch.setattr(push_flow, "target_credentials",
-                        lambda registry, block=None: Credentials("from-block", "b"))
-    monkeypatch.setattr(runtime, "register_endpoint",
-                        lambda registry, *, credentials=None, tls=None:
-                        registered.update({registry: credentials}))
+    monkeypatch.setattr(
+        push_flow, "target_credentials", lambda registry, block=None: Credentials("from-block", "b")
+    )
+    monkeypatch.setattr(
+        runtime,
+        "register_endpoint",
+        lambda registry, *, credentials=None, tls=None: registered.update({registry: credentials}),
+    )
     params = PushParameters(bundle_dir="/b", registry="r.example/ee", credentials_block="blk")
     push_flow._register_target(params)
     assert registered["r.example"] == Credentials("from-block", "b")

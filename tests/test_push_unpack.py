@@ -28,20 +28,26 @@ def _sizes(paths: list[Path]) -> int:
 def test_bundle_unpacks_into_one_tree_with_versions_merged(tmp_path: Path) -> None:
     bundle, _ = build_bundle(tmp_path, [PackageSpec("console"), PackageSpec("viewer")])
     archives = discover_archives(bundle)
-    assert [a.name for a in archives] == ["package-console.tar", "package-versions.tar",
-                                          "package-viewer.tar"]
+    assert [a.name for a in archives] == [
+        "package-console.tar",
+        "package-versions.tar",
+        "package-viewer.tar",
+    ]
     result = unpack_all(archives, tmp_path / "unified")
-    assert result.unpacked == ("package-console.tar", "package-versions.tar",
-                               "package-viewer.tar")
+    assert result.unpacked == ("package-console.tar", "package-versions.tar", "package-viewer.tar")
     assert find_layouts(tmp_path / "unified") == [
-        "packages/console", "packages/console/extra/scanner", "packages/console/version",
-        "packages/viewer", "packages/viewer/extra/scanner", "packages/viewer/version"]
+        "packages/console",
+        "packages/console/extra/scanner",
+        "packages/console/version",
+        "packages/viewer",
+        "packages/viewer/extra/scanner",
+        "packages/viewer/version",
+    ]
     version = Layout(tmp_path / "unified/packages/console/version")
     tags = sorted(e.short_tag or "" for e in version.entries())
-    assert tags == ["alpha", "stable", "v1.0.0", "v1.1.0"]   # identical entries deduped
+    assert tags == ["alpha", "stable", "v1.0.0", "v1.1.0"]  # identical entries deduped
     sources = Provenance.load(version.path).sources
-    assert all(set(a) == {"package-console.tar", "package-versions.tar"}
-               for a in sources.values())
+    assert all(set(a) == {"package-console.tar", "package-versions.tar"} for a in sources.values())
     # every bundle byte is written once: tree size ≈ payload of the archives (tar overhead aside)
     written = result.bytes_written
     assert written == tree_size(tmp_path / "unified")
@@ -52,18 +58,20 @@ def test_pinned_alias_beats_package_versions_tar(tmp_path: Path) -> None:
     """Q2: console pins stable → v1.0.0; package-versions.tar has upstream stable →
     v1.1.0. Whatever the order of archives, the pin wins and the conflict is reported."""
     pinned, _ = build_pinned_package(tmp_path / "a", "console", "v1.0.0")
-    upstream, _ = build_bundle(tmp_path / "b", [PackageSpec(
-        "console", channels={"stable": "v1.1.0", "alpha": "v1.1.0"})])
-    for archives in ([pinned, upstream / "package-versions.tar"],
-                     [upstream / "package-versions.tar", pinned]):
+    upstream, _ = build_bundle(
+        tmp_path / "b", [PackageSpec("console", channels={"stable": "v1.1.0", "alpha": "v1.1.0"})]
+    )
+    for archives in (
+        [pinned, upstream / "package-versions.tar"],
+        [upstream / "package-versions.tar", pinned],
+    ):
         shutil.rmtree(tmp_path / "unified", ignore_errors=True)
         unpack_all(archives, tmp_path / "unified")
         layout = tmp_path / "unified/packages/console/version"
         entries = Layout(layout).entries()
-        assert len([e for e in entries if e.short_tag == "stable"]) == 2   # merge keeps both
+        assert len([e for e in entries if e.short_tag == "stable"]) == 2  # merge keeps both
         resolution = resolve_short_tags(entries, Provenance.load(layout).q2_preferred(entries))
-        release = {e.short_tag: e.digest for e in entries
-                   if (e.short_tag or "").startswith("v")}
+        release = {e.short_tag: e.digest for e in entries if (e.short_tag or "").startswith("v")}
         assert resolution["stable"].digest == release["v1.0.0"]
         assert resolution["alpha"].digest == release["v1.0.0"]
         assert [c.short_tag for c in resolution.conflicts] == ["alpha", "stable"]
@@ -82,11 +90,17 @@ def _hostile_tar(path: Path, name: str, kind: bytes = tarfile.REGTYPE) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("entry", "kind"), [("../../escape", tarfile.REGTYPE),
-                                             ("/abs/path", tarfile.REGTYPE),
-                                             ("packages/x/link", tarfile.SYMTYPE)])
-def test_unsafe_archive_is_an_error_naming_archive_and_entry(tmp_path: Path, entry: str,
-                                                             kind: bytes) -> None:
+@pytest.mark.parametrize(
+    ("entry", "kind"),
+    [
+        ("../../escape", tarfile.REGTYPE),
+        ("/abs/path", tarfile.REGTYPE),
+        ("packages/x/link", tarfile.SYMTYPE),
+    ],
+)
+def test_unsafe_archive_is_an_error_naming_archive_and_entry(
+    tmp_path: Path, entry: str, kind: bytes
+) -> None:
     archive = _hostile_tar(tmp_path / "package-evil.tar", entry, kind)
     with pytest.raises(UnsafeArchiveEntryError) as info:
         unpack_all([archive], tmp_path / "out" / "unified")
@@ -95,7 +109,8 @@ def test_unsafe_archive_is_an_error_naming_archive_and_entry(tmp_path: Path, ent
 
 
 def test_unreadable_archive_is_a_warning_and_the_rest_unpacks(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     bundle, _ = build_bundle(tmp_path, [PackageSpec("console")])
     broken = bundle / "package-broken.tar"
     broken.write_bytes(b"this is not a tar at all" * 100)

@@ -54,20 +54,31 @@ def make_cert(directory: Path, name: str) -> tuple[Path, Path, rsa.RSAPrivateKey
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     crt, pem = directory / f"{name}.crt", directory / f"{name}.key"
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.TraditionalOpenSSL,
-                                      serialization.NoEncryption()))
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
     return crt, pem, key, cert
 
 
@@ -101,8 +112,16 @@ class TokenServer:
             name, _, actions = rest.rpartition(":")
             access.append({"type": kind, "name": name, "actions": actions.split(",")})
         now = int(time.time())
-        claims = {"iss": "test-issuer", "sub": user, "aud": "test-registry", "exp": now + 300,
-                  "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access}
+        claims = {
+            "iss": "test-issuer",
+            "sub": user,
+            "aud": "test-registry",
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "access": access,
+        }
         signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
         signature = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{signing_input}.{_b64(signature)}"
@@ -127,8 +146,9 @@ class _TokenHandler(BaseHTTPRequestHandler):
             self.send_response(401)
             self.end_headers()
             return
-        body = json.dumps({"token": self.token_server.issue(scopes, USERNAME),
-                           "expires_in": 300}).encode()
+        body = json.dumps(
+            {"token": self.token_server.issue(scopes, USERNAME), "expires_in": 300}
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -156,7 +176,7 @@ class LocalRegistry:
         return f"{'http' if self.insecure else 'https'}://{self.host}"
 
     def requests(self) -> list[tuple[str, str, int]]:
-        lines = self.log.read_text(errors="replace").splitlines()[self._cleared:]
+        lines = self.log.read_text(errors="replace").splitlines()[self._cleared :]
         found = []
         for line in lines:
             match = _LOG_RE.search(line)
@@ -185,9 +205,12 @@ def start_registry(kind: str) -> LocalRegistry:
     config: dict[str, Any] = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": False}},
-        "storage": {"filesystem": {"rootdirectory": str(base / "data")},
-                    "delete": {"enabled": True}, "cache": {"blobdescriptor": "inmemory"},
-                    "maintenance": {"uploadpurging": {"enabled": False}}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(base / "data")},
+            "delete": {"enabled": True},
+            "cache": {"blobdescriptor": "inmemory"},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
         "http": {"addr": f"127.0.0.1:{port}", "secret": "test-only-secret"},
         "health": {"storagedriver": {"enabled": False}},
     }
@@ -203,20 +226,36 @@ def start_registry(kind: str) -> LocalRegistry:
         ca_file = str(crt)
     if kind == "token":
         token_server = TokenServer(base)
-        config["auth"] = {"token": {"realm": token_server.realm, "service": "test-registry",
-                                    "issuer": "test-issuer",
-                                    "rootcertbundle": str(token_server.crt)}}
+        config["auth"] = {
+            "token": {
+                "realm": token_server.realm,
+                "service": "test-registry",
+                "issuer": "test-issuer",
+                "rootcertbundle": str(token_server.crt),
+            }
+        }
     cfg = base / "config.yml"
     cfg.write_text(json.dumps(config))  # JSON is YAML
     log = base / "registry.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen([REGISTRY_BIN, "serve", str(cfg)], stdout=sink,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [REGISTRY_BIN, "serve", str(cfg)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     authed = kind != "plain"
     registry = LocalRegistry(
-        host=f"127.0.0.1:{port}", root=base / "data", insecure=kind != "tls", ca_file=ca_file,
-        username=USERNAME if authed else None, password=PASSWORD if authed else None, log=log,
-        process=process, token_server=token_server)
+        host=f"127.0.0.1:{port}",
+        root=base / "data",
+        insecure=kind != "tls",
+        ca_file=ca_file,
+        username=USERNAME if authed else None,
+        password=PASSWORD if authed else None,
+        log=log,
+        process=process,
+        token_server=token_server,
+    )
     _wait_ready(registry)
     return registry
 
@@ -275,24 +314,41 @@ def client_for(server: Any, **overrides: Any) -> Any:
     return RegistryClient(server.host, **options)
 
 
-def push_image(client: Any, tmp: Path, repository: str, tag: str, layer: bytes,
-               media_type: str = "application/vnd.oci.image.manifest.v1+json") -> tuple[bytes, str]:
+def push_image(
+    client: Any,
+    tmp: Path,
+    repository: str,
+    tag: str,
+    layer: bytes,
+    media_type: str = "application/vnd.oci.image.manifest.v1+json",
+) -> tuple[bytes, str]:
     """Upload a config and one layer, then a manifest (OCI or Docker) under ``tag``."""
     config = json.dumps({"architecture": "amd64", "os": "linux", "tag": tag}).encode()
     docker = "docker" in media_type
-    blobs = [(config, "application/vnd.docker.container.image.v1+json" if docker
-              else "application/vnd.oci.image.config.v1+json"),
-             (layer, "application/vnd.docker.image.rootfs.diff.tar.gzip" if docker
-              else "application/vnd.oci.image.layer.v1.tar+gzip")]
+    blobs = [
+        (
+            config,
+            "application/vnd.docker.container.image.v1+json"
+            if docker
+            else "application/vnd.oci.image.config.v1+json",
+        ),
+        (
+            layer,
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            if docker
+            else "application/vnd.oci.image.layer.v1.tar+gzip",
+        ),
+    ]
     for data, _ in blobs:
         path = tmp / sha256(data).split(":")[1]
         path.write_bytes(data)
         client.upload_blob(repository, sha256(data), path)
-    manifest = {"schemaVersion": 2, "mediaType": media_type,
-                "config": {"mediaType": blobs[0][1], "digest": sha256(config),
-                           "size": len(config)},
-                "layers": [{"mediaType": blobs[1][1], "digest": sha256(layer),
-                            "size": len(layer)}]}
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": blobs[0][1], "digest": sha256(config), "size": len(config)},
+        "layers": [{"mediaType": blobs[1][1], "digest": sha256(layer), "size": len(layer)}],
+    }
     data = json.dumps(manifest, indent=3).encode()  # unusual spacing: bytes must be kept
     digest = client.put_manifest(repository, tag, data, media_type)
     return data, digest

@@ -39,8 +39,14 @@ def test_upload_then_fetch(reg_plain: Any, tmp_path: Path, chunk_size: int) -> N
         assert not client.blob_exists(repository, digest)
         reg_plain.clear_requests()
         progress: list[int] = []
-        client.upload_blob(repository, digest, source, size=len(data), chunk_size=chunk_size,
-                           on_progress=progress.append)
+        client.upload_blob(
+            repository,
+            digest,
+            source,
+            size=len(data),
+            chunk_size=chunk_size,
+            on_progress=progress.append,
+        )
         assert sum(progress) == len(data)
         assert reg_plain.count("PATCH", "/blobs/uploads/") == (5 if chunk_size == 1000 else 0)
         assert client.blob_exists(repository, digest)
@@ -69,8 +75,9 @@ def test_missing_blob_is_not_found(reg_plain: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", ["reg_plain", "reg_token"])
-def test_mount_between_repositories(mode: str, request: pytest.FixtureRequest,
-                                    tmp_path: Path) -> None:
+def test_mount_between_repositories(
+    mode: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     server = request.getfixturevalue(mode)
     source, digest = _blob_file(tmp_path, os.urandom(100))
     with bed.client_for(server) as client:
@@ -83,7 +90,8 @@ def test_mount_between_repositories(mode: str, request: pytest.FixtureRequest,
     token_server = getattr(server, "token_server", None)
     if token_server is not None:
         assert ["repository:mount/dst:pull,push", "repository:mount/src:pull"] in [
-            sorted(scopes) for scopes in token_server.requests]
+            sorted(scopes) for scopes in token_server.requests
+        ]
 
 
 def test_corrupted_blob_is_rejected_and_leaves_no_file(reg_plain: Any, tmp_path: Path) -> None:
@@ -99,8 +107,10 @@ def test_corrupted_blob_is_rejected_and_leaves_no_file(reg_plain: Any, tmp_path:
         assert caught.value.expected == digest
         assert not dest.exists()
         assert not dest.with_name("corrupt.partial").exists()
-        with pytest.raises(DigestMismatchError), \
-                client.open_blob("blobs/corrupt", digest) as reader:
+        with (
+            pytest.raises(DigestMismatchError),
+            client.open_blob("blobs/corrupt", digest) as reader,
+        ):
             reader.read()
 
 
@@ -113,8 +123,9 @@ def test_resume_from_a_partial_uses_range(reg_plain: Any, tmp_path: Path) -> Non
         dest.with_name("resumed.partial").write_bytes(data[: len(data) // 2])
         reg_plain.clear_requests()
         progress: list[int] = []
-        assert client.fetch_blob("blobs/resume", digest, dest, size=len(data),
-                                 on_progress=progress.append) == len(data)
+        assert client.fetch_blob(
+            "blobs/resume", digest, dest, size=len(data), on_progress=progress.append
+        ) == len(data)
     assert dest.read_bytes() == data
     assert progress[0] == len(data) // 2 and sum(progress) == len(data)
     gets = [r for r in reg_plain.requests() if r[0] == "GET" and digest in r[1]]
@@ -144,8 +155,10 @@ def test_open_blob_streams_a_layer_tar(reg_plain: Any, tmp_path: Path) -> None:
     source, digest = _blob_file(tmp_path, buffer.getvalue())
     with bed.client_for(reg_plain) as client:
         client.upload_blob("blobs/tar", digest, source)
-        with client.open_blob("blobs/tar", digest) as reader, \
-                tarfile.open(fileobj=reader, mode="r|gz") as tar:
+        with (
+            client.open_blob("blobs/tar", digest) as reader,
+            tarfile.open(fileobj=reader, mode="r|gz") as tar,
+        ):
             names = [member.name for member in tar]
     assert names == ["etc/hello.txt"]
 
@@ -180,9 +193,13 @@ def test_one_gib_blob_with_flat_memory(reg_plain: Any, tmp_path: Path) -> None:
     may take minutes; the timeout only stops a hung child."""
     size = 1 << 30
     root = str(Path(__file__).resolve().parents[1])
-    done = subprocess.run([sys.executable, "-c", _BIG_SCRIPT, reg_plain.host, str(tmp_path),
-                           str(size), root], capture_output=True, text=True, timeout=1800,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _BIG_SCRIPT, reg_plain.host, str(tmp_path), str(size), root],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     import json
 
@@ -227,10 +244,12 @@ class _CuttingProxy:
                 return
             upstream = socket.create_connection((self._upstream[0], int(self._upstream[1])))
             state = {"armed": False}
-            self._threading.Thread(target=self._up, args=(client, upstream, state),
-                                   daemon=True).start()
-            self._threading.Thread(target=self._down, args=(upstream, client, state),
-                                   daemon=True).start()
+            self._threading.Thread(
+                target=self._up, args=(client, upstream, state), daemon=True
+            ).start()
+            self._threading.Thread(
+                target=self._down, args=(upstream, client, state), daemon=True
+            ).start()
 
     def _up(self, client: Any, upstream: Any, state: dict[str, bool]) -> None:
         try:
@@ -285,8 +304,11 @@ def test_broken_download_resumes_with_range(reg_plain: Any, tmp_path: Path) -> N
     # 206 that resumed it, or a moment later, so wait briefly and compare as a multiset.
     statuses: list[int] = []
     for _ in range(50):
-        statuses = sorted(status for method, path, status in reg_plain.requests()
-                          if method == "GET" and digest in path)
+        statuses = sorted(
+            status
+            for method, path, status in reg_plain.requests()
+            if method == "GET" and digest in path
+        )
         if len(statuses) >= 2:
             break
         time.sleep(0.1)

@@ -28,8 +28,9 @@ ALL_MODES = ["reg_plain", "reg_basic", "reg_tls", "reg_token"]
 
 
 @pytest.mark.parametrize("mode", ALL_MODES)
-def test_round_trip_per_auth_mode(mode: str, request: pytest.FixtureRequest,
-                                  tmp_path: Path) -> None:
+def test_round_trip_per_auth_mode(
+    mode: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     server = request.getfixturevalue(mode)
     repository = f"roundtrip/{mode.replace('_', '-')}"
     with bed.client_for(server) as client:
@@ -48,8 +49,9 @@ def test_round_trip_per_auth_mode(mode: str, request: pytest.FixtureRequest,
 
 
 @pytest.mark.parametrize("mode", ["reg_basic", "reg_tls", "reg_token"])
-def test_wrong_password_is_unauthorized_and_secret_free(mode: str,
-                                                         request: pytest.FixtureRequest) -> None:
+def test_wrong_password_is_unauthorized_and_secret_free(
+    mode: str, request: pytest.FixtureRequest
+) -> None:
     server = request.getfixturevalue(mode)
     secret = "wrong-Secret-123"
     with bed.client_for(server, credentials=Credentials(server.username, secret)) as client:
@@ -63,13 +65,13 @@ def test_wrong_password_is_unauthorized_and_secret_free(mode: str,
 
 
 def test_anonymous_against_basic_registry_is_unauthorized(reg_basic: Any) -> None:
-    with bed.client_for(reg_basic, credentials=None) as client, \
-            pytest.raises(UnauthorizedError):
+    with bed.client_for(reg_basic, credentials=None) as client, pytest.raises(UnauthorizedError):
         client.ping()
 
 
-def test_basic_auth_is_sent_up_front_after_the_first_challenge(reg_basic: Any,
-                                                               tmp_path: Path) -> None:
+def test_basic_auth_is_sent_up_front_after_the_first_challenge(
+    reg_basic: Any, tmp_path: Path
+) -> None:
     with bed.client_for(reg_basic) as client:
         client.ping()
         reg_basic.clear_requests()
@@ -78,8 +80,7 @@ def test_basic_auth_is_sent_up_front_after_the_first_challenge(reg_basic: Any,
 
 
 def test_tls_without_ca_fails_with_a_hint(reg_tls: Any) -> None:
-    with bed.client_for(reg_tls, tls=TLSOptions()) as client, \
-            pytest.raises(TLSError) as caught:
+    with bed.client_for(reg_tls, tls=TLSOptions()) as client, pytest.raises(TLSError) as caught:
         client.ping()
     message = str(caught.value)
     assert "--tls-skip-verify" in message and "--ca-file" in message
@@ -91,13 +92,14 @@ def test_tls_skip_verify_works(reg_tls: Any) -> None:
         client.ping()
 
 
-def test_insecure_client_against_an_untrusted_tls_registry_is_not_a_success(
-        reg_tls: Any) -> None:
+def test_insecure_client_against_an_untrusted_tls_registry_is_not_a_success(reg_tls: Any) -> None:
     """--insecure tries HTTPS first (as d8): the TLS port answers, its certificate is not
     trusted, and plain HTTP there answers 400, which proves no plain registry: a typed TLS
     error that says how to trust the registry, never a fall back to a 400 or a success."""
-    with bed.client_for(reg_tls, tls=TLSOptions(insecure=True)) as client, \
-            pytest.raises(TLSError) as caught:
+    with (
+        bed.client_for(reg_tls, tls=TLSOptions(insecure=True)) as client,
+        pytest.raises(TLSError) as caught,
+    ):
         client.ping()
     assert f"TLS certificate verification failed for {reg_tls.host}" in str(caught.value)
     assert "--ca-file" in str(caught.value)
@@ -118,8 +120,10 @@ def test_unknown_manifest_and_repository(reg_plain: Any, tmp_path: Path) -> None
 
 def test_connection_refused_is_a_network_error() -> None:
     port = bed.free_port()
-    with RegistryClient(f"127.0.0.1:{port}", tls=TLSOptions(insecure=True), timeout=5) as client, \
-            pytest.raises(RegistryNetworkError) as caught:
+    with (
+        RegistryClient(f"127.0.0.1:{port}", tls=TLSOptions(insecure=True), timeout=5) as client,
+        pytest.raises(RegistryNetworkError) as caught,
+    ):
         client.ping()
     assert f"127.0.0.1:{port}" in str(caught.value)
 
@@ -127,15 +131,26 @@ def test_connection_refused_is_a_network_error() -> None:
 def test_docker_and_index_manifests_keep_exact_bytes(reg_plain: Any, tmp_path: Path) -> None:
     repository = "types/mixed"
     with bed.client_for(reg_plain) as client:
-        docker_data, docker_digest = bed.push_image(client, tmp_path, repository, "docker",
-                                                    b"docker-layer", DOCKER_MANIFEST)
+        docker_data, docker_digest = bed.push_image(
+            client, tmp_path, repository, "docker", b"docker-layer", DOCKER_MANIFEST
+        )
         oci_data, oci_digest = bed.push_image(client, tmp_path, repository, "oci", b"oci-layer")
         for index_type, child_type, child, child_digest in (
-                (OCI_INDEX, OCI_MANIFEST, oci_data, oci_digest),
-                (DOCKER_MANIFEST_LIST, DOCKER_MANIFEST, docker_data, docker_digest)):
-            index = {"schemaVersion": 2, "mediaType": index_type, "manifests": [
-                {"mediaType": child_type, "digest": child_digest, "size": len(child),
-                 "platform": {"architecture": "amd64", "os": "linux"}}]}
+            (OCI_INDEX, OCI_MANIFEST, oci_data, oci_digest),
+            (DOCKER_MANIFEST_LIST, DOCKER_MANIFEST, docker_data, docker_digest),
+        ):
+            index = {
+                "schemaVersion": 2,
+                "mediaType": index_type,
+                "manifests": [
+                    {
+                        "mediaType": child_type,
+                        "digest": child_digest,
+                        "size": len(child),
+                        "platform": {"architecture": "amd64", "os": "linux"},
+                    }
+                ],
+            }
             data = json.dumps(index, separators=(",", ":")).encode() + b"\n"
             tag = index_type.rsplit(".", 2)[-2].replace("+", "-")
             digest = client.put_manifest(repository, tag, data, index_type)

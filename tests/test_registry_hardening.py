@@ -52,8 +52,11 @@ class Exchange:
         return True
 
     def head(self, status: str, headers: dict[str, str]) -> bool:
-        lines = [f"HTTP/1.1 {status}", "Connection: close",
-                 *(f"{k}: {v}" for k, v in headers.items())]
+        lines = [
+            f"HTTP/1.1 {status}",
+            "Connection: close",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
         return self.send(("\r\n".join(lines) + "\r\n\r\n").encode())
 
     def answer(self, status: str, body: bytes = b"", **headers: str) -> None:
@@ -119,8 +122,9 @@ class Hostile:
             head, _, rest = data.partition(b"\r\n\r\n")
             request_line, *lines = head.decode("latin-1").split("\r\n")
             method, path, _version = request_line.split(" ", 2)
-            headers = {k.strip().lower(): v.strip()
-                       for k, _, v in (line.partition(":") for line in lines)}
+            headers = {
+                k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)
+            }
             length = int(headers.get("content-length", "0"))
             while len(rest) < length:
                 piece = conn.recv(65536)
@@ -152,6 +156,7 @@ def _plain_client(host: str) -> RegistryClient:
 
 # -- every body capped while it streams ------------------------------------------------------
 
+
 def _tags_forever(exchange: Exchange) -> None:
     _endless(exchange, b'{"name":"hostile","tags":[', b'"aaaaaaaaaaaaaaa",')
 
@@ -165,8 +170,9 @@ def _token_forever(exchange: Exchange) -> None:
         _endless(exchange, b'{"token":"', b"cccccccccccccccc")
     else:
         realm = f"http://{exchange.server.host}/token"
-        exchange.answer("401 Unauthorized", b"{}",
-                        **{"WWW-Authenticate": f'Bearer realm="{realm}",service="s"'})
+        exchange.answer(
+            "401 Unauthorized", b"{}", **{"WWW-Authenticate": f'Bearer realm="{realm}",service="s"'}
+        )
 
 
 def _error_forever(exchange: Exchange) -> None:
@@ -180,20 +186,31 @@ def _error_forever(exchange: Exchange) -> None:
         pass
 
 
-@pytest.mark.parametrize(("handler", "call", "error", "cap"), [
-    (_tags_forever, lambda c: c.list_tags("hostile"), ProtocolError, "16777216 byte limit"),
-    (_catalog_forever, lambda c: c.list_repositories(), ProtocolError, "16777216 byte limit"),
-    (_token_forever, lambda c: c.list_tags("hostile"), ProtocolError, "1048576 byte limit"),
-    (_error_forever, lambda c: c.put_manifest("hostile", "v1", b"{}", OCI_INDEX),
-     ServerError, "answered 500"),
-], ids=["tags", "catalog", "token", "error-body"])
+@pytest.mark.parametrize(
+    ("handler", "call", "error", "cap"),
+    [
+        (_tags_forever, lambda c: c.list_tags("hostile"), ProtocolError, "16777216 byte limit"),
+        (_catalog_forever, lambda c: c.list_repositories(), ProtocolError, "16777216 byte limit"),
+        (_token_forever, lambda c: c.list_tags("hostile"), ProtocolError, "1048576 byte limit"),
+        (
+            _error_forever,
+            lambda c: c.put_manifest("hostile", "v1", b"{}", OCI_INDEX),
+            ServerError,
+            "answered 500",
+        ),
+    ],
+    ids=["tags", "catalog", "token", "error-body"],
+)
 def test_an_endless_answer_is_cut_at_its_cap_while_it_streams(
-        handler: Callable[[Exchange], None], call: Callable[[RegistryClient], object],
-        error: type[Exception], cap: str) -> None:
+    handler: Callable[[Exchange], None],
+    call: Callable[[RegistryClient], object],
+    error: type[Exception],
+    cap: str,
+) -> None:
     with Hostile(handler) as server, _plain_client(server.host) as client:
         with pytest.raises(error) as caught:
             call(client)
-        time.sleep(0.2)                         # let the sender notice the closed socket
+        time.sleep(0.2)  # let the sender notice the closed socket
         sent = server.sent
     assert cap in str(caught.value)
     assert f"http://{server.host}/" in str(caught.value)
@@ -204,25 +221,28 @@ def test_an_endless_answer_is_cut_at_its_cap_while_it_streams(
 
 # -- a stalled registry cannot hang a run ------------------------------------------------------
 
+
 def _headers_then_silence(exchange: Exchange) -> None:
     if exchange.head("200 OK", {"Content-Type": OCI_INDEX, "Content-Length": "500"}):
         exchange.wait(25)
 
 
 def _drip(exchange: Exchange) -> None:
-    if not exchange.head("200 OK", {"Content-Type": "application/octet-stream",
-                                    "Content-Length": "200"}):
+    if not exchange.head(
+        "200 OK", {"Content-Type": "application/octet-stream", "Content-Length": "200"}
+    ):
         return
-    for _ in range(200):                       # one byte every 0.25 s: 50 s in all
+    for _ in range(200):  # one byte every 0.25 s: 50 s in all
         if not exchange.wait(0.25) or not exchange.send(b"d"):
             return
 
 
 def _slow_but_steady(exchange: Exchange) -> None:
-    if not exchange.head("200 OK", {"Content-Type": "application/octet-stream",
-                                    "Content-Length": str(4 * MiB)}):
+    if not exchange.head(
+        "200 OK", {"Content-Type": "application/octet-stream", "Content-Length": str(4 * MiB)}
+    ):
         return
-    for _ in range(256):                       # 16 KiB every 0.1 s: above any floor, 25 s
+    for _ in range(256):  # 16 KiB every 0.1 s: above any floor, 25 s
         if not exchange.wait(0.1) or not exchange.send(b"s" * 16384):
             return
 
@@ -230,18 +250,38 @@ def _slow_but_steady(exchange: Exchange) -> None:
 DIGEST = "sha256:" + "0" * 64
 
 
-@pytest.mark.parametrize(("handler", "call", "env", "message"), [
-    (_headers_then_silence, lambda c, _t: c.get_manifest("hostile", "v1"),
-     {"D8_MIRROR_STALL_TIMEOUT": "1s"}, "timed out"),
-    (_drip, lambda c, t: c.fetch_blob("hostile", DIGEST, t / "blob", size=200),
-     {"D8_MIRROR_STALL_TIMEOUT": "1s"}, "stalled: fewer than 1024 bytes in 1 s"),
-    (_slow_but_steady, lambda c, t: c.fetch_blob("hostile", DIGEST, t / "blob"),
-     {"D8_MIRROR_TIMEOUT": "2s"}, "took longer than 2 s (D8_MIRROR_TIMEOUT)"),
-], ids=["headers-then-silence", "one-byte-drip", "request-deadline"])
+@pytest.mark.parametrize(
+    ("handler", "call", "env", "message"),
+    [
+        (
+            _headers_then_silence,
+            lambda c, _t: c.get_manifest("hostile", "v1"),
+            {"D8_MIRROR_STALL_TIMEOUT": "1s"},
+            "timed out",
+        ),
+        (
+            _drip,
+            lambda c, t: c.fetch_blob("hostile", DIGEST, t / "blob", size=200),
+            {"D8_MIRROR_STALL_TIMEOUT": "1s"},
+            "stalled: fewer than 1024 bytes in 1 s",
+        ),
+        (
+            _slow_but_steady,
+            lambda c, t: c.fetch_blob("hostile", DIGEST, t / "blob"),
+            {"D8_MIRROR_TIMEOUT": "2s"},
+            "took longer than 2 s (D8_MIRROR_TIMEOUT)",
+        ),
+    ],
+    ids=["headers-then-silence", "one-byte-drip", "request-deadline"],
+)
 def test_a_stalled_or_endless_transfer_is_aborted_quickly(
-        handler: Callable[[Exchange], None],
-        call: Callable[[RegistryClient, Path], object], env: dict[str, str], message: str,
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    handler: Callable[[Exchange], None],
+    call: Callable[[RegistryClient, Path], object],
+    env: dict[str, str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with Hostile(handler) as server, _plain_client(server.host) as client:
@@ -250,10 +290,11 @@ def test_a_stalled_or_endless_transfer_is_aborted_quickly(
             call(client, tmp_path)
         elapsed = time.monotonic() - started
     assert message in str(caught.value)
-    assert elapsed < 12, elapsed               # the server would have gone on for 25-50 s
+    assert elapsed < 12, elapsed  # the server would have gone on for 25-50 s
 
 
 # -- credentials and tokens --------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> SelfSignedCertificate:
@@ -267,8 +308,11 @@ def _server_tls(cert: SelfSignedCertificate) -> ssl.SSLContext:
 
 
 def _token_answer(exchange: Exchange) -> None:
-    exchange.answer("200 OK", json.dumps({"token": "good-token"}).encode(),
-                    **{"Content-Type": "application/json"})
+    exchange.answer(
+        "200 OK",
+        json.dumps({"token": "good-token"}).encode(),
+        **{"Content-Type": "application/json"},
+    )
 
 
 def _registry_with_realm(realm: Callable[[], str]) -> Callable[[Exchange], None]:
@@ -276,40 +320,61 @@ def _registry_with_realm(realm: Callable[[], str]) -> Callable[[Exchange], None]
         if exchange.headers.get("authorization") == "Bearer good-token":
             exchange.answer("200 OK", b"{}", **{"Content-Type": "application/json"})
             return
-        exchange.answer("401 Unauthorized", b"{}", **{
-            "WWW-Authenticate": f'Bearer realm="{realm()}",service="hostile"'})
+        exchange.answer(
+            "401 Unauthorized",
+            b"{}",
+            **{"WWW-Authenticate": f'Bearer realm="{realm()}",service="hostile"'},
+        )
+
     return handler
 
 
 def test_basic_credentials_never_go_to_a_plain_http_realm_of_an_https_registry(
-        certificate: SelfSignedCertificate) -> None:
-    with Hostile(_token_answer) as realm_server, \
-            Hostile(_registry_with_realm(lambda: f"http://{realm_server.host}/token"),
-                    tls=_server_tls(certificate)) as registry, \
-            RegistryClient(registry.host, credentials=Credentials("user", PASSWORD),
-                           tls=TLSOptions(ca_file=str(certificate.cert_file))) as client, \
-            pytest.raises(ProtocolError, match="plain-HTTP token realm") as caught:
+    certificate: SelfSignedCertificate,
+) -> None:
+    with (
+        Hostile(_token_answer) as realm_server,
+        Hostile(
+            _registry_with_realm(lambda: f"http://{realm_server.host}/token"),
+            tls=_server_tls(certificate),
+        ) as registry,
+        RegistryClient(
+            registry.host,
+            credentials=Credentials("user", PASSWORD),
+            tls=TLSOptions(ca_file=str(certificate.cert_file)),
+        ) as client,
+        pytest.raises(ProtocolError, match="plain-HTTP token realm") as caught,
+    ):
         client.ping()
     assert PASSWORD not in str(caught.value)
     assert not [h for _m, _p, h in realm_server.requests if "authorization" in h]
 
 
 def test_a_realm_on_another_host_gets_the_credentials_with_a_warning(
-        certificate: SelfSignedCertificate, caplog: pytest.LogCaptureFixture) -> None:
+    certificate: SelfSignedCertificate, caplog: pytest.LogCaptureFixture
+) -> None:
     """As Docker does: the registry is 127.0.0.1, its realm names localhost."""
     tls = _server_tls(certificate)
-    with Hostile(_token_answer, tls=tls) as realm_server, \
-            Hostile(_registry_with_realm(lambda: f"https://localhost:{realm_server.port}/t"),
-                    tls=tls) as registry, \
-            RegistryClient(registry.host, credentials=Credentials("user", PASSWORD),
-                           tls=TLSOptions(ca_file=str(certificate.cert_file))) as client, \
-            caplog.at_level(logging.WARNING, logger="d8mirror.registry"):
+    with (
+        Hostile(_token_answer, tls=tls) as realm_server,
+        Hostile(
+            _registry_with_realm(lambda: f"https://localhost:{realm_server.port}/t"), tls=tls
+        ) as registry,
+        RegistryClient(
+            registry.host,
+            credentials=Credentials("user", PASSWORD),
+            tls=TLSOptions(ca_file=str(certificate.cert_file)),
+        ) as client,
+        caplog.at_level(logging.WARNING, logger="d8mirror.registry"),
+    ):
         client.ping()
-    assert [h for _m, _p, h in realm_server.requests if h.get("authorization", "")
-            .startswith("Basic ")]
+    assert [
+        h for _m, _p, h in realm_server.requests if h.get("authorization", "").startswith("Basic ")
+    ]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any(f"https://localhost:{realm_server.port}/t" in w and "another host" in w
-               for w in warnings), warnings
+    assert any(
+        f"https://localhost:{realm_server.port}/t" in w and "another host" in w for w in warnings
+    ), warnings
     assert PASSWORD not in caplog.text
 
 
@@ -318,19 +383,27 @@ SECRET_TOKEN = "tok\nSECRET-TOKEN-VALUE-99"
 
 def _bad_token(exchange: Exchange) -> None:
     if exchange.path.startswith("/token"):
-        exchange.answer("200 OK", json.dumps({"token": SECRET_TOKEN}).encode(),
-                        **{"Content-Type": "application/json"})
+        exchange.answer(
+            "200 OK",
+            json.dumps({"token": SECRET_TOKEN}).encode(),
+            **{"Content-Type": "application/json"},
+        )
     else:
         realm = f"http://{exchange.server.host}/token"
-        exchange.answer("401 Unauthorized", b"{}",
-                        **{"WWW-Authenticate": f'Bearer realm="{realm}",service="s"'})
+        exchange.answer(
+            "401 Unauthorized", b"{}", **{"WWW-Authenticate": f'Bearer realm="{realm}",service="s"'}
+        )
 
 
 def test_a_token_httpx_would_refuse_never_appears_in_error_text(
-        caplog: pytest.LogCaptureFixture) -> None:
-    with Hostile(_bad_token) as server, _plain_client(server.host) as client, \
-            caplog.at_level(logging.DEBUG), \
-            pytest.raises(ProtocolError) as caught:    # not a retried network error
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with (
+        Hostile(_bad_token) as server,
+        _plain_client(server.host) as client,
+        caplog.at_level(logging.DEBUG),
+        pytest.raises(ProtocolError) as caught,
+    ):  # not a retried network error
         client.list_tags("hostile")
     text = f"{caught.value} {caught.value.url} {caplog.text}"
     assert "SECRET-TOKEN-VALUE" not in text
@@ -338,19 +411,21 @@ def test_a_token_httpx_would_refuse_never_appears_in_error_text(
 
 
 def test_authorization_values_are_scrubbed_from_transport_error_text() -> None:
-    assert redact_auth("Illegal header value b'Bearer abc\\nSECRET'") == \
-        "Illegal header value b'Bearer REDACTED"
+    assert (
+        redact_auth("Illegal header value b'Bearer abc\\nSECRET'")
+        == "Illegal header value b'Bearer REDACTED"
+    )
     assert "dXNlcjpwdw" not in redact_auth("b'Basic dXNlcjpwdw=='")
 
 
 # -- --insecure: HTTPS first, then plain HTTP -------------------------------------------------
 
+
 def test_insecure_uses_https_when_the_registry_speaks_it(tls_registry: RegistryServer) -> None:
     """d8's --insecure (go-containerregistry's insecure registry) tries HTTPS first; the old
     client went straight to plain HTTP and failed against an HTTPS registry."""
     assert tls_registry.ca_file
-    with tls_registry.client(tls=TLSOptions(insecure=True, ca_file=tls_registry.ca_file)) \
-            as client:
+    with tls_registry.client(tls=TLSOptions(insecure=True, ca_file=tls_registry.ca_file)) as client:
         client.ping()
         assert client.scheme == "https"
 
@@ -362,7 +437,8 @@ def test_insecure_falls_back_to_plain_http(registry: RegistryServer) -> None:
 
 
 def test_without_insecure_a_plain_http_loopback_registry_is_not_downgraded(
-        registry: RegistryServer) -> None:
+    registry: RegistryServer,
+) -> None:
     with registry.client(tls=TLSOptions()) as client:
         with pytest.raises(TLSError):
             client.ping()
@@ -370,16 +446,23 @@ def test_without_insecure_a_plain_http_loopback_registry_is_not_downgraded(
 
 
 def test_insecure_reports_the_tls_failure_of_an_https_registry_it_cannot_verify(
-        tls_registry: RegistryServer) -> None:
-    with tls_registry.client(tls=TLSOptions(insecure=True)) as client, \
-            pytest.raises(TLSError, match="certificate verification failed"):
+    tls_registry: RegistryServer,
+) -> None:
+    with (
+        tls_registry.client(tls=TLSOptions(insecure=True)) as client,
+        pytest.raises(TLSError, match="certificate verification failed"),
+    ):
         client.ping()
 
 
 @pytest.fixture(autouse=True)
 def _no_stray_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("D8_MIRROR_TIMEOUT", "D8_MIRROR_STALL_TIMEOUT", "D8_MIRROR_STALL_BYTES",
-                 "D8_MIRROR_IMAGE_TIMEOUT"):
+    for name in (
+        "D8_MIRROR_TIMEOUT",
+        "D8_MIRROR_STALL_TIMEOUT",
+        "D8_MIRROR_STALL_BYTES",
+        "D8_MIRROR_IMAGE_TIMEOUT",
+    ):
         monkeypatch.delenv(name, raising=False)
     yield
 
@@ -388,20 +471,37 @@ def _no_stray_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 LAYER_DIGEST = "sha256:" + "1" * 64
 EMPTY_DIGEST = "sha256:" + hashlib.sha256(b"").hexdigest()
-IMAGE_MANIFEST = json.dumps({
-    "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-               "digest": EMPTY_DIGEST, "size": 0},
-    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": LAYER_DIGEST, "size": 4 * MiB}]}).encode()
+IMAGE_MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": EMPTY_DIGEST,
+            "size": 0,
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": LAYER_DIGEST,
+                "size": 4 * MiB,
+            }
+        ],
+    }
+).encode()
 IMAGE_DIGEST = "sha256:" + hashlib.sha256(IMAGE_MANIFEST).hexdigest()
 
 
 def _slow_image(exchange: Exchange) -> None:
     if exchange.path.endswith(f"/manifests/{IMAGE_DIGEST}"):
-        exchange.answer("200 OK", IMAGE_MANIFEST, **{
-            "Content-Type": "application/vnd.oci.image.manifest.v1+json",
-            "Docker-Content-Digest": IMAGE_DIGEST})
+        exchange.answer(
+            "200 OK",
+            IMAGE_MANIFEST,
+            **{
+                "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+                "Docker-Content-Digest": IMAGE_DIGEST,
+            },
+        )
     elif exchange.path.endswith(f"/blobs/{EMPTY_DIGEST}"):
         exchange.answer("200 OK", b"", **{"Content-Type": "application/octet-stream"})
     elif "/blobs/" in exchange.path:
@@ -411,33 +511,38 @@ def _slow_image(exchange: Exchange) -> None:
 
 
 def test_an_image_that_keeps_trickling_in_is_abandoned_at_its_deadline(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Fast enough for the rate floor, retried within the budget, but the image as a whole
     must be done within D8_MIRROR_IMAGE_TIMEOUT."""
     monkeypatch.setenv("D8_MIRROR_IMAGE_TIMEOUT", "3s")
     with Hostile(_slow_image) as server, _plain_client(server.host) as client:
-        fetcher = ImageFetcher(client, BlobStore(tmp_path / "store"), blob_workers=1,
-                               retry=RetryPolicy(budget=60.0))
+        fetcher = ImageFetcher(
+            client, BlobStore(tmp_path / "store"), blob_workers=1, retry=RetryPolicy(budget=60.0)
+        )
         started = time.monotonic()
         with pytest.raises(RegistryNetworkError, match="D8_MIRROR_IMAGE_TIMEOUT") as caught:
             fetcher.image("hostile/slow", IMAGE_DIGEST)
         elapsed = time.monotonic() - started
     assert "not done after 3 s" in str(caught.value)
     assert f"/blobs/{LAYER_DIGEST}" in str(caught.value)
-    assert elapsed < 12, elapsed               # the layer alone would take 25 s per try
+    assert elapsed < 12, elapsed  # the layer alone would take 25 s per try
 
 
 def _always_503(exchange: Exchange) -> None:
     if exchange.path == "/v2/":
         exchange.answer("200 OK", b"{}")
         return
-    exchange.answer("503 Service Unavailable", json.dumps(
-        {"errors": [{"code": "UNAVAILABLE", "message": "x" * 2000}]}).encode(),
-        **{"Content-Type": "application/json"})
+    exchange.answer(
+        "503 Service Unavailable",
+        json.dumps({"errors": [{"code": "UNAVAILABLE", "message": "x" * 2000}]}).encode(),
+        **{"Content-Type": "application/json"},
+    )
 
 
 def test_error_bodies_do_not_count_as_progress_so_the_budget_ends(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Bytes flowing restart the retry budget, but only those of a successful answer: a
     registry answering 503 with a body is given up when the budget is spent."""
     policy = RetryPolicy(budget=1.0, base_delay=0.05, max_delay=0.05, attempts=100)

@@ -52,14 +52,16 @@ def _policy(clock: FakeClock, **options: Any) -> RetryPolicy:
     return RetryPolicy(sleep=clock.sleep, clock=clock, random=lambda: 0.0, **options)
 
 
-def _down_until(clock: FakeClock, until: float,
-                error: Callable[[], Exception] = lambda: RegistryNetworkError("refused")
-                ) -> tuple[list[float], Callable[[], str]]:
+def _down_until(
+    clock: FakeClock,
+    until: float,
+    error: Callable[[], Exception] = lambda: RegistryNetworkError("refused"),
+) -> tuple[list[float], Callable[[], str]]:
     calls: list[float] = []
 
     def operation() -> str:
         calls.append(clock.now)
-        clock.now += 0.05                    # a refused connection costs a little
+        clock.now += 0.05  # a refused connection costs a little
         if clock.now < until:
             raise error()
         return "ok"
@@ -71,8 +73,8 @@ def test_the_default_budget_survives_a_60_second_blip_like_d8() -> None:
     clock = FakeClock()
     calls, operation = _down_until(clock, 60.0)
     assert _policy(clock).call(operation) == "ok"
-    assert calls[-1] >= 60.0 - 0.05 and len(calls) < 20   # backoff, not a busy loop
-    assert max(clock.slept) <= 10.0 + 1e-9                 # the delay is capped
+    assert calls[-1] >= 60.0 - 0.05 and len(calls) < 20  # backoff, not a busy loop
+    assert max(clock.slept) <= 10.0 + 1e-9  # the delay is capped
 
 
 def test_the_budget_ends_a_longer_outage_and_the_error_says_how_long() -> None:
@@ -80,13 +82,19 @@ def test_the_budget_ends_a_longer_outage_and_the_error_says_how_long() -> None:
     calls, operation = _down_until(clock, 10_000.0)
     with pytest.raises(RegistryNetworkError) as caught:
         _policy(clock, budget=90.0).call(operation)
-    assert 90.0 <= clock.now <= 92.0       # the last try lands at the end of the budget
+    assert 90.0 <= clock.now <= 92.0  # the last try lands at the end of the budget
     assert f"gave up after {len(calls)} attempts in" in str(caught.value)
 
 
-@pytest.mark.parametrize("error", [UnauthorizedError("401"), DeniedError("403"),
-                                   ManifestNotFoundError("404"),
-                                   LocalContentError("archive holds 10 bytes, not 20")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        UnauthorizedError("401"),
+        DeniedError("403"),
+        ManifestNotFoundError("404"),
+        LocalContentError("archive holds 10 bytes, not 20"),
+    ],
+)
 def test_401_403_404_and_local_content_errors_are_never_retried(error: Exception) -> None:
     clock = FakeClock()
     calls, operation = _down_until(clock, 60.0, lambda: error)
@@ -104,7 +112,7 @@ def test_bytes_flowing_restart_the_budget() -> None:
     def operation() -> str:
         calls.append(clock.now)
         if len(calls) < 12:
-            clock.now += 20.0                # 20 s of transfer, then the connection breaks
+            clock.now += 20.0  # 20 s of transfer, then the connection breaks
             note_progress(1 << 20)
             raise RegistryNetworkError("reset mid-body")
         return "done"
@@ -119,7 +127,7 @@ def test_a_blob_corrupted_every_time_is_not_retried_for_ever() -> None:
 
     def operation() -> str:
         calls.append(clock.now)
-        note_progress(100)                   # the bytes flowed, they were just wrong
+        note_progress(100)  # the bytes flowed, they were just wrong
         raise DigestMismatchError("flipped")
 
     with pytest.raises(DigestMismatchError, match="gave up after 5 attempts"):
@@ -139,8 +147,7 @@ def test_an_injected_sleep_alone_still_ends_the_budget() -> None:
     assert sum(slept) == pytest.approx(5.0)
 
 
-def test_the_budget_is_configurable_from_the_environment(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_budget_is_configurable_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("D8_MIRROR_RETRY_ATTEMPTS", raising=False)
     monkeypatch.setenv("D8_MIRROR_RETRY_BUDGET", "2m30s")
     assert default_policy().budget == 150.0 and default_policy().attempts is None
@@ -151,9 +158,20 @@ def test_the_budget_is_configurable_from_the_environment(
         default_policy()
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("1m30s", 90.0), ("500ms", 0.5), ("1.5h", 5400.0), ("2h45m", 9900.0), ("-1s", -1.0),
-    ("0", 0.0), ("30", 30.0), ("1h2m3s4ms", 3723.004), ("300us", 0.0003)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("1m30s", 90.0),
+        ("500ms", 0.5),
+        ("1.5h", 5400.0),
+        ("2h45m", 9900.0),
+        ("-1s", -1.0),
+        ("0", 0.0),
+        ("30", 30.0),
+        ("1h2m3s4ms", 3723.004),
+        ("300us", 0.0003),
+    ],
+)
 def test_go_durations(text: str, seconds: float) -> None:
     assert parse_go_duration(text) == pytest.approx(seconds)
 
@@ -167,7 +185,7 @@ def test_not_go_durations(text: str) -> None:
 def test_d8_mirror_timeout_takes_go_durations_for_pull_and_push() -> None:
     """``1m30s`` used to stop push before it started (the write check's own parser)."""
     assert check_timeout({"D8_MIRROR_TIMEOUT": "1m30s"}) == 90.0
-    assert check_timeout({"D8_MIRROR_TIMEOUT": "-1s"}) == 15.0        # negative: the default
+    assert check_timeout({"D8_MIRROR_TIMEOUT": "-1s"}) == 15.0  # negative: the default
     assert TransferLimits.from_env({"D8_MIRROR_TIMEOUT": "1m30s"}).request_timeout == 90.0
     assert TransferLimits.from_env({"D8_MIRROR_TIMEOUT": "-5m"}).request_timeout is None
     assert TransferLimits.from_env({}).request_timeout is None
@@ -175,8 +193,9 @@ def test_d8_mirror_timeout_takes_go_durations_for_pull_and_push() -> None:
         TransferLimits.from_env({"D8_MIRROR_TIMEOUT": "soon"})
 
 
-def test_a_blob_shorter_than_its_descriptor_fails_at_once(registry: RegistryServer,
-                                                         tmp_path: Path) -> None:
+def test_a_blob_shorter_than_its_descriptor_fails_at_once(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
     """Deterministic local error: one try, not five, against a real registry."""
     blob = tmp_path / "blob"
     blob.write_bytes(b"x" * 100)
@@ -184,6 +203,7 @@ def test_a_blob_shorter_than_its_descriptor_fails_at_once(registry: RegistryServ
     tries: list[int] = []
     policy = RetryPolicy(budget=30.0, sleep=lambda _s: None)
     with registry.client() as client:
+
         def upload() -> None:
             tries.append(1)
             client.upload_blob("patience/short", digest, blob, size=200)
@@ -197,15 +217,19 @@ def test_a_blob_shorter_than_its_descriptor_fails_at_once(registry: RegistryServ
 
 # -- a real outage ----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def restartable(tmp_path: Path) -> Any:
     server = RegistryServer(tmp_path / "restartable", port=free_port()).start()
     try:
         with server.client() as client:
-            data = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",' \
-                   b'"manifests":[]}'
-            client.put_manifest("patience/outage", "v1",
-                                data, "application/vnd.oci.image.index.v1+json")
+            data = (
+                b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",'
+                b'"manifests":[]}'
+            )
+            client.put_manifest(
+                "patience/outage", "v1", data, "application/vnd.oci.image.index.v1+json"
+            )
         yield server
     finally:
         server.stop()
@@ -224,15 +248,19 @@ def _outage(server: RegistryServer, seconds: float) -> threading.Thread:
 
 
 def test_a_registry_down_for_a_few_seconds_is_survived_with_the_default_patience(
-        restartable: RegistryServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    restartable: RegistryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The registry process is stopped and started again 4 s later: the old policy (5 tries,
     ~3 s) gave up; the default budget rides it out."""
-    for name in ("D8_MIRROR_RETRY_BUDGET", "D8_MIRROR_RETRY_ATTEMPTS",
-                 "D8_MIRROR_RETRY_BASE_DELAY"):
+    for name in (
+        "D8_MIRROR_RETRY_BUDGET",
+        "D8_MIRROR_RETRY_ATTEMPTS",
+        "D8_MIRROR_RETRY_BASE_DELAY",
+    ):
         monkeypatch.delenv(name, raising=False)
     policy = default_policy()
     with RegistryClient(restartable.host, tls=TLSOptions(insecure=True)) as client:
-        assert client.list_tags("patience/outage") == ["v1"]      # scheme settled, pool warm
+        assert client.list_tags("patience/outage") == ["v1"]  # scheme settled, pool warm
         started = time.monotonic()
         thread = _outage(restartable, 4.0)
         tags = policy.call(lambda: client.list_tags("patience/outage"), what="list tags")
@@ -253,14 +281,23 @@ def test_a_small_budget_gives_up_on_the_same_outage(restartable: RegistryServer)
         thread.join(30)
 
 
-@pytest.mark.parametrize(("name", "value"), [("D8_MIRROR_TIMEOUT", "soon"),
-                                             ("D8_MIRROR_RETRY_BUDGET", "a while"),
-                                             ("D8_MIRROR_STALL_TIMEOUT", "0s")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("D8_MIRROR_TIMEOUT", "soon"),
+        ("D8_MIRROR_RETRY_BUDGET", "a while"),
+        ("D8_MIRROR_STALL_TIMEOUT", "0s"),
+    ],
+)
 def test_a_bad_timing_variable_fails_before_anything_starts(
-        name: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    name: str,
+    value: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from app.main import main
 
     monkeypatch.setenv(name, value)
-    assert main(["push", str(tmp_path), "127.0.0.1:9/target"]) == 1   # every error exits 1, as d8
+    assert main(["push", str(tmp_path), "127.0.0.1:9/target"]) == 1  # every error exits 1, as d8
     assert name in capsys.readouterr().err

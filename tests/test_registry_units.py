@@ -35,19 +35,30 @@ HOST = "registry.test"
 def test_public_surface() -> None:
     import d8mirror.registry as registry
 
-    assert sorted(registry.__all__) == ["BlobReader", "Credentials", "Descriptor", "Manifest",
-                                        "RegistryClient", "TLSOptions", "TransferLimits",
-                                        "check_transfer_environment", "resolve_credentials"]
+    assert sorted(registry.__all__) == [
+        "BlobReader",
+        "Credentials",
+        "Descriptor",
+        "Manifest",
+        "RegistryClient",
+        "TLSOptions",
+        "TransferLimits",
+        "check_transfer_environment",
+        "resolve_credentials",
+    ]
 
 
-@pytest.mark.parametrize(("header", "expected"), [
-    ('</v2/_catalog?last=cat%2Fr1&n=2>; rel="next"', "/v2/_catalog?last=cat%2Fr1&n=2"),
-    ('<https://a.test/x?a=1,2>; rel="prev", </b?c>; rel=next', "/b?c"),
-    ('<x>; title="a, b; c"; rel="last next"', "x"),
-    ('<x>; rel="prev"', None),
-    ("", None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ('</v2/_catalog?last=cat%2Fr1&n=2>; rel="next"', "/v2/_catalog?last=cat%2Fr1&n=2"),
+        ('<https://a.test/x?a=1,2>; rel="prev", </b?c>; rel=next', "/b?c"),
+        ('<x>; title="a, b; c"; rel="last next"', "x"),
+        ('<x>; rel="prev"', None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_parse_next_link(header: str | None, expected: str | None) -> None:
     assert parse_next_link(header) == expected
 
@@ -55,7 +66,8 @@ def test_parse_next_link(header: str | None, expected: str | None) -> None:
 def test_parse_challenge_keeps_commas_and_spaces_in_quotes() -> None:
     challenge = parse_challenge(
         'Bearer realm="https://auth.test/token",service="reg, x",'
-        'scope="repository:a/b:pull,push repository:c:pull"')
+        'scope="repository:a/b:pull,push repository:c:pull"'
+    )
     assert challenge is not None
     assert challenge.scheme == "bearer"
     assert challenge.params["realm"] == "https://auth.test/token"
@@ -66,16 +78,22 @@ def test_parse_challenge_keeps_commas_and_spaces_in_quotes() -> None:
     assert parse_challenge("") is None
 
 
-@pytest.mark.parametrize(("method", "url", "scopes"), [
-    ("GET", "/v2/", ()),
-    ("GET", "/v2/_catalog?n=2", ("registry:catalog:*",)),
-    ("GET", "/v2/a/blobs/x/tags/list", ("repository:a/blobs/x:pull",)),
-    ("HEAD", "/v2/a/b/manifests/1.0", ("repository:a/b:pull",)),
-    ("PUT", "/v2/a/b/manifests/1.0", ("repository:a/b:pull,push",)),
-    ("POST", "/v2/a/blobs/uploads/", ("repository:a:pull,push",)),
-    ("POST", "/v2/d/blobs/uploads/?mount=sha256:0&from=s/r",
-     ("repository:d:pull,push", "repository:s/r:pull")),
-])
+@pytest.mark.parametrize(
+    ("method", "url", "scopes"),
+    [
+        ("GET", "/v2/", ()),
+        ("GET", "/v2/_catalog?n=2", ("registry:catalog:*",)),
+        ("GET", "/v2/a/blobs/x/tags/list", ("repository:a/blobs/x:pull",)),
+        ("HEAD", "/v2/a/b/manifests/1.0", ("repository:a/b:pull",)),
+        ("PUT", "/v2/a/b/manifests/1.0", ("repository:a/b:pull,push",)),
+        ("POST", "/v2/a/blobs/uploads/", ("repository:a:pull,push",)),
+        (
+            "POST",
+            "/v2/d/blobs/uploads/?mount=sha256:0&from=s/r",
+            ("repository:d:pull,push", "repository:s/r:pull"),
+        ),
+    ],
+)
 def test_predicted_scopes(method: str, url: str, scopes: tuple[str, ...]) -> None:
     assert predicted_scopes(httpx.Request(method, f"https://{HOST}{url}")) == scopes
 
@@ -111,8 +129,10 @@ def test_redirect_to_another_host_drops_credentials() -> None:
         return httpx.Response(200, content=b"abc")
 
     digest = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    with _mock_client(httpx.MockTransport(handler), Credentials("u", "pw")) as client, \
-            client.open_blob("a/b", digest) as reader:
+    with (
+        _mock_client(httpx.MockTransport(handler), Credentials("u", "pw")) as client,
+        client.open_blob("a/b", digest) as reader,
+    ):
         assert reader.read() == b"abc"
     assert (seen[HOST] or "").startswith("Basic ")
     assert seen["cdn.test"] is None
@@ -121,8 +141,11 @@ def test_redirect_to_another_host_drops_credentials() -> None:
 def test_a_tag_list_cut_short_is_retried_and_a_wrong_shape_is_not() -> None:
     """Invalid JSON in a 200 list (a body cut short on the way) is retryable; valid JSON of
     the wrong shape is a protocol error."""
-    bodies = [b'{"name": "a/b", "tags": ["v1", "v', b'{"name": "a/b", "tags": ["v1"]}',
-              b'{"name": "a/b", "tags": "v1"}']
+    bodies = [
+        b'{"name": "a/b", "tags": ["v1", "v',
+        b'{"name": "a/b", "tags": ["v1"]}',
+        b'{"name": "a/b", "tags": "v1"}',
+    ]
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=bodies.pop(0))
@@ -137,20 +160,23 @@ def test_a_tag_list_cut_short_is_retried_and_a_wrong_shape_is_not() -> None:
         assert not is_retryable(shape.value)
 
 
-@pytest.mark.parametrize(("status", "headers", "error", "retryable"), [
-    (429, {"Retry-After": "7"}, RateLimitedError, True),
-    (503, {}, ServerError, True),
-    (403, {}, DeniedError, False),
-    (418, {}, ProtocolError, False),
-])
-def test_status_mapping(status: int, headers: dict[str, str], error: type[Exception],
-                        retryable: bool) -> None:
+@pytest.mark.parametrize(
+    ("status", "headers", "error", "retryable"),
+    [
+        (429, {"Retry-After": "7"}, RateLimitedError, True),
+        (503, {}, ServerError, True),
+        (403, {}, DeniedError, False),
+        (418, {}, ProtocolError, False),
+    ],
+)
+def test_status_mapping(
+    status: int, headers: dict[str, str], error: type[Exception], retryable: bool
+) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         body = {"errors": [{"code": "X", "message": "m"}]}
         return httpx.Response(status, headers=headers, content=json.dumps(body).encode())
 
-    with _mock_client(httpx.MockTransport(handler), None) as client, \
-            pytest.raises(error) as caught:
+    with _mock_client(httpx.MockTransport(handler), None) as client, pytest.raises(error) as caught:
         client.list_tags("a/b")
     assert is_retryable(caught.value) is retryable
     assert getattr(caught.value, "status", None) == status
@@ -162,11 +188,16 @@ def test_status_mapping(status: int, headers: dict[str, str], error: type[Except
 def test_endless_tag_list_is_refused() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         page = int(request.url.params.get("page", "0"))
-        return httpx.Response(200, json={"tags": [f"t{page}"]},
-                              headers={"Link": f'</v2/a/tags/list?page={page + 1}>; rel="next"'})
+        return httpx.Response(
+            200,
+            json={"tags": [f"t{page}"]},
+            headers={"Link": f'</v2/a/tags/list?page={page + 1}>; rel="next"'},
+        )
 
-    with _mock_client(httpx.MockTransport(handler), None) as client, \
-            pytest.raises(ProtocolError, match="more than 50"):
+    with (
+        _mock_client(httpx.MockTransport(handler), None) as client,
+        pytest.raises(ProtocolError, match="more than 50"),
+    ):
         client.list_tags("a", limit=50)
 
 
@@ -187,20 +218,24 @@ def _write_config(directory: Path, config: dict[str, object]) -> Path:
 def test_precedence_explicit_then_license_then_config(tmp_path: Path) -> None:
     auth = base64.b64encode(b"cfguser:cfgpass").decode()
     config = _write_config(tmp_path, {"auths": {"https://reg.test:5000/v1/": {"auth": auth}}})
-    assert resolve_credentials("reg.test:5000", username="u", password="p", license_token="L",
-                               docker_config=config) == Credentials("u", "p")
-    assert resolve_credentials("reg.test:5000", license_token="L",
-                               docker_config=config) == Credentials("license-token", "L")
-    assert resolve_credentials("reg.test:5000",
-                               docker_config=config) == Credentials("cfguser", "cfgpass")
+    assert resolve_credentials(
+        "reg.test:5000", username="u", password="p", license_token="L", docker_config=config
+    ) == Credentials("u", "p")
+    assert resolve_credentials(
+        "reg.test:5000", license_token="L", docker_config=config
+    ) == Credentials("license-token", "L")
+    assert resolve_credentials("reg.test:5000", docker_config=config) == Credentials(
+        "cfguser", "cfgpass"
+    )
     assert resolve_credentials("other.test", docker_config=config) is None
     assert resolve_credentials("reg.test:5000", docker_config=tmp_path / "none.json") is None
     with pytest.raises(ConfigError):
         resolve_credentials("reg.test", username="u")
 
 
-def test_docker_config_env_and_plain_fields(tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docker_config_env_and_plain_fields(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _write_config(tmp_path, {"auths": {"reg.test": {"username": "a", "password": "b"}}})
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     assert resolve_credentials("reg.test") == Credentials("a", "b")
@@ -208,15 +243,17 @@ def test_docker_config_env_and_plain_fields(tmp_path: Path,
 
 def _fake_helper(bin_dir: Path, name: str, answers: dict[str, tuple[str, str]]) -> None:
     script = bin_dir / f"docker-credential-{name}"
-    table = {host: {"ServerURL": host, "Username": u, "Secret": s}
-             for host, (u, s) in answers.items()}
+    table = {
+        host: {"ServerURL": host, "Username": u, "Secret": s} for host, (u, s) in answers.items()
+    }
     script.write_text(
         "#!/usr/bin/env python3\nimport json, sys\n"
         f"table = {table!r}\n"
         "server = sys.stdin.read().strip()\n"
         "if sys.argv[1:] != ['get'] or server not in table:\n"
         "    print('credentials not found in native keychain'); sys.exit(1)\n"
-        "print(json.dumps(table[server]))\n")
+        "print(json.dumps(table[server]))\n"
+    )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
 
 
@@ -227,9 +264,14 @@ def test_credential_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     _fake_helper(bin_dir, "store", {"stored.test": ("su", "ss")})
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     auth = base64.b64encode(b"fu:fs").decode()
-    config = _write_config(tmp_path, {"credHelpers": {"helped.test": "xyz"},
-                                      "credsStore": "store",
-                                      "auths": {"file.test": {"auth": auth}}})
+    config = _write_config(
+        tmp_path,
+        {
+            "credHelpers": {"helped.test": "xyz"},
+            "credsStore": "store",
+            "auths": {"file.test": {"auth": auth}},
+        },
+    )
     assert resolve_credentials("helped.test", docker_config=config) == Credentials("hu", "hs")
     assert resolve_credentials("stored.test", docker_config=config) == Credentials("su", "ss")
     assert resolve_credentials("file.test", docker_config=config) == Credentials("fu", "fs")
@@ -256,8 +298,9 @@ def test_oversized_manifest_and_wrong_digest_are_refused() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/big"):
-            return httpx.Response(200, headers={"Content-Type": OCI_MANIFEST},
-                                  content=b" " * (MAX_MANIFEST_BYTES + 1))
+            return httpx.Response(
+                200, headers={"Content-Type": OCI_MANIFEST}, content=b" " * (MAX_MANIFEST_BYTES + 1)
+            )
         return httpx.Response(200, headers={"Content-Type": OCI_MANIFEST}, content=b"{}")
 
     wrong = "sha256:" + "0" * 64

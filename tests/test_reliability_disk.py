@@ -22,16 +22,19 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 def small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={request.param}", "tmpfs",
-                           str(mount)],
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={request.param}", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a size-capped tmpfs here (needs root): {done.stderr.strip()}")
     try:
         yield mount
     finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30,
-                       check=False)
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30, check=False)
 
 
 def _final_names_are_whole(bundle: Path) -> None:
@@ -39,20 +42,24 @@ def _final_names_are_whole(bundle: Path) -> None:
         with tarfile.open(archive) as tar:
             tar.getmembers()
     assert verify_sidecars(bundle) == []
-    leftovers = [p.name for p in bundle.iterdir() if p.is_file()
-                 and (p.name.endswith((".tmp", ".partial")))]
+    leftovers = [
+        p.name for p in bundle.iterdir() if p.is_file() and (p.name.endswith((".tmp", ".partial")))
+    ]
     assert leftovers == []
 
 
 def test_pull_onto_a_full_disk_names_the_path_and_writes_nothing_half(
-        registry: RegistryServer, demo_content: SeededContent, small_disk: Path,
-        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    registry: RegistryServer,
+    demo_content: SeededContent,
+    small_disk: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     bundle = small_disk / "bundle"
-    code = main(["pull", str(bundle), "--source", f"{registry.host}/deckhouse/ee",
-                     "--insecure"])
+    code = main(["pull", str(bundle), "--source", f"{registry.host}/deckhouse/ee", "--insecure"])
     out, err = capfd.readouterr()
     assert code == 1
-    text = out + err + caplog.text     # the CLI's last line names the packages, the log why
+    text = out + err + caplog.text  # the CLI's last line names the packages, the log why
     assert "disk space exhausted while writing" in text, text[-3000:]
     assert str(small_disk) in text
     _final_names_are_whole(bundle)

@@ -41,18 +41,19 @@ def proxy(registry: RegistryServer, demo_content: SeededContent) -> Iterator[Fau
 def _params(host: str, bundle: Path, **extra: Any) -> Any:
     from tasks.models import PullParameters
 
-    return PullParameters(bundle_dir=str(bundle), source=f"{host}/{ROOT}", insecure=True,
-                          **extra)
+    return PullParameters(bundle_dir=str(bundle), source=f"{host}/{ROOT}", insecure=True, **extra)
 
 
 def _bundle_files(bundle: Path) -> dict[str, bytes]:
     """Every archive and sidecar (report.json holds timings, so it is left out)."""
-    return {p.name: p.read_bytes() for p in sorted(bundle.iterdir())
-            if p.is_file() and p.name != "report.json"}
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(bundle.iterdir())
+        if p.is_file() and p.name != "report.json"
+    }
 
 
-def test_pull_under_faults_gives_a_byte_identical_bundle(proxy: FaultProxy,
-                                                         tmp_path: Path) -> None:
+def test_pull_under_faults_gives_a_byte_identical_bundle(proxy: FaultProxy, tmp_path: Path) -> None:
     from flows.pull import run_pull
 
     clean = run_pull(_params(proxy.host, tmp_path / "clean"))
@@ -68,7 +69,7 @@ def test_pull_under_faults_gives_a_byte_identical_bundle(proxy: FaultProxy,
     assert {"flip", "reset", "truncate", "length", "429"} & set(kinds), kinds
     assert _bundle_files(tmp_path / "faulty") == _bundle_files(tmp_path / "clean")
     assert faulty.warnings == clean.warnings
-    assert requests_clean > 100   # the faults were spread over a real amount of traffic
+    assert requests_clean > 100  # the faults were spread over a real amount of traffic
 
 
 def _tags_and_digests(server: RegistryServer, root: str) -> dict[str, str]:
@@ -79,13 +80,13 @@ def _tags_and_digests(server: RegistryServer, root: str) -> dict[str, str]:
             if not repo.startswith(root + "/") and repo != root:
                 continue
             for tag in client.list_tags(repo):
-                found[f"{repo[len(root):]}:{tag}"] = client.head_manifest(repo, tag).digest
+                found[f"{repo[len(root) :]}:{tag}"] = client.head_manifest(repo, tag).digest
     return found
 
 
 def test_push_under_faults_leaves_the_target_identical(
-        registry: RegistryServer, registry2: RegistryServer, demo_content: SeededContent,
-        tmp_path: Path) -> None:
+    registry: RegistryServer, registry2: RegistryServer, demo_content: SeededContent, tmp_path: Path
+) -> None:
     """Core push (no Prefect retries) through the proxy: same repositories, tags, digests."""
     from flows.pull import run_pull
 
@@ -96,15 +97,27 @@ def test_push_under_faults_leaves_the_target_identical(
     n = next(_ns)
     clean_root, faulty_root = f"clean-{n}/ee", f"faulty-{n}/ee"
     with registry2.client() as client:
-        result = push_bundle(client, archives, tmp_path / "t1",
-                             parse_target(f"{registry2.host}/{clean_root}"),
-                             Router.from_suffixes())
+        result = push_bundle(
+            client,
+            archives,
+            tmp_path / "t1",
+            parse_target(f"{registry2.host}/{clean_root}"),
+            Router.from_suffixes(),
+        )
     assert result.ok
-    with FaultProxy(registry2.host, rate=FAULT_RATE, seed=7) as proxy, \
-            RegistryClient(proxy.host, tls=TLSOptions(insecure=True)) as client:
-        result = push_bundle(client, archives, tmp_path / "t2",
-                             parse_target(f"{proxy.host}/{faulty_root}"),
-                             Router.from_suffixes(), concurrency=2, blob_workers=2)
+    with (
+        FaultProxy(registry2.host, rate=FAULT_RATE, seed=7) as proxy,
+        RegistryClient(proxy.host, tls=TLSOptions(insecure=True)) as client,
+    ):
+        result = push_bundle(
+            client,
+            archives,
+            tmp_path / "t2",
+            parse_target(f"{proxy.host}/{faulty_root}"),
+            Router.from_suffixes(),
+            concurrency=2,
+            blob_workers=2,
+        )
         kinds = proxy.fault_kinds()
     assert result.ok, [f.error for f in result.failures]
     assert sum(kinds.values()) >= 5, kinds
@@ -113,7 +126,8 @@ def test_push_under_faults_leaves_the_target_identical(
 
 
 def test_a_blob_corrupted_on_every_try_never_lands_and_the_error_names_it(
-        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path) -> None:
+    registry: RegistryServer, demo_content: SeededContent, tmp_path: Path
+) -> None:
     repo = f"{ROOT}/packages/console"
     with registry.client() as client:
         layer = str(client.get_manifest(repo, "v1.2.0").json()["layers"][-1]["digest"])
@@ -122,8 +136,10 @@ def test_a_blob_corrupted_on_every_try_never_lands_and_the_error_names_it(
         return request.path.endswith(layer)
 
     slept: list[float] = []
-    with FaultProxy(registry.host, rate=1.0, kinds=("flip",), match=is_that_blob) as proxy, \
-            RegistryClient(proxy.host, tls=TLSOptions(insecure=True)) as client:
+    with (
+        FaultProxy(registry.host, rate=1.0, kinds=("flip",), match=is_that_blob) as proxy,
+        RegistryClient(proxy.host, tls=TLSOptions(insecure=True)) as client,
+    ):
         store = BlobStore(tmp_path / "store")
         fetcher = ImageFetcher(client, store, retry=RetryPolicy(attempts=3, sleep=slept.append))
         digest = fetcher.resolve(repo, "v1.2.0")
@@ -135,14 +151,18 @@ def test_a_blob_corrupted_on_every_try_never_lands_and_the_error_names_it(
     assert repo in message and layer in message and "gave up after 3 attempts" in message
     assert len(slept) == 2
     assert not store.has(layer)
-    leftovers = [p for p in (tmp_path / "store").rglob("*") if p.is_file()
-                 and layer.split(":")[1] in p.name]
+    leftovers = [
+        p for p in (tmp_path / "store").rglob("*") if p.is_file() and layer.split(":")[1] in p.name
+    ]
     assert leftovers == []
 
 
 def test_a_pull_whose_blob_stays_corrupted_fails_that_package_only(
-        registry: RegistryServer, demo_content: SeededContent, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    registry: RegistryServer,
+    demo_content: SeededContent,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Through the flow: no package-console.tar (nor a partial one), the others are written,
     and the failure names the repository and the digest."""
     from flows.pull import PullFailed, run_pull
@@ -152,19 +172,23 @@ def test_a_pull_whose_blob_stays_corrupted_fails_that_package_only(
     with registry.client() as client:
         layer = str(client.get_manifest(repo, "v1.2.0").json()["layers"][-1]["digest"])
     bundle = tmp_path / "bundle"
-    monkeypatch.setenv("D8_MIRROR_RETRY_BASE_DELAY", "0.01")   # the core's tries, quickly
-    monkeypatch.setenv("D8_MIRROR_RETRY_ATTEMPTS", "3")         # not the default: it is obeyed
+    monkeypatch.setenv("D8_MIRROR_RETRY_BASE_DELAY", "0.01")  # the core's tries, quickly
+    monkeypatch.setenv("D8_MIRROR_RETRY_ATTEMPTS", "3")  # not the default: it is obeyed
     policy = default_policy()
     assert policy.attempts is not None
     task_tries = 1 + TRANSIENT_RETRIES["retries"]
-    with FaultProxy(registry.host, rate=1.0, kinds=("flip",),
-                    match=lambda r: r.path.endswith(layer)) as proxy, \
-            pytest.raises(PullFailed, match="console"):
+    with (
+        FaultProxy(
+            registry.host, rate=1.0, kinds=("flip",), match=lambda r: r.path.endswith(layer)
+        ) as proxy,
+        pytest.raises(PullFailed, match="console"),
+    ):
         run_pull(_params(proxy.host, bundle, include_packages=["console", "code"]))
     assert (bundle / "package-code.tar").is_file()
     assert not list(bundle.glob("package-console.tar*"))
-    assert not any(p.name.endswith(".partial") or ".tmp" in p.name for p in bundle.iterdir()
-                   if p.is_file())
+    assert not any(
+        p.name.endswith(".partial") or ".tmp" in p.name for p in bundle.iterdir() if p.is_file()
+    )
     report = json.loads((bundle / "report.json").read_text())
     console = next(p for p in report["packages"] if p["name"] == "console")
     assert console["status"] == "failed"
@@ -176,4 +200,3 @@ def test_a_pull_whose_blob_stays_corrupted_fails_that_package_only(
     assert proxy.count("GET", layer) == policy.attempts * PASSES_PER_FETCH * task_tries
     store = BlobStore(bundle / ".tmp" / "blobs")
     assert not store.has(layer)
-

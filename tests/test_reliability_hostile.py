@@ -34,25 +34,40 @@ def _push(client: RegistryClient, repository: str, tag: str, image: BuiltImage) 
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    packages = [PackageSpec("good", ("v1.0.0",), channels={"stable": "v1.0.0"},
-                            internal_images=0)]
-    packages += [PackageSpec(f"evil-{key}", ("v1.0.0",), channels={"stable": "v1.0.0"},
-                             internal_images=0) for key in sorted(HOSTILE_NAMES)]
+    packages = [PackageSpec("good", ("v1.0.0",), channels={"stable": "v1.0.0"}, internal_images=0)]
+    packages += [
+        PackageSpec(f"evil-{key}", ("v1.0.0",), channels={"stable": "v1.0.0"}, internal_images=0)
+        for key in sorted(HOSTILE_NAMES)
+    ]
     spec = SeedSpec(payload_size=16 << 10, packages=tuple(packages))
     images = tmp_path_factory.mktemp("hostile-images")
     with RegistryServer(tmp_path_factory.mktemp("hostile-registry")) as server:
         with server.client() as client:
             seed_packages(client, ROOT, spec, images)
             builder = ImageBuilder(images)
-            for key, name in HOSTILE_NAMES.items():     # main images naming a hostile extra
-                _push(client, f"{ROOT}/packages/evil-{key}", "v1.0.0", builder.image(
-                    [{"extra_images.json": canonical_json({name: "v1"})}]))
+            for key, name in HOSTILE_NAMES.items():  # main images naming a hostile extra
+                _push(
+                    client,
+                    f"{ROOT}/packages/evil-{key}",
+                    "v1.0.0",
+                    builder.image([{"extra_images.json": canonical_json({name: "v1"})}]),
+                )
             # good: garbage images_digests.json, and a channel whose version.json is broken
-            _push(client, f"{ROOT}/packages/good", "v1.0.0", builder.image(
-                [{"images_digests.json": b"\x00{{not json sha256:zz", "version": b"1"}]))
-            _push(client, f"{ROOT}/packages/good/version", "alpha", builder.image(
-                [{"version.json": b"{broken"}]))
-            for tag in ("Bad_Name", "a..b"):             # catalog tags, no repository names
+            _push(
+                client,
+                f"{ROOT}/packages/good",
+                "v1.0.0",
+                builder.image(
+                    [{"images_digests.json": b"\x00{{not json sha256:zz", "version": b"1"}]
+                ),
+            )
+            _push(
+                client,
+                f"{ROOT}/packages/good/version",
+                "alpha",
+                builder.image([{"version.json": b"{broken"}]),
+            )
+            for tag in ("Bad_Name", "a..b"):  # catalog tags, no repository names
                 _push(client, f"{ROOT}/packages", tag, builder.image([{"package": b"x"}]))
         yield server
 
@@ -61,8 +76,9 @@ def _pull(source: str, bundle: Path, **extra: Any) -> tuple[dict[str, Any], str]
     from flows.pull import PullFailed, run_pull
     from tasks.models import PullParameters
 
-    params = PullParameters(bundle_dir=str(bundle), source=f"{source}/{ROOT}", insecure=True,
-                            **extra)
+    params = PullParameters(
+        bundle_dir=str(bundle), source=f"{source}/{ROOT}", insecure=True, **extra
+    )
     try:
         run_pull(params)
         error = ""
@@ -72,8 +88,10 @@ def _pull(source: str, bundle: Path, **extra: Any) -> tuple[dict[str, Any], str]
 
 
 @pytest.fixture(scope="module")
-def hostile_pull(hostile: RegistryServer, tmp_path_factory: pytest.TempPathFactory,
-                 ) -> tuple[Path, dict[str, Any], str]:
+def hostile_pull(
+    hostile: RegistryServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[str, Any], str]:
     """One pull of the whole hostile catalog, shared by the tests that read its outcome."""
     tmp_path = tmp_path_factory.mktemp("hostile-pull")
     report, error = _pull(hostile.host, tmp_path / "bundle")
@@ -81,7 +99,8 @@ def hostile_pull(hostile: RegistryServer, tmp_path_factory: pytest.TempPathFacto
 
 
 def test_hostile_metadata_fails_its_package_only_and_bad_catalog_tags_are_skipped(
-        hostile_pull: tuple[Path, dict[str, Any], str]) -> None:
+    hostile_pull: tuple[Path, dict[str, Any], str],
+) -> None:
     tmp_path, report, error = hostile_pull
     bundle = tmp_path / "bundle"
     statuses = {p["name"]: p["status"] for p in report["packages"]}
@@ -92,9 +111,12 @@ def test_hostile_metadata_fails_its_package_only_and_bad_catalog_tags_are_skippe
             assert "not a valid image name" in package["error"]
     assert all(f"evil-{k}" in error for k in HOSTILE_NAMES)
     assert sorted(p.name for p in bundle.glob("package-*.tar")) == [
-        "package-good.tar", "package-versions.tar"]
-    assert not [p for p in tmp_path.rglob("*") if p.name in ("b", "..", "Scanner")
-                or len(p.name) >= 300]
+        "package-good.tar",
+        "package-versions.tar",
+    ]
+    assert not [
+        p for p in tmp_path.rglob("*") if p.name in ("b", "..", "Scanner") or len(p.name) >= 300
+    ]
     warnings = "\n".join(report["warnings"])
     assert "Skipping catalog tag 'Bad_Name'" in warnings
     assert "Skipping catalog tag 'a..b'" in warnings
@@ -105,7 +127,8 @@ def _good(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_malformed_release_metadata_leaves_the_package_whole(
-        hostile_pull: tuple[Path, dict[str, Any], str]) -> None:
+    hostile_pull: tuple[Path, dict[str, Any], str],
+) -> None:
     """``good``'s channel alpha has a broken version.json and its main image a garbage
     images_digests.json: the package is still pulled, alpha adds no version, the garbage
     adds no internal image (only ``sha256:<64 hex>`` counts, R-1.3)."""
@@ -118,11 +141,12 @@ def test_malformed_release_metadata_leaves_the_package_whole(
         assert member is not None
         index = json.loads(member.read())
     refs = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
-    assert [r.rsplit(":", 1)[-1] for r in refs] == ["v1.0.0"], refs   # no internal image
+    assert [r.rsplit(":", 1)[-1] for r in refs] == ["v1.0.0"], refs  # no internal image
 
 
 def test_malformed_release_metadata_becomes_warnings(
-        hostile_pull: tuple[Path, dict[str, Any], str]) -> None:
+    hostile_pull: tuple[Path, dict[str, Any], str],
+) -> None:
     """Q11: release-metadata and internal-digest problems are warnings in the report."""
     _, report, _ = hostile_pull
     warnings = [*_good(report)["warnings"], *report["warnings"]]
@@ -131,25 +155,37 @@ def test_malformed_release_metadata_becomes_warnings(
 
 
 def test_oversized_manifest_and_endless_tag_list_are_refused(
-        hostile: RegistryServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    hostile: RegistryServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     big = json.dumps({"schemaVersion": 2, "pad": "x" * (5 << 20)}).encode()
     fake = "sha256:" + "0" * 64
-    manifest_headers = [("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
-                        ("Docker-Content-Digest", fake), ("Content-Length", str(len(big)))]
+    manifest_headers = [
+        ("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
+        ("Docker-Content-Digest", fake),
+        ("Content-Length", str(len(big))),
+    ]
 
     def evil(request: Request) -> Response | None:
-        if request.path.endswith("/packages/good/manifests/v1.0.0") \
-                and request.method == "HEAD":   # the tag resolves to a 5 MiB manifest...
+        if (
+            request.path.endswith("/packages/good/manifests/v1.0.0") and request.method == "HEAD"
+        ):  # the tag resolves to a 5 MiB manifest...
             return Response(200, manifest_headers, head_only=True)
-        if request.path.endswith(f"/packages/good/manifests/{fake}"):   # ...served by digest
+        if request.path.endswith(f"/packages/good/manifests/{fake}"):  # ...served by digest
             return Response(200, manifest_headers[:2], big)
         if request.path.endswith("/packages/evil-slash/tags/list"):
             page = int(request.target.rsplit("page=", 1)[-1]) if "page=" in request.target else 0
             tags = [f"v0.{page}.{i}" for i in range(5000)]
-            return Response(200, [("Content-Type", "application/json"),
-                                  ("Link", f'</v2/{ROOT}/packages/evil-slash/tags/list?'
-                                           f'page={page + 1}>; rel="next"')],
-                            json.dumps({"name": "x", "tags": tags}).encode())
+            return Response(
+                200,
+                [
+                    ("Content-Type", "application/json"),
+                    (
+                        "Link",
+                        f'</v2/{ROOT}/packages/evil-slash/tags/list?page={page + 1}>; rel="next"',
+                    ),
+                ],
+                json.dumps({"name": "x", "tags": tags}).encode(),
+            )
         return None
 
     with FaultProxy(hostile.host, intercept=evil) as proxy:
@@ -163,22 +199,29 @@ def test_oversized_manifest_and_endless_tag_list_are_refused(
         # the tag list is read by resolve-package; its error is in that task's log (the
         # report shows the fetch task's NotReady instead -- see the reliability notes)
         assert "lists more than 100000 tags: refusing an endless list" in caplog.text
-        assert proxy.count("GET", "/tags/list") < 40      # bounded
+        assert proxy.count("GET", "/tags/list") < 40  # bounded
 
 
-def test_redirect_to_another_host_gets_no_credentials(tmp_path: Path,
-                                                      tmp_path_factory: pytest.TempPathFactory,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_redirect_to_another_host_gets_no_credentials(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Blob GETs of an authenticated registry redirect to another host:port (a CDN); the pull
     succeeds and the CDN never sees an Authorization header."""
-    spec = SeedSpec(payload_size=16 << 10, packages=(
-        PackageSpec("cdn", ("v1.0.0",), channels={"stable": "v1.0.0"}, internal_images=0),))
+    spec = SeedSpec(
+        payload_size=16 << 10,
+        packages=(
+            PackageSpec("cdn", ("v1.0.0",), channels={"stable": "v1.0.0"}, internal_images=0),
+        ),
+    )
     images = tmp_path_factory.mktemp("cdn-images")
     seen_auth: list[str | None] = []
-    with RegistryServer(tmp_path / "auth", auth="htpasswd",
-                        users={"cdn-user": "cdn-pass-d8"}) as auth_registry, \
-            RegistryServer(tmp_path / "plain") as cdn_origin:
-        for server in (auth_registry, cdn_origin):      # same spec => same blobs
+    with (
+        RegistryServer(
+            tmp_path / "auth", auth="htpasswd", users={"cdn-user": "cdn-pass-d8"}
+        ) as auth_registry,
+        RegistryServer(tmp_path / "plain") as cdn_origin,
+    ):
+        for server in (auth_registry, cdn_origin):  # same spec => same blobs
             with server.client() as client:
                 seed_packages(client, ROOT, spec, images)
 
@@ -187,9 +230,13 @@ def test_redirect_to_another_host_gets_no_credentials(tmp_path: Path,
             return None
 
         with FaultProxy(cdn_origin.host, intercept=record) as cdn:
+
             def redirect(request: Request) -> Response | None:
-                if request.method == "GET" and "/blobs/sha256:" in request.path \
-                        and request.header("Authorization"):
+                if (
+                    request.method == "GET"
+                    and "/blobs/sha256:" in request.path
+                    and request.header("Authorization")
+                ):
                     return Response(307, [("Location", f"http://{cdn.host}{request.target}")])
                 return None
 

@@ -39,16 +39,18 @@ def _flaky(errors: list[Exception], value: str = "ok") -> tuple[list[int], Calla
 
 def test_transient_errors_are_retried_with_exponential_backoff() -> None:
     policy, slept = _policy(attempts=5, base_delay=0.2)
-    calls, operation = _flaky([ServerError("503"), RegistryNetworkError("reset"),
-                               DigestMismatchError("flipped")])
+    calls, operation = _flaky(
+        [ServerError("503"), RegistryNetworkError("reset"), DigestMismatchError("flipped")]
+    )
     assert policy.call(operation) == "ok"
     assert len(calls) == 4
     assert slept == pytest.approx([0.2, 0.4, 0.8])
 
 
 def test_jitter_adds_at_most_its_fraction_and_the_delay_is_capped() -> None:
-    policy, slept = _policy(attempts=8, base_delay=1.0, max_delay=3.0, jitter=0.5,
-                            random=lambda: 1.0)
+    policy, slept = _policy(
+        attempts=8, base_delay=1.0, max_delay=3.0, jitter=0.5, random=lambda: 1.0
+    )
     _calls, operation = _flaky([ServerError("x") for _ in range(7)])
     policy.call(operation)
     assert slept == pytest.approx([1.5, 3.0, 4.5, 4.5, 4.5, 4.5, 4.5])
@@ -56,15 +58,20 @@ def test_jitter_adds_at_most_its_fraction_and_the_delay_is_capped() -> None:
 
 def test_retry_after_is_honoured_and_capped() -> None:
     policy, slept = _policy(base_delay=0.1, max_retry_after=2.0)
-    _calls, operation = _flaky([RateLimitedError("429", retry_after=1.5),
-                               RateLimitedError("429", retry_after=600.0),
-                               RateLimitedError("429", retry_after=None)])
+    _calls, operation = _flaky(
+        [
+            RateLimitedError("429", retry_after=1.5),
+            RateLimitedError("429", retry_after=600.0),
+            RateLimitedError("429", retry_after=None),
+        ]
+    )
     assert policy.call(operation) == "ok"
     assert slept == pytest.approx([1.5, 2.0, 0.4])
 
 
-@pytest.mark.parametrize("error", [ManifestNotFoundError("404"), DeniedError("403"),
-                                   ValueError("bad input")])
+@pytest.mark.parametrize(
+    "error", [ManifestNotFoundError("404"), DeniedError("403"), ValueError("bad input")]
+)
 def test_permanent_errors_are_not_retried(error: Exception) -> None:
     policy, slept = _policy()
     calls, operation = _flaky([error])
@@ -75,8 +82,9 @@ def test_permanent_errors_are_not_retried(error: Exception) -> None:
 
 def test_attempts_are_bounded_and_the_last_error_says_so() -> None:
     policy, slept = _policy(attempts=3)
-    calls, operation = _flaky([DigestMismatchError(f"blob repo@sha256:{'a' * 64} corrupt")
-                               for _ in range(5)])
+    calls, operation = _flaky(
+        [DigestMismatchError(f"blob repo@sha256:{'a' * 64} corrupt") for _ in range(5)]
+    )
     with pytest.raises(DigestMismatchError) as caught:
         policy.call(operation)
     assert len(calls) == 3 and len(slept) == 2
@@ -85,8 +93,11 @@ def test_attempts_are_bounded_and_the_last_error_says_so() -> None:
 
 
 def test_defaults_and_no_retry() -> None:
-    assert (DEFAULT_RETRY.attempts, DEFAULT_RETRY.budget, DEFAULT_RETRY.base_delay) == \
-        (None, 90.0, 0.2)
+    assert (DEFAULT_RETRY.attempts, DEFAULT_RETRY.budget, DEFAULT_RETRY.base_delay) == (
+        None,
+        90.0,
+        0.2,
+    )
     calls, operation = _flaky([ServerError("x")])
     with pytest.raises(ServerError) as caught:
         NO_RETRY.call(operation)

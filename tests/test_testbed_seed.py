@@ -44,22 +44,28 @@ def test_catalog_and_package_tags(registry: RegistryServer, demo_content: Seeded
         channels = sorted(client.list_tags(f"{PKG}/code/version"))
     assert console == demo_content.tags(f"{PKG}/console")
     assert {"v1.0.0", "v1.2.0", "v1.1.0.att", "v1.2.3.att"} <= set(console)
-    assert sum(tag.startswith("sha256-") and tag.endswith(".att") for tag in console) == \
-        len(demo_content.internal_digests["console"])
+    assert sum(tag.startswith("sha256-") and tag.endswith(".att") for tag in console) == len(
+        demo_content.internal_digests["console"]
+    )
     assert "lts" in channels and "v1.6.2" in channels
 
 
 @pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
 def test_skopeo_sees_the_same_tags(registry: RegistryServer, demo_content: SeededContent) -> None:
     for repo in (PKG, f"{PKG}/console", f"{PKG}/console/extra/enforcer"):
-        out = subprocess.run(["skopeo", "list-tags", "--tls-verify=false",
-                              f"docker://{registry.host}/{repo}"],
-                             check=True, capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run(
+            ["skopeo", "list-tags", "--tls-verify=false", f"docker://{registry.host}/{repo}"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         assert sorted(json.loads(out)["Tags"]) == demo_content.tags(repo)
 
 
-def test_main_image_carries_metadata(registry: RegistryServer, demo_content: SeededContent,
-                                     tmp_path: Path) -> None:
+def test_main_image_carries_metadata(
+    registry: RegistryServer, demo_content: SeededContent, tmp_path: Path
+) -> None:
     with registry.client() as client:
         files = _files_of(client, f"{PKG}/console", "v1.1.0", tmp_path)
         assert json.loads(files["extra_images.json"]) == {"scanner": "v1.2.3", "enforcer": 3}
@@ -70,12 +76,14 @@ def test_main_image_carries_metadata(registry: RegistryServer, demo_content: See
         assert {"base/payload.bin", "payload/console.bin"} <= set(files)
         channel = _files_of(client, f"{PKG}/console/version", "stable", tmp_path)
         assert json.loads(channel["version.json"]) == {"version": "v1.1.0"}
-        assert client.get_manifest(f"{PKG}/console/extra/enforcer", "3").digest == \
-            demo_content.digest(f"{PKG}/console/extra/enforcer:3")
+        assert client.get_manifest(
+            f"{PKG}/console/extra/enforcer", "3"
+        ).digest == demo_content.digest(f"{PKG}/console/extra/enforcer:3")
 
 
-def test_base_layer_is_shared_and_formats_differ(registry: RegistryServer,
-                                                 demo_content: SeededContent) -> None:
+def test_base_layer_is_shared_and_formats_differ(
+    registry: RegistryServer, demo_content: SeededContent
+) -> None:
     with registry.client() as client:
         console = client.get_manifest(f"{PKG}/console", "v1.0.0")
         code = client.get_manifest(f"{PKG}/code", "v1.6.0")
@@ -88,12 +96,23 @@ def test_base_layer_is_shared_and_formats_differ(registry: RegistryServer,
     assert console.digest == demo_content.digest(f"{PKG}/console:v1.0.0")
 
 
-def test_identical_spec_gives_identical_digests(tmp_path: Path,
-                                               demo_content: SeededContent) -> None:
-    spec = SeedSpec(packages=(
-        PackageSpec("solo", ("v1.0.0", "v2.0.0"), {"stable": "v1.0.0"},
-                    extras=(ExtraSpec("tool", 7),), vex_versions=("v2.0.0",),
-                    vex_internal=True, vex_extras=("tool",)),), payload_size=40_000)
+def test_identical_spec_gives_identical_digests(
+    tmp_path: Path, demo_content: SeededContent
+) -> None:
+    spec = SeedSpec(
+        packages=(
+            PackageSpec(
+                "solo",
+                ("v1.0.0", "v2.0.0"),
+                {"stable": "v1.0.0"},
+                extras=(ExtraSpec("tool", 7),),
+                vex_versions=("v2.0.0",),
+                vex_internal=True,
+                vex_extras=("tool",),
+            ),
+        ),
+        payload_size=40_000,
+    )
     results = []
     for attempt in range(2):
         with RegistryServer(tmp_path / f"reg-{attempt}") as server, server.client() as client:
@@ -104,8 +123,10 @@ def test_identical_spec_gives_identical_digests(tmp_path: Path,
 
 
 def test_layers_are_deterministic_and_streamed(tmp_path: Path) -> None:
-    files: dict[str, FileContent] = {"a/b.txt": b"hello",
-                                     "big.bin": RandomFile(3 << 20 | 5, seed="x")}
+    files: dict[str, FileContent] = {
+        "a/b.txt": b"hello",
+        "big.bin": RandomFile(3 << 20 | 5, seed="x"),
+    }
     one = ImageBuilder(tmp_path / "one").image([files])
     two = ImageBuilder(tmp_path / "two").image([files])
     assert one.digest == two.digest

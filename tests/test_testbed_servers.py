@@ -22,18 +22,26 @@ def _push_tiny(server: RegistryServer, tmp_path: Path, repo: str, tag: str) -> s
     digest = "sha256:" + hashlib.sha256(config).hexdigest()
     source = tmp_path / "config.json"
     source.write_bytes(config)
-    manifest = (b'{"schemaVersion":2,"mediaType":"' + OCI_MANIFEST.encode()
-                + b'","config":{"mediaType":"' + OCI_CONFIG.encode() + b'","digest":"'
-                + digest.encode() + b'","size":' + str(len(config)).encode()
-                + b'},"layers":[]}')
+    manifest = (
+        b'{"schemaVersion":2,"mediaType":"'
+        + OCI_MANIFEST.encode()
+        + b'","config":{"mediaType":"'
+        + OCI_CONFIG.encode()
+        + b'","digest":"'
+        + digest.encode()
+        + b'","size":'
+        + str(len(config)).encode()
+        + b'},"layers":[]}'
+    )
     with server.client() as client:
         client.upload_blob(repo, digest, source)
         return client.put_manifest(repo, tag, manifest, OCI_MANIFEST)
 
 
 @pytest.mark.parametrize("fixture_name", MODES)
-def test_every_mode_round_trips_an_image(fixture_name: str, request: pytest.FixtureRequest,
-                                         tmp_path: Path) -> None:
+def test_every_mode_round_trips_an_image(
+    fixture_name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     server: RegistryServer = request.getfixturevalue(fixture_name)
     digest = _push_tiny(server, tmp_path, f"bed/{fixture_name.replace('_', '-')}", "t1")
     with server.client() as client:
@@ -41,17 +49,21 @@ def test_every_mode_round_trips_an_image(fixture_name: str, request: pytest.Fixt
 
 
 @pytest.mark.parametrize("fixture_name", ["basic_registry", "tls_registry", "token_registry"])
-def test_authenticated_modes_reject_wrong_password(fixture_name: str,
-                                                   request: pytest.FixtureRequest) -> None:
+def test_authenticated_modes_reject_wrong_password(
+    fixture_name: str, request: pytest.FixtureRequest
+) -> None:
     server: RegistryServer = request.getfixturevalue(fixture_name)
     assert server.username == "testuser" and server.password == "testpass"
-    with server.client(credentials=Credentials("testuser", "wrong")) as client, \
-            pytest.raises(UnauthorizedError):
+    with (
+        server.client(credentials=Credentials("testuser", "wrong")) as client,
+        pytest.raises(UnauthorizedError),
+    ):
         client.list_tags("bed/none")
 
 
-def test_attributes_describe_the_mode(registry: RegistryServer,
-                                      tls_registry: RegistryServer) -> None:
+def test_attributes_describe_the_mode(
+    registry: RegistryServer, tls_registry: RegistryServer
+) -> None:
     assert registry.url == f"http://{registry.host}" and registry.insecure
     assert registry.username is None and registry.password is None and registry.ca_file is None
     assert tls_registry.url.startswith("https://127.0.0.1:") and not tls_registry.insecure
@@ -75,8 +87,10 @@ def test_access_log_counts_requests(registry: RegistryServer, tmp_path: Path) ->
 
 
 def test_parse_access_log_reads_combined_format() -> None:
-    line = ('127.0.0.1 - - [28/Nov/2026:10:00:00 +0000] "GET /v2/x/blobs/sha256:ab HTTP/1.1" '
-            '200 12 "" "d8mirror"\n')
+    line = (
+        '127.0.0.1 - - [28/Nov/2026:10:00:00 +0000] "GET /v2/x/blobs/sha256:ab HTTP/1.1" '
+        '200 12 "" "d8mirror"\n'
+    )
     assert parse_access_log(line) == [("GET", "/v2/x/blobs/sha256:ab", 200)]
 
 
@@ -104,9 +118,12 @@ def test_foreground_cli_prints_host_and_stops_on_sigterm(tmp_path: Path) -> None
     import subprocess
     import sys
 
-    with subprocess.Popen(      # leaving the block closes the stdout pipe
-            [sys.executable, "-m", "testbed.registry_server", "--dir", str(tmp_path)],
-            stdout=subprocess.PIPE, text=True, start_new_session=True) as process:
+    with subprocess.Popen(  # leaving the block closes the stdout pipe
+        [sys.executable, "-m", "testbed.registry_server", "--dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as process:
         try:
             assert process.stdout is not None
             host = process.stdout.readline().strip()

@@ -24,22 +24,36 @@ def _claims(token: str) -> dict[str, object]:
 
 def test_parse_scope_keeps_nested_names() -> None:
     assert parse_scope("repository:a/b/c:pull,push") == {
-        "type": "repository", "name": "a/b/c", "actions": ["pull", "push"]}
+        "type": "repository",
+        "name": "a/b/c",
+        "actions": ["pull", "push"],
+    }
     assert parse_scope("registry:catalog:*") == {
-        "type": "registry", "name": "catalog", "actions": ["*"]}
+        "type": "registry",
+        "name": "catalog",
+        "actions": ["*"],
+    }
 
 
 def test_grants_exactly_the_requested_scopes(tmp_path: Path) -> None:
     with TokenServer(tmp_path, {"testuser": "testpass"}) as server:
-        answer = httpx.get(server.realm, headers=BASIC, params=[
-            ("service", "x"), ("scope", "repository:dst:pull,push"),
-            ("scope", "repository:src:pull"), ("scope", "registry:catalog:*")])
+        answer = httpx.get(
+            server.realm,
+            headers=BASIC,
+            params=[
+                ("service", "x"),
+                ("scope", "repository:dst:pull,push"),
+                ("scope", "repository:src:pull"),
+                ("scope", "registry:catalog:*"),
+            ],
+        )
         assert answer.status_code == 200
         claims = _claims(answer.json()["token"])
         assert claims["access"] == [
             {"type": "repository", "name": "dst", "actions": ["pull", "push"]},
             {"type": "repository", "name": "src", "actions": ["pull"]},
-            {"type": "registry", "name": "catalog", "actions": ["*"]}]
+            {"type": "registry", "name": "catalog", "actions": ["*"]},
+        ]
         assert claims["sub"] == "testuser"
         denied = httpx.get(server.realm, params={"scope": "repository:x:pull"})
         assert denied.status_code == 401
@@ -47,8 +61,9 @@ def test_grants_exactly_the_requested_scopes(tmp_path: Path) -> None:
         assert server.requests[1] == ["repository:x:pull"]
 
 
-def test_token_registry_pull_push_mount_and_catalog(token_registry: RegistryServer,
-                                                    tmp_path: Path) -> None:
+def test_token_registry_pull_push_mount_and_catalog(
+    token_registry: RegistryServer, tmp_path: Path
+) -> None:
     blob = b"token-mounted-blob"
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     source = tmp_path / "blob"

@@ -21,8 +21,7 @@ def _run(argv: list[str]) -> int:
         return int(args.run(args, session))
 
 
-def test_verify_verdicts_and_exit_codes(tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_verdicts_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bundle, _ = build_bundle(tmp_path, [PackageSpec("alpha")])
     assert _run(["verify", str(bundle)]) == 0
     assert capsys.readouterr().out.startswith("OK: ")
@@ -34,9 +33,11 @@ def test_verify_verdicts_and_exit_codes(tmp_path: Path,
 
 
 def test_core_and_the_cli_parser_never_import_prefect() -> None:
-    code = ("import sys, app.main, d8mirror.transfer.s3, d8mirror.transfer.oci_artifact, "
-            "d8mirror.verify; app.main.build_parser(); "
-            "assert 'prefect' not in sys.modules, 'prefect imported'")
+    code = (
+        "import sys, app.main, d8mirror.transfer.s3, d8mirror.transfer.oci_artifact, "
+        "d8mirror.verify; app.main.build_parser(); "
+        "assert 'prefect' not in sys.modules, 'prefect imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

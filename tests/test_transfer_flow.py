@@ -35,11 +35,16 @@ def bucket(endpoint: str, prefect_server: None) -> str:
     import boto3
     from prefect.blocks.system import Secret
 
-    Secret(value=json.dumps({"aws_access_key_id": ACCESS_KEY,
-                             "aws_secret_access_key": SECRET_KEY})).save(BLOCK, overwrite=True)
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                 aws_access_key_id=ACCESS_KEY,
-                 aws_secret_access_key=SECRET_KEY).create_bucket(Bucket="airgap")
+    Secret(
+        value=json.dumps({"aws_access_key_id": ACCESS_KEY, "aws_secret_access_key": SECRET_KEY})
+    ).save(BLOCK, overwrite=True)
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    ).create_bucket(Bucket="airgap")
     return "airgap"
 
 
@@ -66,10 +71,10 @@ def _everything_prefect_kept(run_id: UUID) -> str:
 
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
-        logs = client.read_logs(log_filter=LogFilter(
-            flow_run_id=LogFilterFlowRunId(any_=[run_id])))
-        artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[run_id])))
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        artifacts = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
     texts = [json.dumps(run.parameters, default=str), str(run.state)]
     texts += [log.message for log in logs]
     texts += [json.dumps(a.data, default=str) + str(a.description) for a in artifacts]
@@ -94,20 +99,27 @@ def _events(name: str, url: str) -> list[dict[str, Any]]:
 
 
 def test_s3_flows_round_trip_without_leaking_credentials(
-        endpoint: str, bucket: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    endpoint: str, bucket: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     from flows.transfer import UPLOADED_EVENT, download_bundle, upload_bundle
     from tasks.transfer_models import DownloadParameters, UploadParameters
 
     bundle = make_bundle(tmp_path / "src")
-    common = {"url": f"s3://{bucket}/flow", "endpoint_url": endpoint, "region": "us-east-1",
-              "credentials_block": BLOCK, "part_size_mib": 5}
+    common = {
+        "url": f"s3://{bucket}/flow",
+        "endpoint_url": endpoint,
+        "region": "us-east-1",
+        "credentials_block": BLOCK,
+        "part_size_mib": 5,
+    }
     up = upload_bundle(UploadParameters(bundle_dir=str(bundle), **common), return_state=True)
     assert up.is_completed(), up
     summary = up.result()
     assert summary.statuses == {"uploaded": summary.files}
 
-    down = download_bundle(DownloadParameters(dest_dir=str(tmp_path / "dst"), **common),
-                           return_state=True)
+    down = download_bundle(
+        DownloadParameters(dest_dir=str(tmp_path / "dst"), **common), return_state=True
+    )
     assert down.is_completed(), down
     assert (tmp_path / "dst" / MANIFEST_NAME).is_file()
     for path in bundle.iterdir():
@@ -126,13 +138,18 @@ def test_s3_flows_round_trip_without_leaking_credentials(
 
 
 def test_download_of_incomplete_upload_fails_before_any_file(
-        endpoint: str, bucket: str, tmp_path: Path) -> None:
+    endpoint: str, bucket: str, tmp_path: Path
+) -> None:
     from flows.transfer import download_bundle
     from tasks.transfer_models import DownloadParameters
 
-    params = DownloadParameters(url=f"s3://{bucket}/never-finished", endpoint_url=endpoint,
-                                region="us-east-1", credentials_block=BLOCK,
-                                dest_dir=str(tmp_path / "dst"))
+    params = DownloadParameters(
+        url=f"s3://{bucket}/never-finished",
+        endpoint_url=endpoint,
+        region="us-east-1",
+        credentials_block=BLOCK,
+        dest_dir=str(tmp_path / "dst"),
+    )
     state = download_bundle(params, return_state=True)
     assert state.is_failed()
     with pytest.raises(IncompleteUploadError):
@@ -152,7 +169,6 @@ def test_oci_flows_round_trip(registry: RegistryServer, tmp_path: Path) -> None:
     assert verify_bundle(tmp_path / "dst").ok
 
 
-
 def test_deployments_pass_the_file_bound_through() -> None:
     """serve.py and prefect.yaml deploy the flow object itself, and a deployment run calls it
     with the run's parameters: ``file_concurrency`` reaches ``submit_bounded`` unchanged (it
@@ -165,9 +181,10 @@ def test_deployments_pass_the_file_bound_through() -> None:
 
     [upload] = [d for d in build_deployments({}) if d.name == "upload-bundle"]
     assert upload.flow_name == upload_bundle.name
-    assert "file_concurrency" not in upload.parameters["params"]   # the model's default
-    chosen = UploadParameters.model_validate({**upload.parameters["params"],
-                                              "file_concurrency": 16})
+    assert "file_concurrency" not in upload.parameters["params"]  # the model's default
+    chosen = UploadParameters.model_validate(
+        {**upload.parameters["params"], "file_concurrency": 16}
+    )
     assert chosen.file_concurrency == 16
     yaml = (Path(__file__).parents[1] / "deployments" / "prefect.yaml").read_text()
     assert "entrypoint: flows/transfer.py:upload_bundle" in yaml

@@ -52,13 +52,18 @@ def _url(host: str, repo: str, tag: str = "2024-06-01") -> str:
 
 def _upload(bundle: Path, url: str, **extra: Any) -> Any:
     """The upload-bundle run's final state."""
-    return upload_bundle(UploadParameters(bundle_dir=str(bundle), url=url, insecure=True,
-                                          part_size_mib=CHUNK_MIB, **extra), return_state=True)
+    return upload_bundle(
+        UploadParameters(
+            bundle_dir=str(bundle), url=url, insecure=True, part_size_mib=CHUNK_MIB, **extra
+        ),
+        return_state=True,
+    )
 
 
 def _download(url: str, dest: Path, **extra: Any) -> Any:
-    return download_bundle(DownloadParameters(dest_dir=str(dest), url=url, insecure=True,
-                                              **extra), return_state=True)
+    return download_bundle(
+        DownloadParameters(dest_dir=str(dest), url=url, insecure=True, **extra), return_state=True
+    )
 
 
 def _same_files(a: Path, b: Path) -> None:
@@ -68,8 +73,9 @@ def _same_files(a: Path, b: Path) -> None:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
-def test_round_trip_chunked_and_byte_identical(registry: RegistryServer, bundle: Path,
-                                               tmp_path: Path) -> None:
+def test_round_trip_chunked_and_byte_identical(
+    registry: RegistryServer, bundle: Path, tmp_path: Path
+) -> None:
     url = _url(registry.host, "airgap/round-trip")
     registry.clear_requests()
     up = _upload(bundle, url)
@@ -104,23 +110,31 @@ def test_manifest_is_a_valid_oras_artifact(registry: RegistryServer, bundle: Pat
     if shutil.which("skopeo") is None:
         pytest.skip("skopeo is not installed")
     raw = subprocess.run(
-        ["skopeo", "inspect", "--raw", "--tls-verify=false",
-         f"docker://{registry.host}/airgap/interop:2024-06-01"],
-        check=True, capture_output=True, timeout=60).stdout
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            f"docker://{registry.host}/airgap/interop:2024-06-01",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout
     doc = json.loads(raw)
     assert doc["mediaType"] == OCI_MANIFEST
     assert doc["artifactType"] == oci.ARTIFACT_TYPE
     assert doc["config"] == {"mediaType": OCI_EMPTY, "digest": oci.EMPTY_DIGEST, "size": 2}
     titles = [layer["annotations"][ANNOTATION_TITLE] for layer in doc["layers"]]
     assert titles == [*build_manifest(bundle).names(), MANIFEST_NAME]
-    types = {layer["annotations"][ANNOTATION_TITLE]: layer["mediaType"]
-             for layer in doc["layers"]}
+    types = {layer["annotations"][ANNOTATION_TITLE]: layer["mediaType"] for layer in doc["layers"]}
     assert types[BIG] == oci.ARCHIVE_TYPE
     assert types[BIG + ".sha256"] == "text/plain"
 
 
-def test_oras_py_pull_restores_the_files(registry: RegistryServer, bundle: Path,
-                                         tmp_path: Path) -> None:
+def test_oras_py_pull_restores_the_files(
+    registry: RegistryServer, bundle: Path, tmp_path: Path
+) -> None:
     import oras.client
 
     assert _upload(bundle, _url(registry.host, "airgap/oras-pull")).is_completed()
@@ -137,13 +151,15 @@ def test_missing_tag_is_refused(registry: RegistryServer, tmp_path: Path) -> Non
     assert not (tmp_path / "a").exists()
 
 
-def test_artifact_without_transfer_manifest_is_refused(registry: RegistryServer, bundle: Path,
-                                                       tmp_path: Path) -> None:
+def test_artifact_without_transfer_manifest_is_refused(
+    registry: RegistryServer, bundle: Path, tmp_path: Path
+) -> None:
     assert _upload(bundle, _url(registry.host, "airgap/no-manifest", "full")).is_completed()
     manifest = build_manifest(bundle)
     doc = json.loads(oci.artifact_manifest(manifest, manifest.files[0]))
-    doc["layers"] = [layer for layer in doc["layers"]
-                     if layer["annotations"][ANNOTATION_TITLE] != MANIFEST_NAME]
+    doc["layers"] = [
+        layer for layer in doc["layers"] if layer["annotations"][ANNOTATION_TITLE] != MANIFEST_NAME
+    ]
     with registry.client() as client:
         client.put_manifest("airgap/no-manifest", "cut", json.dumps(doc).encode(), OCI_MANIFEST)
     state = _download(_url(registry.host, "airgap/no-manifest", "cut"), tmp_path / "b")
@@ -152,8 +168,9 @@ def test_artifact_without_transfer_manifest_is_refused(registry: RegistryServer,
     assert not (tmp_path / "b").exists()
 
 
-def test_deleted_blob_is_refused_before_any_download(registry: RegistryServer, bundle: Path,
-                                                     tmp_path: Path) -> None:
+def test_deleted_blob_is_refused_before_any_download(
+    registry: RegistryServer, bundle: Path, tmp_path: Path
+) -> None:
     url = _url(registry.host, "airgap/holes")
     assert _upload(bundle, url).is_completed()
     victim = build_manifest(bundle).files[-1]
@@ -165,8 +182,7 @@ def test_deleted_blob_is_refused_before_any_download(registry: RegistryServer, b
     assert not (tmp_path / "b").exists()
 
 
-def test_download_resumes_a_partial(registry: RegistryServer, bundle: Path,
-                                    tmp_path: Path) -> None:
+def test_download_resumes_a_partial(registry: RegistryServer, bundle: Path, tmp_path: Path) -> None:
     assert _upload(bundle, _url(registry.host, "airgap/resume")).is_completed()
     entry = next(f for f in build_manifest(bundle).files if f.name == BIG)
     out = tmp_path / "out"
@@ -184,11 +200,13 @@ def test_download_resumes_a_partial(registry: RegistryServer, bundle: Path,
     assert (out / BIG).read_bytes() == data
     # only the missing bytes crossed the wire: one Range GET from the end of the partial
     assert [(e.range, e.status, e.body_sent) for e in gets] == [
-        (f"bytes={kept}-", 206, len(data) - kept)], gets
+        (f"bytes={kept}-", 206, len(data) - kept)
+    ], gets
 
 
-def test_authenticated_registry(basic_registry: RegistryServer, bundle: Path, tmp_path: Path,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_authenticated_registry(
+    basic_registry: RegistryServer, bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = _url(basic_registry.host, "airgap/auth")
     monkeypatch.setenv("D8_MIRROR_REGISTRY_LOGIN", "testuser")
     monkeypatch.setenv("D8_MIRROR_REGISTRY_PASSWORD", "testpass")
@@ -202,8 +220,7 @@ def test_authenticated_registry(basic_registry: RegistryServer, bundle: Path, tm
     assert not (tmp_path / "x").exists()
 
 
-def test_files_in_flight_follow_file_concurrency(registry: RegistryServer,
-                                                 tmp_path: Path) -> None:
+def test_files_in_flight_follow_file_concurrency(registry: RegistryServer, tmp_path: Path) -> None:
     """The flow itself bounds its files by ``file_concurrency``, as a deployment run or the
     UI's Retry calls it (no per-call task runner): 3 here, above the old fixed 2, never more."""
     bundle = make_bundle(tmp_path / "src", big=1000)
@@ -216,7 +233,7 @@ def test_files_in_flight_follow_file_concurrency(registry: RegistryServer,
             with lock:
                 in_flight += 1
                 peak = max(peak, in_flight)
-            time.sleep(0.5)         # each file's upload session opens slowly
+            time.sleep(0.5)  # each file's upload session opens slowly
             with lock:
                 in_flight -= 1
         return None

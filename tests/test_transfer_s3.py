@@ -63,8 +63,10 @@ def aws_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def client(endpoint: str) -> Any:
     """A direct client to moto, to arrange and inspect the bucket."""
-    return s3.make_client(s3.S3Settings(endpoint_url=endpoint, region="us-east-1"),
-                          s3.S3Credentials(ACCESS_KEY, SECRET_KEY))
+    return s3.make_client(
+        s3.S3Settings(endpoint_url=endpoint, region="us-east-1"),
+        s3.S3Credentials(ACCESS_KEY, SECRET_KEY),
+    )
 
 
 @pytest.fixture
@@ -86,19 +88,27 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _common(proxy: FaultProxy, url: S3Url) -> dict[str, Any]:
-    return {"url": str(url), "endpoint_url": f"http://{proxy.host}", "region": "us-east-1",
-            "part_size_mib": 5, "concurrency": 3, "file_concurrency": 3}
+    return {
+        "url": str(url),
+        "endpoint_url": f"http://{proxy.host}",
+        "region": "us-east-1",
+        "part_size_mib": 5,
+        "concurrency": 3,
+        "file_concurrency": 3,
+    }
 
 
 def _upload(proxy: FaultProxy, url: S3Url, bundle: Path) -> Any:
     """The upload-bundle run's final state."""
-    return upload_bundle(UploadParameters(bundle_dir=str(bundle), **_common(proxy, url)),
-                         return_state=True)
+    return upload_bundle(
+        UploadParameters(bundle_dir=str(bundle), **_common(proxy, url)), return_state=True
+    )
 
 
 def _download(proxy: FaultProxy, url: S3Url, dest: Path) -> Any:
-    return download_bundle(DownloadParameters(dest_dir=str(dest), **_common(proxy, url)),
-                           return_state=True)
+    return download_bundle(
+        DownloadParameters(dest_dir=str(dest), **_common(proxy, url)), return_state=True
+    )
 
 
 def _writes(proxy: FaultProxy, url: S3Url) -> list[tuple[str, str]]:
@@ -106,8 +116,11 @@ def _writes(proxy: FaultProxy, url: S3Url) -> list[tuple[str, str]]:
     with proxy._lock:
         seen = list(proxy.seen)
     marker = f"/{url.bucket}/{url.prefix}/"
-    return [(method, path.split(marker, 1)[1]) for method, path in seen
-            if method in ("PUT", "POST") and marker in path]
+    return [
+        (method, path.split(marker, 1)[1])
+        for method, path in seen
+        if method in ("PUT", "POST") and marker in path
+    ]
 
 
 def _same_tree(a: Path, b: Path) -> None:
@@ -118,7 +131,8 @@ def _same_tree(a: Path, b: Path) -> None:
 
 
 def test_round_trip_is_byte_identical_multipart_and_manifest_last(
-        client: Any, url: S3Url, bundle: Path, proxy: FaultProxy, tmp_path: Path) -> None:
+    client: Any, url: S3Url, bundle: Path, proxy: FaultProxy, tmp_path: Path
+) -> None:
     names = build_manifest(bundle).names()
     up = _upload(proxy, url, bundle)
     assert up.is_completed(), up
@@ -127,7 +141,7 @@ def test_round_trip_is_byte_identical_multipart_and_manifest_last(
     assert summary.bytes == summary.bytes_moved == build_manifest(bundle).total_bytes
     assert set(statuses(file_rows(up)).values()) == {"uploaded"}
     writes = _writes(proxy, url)
-    assert writes[-1] == ("PUT", MANIFEST_NAME)               # the commit record goes last
+    assert writes[-1] == ("PUT", MANIFEST_NAME)  # the commit record goes last
     assert [w for w in writes if w[1] == MANIFEST_NAME] == [("PUT", MANIFEST_NAME)]
     assert set(names) <= {name for _, name in writes[:-1]}
     # 2 * 5 MiB + 123 bytes in 5 MiB parts: create, 3 parts, complete
@@ -153,18 +167,21 @@ def test_same_checksum_is_skipped(url: S3Url, bundle: Path, proxy: FaultProxy) -
     assert again.is_completed(), again
     assert set(statuses(file_rows(again)).values()) == {"skipped"}
     assert again.result().bytes_moved == 0
-    assert _writes(proxy, url) == [("PUT", MANIFEST_NAME)]   # only the manifest
+    assert _writes(proxy, url) == [("PUT", MANIFEST_NAME)]  # only the manifest
 
 
 def test_interrupted_upload_resumes_without_resending_finished_files(
-        client: Any, url: S3Url, bundle: Path, proxy: FaultProxy, endpoint: str) -> None:
+    client: Any, url: S3Url, bundle: Path, proxy: FaultProxy, endpoint: str
+) -> None:
     names = build_manifest(bundle).names()
     victim = names[3]
 
     def deny(request: Request) -> Response | None:
         if request.method in ("PUT", "POST") and request.path.endswith("/" + victim):
-            body = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
-                    b"<Message>Access Denied</Message></Error>")
+            body = (
+                b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
+                b"<Message>Access Denied</Message></Error>"
+            )
             return Response(403, [("Content-Type", "application/xml")], body)
         return None
 
@@ -181,19 +198,25 @@ def test_interrupted_upload_resumes_without_resending_finished_files(
 
     again = _upload(proxy, url, bundle)
     assert again.is_completed(), again
-    assert statuses(file_rows(again)) == {n: "uploaded" if n == victim else "skipped"
-                                          for n in names}
+    assert statuses(file_rows(again)) == {
+        n: "uploaded" if n == victim else "skipped" for n in names
+    }
     sent = {name for _, name in _writes(proxy, url)}
     assert sent == {victim, MANIFEST_NAME}
 
 
-def test_incomplete_upload_is_refused(client: Any, url: S3Url, bundle: Path,
-                                      proxy: FaultProxy, endpoint: str,
-                                      tmp_path: Path) -> None:
+def test_incomplete_upload_is_refused(
+    client: Any, url: S3Url, bundle: Path, proxy: FaultProxy, endpoint: str, tmp_path: Path
+) -> None:
     manifest = build_manifest(bundle)
     entry = manifest.files[0]
-    s3.upload_file(client, url, bundle / entry.name, entry,
-                   s3.S3Settings(endpoint_url=endpoint, region="us-east-1"))
+    s3.upload_file(
+        client,
+        url,
+        bundle / entry.name,
+        entry,
+        s3.S3Settings(endpoint_url=endpoint, region="us-east-1"),
+    )
     out = tmp_path / "out"
     with pytest.raises(IncompleteUploadError, match="no transfer manifest"):
         download_bundle(DownloadParameters(dest_dir=str(out), **_common(proxy, url)))
@@ -205,25 +228,24 @@ def test_incomplete_upload_is_refused(client: Any, url: S3Url, bundle: Path,
 
 
 @pytest.mark.parametrize("keep_metadata", [False, True])
-def test_corrupted_object_is_detected_and_nothing_lands(client: Any, url: S3Url, bundle: Path,
-                                                       proxy: FaultProxy, tmp_path: Path,
-                                                       keep_metadata: bool) -> None:
+def test_corrupted_object_is_detected_and_nothing_lands(
+    client: Any, url: S3Url, bundle: Path, proxy: FaultProxy, tmp_path: Path, keep_metadata: bool
+) -> None:
     assert _upload(proxy, url, bundle).is_completed()
     key = url.key(BIG)
     data = bytearray((bundle / BIG).read_bytes())
     data[len(data) // 2] ^= 0xFF
-    metadata = client.head_object(Bucket=url.bucket, Key=key)["Metadata"] if keep_metadata \
-        else {}
+    metadata = client.head_object(Bucket=url.bucket, Key=key)["Metadata"] if keep_metadata else {}
     client.put_object(Bucket=url.bucket, Key=key, Body=bytes(data), Metadata=metadata)
     out = tmp_path / "out"
     state = _download(proxy, url, out)
     assert state.is_failed()
-    if keep_metadata:       # HEAD agrees, the bytes do not: the file fails, the others land
+    if keep_metadata:  # HEAD agrees, the bytes do not: the file fails, the others land
         with pytest.raises(TransferFailed, match=BIG):
             state.result()
         row = file_rows(state)[BIG]
         assert row["status"] == "failed" and "TransferIntegrityError" in row["error"]
-    else:                   # the recorded SHA-256 is gone: refused before any download
+    else:  # the recorded SHA-256 is gone: refused before any download
         with pytest.raises(TransferIntegrityError, match=BIG):
             state.result()
     assert not (out / BIG).exists()
@@ -231,8 +253,9 @@ def test_corrupted_object_is_detected_and_nothing_lands(client: Any, url: S3Url,
     assert not (out / MANIFEST_NAME).exists()
 
 
-def test_download_resumes_from_partial_with_range(url: S3Url, bundle: Path, proxy: FaultProxy,
-                                                  tmp_path: Path) -> None:
+def test_download_resumes_from_partial_with_range(
+    url: S3Url, bundle: Path, proxy: FaultProxy, tmp_path: Path
+) -> None:
     assert _upload(proxy, url, bundle).is_completed()
     out = tmp_path / "out"
     out.mkdir()
@@ -246,14 +269,18 @@ def test_download_resumes_from_partial_with_range(url: S3Url, bundle: Path, prox
     rows = statuses(file_rows(state))
     assert rows.pop(BIG) == "resumed"
     assert set(rows.values()) == {"downloaded"}
-    gets = [e.range for e in proxy.completed("GET", f"/{url.prefix}/{BIG}")
-            if e.path.endswith("/" + BIG)]
+    gets = [
+        e.range
+        for e in proxy.completed("GET", f"/{url.prefix}/{BIG}")
+        if e.path.endswith("/" + BIG)
+    ]
     assert gets == [f"bytes={half}-"]
     assert (out / BIG).read_bytes() == original
 
 
-def test_wrong_partial_is_discarded(client: Any, url: S3Url, bundle: Path, proxy: FaultProxy,
-                                    tmp_path: Path) -> None:
+def test_wrong_partial_is_discarded(
+    client: Any, url: S3Url, bundle: Path, proxy: FaultProxy, tmp_path: Path
+) -> None:
     """download_file, the one step the download-file task runs, on a partial that is not a
     prefix of the object: refused and removed, so the task's retry starts afresh."""
     assert _upload(proxy, url, bundle).is_completed()
@@ -267,8 +294,9 @@ def test_wrong_partial_is_discarded(client: Any, url: S3Url, bundle: Path, proxy
     assert s3.download_file(client, url, entry, out).status == "downloaded"
 
 
-def test_corrupt_local_file_is_never_uploaded(tmp_path: Path, url: S3Url,
-                                              proxy: FaultProxy) -> None:
+def test_corrupt_local_file_is_never_uploaded(
+    tmp_path: Path, url: S3Url, proxy: FaultProxy
+) -> None:
     bundle = make_bundle(tmp_path, big=1000)
     data = bytearray((bundle / BIG).read_bytes())
     data[0] ^= 1
@@ -278,13 +306,13 @@ def test_corrupt_local_file_is_never_uploaded(tmp_path: Path, url: S3Url,
     assert _writes(proxy, url) == []
 
 
-def test_missing_credentials_are_a_typed_error(url: S3Url, proxy: FaultProxy, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_credentials_are_a_typed_error(
+    url: S3Url, proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(StorageAccessError, match="no S3 credentials"):
-        download_bundle(DownloadParameters(dest_dir=str(tmp_path / "out"),
-                                           **_common(proxy, url)))
+        download_bundle(DownloadParameters(dest_dir=str(tmp_path / "out"), **_common(proxy, url)))
 
 
 def test_credentials_never_in_repr() -> None:

@@ -21,8 +21,9 @@ from d8mirror.verify import verify_bundle
 
 
 def _one_package(tmp_path: Path, *, chunk_size: int = 0, edit: object = None) -> Path:
-    root = build_package_layouts(tmp_path / "work", PackageSpec("alpha", layer_size=20000),
-                                 Expected())
+    root = build_package_layouts(
+        tmp_path / "work", PackageSpec("alpha", layer_size=20000), Expected()
+    )
     if callable(edit):
         edit(root)
     bundle = tmp_path / "bundle"
@@ -32,8 +33,7 @@ def _one_package(tmp_path: Path, *, chunk_size: int = 0, edit: object = None) ->
 
 
 def test_intact_bundle_passes(tmp_path: Path) -> None:
-    bundle, _ = build_bundle(tmp_path, [PackageSpec("alpha"), PackageSpec("beta")],
-                             with_index=True)
+    bundle, _ = build_bundle(tmp_path, [PackageSpec("alpha"), PackageSpec("beta")], with_index=True)
     report = verify_bundle(bundle)
     assert report.ok, report.verdict()
     assert report.archives == 3
@@ -75,8 +75,9 @@ def test_missing_chunk_is_caught(tmp_path: Path) -> None:
     (bundle / "package-alpha.tar.0002.chunk").unlink()
     report = verify_bundle(bundle)
     assert any("package-alpha.tar.0002.chunk: missing" in p for p in report.problems)
-    assert any("chunk package-alpha.tar.0002.chunk is missing" in p
-               for p in report.problems), report.problems
+    assert any("chunk package-alpha.tar.0002.chunk is missing" in p for p in report.problems), (
+        report.problems
+    )
 
 
 def test_blob_not_matching_its_name_inside_tar(tmp_path: Path) -> None:

@@ -27,10 +27,13 @@ from d8mirror.verify import NO_SIDECARS, verify_bundle
 ARCHIVE = "package-alpha.tar"
 
 
-def _bundle(tmp: Path, *, chunk_size: int = 0, edit: Callable[[Path], None] | None = None,
-            ) -> Path:
-    root = build_package_layouts(tmp / "work", PackageSpec("alpha", layer_size=20000),
-                                 Expected())
+def _bundle(
+    tmp: Path,
+    *,
+    chunk_size: int = 0,
+    edit: Callable[[Path], None] | None = None,
+) -> Path:
+    root = build_package_layouts(tmp / "work", PackageSpec("alpha", layer_size=20000), Expected())
     if edit is not None:
         edit(root)
     bundle = tmp / "bundle"
@@ -41,15 +44,18 @@ def _bundle(tmp: Path, *, chunk_size: int = 0, edit: Callable[[Path], None] | No
 
 def _reseal(path: Path) -> None:
     path.with_name(path.name + SHA256_SUFFIX).write_text(
-        sha256_line(sha256_file_hex(path), path.name))
+        sha256_line(sha256_file_hex(path), path.name)
+    )
 
 
 def _add_entry(bundle: Path, info: tarfile.TarInfo, data: bytes = b"") -> None:
     """Append one entry to the plain archive (rewritten whole, sidecar refreshed)."""
     archive = bundle / ARCHIVE
     with tarfile.open(archive) as tin:
-        members = [(m, tin.extractfile(m).read() if m.isfile() else b"")  # type: ignore[union-attr]
-                   for m in tin.getmembers()]
+        members = [
+            (m, tin.extractfile(m).read() if m.isfile() else b"")  # type: ignore[union-attr]
+            for m in tin.getmembers()
+        ]
     with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as tout:
         for member, body in members:
             tout.addfile(member, io.BytesIO(body))
@@ -76,16 +82,20 @@ def _both_refuse(bundle: Path, *words: str) -> list[str]:
     return report.problems
 
 
-@pytest.mark.parametrize(("entry", "word"), [
-    (_entry("../escape"), "'..' component"),
-    (_entry("/abs/file"), "absolute path"),
-    (_entry("packages/alpha/link", tarfile.SYMTYPE, "/etc/passwd"), "symlink"),
-    (_entry("packages/alpha/hard", tarfile.LNKTYPE, "packages/alpha/oci-layout"), "hardlink"),
-    (_entry("packages/alpha/dev", tarfile.CHRTYPE), "character device"),
-    (_entry("packages/alpha/fifo", tarfile.FIFOTYPE), "fifo"),
-])
-def test_unsafe_entries_fail_verify_as_they_fail_push(tmp_path: Path, entry: tarfile.TarInfo,
-                                                      word: str) -> None:
+@pytest.mark.parametrize(
+    ("entry", "word"),
+    [
+        (_entry("../escape"), "'..' component"),
+        (_entry("/abs/file"), "absolute path"),
+        (_entry("packages/alpha/link", tarfile.SYMTYPE, "/etc/passwd"), "symlink"),
+        (_entry("packages/alpha/hard", tarfile.LNKTYPE, "packages/alpha/oci-layout"), "hardlink"),
+        (_entry("packages/alpha/dev", tarfile.CHRTYPE), "character device"),
+        (_entry("packages/alpha/fifo", tarfile.FIFOTYPE), "fifo"),
+    ],
+)
+def test_unsafe_entries_fail_verify_as_they_fail_push(
+    tmp_path: Path, entry: tarfile.TarInfo, word: str
+) -> None:
     bundle = _bundle(tmp_path)
     _add_entry(bundle, entry, b"bad")
     _both_refuse(bundle, ARCHIVE, word)
@@ -97,8 +107,19 @@ def test_a_sparse_entry_fails_verify(tmp_path: Path) -> None:
     with source.open("wb") as handle:
         handle.seek(8 << 20)
         handle.write(b"x")
-    subprocess.run(["tar", "--sparse", "--format=gnu", "-cf", str(bundle / "package-holes.tar"),
-                    "-C", str(tmp_path), "holes.img"], check=True)
+    subprocess.run(
+        [
+            "tar",
+            "--sparse",
+            "--format=gnu",
+            "-cf",
+            str(bundle / "package-holes.tar"),
+            "-C",
+            str(tmp_path),
+            "holes.img",
+        ],
+        check=True,
+    )
     _both_refuse(bundle, "package-holes.tar", "sparse")
 
 
@@ -149,7 +170,7 @@ def test_a_renamed_archive_with_its_renamed_sidecar_verifies(tmp_path: Path) -> 
         (bundle / (ARCHIVE + suffix)).rename(bundle / ("package-renamed.tar" + suffix))
     report = verify_bundle(bundle)
     assert report.ok, report.verdict()
-    (bundle / "package-renamed.tar").write_bytes(b"\0" * 1024)   # still checked by digest
+    (bundle / "package-renamed.tar").write_bytes(b"\0" * 1024)  # still checked by digest
     assert any("SHA-256 does not match" in p for p in verify_bundle(bundle).problems)
 
 
@@ -167,8 +188,7 @@ def test_a_bundle_written_by_d8_without_sidecars_verifies_with_a_note(tmp_path: 
     report = verify_bundle(bundle)
     assert report.ok, report.verdict()
     assert report.notes == [NO_SIDECARS]
-    assert report.verdict().startswith("OK: ") and "Note: no .sha256 sidecars" in \
-        report.verdict()
+    assert report.verdict().startswith("OK: ") and "Note: no .sha256 sidecars" in report.verdict()
     assert report.to_json()["notes"] == [NO_SIDECARS]
 
 

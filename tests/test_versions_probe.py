@@ -116,14 +116,16 @@ def test_proxy_semver_constraints() -> None:
     filt = PackageFilter.from_flags(include=["bare", "pin@=v1", "mix@=v1", "mix@^1", "mix@~2.0"])
     assert proxy_semver_constraints(filt.constraint_for("bare"), "bare") == []
     assert [c.text for c in proxy_semver_constraints(filt.constraint_for("mix"), "mix")] == [
-        "^1", "~2.0",
+        "^1",
+        "~2.0",
     ]
     with pytest.raises(FilterError, match=r"^package pin: --proxy-registry only supports semver"):
         proxy_semver_constraints(filt.constraint_for("pin"), "pin")
 
 
-versions = st.builds(lambda a, b, c: f"v{a}.{b}.{c}", st.integers(0, 3), st.integers(0, 3),
-                     st.integers(0, 3))
+versions = st.builds(
+    lambda a, b, c: f"v{a}.{b}.{c}", st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)
+)
 
 
 @settings(max_examples=60)

@@ -124,7 +124,12 @@ def test_needs_tag_listing() -> None:
 def test_sort_versions_desc() -> None:
     versions = ["stable", "v1.2.0", "1.10.0", "v1.2.0-rc.1", "alpha", "v1.9", "v1.2.0"]
     assert sort_versions_desc(versions) == [
-        "1.10.0", "v1.9", "v1.2.0", "v1.2.0-rc.1", "alpha", "stable",
+        "1.10.0",
+        "v1.9",
+        "v1.2.0",
+        "v1.2.0-rc.1",
+        "alpha",
+        "stable",
     ]
 
 
@@ -142,8 +147,16 @@ tag_lists = st.lists(
     max_size=25,
 )
 constraints = st.sampled_from(
-    ["^1.0.0", "~1.1", ">=1.1.0", ">=0.2.1 <=2.1.0", "<2", "1.1.1", ">=1.0 <1.2 || >=2.2",
-     ">=0.0.0"]
+    [
+        "^1.0.0",
+        "~1.1",
+        ">=1.1.0",
+        ">=0.2.1 <=2.1.0",
+        "<2",
+        "1.1.1",
+        ">=1.0 <1.2 || >=2.2",
+        ">=0.0.0",
+    ]
 )
 
 
@@ -169,8 +182,9 @@ def test_selection_invariants(text: str, tags: list[str], seed: int) -> None:
     # every matching minor is represented by its latest patch
     for v in (parse_version_lenient(t) for t in matched):
         assert v is not None
-        assert any(s is not None and (s.major, s.minor) == (v.major, v.minor) and s >= v
-                   for s in versions)
+        assert any(
+            s is not None and (s.major, s.minor) == (v.major, v.minor) and s >= v for s in versions
+        )
     # deterministic, ascending, independent of the listing order
     shuffled = list(tags)
     random.Random(seed).shuffle(shuffled)

@@ -70,9 +70,11 @@ def file_rows(state: Any) -> dict[str, dict[str, Any]]:
     run_id = UUID(str(state.state_details.flow_run_id))
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
-                any_=["bundle-upload-files", "bundle-download-files"])),
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["bundle-upload-files", "bundle-download-files"])
+            ),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
+        )
     assert len(artifacts) == 1, artifacts
     data: Any = artifacts[0].data
     rows: list[dict[str, Any]] = json.loads(data) if isinstance(data, str) else data

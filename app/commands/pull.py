@@ -43,27 +43,47 @@ _PULL_CACHE_DIRS = ("blobs", PACKAGES, "package-versions", "archives", "state")
 def register(subparsers: Any) -> None:
     pull = subparsers.add_parser("pull", help="pull packages into a bundle directory")
     pull.add_argument("bundle", help="images bundle directory")
-    pull.add_argument("--source", default="registry.deckhouse.ru/deckhouse/ee",
-                      help="source repository host[:port]/path")
+    pull.add_argument(
+        "--source",
+        default="registry.deckhouse.ru/deckhouse/ee",
+        help="source repository host[:port]/path",
+    )
     flags.add_source_login(pull)
     filters = pull.add_mutually_exclusive_group()
-    filters.add_argument("--include-package", action="append", default=[],
-                         metavar="NAME[@CONSTRAINT]", help="whitelist (repeatable)")
-    filters.add_argument("--exclude-package", action="append", default=[],
-                         metavar="NAME[@CONSTRAINT]", help="blacklist (repeatable)")
+    filters.add_argument(
+        "--include-package",
+        action="append",
+        default=[],
+        metavar="NAME[@CONSTRAINT]",
+        help="whitelist (repeatable)",
+    )
+    filters.add_argument(
+        "--exclude-package",
+        action="append",
+        default=[],
+        metavar="NAME[@CONSTRAINT]",
+        help="blacklist (repeatable)",
+    )
     pull.add_argument("--packages-path-suffix", default=DEFAULT_PACKAGES_PATH)
     pull.add_argument("--no-packages", action="store_true")
     pull.add_argument("--only-extra-images", action="store_true")
     pull.add_argument("--skip-vex-images", action="store_true")
     pull.add_argument("--proxy-registry", action="store_true")
     pull.add_argument("--dry-run", action="store_true")
-    pull.add_argument("-c", "--images-bundle-chunk-size", default="0",
-                      help="chunk size: decimal GB (d8) or with a unit (500MB, 1GiB)")
+    pull.add_argument(
+        "-c",
+        "--images-bundle-chunk-size",
+        default="0",
+        help="chunk size: decimal GB (d8) or with a unit (500MB, 1GiB)",
+    )
     pull.add_argument("--gost-digest", action="store_true")
     pull.add_argument("--force", action="store_true", help="allow a non-empty bundle dir")
-    pull.add_argument("--upload-to", metavar="URL",
-                      help="then upload the bundle in the same run: s3://BUCKET[/PREFIX] or "
-                      "oci://REGISTRY/REPO:TAG (credentials: AWS chain / D8_MIRROR_REGISTRY_*)")
+    pull.add_argument(
+        "--upload-to",
+        metavar="URL",
+        help="then upload the bundle in the same run: s3://BUCKET[/PREFIX] or "
+        "oci://REGISTRY/REPO:TAG (credentials: AWS chain / D8_MIRROR_REGISTRY_*)",
+    )
     pull.add_argument("--upload-endpoint-url", help="S3 endpoint for --upload-to")
     pull.add_argument("--concurrency", type=int, default=4, help="packages at once")
     pull.add_argument("--blob-workers", type=int, default=4, help="blobs at once per package")
@@ -77,14 +97,26 @@ def _add_d8_compat_flags(pull: argparse.ArgumentParser) -> None:
     """The rest of d8's pull flags: components d8mirror skips anyway are accepted (only
     packages are mirrored), the others are parsed and refused by :func:`_refuse_unsupported`."""
     for flag in ("--no-platform", "--no-modules", "--no-security-db", "--no-installer"):
-        pull.add_argument(flag, action="store_true",
-                          help="accepted for d8 compatibility (only packages are mirrored)")
-    pull.add_argument("--ignore-suspend", action="store_true",
-                      help="accepted for d8 compatibility: package channels are never suspended")
-    pull.add_argument("--no-pull-resume", action="store_true",
-                      help="start from scratch: clear the working dir's cache first")
-    pull.add_argument("--verbose-summary", action="store_true",
-                      help="list every package with its versions in the end-of-pull summary")
+        pull.add_argument(
+            flag,
+            action="store_true",
+            help="accepted for d8 compatibility (only packages are mirrored)",
+        )
+    pull.add_argument(
+        "--ignore-suspend",
+        action="store_true",
+        help="accepted for d8 compatibility: package channels are never suspended",
+    )
+    pull.add_argument(
+        "--no-pull-resume",
+        action="store_true",
+        help="start from scratch: clear the working dir's cache first",
+    )
+    pull.add_argument(
+        "--verbose-summary",
+        action="store_true",
+        help="list every package with its versions in the end-of-pull summary",
+    )
     for names, _component, kind in _UNSUPPORTED_PULL_FLAGS:
         if kind == "list":
             pull.add_argument(*names, action="append", default=[], help=argparse.SUPPRESS)
@@ -101,13 +133,16 @@ def _refuse_unsupported(args: argparse.Namespace) -> None:
         if value and value != _UNSUPPORTED_DEFAULTS.get(dest):
             given.append(f"{names[-1]} ({component})")
     if given:
-        raise ConfigError(f"d8mirror mirrors Deckhouse packages only; not supported yet: "
-                          f"{', '.join(given)}. Drop these flags (and pull those components "
-                          "with d8 mirror pull)")
+        raise ConfigError(
+            f"d8mirror mirrors Deckhouse packages only; not supported yet: "
+            f"{', '.join(given)}. Drop these flags (and pull those components "
+            "with d8 mirror pull)"
+        )
 
 
-def check_bundle_dir(bundle: Path, *, force: bool, dry_run: bool,
-                     tmp_dir: Path | None = None) -> None:
+def check_bundle_dir(
+    bundle: Path, *, force: bool, dry_run: bool, tmp_dir: Path | None = None
+) -> None:
     """R-9.1: a directory (created if missing), empty unless --force (a sole .tmp is fine, and
     so is the entry holding ``--tmp-dir`` when it lies inside the bundle dir)."""
     if bundle.exists() and not bundle.is_dir():
@@ -121,8 +156,10 @@ def check_bundle_dir(bundle: Path, *, force: bool, dry_run: bool,
             allowed.add(work.relative_to(root).parts[0])
     extra = sorted(p.name for p in bundle.iterdir() if p.name not in allowed)
     if extra:
-        raise ConfigError(f"bundle directory {bundle} is not empty ({', '.join(extra[:3])}"
-                          f"{'…' if len(extra) > 3 else ''}); use --force to write into it")
+        raise ConfigError(
+            f"bundle directory {bundle} is not empty ({', '.join(extra[:3])}"
+            f"{'…' if len(extra) > 3 else ''}); use --force to write into it"
+        )
 
 
 def start_without_cache(work_root: Path) -> None:
@@ -139,30 +176,46 @@ def start_without_cache(work_root: Path) -> None:
             try:
                 shutil.rmtree(path)
             except OSError as exc:
-                raise ConfigError(f"--no-pull-resume: cannot clear {path}: "
-                                  f"{exc.strerror or exc}; remove it by hand") from exc
+                raise ConfigError(
+                    f"--no-pull-resume: cannot clear {path}: "
+                    f"{exc.strerror or exc}; remove it by hand"
+                ) from exc
 
 
 def parameters(args: argparse.Namespace) -> PullParameters:
     """The flow parameters of ``pull``, checked (ConfigError before Prefect starts); the
     credential flags are not among them (see :func:`app.flags.source_login`)."""
     _refuse_unsupported(args)
-    check_bundle_dir(Path(args.bundle), force=args.force, dry_run=args.dry_run,
-                     tmp_dir=Path(args.tmp_dir) if args.tmp_dir else None)
+    check_bundle_dir(
+        Path(args.bundle),
+        force=args.force,
+        dry_run=args.dry_run,
+        tmp_dir=Path(args.tmp_dir) if args.tmp_dir else None,
+    )
     from tasks.models import PullParameters
     from tasks.transfer_models import TransferTarget
 
     params = PullParameters(
-        bundle_dir=str(Path(args.bundle)), source=args.source,
-        include_packages=args.include_package, exclude_packages=args.exclude_package,
-        packages_path_suffix=args.packages_path_suffix, no_packages=args.no_packages,
-        only_extra_images=args.only_extra_images, skip_vex_images=args.skip_vex_images,
-        proxy_registry=args.proxy_registry, dry_run=args.dry_run,
-        chunk_size=str(args.images_bundle_chunk_size), gost_digest=args.gost_digest,
-        tmp_dir=args.tmp_dir, concurrency=args.concurrency, blob_workers=args.blob_workers,
-        verbose_summary=args.verbose_summary, **flags.registry_access(args),
-        upload=None if not args.upload_to else TransferTarget(
-            url=args.upload_to, endpoint_url=args.upload_endpoint_url),
+        bundle_dir=str(Path(args.bundle)),
+        source=args.source,
+        include_packages=args.include_package,
+        exclude_packages=args.exclude_package,
+        packages_path_suffix=args.packages_path_suffix,
+        no_packages=args.no_packages,
+        only_extra_images=args.only_extra_images,
+        skip_vex_images=args.skip_vex_images,
+        proxy_registry=args.proxy_registry,
+        dry_run=args.dry_run,
+        chunk_size=str(args.images_bundle_chunk_size),
+        gost_digest=args.gost_digest,
+        tmp_dir=args.tmp_dir,
+        concurrency=args.concurrency,
+        blob_workers=args.blob_workers,
+        verbose_summary=args.verbose_summary,
+        **flags.registry_access(args),
+        upload=None
+        if not args.upload_to
+        else TransferTarget(url=args.upload_to, endpoint_url=args.upload_endpoint_url),
     )
     params.options()  # validate filters before starting Prefect
     params.chunk_bytes()

@@ -20,8 +20,12 @@ if TYPE_CHECKING:
 
 def register(subparsers: Any) -> None:
     push = subparsers.add_parser("push", help="push bundle archives into a registry")
-    push.add_argument("paths", nargs="+", metavar="[bundle] registry",
-                      help="bundle dir or archive (optional), then host[:port]/path")
+    push.add_argument(
+        "paths",
+        nargs="+",
+        metavar="[bundle] registry",
+        help="bundle dir or archive (optional), then host[:port]/path",
+    )
     flags.add_target_login(push)
     push.add_argument("--file", action="append", default=[], help="archive to push (repeatable)")
     push.add_argument("--packages-path-suffix", default=DEFAULT_PACKAGES_PATH)
@@ -45,16 +49,22 @@ def parameters(args: argparse.Namespace) -> PushParameters:
     parse_target(registry)
     flags.target_login(args)
     if not bundle and not args.file:
-        raise ConfigError("no packages to push: specify a bundle directory before registry "
-                          "URL, or use --file …")
+        raise ConfigError(
+            "no packages to push: specify a bundle directory before registry URL, or use --file …"
+        )
     for path in [*bundle, *args.file, *([args.tmp_dir] if args.tmp_dir else [])]:
         _require_utf8(path)
     params = PushParameters(
-        bundle_dir=bundle[0] if bundle else None, files=args.file, registry=registry,
+        bundle_dir=bundle[0] if bundle else None,
+        files=args.file,
+        registry=registry,
         packages_path_suffix=args.packages_path_suffix,
-        modules_path_suffix=args.modules_path_suffix, tmp_dir=args.tmp_dir,
-        concurrency=args.concurrency, blob_workers=args.blob_workers,
-        **flags.registry_access(args))
+        modules_path_suffix=args.modules_path_suffix,
+        tmp_dir=args.tmp_dir,
+        concurrency=args.concurrency,
+        blob_workers=args.blob_workers,
+        **flags.registry_access(args),
+    )
     params.router()
     return params
 
@@ -66,8 +76,10 @@ def _require_utf8(path: str) -> None:
         path.encode("utf-8")
     except UnicodeEncodeError as exc:
         shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        raise ConfigError(f"path {shown} is not valid UTF-8 (character {exc.start + 1} of "
-                          "it): rename it, or move the bundle to a UTF-8 path") from None
+        raise ConfigError(
+            f"path {shown} is not valid UTF-8 (character {exc.start + 1} of "
+            "it): rename it, or move the bundle to a UTF-8 path"
+        ) from None
 
 
 def run(args: argparse.Namespace, session: Session) -> int:

@@ -22,14 +22,27 @@ if TYPE_CHECKING:
 
 def register(subparsers: Any) -> None:
     setup = subparsers.add_parser(
-        "setup", help="create Prefect concurrency limits (and a work pool) for d8mirror")
-    setup.add_argument("--registry", action="append", default=[], metavar="HOST[:PORT]",
-                       help="registry to limit (repeatable; a path after the host is ignored)")
-    setup.add_argument("--limit", type=int, default=8,
-                       help="connections at once per registry, across all runs (default 8)")
+        "setup", help="create Prefect concurrency limits (and a work pool) for d8mirror"
+    )
+    setup.add_argument(
+        "--registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="registry to limit (repeatable; a path after the host is ignored)",
+    )
+    setup.add_argument(
+        "--limit",
+        type=int,
+        default=8,
+        help="connections at once per registry, across all runs (default 8)",
+    )
     setup.add_argument("--work-pool", default=None, help="also create this work pool")
-    setup.add_argument("--pool-type", default="process",
-                       help="work pool type: process, docker, kubernetes… (default process)")
+    setup.add_argument(
+        "--pool-type",
+        default="process",
+        help="work pool type: process, docker, kubernetes… (default process)",
+    )
     setup.set_defaults(run=run)
 
 
@@ -49,15 +62,18 @@ def _ensure_pool(name: str, pool_type: str) -> bool:
 
 def run(args: argparse.Namespace, session: Session | None = None) -> int:
     if not args.registry and not args.work_pool:
-        raise ConfigError("nothing to set up: give --registry HOST (repeatable) and/or "
-                          "--work-pool NAME")
+        raise ConfigError(
+            "nothing to set up: give --registry HOST (repeatable) and/or --work-pool NAME"
+        )
     if args.limit < 1:
         raise ConfigError("--limit must be at least 1")
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
-        print("warning: PREFECT_API_URL is not set; limits go to a temporary server and are "
-              "lost when this command exits")
+        print(
+            "warning: PREFECT_API_URL is not set; limits go to a temporary server and are "
+            "lost when this command exits"
+        )
     from tasks.concurrency import ensure_limit
 
     for registry in args.registry:
@@ -65,6 +81,7 @@ def run(args: argparse.Namespace, session: Session | None = None) -> int:
         print(f"{'created' if created else 'updated'} concurrency limit {name} = {args.limit}")
     if args.work_pool:
         created = _ensure_pool(args.work_pool, args.pool_type)
-        print(f"work pool {args.work_pool} ({args.pool_type}): "
-              f"{'created' if created else 'exists'}")
+        print(
+            f"work pool {args.work_pool} ({args.pool_type}): {'created' if created else 'exists'}"
+        )
     return 0

@@ -26,8 +26,12 @@ def _target_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", help="S3 region")
     flags.add_tls(parser)
     flags.add_credentials_block(parser)
-    parser.add_argument("--part-size-mib", type=int, default=64,
-                        help="S3 part size / OCI chunk size in MiB (default 64)")
+    parser.add_argument(
+        "--part-size-mib",
+        type=int,
+        default=64,
+        help="S3 part size / OCI chunk size in MiB (default 64)",
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="S3 parts in flight per file")
     parser.add_argument("--file-concurrency", type=int, default=2, help="files at once")
 
@@ -51,9 +55,15 @@ def target_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`~tasks.transfer_models.TransferTarget` fields of the parsed flags (a bad
     URL is a ConfigError, before Prefect starts)."""
     parse_transfer_url(args.url)
-    return {"url": args.url, "endpoint_url": args.endpoint_url, "region": args.region,
-            "part_size_mib": args.part_size_mib, "concurrency": args.concurrency,
-            "file_concurrency": args.file_concurrency, **flags.registry_access(args)}
+    return {
+        "url": args.url,
+        "endpoint_url": args.endpoint_url,
+        "region": args.region,
+        "part_size_mib": args.part_size_mib,
+        "concurrency": args.concurrency,
+        "file_concurrency": args.file_concurrency,
+        **flags.registry_access(args),
+    }
 
 
 def run_upload(args: argparse.Namespace, session: Session) -> int:
@@ -76,8 +86,9 @@ def run_download(args: argparse.Namespace, session: Session) -> int:
     return _run(session, "download", "from", lambda: download_bundle(params))
 
 
-def _run(session: Session, verb: str, preposition: str,
-         transfer: Callable[[], TransferSummary]) -> int:
+def _run(
+    session: Session, verb: str, preposition: str, transfer: Callable[[], TransferSummary]
+) -> int:
     """Run one transfer flow; its one-line result, or why it failed (exit code 1)."""
     from flows.transfer import TransferFailed
 

@@ -94,9 +94,13 @@ class _GostPipeHasher:
 
     def __init__(self, program: str) -> None:
         self._program = program
-        self._process = subprocess.Popen([program], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                         env=_child_environment())
+        self._process = subprocess.Popen(
+            [program],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=_child_environment(),
+        )
 
     def update(self, data: bytes, /) -> None:
         stdin = self._process.stdin
@@ -107,8 +111,10 @@ class _GostPipeHasher:
         output, _ = self._process.communicate()
         digest = output.split(b" ", 1)[0].decode("ascii", "replace").strip().lower()
         if self._process.returncode != 0 or not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise BundleError(f"{self._program} failed (exit {self._process.returncode}); "
-                              f"set {GOST_BACKEND_ENV}=gostcrypto to hash in Python instead")
+            raise BundleError(
+                f"{self._program} failed (exit {self._process.returncode}); "
+                f"set {GOST_BACKEND_ENV}=gostcrypto to hash in Python instead"
+            )
         return digest
 
     def close(self) -> None:
@@ -124,8 +130,10 @@ def gost_backend() -> str:
         return wanted
     program = shutil.which(wanted or GOST_PROGRAM)
     if program is None and wanted:
-        raise ConfigError(f"{GOST_BACKEND_ENV}={wanted!r} is not an installed program; install "
-                          "the gostsum package or use gostcrypto")
+        raise ConfigError(
+            f"{GOST_BACKEND_ENV}={wanted!r} is not an installed program; install "
+            "the gostsum package or use gostcrypto"
+        )
     return program or "gostcrypto"
 
 
@@ -214,8 +222,9 @@ def _write_gost_sidecar(path: Path, known: KnownDigest | None) -> None:
     write_atomic(gost_sidecar(path), digest.encode("ascii"))  # unique temp, 0644
 
 
-def write_gost_sidecars(bundle_dir: Path, archive: str | None = None,
-                        known: Mapping[str, KnownDigest] | None = None) -> list[Path]:
+def write_gost_sidecars(
+    bundle_dir: Path, archive: str | None = None, known: Mapping[str, KnownDigest] | None = None
+) -> list[Path]:
     """d8's end of a successful ``--gost-digest`` pull (R-7.6): ``<file>.gostsum`` for every
     ``.tar``/``.chunk`` file of ``bundle_dir``, its own or not (or only those of the archive
     named ``archive``); the digests in ``known`` (by file name, computed while packing) are
@@ -228,10 +237,12 @@ def write_gost_sidecars(bundle_dir: Path, archive: str | None = None,
         files = [path] if path.is_file() else existing_chunks(path)
     else:
         files = sorted(p for p in bundle_dir.iterdir() if _is_archive_file(p))
-    with ThreadPoolExecutor(max_workers=SIDECAR_WORKERS,
-                            thread_name_prefix="d8mirror-gost") as pool:
-        for future in [pool.submit(_write_gost_sidecar, f, (known or {}).get(f.name))
-                                  for f in files]:
+    with ThreadPoolExecutor(
+        max_workers=SIDECAR_WORKERS, thread_name_prefix="d8mirror-gost"
+    ) as pool:
+        for future in [
+            pool.submit(_write_gost_sidecar, f, (known or {}).get(f.name)) for f in files
+        ]:
             future.result()
     return files
 
@@ -242,8 +253,7 @@ def _is_archive_file(path: Path) -> bool:
 
 def has_sha256_sidecars(bundle_dir: Path) -> bool:
     """Whether any archive file in ``bundle_dir`` has a ``.sha256`` sidecar (d8 writes none)."""
-    return any(_is_archive_file(p) and sha256_sidecar(p).is_file()
-               for p in bundle_dir.iterdir())
+    return any(_is_archive_file(p) and sha256_sidecar(p).is_file() for p in bundle_dir.iterdir())
 
 
 def verify_sidecars(bundle_dir: Path) -> list[str]:
@@ -274,8 +284,10 @@ def _sha256_problems(path: Path) -> list[str]:
     expected = _sidecar_hex(sidecar.read_text(encoding="utf-8", errors="replace"))
     actual = sha256_file_hex(path)
     if expected != actual:
-        return [f"{path}: SHA-256 does not match {sidecar.name}; the file is corrupt or was "
-                "modified, copy it again"]
+        return [
+            f"{path}: SHA-256 does not match {sidecar.name}; the file is corrupt or was "
+            "modified, copy it again"
+        ]
     return []
 
 
@@ -285,8 +297,10 @@ def _gost_problems(path: Path) -> list[str]:
         return []
     expected = sidecar.read_text(encoding="utf-8", errors="replace").strip().lower()
     if expected != gost_hex_file(path):
-        return [f"{path}: GOST digest does not match {sidecar.name}; the file is corrupt or was "
-                "modified, copy it again"]
+        return [
+            f"{path}: GOST digest does not match {sidecar.name}; the file is corrupt or was "
+            "modified, copy it again"
+        ]
     return []
 
 
@@ -299,9 +313,12 @@ def check_archive_sidecars(archive: Path, checked: CheckedFiles | None = None) -
 
     files = [archive] if archive.is_file() else existing_chunks(archive)
     memo = checked or CheckedFiles()
-    return [problem for path in files
-            if sha256_sidecar(path).is_file()
-            for problem in memo.sha256_problems(path)]
+    return [
+        problem
+        for path in files
+        if sha256_sidecar(path).is_file()
+        for problem in memo.sha256_problems(path)
+    ]
 
 
 class CheckedFiles:
@@ -329,5 +346,8 @@ class CheckedFiles:
 def _identity(path: Path) -> tuple[int, ...]:
     """The file and its sidecar as they are now: device, inode, size and mtime of both."""
     sidecar = sha256_sidecar(path)
-    return tuple(value for stat in (path.stat(), sidecar.stat())
-                 for value in (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(
+        value
+        for stat in (path.stat(), sidecar.stat())
+        for value in (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    )

@@ -54,8 +54,9 @@ def existing_chunks(archive: Path) -> list[Path]:
 class ArchiveFileWriter:
     """A writable byte sink that lays the archive out as one file or exact-size chunks."""
 
-    def __init__(self, archive: Path, staging: Staging, *, chunk_size: int = 0,
-                 gost: bool = False) -> None:
+    def __init__(
+        self, archive: Path, staging: Staging, *, chunk_size: int = 0, gost: bool = False
+    ) -> None:
         if chunk_size < 0:
             raise ValueError("chunk_size must be >= 0")
         self.archive = archive
@@ -124,7 +125,7 @@ class ArchiveFileWriter:
                 raise os_error(exc, self._files[-1], "write") from exc
             self._digests.update(piece)
             self._written += len(piece)
-            view = view[len(piece):]
+            view = view[len(piece) :]
             if self.chunk_size and self._written == self.chunk_size:
                 self._close_current()
         return len(data)
@@ -163,7 +164,7 @@ def remove_stale_staging(archive: Path) -> None:
         return
     for path in archive.parent.iterdir():
         if path.name.startswith(archive.name) and path.name.endswith(TMP_SUFFIX):
-            rest = path.name[len(archive.name):-len(TMP_SUFFIX)]
+            rest = path.name[len(archive.name) : -len(TMP_SUFFIX)]
             if _is_own_suffix(rest):
                 remove_if_exists(path)
 
@@ -204,7 +205,8 @@ class _ChunkSetReader(io.RawIOBase):
         if self._current is None:
             raise ChunkSetError(
                 f"archive {archive} not found: neither {archive.name} nor its first chunk "
-                f"{chunk_path(archive, 0).name} exists; copy the complete bundle")
+                f"{chunk_path(archive, 0).name} exists; copy the complete bundle"
+            )
 
     def _open(self, index: int) -> BinaryIO | None:
         try:

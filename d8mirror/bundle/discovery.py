@@ -45,8 +45,10 @@ def discover_archives(bundle: Path | None, files: Sequence[Path] = ()) -> list[P
         found += _from_bundle_arg(bundle)
     found += [_from_file_flag(path) for path in files]
     if not found:
-        raise ConfigError("no packages to push: specify a bundle directory before registry URL, "
-                          "or use --file to specify tar/chunked package")
+        raise ConfigError(
+            "no packages to push: specify a bundle directory before registry URL, "
+            "or use --file to specify tar/chunked package"
+        )
     return sorted(set(found))
 
 
@@ -55,23 +57,28 @@ def _from_bundle_arg(bundle: Path) -> list[Path]:
         raise ConfigError(f"could not read images bundle: {bundle} does not exist")
     if bundle.is_dir():
         # Symlinks are listed too, so that the push's checks refuse them by name.
-        packages = [canonical_package_path(p) for p in bundle.iterdir()
-                    if (p.is_file() or p.is_symlink()) and is_package_file(p.name)]
+        packages = [
+            canonical_package_path(p)
+            for p in bundle.iterdir()
+            if (p.is_file() or p.is_symlink()) and is_package_file(p.name)
+        ]
         if not packages:
             raise BundleError(f"no packages found in bundle directory {bundle}")
         return packages
     if is_package_file(bundle.name):
         return [canonical_package_path(bundle)]
     raise ConfigError(
-        f"invalid images bundle: must be a directory, tar or a chunked package (got {bundle})")
+        f"invalid images bundle: must be a directory, tar or a chunked package (got {bundle})"
+    )
 
 
 def _from_file_flag(path: Path) -> Path:
     if not path.exists():
         raise ConfigError(f"could not read package {str(path)!r}: no such file")
     if path.is_dir():
-        raise ConfigError(f"--file entry {str(path)!r} is a directory, "
-                          "expected a tar or chunked package")
+        raise ConfigError(
+            f"--file entry {str(path)!r} is a directory, expected a tar or chunked package"
+        )
     if not is_package_file(path.name):
         raise ConfigError(f"--file entry {str(path)!r} is not a tar or chunked package")
     return canonical_package_path(path)
@@ -79,9 +86,9 @@ def _from_file_flag(path: Path) -> Path:
 
 @dataclass(frozen=True)
 class BundleFileStat:
-    name: str     # canonical archive file name, e.g. "module-a.tar"
-    size: int     # bytes of the tar or of all its chunks
-    chunks: int   # 0 for a plain tar
+    name: str  # canonical archive file name, e.g. "module-a.tar"
+    size: int  # bytes of the tar or of all its chunks
+    chunks: int  # 0 for a plain tar
 
 
 def bundle_stats(bundle_dir: Path) -> list[BundleFileStat]:

@@ -28,10 +28,10 @@ class PackCancelled(BundleError):
 
 @dataclass(frozen=True)
 class ArchiveResult:
-    path: Path                 # canonical "<x>.tar" path
-    files: tuple[Path, ...]    # the tar, or the chunks in order
+    path: Path  # canonical "<x>.tar" path
+    files: tuple[Path, ...]  # the tar, or the chunks in order
     size: int
-    sha256: str                # of the whole archive stream
+    sha256: str  # of the whole archive stream
     #: GOST digests computed while writing (``gost=True``), by file name
     gost: dict[str, KnownDigest] = field(default_factory=dict)
 
@@ -39,21 +39,26 @@ class ArchiveResult:
 class _ArchiveStream:
     """Checks for cancellation on every write (the sink hashes what it writes)."""
 
-    def __init__(self, sink: ArchiveFileWriter,
-                 should_cancel: Callable[[], bool] | None) -> None:
+    def __init__(self, sink: ArchiveFileWriter, should_cancel: Callable[[], bool] | None) -> None:
         self._sink = sink
         self._should_cancel = should_cancel
 
     def write(self, data: bytes) -> int:
         if self._should_cancel is not None and self._should_cancel():
-            raise PackCancelled(f"packing {self._sink.archive} was cancelled; "
-                                "no archive was written")
+            raise PackCancelled(
+                f"packing {self._sink.archive} was cancelled; no archive was written"
+            )
         return self._sink.write(data)
 
 
-def pack_archive(dest: Path, sources: Sequence[TarSource | TarMember], *, chunk_size: int = 0,
-                 gost: bool = False,
-                 should_cancel: Callable[[], bool] | None = None) -> ArchiveResult:
+def pack_archive(
+    dest: Path,
+    sources: Sequence[TarSource | TarMember],
+    *,
+    chunk_size: int = 0,
+    gost: bool = False,
+    should_cancel: Callable[[], bool] | None = None,
+) -> ArchiveResult:
     """Write ``dest`` (or its chunks of exactly ``chunk_size`` bytes) atomically with sidecars."""
     if chunk_size < 0:
         raise ConfigError("Chunk size cannot be less than zero GB")
@@ -73,6 +78,8 @@ def pack_archive(dest: Path, sources: Sequence[TarSource | TarMember], *, chunk_
         raise
     # A rewritten file's old .gostsum is stale: the end of a successful pull writes it anew.
     remove_stale_finals(dest, files, gost=False)
-    known = {path.name: KnownDigest.of(path, digest)
-             for path, digest in zip(files, sink.gost_digests, strict=False)}
+    known = {
+        path.name: KnownDigest.of(path, digest)
+        for path, digest in zip(files, sink.gost_digests, strict=False)
+    }
     return ArchiveResult(path=dest, files=files, size=size, sha256=sink.sha256, gost=known)

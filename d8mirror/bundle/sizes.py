@@ -16,11 +16,18 @@ GB = 1000**3
 
 _UNITS: dict[str, int] = {
     "b": 1,
-    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
 }
-_SIZE = re.compile(r"^\s*(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?P<unit>[a-z]*)\s*$",
-                   re.IGNORECASE)
+_SIZE = re.compile(
+    r"^\s*(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?P<unit>[a-z]*)\s*$", re.IGNORECASE
+)
 _HINT = "use an integer number of GB (d8 style, e.g. 5) or a size with a unit, e.g. 500MB, 1GiB"
 
 

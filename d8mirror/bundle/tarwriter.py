@@ -53,7 +53,8 @@ def _walk_files(source: TarSource) -> Iterator[TarMember]:
             if not stat.S_ISREG(mode):
                 raise BundleError(
                     f"cannot pack {path}: only regular files may go into an archive, this is a "
-                    f"{_kind(mode)}; remove it from {source.root}")
+                    f"{_kind(mode)}; remove it from {source.root}"
+                )
             relative = path.relative_to(source.root).as_posix()
             yield TarMember(f"{prefix}/{relative}" if prefix else relative, path)
 
@@ -78,7 +79,8 @@ def collect_members(sources: Sequence[TarSource | TarMember]) -> list[TarMember]
             if previous is not member:
                 raise BundleError(
                     f"duplicate archive entry {member.arcname!r} from {previous.path} and "
-                    f"{member.path}; each path inside an archive must come from one file")
+                    f"{member.path}; each path inside an archive must come from one file"
+                )
     return [by_name[name] for name in sorted(by_name)]
 
 
@@ -113,8 +115,12 @@ def write_tar(stream: BinaryIO, sources: Sequence[TarSource | TarMember]) -> int
     counter = _CountingWriter(stream)
     # Plain "w" mode on a caller-owned stream: tarfile buffers nothing and, on an exception,
     # writes nothing more (no trailer), so a failed archive is never made to look complete.
-    tar = tarfile.TarFile(fileobj=counter,  # type: ignore[arg-type]
-                          mode="w", format=tarfile.GNU_FORMAT, copybufsize=PIECE)
+    tar = tarfile.TarFile(
+        fileobj=counter,  # type: ignore[arg-type]
+        mode="w",
+        format=tarfile.GNU_FORMAT,
+        copybufsize=PIECE,
+    )
     for member in members:
         _add_member(tar, member)
     tar.close()
@@ -131,4 +137,5 @@ def _add_member(tar: tarfile.TarFile, member: TarMember) -> None:
     except OSError as exc:
         raise BundleError(
             f"cannot pack {member.path} as {member.arcname!r}: {exc.strerror or exc}; the file "
-            "must stay readable and unchanged while the archive is written") from exc
+            "must stay readable and unchanged while the archive is written"
+        ) from exc

@@ -78,7 +78,8 @@ def safe_entry_path(archive: Path, member: tarfile.TarInfo) -> PurePosixPath:
 def _unsafe(archive: Path, entry: str, reason: str) -> UnsafeArchiveEntryError:
     return UnsafeArchiveEntryError(
         f"refusing to unpack {archive}: entry {entry!r} is unsafe ({reason}); the archive was "
-        "not made by d8 or d8mirror, or it was tampered with — do not use it")
+        "not made by d8 or d8mirror, or it was tampered with — do not use it"
+    )
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,13 @@ class BlobSpan:
         if not isinstance(doc, dict):
             raise BundleError(f"malformed blob span {doc!r:.100}")
         archive, offset, size = doc.get("archive"), doc.get("offset"), doc.get("size")
-        if not isinstance(archive, str) or not isinstance(offset, int) or \
-                not isinstance(size, int) or offset < 0 or size < 0:
+        if (
+            not isinstance(archive, str)
+            or not isinstance(offset, int)
+            or not isinstance(size, int)
+            or offset < 0
+            or size < 0
+        ):
             raise BundleError(f"malformed blob span {doc!r:.100}")
         return cls(Path(archive), offset, size)
 
@@ -122,8 +128,9 @@ class BlobSpans:
 
     def find(self, layout: str, digest: str) -> BlobSpan | None:
         """The span of ``digest`` in the layout at tree path ``layout`` (``""`` = the root)."""
-        return self._spans.get(PurePosixPath(layout, "blobs", "sha256",
-                                             digest.partition(":")[2]).as_posix())
+        return self._spans.get(
+            PurePosixPath(layout, "blobs", "sha256", digest.partition(":")[2]).as_posix()
+        )
 
     def record(self, path: str, span: BlobSpan) -> None:
         self._spans[path] = span
@@ -146,8 +153,13 @@ class BlobSpans:
         return cls({str(path): BlobSpan.from_json(span) for path, span in doc.items()})
 
 
-def safe_unpack(archive: Path, dest: Path, *, on_index_collision: IndexCollision,
-                blob_spans: BlobSpans | None = None) -> list[str]:
+def safe_unpack(
+    archive: Path,
+    dest: Path,
+    *,
+    on_index_collision: IndexCollision,
+    blob_spans: BlobSpans | None = None,
+) -> list[str]:
     """Extract the regular files of ``archive`` (plain tar or chunk set) under ``dest``.
 
     With ``blob_spans`` and a plain tar file, large blob entries are recorded there instead of
@@ -164,8 +176,11 @@ def safe_unpack(archive: Path, dest: Path, *, on_index_collision: IndexCollision
             # A plain tar file is read with seeks: entries left in it are skipped, not read.
             # Uncompressed only ("r|", not "r|*"): a compressed archive could expand without
             # bound, so it is refused as unreadable.
-            with (tarfile.open(fileobj=stream, mode="r|") if recording is None
-                  else tarfile.open(fileobj=stream, mode="r:")) as tar:
+            with (
+                tarfile.open(fileobj=stream, mode="r|")
+                if recording is None
+                else tarfile.open(fileobj=stream, mode="r:")
+            ) as tar:
                 for member in tar:
                     if member.isdir():
                         continue
@@ -174,12 +189,13 @@ def safe_unpack(archive: Path, dest: Path, *, on_index_collision: IndexCollision
                         _record_span(archive, archive_size, root, relative, member, recording)
                     else:
                         _extract(archive, root, relative, tar, member, on_index_collision)
-                        if blob_spans is not None:   # a chunk set's entry replaces a span too
+                        if blob_spans is not None:  # a chunk set's entry replaces a span too
                             blob_spans.discard(relative.as_posix())
                     placed.append(relative.as_posix())
         except tarfile.TarError as exc:
-            raise BundleError(f"cannot read {archive}: {exc}; the archive is truncated or "
-                              "corrupt, copy it again") from exc
+            raise BundleError(
+                f"cannot read {archive}: {exc}; the archive is truncated or corrupt, copy it again"
+            ) from exc
     return placed
 
 
@@ -197,28 +213,44 @@ def is_plain_tar(archive: Path) -> bool:
 
 def _stays_in_archive(member: tarfile.TarInfo, relative: PurePosixPath) -> bool:
     parts = relative.parts
-    return (member.type in _CONTIGUOUS_TYPES and member.sparse is None
-            and member.size > SPAN_THRESHOLD and len(parts) >= 3
-            and parts[-3:-1] == ("blobs", "sha256") and _BLOB_NAME.fullmatch(parts[-1]) is not None)
+    return (
+        member.type in _CONTIGUOUS_TYPES
+        and member.sparse is None
+        and member.size > SPAN_THRESHOLD
+        and len(parts) >= 3
+        and parts[-3:-1] == ("blobs", "sha256")
+        and _BLOB_NAME.fullmatch(parts[-1]) is not None
+    )
 
 
-def _record_span(archive: Path, archive_size: int, root: Path, relative: PurePosixPath,
-                 member: tarfile.TarInfo, spans: BlobSpans) -> None:
+def _record_span(
+    archive: Path,
+    archive_size: int,
+    root: Path,
+    relative: PurePosixPath,
+    member: tarfile.TarInfo,
+    spans: BlobSpans,
+) -> None:
     if member.offset_data + member.size > archive_size:
-        raise tarfile.ReadError("unexpected end of data")   # as extracting it would
+        raise tarfile.ReadError("unexpected end of data")  # as extracting it would
     try:
         target = _target(archive, root, relative)
-        remove_if_exists(target)   # the last entry for a path wins, as when extracting
+        remove_if_exists(target)  # the last entry for a path wins, as when extracting
     except MirrorError:
         raise
     except OSError as exc:
         raise os_error(exc, root / relative, "unpack into") from exc
-    spans.record(relative.as_posix(),
-                 BlobSpan(archive.resolve(), member.offset_data, member.size))
+    spans.record(relative.as_posix(), BlobSpan(archive.resolve(), member.offset_data, member.size))
 
 
-def _extract(archive: Path, root: Path, relative: PurePosixPath, tar: tarfile.TarFile,
-             member: tarfile.TarInfo, on_index_collision: IndexCollision) -> None:
+def _extract(
+    archive: Path,
+    root: Path,
+    relative: PurePosixPath,
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    on_index_collision: IndexCollision,
+) -> None:
     source = tar.extractfile(member)
     if source is None:  # pragma: no cover - regular files always have data
         raise _unsafe(archive, member.name, "it has no data")
@@ -229,13 +261,21 @@ def _target(archive: Path, root: Path, relative: PurePosixPath) -> Path:
     target = root.joinpath(*relative.parts)
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.parent.resolve().is_relative_to(root):
-        raise _unsafe(archive, relative.as_posix(),
-                      "its directory resolves outside the destination through a symlink")
+        raise _unsafe(
+            archive,
+            relative.as_posix(),
+            "its directory resolves outside the destination through a symlink",
+        )
     return target
 
 
-def _place(archive: Path, root: Path, relative: PurePosixPath, source: IO[bytes],
-           on_index_collision: IndexCollision) -> None:
+def _place(
+    archive: Path,
+    root: Path,
+    relative: PurePosixPath,
+    source: IO[bytes],
+    on_index_collision: IndexCollision,
+) -> None:
     try:
         target = _target(archive, root, relative)
         temp = _write_temp(target, source)

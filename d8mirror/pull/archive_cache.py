@@ -44,8 +44,9 @@ class ArchiveCache:
     def _dir(self, package: str, key: str) -> Path:
         return self.root / package / key
 
-    def restore(self, package: str, key: str, bundle_dir: Path,
-                *, gost: bool) -> ArchiveInfo | None:
+    def restore(
+        self, package: str, key: str, bundle_dir: Path, *, gost: bool
+    ) -> ArchiveInfo | None:
         """Link the cached archive of ``package`` at ``key`` into ``bundle_dir``; its summary
         (paths in ``bundle_dir``), or None when nothing usable is cached."""
         record = self._record(package, key)
@@ -67,9 +68,13 @@ class ArchiveCache:
         files = tuple(bundle_dir / name for name in archive["files"])
         # .gostsum files are written at the end of a successful pull, not kept here.
         remove_stale_finals(bundle_dir / archive["name"], files, gost=False)
-        return ArchiveInfo(path=str(bundle_dir / archive["name"]), files=[str(f) for f in files],
-                           size=archive["size"], sha256=archive["sha256"],
-                           gost=archive.get("gost", {}))
+        return ArchiveInfo(
+            path=str(bundle_dir / archive["name"]),
+            files=[str(f) for f in files],
+            size=archive["size"],
+            sha256=archive["sha256"],
+            gost=archive.get("gost", {}),
+        )
 
     def _record(self, package: str, key: str) -> dict[str, Any] | None:
         directory = self._dir(package, key)
@@ -94,11 +99,16 @@ class ArchiveCache:
             staging.mkdir(parents=True)
             for path in members:
                 os.link(path, staging / path.name)
-            record = {"files": {p.name: p.stat().st_size for p in members},
-                      "archive": {"name": Path(archive.path).name,
-                                  "files": [f.name for f in files],
-                                  "size": archive.size, "sha256": archive.sha256,
-                                  "gost": archive.model_dump(mode="json")["gost"]}}
+            record = {
+                "files": {p.name: p.stat().st_size for p in members},
+                "archive": {
+                    "name": Path(archive.path).name,
+                    "files": [f.name for f in files],
+                    "size": archive.size,
+                    "sha256": archive.sha256,
+                    "gost": archive.model_dump(mode="json")["gost"],
+                },
+            }
             (staging / RECORD).write_text(json.dumps(record, sort_keys=True))
             self._replace_package(package, key, staging)
         except OSError:
@@ -113,4 +123,3 @@ class ArchiveCache:
         for other in (self.root / package).iterdir():
             if other.name != key and not other.name.startswith("."):
                 shutil.rmtree(other, ignore_errors=True)
-

@@ -25,16 +25,24 @@ class Discovery(BaseModel):
 
 def validate_proxy_mode(options: PullOptions) -> None:
     """Q5: ``--proxy-registry`` needs a package whitelist, checked before any request."""
-    if (options.proxy_registry and options.per_package_phase
-            and not options.package_filter.is_whitelist):
+    if (
+        options.proxy_registry
+        and options.per_package_phase
+        and not options.package_filter.is_whitelist
+    ):
         raise ConfigError(
             "--proxy-registry requires a whitelist of packages (--include-package): a proxy "
             "registry cannot list the packages catalog"
         )
 
 
-def discover_packages(client: RegistryClient, options: PullOptions, *,
-                      lenient: bool = False, retry: RetryPolicy | None = None) -> Discovery:
+def discover_packages(
+    client: RegistryClient,
+    options: PullOptions,
+    *,
+    lenient: bool = False,
+    retry: RetryPolicy | None = None,
+) -> Discovery:
     """Names of the packages to mirror, filtered and sorted.
 
     ``lenient`` is the ``package-versions.tar`` mode (R-6.9): every failure left after ``retry``
@@ -45,18 +53,23 @@ def discover_packages(client: RegistryClient, options: PullOptions, *,
     found = Discovery()
     if options.proxy_registry:
         if not options.package_filter.is_whitelist:
-            found.warnings.append("Skipping package release images (package-versions): "
-                                  "--proxy-registry without --include-package")
+            found.warnings.append(
+                "Skipping package release images (package-versions): "
+                "--proxy-registry without --include-package"
+            )
             return found
         candidates = options.package_filter.whitelist_names()
     else:
         try:
             candidates = (retry or default_policy()).call(
                 lambda: client.list_tags(options.catalog),
-                what=f"list packages of {options.catalog}")
+                what=f"list packages of {options.catalog}",
+            )
         except NotFoundError as exc:
-            found.warnings.append(f"Skipping pull of packages: {options.source.registry}/"
-                                  f"{options.catalog} does not exist ({exc})")
+            found.warnings.append(
+                f"Skipping pull of packages: {options.source.registry}/"
+                f"{options.catalog} does not exist ({exc})"
+            )
             return found
         except RegistryError as exc:
             if lenient:
@@ -67,8 +80,10 @@ def discover_packages(client: RegistryClient, options: PullOptions, *,
                 f"{options.source.registry}/{options.catalog}: {exc}"
             ) from exc
         if not candidates:
-            found.warnings.append("Packages were not found, check your source repository "
-                                  "address and packages path suffix")
+            found.warnings.append(
+                "Packages were not found, check your source repository "
+                "address and packages path suffix"
+            )
             return found
     for name in sorted(candidates):
         if not is_valid_component(name):

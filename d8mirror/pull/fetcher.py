@@ -42,8 +42,8 @@ class ImageClosure:
     digest: str
     media_type: str
     size: int
-    blobs: tuple[str, ...]          # manifest itself first, then config and layers
-    layers: tuple[str, ...]         # layer digests bottom → top (empty for an index)
+    blobs: tuple[str, ...]  # manifest itself first, then config and layers
+    layers: tuple[str, ...]  # layer digests bottom → top (empty for an index)
 
 
 @dataclass
@@ -74,9 +74,16 @@ class ImageFetcher:
     downloading finish (their bytes are wanted by whoever works next on the same store).
     """
 
-    def __init__(self, client: RegistryClient, store: BlobStore, *, blob_workers: int = 4,
-                 should_stop: Callable[[], bool] | None = None,
-                 retry: RetryPolicy | None = None, stop_in_flight: bool = True) -> None:
+    def __init__(
+        self,
+        client: RegistryClient,
+        store: BlobStore,
+        *,
+        blob_workers: int = 4,
+        should_stop: Callable[[], bool] | None = None,
+        retry: RetryPolicy | None = None,
+        stop_in_flight: bool = True,
+    ) -> None:
         self.client = client
         self.store = store
         self.stop_in_flight = stop_in_flight
@@ -108,7 +115,8 @@ class ImageFetcher:
         try:
             digest: str | None = self.retry.call(
                 lambda: self.client.head_manifest(repository, tag).digest,
-                what=f"resolve {repository}:{tag}")
+                what=f"resolve {repository}:{tag}",
+            )
         except ManifestNotFoundError:
             digest = None
         self.remember(repository, tag, digest)
@@ -133,8 +141,9 @@ class ImageFetcher:
             for repository, tag in pending:
                 self.resolve(repository, tag)
             return
-        with ThreadPoolExecutor(max_workers=self.blob_workers,
-                                thread_name_prefix="d8mirror-resolve") as pool:
+        with ThreadPoolExecutor(
+            max_workers=self.blob_workers, thread_name_prefix="d8mirror-resolve"
+        ) as pool:
             for future in [pool.submit(self.resolve, repo, tag) for repo, tag in pending]:
                 future.result()
 
@@ -145,8 +154,9 @@ class ImageFetcher:
         pending = list(dict.fromkeys(refs))
         if len(pending) <= 1 or self.blob_workers == 1:
             return
-        with ThreadPoolExecutor(max_workers=self.blob_workers,
-                                thread_name_prefix="d8mirror-image") as pool:
+        with ThreadPoolExecutor(
+            max_workers=self.blob_workers, thread_name_prefix="d8mirror-image"
+        ) as pool:
             futures = [pool.submit(self._prefetch_one, repo, ref) for repo, ref in pending]
             for future in futures:
                 future.exception()
@@ -162,12 +172,14 @@ class ImageFetcher:
     def list_tags(self, repository: str) -> list[str]:
         """Every tag of ``repository`` (retried like every other request)."""
         self.check_stop()
-        return self.retry.call(lambda: self.client.list_tags(repository),
-                               what=f"list tags of {repository}")
+        return self.retry.call(
+            lambda: self.client.list_tags(repository), what=f"list tags of {repository}"
+        )
 
     # -- manifests and blobs ----------------------------------------------------------------
-    def _manifest(self, repository: str, digest: str,
-                  deadline: float | None = None) -> tuple[str, bytes]:
+    def _manifest(
+        self, repository: str, digest: str, deadline: float | None = None
+    ) -> tuple[str, bytes]:
         if self.store.has(digest) and self.store.verified(digest):
             data = self.store.read_bytes(digest, limit=MAX_MANIFEST_BYTES)
             media_type = embedded_media_type(data)
@@ -175,10 +187,14 @@ class ImageFetcher:
                 return media_type, data
         manifest = self.retry.call(
             lambda: self.client.get_manifest(repository, digest, deadline=deadline),
-            what=f"get manifest {repository}@{digest}", deadline=deadline)
+            what=f"get manifest {repository}@{digest}",
+            deadline=deadline,
+        )
         if manifest.digest != digest:
-            raise ProtocolError(f"registry served {manifest.digest} for {repository}@{digest}",
-                                url=f"{repository}@{digest}")
+            raise ProtocolError(
+                f"registry served {manifest.digest} for {repository}@{digest}",
+                url=f"{repository}@{digest}",
+            )
         self.store.put_bytes(manifest.data)
         return manifest.media_type, manifest.data
 
@@ -192,13 +208,15 @@ class ImageFetcher:
         """
         return self._image(repository, digest, digest, 0, self.client.limits.image_deadline())
 
-    def _image(self, repository: str, digest: str, top: str, depth: int,
-               deadline: float | None) -> ImageClosure:
+    def _image(
+        self, repository: str, digest: str, top: str, depth: int, deadline: float | None
+    ) -> ImageClosure:
         self.check_stop()
         if depth > MAX_INDEX_DEPTH:
             raise InvalidManifestError(
                 f"image {repository}@{top} nests image indexes more than {MAX_INDEX_DEPTH} "
-                f"levels deep (at {digest}); refusing to follow it")
+                f"levels deep (at {digest}); refusing to follow it"
+            )
         media_type, data = self._manifest(repository, digest, deadline)
         manifest = parse_manifest(data, media_type, f"{repository}@{digest}")
         if manifest.is_index:
@@ -212,21 +230,25 @@ class ImageFetcher:
             add_context(exc, f"while fetching image {repository}@{digest}")
             raise
         return ImageClosure(
-            digest=digest, media_type=media_type, size=len(data),
+            digest=digest,
+            media_type=media_type,
+            size=len(data),
             blobs=(digest, *[d for d, _ in blobs], *[d for d, _ in layers]),
             layers=tuple(d for d, _ in layers),
         )
 
-    def ensure_blobs(self, repository: str, blobs: Sequence[tuple[str, int]], *,
-                     deadline: float | None = None) -> None:
+    def ensure_blobs(
+        self, repository: str, blobs: Sequence[tuple[str, int]], *, deadline: float | None = None
+    ) -> None:
         unique = list(dict.fromkeys(blobs))
         if len(unique) <= 1 or self.blob_workers == 1:
             for digest, size in unique:
                 self._ensure_blob(repository, digest, size, deadline)
             return
         pool = self._blob_pool()
-        for future in [pool.submit(self._ensure_blob, repository, d, s, deadline)
-                       for d, s in unique]:
+        for future in [
+            pool.submit(self._ensure_blob, repository, d, s, deadline) for d, s in unique
+        ]:
             future.result()
 
     def _blob_pool(self) -> ThreadPoolExecutor:
@@ -234,13 +256,15 @@ class ImageFetcher:
         down when the fetcher is garbage collected."""
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self.blob_workers,
-                                                thread_name_prefix="d8mirror-blob")
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.blob_workers, thread_name_prefix="d8mirror-blob"
+                )
                 weakref.finalize(self, self._pool.shutdown, wait=False)
             return self._pool
 
-    def _ensure_blob(self, repository: str, digest: str, size: int,
-                     deadline: float | None = None) -> None:
+    def _ensure_blob(
+        self, repository: str, digest: str, size: int, deadline: float | None = None
+    ) -> None:
         self.check_stop()
         with self.store.download_lock(digest):
             if self.store.has(digest, size=size) and self.store.verified(digest):
@@ -249,20 +273,30 @@ class ImageFetcher:
             incoming = self.store.incoming_path(digest)
             progress = (lambda _n: self.check_stop()) if self.stop_in_flight else None
             written = self.retry.call(
-                lambda: self.client.fetch_blob(repository, digest, incoming, size=size,
-                                               deadline=deadline, on_progress=progress),
-                what=f"fetch blob {repository}@{digest}", deadline=deadline)
+                lambda: self.client.fetch_blob(
+                    repository, digest, incoming, size=size, deadline=deadline, on_progress=progress
+                ),
+                what=f"fetch blob {repository}@{digest}",
+                deadline=deadline,
+            )
             self.store.commit(digest, incoming, trusted=True)
             self.stats.add(1, written)
 
     # -- layouts ----------------------------------------------------------------------------
-    def pull_into(self, layout: Layout, repository: str, digest: str, *, short_tag: str,
-                  ref_name: str) -> ImageClosure:
+    def pull_into(
+        self, layout: Layout, repository: str, digest: str, *, short_tag: str, ref_name: str
+    ) -> ImageClosure:
         """Fetch ``repository@digest`` and record it in ``layout`` under ``short_tag``."""
         closure = self.image(repository, digest)
-        layout.add_manifest(digest=closure.digest, media_type=closure.media_type,
-                            size=closure.size, short_tag=short_tag, ref_name=ref_name,
-                            blobs=closure.blobs, store=self.store)
+        layout.add_manifest(
+            digest=closure.digest,
+            media_type=closure.media_type,
+            size=closure.size,
+            short_tag=short_tag,
+            ref_name=ref_name,
+            blobs=closure.blobs,
+            store=self.store,
+        )
         return closure
 
     def read_file(self, closure: ImageClosure, name: str, *, top_first_any: bool) -> bytes | None:

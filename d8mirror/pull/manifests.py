@@ -30,7 +30,7 @@ class PulledManifest:
     """What a manifest needs: its children (index) or its config and layers (image)."""
 
     media_type: str
-    children: tuple[tuple[str, str, str], ...] = ()   # (digest, os, architecture)
+    children: tuple[tuple[str, str, str], ...] = ()  # (digest, os, architecture)
     config: tuple[str, int] | None = None
     layers: tuple[tuple[str, int], ...] = ()
 
@@ -61,8 +61,10 @@ def parse_manifest(data: bytes, media_type: str, where: str) -> PulledManifest:
     except (ValueError, RecursionError) as exc:
         raise InvalidManifestError(f"manifest {where} is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
-        raise InvalidManifestError(f"manifest {where} is a JSON {type(doc).__name__}, not an "
-                                   "object: the source serves a broken image")
+        raise InvalidManifestError(
+            f"manifest {where} is a JSON {type(doc).__name__}, not an "
+            "object: the source serves a broken image"
+        )
     if media_type in INDEX_TYPES or "manifests" in doc:
         kind = media_type if media_type in INDEX_TYPES else OCI_INDEX
         return PulledManifest(kind, children=_children(doc.get("manifests"), where))
@@ -70,8 +72,11 @@ def parse_manifest(data: bytes, media_type: str, where: str) -> PulledManifest:
     return PulledManifest(
         media_type,
         config=None if config is None else _blob(config, where, "config"),
-        layers=tuple(_blob(layer, where, f"layer {i}")
-                     for i, layer in enumerate(_list(doc.get("layers"), where, "layers"))))
+        layers=tuple(
+            _blob(layer, where, f"layer {i}")
+            for i, layer in enumerate(_list(doc.get("layers"), where, "layers"))
+        ),
+    )
 
 
 def amd64_child(manifest: PulledManifest, where: str) -> str:
@@ -82,7 +87,8 @@ def amd64_child(manifest: PulledManifest, where: str) -> str:
     found = ", ".join(sorted({f"{o or '?'}/{a or '?'}" for _, o, a in manifest.children}))
     raise PlatformNotFoundError(
         f"image index {where} has no linux/amd64 image (it has {found}); d8mirror mirrors "
-        "linux/amd64 only, as d8 does: exclude this version or ask its publisher for one")
+        "linux/amd64 only, as d8 does: exclude this version or ask its publisher for one"
+    )
 
 
 def _list(value: Any, where: str, what: str) -> list[Any]:
@@ -98,8 +104,10 @@ def _digest(descriptor: Any, where: str, what: str) -> str:
         raise InvalidManifestError(f"manifest {where}: {what} is not a descriptor object")
     digest = descriptor.get("digest")
     if not isinstance(digest, str) or not is_valid_digest(digest):
-        raise InvalidManifestError(f"manifest {where}: {what} has an invalid digest "
-                                   f"{str(digest)[:80]!r} (sha256:<64 hex> expected)")
+        raise InvalidManifestError(
+            f"manifest {where}: {what} has an invalid digest "
+            f"{str(digest)[:80]!r} (sha256:<64 hex> expected)"
+        )
     return digest
 
 
@@ -107,15 +115,20 @@ def _blob(descriptor: Any, where: str, what: str) -> tuple[str, int]:
     digest = _digest(descriptor, where, what)
     size = descriptor.get("size")
     if size is None:
-        raise InvalidManifestError(f"manifest {where}: {what} {digest} declares no size; "
-                                   "refusing to download a blob without a bound")
+        raise InvalidManifestError(
+            f"manifest {where}: {what} {digest} declares no size; "
+            "refusing to download a blob without a bound"
+        )
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise InvalidManifestError(f"manifest {where}: {what} {digest} has an invalid size "
-                                   f"{json.dumps(size)[:40]}")
+        raise InvalidManifestError(
+            f"manifest {where}: {what} {digest} has an invalid size {json.dumps(size)[:40]}"
+        )
     if size == 0 and digest != EMPTY_BLOB_DIGEST:
-        raise InvalidManifestError(f"manifest {where}: {what} {digest} declares size 0, but "
-                                   "only the empty blob has no bytes; refusing to download it "
-                                   "without a bound")
+        raise InvalidManifestError(
+            f"manifest {where}: {what} {digest} declares size 0, but "
+            "only the empty blob has no bytes; refusing to download it "
+            "without a bound"
+        )
     return digest, size
 
 
@@ -124,14 +137,20 @@ def _children(value: Any, where: str) -> tuple[tuple[str, str, str], ...]:
     for i, child in enumerate(_list(value, where, "manifests")):
         digest = _digest(child, where, f"manifest {i}")
         platform = child.get("platform")
-        if platform is None:        # go-containerregistry: no platform means linux/amd64
+        if platform is None:  # go-containerregistry: no platform means linux/amd64
             platform = {"os": "linux", "architecture": "amd64"}
         if not isinstance(platform, dict):
-            raise InvalidManifestError(f"manifest {where}: manifest {i} has a platform that "
-                                       "is not an object")
+            raise InvalidManifestError(
+                f"manifest {where}: manifest {i} has a platform that is not an object"
+            )
         os_name, architecture = platform.get("os"), platform.get("architecture")
-        children.append((digest, os_name if isinstance(os_name, str) else "",
-                         architecture if isinstance(architecture, str) else ""))
+        children.append(
+            (
+                digest,
+                os_name if isinstance(os_name, str) else "",
+                architecture if isinstance(architecture, str) else "",
+            )
+        )
     if not children:
         raise InvalidManifestError(f"image index {where} has no manifests")
     return tuple(children)

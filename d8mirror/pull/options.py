@@ -11,9 +11,9 @@ from d8mirror.versions import PackageFilter
 
 @dataclass(frozen=True)
 class PullOptions:
-    source: Repository                      # the edition root: registry.example.com/deckhouse/ee
+    source: Repository  # the edition root: registry.example.com/deckhouse/ee
     package_filter: PackageFilter = field(default_factory=PackageFilter.from_flags)
-    packages_path: str = PACKAGES           # normalised --packages-path-suffix
+    packages_path: str = PACKAGES  # normalised --packages-path-suffix
     no_packages: bool = False
     only_extra_images: bool = False
     skip_vex_images: bool = False

@@ -39,8 +39,9 @@ class FetchResult(BaseModel):
     versions: list[str] = Field(default_factory=list)
     images: int = Field(0, description="Images recorded in the package's layouts.")
     vex: int = Field(0, description="VEX attestations among them.")
-    warnings: list[str] = Field(default_factory=list,
-                                description="The plan's warnings, then the fetch's own.")
+    warnings: list[str] = Field(
+        default_factory=list, description="The plan's warnings, then the fetch's own."
+    )
     blobs_fetched: int = Field(0, description="Blobs downloaded (not found in the store).")
     bytes_fetched: int = 0
 
@@ -57,8 +58,9 @@ class PackageLayouts:
     @classmethod
     def fresh(cls, work_dir: Path) -> PackageLayouts:
         """This run's layouts only: a previous run's layouts (and index entries) are dropped."""
-        return cls(root=work_dir, main=Layout.recreate(work_dir),
-                   version=Layout.create(work_dir / VERSION))
+        return cls(
+            root=work_dir, main=Layout.recreate(work_dir), version=Layout.create(work_dir / VERSION)
+        )
 
     def extra(self, name: str) -> Layout:
         if name not in self.extras:
@@ -93,8 +95,9 @@ def remember_plan(fetcher: ImageFetcher, options: PullOptions, plan: PackagePlan
             fetcher.remember(tag_repo, tag, digest)
 
 
-def fetch_package(fetcher: ImageFetcher, options: PullOptions, plan: PackagePlan,
-                  layouts: PackageLayouts) -> FetchResult:
+def fetch_package(
+    fetcher: ImageFetcher, options: PullOptions, plan: PackagePlan, layouts: PackageLayouts
+) -> FetchResult:
     """Fetch and record every image of ``plan`` into ``layouts`` (see the module docstring).
     Raises PackagePullError when the package cannot be pulled completely."""
     remember_plan(fetcher, options, plan)
@@ -104,12 +107,16 @@ def fetch_package(fetcher: ImageFetcher, options: PullOptions, plan: PackagePlan
 class _PackageFetch:
     """One run of :func:`fetch_package`: the steps, and what they recorded."""
 
-    def __init__(self, fetcher: ImageFetcher, options: PullOptions, plan: PackagePlan,
-                 layouts: PackageLayouts) -> None:
+    def __init__(
+        self,
+        fetcher: ImageFetcher,
+        options: PullOptions,
+        plan: PackagePlan,
+        layouts: PackageLayouts,
+    ) -> None:
         self.fetcher, self.options, self.plan, self.layouts = fetcher, options, plan, layouts
         self.name = plan.name
-        self.constraint: PackageConstraint | None = \
-            options.package_filter.constraint_for(plan.name)
+        self.constraint: PackageConstraint | None = options.package_filter.constraint_for(plan.name)
         self.warnings = list(plan.warnings)
         self.expected: dict[str, set[str]] = {}
 
@@ -122,19 +129,23 @@ class _PackageFetch:
         if missing:
             raise PackagePullError(
                 f"pulled layout of package {self.name} is incomplete: {len(missing)} planned "
-                f"images missing: {', '.join(missing)}")
+                f"images missing: {', '.join(missing)}"
+            )
         for layout in self.layouts.all():
             layout.sort()
         if not self.options.only_extra_images:
             apply_aliases(self.constraint, self.layouts.version)
         main = self.layouts.main
         return FetchResult(
-            name=self.name, work_dir=str(self.layouts.root), versions=list(self.plan.versions),
+            name=self.name,
+            work_dir=str(self.layouts.root),
+            versions=list(self.plan.versions),
             images=sum(len(layout.entries()) for layout in self.layouts.all()),
             vex=sum(1 for e in main.entries() if (e.short_tag or "").endswith(VEX_SUFFIX)),
             warnings=self.warnings,
             blobs_fetched=self.fetcher.stats.blobs_fetched - before[0],
-            bytes_fetched=self.fetcher.stats.bytes_fetched - before[1])
+            bytes_fetched=self.fetcher.stats.bytes_fetched - before[1],
+        )
 
     def _warn(self, what: str) -> AbstractContextManager[None]:
         return _failure_as(lambda exc: self.warnings.append(f"{what}: {exc}"))
@@ -145,8 +156,13 @@ class _PackageFetch:
         repo = self.options.version_repo(self.name)
         for channel, digest in self.plan.channels.items():
             if digest is not None:
-                self.fetcher.pull_into(self.layouts.version, repo, digest, short_tag=channel,
-                                       ref_name=self.options.ref(repo, channel))
+                self.fetcher.pull_into(
+                    self.layouts.version,
+                    repo,
+                    digest,
+                    short_tag=channel,
+                    ref_name=self.options.ref(repo, channel),
+                )
 
     def _content(self) -> None:
         """Images in waves: each wave is prefetched several at once into the blob store, then
@@ -163,9 +179,14 @@ class _PackageFetch:
             self._release_images()
             internal = self._internal_digests(main_closures)
         extras = self._wanted_extras(main_closures)
-        self.fetcher.prefetch([(repo, d) for d in internal] + [
-            (self.options.extra_repo(self.name, extra), tag)
-            for extra, tags in extras.items() for tag in tags])
+        self.fetcher.prefetch(
+            [(repo, d) for d in internal]
+            + [
+                (self.options.extra_repo(self.name, extra), tag)
+                for extra, tags in extras.items()
+                for tag in tags
+            ]
+        )
         vex_inputs += self._internal_images(repo, internal)
         vex_inputs += self._extra_images(extras)
         if not self.options.skip_vex_images:
@@ -183,19 +204,27 @@ class _PackageFetch:
                 vex_inputs.append(self.options.ref(repo, version))
             if digest is None:
                 if self.constraint and any(e.tag == version for e in self.constraint.exacts):
-                    self.warnings.append(f"pinned version {version} of package {self.name} "
-                                         "was not found in the source registry")
+                    self.warnings.append(
+                        f"pinned version {version} of package {self.name} "
+                        "was not found in the source registry"
+                    )
                 continue
             closures[version] = self.fetcher.image(repo, digest)
             if not self.options.only_extra_images:
                 self._add(self.layouts.main, repo, digest, version)
         return closures, vex_inputs
 
-    def _add(self, layout: Layout, repo: str, digest: str, tag: str,
-             ref_name: str | None = None) -> None:
+    def _add(
+        self, layout: Layout, repo: str, digest: str, tag: str, ref_name: str | None = None
+    ) -> None:
         short_tag = tag.split(":", 1)[1] if tag.startswith("sha256:") else tag
-        self.fetcher.pull_into(layout, repo, digest, short_tag=short_tag,
-                               ref_name=ref_name or self.options.ref(repo, tag))
+        self.fetcher.pull_into(
+            layout,
+            repo,
+            digest,
+            short_tag=short_tag,
+            ref_name=ref_name or self.options.ref(repo, tag),
+        )
         self.expected.setdefault(str(layout.path), set()).add(short_tag)
 
     def _release_images(self) -> None:
@@ -213,15 +242,15 @@ class _PackageFetch:
         for version, closure in closures.items():
             data = None
             with self._warn(f"images_digests.json of {self.name}:{version}"):
-                data = self.fetcher.read_file(closure, "images_digests.json",
-                                              top_first_any=False)
+                data = self.fetcher.read_file(closure, "images_digests.json", top_first_any=False)
             if data:
                 found = parse_images_digests(data)
                 problem = images_digests_problem(data)
                 if problem:
                     self.warnings.append(
                         f"images_digests.json of {self.name}:{version} {problem}; "
-                        f"{len(found)} digest(s) found in its text are used")
+                        f"{len(found)} digest(s) found in its text are used"
+                    )
                 digests += found
         return dedupe(digests)
 
@@ -257,8 +286,9 @@ class _PackageFetch:
                 refs.append(self.options.ref(repo, tag))
 
                 def fail(exc: MirrorError, extra: str = extra, tag: str = tag) -> None:
-                    raise PackagePullError(f"pull extra image {extra}:{tag} of package "
-                                           f"{self.name}: {exc}") from exc
+                    raise PackagePullError(
+                        f"pull extra image {extra}:{tag} of package {self.name}: {exc}"
+                    ) from exc
 
                 with _failure_as(fail):
                     digest = self.fetcher.resolve(repo, tag)
@@ -290,8 +320,7 @@ def apply_aliases(constraint: PackageConstraint | None, version: Layout) -> None
     if constraint is None or not constraint.is_exact_only:
         return
     for tag, channels in constraint.alias_targets():
-        entry = next((e for e in version.entries()
-                      if (e.ref_name or "").endswith(":" + tag)), None)
+        entry = next((e for e in version.entries() if (e.ref_name or "").endswith(":" + tag)), None)
         if entry is None:
             continue
         for channel in channels:

@@ -23,12 +23,18 @@ class ArchiveInfo(BaseModel):
     gost: dict[str, KnownDigest] = Field(
         default_factory=dict,
         description="GOST digests computed while packing, by file name (for the .gostsum files "
-                    "the end of the pull writes; used only while a file is unchanged).")
+        "the end of the pull writes; used only while a file is unchanged).",
+    )
 
     @classmethod
     def of(cls, result: ArchiveResult) -> ArchiveInfo:
-        return cls(path=str(result.path), files=[str(f) for f in result.files],
-                   size=result.size, sha256=result.sha256, gost=result.gost)
+        return cls(
+            path=str(result.path),
+            files=[str(f) for f in result.files],
+            size=result.size,
+            sha256=result.sha256,
+            gost=result.gost,
+        )
 
 
 def package_layouts(work_dir: Path) -> list[Layout]:
@@ -44,24 +50,41 @@ def has_images(work_dir: Path) -> bool:
     return any(layout.has_images() for layout in package_layouts(work_dir))
 
 
-def pack_package(work_dir: Path, bundle_dir: Path, name: str, *, chunk_size: int = 0,
-                 gost: bool = False,
-                 should_cancel: Callable[[], bool] | None = None) -> ArchiveResult | None:
+def pack_package(
+    work_dir: Path,
+    bundle_dir: Path,
+    name: str,
+    *,
+    chunk_size: int = 0,
+    gost: bool = False,
+    should_cancel: Callable[[], bool] | None = None,
+) -> ArchiveResult | None:
     """``package-<name>.tar`` with entries under ``packages/<name>/``; None for an empty package
     (no stub archive is ever written)."""
     if not has_images(work_dir):
         return None
-    return pack_archive(bundle_dir / package_archive_name(name),
-                        [TarSource(work_dir, f"{PACKAGES}/{name}")],
-                        chunk_size=chunk_size, gost=gost, should_cancel=should_cancel)
+    return pack_archive(
+        bundle_dir / package_archive_name(name),
+        [TarSource(work_dir, f"{PACKAGES}/{name}")],
+        chunk_size=chunk_size,
+        gost=gost,
+        should_cancel=should_cancel,
+    )
 
 
-def pack_versions(layouts: Sequence[tuple[str, Path]], bundle_dir: Path, *, chunk_size: int = 0,
-                  gost: bool = False) -> ArchiveResult | None:
+def pack_versions(
+    layouts: Sequence[tuple[str, Path]],
+    bundle_dir: Path,
+    *,
+    chunk_size: int = 0,
+    gost: bool = False,
+) -> ArchiveResult | None:
     """``package-versions.tar`` from ``(name, version-layout dir)`` pairs that hold images."""
-    sources = [TarSource(path, f"{PACKAGES}/{name}/{VERSION}")
-               for name, path in sorted(layouts)
-               if (path / "index.json").is_file() and Layout.open(path).has_images()]
+    sources = [
+        TarSource(path, f"{PACKAGES}/{name}/{VERSION}")
+        for name, path in sorted(layouts)
+        if (path / "index.json").is_file() and Layout.open(path).has_images()
+    ]
     if not sources:
         return None
     return pack_archive(bundle_dir / VERSIONS_ARCHIVE, sources, chunk_size=chunk_size, gost=gost)

@@ -52,16 +52,21 @@ class PackagePlan(BaseModel):
     name: str
     versions: list[str] = Field(description="Versions to mirror, channel versions first.")
     digests: dict[str, str | None] = Field(
-        description="Main image digest of every version (None: the tag does not exist).")
+        description="Main image digest of every version (None: the tag does not exist)."
+    )
     channels: dict[str, str | None] = Field(
-        description="Digest of <name>/version:<channel> of every channel (None: absent).")
+        description="Digest of <name>/version:<channel> of every channel (None: absent)."
+    )
     tags: TagDigests | None = Field(
-        None, description="The digests now of every other tag the last fetch of this plan "
+        None,
+        description="The digests now of every other tag the last fetch of this plan "
         "resolved (release, extra, VEX tags): part of the fetch's identity; None when no "
-        "such fetch is recorded.")
-    warnings: list[str] = Field(default_factory=list,
-                                description="What planning tolerated (unreadable version.json, "
-                                "missing tag list).")
+        "such fetch is recorded.",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What planning tolerated (unreadable version.json, missing tag list).",
+    )
 
     def identity(self) -> dict[str, object]:
         """The content a fetch of this plan depends on (a cache key's part; no warnings)."""
@@ -84,8 +89,9 @@ def available_channels(fetcher: ImageFetcher, options: PullOptions, name: str) -
     return channels
 
 
-def channel_version(fetcher: ImageFetcher, closure: ImageClosure, ref: str,
-                    warnings: list[str]) -> str | None:
+def channel_version(
+    fetcher: ImageFetcher, closure: ImageClosure, ref: str, warnings: list[str]
+) -> str | None:
     """The version a channel image's ``version.json`` names; a file that cannot be read as
     one is a warning (the channel then contributes no version), an absent file is not."""
     data = fetcher.read_file(closure, "version.json", top_first_any=False)
@@ -98,8 +104,13 @@ def channel_version(fetcher: ImageFetcher, closure: ImageClosure, ref: str,
         return None
 
 
-def _channel_versions(fetcher: ImageFetcher, options: PullOptions, name: str,
-                      channels: dict[str, str | None], warnings: list[str]) -> list[str]:
+def _channel_versions(
+    fetcher: ImageFetcher,
+    options: PullOptions,
+    name: str,
+    channels: dict[str, str | None],
+    warnings: list[str],
+) -> list[str]:
     repo = options.version_repo(name)
     versions: list[str] = []
     for channel, digest in channels.items():
@@ -112,8 +123,13 @@ def _channel_versions(fetcher: ImageFetcher, options: PullOptions, name: str,
     return versions
 
 
-def _listed_tags(fetcher: ImageFetcher, options: PullOptions, name: str,
-                 constraint: PackageConstraint | None, warnings: list[str]) -> list[str]:
+def _listed_tags(
+    fetcher: ImageFetcher,
+    options: PullOptions,
+    name: str,
+    constraint: PackageConstraint | None,
+    warnings: list[str],
+) -> list[str]:
     """The tags a semver constraint chooses from: listed, or probed on a proxy registry."""
     if not needs_tag_listing(constraint):
         return []
@@ -122,8 +138,11 @@ def _listed_tags(fetcher: ImageFetcher, options: PullOptions, name: str,
     if options.proxy_registry:
         tags: list[str] = []
         for sub in proxy_semver_constraints(constraint, name):
-            tags += probe_versions(sub, lambda tag: fetcher.resolve(repo, tag) is not None,
-                                   should_stop=fetcher.should_stop)
+            tags += probe_versions(
+                sub,
+                lambda tag: fetcher.resolve(repo, tag) is not None,
+                should_stop=fetcher.should_stop,
+            )
         return tags
     try:
         return fetcher.list_tags(repo)
@@ -139,15 +158,23 @@ def plan_package(fetcher: ImageFetcher, options: PullOptions, name: str) -> Pack
     constraint = options.package_filter.constraint_for(name)
     version_repo, repo = options.version_repo(name), options.package_repo(name)
     warnings: list[str] = []
-    channels = {c: fetcher.resolve(version_repo, c)
-                for c in available_channels(fetcher, options, name)}
-    from_channels = (_channel_versions(fetcher, options, name, channels, warnings)
-                     if reads_channels(options, constraint) else [])
+    channels = {
+        c: fetcher.resolve(version_repo, c) for c in available_channels(fetcher, options, name)
+    }
+    from_channels = (
+        _channel_versions(fetcher, options, name, channels, warnings)
+        if reads_channels(options, constraint)
+        else []
+    )
     tags = _listed_tags(fetcher, options, name, constraint, warnings)
     versions = dedupe([*from_channels, *versions_to_mirror(constraint, tags)])
-    return PackagePlan(name=name, versions=versions,
-                       digests={v: fetcher.resolve(repo, v) for v in versions},
-                       channels=channels, warnings=warnings)
+    return PackagePlan(
+        name=name,
+        versions=versions,
+        digests={v: fetcher.resolve(repo, v) for v in versions},
+        channels=channels,
+        warnings=warnings,
+    )
 
 
 def planned_images(fetcher: ImageFetcher, options: PullOptions, plan: PackagePlan) -> list[str]:
@@ -175,8 +202,10 @@ def planned_images(fetcher: ImageFetcher, options: PullOptions, plan: PackagePla
 def render_dry_run_plan(name: str, planned: list[str], versions: list[str]) -> str:
     """The dry-run plan of one package, in d8's words (R-6.7): the images that would be
     pulled, one per line."""
-    lines = [f"[dry-run] Package '{name}' images that would be pulled:",
-             *[f"  {ref}" for ref in planned]]
+    lines = [
+        f"[dry-run] Package '{name}' images that would be pulled:",
+        *[f"  {ref}" for ref in planned],
+    ]
     if versions:
         lines.append("  (extra images discovery requires a real pull)")
     return "\n".join(lines)

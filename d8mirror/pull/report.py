@@ -68,8 +68,7 @@ class PullReport(BaseModel):
     packages_skipped: bool = False
     edition: str = ""
     only_extra_images: bool = False
-    errors: list[str] = Field(default_factory=list,
-                              description="Of the run itself (GOST digests).")
+    errors: list[str] = Field(default_factory=list, description="Of the run itself (GOST digests).")
     #: GOST digests computed while packing package-versions.tar (not reported).
     gost_known: dict[str, KnownDigest] = Field(default_factory=dict, exclude=True)
 
@@ -104,9 +103,17 @@ class PullReport(BaseModel):
         return path
 
     def table_rows(self) -> list[dict[str, Any]]:
-        return [{"package": p.name, "versions": ", ".join(sort_versions_desc(p.versions)),
-                 "images": p.images, "bytes": p.archive_bytes, "status": p.status,
-                 "error": p.error or ""} for p in self.packages]
+        return [
+            {
+                "package": p.name,
+                "versions": ", ".join(sort_versions_desc(p.versions)),
+                "images": p.images,
+                "bytes": p.archive_bytes,
+                "status": p.status,
+                "error": p.error or "",
+            }
+            for p in self.packages
+        ]
 
 
 def human_size(size: float) -> str:
@@ -133,8 +140,11 @@ def _package_lines(report: PullReport, verbose: bool) -> list[str]:
     package as d8 prints it: name, ``(n VEX)``, ``[versions newest first]``."""
     if report.packages_skipped:
         return [f"{'Packages:':<{_LABEL}} skipped"]
-    counted = [p for p in report.packages
-               if p.status in ("pulled", "planned") or (p.images and p.status != "failed")]
+    counted = [
+        p
+        for p in report.packages
+        if p.status in ("pulled", "planned") or (p.images and p.status != "failed")
+    ]
     parts = [str(len(counted))]
     if report.only_extra_images:
         parts.append("extra images only")
@@ -168,8 +178,13 @@ def _bundle_lines(report: PullReport) -> list[str]:
 def render_summary(report: PullReport, *, verbose: bool = True) -> str:
     """The framed summary printed at the end of a pull (and published as an artifact);
     per-package lines only when ``verbose`` (d8's ``--verbose-summary``)."""
-    title = ("Pull plan (dry-run)" if report.dry_run else
-             "Pull failed" if not report.ok else "Pull summary")
+    title = (
+        "Pull plan (dry-run)"
+        if report.dry_run
+        else "Pull failed"
+        if not report.ok
+        else "Pull summary"
+    )
     lines = [f"{'Edition:':<{_LABEL}} {report.edition.upper()}"] if report.edition else []
     lines.append(f"{'Source:':<{_LABEL}} {report.source}")
     lines += _package_lines(report, verbose)
@@ -191,5 +206,10 @@ def render_summary(report: PullReport, *, verbose: bool = True) -> str:
         lines.append("Pull completed.")
     lines.append(f"Elapsed: {_elapsed(report.elapsed_seconds)}")
     bar = "═" * (_FRAME - len(title) - 5)
-    return "\n".join([f"╔══ {title} {bar}", *[f"║ {line}" if line else "║" for line in lines],
-                      "╚" + "═" * (_FRAME - 1)])
+    return "\n".join(
+        [
+            f"╔══ {title} {bar}",
+            *[f"║ {line}" if line else "║" for line in lines],
+            "╚" + "═" * (_FRAME - 1),
+        ]
+    )

@@ -49,15 +49,26 @@ class WarmupTotals:
 def can_warm(options: PullOptions) -> bool:
     """Whether a warm-up knows what this pull fetches: the plain per-package pull of main
     images (not a dry-run, not only extra images, not a proxy registry's probing)."""
-    return (options.per_package_phase and not options.dry_run
-            and not options.only_extra_images and not options.proxy_registry)
+    return (
+        options.per_package_phase
+        and not options.dry_run
+        and not options.only_extra_images
+        and not options.proxy_registry
+    )
 
 
 class StoreWarmer:
     """Fetches the main images of the packages to pull into ``store``, on its own threads."""
 
-    def __init__(self, client: RegistryClient, store: BlobStore, options: PullOptions, *,
-                 concurrency: int = 4, blob_workers: int = 4) -> None:
+    def __init__(
+        self,
+        client: RegistryClient,
+        store: BlobStore,
+        options: PullOptions,
+        *,
+        concurrency: int = 4,
+        blob_workers: int = 4,
+    ) -> None:
         self.client = client
         self.store = store
         self.options = options
@@ -86,16 +97,20 @@ class StoreWarmer:
         """One line on what was fetched ahead (None when nothing was)."""
         if not self.totals.blobs:
             return None
-        return (f"{self.totals.blobs} blobs ({human_size(self.totals.bytes)}) were fetched "
-                "while the local Prefect API server started (the pull reports them as reused)")
+        return (
+            f"{self.totals.blobs} blobs ({human_size(self.totals.bytes)}) were fetched "
+            "while the local Prefect API server started (the pull reports them as reused)"
+        )
 
     def join(self, timeout: float | None = None) -> WarmupTotals:
         if self._thread is not None:
             self._thread.join(timeout)
         with self._lock:
             fetchers = list(self._fetchers)
-        self.totals = WarmupTotals(sum(f.stats.blobs_fetched for f in fetchers),
-                                   sum(f.stats.bytes_fetched for f in fetchers))
+        self.totals = WarmupTotals(
+            sum(f.stats.blobs_fetched for f in fetchers),
+            sum(f.stats.bytes_fetched for f in fetchers),
+        )
         return self.totals
 
     # -- the work -------------------------------------------------------------------------------
@@ -105,14 +120,21 @@ class StoreWarmer:
         except (MirrorError, OSError, ValueError) as exc:
             log.debug("warm-up: discovery failed, left to the pull: %s", exc)
             return
-        with ThreadPoolExecutor(max_workers=self.concurrency,
-                                thread_name_prefix="d8mirror-warmup") as pool:
+        with ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="d8mirror-warmup"
+        ) as pool:
             for future in [pool.submit(self._package, name) for name in names]:
                 future.exception()
 
     def _fetcher(self) -> ImageFetcher:
-        fetcher = ImageFetcher(self.client, self.store, blob_workers=self.blob_workers,
-                               should_stop=self._stop.is_set, retry=ONCE, stop_in_flight=False)
+        fetcher = ImageFetcher(
+            self.client,
+            self.store,
+            blob_workers=self.blob_workers,
+            should_stop=self._stop.is_set,
+            retry=ONCE,
+            stop_in_flight=False,
+        )
         with self._lock:
             self._fetchers.append(fetcher)
         return fetcher
@@ -128,5 +150,5 @@ class StoreWarmer:
             for digest in plan.digests.values():
                 if digest is not None:
                     fetcher.image(repo, digest)
-        except (MirrorError, OSError, ValueError) as exc:   # FetchCancelled: stopped
+        except (MirrorError, OSError, ValueError) as exc:  # FetchCancelled: stopped
             log.debug("warm-up of %s ended: %s", name, exc)

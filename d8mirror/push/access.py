@@ -23,7 +23,7 @@ from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient
 from d8mirror.retry import RetryPolicy, default_policy
 
-WRITE_CHECK_TAG = "d8WriteCheck"   # the reference's tag; d8mirror never writes it
+WRITE_CHECK_TAG = "d8WriteCheck"  # the reference's tag; d8mirror never writes it
 DEFAULT_TIMEOUT = 15.0
 BYPASS_ENV = "MIRROR_BYPASS_ACCESS_CHECKS"
 TIMEOUT_ENV = "D8_MIRROR_TIMEOUT"
@@ -44,23 +44,33 @@ def check_timeout(env: Mapping[str, str] | None = None) -> float:
     return seconds if seconds is not None and seconds > 0 else DEFAULT_TIMEOUT
 
 
-def check_write_access(client: RegistryClient, target: Repository, *,
-                       timeout: float | None = None, retry: RetryPolicy | None = None) -> None:
+def check_write_access(
+    client: RegistryClient,
+    target: Repository,
+    *,
+    timeout: float | None = None,
+    retry: RetryPolicy | None = None,
+) -> None:
     """Prove push permission on ``target`` or raise :class:`WriteCheckError` (cause chained)."""
     deadline = check_timeout() if timeout is None else timeout
     policy = retry or default_policy()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-check")
-    future = pool.submit(policy.call, partial(client.probe_push, target.path),
-                         what=f"write check of {target}")
+    future = pool.submit(
+        policy.call, partial(client.probe_push, target.path), what=f"write check of {target}"
+    )
     try:
         future.result(timeout=deadline)
     except FutureTimeout as exc:
-        raise WriteCheckError(f"registry credentials validation failure: no answer from "
-                              f"{target} within {deadline:g}s (raise {TIMEOUT_ENV}, or set "
-                              f"{BYPASS_ENV}=1 to skip the check)") from exc
+        raise WriteCheckError(
+            f"registry credentials validation failure: no answer from "
+            f"{target} within {deadline:g}s (raise {TIMEOUT_ENV}, or set "
+            f"{BYPASS_ENV}=1 to skip the check)"
+        ) from exc
     except MirrorError as exc:
-        raise WriteCheckError(f"registry credentials validation failure: cannot push to "
-                              f"{target} (these credentials need push permission there): "
-                              f"{exc}") from exc
+        raise WriteCheckError(
+            f"registry credentials validation failure: cannot push to "
+            f"{target} (these credentials need push permission there): "
+            f"{exc}"
+        ) from exc
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

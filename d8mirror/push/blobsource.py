@@ -22,7 +22,7 @@ class LayoutBlobs:
     """The blobs of one layout of the unpacked tree."""
 
     layout: Layout
-    layout_rel: str = ""     # the layout's path in the tree ("" = its root): the spans' key
+    layout_rel: str = ""  # the layout's path in the tree ("" = its root): the spans' key
     spans: BlobSpans = field(default_factory=BlobSpans)
 
     def span(self, digest: str) -> BlobSpan | None:
@@ -37,9 +37,11 @@ class LayoutBlobs:
         if span is None:
             return self.layout.read_blob(digest, limit=limit)
         if span.size > limit:
-            raise IntegrityError(f"blob {digest} at byte {span.offset} of {span.archive} is "
-                                 f"larger than {limit} bytes: refusing to load it; the content "
-                                 "is not what it claims to be (a manifest)")
+            raise IntegrityError(
+                f"blob {digest} at byte {span.offset} of {span.archive} is "
+                f"larger than {limit} bytes: refusing to load it; the content "
+                "is not what it claims to be (a manifest)"
+            )
         try:
             with span.archive.open("rb") as archive:
                 archive.seek(span.offset)
@@ -47,12 +49,15 @@ class LayoutBlobs:
         except OSError as exc:
             raise wrap_os_error(exc, str(span.archive)) from exc
         if len(data) != span.size:
-            raise LayoutError(f"{span.archive} ends inside blob {digest}: the archive was "
-                              "truncated after the unpack; copy it again")
+            raise LayoutError(
+                f"{span.archive} ends inside blob {digest}: the archive was "
+                "truncated after the unpack; copy it again"
+            )
         return data
 
-    def upload(self, client: RegistryClient, repository: str, digest: str,
-               size: int | None) -> None:
+    def upload(
+        self, client: RegistryClient, repository: str, digest: str, size: int | None
+    ) -> None:
         """Upload blob ``digest`` (``size`` bytes, when known) into ``repository`` from its
         file or its span of an archive."""
         path = self.layout.blob_path(digest)
@@ -61,11 +66,15 @@ class LayoutBlobs:
             return
         span = self.spans.find(self.layout_rel, digest)
         if span is None:
-            raise LayoutError(f"layout {self.layout.path} lacks blob {digest}: the bundle is "
-                              "incomplete; copy the archive again or pull it again")
+            raise LayoutError(
+                f"layout {self.layout.path} lacks blob {digest}: the bundle is "
+                "incomplete; copy the archive again or pull it again"
+            )
         if size is not None and size != span.size:
-            raise LocalContentError(f"{span.archive} holds {span.size} bytes for blob "
-                                      f"{digest}, not the {size} its manifest says",
-                                      expected=str(size), actual=str(span.size))
-        client.upload_blob(repository, digest, span.archive, offset=span.offset,
-                           size=span.size)
+            raise LocalContentError(
+                f"{span.archive} holds {span.size} bytes for blob "
+                f"{digest}, not the {size} its manifest says",
+                expected=str(size),
+                actual=str(span.size),
+            )
+        client.upload_blob(repository, digest, span.archive, offset=span.offset, size=span.size)

@@ -49,8 +49,10 @@ class DiscoveryTag(BaseModel):
 _TREE_DIRS = {"modules": MODULES, "packages": PACKAGES, "plugins": PLUGINS}
 
 
-def split_landed(tags: list[DiscoveryTag], not_landed: Iterable[str],
-                 ) -> tuple[list[DiscoveryTag], list[DiscoveryTag]]:
+def split_landed(
+    tags: list[DiscoveryTag],
+    not_landed: Iterable[str],
+) -> tuple[list[DiscoveryTag], list[DiscoveryTag]]:
     """(tags to push, tags withheld): a tag is withheld when any layout of its item (tree path
     ``<dir>`` or under ``<dir>/``) is in ``not_landed`` (failed, cancelled or not verified)."""
     missing = [rel.strip("/") for rel in not_landed]
@@ -66,9 +68,11 @@ def split_landed(tags: list[DiscoveryTag], not_landed: Iterable[str],
 def plan_discovery_tags(unified: Path, target: Repository, router: Router) -> list[DiscoveryTag]:
     """Every discovery tag the tree calls for, in push order."""
     digest = tinyimage.build(DISCOVERY_LABEL).digest
-    groups = [("modules", MODULES, router.repository(target, MODULES)),
-              ("packages", PACKAGES, router.packages_index(target)),
-              ("plugins", PLUGINS, target.child(PLUGINS))]
+    groups = [
+        ("modules", MODULES, router.repository(target, MODULES)),
+        ("packages", PACKAGES, router.packages_index(target)),
+        ("plugins", PLUGINS, target.child(PLUGINS)),
+    ]
     out = []
     for kind, rel, repository in groups:
         directory = unified / rel
@@ -76,22 +80,27 @@ def plan_discovery_tags(unified: Path, target: Repository, router: Router) -> li
             log.info("No %s directory found, skipping %s index", kind, kind)
             continue
         for name in sorted(p.name for p in directory.iterdir() if p.is_dir()):
-            out.append(DiscoveryTag(kind=kind, repository=repository.path, tag=name,
-                                    digest=digest))
+            out.append(DiscoveryTag(kind=kind, repository=repository.path, tag=name, digest=digest))
     return out
 
 
-def push_discovery_tags(client: RegistryClient, tags: list[DiscoveryTag], *,
-                        on_pushed: Callable[[DiscoveryTag], None] | None = None,
-                        retry: RetryPolicy | None = None) -> int:
+def push_discovery_tags(
+    client: RegistryClient,
+    tags: list[DiscoveryTag],
+    *,
+    on_pushed: Callable[[DiscoveryTag], None] | None = None,
+    retry: RetryPolicy | None = None,
+) -> int:
     """Push the tags; returns how many were (re)written (already-correct tags are skipped).
     Each tag's push is retried as a whole on transient errors (it is idempotent)."""
     policy = retry or default_policy()
     image = tinyimage.build(DISCOVERY_LABEL)
     written = 0
     for tag in tags:
-        if policy.call(partial(tinyimage.push, client, tag.repository, tag.tag, image),
-                      what=f"push discovery tag {tag.repository}:{tag.tag}"):
+        if policy.call(
+            partial(tinyimage.push, client, tag.repository, tag.tag, image),
+            what=f"push discovery tag {tag.repository}:{tag.tag}",
+        ):
             written += 1
         if on_pushed is not None:
             on_pushed(tag)

@@ -100,10 +100,15 @@ class Provenance:
         doc = read_json(path, "provenance sidecar")
         try:
             items = doc["entries"]
-            return cls({(str(i["digest"]), i.get("refName")): list(i["archives"]) for i in items},
-                       {str(a) for a in doc.get("catalogs", [])},
-                       {(str(i["digest"]), i.get("refName")): list(i["pinAliasIn"])
-                        for i in items if i.get("pinAliasIn")})
+            return cls(
+                {(str(i["digest"]), i.get("refName")): list(i["archives"]) for i in items},
+                {str(a) for a in doc.get("catalogs", [])},
+                {
+                    (str(i["digest"]), i.get("refName")): list(i["pinAliasIn"])
+                    for i in items
+                    if i.get("pinAliasIn")
+                },
+            )
         except (KeyError, TypeError, AttributeError) as exc:
             raise LayoutError(f"provenance sidecar {path} is malformed: {exc}") from exc
 
@@ -142,6 +147,7 @@ class Provenance:
             if entry.short_tag in pinned:
                 return bool(self.pins.get(entry.key))
             return any(a in self.catalogs for a in self.archives(entry))
+
         return preferred
 
     def is_pin_alias(self, entry: IndexEntry) -> bool:
@@ -178,5 +184,3 @@ def merge_index_into(layout_dir: Path, incoming: Mapping[str, Any], *, source: s
         provenance = Provenance.load(layout_dir)
         provenance.record(new_entries, source)
         provenance.save(layout_dir)
-
-

@@ -48,8 +48,9 @@ class ManifestNode:
         return out
 
 
-def read_manifest(blobs: LayoutBlobs, digest: str, media_type: str | None, *,
-                  depth: int = 0) -> ManifestNode:
+def read_manifest(
+    blobs: LayoutBlobs, digest: str, media_type: str | None, *, depth: int = 0
+) -> ManifestNode:
     """Load ``digest`` from a layout's ``blobs`` with everything it references (children
     first)."""
     where = blobs.layout.path
@@ -57,15 +58,19 @@ def read_manifest(blobs: LayoutBlobs, digest: str, media_type: str | None, *,
         raise LayoutError(f"layout {where}: manifest {digest} nests indexes too deeply")
     data = blobs.read(digest, limit=MAX_MANIFEST_BYTES)
     actual = sha256_bytes_digest(data)
-    if actual != digest:   # never PUT (under a real tag) bytes that are not the digest's
-        raise IntegrityError(f"layout {where}: manifest {digest} does not match its digest "
-                             f"(content hashes to {actual}): refusing to push it; copy the "
-                             "bundle again")
+    if actual != digest:  # never PUT (under a real tag) bytes that are not the digest's
+        raise IntegrityError(
+            f"layout {where}: manifest {digest} does not match its digest "
+            f"(content hashes to {actual}): refusing to push it; copy the "
+            "bundle again"
+        )
     doc = _json_object(data, where, digest)
     kind = media_type or str(doc.get("mediaType") or "")
     if kind in INDEX_TYPES or "manifests" in doc:
-        children = tuple(read_manifest(blobs, d.digest, d.media_type, depth=depth + 1)
-                         for d in _descriptors(doc.get("manifests"), where, digest))
+        children = tuple(
+            read_manifest(blobs, d.digest, d.media_type, depth=depth + 1)
+            for d in _descriptors(doc.get("manifests"), where, digest)
+        )
         return ManifestNode(digest, kind, data, (), children)
     descriptors = list(_descriptors([doc["config"]] if "config" in doc else [], where, digest))
     descriptors += _descriptors(doc.get("layers"), where, digest)
@@ -91,8 +96,13 @@ def _descriptors(items: Any, layout: Path, owner: str) -> list[_Desc]:
             raise LayoutError(f"layout {layout}: manifest {owner} has a malformed descriptor")
         size = item.get("size", -1)
         media = item.get("mediaType")
-        out.append(_Desc(item["digest"], size if isinstance(size, int) else -1,
-                         media if isinstance(media, str) else None))
+        out.append(
+            _Desc(
+                item["digest"],
+                size if isinstance(size, int) else -1,
+                media if isinstance(media, str) else None,
+            )
+        )
     return out
 
 

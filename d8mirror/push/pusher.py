@@ -79,17 +79,28 @@ def plan_layout(blobs: LayoutBlobs) -> tuple[list[TagPlan], list[str]]:
     provenance = Provenance.load(layout.path)
     preferred = provenance.q2_preferred(entries)
     resolution = resolve_short_tags(entries, preferred)
-    warnings = [f"layout {where}: {_describe(c, resolution[c.short_tag], provenance, preferred)}"
-                for c in resolution.conflicts]
-    warnings += [f"layout {where}: descriptor {e.digest} has no short tag "
-                 "annotation (io.deckhouse.image.short_tag); skipped" for e in resolution.untagged]
-    plans = [TagPlan(tag, read_manifest(blobs, entry.digest, entry.media_type))
-             for tag, entry in resolution.items()]
+    warnings = [
+        f"layout {where}: {_describe(c, resolution[c.short_tag], provenance, preferred)}"
+        for c in resolution.conflicts
+    ]
+    warnings += [
+        f"layout {where}: descriptor {e.digest} has no short tag "
+        "annotation (io.deckhouse.image.short_tag); skipped"
+        for e in resolution.untagged
+    ]
+    plans = [
+        TagPlan(tag, read_manifest(blobs, entry.digest, entry.media_type))
+        for tag, entry in resolution.items()
+    ]
     return plans, warnings
 
 
-def _describe(conflict: TagConflict, chosen: IndexEntry, provenance: Provenance,
-              preferred: Callable[[IndexEntry], bool]) -> str:
+def _describe(
+    conflict: TagConflict,
+    chosen: IndexEntry,
+    provenance: Provenance,
+    preferred: Callable[[IndexEntry], bool],
+) -> str:
     if provenance.is_pin_alias(chosen):
         why = "the package's own archive pins it"
     elif preferred(chosen):
@@ -97,8 +108,10 @@ def _describe(conflict: TagConflict, chosen: IndexEntry, provenance: Provenance,
     else:
         return conflict.describe()
     others = ", ".join(d for d in conflict.digests if d != conflict.chosen)
-    return (f"tag {conflict.short_tag} has {len(conflict.digests)} digests; pushing "
-            f"{conflict.chosen} ({why}), ignoring {others}")
+    return (
+        f"tag {conflict.short_tag} has {len(conflict.digests)} digests; pushing "
+        f"{conflict.chosen} ({why}), ignoring {others}"
+    )
 
 
 class LayoutPushCancelled(Exception):
@@ -111,18 +124,27 @@ class _Counters:
         self.uploaded = self.mounted = self.present = self.bytes = 0
 
 
-def push_layout(client: RegistryClient, layout_dir: Path, layout_rel: str, repository: str, *,
-                locations: BlobLocations | None = None, blob_workers: int = 4,
-                warn: Warn | None = None, retry: RetryPolicy | None = None,
-                spans: BlobSpans | None = None,
-                should_stop: Callable[[], bool] = lambda: False) -> LayoutPushResult:
+def push_layout(
+    client: RegistryClient,
+    layout_dir: Path,
+    layout_rel: str,
+    repository: str,
+    *,
+    locations: BlobLocations | None = None,
+    blob_workers: int = 4,
+    warn: Warn | None = None,
+    retry: RetryPolicy | None = None,
+    spans: BlobSpans | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> LayoutPushResult:
     """Push every short tag of the layout at ``layout_dir`` into ``repository`` (a path on
     ``client``'s registry). ``layout_rel`` is the layout's path in the unpacked tree, under
     which ``spans`` (blobs left in their archive) are found. Raises the registry's typed
     errors, or :class:`LayoutPushCancelled` once ``should_stop()``; safe to call again."""
     retry = retry or default_policy()
-    source = LayoutBlobs(Layout(layout_dir), layout_rel,
-                         spans if spans is not None else BlobSpans())
+    source = LayoutBlobs(
+        Layout(layout_dir), layout_rel, spans if spans is not None else BlobSpans()
+    )
     plans, warnings = plan_layout(source)
     for message in warnings:
         (warn or log.warning)(message)
@@ -130,32 +152,50 @@ def push_layout(client: RegistryClient, layout_dir: Path, layout_rel: str, repos
     todo, already = _split_present(client, repository, plans, retry)
     counters = _Counters()
     # present tags too: repair a damaged target
-    for outcome, blob in _push_blobs(client, source, repository, plans, locations=locations,
-                                     blob_workers=blob_workers, retry=retry,
-                                     should_stop=should_stop):
+    for outcome, blob in _push_blobs(
+        client,
+        source,
+        repository,
+        plans,
+        locations=locations,
+        blob_workers=blob_workers,
+        retry=retry,
+        should_stop=should_stop,
+    ):
         _count(counters, outcome, blob.size)
     if should_stop():
-        raise LayoutPushCancelled(f"push of layout {layout_rel or '/'} to {repository} was "
-                                  f"cancelled ({counters.uploaded} blobs uploaded)")
+        raise LayoutPushCancelled(
+            f"push of layout {layout_rel or '/'} to {repository} was "
+            f"cancelled ({counters.uploaded} blobs uploaded)"
+        )
     manifests_put = _put_missing_children(client, repository, already, retry)
     manifests_put += _put_manifests(client, repository, todo, retry)
     for plan in todo:
         log.info("Pushed %s:%s", repository, plan.tag)
     tags = tuple(sorted((p.tag, p.node.digest) for p in plans))
-    return LayoutPushResult(layout=layout_rel, repository=repository, tags=tags,
-                            blobs_uploaded=counters.uploaded, blobs_mounted=counters.mounted,
-                            blobs_present=counters.present, bytes_uploaded=counters.bytes,
-                            manifests_put=manifests_put, manifests_present=len(already),
-                            warnings=tuple(warnings))
+    return LayoutPushResult(
+        layout=layout_rel,
+        repository=repository,
+        tags=tags,
+        blobs_uploaded=counters.uploaded,
+        blobs_mounted=counters.mounted,
+        blobs_present=counters.present,
+        bytes_uploaded=counters.bytes,
+        manifests_put=manifests_put,
+        manifests_present=len(already),
+        warnings=tuple(warnings),
+    )
 
 
-def _split_present(client: RegistryClient, repository: str, plans: list[TagPlan],
-                   retry: RetryPolicy) -> tuple[list[TagPlan], list[TagPlan]]:
+def _split_present(
+    client: RegistryClient, repository: str, plans: list[TagPlan], retry: RetryPolicy
+) -> tuple[list[TagPlan], list[TagPlan]]:
     todo: list[TagPlan] = []
     already: list[TagPlan] = []
     for plan in plans:
-        present = retry.call(partial(_tag_points_at, client, repository, plan),
-                             what=f"check {repository}:{plan.tag}")
+        present = retry.call(
+            partial(_tag_points_at, client, repository, plan), what=f"check {repository}:{plan.tag}"
+        )
         (already if present else todo).append(plan)
     return todo, already
 
@@ -167,8 +207,9 @@ def _tag_points_at(client: RegistryClient, repository: str, plan: TagPlan) -> bo
         return False
 
 
-def _put_missing_children(client: RegistryClient, repository: str, plans: list[TagPlan],
-                          retry: RetryPolicy) -> int:
+def _put_missing_children(
+    client: RegistryClient, repository: str, plans: list[TagPlan], retry: RetryPolicy
+) -> int:
     """An index whose tag is already right: PUT any child manifest the target lost."""
     put = 0
     seen: set[str] = set()
@@ -177,11 +218,16 @@ def _put_missing_children(client: RegistryClient, repository: str, plans: list[T
             if node.digest in seen:
                 continue
             seen.add(node.digest)
-            if not retry.call(partial(_manifest_exists, client, repository, node.digest),
-                              what=f"check {repository}@{node.digest}"):
-                retry.call(partial(client.put_manifest, repository, node.digest, node.data,
-                                   node.media_type),
-                           what=f"put manifest {repository}@{node.digest}")
+            if not retry.call(
+                partial(_manifest_exists, client, repository, node.digest),
+                what=f"check {repository}@{node.digest}",
+            ):
+                retry.call(
+                    partial(
+                        client.put_manifest, repository, node.digest, node.data, node.media_type
+                    ),
+                    what=f"put manifest {repository}@{node.digest}",
+                )
                 put += 1
     return put
 
@@ -202,9 +248,14 @@ def _unique_blobs(nodes: Iterable[ManifestNode]) -> list[BlobRef]:
     return sorted(seen.values(), key=lambda b: b.digest)
 
 
-def _ensure_blob(client: RegistryClient, source: LayoutBlobs, repository: str, blob: BlobRef,
-                 locations: BlobLocations) -> str:
-    """"present", "mounted" or "uploaded"."""
+def _ensure_blob(
+    client: RegistryClient,
+    source: LayoutBlobs,
+    repository: str,
+    blob: BlobRef,
+    locations: BlobLocations,
+) -> str:
+    """ "present", "mounted" or "uploaded"."""
     if client.blob_exists(repository, blob.digest):
         locations.remember(blob.digest, repository)
         return "present"
@@ -217,10 +268,17 @@ def _ensure_blob(client: RegistryClient, source: LayoutBlobs, repository: str, b
     return "uploaded"
 
 
-def _push_blobs(client: RegistryClient, source: LayoutBlobs, repository: str,
-                plans: list[TagPlan], *, locations: BlobLocations, blob_workers: int,
-                retry: RetryPolicy, should_stop: Callable[[], bool],
-                ) -> list[tuple[str, BlobRef]]:
+def _push_blobs(
+    client: RegistryClient,
+    source: LayoutBlobs,
+    repository: str,
+    plans: list[TagPlan],
+    *,
+    locations: BlobLocations,
+    blob_workers: int,
+    retry: RetryPolicy,
+    should_stop: Callable[[], bool],
+) -> list[tuple[str, BlobRef]]:
     """Every blob of ``plans`` HEAD-checked, mounted or uploaded on a bounded pool:
     (outcome, blob) pairs, outcome "present", "mounted", "uploaded" or "stopped"."""
     blobs = _unique_blobs(p.node for p in plans)
@@ -230,27 +288,47 @@ def _push_blobs(client: RegistryClient, source: LayoutBlobs, repository: str,
     def one(blob: BlobRef) -> str:
         if should_stop():
             return "stopped"
-        return retry.call(lambda: _ensure_blob(client, source, repository, blob, locations),
-                          what=f"push blob {repository}@{blob.digest}")
+        return retry.call(
+            lambda: _ensure_blob(client, source, repository, blob, locations),
+            what=f"push blob {repository}@{blob.digest}",
+        )
 
-    with ThreadPoolExecutor(max_workers=max(1, blob_workers),
-                            thread_name_prefix="push-blob") as pool:
+    with ThreadPoolExecutor(
+        max_workers=max(1, blob_workers), thread_name_prefix="push-blob"
+    ) as pool:
         return list(zip(pool.map(one, blobs), blobs, strict=True))
 
 
-def push_layout_blobs(client: RegistryClient, layout_dir: Path, layout_rel: str,
-                      repository: str, *, locations: BlobLocations, blob_workers: int = 4,
-                      spans: BlobSpans | None = None, retry: RetryPolicy = NO_RETRY,
-                      should_stop: Callable[[], bool] = lambda: False) -> int:
+def push_layout_blobs(
+    client: RegistryClient,
+    layout_dir: Path,
+    layout_rel: str,
+    repository: str,
+    *,
+    locations: BlobLocations,
+    blob_workers: int = 4,
+    spans: BlobSpans | None = None,
+    retry: RetryPolicy = NO_RETRY,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
     """The first half of :func:`push_layout`: only the blobs of every short tag (no
     manifest, so no tag appears), by default without retries (the CLI's warm-up; the push
     that follows finds them present and says so). Stops starting blobs once
     ``should_stop()``; the first error ends it. Returns the blobs put."""
-    source = LayoutBlobs(Layout(layout_dir), layout_rel,
-                         spans if spans is not None else BlobSpans())
+    source = LayoutBlobs(
+        Layout(layout_dir), layout_rel, spans if spans is not None else BlobSpans()
+    )
     plans, _warnings = plan_layout(source)
-    outcomes = _push_blobs(client, source, repository, plans, locations=locations,
-                           blob_workers=blob_workers, retry=retry, should_stop=should_stop)
+    outcomes = _push_blobs(
+        client,
+        source,
+        repository,
+        plans,
+        locations=locations,
+        blob_workers=blob_workers,
+        retry=retry,
+        should_stop=should_stop,
+    )
     return sum(1 for outcome, _blob in outcomes if outcome in ("uploaded", "mounted"))
 
 
@@ -264,12 +342,14 @@ def _count(counters: _Counters, outcome: str, size: int) -> None:
         counters.present += 1
 
 
-def _put_manifests(client: RegistryClient, repository: str, plans: list[TagPlan],
-                   retry: RetryPolicy) -> int:
+def _put_manifests(
+    client: RegistryClient, repository: str, plans: list[TagPlan], retry: RetryPolicy
+) -> int:
     def put_one(reference: str, node: ManifestNode) -> None:
-        retry.call(lambda: client.put_manifest(repository, reference, node.data,
-                                               node.media_type),
-                   what=f"put manifest {repository}:{reference}")
+        retry.call(
+            lambda: client.put_manifest(repository, reference, node.data, node.media_type),
+            what=f"put manifest {repository}:{reference}",
+        )
 
     put = 0
     done: set[str] = set()

@@ -35,10 +35,15 @@ class Router:
     modules_path: str = MODULES
 
     @classmethod
-    def from_suffixes(cls, packages_suffix: str | None = DEFAULT_PACKAGES_PATH,
-                      modules_suffix: str | None = DEFAULT_MODULES_PATH) -> Router:
-        return cls(normalize_path_suffix(packages_suffix, PACKAGES, flag="--packages-path-suffix"),
-                   normalize_path_suffix(modules_suffix, MODULES, flag="--modules-path-suffix"))
+    def from_suffixes(
+        cls,
+        packages_suffix: str | None = DEFAULT_PACKAGES_PATH,
+        modules_suffix: str | None = DEFAULT_MODULES_PATH,
+    ) -> Router:
+        return cls(
+            normalize_path_suffix(packages_suffix, PACKAGES, flag="--packages-path-suffix"),
+            normalize_path_suffix(modules_suffix, MODULES, flag="--modules-path-suffix"),
+        )
 
     def segment(self, layout_rel: str) -> str:
         """Registry segment of a layout (``/``-separated, root = ``""``)."""

@@ -25,15 +25,21 @@ class TagConflict:
     def describe(self) -> str:
         others = ", ".join(d for d in self.digests if d != self.chosen)
         why = "it came from the package's own archive" if self.by_preference else "last wins"
-        return (f"tag {self.short_tag} has {len(self.digests)} digests; pushing {self.chosen} "
-                f"({why}), ignoring {others}")
+        return (
+            f"tag {self.short_tag} has {len(self.digests)} digests; pushing {self.chosen} "
+            f"({why}), ignoring {others}"
+        )
 
 
 class ShortTagResolution(Mapping[str, IndexEntry]):
     """short tag → descriptor to push (sorted by tag), plus ``conflicts`` and ``untagged``."""
 
-    def __init__(self, chosen: Mapping[str, IndexEntry], conflicts: Sequence[TagConflict],
-                 untagged: Sequence[IndexEntry]) -> None:
+    def __init__(
+        self,
+        chosen: Mapping[str, IndexEntry],
+        conflicts: Sequence[TagConflict],
+        untagged: Sequence[IndexEntry],
+    ) -> None:
         self._chosen = dict(sorted(chosen.items()))
         self.conflicts: tuple[TagConflict, ...] = tuple(conflicts)
         self.untagged: tuple[IndexEntry, ...] = tuple(untagged)
@@ -48,9 +54,10 @@ class ShortTagResolution(Mapping[str, IndexEntry]):
         return len(self._chosen)
 
 
-def resolve_short_tags(entries: Sequence[IndexEntry],
-                       preferred: Callable[[IndexEntry], bool] | None = None,
-                       ) -> ShortTagResolution:
+def resolve_short_tags(
+    entries: Sequence[IndexEntry],
+    preferred: Callable[[IndexEntry], bool] | None = None,
+) -> ShortTagResolution:
     """Which descriptor each short tag pushes (R-8.4 + Q2).
 
     Default: the last in index order. When a short tag has several digests and ``preferred``

@@ -54,10 +54,12 @@ class LayoutJob(BaseModel):
     layout: str = Field(description="Path relative to the unified tree ('' = its root).")
     directory: str = Field(description="Absolute path of the layout.")
     repository: str = Field(description="Target repository path.")
-    spans: str = Field("", description="The tree's blob spans file (blobs left in their "
-                       "archive); '' = none.")
-    weight: int = Field(0, description="Bytes of the layout's blobs (in the tree or left in "
-                        "an archive).")
+    spans: str = Field(
+        "", description="The tree's blob spans file (blobs left in their archive); '' = none."
+    )
+    weight: int = Field(
+        0, description="Bytes of the layout's blobs (in the tree or left in an archive)."
+    )
 
 
 class PreparedTree(BaseModel):
@@ -65,11 +67,13 @@ class PreparedTree(BaseModel):
 
     unpack: UnpackResult
     jobs: list[LayoutJob]
-    warnings: list[str] = Field(default_factory=list,
-                                description="Job planning: layouts skipped, and why.")
+    warnings: list[str] = Field(
+        default_factory=list, description="Job planning: layouts skipped, and why."
+    )
     tmp: Path = Field(description="The push's working dir (holds push/unified).")
-    created: list[Path] = Field(default_factory=list,
-                                description="Directories the push created there.")
+    created: list[Path] = Field(
+        default_factory=list, description="Directories the push created there."
+    )
 
     @property
     def unified(self) -> Path:
@@ -84,19 +88,24 @@ class PushedLayouts(BaseModel):
 
     done: list[LayoutPushResult] = Field(default_factory=list)
     failed: list[LayoutFailure] = Field(default_factory=list)
-    cancelled: list[str] = Field(default_factory=list,
-                                 description="Layouts a stop request left unpushed.")
+    cancelled: list[str] = Field(
+        default_factory=list, description="Layouts a stop request left unpushed."
+    )
 
-    def record(self, job: LayoutJob, outcome: LayoutPushResult | BaseException | str | None,
-               ) -> None:
+    def record(
+        self,
+        job: LayoutJob,
+        outcome: LayoutPushResult | BaseException | str | None,
+    ) -> None:
         """A job's outcome: its result, None (a stop left it unpushed) or its error."""
         if isinstance(outcome, LayoutPushResult):
             self.done.append(outcome)
         elif outcome is None:
             self.cancelled.append(job.layout)
         else:
-            self.failed.append(LayoutFailure(layout=job.layout, repository=job.repository,
-                                             error=str(outcome)))
+            self.failed.append(
+                LayoutFailure(layout=job.layout, repository=job.repository, error=str(outcome))
+            )
 
 
 class FinishResult(BaseModel):
@@ -114,9 +123,15 @@ def check_bundle(archives: Sequence[Path], target: Repository, router: Router) -
     refuse_invalid(archives, repository_of=lambda rel: router.repository(target, rel))
 
 
-def prepare_push_tree(archives: Sequence[Path], workdir: WorkDir, target: Repository,
-                      router: Router, *, checked: CheckedFiles | None = None,
-                      warn: Warn | None = None) -> PreparedTree:
+def prepare_push_tree(
+    archives: Sequence[Path],
+    workdir: WorkDir,
+    target: Repository,
+    router: Router,
+    *,
+    checked: CheckedFiles | None = None,
+    warn: Warn | None = None,
+) -> PreparedTree:
     """Unpack ``archives`` (sorted) into ``workdir``'s unified tree and plan one job per
     layout, while the archives are hashed against their sidecars on other threads (``checked``:
     files already found to match); BundleError for a corrupt bundle, and then the working dir
@@ -134,13 +149,18 @@ def prepare_push_tree(archives: Sequence[Path], workdir: WorkDir, target: Reposi
                 check.cancel()
             workdir.cleanup()
             corrupt = [] if isinstance(exc, BundleError) else _problems_found(checks)
-            if corrupt:     # a corrupt archive explains a failed unpack best
+            if corrupt:  # a corrupt archive explains a failed unpack best
                 raise BundleError(_REFUSED + "; ".join(corrupt)) from exc
             raise
     for message in warnings:
         say(message)
-    return PreparedTree(unpack=unpacked, jobs=jobs, warnings=warnings, tmp=workdir.tmp,
-                        created=list(workdir.created))
+    return PreparedTree(
+        unpack=unpacked,
+        jobs=jobs,
+        warnings=warnings,
+        tmp=workdir.tmp,
+        created=list(workdir.created),
+    )
 
 
 def _refuse_corrupt(checks: list[Future[list[str]]]) -> None:
@@ -151,12 +171,19 @@ def _refuse_corrupt(checks: list[Future[list[str]]]) -> None:
 
 def _problems_found(checks: list[Future[list[str]]]) -> list[str]:
     """Problems of the checks that ran to an answer (cancelled or failed ones are skipped)."""
-    return [problem for check in checks if not check.cancelled() and check.exception() is None
-            for problem in check.result()]
+    return [
+        problem
+        for check in checks
+        if not check.cancelled() and check.exception() is None
+        for problem in check.result()
+    ]
 
 
-def plan_jobs(unified: Path, target: Repository, router: Router,
-              ) -> tuple[list[LayoutJob], list[str]]:
+def plan_jobs(
+    unified: Path,
+    target: Repository,
+    router: Router,
+) -> tuple[list[LayoutJob], list[str]]:
     """Every non-empty layout of the tree, sorted by path (R-8.3), and a warning for each
     unreadable one (skipped)."""
     jobs: list[LayoutJob] = []
@@ -170,19 +197,29 @@ def plan_jobs(unified: Path, target: Repository, router: Router,
             warnings.append(f"Skipping layout {rel or '/'}: {exc}")
             continue
         if not empty:
-            jobs.append(LayoutJob(layout=rel, directory=str(directory),
-                                  repository=router.repository(target, rel).path,
-                                  spans=str(spans_path(unified)), weight=weights.get(rel, 0)))
+            jobs.append(
+                LayoutJob(
+                    layout=rel,
+                    directory=str(directory),
+                    repository=router.repository(target, rel).path,
+                    spans=str(spans_path(unified)),
+                    weight=weights.get(rel, 0),
+                )
+            )
     return jobs, warnings
 
 
 def _layout_weights(unified: Path) -> dict[str, int]:
     """Bytes under each layout's ``blobs/sha256`` (tree path → bytes), spans included."""
     weights: dict[str, int] = {}
-    sizes = [(blob.parent.parent.parent.relative_to(unified).as_posix(), blob.lstat().st_size)
-             for blob in unified.glob("**/blobs/sha256/*")]
-    sizes += [(PurePosixPath(path).parent.parent.parent.as_posix(), span.size)
-              for path, span in load_spans(unified).items()]
+    sizes = [
+        (blob.parent.parent.parent.relative_to(unified).as_posix(), blob.lstat().st_size)
+        for blob in unified.glob("**/blobs/sha256/*")
+    ]
+    sizes += [
+        (PurePosixPath(path).parent.parent.parent.as_posix(), span.size)
+        for path, span in load_spans(unified).items()
+    ]
     for rel, size in sizes:
         key = "" if rel == "." else rel
         weights[key] = weights.get(key, 0) + size
@@ -201,56 +238,106 @@ def job_spans(job: LayoutJob) -> BlobSpans | None:
 
 
 # -- push ----------------------------------------------------------------------------------------
-def push_layout(client: RegistryClient, job: LayoutJob, *, locations: BlobLocations,
-                blob_workers: int = 4, warn: Warn | None = None,
-                should_stop: Callable[[], bool] = lambda: False) -> LayoutPushResult:
+def push_layout(
+    client: RegistryClient,
+    job: LayoutJob,
+    *,
+    locations: BlobLocations,
+    blob_workers: int = 4,
+    warn: Warn | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> LayoutPushResult:
     """Push one layout job (:func:`d8mirror.push.pusher.push_layout`); raises the registry's
     typed errors, or :class:`~d8mirror.push.pusher.LayoutPushCancelled` once ``should_stop()``."""
-    return push_layout_dir(client, Path(job.directory), job.layout, job.repository,
-                           locations=locations, blob_workers=blob_workers, warn=warn,
-                           spans=job_spans(job), should_stop=should_stop)
+    return push_layout_dir(
+        client,
+        Path(job.directory),
+        job.layout,
+        job.repository,
+        locations=locations,
+        blob_workers=blob_workers,
+        warn=warn,
+        spans=job_spans(job),
+        should_stop=should_stop,
+    )
 
 
-def push_blobs_ahead(client: RegistryClient, job: LayoutJob, *, locations: BlobLocations,
-                     blob_workers: int = 4, should_stop: Callable[[], bool] = lambda: False,
-                     ) -> int:
+def push_blobs_ahead(
+    client: RegistryClient,
+    job: LayoutJob,
+    *,
+    locations: BlobLocations,
+    blob_workers: int = 4,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
     """Only the blobs of one layout job, no manifest and no retry (the CLI's warm-up); the
     blobs put."""
-    return push_layout_blobs(client, Path(job.directory), job.layout, job.repository,
-                             locations=locations, blob_workers=blob_workers,
-                             spans=job_spans(job), should_stop=should_stop)
+    return push_layout_blobs(
+        client,
+        Path(job.directory),
+        job.layout,
+        job.repository,
+        locations=locations,
+        blob_workers=blob_workers,
+        spans=job_spans(job),
+        should_stop=should_stop,
+    )
 
 
 # -- finish --------------------------------------------------------------------------------------
-def finish_push(client: RegistryClient, unified: Path, target: Repository, router: Router,
-                layouts: PushedLayouts, *, stopped: bool = False,
-                warn: Warn | None = None) -> FinishResult:
+def finish_push(
+    client: RegistryClient,
+    unified: Path,
+    target: Repository,
+    router: Router,
+    layouts: PushedLayouts,
+    *,
+    stopped: bool = False,
+    warn: Warn | None = None,
+) -> FinishResult:
     """Verify every pushed tag; push the discovery tags (R-8.5) of the items all of whose
     layouts landed and verified (none at all once ``stopped``), withholding the others; verify
     those too."""
     say = warn or log.warning
-    mismatches = verify_pushed(client, [Expected(r.repository, tag, digest)
-                                        for r in layouts.done for tag, digest in r.tags])
+    mismatches = verify_pushed(
+        client,
+        [Expected(r.repository, tag, digest) for r in layouts.done for tag, digest in r.tags],
+    )
     unverified = {m.repository for m in mismatches}
     not_landed = [f.layout for f in layouts.failed] + layouts.cancelled
     not_landed += [r.layout for r in layouts.done if r.repository in unverified]
     planned = plan_discovery_tags(unified, target, router)
     tags, withheld = ([], planned) if stopped else split_landed(planned, not_landed)
     for tag in withheld:
-        say(f"Not tagging {target.registry}/{tag.repository}:{tag.tag}: the "
-            f"{tag.kind.rstrip('s')} did not land completely (rerun the push)")
+        say(
+            f"Not tagging {target.registry}/{tag.repository}:{tag.tag}: the "
+            f"{tag.kind.rstrip('s')} did not land completely (rerun the push)"
+        )
     push_discovery_tags(client, tags)
     mismatches += verify_pushed(client, [Expected(d.repository, d.tag, d.digest) for d in tags])
     return FinishResult(discovery=tags, withheld=withheld, mismatches=mismatches)
 
 
-def push_result(target: Repository, tree: PreparedTree, layouts: PushedLayouts,
-                finish: FinishResult, *, cancelled: bool = False,
-                elapsed_seconds: float = 0.0) -> PushResult:
+def push_result(
+    target: Repository,
+    tree: PreparedTree,
+    layouts: PushedLayouts,
+    finish: FinishResult,
+    *,
+    cancelled: bool = False,
+    elapsed_seconds: float = 0.0,
+) -> PushResult:
     """The outcome of the push: warnings of the job planning first, then the layouts'."""
-    return PushResult(target=str(target), unpack=tree.unpack, layouts=tuple(layouts.done),
-                      failures=tuple(layouts.failed), discovery=tuple(finish.discovery),
-                      mismatches=tuple(finish.mismatches), cancelled=cancelled,
-                      elapsed_seconds=elapsed_seconds,
-                      warnings=(*tree.warnings, *(w for r in layouts.done for w in r.warnings)),
-                      withheld=tuple(finish.withheld), not_started=tuple(layouts.cancelled))
+    return PushResult(
+        target=str(target),
+        unpack=tree.unpack,
+        layouts=tuple(layouts.done),
+        failures=tuple(layouts.failed),
+        discovery=tuple(finish.discovery),
+        mismatches=tuple(finish.mismatches),
+        cancelled=cancelled,
+        elapsed_seconds=elapsed_seconds,
+        warnings=(*tree.warnings, *(w for r in layouts.done for w in r.warnings)),
+        withheld=tuple(finish.withheld),
+        not_started=tuple(layouts.cancelled),
+    )

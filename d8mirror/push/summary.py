@@ -40,7 +40,8 @@ class PushResult(BaseModel):
     elapsed_seconds: float = 0.0
     warnings: tuple[str, ...] = ()
     withheld: tuple[DiscoveryTag, ...] = Field(
-        (), description="Discovery tags of items that did not land.")
+        (), description="Discovery tags of items that did not land."
+    )
     not_started: tuple[str, ...] = Field((), description="Layouts a cancel left unpushed.")
 
     @computed_field  # type: ignore[prop-decorator]
@@ -57,10 +58,26 @@ class PushResult(BaseModel):
 
     def table_rows(self) -> list[dict[str, Any]]:
         """One row per layout: layout, repository, tags, status, error."""
-        rows = [{"layout": r.layout or "/", "repository": r.repository, "tags": len(r.tags),
-                 "status": "pushed", "error": ""} for r in self.layouts]
-        rows += [{"layout": f.layout or "/", "repository": f.repository, "tags": 0,
-                  "status": "failed", "error": f.error} for f in self.failures]
+        rows = [
+            {
+                "layout": r.layout or "/",
+                "repository": r.repository,
+                "tags": len(r.tags),
+                "status": "pushed",
+                "error": "",
+            }
+            for r in self.layouts
+        ]
+        rows += [
+            {
+                "layout": f.layout or "/",
+                "repository": f.repository,
+                "tags": 0,
+                "status": "failed",
+                "error": f.error,
+            }
+            for f in self.failures
+        ]
         return sorted(rows, key=lambda r: str(r["layout"]))
 
 
@@ -101,19 +118,23 @@ def render_push_summary(result: PushResult) -> str:
         _line("Modules", _count_or_absent(result.count("modules"))),
         _line("Packages", _count_or_absent(result.count("packages"))),
         _line("Plugins", _count_or_absent(result.count("plugins"))),
-        _line("Images", f"{sum(len(r.tags) for r in result.layouts)} tags in "
-                        f"{len(result.layouts)} layouts"),
-        _line("Blobs", f"{uploaded} uploaded "
-                       f"({human_size(sum(r.bytes_uploaded for r in result.layouts))}), "
-                       f"{sum(r.blobs_mounted for r in result.layouts)} mounted, "
-                       f"{sum(r.blobs_present for r in result.layouts)} already present"),
+        _line(
+            "Images",
+            f"{sum(len(r.tags) for r in result.layouts)} tags in {len(result.layouts)} layouts",
+        ),
+        _line(
+            "Blobs",
+            f"{uploaded} uploaded "
+            f"({human_size(sum(r.bytes_uploaded for r in result.layouts))}), "
+            f"{sum(r.blobs_mounted for r in result.layouts)} mounted, "
+            f"{sum(r.blobs_present for r in result.layouts)} already present",
+        ),
         "",
     ]
     lines += _state_lines(result)
     lines.append(f"Elapsed: {_elapsed(result.elapsed_seconds)}")
     bar = "═" * (_FRAME - len(title) - 5)
-    return "\n".join([f"╔══ {title} {bar}", *[f"║ {line}" for line in lines],
-                      "╚" + "═" * _FRAME])
+    return "\n".join([f"╔══ {title} {bar}", *[f"║ {line}" for line in lines], "╚" + "═" * _FRAME])
 
 
 def _withheld_lines(result: PushResult) -> list[str]:
@@ -127,8 +148,10 @@ def _state_lines(result: PushResult) -> list[str]:
     if result.cancelled:
         lines = ["Push was cancelled; layouts pushed so far stay in the registry."]
         if result.not_started:
-            lines.append(f"Not pushed ({len(result.not_started)} layouts): "
-                         f"{', '.join(r or '/' for r in result.not_started)}")
+            lines.append(
+                f"Not pushed ({len(result.not_started)} layouts): "
+                f"{', '.join(r or '/' for r in result.not_started)}"
+            )
         return lines + _withheld_lines(result) + ["Rerun the push to complete it."]
     if result.ok:
         return ["Push completed."]

@@ -52,17 +52,27 @@ def _layer(label: str, size: int) -> bytes:
 def build(label: str, payload_size: int = 32) -> TinyImage:
     layer = _layer(label, payload_size)
     layer_digest = sha256_bytes_digest(layer)
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Labels": {"io.deckhouse.d8mirror": label}},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-    }, sort_keys=True, separators=(",", ":")).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Labels": {"io.deckhouse.d8mirror": label}},
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
     config_digest = sha256_bytes_digest(config)
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
-        "layers": [{"mediaType": OCI_LAYER_TAR, "digest": layer_digest, "size": len(layer)}],
-    }, sort_keys=True, separators=(",", ":")).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
+            "layers": [{"mediaType": OCI_LAYER_TAR, "digest": layer_digest, "size": len(layer)}],
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
     return TinyImage(manifest, ((config_digest, config), (layer_digest, layer)))
 
 

@@ -72,8 +72,9 @@ class UnpackResult(BaseModel):
     bytes_in_archives: int = Field(0, description="Bytes of blobs left in their archives.")
 
 
-def unpack_all(archives: Sequence[Path], root: Path, *,
-               warn: Callable[[str], None] | None = None) -> UnpackResult:
+def unpack_all(
+    archives: Sequence[Path], root: Path, *, warn: Callable[[str], None] | None = None
+) -> UnpackResult:
     """Unpack ``archives`` in the given order into ``root`` (created if missing); the blob
     spans (those of an earlier unpack into ``root`` included) are saved in ``root``."""
     root.mkdir(parents=True, exist_ok=True)
@@ -94,9 +95,14 @@ def unpack_all(archives: Sequence[Path], root: Path, *,
             continue
         unpacked.append(archive.name)
     save_spans(root, spans)
-    return UnpackResult(root=root, unpacked=tuple(unpacked), failed=tuple(failed),
-                        bytes_written=tree_size(root), warnings=tuple(warnings),
-                        bytes_in_archives=spans.total_size)
+    return UnpackResult(
+        root=root,
+        unpacked=tuple(unpacked),
+        failed=tuple(failed),
+        bytes_written=tree_size(root),
+        warnings=tuple(warnings),
+        bytes_in_archives=spans.total_size,
+    )
 
 
 def unpack_one(archive: Path, root: Path, spans: BlobSpans | None = None) -> list[str]:
@@ -104,7 +110,7 @@ def unpack_one(archive: Path, root: Path, spans: BlobSpans | None = None) -> lis
     ``spans``, large blobs of a plain tar are recorded there instead of written."""
     source = archive.name
     merged: set[Path] = set()
-    brought: dict[Path, list[IndexEntry]] = {}   # layout dir → its entries, in archive order
+    brought: dict[Path, list[IndexEntry]] = {}  # layout dir → its entries, in archive order
 
     def on_collision(existing: Path, incoming: Path) -> None:
         try:
@@ -128,8 +134,9 @@ def unpack_one(archive: Path, root: Path, spans: BlobSpans | None = None) -> lis
     return names
 
 
-def _record_q2_roles(root: Path, names: set[str], brought: dict[Path, list[IndexEntry]],
-                     source: str) -> None:
+def _record_q2_roles(
+    root: Path, names: set[str], brought: dict[Path, list[IndexEntry]], source: str
+) -> None:
     """Q2, by content: an archive that brings ``packages/<n>/version/index.json``
     together with ``packages/<n>/index.json`` is package <n>'s own archive (its pin aliases are
     recorded), one that brings it without is a versions catalog."""
@@ -145,8 +152,7 @@ def _record_q2_roles(root: Path, names: set[str], brought: dict[Path, list[Index
 
 def _read_incoming(path: Path, source: str) -> dict[str, Any]:
     try:
-        doc = json.loads(read_capped(path, limit=MAX_INDEX_BYTES, what=f"index.json from "
-                                     f"{source}"))
+        doc = json.loads(read_capped(path, limit=MAX_INDEX_BYTES, what=f"index.json from {source}"))
     except IntegrityError as exc:
         raise LayoutError(str(exc)) from exc
     except (OSError, ValueError) as exc:
@@ -213,7 +219,8 @@ class WorkDir:
             raise BundleError(
                 f"cannot create push's working directory {path} ({exc.strerror or exc}): the "
                 "bundle directory is read-only or not writable; pass --tmp-dir on a writable "
-                "disk") from exc
+                "disk"
+            ) from exc
         return self.unified
 
     def _refuse_symlinks(self) -> None:
@@ -221,12 +228,14 @@ class WorkDir:
         tops = [i for i, part in enumerate(parts) if part == ".tmp"]
         owned = [self.unified, self.unified.parent]
         if tops:
-            owned += [Path(*parts[:i + 1]) for i in range(tops[-1], len(parts))]
+            owned += [Path(*parts[: i + 1]) for i in range(tops[-1], len(parts))]
         for path in owned:
             if path.is_symlink():
-                raise BundleError(f"{path} is a symlink: refusing to use it as push's working "
-                                  "directory (push deletes what it creates there); remove it "
-                                  "or pass --tmp-dir")
+                raise BundleError(
+                    f"{path} is a symlink: refusing to use it as push's working "
+                    "directory (push deletes what it creates there); remove it "
+                    "or pass --tmp-dir"
+                )
 
     def cleanup(self) -> None:
         shutil.rmtree(self.unified, ignore_errors=True)
@@ -237,6 +246,9 @@ class WorkDir:
 
 def default_tmp_dir(bundle_dir: Path | None, archives: Sequence[Path]) -> Path:
     """``<bundle>/.tmp/mirror``, else ``<dir of the first archive>/.tmp/mirror`` (R-8.2)."""
-    base = bundle_dir if bundle_dir is not None and bundle_dir.is_dir() else (
-        archives[0].parent if archives else Path.cwd())
+    base = (
+        bundle_dir
+        if bundle_dir is not None and bundle_dir.is_dir()
+        else (archives[0].parent if archives else Path.cwd())
+    )
     return base / ".tmp" / "mirror"

@@ -61,8 +61,12 @@ SHOWN_PROBLEMS = 20
 _BLOB = re.compile(r"[0-9a-f]{64}")
 _PIECE = 1 << 20
 _MAX_DEPTH = 4
-_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"),
-               (b"\x28\xb5\x2f\xfd", "zstd"))
+_COMPRESSED = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
 RepositoryOf = Callable[[str], object]
 
 
@@ -71,9 +75,9 @@ class BundleCheck:
     """What the checks saw and every problem found (empty ``problems`` = push may go on)."""
 
     archives: int = 0
-    files: int = 0          # archive files and chunks
+    files: int = 0  # archive files and chunks
     entries: int = 0
-    blobs_hashed: int = 0   # with ``deep``
+    blobs_hashed: int = 0  # with ``deep``
     descriptors: int = 0
     manifests: int = 0
     problems: list[str] = field(default_factory=list)
@@ -86,8 +90,8 @@ class BundleCheck:
 
 @dataclass(frozen=True)
 class _Location:
-    archive: int      # index into the archives
-    offset: int       # of the data in the archive's byte stream
+    archive: int  # index into the archives
+    offset: int  # of the data in the archive's byte stream
     size: int
 
 
@@ -98,23 +102,31 @@ def archive_files(archive: Path) -> list[Path]:
     chunks = existing_chunks(archive)
     if os.path.lexists(archive):
         if chunks:
-            raise BundleError(f"{archive}: both the tar and its chunks ({chunks[0].name}, …) "
-                              "are present; keep one of them")
+            raise BundleError(
+                f"{archive}: both the tar and its chunks ({chunks[0].name}, …) "
+                "are present; keep one of them"
+            )
         files = [archive]
     elif not chunks:
-        raise BundleError(f"{archive}: missing (neither the tar nor its first chunk "
-                          f"{chunk_name(archive.name, 0)} exists)")
+        raise BundleError(
+            f"{archive}: missing (neither the tar nor its first chunk "
+            f"{chunk_name(archive.name, 0)} exists)"
+        )
     else:
         files = chunks
         for position, chunk in enumerate(chunks):
             expected = archive.with_name(chunk_name(archive.name, position))
             if chunk != expected:
-                raise BundleError(f"{archive}: chunk {expected.name} is missing (the next one "
-                                  f"present is {chunk.name}); copy the complete chunk set")
+                raise BundleError(
+                    f"{archive}: chunk {expected.name} is missing (the next one "
+                    f"present is {chunk.name}); copy the complete chunk set"
+                )
     for path in files:
         if path.is_symlink():
-            raise BundleError(f"{path} is a symlink: bundle archives and chunks must be regular "
-                              "files; copy the file itself into the bundle")
+            raise BundleError(
+                f"{path} is a symlink: bundle archives and chunks must be regular "
+                "files; copy the file itself into the bundle"
+            )
         if not path.is_file():
             raise BundleError(f"{path} is not a regular file")
     return files
@@ -130,7 +142,7 @@ class ArchiveStream(io.RawIOBase):
         self._starts = [sum(self._sizes[:i]) for i in range(len(self._sizes))]
         self.size = sum(self._sizes)
         self._pos = 0
-        self._open: tuple[int, int] | None = None   # (file index, fd)
+        self._open: tuple[int, int] | None = None  # (file index, fd)
 
     def readable(self) -> bool:
         return True
@@ -161,13 +173,14 @@ class ArchiveStream(io.RawIOBase):
         if not view or self._pos >= self.size:
             return 0
         index = max(i for i, start in enumerate(self._starts) if start <= self._pos)
-        while index < len(self._files) - 1 and self._pos >= self._starts[index] + \
-                self._sizes[index]:
-            index += 1   # skip empty chunks
+        while (
+            index < len(self._files) - 1 and self._pos >= self._starts[index] + self._sizes[index]
+        ):
+            index += 1  # skip empty chunks
         within = self._pos - self._starts[index]
         want = min(len(view), self._sizes[index] - within)
         data = os.pread(self._fd(index), want, within)
-        view[:len(data)] = data
+        view[: len(data)] = data
         self._pos += len(data)
         return len(data)
 
@@ -211,26 +224,31 @@ class _ArchiveScan:
                     self._members(stream, raw.size)
         except MirrorError as exc:
             text = str(exc)
-            self.problem(text.removeprefix(f"{self.archive}: ").removeprefix(
-                f"refusing to unpack {self.archive}: "))
+            self.problem(
+                text.removeprefix(f"{self.archive}: ").removeprefix(
+                    f"refusing to unpack {self.archive}: "
+                )
+            )
         except (tarfile.TarError, EOFError) as exc:
-            self.problem(f"not a readable tar ({exc}); the file is truncated or corrupt, copy "
-                         "it again")
+            self.problem(
+                f"not a readable tar ({exc}); the file is truncated or corrupt, copy it again"
+            )
         except OSError as exc:
             self.problem(f"cannot be read ({exc.strerror or exc})")
 
     def _head_ok(self, stream: io.BufferedReader[ArchiveStream], size: int) -> bool:
-        head = stream.peek(tarfile.BLOCKSIZE)[:tarfile.BLOCKSIZE]
+        head = stream.peek(tarfile.BLOCKSIZE)[: tarfile.BLOCKSIZE]
         for magic, kind in _COMPRESSED:
             if head.startswith(magic):
-                self.problem(f"is a {kind}-compressed archive: push reads plain tar archives "
-                             "only (as d8 writes them); decompress it first")
+                self.problem(
+                    f"is a {kind}-compressed archive: push reads plain tar archives "
+                    "only (as d8 writes them); decompress it first"
+                )
                 return False
         if len(head) == tarfile.BLOCKSIZE and not head.strip(b"\0"):
-            return True   # an empty archive: only its end-of-archive marker (checked below)
+            return True  # an empty archive: only its end-of-archive marker (checked below)
         if head[257:262] != b"ustar":
-            self.problem("is not a tar archive (no ustar/GNU/PAX header at its start) or is "
-                         "empty")
+            self.problem("is not a tar archive (no ustar/GNU/PAX header at its start) or is empty")
             return False
         return True
 
@@ -239,21 +257,27 @@ class _ArchiveScan:
         tar = tarfile.open(fileobj=stream, mode="r:")  # noqa: SIM115
         count = 0
         while (member := tar.next()) is not None:
-            cast(Any, tar).members.clear()   # nothing is kept per entry
+            cast(Any, tar).members.clear()  # nothing is kept per entry
             count += 1
             if count > MAX_ARCHIVE_ENTRIES:
-                self.problem(f"has more than {MAX_ARCHIVE_ENTRIES} entries: refused (a bundle "
-                             "archive holds far fewer; this one was not made by d8 or d8mirror)")
+                self.problem(
+                    f"has more than {MAX_ARCHIVE_ENTRIES} entries: refused (a bundle "
+                    "archive holds far fewer; this one was not made by d8 or d8mirror)"
+                )
                 return
             if member.isdir():
                 continue
-            if member.issparse():   # its size is the expanded one: said before the size check
-                raise BundleError(f"entry {member.name!r} is a sparse file: bundles hold plain "
-                                  "regular files only (a sparse entry expands beyond the "
-                                  "archive)")
+            if member.issparse():  # its size is the expanded one: said before the size check
+                raise BundleError(
+                    f"entry {member.name!r} is a sparse file: bundles hold plain "
+                    "regular files only (a sparse entry expands beyond the "
+                    "archive)"
+                )
             if member.offset_data + member.size > size:
-                self.problem(f"entry {member.name!r} runs past the end of the archive: it is "
-                             "truncated (a chunk missing?); copy it again")
+                self.problem(
+                    f"entry {member.name!r} runs past the end of the archive: it is "
+                    "truncated (a chunk missing?); copy it again"
+                )
                 return
             self._member(tar, member)
         self.tree.check.entries += count
@@ -263,22 +287,21 @@ class _ArchiveScan:
         relative = safe_entry_path(self.archive, member)
         parts = relative.parts
         if parts[-1] == "index.json":
-            self._index(tar, member, PurePosixPath(*parts[:-1]).as_posix() if parts[:-1]
-                        else "")
-        elif len(parts) >= 3 and parts[-3:-1] == ("blobs", "sha256") and \
-                _BLOB.fullmatch(parts[-1]):
+            self._index(tar, member, PurePosixPath(*parts[:-1]).as_posix() if parts[:-1] else "")
+        elif len(parts) >= 3 and parts[-3:-1] == ("blobs", "sha256") and _BLOB.fullmatch(parts[-1]):
             layout = PurePosixPath(*parts[:-3]).as_posix() if parts[:-3] else ""
             digest = f"sha256:{parts[-1]}"
             if self.tree.deep:
                 self._hash(tar, member, relative.as_posix(), digest)
-            self.tree.blobs[(layout, digest)] = _Location(self.number, member.offset_data,
-                                                          member.size)
+            self.tree.blobs[(layout, digest)] = _Location(
+                self.number, member.offset_data, member.size
+            )
 
-    def _hash(self, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str,
-              digest: str) -> None:
+    def _hash(self, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, digest: str) -> None:
         source = tar.extractfile(member)
-        actual = as_digest(sha256_stream_hex(source) if source is not None
-                           else sha256_bytes_hex(b""))
+        actual = as_digest(
+            sha256_stream_hex(source) if source is not None else sha256_bytes_hex(b"")
+        )
         self.tree.check.blobs_hashed += 1
         if actual != digest:
             self.problem(f"{name} does not match its name (content hashes to {actual})")
@@ -286,13 +309,17 @@ class _ArchiveScan:
     def _index(self, tar: tarfile.TarFile, member: tarfile.TarInfo, layout: str) -> None:
         where = f"{layout + '/' if layout else ''}index.json"
         if member.size > MAX_INDEX_BYTES:
-            self.problem(f"{where} is {member.size} bytes, over the {MAX_INDEX_BYTES}-byte "
-                         "limit for an index: refused")
+            self.problem(
+                f"{where} is {member.size} bytes, over the {MAX_INDEX_BYTES}-byte "
+                "limit for an index: refused"
+            )
             return
         self.tree.index_bytes += member.size
         if self.tree.index_bytes > MAX_TOTAL_INDEX_BYTES:
-            self.problem(f"{where}: the bundle's index.json files together exceed "
-                         f"{MAX_TOTAL_INDEX_BYTES} bytes: refused")
+            self.problem(
+                f"{where}: the bundle's index.json files together exceed "
+                f"{MAX_TOTAL_INDEX_BYTES} bytes: refused"
+            )
             return
         source = tar.extractfile(member)
         data = source.read() if source is not None else b""
@@ -304,8 +331,10 @@ class _ArchiveScan:
         for position, entry in enumerate(entries):
             tag = entry.short_tag
             if tag is not None and not is_valid_tag(tag):
-                self.problem(f"{where}: descriptor #{position} ({entry.digest}) has an invalid "
-                             f"{ANNOTATION_SHORT_TAG} {tag[:140]!r}")
+                self.problem(
+                    f"{where}: descriptor #{position} ({entry.digest}) has an invalid "
+                    f"{ANNOTATION_SHORT_TAG} {tag[:140]!r}"
+                )
         self.tree.indexes.setdefault(layout, []).append((self.number, entries))
 
     def _end(self, stream: io.BufferedReader[ArchiveStream], offset: int, size: int) -> None:
@@ -313,20 +342,26 @@ class _ArchiveScan:
         stream.seek(offset)
         marker = stream.read(2 * tarfile.BLOCKSIZE)
         if len(marker) < 2 * tarfile.BLOCKSIZE and not marker.strip(b"\0"):
-            self.problem(f"ends at byte {size} without its end-of-archive marker: the archive "
-                         "is truncated (its last chunk missing?); copy it again")
+            self.problem(
+                f"ends at byte {size} without its end-of-archive marker: the archive "
+                "is truncated (its last chunk missing?); copy it again"
+            )
             return
         if marker.strip(b"\0"):
-            self.problem(f"has a damaged entry header at byte {offset} (everything after it "
-                         "would be lost): the archive is corrupt or its chunks are out of "
-                         "order; copy it again")
+            self.problem(
+                f"has a damaged entry header at byte {offset} (everything after it "
+                "would be lost): the archive is corrupt or its chunks are out of "
+                "order; copy it again"
+            )
             return
         position = offset + len(marker)
         while piece := stream.read(_PIECE):
             if piece.strip(b"\0"):
-                self.problem(f"has data after its end-of-archive marker (from byte "
-                             f"{position}): junk appended or a chunk that does not belong; "
-                             "copy the archive again")
+                self.problem(
+                    f"has data after its end-of-archive marker (from byte "
+                    f"{position}): junk appended or a chunk that does not belong; "
+                    "copy the archive again"
+                )
                 return
             position += len(piece)
 
@@ -335,8 +370,9 @@ class _ArchiveScan:
 class TreeCheck:
     """The archives' layouts together, as the unpack merges them."""
 
-    def __init__(self, archives: Sequence[Path], *, deep: bool,
-                 repository_of: RepositoryOf | None) -> None:
+    def __init__(
+        self, archives: Sequence[Path], *, deep: bool, repository_of: RepositoryOf | None
+    ) -> None:
         self.archives = list(archives)
         self.deep = deep
         self.repository_of = repository_of
@@ -373,8 +409,11 @@ class TreeCheck:
         first = self.indexes[layout][0][0]
         where = layout or "/"
         if layout and not is_valid_repository(layout):
-            self._problem(first, f"layout {where} is not a valid repository name (lowercase "
-                          "letters, digits and . _ __ - separators only)")
+            self._problem(
+                first,
+                f"layout {where} is not a valid repository name (lowercase "
+                "letters, digits and . _ __ - separators only)",
+            )
             return
         if self.repository_of is not None:
             try:
@@ -389,34 +428,59 @@ class TreeCheck:
                     self.check.untagged.append(
                         f"{self.archives[number].name}: {layout + '/' if layout else ''}"
                         f"index.json: descriptor #{position} ({entry.digest}) has no "
-                        f"{ANNOTATION_SHORT_TAG} annotation")
-                self._manifest(number, layout, entry.digest, entry.size, entry.media_type,
-                               f"{where}/index.json", stream, 0)
+                        f"{ANNOTATION_SHORT_TAG} annotation"
+                    )
+                self._manifest(
+                    number,
+                    layout,
+                    entry.digest,
+                    entry.size,
+                    entry.media_type,
+                    f"{where}/index.json",
+                    stream,
+                    0,
+                )
 
-    def _manifest(self, number: int, layout: str, digest: str, size: int,
-                  media_type: str | None, by: str, stream: Callable[[int], ArchiveStream],
-                  depth: int) -> None:
+    def _manifest(
+        self,
+        number: int,
+        layout: str,
+        digest: str,
+        size: int,
+        media_type: str | None,
+        by: str,
+        stream: Callable[[int], ArchiveStream],
+        depth: int,
+    ) -> None:
         if (layout, digest) in self._checked:
             return
         self._checked.add((layout, digest))
         where = f"{layout + '/' if layout else ''}blobs/sha256/{digest[7:]}"
         location = self.blobs.get((layout, digest))
         if location is None:
-            self._problem(number, f"manifest {digest} referenced by {by} is missing "
-                          f"({where} is in no archive)")
+            self._problem(
+                number,
+                f"manifest {digest} referenced by {by} is missing ({where} is in no archive)",
+            )
             return
         self.check.manifests += 1
         owner = location.archive
         if location.size > MAX_MANIFEST_BYTES:
-            self._problem(owner, f"manifest {where} is {location.size} bytes, over the "
-                          f"{MAX_MANIFEST_BYTES}-byte limit for a manifest")
+            self._problem(
+                owner,
+                f"manifest {where} is {location.size} bytes, over the "
+                f"{MAX_MANIFEST_BYTES}-byte limit for a manifest",
+            )
             return
         source = stream(owner)
         data = source.read_at(location.offset, location.size)
         actual = sha256_bytes_digest(data)
         if actual != digest:
-            self._problem(owner, f"manifest {where} does not match its digest (content hashes "
-                          f"to {actual}): it was modified or damaged; refusing to publish it")
+            self._problem(
+                owner,
+                f"manifest {where} does not match its digest (content hashes "
+                f"to {actual}): it was modified or damaged; refusing to publish it",
+            )
             return
         if size >= 0 and size != location.size:
             self._problem(owner, f"manifest {where} is {location.size} bytes, {by} says {size}")
@@ -431,15 +495,29 @@ class TreeCheck:
                 if depth >= _MAX_DEPTH:
                     self._problem(owner, f"manifest {where} nests indexes too deeply")
                 else:
-                    self._manifest(owner, layout, child, child_size, child_type,
-                                   f"index {digest}", stream, depth + 1)
+                    self._manifest(
+                        owner,
+                        layout,
+                        child,
+                        child_size,
+                        child_type,
+                        f"index {digest}",
+                        stream,
+                        depth + 1,
+                    )
             elif not self.blob_present(layout, child):
-                self._problem(owner, f"blob {child} referenced by manifest {digest} is missing "
-                              f"from {layout + '/' if layout else ''}blobs/sha256/")
+                self._problem(
+                    owner,
+                    f"blob {child} referenced by manifest {digest} is missing "
+                    f"from {layout + '/' if layout else ''}blobs/sha256/",
+                )
             elif child_size >= 0 and self.blobs[(layout, child)].size != child_size:
-                self._problem(owner, f"blob {child} of manifest {digest} is "
-                              f"{self.blobs[(layout, child)].size} bytes, the manifest says "
-                              f"{child_size}")
+                self._problem(
+                    owner,
+                    f"blob {child} of manifest {digest} is "
+                    f"{self.blobs[(layout, child)].size} bytes, the manifest says "
+                    f"{child_size}",
+                )
 
 
 def _json_object(data: bytes) -> dict[str, Any] | None:
@@ -450,8 +528,10 @@ def _json_object(data: bytes) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _references(doc: dict[str, Any], media_type: str | None,
-                ) -> Iterator[tuple[str | None, int, str | None, bool]]:
+def _references(
+    doc: dict[str, Any],
+    media_type: str | None,
+) -> Iterator[tuple[str | None, int, str | None, bool]]:
     """(digest or None when malformed, size, media type, is a manifest) of what ``doc`` needs."""
     kind = media_type or str(doc.get("mediaType") or "")
     is_index = kind in INDEX_TYPES or "manifests" in doc
@@ -459,8 +539,11 @@ def _references(doc: dict[str, Any], media_type: str | None,
         items: Any = doc.get("manifests") or []
     else:
         layers = doc.get("layers") or []
-        items = ([doc["config"]] if "config" in doc else []) + layers \
-            if isinstance(layers, list) else None
+        items = (
+            ([doc["config"]] if "config" in doc else []) + layers
+            if isinstance(layers, list)
+            else None
+        )
     if not isinstance(items, list):
         yield None, -1, None, False
         return
@@ -471,21 +554,27 @@ def _references(doc: dict[str, Any], media_type: str | None,
             continue
         size = item.get("size", -1)
         media = item.get("mediaType")
-        yield (digest, size if isinstance(size, int) and not isinstance(size, bool) else -1,
-               media if isinstance(media, str) else None, is_index)
+        yield (
+            digest,
+            size if isinstance(size, int) and not isinstance(size, bool) else -1,
+            media if isinstance(media, str) else None,
+            is_index,
+        )
 
 
 # -- entry points ------------------------------------------------------------------------------
-def check_archives(archives: Sequence[Path], *, deep: bool = False,
-                   repository_of: RepositoryOf | None = None) -> BundleCheck:
+def check_archives(
+    archives: Sequence[Path], *, deep: bool = False, repository_of: RepositoryOf | None = None
+) -> BundleCheck:
     """Run every check of the module docstring over ``archives`` (in push order);
     ``repository_of(layout path)`` may raise a MirrorError for a layout the push cannot route;
     ``deep`` hashes every blob too (verify)."""
     return TreeCheck(archives, deep=deep, repository_of=repository_of).run()
 
 
-def refuse_invalid(archives: Sequence[Path], *,
-                   repository_of: RepositoryOf | None = None) -> BundleCheck:
+def refuse_invalid(
+    archives: Sequence[Path], *, repository_of: RepositoryOf | None = None
+) -> BundleCheck:
     """:func:`check_archives` for a push: BundleError listing the problems (each names its
     archive; a checksum sidecar that does not match, which says best why, comes first) when
     there is any; nothing may be uploaded then."""
@@ -496,9 +585,12 @@ def refuse_invalid(archives: Sequence[Path], *,
         shown = problems[:SHOWN_PROBLEMS]
         more = len(problems) - len(shown)
         raise BundleError(
-            "refusing to push a corrupt bundle: " + "; ".join(shown)
-            + (f"; … and {more} more" if more else "") + ". Nothing was pushed: run `d8mirror "
-            "verify` on the bundle, copy the named archives again or pull them again.")
+            "refusing to push a corrupt bundle: "
+            + "; ".join(shown)
+            + (f"; … and {more} more" if more else "")
+            + ". Nothing was pushed: run `d8mirror "
+            "verify` on the bundle, copy the named archives again or pull them again."
+        )
     return check
 
 

@@ -35,17 +35,30 @@ class Mismatch(BaseModel):
         return f"{where} is {self.actual}, expected {self.expected}"
 
 
-def verify_pushed(client: RegistryClient, expected: Iterable[Expected], *,
-                  workers: int = 4, retry: RetryPolicy | None = None) -> list[Mismatch]:
+def verify_pushed(
+    client: RegistryClient,
+    expected: Iterable[Expected],
+    *,
+    workers: int = 4,
+    retry: RetryPolicy | None = None,
+) -> list[Mismatch]:
     """HEAD every tag; the mismatches (missing or other digest), sorted."""
     policy = retry or default_policy()
     items = sorted(set(expected))
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="verify") as pool:
-        found = list(pool.map(
-            lambda e: policy.call(lambda: _resolve(client, e),
-                                 what=f"verify {e.repository}:{e.tag}"), items))
-    return [Mismatch(repository=e.repository, tag=e.tag, expected=e.digest, actual=actual)
-            for e, actual in zip(items, found, strict=True) if actual != e.digest]
+        found = list(
+            pool.map(
+                lambda e: policy.call(
+                    lambda: _resolve(client, e), what=f"verify {e.repository}:{e.tag}"
+                ),
+                items,
+            )
+        )
+    return [
+        Mismatch(repository=e.repository, tag=e.tag, expected=e.digest, actual=actual)
+        for e, actual in zip(items, found, strict=True)
+        if actual != e.digest
+    ]
 
 
 def _resolve(client: RegistryClient, item: Expected) -> str | None:

@@ -47,10 +47,19 @@ def _quiet(_message: str) -> None:
 class PushWarmer:
     """Puts the blobs of ``archives`` into ``target`` on its own threads."""
 
-    def __init__(self, client: RegistryClient, archives: Sequence[Path], target: Repository,
-                 router: Router, work_dir: Path, *, locations: BlobLocations | None = None,
-                 checked: CheckedFiles | None = None, concurrency: int = 4,
-                 blob_workers: int = 4) -> None:
+    def __init__(
+        self,
+        client: RegistryClient,
+        archives: Sequence[Path],
+        target: Repository,
+        router: Router,
+        work_dir: Path,
+        *,
+        locations: BlobLocations | None = None,
+        checked: CheckedFiles | None = None,
+        concurrency: int = 4,
+        blob_workers: int = 4,
+    ) -> None:
         self.client = client
         self.work = WorkDir(work_dir)
         self.archives = list(archives)
@@ -66,8 +75,7 @@ class PushWarmer:
         self._lock = threading.Lock()
 
     def start(self) -> PushWarmer:
-        self._thread = threading.Thread(target=self._run, name="d8mirror-push-warmup",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="d8mirror-push-warmup", daemon=True)
         self._thread.start()
         return self
 
@@ -89,22 +97,29 @@ class PushWarmer:
         """One line on what was pushed ahead (None when nothing was)."""
         if not self.blobs_put:
             return None
-        return (f"{self.blobs_put} blobs were pushed while the local Prefect API server "
-                "started (the push finds them already present)")
+        return (
+            f"{self.blobs_put} blobs were pushed while the local Prefect API server "
+            "started (the push finds them already present)"
+        )
 
     # -- the work -------------------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            if not self.archives or not all(a.is_file() and is_plain_tar(a)
-                                            for a in self.archives):
+            if not self.archives or not all(a.is_file() and is_plain_tar(a) for a in self.archives):
                 return
             check_bundle(self.archives, self.target, self.router)
-            tree = prepare_push_tree(self.archives, self.work, self.target, self.router,
-                                     checked=self.checked, warn=_quiet)
-            with ThreadPoolExecutor(max_workers=self.concurrency,
-                                    thread_name_prefix="d8mirror-push-warmup") as pool:
-                for future in [pool.submit(self._layout, job)
-                               for job in heaviest_first(tree.jobs)]:
+            tree = prepare_push_tree(
+                self.archives,
+                self.work,
+                self.target,
+                self.router,
+                checked=self.checked,
+                warn=_quiet,
+            )
+            with ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix="d8mirror-push-warmup"
+            ) as pool:
+                for future in [pool.submit(self._layout, job) for job in heaviest_first(tree.jobs)]:
                     future.exception()
         except (MirrorError, OSError, ValueError) as exc:
             log.debug("push warm-up ended: %s", exc)
@@ -115,12 +130,16 @@ class PushWarmer:
         if self._stop.is_set():
             return
         try:
-            put = push_blobs_ahead(self.client, job, locations=self.locations,
-                                   blob_workers=self.blob_workers,
-                                   should_stop=self._stop.is_set)
+            put = push_blobs_ahead(
+                self.client,
+                job,
+                locations=self.locations,
+                blob_workers=self.blob_workers,
+                should_stop=self._stop.is_set,
+            )
         except (MirrorError, OSError) as exc:
             log.debug("push warm-up of %s ended: %s", job.layout, exc)
-            self._stop.set()   # a denied or failing target: leave it all to the push
+            self._stop.set()  # a denied or failing target: leave it all to the push
             return
         with self._lock:
             self.blobs_put += put

@@ -96,8 +96,15 @@ def _scope_key(scopes: tuple[str, ...]) -> str:
 class RegistryAuth(httpx.Auth):
     """Thread-safe registry auth. ``token_http`` fetches Bearer tokens (never this auth)."""
 
-    def __init__(self, registry: str, credentials: Credentials | None, token_http: httpx.Client,
-                 *, origin: httpx.URL, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        registry: str,
+        credentials: Credentials | None,
+        token_http: httpx.Client,
+        *,
+        origin: httpx.URL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._registry = registry
         self._origin = origin
         self._credentials = credentials
@@ -187,8 +194,10 @@ class RegistryAuth(httpx.Auth):
         auth = None
         if self._credentials is not None:
             auth = httpx.BasicAuth(self._credentials.username, self._credentials.password)
-        with translated_transport_errors("GET", realm, self._registry), \
-                self._token_http.stream("GET", realm, params=params, auth=auth) as response:
+        with (
+            translated_transport_errors("GET", realm, self._registry),
+            self._token_http.stream("GET", realm, params=params, auth=auth) as response,
+        ):
             return self._grant(response, realm, scopes)
 
     def _check_realm(self, realm: str) -> None:
@@ -197,11 +206,14 @@ class RegistryAuth(httpx.Auth):
         try:
             url = httpx.URL(realm)
         except httpx.InvalidURL as exc:
-            raise ProtocolError(f"{self._registry} names an invalid token realm "
-                                f"{redact_url(realm)!r}") from exc
+            raise ProtocolError(
+                f"{self._registry} names an invalid token realm {redact_url(realm)!r}"
+            ) from exc
         if url.scheme not in ("http", "https") or not url.host:
-            raise ProtocolError(f"{self._registry} names a token realm that is no http(s) URL: "
-                                f"{redact_url(realm)}", url=redact_url(realm))
+            raise ProtocolError(
+                f"{self._registry} names a token realm that is no http(s) URL: {redact_url(realm)}",
+                url=redact_url(realm),
+            )
         if self._credentials is None:
             return
         if self._origin.scheme == "https" and url.scheme != "https":
@@ -209,11 +221,16 @@ class RegistryAuth(httpx.Auth):
                 f"{self._registry} is served over HTTPS but sends clients to the plain-HTTP "
                 f"token realm {redact_url(realm)}: refusing to send the credentials there in "
                 "cleartext; configure an https:// realm on the registry (auth.token.realm)",
-                url=redact_url(realm))
+                url=redact_url(realm),
+            )
         if url.host != self._origin.host and realm not in self._warned_realms:
             self._warned_realms.add(realm)
-            log.warning("the token realm %s of %s is on another host: sending the "
-                        "credentials there, as Docker does", redact_url(realm), self._registry)
+            log.warning(
+                "the token realm %s of %s is on another host: sending the "
+                "credentials there, as Docker does",
+                redact_url(realm),
+                self._registry,
+            )
 
     def _grant(self, response: httpx.Response, realm: str, scopes: tuple[str, ...]) -> _Token:
         if response.status_code != 200:
@@ -223,8 +240,10 @@ class RegistryAuth(httpx.Auth):
                     f"authentication failed for {self._registry}: the token server "
                     f"{redact_url(realm)} refused the credentials; check the credentials "
                     "(login/password, license token or docker config)",
-                    url=redact_url(response.request.url), status=response.status_code,
-                    code=error.code)
+                    url=redact_url(response.request.url),
+                    status=response.status_code,
+                    code=error.code,
+                )
             raise error
         token = self._token_from(response)
         self._tokens[_scope_key(scopes)] = token
@@ -238,15 +257,22 @@ class RegistryAuth(httpx.Auth):
             value = body.get("token") or body.get("access_token")
             lifetime = float(body.get("expires_in") or _DEFAULT_TOKEN_LIFETIME)
         except (ValueError, AttributeError, TypeError) as exc:
-            raise ProtocolError(f"bad token answer from {url}: {exc}", url=url,
-                                status=response.status_code) from exc
+            raise ProtocolError(
+                f"bad token answer from {url}: {exc}", url=url, status=response.status_code
+            ) from exc
         if not isinstance(value, str) or not value:
-            raise ProtocolError(f"token answer from {url} has neither 'token' nor "
-                                "'access_token'", url=url, status=response.status_code)
+            raise ProtocolError(
+                f"token answer from {url} has neither 'token' nor 'access_token'",
+                url=url,
+                status=response.status_code,
+            )
         if not _TOKEN_RE.match(value):
-            raise ProtocolError(f"token answer from {url} holds a token that is no valid HTTP "
-                                "header value (not shown); the token server is broken",
-                                url=url, status=response.status_code)
+            raise ProtocolError(
+                f"token answer from {url} holds a token that is no valid HTTP "
+                "header value (not shown); the token server is broken",
+                url=url,
+                status=response.status_code,
+            )
         margin = min(_EXPIRY_MARGIN, lifetime / 2)
         return _Token(value, self._clock() + lifetime - margin)
 

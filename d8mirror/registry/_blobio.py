@@ -27,8 +27,9 @@ def file_chunks(path: Path, start: int = 0, length: int | None = None) -> Iterat
             yield piece
 
 
-def source_range(source: Path, digest: str, *, size: int | None,
-                 offset: int | None) -> tuple[int, int]:
+def source_range(
+    source: Path, digest: str, *, size: int | None, offset: int | None
+) -> tuple[int, int]:
     """(first byte, length) of blob ``digest`` in ``source``: the whole file (whose length must
     be ``size`` when given), or with ``offset`` the ``size`` bytes from there, which must exist."""
     try:
@@ -37,18 +38,25 @@ def source_range(source: Path, digest: str, *, size: int | None,
         raise wrap_os_error(exc, str(source)) from exc
     if offset is None:
         if size is not None and size != file_size:
-            raise LocalContentError(f"{source} has {file_size} bytes, not the {size} of "
-                                      f"blob {digest}", expected=str(size),
-                                      actual=str(file_size))
+            raise LocalContentError(
+                f"{source} has {file_size} bytes, not the {size} of blob {digest}",
+                expected=str(size),
+                actual=str(file_size),
+            )
         return 0, file_size
     if size is None or size < 0 or offset < 0:
-        raise ConfigError(f"a blob range of {source} needs offset >= 0 and size >= 0, got "
-                          f"offset {offset} and size {size}")
+        raise ConfigError(
+            f"a blob range of {source} needs offset >= 0 and size >= 0, got "
+            f"offset {offset} and size {size}"
+        )
     if offset + size > file_size:
-        raise LocalContentError(f"{source} has {file_size} bytes, too few for the {size} "
-                                  f"bytes of blob {digest} from byte {offset}: the file is "
-                                  "truncated", expected=str(offset + size),
-                                  actual=str(file_size))
+        raise LocalContentError(
+            f"{source} has {file_size} bytes, too few for the {size} "
+            f"bytes of blob {digest} from byte {offset}: the file is "
+            "truncated",
+            expected=str(offset + size),
+            actual=str(file_size),
+        )
     return offset, size
 
 
@@ -73,7 +81,7 @@ class BlobReader(io.RawIOBase):
         while self._pos >= len(self._buffer) and not self._eof:
             self._next_piece()
         count = min(len(buffer), len(self._buffer) - self._pos)
-        buffer[:count] = self._buffer[self._pos:self._pos + count]
+        buffer[:count] = self._buffer[self._pos : self._pos + count]
         self._pos += count
         return count
 
@@ -94,4 +102,6 @@ class BlobReader(io.RawIOBase):
             raise DigestMismatchError(
                 f"blob {self._where} hashes to {actual}, not {self._digest}: the registry "
                 "served corrupted data; retry, or repair the blob in the source registry",
-                expected=self._digest, actual=actual)
+                expected=self._digest,
+                actual=actual,
+            )

@@ -93,8 +93,10 @@ def ssl_context(tls: TLSOptions) -> ssl.SSLContext:
         try:
             context.load_verify_locations(cafile=tls.ca_file)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load the CA file {tls.ca_file}: {exc}; give a PEM "
-                              "bundle of the registry's CA certificates") from exc
+            raise ConfigError(
+                f"cannot load the CA file {tls.ca_file}: {exc}; give a PEM "
+                "bundle of the registry's CA certificates"
+            ) from exc
     return context
 
 
@@ -115,10 +117,17 @@ class RegistryClient:
     :meth:`close` closes it.
     """
 
-    def __init__(self, registry: str, *, credentials: Credentials | None = None,
-                 tls: TLSOptions = _DEFAULT_TLS, timeout: float | None = None,
-                 limits: TransferLimits | None = None, max_connections: int = 16,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        registry: str,
+        *,
+        credentials: Credentials | None = None,
+        tls: TLSOptions = _DEFAULT_TLS,
+        timeout: float | None = None,
+        limits: TransferLimits | None = None,
+        max_connections: int = 16,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         if not registry or "/" in registry or "@" in registry:
             raise ConfigError(f"invalid registry host {registry!r}: expected host[:port]")
         self.registry = registry
@@ -129,18 +138,27 @@ class RegistryClient:
         self._scheme_lock = threading.Lock()
         verify = ssl_context(tls)
         self._verify = verify
-        pool = httpx.Limits(max_connections=max_connections,
-                            max_keepalive_connections=max_connections)
+        pool = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         token_transport = transport or httpx.HTTPTransport(verify=verify)
         self._token_http = httpx.Client(
             transport=WatchedTransport(token_transport, self.limits),
-            timeout=socket_timeout, follow_redirects=True, headers=_USER_AGENT)
+            timeout=socket_timeout,
+            follow_redirects=True,
+            headers=_USER_AGENT,
+        )
         self._auth = RegistryAuth(registry, credentials, self._token_http, origin=base_url)
         self._http = httpx.Client(
-            base_url=base_url, auth=self._auth,
+            base_url=base_url,
+            auth=self._auth,
             transport=WatchedTransport(
-                transport or httpx.HTTPTransport(verify=verify, limits=pool), self.limits),
-            timeout=socket_timeout, follow_redirects=True, headers=_USER_AGENT)
+                transport or httpx.HTTPTransport(verify=verify, limits=pool), self.limits
+            ),
+            timeout=socket_timeout,
+            follow_redirects=True,
+            headers=_USER_AGENT,
+        )
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.registry!r})"
@@ -152,8 +170,12 @@ class RegistryClient:
     def __enter__(self) -> RegistryClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -176,8 +198,7 @@ class RegistryClient:
                 plain = httpx.URL(f"http://{self.registry}")
                 self._http.base_url = plain
                 self._auth.set_origin(plain)
-                log.info("%s does not speak HTTPS: using plain HTTP (--insecure)",
-                         self.registry)
+                log.info("%s does not speak HTTPS: using plain HTTP (--insecure)", self.registry)
             self._scheme_known = True
 
     def _speaks_https(self) -> bool:
@@ -193,16 +214,18 @@ class RegistryClient:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 if https in done and https.exception() is None:
                     return True
-                if http in done and http.exception() is None \
-                        and http.result() in _REGISTRY_PING:
+                if http in done and http.exception() is None and http.result() in _REGISTRY_PING:
                     return False
         finally:
             pool.shutdown(wait=False)
         status = None if http.exception() is not None else http.result()
         if status is not None and (status == 429 or status >= 500):
-            raise ServerError(f"{self.registry} answered {status} to GET /v2/ over plain HTTP "
-                              "and nothing over HTTPS; retry later",
-                              url=f"http://{self.registry}/v2/", status=status)
+            raise ServerError(
+                f"{self.registry} answered {status} to GET /v2/ over plain HTTP "
+                "and nothing over HTTPS; retry later",
+                url=f"http://{self.registry}/v2/",
+                status=status,
+            )
         secure = f"https://{self.registry}/v2/"
         with translated_transport_errors("GET", secure, self.registry):
             raise https.exception() or ProtocolError(f"no answer from {secure}")
@@ -215,24 +238,36 @@ class RegistryClient:
         timeout = self.limits.socket_timeout
         if scheme == "https":
             timeout = min(_HTTPS_PROBE_TIMEOUT, timeout)
-        with httpx.Client(transport=httpx.HTTPTransport(verify=self._verify), timeout=timeout,
-                          headers=_USER_AGENT) as probe, \
-                probe.stream("GET", f"{scheme}://{self.registry}/v2/",
-                             follow_redirects=False) as response:
+        with (
+            httpx.Client(
+                transport=httpx.HTTPTransport(verify=self._verify),
+                timeout=timeout,
+                headers=_USER_AGENT,
+            ) as probe,
+            probe.stream(
+                "GET", f"{scheme}://{self.registry}/v2/", follow_redirects=False
+            ) as response,
+        ):
             return response.status_code
 
-    def _send(self, method: str, url: str | httpx.URL, *, subject: Subject,
-              expected: tuple[int, ...], headers: dict[str, str] | None = None,
-              content: bytes | Iterator[bytes] | None = None) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        *,
+        subject: Subject,
+        expected: tuple[int, ...],
+        headers: dict[str, str] | None = None,
+        content: bytes | Iterator[bytes] | None = None,
+    ) -> httpx.Response:
         """One request whose body, if any, nobody reads: drained up to a cap, then closed."""
         self._resolve_scheme()
         with translated_transport_errors(method, url, self.registry):
             response = self._http.send(
-                self._http.build_request(method, url, headers=headers, content=content),
-                stream=True)
+                self._http.build_request(method, url, headers=headers, content=content), stream=True
+            )
         try:
-            raise_for_response(response, subject=subject, expected=expected,
-                               registry=self.registry)
+            raise_for_response(response, subject=subject, expected=expected, registry=self.registry)
             with translated_transport_errors(method, url, self.registry):
                 _drain(response, _MAX_IGNORED_BODY)
         finally:
@@ -240,25 +275,35 @@ class RegistryClient:
         return response
 
     @contextmanager
-    def _stream(self, method: str, url: str | httpx.URL, *, subject: Subject,
-                expected: tuple[int, ...], headers: dict[str, str] | None = None,
-                deadline: float | None = None) -> Iterator[httpx.Response]:
+    def _stream(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        *,
+        subject: Subject,
+        expected: tuple[int, ...],
+        headers: dict[str, str] | None = None,
+        deadline: float | None = None,
+    ) -> Iterator[httpx.Response]:
         self._resolve_scheme()
         extensions = {DEADLINE_EXTENSION: deadline} if deadline is not None else None
-        with translated_transport_errors(method, url, self.registry), \
-                self._http.stream(method, url, headers=headers,
-                                  extensions=extensions) as response:
-            raise_for_response(response, subject=subject, expected=expected,
-                               registry=self.registry)
+        with (
+            translated_transport_errors(method, url, self.registry),
+            self._http.stream(method, url, headers=headers, extensions=extensions) as response,
+        ):
+            raise_for_response(response, subject=subject, expected=expected, registry=self.registry)
             yield response
 
     def _location(self, response: httpx.Response) -> httpx.URL:
         location = response.headers.get("Location")
         if not location:
             url = redact_url(response.request.url)
-            raise ProtocolError(f"{response.request.method} {url} answered "
-                                f"{response.status_code} without a Location header",
-                                url=url, status=response.status_code)
+            raise ProtocolError(
+                f"{response.request.method} {url} answered "
+                f"{response.status_code} without a Location header",
+                url=url,
+                status=response.status_code,
+            )
         return response.url.join(location)
 
     # -- registry and tags ------------------------------------------------------------------
@@ -282,19 +327,24 @@ class RegistryClient:
         seen: set[str] = set()
         next_url: str | httpx.URL | None = url
         while next_url is not None:
-            with self._stream("GET", next_url, subject="repository",
-                              expected=(200,)) as response:
+            with self._stream("GET", next_url, subject="repository", expected=(200,)) as response:
                 items.extend(_string_list(response, key))
             if len(items) > limit:
-                raise ProtocolError(f"{redact_url(response.request.url)} lists more than "
-                                    f"{limit} {key}: refusing an endless list",
-                                    url=redact_url(response.request.url), status=200)
+                raise ProtocolError(
+                    f"{redact_url(response.request.url)} lists more than "
+                    f"{limit} {key}: refusing an endless list",
+                    url=redact_url(response.request.url),
+                    status=200,
+                )
             target = parse_next_link(response.headers.get("Link"))
             next_url = response.url.join(target) if target else None
             if next_url is not None:
                 if str(next_url) in seen:
-                    raise ProtocolError(f"pagination loops at {redact_url(next_url)}",
-                                        url=redact_url(next_url), status=200)
+                    raise ProtocolError(
+                        f"pagination loops at {redact_url(next_url)}",
+                        url=redact_url(next_url),
+                        status=200,
+                    )
                 seen.add(str(next_url))
         return items
 
@@ -310,18 +360,21 @@ class RegistryClient:
             raise error_from_response(response, subject="manifest", registry=self.registry)
         if response.status_code == 200:
             descriptor = _descriptor_from_headers(response)
-            if descriptor is not None and (not is_valid_digest(reference)
-                                           or descriptor.digest == reference):
+            if descriptor is not None and (
+                not is_valid_digest(reference) or descriptor.digest == reference
+            ):
                 return descriptor
         return self.get_manifest(repository, reference).descriptor
 
-    def get_manifest(self, repository: str, reference: str, *,
-                     deadline: float | None = None) -> Manifest:
+    def get_manifest(
+        self, repository: str, reference: str, *, deadline: float | None = None
+    ) -> Manifest:
         """The manifest bytes exactly as served (all four manifest types accepted).
         ``deadline``: a ``limits.clock`` time past which the request is aborted."""
         url = _manifest_path(repository, reference)
-        with self._stream("GET", url, subject="manifest", expected=(200,),
-                          headers=_ACCEPT, deadline=deadline) as response:
+        with self._stream(
+            "GET", url, subject="manifest", expected=(200,), headers=_ACCEPT, deadline=deadline
+        ) as response:
             data = read_capped(response, MAX_MANIFEST_BYTES, "manifest")
             content_type = response.headers.get("Content-Type", "")
             served = response.headers.get("Docker-Content-Digest", "")
@@ -330,28 +383,44 @@ class RegistryClient:
             raise DigestMismatchError(
                 f"manifest {repository}@{reference} from {self.registry} hashes to {digest}: "
                 "the registry served other bytes; retry, or repair the source",
-                expected=reference, actual=digest)
-        if (is_valid_digest(served) and served != digest
-                and not content_type.lower().startswith(_SCHEMA1_PREFIX)):
+                expected=reference,
+                actual=digest,
+            )
+        if (
+            is_valid_digest(served)
+            and served != digest
+            and not content_type.lower().startswith(_SCHEMA1_PREFIX)
+        ):
             # By tag there is nothing else to check against: a body cut short by a wrong
             # Content-Length, or corrupted on the way, would silently resolve the tag to
             # another digest.
             raise DigestMismatchError(
                 f"manifest {repository}:{reference} from {self.registry} hashes to {digest}, "
                 f"but the registry announced {served}: the body was truncated or corrupted on "
-                "the way; retry", expected=served, actual=digest)
+                "the way; retry",
+                expected=served,
+                actual=digest,
+            )
         return Manifest(_manifest_media_type(content_type, data), digest, data)
 
-    def put_manifest(self, repository: str, reference: str, data: bytes,
-                     media_type: str) -> str:
+    def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
         """Upload manifest ``data`` unchanged under a tag or digest; returns its digest."""
         url = _manifest_path(repository, reference)
         digest = sha256_bytes_digest(data)
         if is_valid_digest(reference) and digest != reference:
-            raise DigestMismatchError(f"manifest bytes hash to {digest}, not {reference}",
-                                      expected=reference, actual=digest)
-        response = self._send("PUT", url, subject="manifest", expected=(200, 201, 202),
-                              headers={"Content-Type": media_type}, content=data)
+            raise DigestMismatchError(
+                f"manifest bytes hash to {digest}, not {reference}",
+                expected=reference,
+                actual=digest,
+            )
+        response = self._send(
+            "PUT",
+            url,
+            subject="manifest",
+            expected=(200, 201, 202),
+            headers={"Content-Type": media_type},
+            content=data,
+        )
         _check_digest_header(response, digest)
         return digest
 
@@ -362,9 +431,16 @@ class RegistryClient:
         response = self._send("HEAD", url, subject="blob", expected=(200, 404))
         return response.status_code == 200
 
-    def fetch_blob(self, repository: str, digest: str, dest: Path, *, size: int | None = None,
-                   on_progress: Callable[[int], None] | None = None,
-                   deadline: float | None = None) -> int:
+    def fetch_blob(
+        self,
+        repository: str,
+        digest: str,
+        dest: Path,
+        *,
+        size: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
+        deadline: float | None = None,
+    ) -> int:
         """Stream a blob to ``dest`` via ``dest.partial``, verified; returns its size.
 
         A ``.partial`` left by an earlier attempt is re-hashed and continued with a Range
@@ -396,17 +472,27 @@ class RegistryClient:
             if not committed:
                 partial.close_keeping_progress()
 
-    def _download_resuming(self, url: str, partial: PartialFile, size: int | None,
-                           on_progress: Callable[[int], None] | None,
-                           deadline: float | None) -> None:
+    def _download_resuming(
+        self,
+        url: str,
+        partial: PartialFile,
+        size: int | None,
+        on_progress: Callable[[int], None] | None,
+        deadline: float | None,
+    ) -> None:
         try:
             self._download_into(url, partial, size, on_progress, deadline)
         except RegistryNetworkError:
             self._download_into(url, partial, size, on_progress, deadline)
 
-    def _download_into(self, url: str, partial: PartialFile, size: int | None,
-                       on_progress: Callable[[int], None] | None,
-                       deadline: float | None) -> None:
+    def _download_into(
+        self,
+        url: str,
+        partial: PartialFile,
+        size: int | None,
+        on_progress: Callable[[int], None] | None,
+        deadline: float | None,
+    ) -> None:
         for _attempt in range(2):
             offset = partial.length
             if size is not None and offset == size:
@@ -414,8 +500,14 @@ class RegistryClient:
             headers = dict(_IDENTITY)
             if offset:
                 headers["Range"] = f"bytes={offset}-"
-            with self._stream("GET", url, subject="blob", expected=(200, 206, 416),
-                              headers=headers, deadline=deadline) as response:
+            with self._stream(
+                "GET",
+                url,
+                subject="blob",
+                expected=(200, 206, 416),
+                headers=headers,
+                deadline=deadline,
+            ) as response:
                 if response.status_code == 416:
                     partial.restart()
                     continue
@@ -428,24 +520,36 @@ class RegistryClient:
                     if size is not None and partial.length > size:
                         raise DigestMismatchError(
                             f"blob {url} on {self.registry} is longer than its {size} bytes",
-                            expected=str(size), actual=f">{size}")
+                            expected=str(size),
+                            actual=f">{size}",
+                        )
                     if on_progress is not None:
                         on_progress(len(piece))
                 return
-        raise ProtocolError(f"{url} keeps answering 416 to a download from byte 0",
-                            url=url, status=416)
+        raise ProtocolError(
+            f"{url} keeps answering 416 to a download from byte 0", url=url, status=416
+        )
 
     @contextmanager
     def open_blob(self, repository: str, digest: str) -> Iterator[BlobReader]:
         """A readable stream of a blob, hashed as it is read (DigestMismatchError at EOF)."""
         url = _blob_path(repository, digest)
-        with self._stream("GET", url, subject="blob", expected=(200,),
-                          headers=_IDENTITY) as response:
+        with self._stream(
+            "GET", url, subject="blob", expected=(200,), headers=_IDENTITY
+        ) as response:
             yield BlobReader(_body_pieces(response), digest, f"{repository}@{digest}")
 
-    def upload_blob(self, repository: str, digest: str, source: Path, *, size: int | None = None,
-                    offset: int | None = None, chunk_size: int = 64 << 20,
-                    on_progress: Callable[[int], None] | None = None) -> None:
+    def upload_blob(
+        self,
+        repository: str,
+        digest: str,
+        source: Path,
+        *,
+        size: int | None = None,
+        offset: int | None = None,
+        chunk_size: int = 64 << 20,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
         """Upload ``source`` as blob ``digest``: POST + PUT, or POST + PATCH… + PUT (chunked).
 
         The blob is the whole file (``size``, when given, must be its length), or with
@@ -455,8 +559,9 @@ class RegistryClient:
         if chunk_size <= 0:
             raise ConfigError(f"upload chunk size must be positive, got {chunk_size}")
         first, length = source_range(source, digest, size=size, offset=offset)
-        start = self._send("POST", f"/v2/{repository}/blobs/uploads/", subject="repository",
-                           expected=(202,))
+        start = self._send(
+            "POST", f"/v2/{repository}/blobs/uploads/", subject="repository", expected=(202,)
+        )
         location = self._location(start)
         done = 0
         if length > chunk_size:
@@ -468,23 +573,34 @@ class RegistryClient:
                     on_progress(piece)
         final_length = length - done
         finish = self._send(
-            "PUT", location.copy_merge_params({"digest": digest}), subject="blob",
+            "PUT",
+            location.copy_merge_params({"digest": digest}),
+            subject="blob",
             expected=(201, 204),
             headers={"Content-Type": _OCTETS, "Content-Length": str(final_length)},
-            content=file_chunks(source, first + done, final_length))
+            content=file_chunks(source, first + done, final_length),
+        )
         if on_progress is not None and final_length:
             on_progress(final_length)
         _check_digest_header(finish, digest)
 
-    def _patch_chunk(self, location: httpx.URL, source: Path, start: int, offset: int,
-                     length: int) -> httpx.URL:
+    def _patch_chunk(
+        self, location: httpx.URL, source: Path, start: int, offset: int, length: int
+    ) -> httpx.URL:
         """PATCH ``length`` bytes of ``source`` from file position ``start`` as the bytes
         ``offset``… of the blob being uploaded."""
         response = self._send(
-            "PATCH", location, subject="blob", expected=(202,),
-            headers={"Content-Type": _OCTETS, "Content-Length": str(length),
-                     "Content-Range": f"{offset}-{offset + length - 1}"},
-            content=file_chunks(source, start, length))
+            "PATCH",
+            location,
+            subject="blob",
+            expected=(202,),
+            headers={
+                "Content-Type": _OCTETS,
+                "Content-Length": str(length),
+                "Content-Range": f"{offset}-{offset + length - 1}",
+            },
+            content=file_chunks(source, start, length),
+        )
         return self._location(response)
 
     def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
@@ -492,8 +608,9 @@ class RegistryClient:
         validate_digest(digest)
         validate_repository(repository)
         validate_repository(from_repository)
-        url = httpx.URL(f"/v2/{repository}/blobs/uploads/",
-                        params={"mount": digest, "from": from_repository})
+        url = httpx.URL(
+            f"/v2/{repository}/blobs/uploads/", params={"mount": digest, "from": from_repository}
+        )
         response = self._send("POST", url, subject="blob", expected=(201, 202))
         if response.status_code == 201:
             return True
@@ -504,15 +621,17 @@ class RegistryClient:
         """Prove push permission on ``repository`` without writing anything: open a blob upload
         session (needs push) and cancel it at once (an uncancelled session expires anyway)."""
         validate_repository(repository)
-        response = self._send("POST", f"/v2/{repository}/blobs/uploads/",
-                              subject="repository", expected=(202,))
+        response = self._send(
+            "POST", f"/v2/{repository}/blobs/uploads/", subject="repository", expected=(202,)
+        )
         self._cancel_upload(response)
 
     def _cancel_upload(self, response: httpx.Response) -> None:
         # An abandoned session expires on its own; the mount answer stands either way.
         with suppress(RegistryError):
-            self._send("DELETE", self._location(response), subject="other",
-                       expected=(200, 202, 204, 404))
+            self._send(
+                "DELETE", self._location(response), subject="other", expected=(200, 202, 204, 404)
+            )
 
 
 def _manifest_path(repository: str, reference: str) -> str:
@@ -535,14 +654,16 @@ def _string_list(response: httpx.Response, key: str) -> list[str]:
     except ValueError as exc:
         # A list carries no digest: a body cut short under a matching Content-Length (a proxy
         # dropping the connection's tail) is the likely cause, so it is retried like a cut body.
-        raise RegistryNetworkError(f"{url} answered a list that is not valid JSON (cut short "
-                                   f"on the way?): {exc}", url=url, status=200) from exc
+        raise RegistryNetworkError(
+            f"{url} answered a list that is not valid JSON (cut short on the way?): {exc}",
+            url=url,
+            status=200,
+        ) from exc
     items = body.get(key) if isinstance(body, dict) else None
     if items is None and isinstance(body, dict):
         return []  # some registries send "tags": null for an empty repository
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-        raise ProtocolError(f"{url} answered no list of strings under {key!r}", url=url,
-                            status=200)
+        raise ProtocolError(f"{url} answered no list of strings under {key!r}", url=url, status=200)
     return items
 
 
@@ -567,8 +688,9 @@ def _manifest_media_type(content_type: str, data: bytes) -> str:
     embedded = parsed.get("mediaType") if isinstance(parsed, dict) else None
     if isinstance(embedded, str) and embedded:
         return embedded
-    raise ProtocolError(f"manifest has no media type (Content-Type {content_type!r} and no "
-                        "mediaType field)")
+    raise ProtocolError(
+        f"manifest has no media type (Content-Type {content_type!r} and no mediaType field)"
+    )
 
 
 def _descriptor_from_headers(response: httpx.Response) -> Descriptor | None:
@@ -584,27 +706,35 @@ def _check_digest_header(response: httpx.Response, digest: str) -> None:
     served = response.headers.get("Docker-Content-Digest")
     if served and served != digest:
         url = redact_url(response.request.url)
-        raise ProtocolError(f"{url} stored digest {served}, but the bytes sent hash to "
-                            f"{digest}", url=url, status=response.status_code)
+        raise ProtocolError(
+            f"{url} stored digest {served}, but the bytes sent hash to {digest}",
+            url=url,
+            status=response.status_code,
+        )
 
 
 def _check_content_range(response: httpx.Response, offset: int) -> None:
     content_range = response.headers.get("Content-Range", "")
     if not content_range.startswith(f"bytes {offset}-"):
         url = redact_url(response.request.url)
-        raise ProtocolError(f"{url} answered a Range from byte {offset} with Content-Range "
-                            f"{content_range!r}", url=url, status=206)
+        raise ProtocolError(
+            f"{url} answered a Range from byte {offset} with Content-Range {content_range!r}",
+            url=url,
+            status=206,
+        )
 
 
-def _verify_partial(partial: PartialFile, digest: str, size: int | None,
-                    where: str) -> None:
+def _verify_partial(partial: PartialFile, digest: str, size: int | None, where: str) -> None:
     if size is not None and partial.length != size:
-        raise DigestMismatchError(f"blob {where} has {partial.length} bytes, not {size}: "
-                                  "truncated or wrong; retry", expected=str(size),
-                                  actual=str(partial.length))
+        raise DigestMismatchError(
+            f"blob {where} has {partial.length} bytes, not {size}: truncated or wrong; retry",
+            expected=str(size),
+            actual=str(partial.length),
+        )
     if partial.digest != digest:
         raise DigestMismatchError(
             f"blob {where} hashes to {partial.digest}: the registry served corrupted data; "
             "retry, or repair the blob in the source registry",
-            expected=digest, actual=partial.digest)
-
+            expected=digest,
+            actual=partial.digest,
+        )

@@ -18,9 +18,14 @@ _DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _HELPER_TIMEOUT = 30.0
 
 
-def resolve_credentials(registry: str, *, username: str | None = None,
-                        password: str | None = None, license_token: str | None = None,
-                        docker_config: Path | None = None) -> Credentials | None:
+def resolve_credentials(
+    registry: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    license_token: str | None = None,
+    docker_config: Path | None = None,
+) -> Credentials | None:
     """Credentials for ``registry`` (host[:port]), or None for anonymous access.
 
     Precedence: explicit login and password > license token > Docker config.json (the
@@ -29,7 +34,8 @@ def resolve_credentials(registry: str, *, username: str | None = None,
     if (username is None) != (password is None):
         raise ConfigError(
             f"credentials for {registry}: a login needs a password and a password needs a "
-            "login; give both or neither")
+            "login; give both or neither"
+        )
     if username is not None and password is not None:
         return Credentials(username, password)
     if license_token:
@@ -73,7 +79,7 @@ def normalize_host(server: str) -> str:
     text = server.strip()
     for scheme in ("https://", "http://"):
         if text.startswith(scheme):
-            text = text[len(scheme):]
+            text = text[len(scheme) :]
     host = text.split("/", 1)[0].lower()
     return "index.docker.io" if host in _DOCKER_HUB_ALIASES else host
 
@@ -95,8 +101,10 @@ def _load_config(path: Path) -> dict[str, Any] | None:
     try:
         parsed = json.loads(text)
     except ValueError as exc:
-        raise ConfigError(f"docker config {path} is not valid JSON: {exc}; fix or remove "
-                          "it, or pass credentials explicitly") from exc
+        raise ConfigError(
+            f"docker config {path} is not valid JSON: {exc}; fix or remove "
+            "it, or pass credentials explicitly"
+        ) from exc
     return parsed if isinstance(parsed, dict) else None
 
 
@@ -106,12 +114,16 @@ def _from_auth_entry(entry: dict[str, Any], path: Path, registry: str) -> Creden
         try:
             decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError) as exc:
-            raise ConfigError(f"docker config {path}: the 'auth' entry for {registry} is not "
-                              "base64 of 'user:password'; run docker login again") from exc
+            raise ConfigError(
+                f"docker config {path}: the 'auth' entry for {registry} is not "
+                "base64 of 'user:password'; run docker login again"
+            ) from exc
         user, sep, secret = decoded.partition(":")
         if not sep:
-            raise ConfigError(f"docker config {path}: the 'auth' entry for {registry} has no "
-                              "':' separator; run docker login again")
+            raise ConfigError(
+                f"docker config {path}: the 'auth' entry for {registry} has no "
+                "':' separator; run docker login again"
+            )
         return Credentials(user, secret)
     name, plain = entry.get("username"), entry.get("password")
     if isinstance(name, str) and isinstance(plain, str) and name:
@@ -127,22 +139,32 @@ def _from_helper(helper: str, registry: str, host: str) -> Credentials | None:
     program = f"docker-credential-{helper}"
     server = _DOCKER_HUB_KEY if host == "index.docker.io" else registry
     try:
-        done = subprocess.run([program, "get"], input=server.encode(), capture_output=True,
-                              timeout=_HELPER_TIMEOUT, check=False)
+        done = subprocess.run(
+            [program, "get"],
+            input=server.encode(),
+            capture_output=True,
+            timeout=_HELPER_TIMEOUT,
+            check=False,
+        )
     except FileNotFoundError as exc:
-        raise ConfigError(f"docker credential helper {program} (for {registry}) is not on "
-                          "PATH; install it or pass credentials explicitly") from exc
+        raise ConfigError(
+            f"docker credential helper {program} (for {registry}) is not on "
+            "PATH; install it or pass credentials explicitly"
+        ) from exc
     except subprocess.TimeoutExpired as exc:
-        raise ConfigError(f"docker credential helper {program} did not answer for "
-                          f"{registry} within {_HELPER_TIMEOUT:.0f}s") from exc
+        raise ConfigError(
+            f"docker credential helper {program} did not answer for "
+            f"{registry} within {_HELPER_TIMEOUT:.0f}s"
+        ) from exc
     if done.returncode != 0:
         return None
     try:
         answer = json.loads(done.stdout)
         user, secret = answer["Username"], answer["Secret"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"docker credential helper {program} gave an unreadable answer "
-                          f"for {registry}") from exc
+        raise ConfigError(
+            f"docker credential helper {program} gave an unreadable answer for {registry}"
+        ) from exc
     if not isinstance(user, str) or not isinstance(secret, str) or not secret:
         return None
     return Credentials(user, secret)

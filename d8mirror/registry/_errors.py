@@ -71,8 +71,11 @@ def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
     url = redact_url(response.request.url)
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ProtocolError(f"{what} at {url} is {declared} bytes, over the {limit} limit",
-                            url=url, status=response.status_code)
+        raise ProtocolError(
+            f"{what} at {url} is {declared} bytes, over the {limit} limit",
+            url=url,
+            status=response.status_code,
+        )
     if response.is_stream_consumed:
         body = response.content
     else:
@@ -83,20 +86,25 @@ def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
                 break
         body = bytes(buffer)
     if len(body) > limit:
-        raise ProtocolError(f"{what} at {url} is over the {limit} byte limit: refusing an "
-                            "endless answer", url=url, status=response.status_code)
+        raise ProtocolError(
+            f"{what} at {url} is over the {limit} byte limit: refusing an endless answer",
+            url=url,
+            status=response.status_code,
+        )
     return body
 
 
-def raise_for_response(response: httpx.Response, *, subject: Subject, expected: tuple[int, ...],
-                       registry: str) -> None:
+def raise_for_response(
+    response: httpx.Response, *, subject: Subject, expected: tuple[int, ...], registry: str
+) -> None:
     """Raise the typed error for ``response`` unless its status is one of ``expected``."""
     if response.status_code not in expected:
         raise error_from_response(response, subject=subject, registry=registry)
 
 
-def error_from_response(response: httpx.Response, *, subject: Subject,
-                        registry: str) -> RegistryError:
+def error_from_response(
+    response: httpx.Response, *, subject: Subject, registry: str
+) -> RegistryError:
     """The typed error for an unexpected HTTP status (reads at most 64 KiB of the body)."""
     status = response.status_code
     url = redact_url(response.request.url)
@@ -105,28 +113,52 @@ def error_from_response(response: httpx.Response, *, subject: Subject,
     suffix = f" ({code}: {detail})" if code else ""
     if status == 404:
         cls = _NOT_FOUND_BY_CODE.get(code or "", _NOT_FOUND_BY_SUBJECT[subject])
-        return cls(f"{_subject_name(cls)} not found: {where}{suffix}; check the repository "
-                   "path and the tag or digest", url=url, status=status, code=code)
+        return cls(
+            f"{_subject_name(cls)} not found: {where}{suffix}; check the repository "
+            "path and the tag or digest",
+            url=url,
+            status=status,
+            code=code,
+        )
     if status == 401:
         return UnauthorizedError(
             f"authentication failed for {registry}: {where} answered 401{suffix}; check the "
             "credentials (login/password, license token or docker config)",
-            url=url, status=status, code=code)
+            url=url,
+            status=status,
+            code=code,
+        )
     if status == 403:
         return DeniedError(
             f"access denied by {registry}: {where} answered 403{suffix}; the credentials lack "
-            "permission for this repository or action", url=url, status=status, code=code)
+            "permission for this repository or action",
+            url=url,
+            status=status,
+            code=code,
+        )
     if status == 429:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return RateLimitedError(
             f"rate limited by {registry}: {where} answered 429{suffix}; retry later",
-            url=url, status=status, code=code, retry_after=retry_after)
+            url=url,
+            status=status,
+            code=code,
+            retry_after=retry_after,
+        )
     if status >= 500:
-        return ServerError(f"server error from {registry}: {where} answered {status}{suffix}; "
-                           "retry later or check the registry's health",
-                           url=url, status=status, code=code)
-    return ProtocolError(f"unexpected answer from {registry}: {where} answered {status}{suffix}",
-                         url=url, status=status, code=code)
+        return ServerError(
+            f"server error from {registry}: {where} answered {status}{suffix}; "
+            "retry later or check the registry's health",
+            url=url,
+            status=status,
+            code=code,
+        )
+    return ProtocolError(
+        f"unexpected answer from {registry}: {where} answered {status}{suffix}",
+        url=url,
+        status=status,
+        code=code,
+    )
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -145,8 +177,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 @contextmanager
-def translated_transport_errors(method: str, url: str | httpx.URL,
-                                registry: str) -> Iterator[None]:
+def translated_transport_errors(method: str, url: str | httpx.URL, registry: str) -> Iterator[None]:
     """Map httpx transport failures (and ssl errors) raised inside the block to typed errors."""
     try:
         yield
@@ -159,8 +190,9 @@ def translated_transport_errors(method: str, url: str | httpx.URL,
         raise _tls_error(exc, method, redact_url(url), registry) from exc
 
 
-def error_from_transport(exc: BaseException, method: str, url: str | httpx.URL,
-                         registry: str) -> RegistryError:
+def error_from_transport(
+    exc: BaseException, method: str, url: str | httpx.URL, registry: str
+) -> RegistryError:
     safe = redact_url(_absolute_url(exc, url))
     ssl_exc = _find_ssl_error(exc)
     if ssl_exc is not None:
@@ -170,7 +202,8 @@ def error_from_transport(exc: BaseException, method: str, url: str | httpx.URL,
         f"connection to {registry} {kind}: {method} {safe}: {type(exc).__name__}: "
         f"{redact_auth(str(exc))}; check "
         "that the registry is reachable, raise the timeout, or re-run (downloads resume)",
-        url=safe)
+        url=safe,
+    )
 
 
 def _absolute_url(exc: BaseException, fallback: str | httpx.URL) -> str | httpx.URL:
@@ -185,12 +218,16 @@ def _absolute_url(exc: BaseException, fallback: str | httpx.URL) -> str | httpx.
 
 def _tls_error(exc: ssl.SSLError, method: str, safe_url: str, registry: str) -> TLSError:
     if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
-        hint = ("trust the registry's CA with --ca-file (or SSL_CERT_FILE), or skip verification "
-                "with --tls-skip-verify")
+        hint = (
+            "trust the registry's CA with --ca-file (or SSL_CERT_FILE), or skip verification "
+            "with --tls-skip-verify"
+        )
         what = "TLS certificate verification failed"
     else:
-        hint = ("if the registry serves plain HTTP use --insecure; otherwise check the CA "
-                "(--ca-file / SSL_CERT_FILE) or use --tls-skip-verify")
+        hint = (
+            "if the registry serves plain HTTP use --insecure; otherwise check the CA "
+            "(--ca-file / SSL_CERT_FILE) or use --tls-skip-verify"
+        )
         what = "TLS handshake failed"
     return TLSError(f"{what} for {registry}: {method} {safe_url}: {exc}; {hint}", url=safe_url)
 
@@ -236,5 +273,8 @@ def _error_code(body: bytes) -> tuple[str | None, str]:
 
 
 def _subject_name(cls: type[NotFoundError]) -> str:
-    return {ManifestNotFoundError: "manifest", BlobNotFoundError: "blob",
-            RepositoryNotFoundError: "repository"}.get(cls, "resource")
+    return {
+        ManifestNotFoundError: "manifest",
+        BlobNotFoundError: "blob",
+        RepositoryNotFoundError: "repository",
+    }.get(cls, "resource")

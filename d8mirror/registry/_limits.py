@@ -35,8 +35,8 @@ class TransferLimits:
     """Deadlines of one registry request (see the module docstring)."""
 
     request_timeout: float | None = None  #: whole request, body included; None = no limit
-    stall_seconds: float = 60.0           #: window of the rate floor, and the socket timeout
-    stall_bytes: int = 1024               #: fewer bytes than this in one window aborts
+    stall_seconds: float = 60.0  #: window of the rate floor, and the socket timeout
+    stall_bytes: int = 1024  #: fewer bytes than this in one window aborts
     image_timeout: float | None = 4 * 3600.0  #: pulling one image, every retry included
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
 
@@ -69,18 +69,20 @@ class TransferLimits:
             raise ConfigError(f"{ENV_STALL_SECONDS} must be a positive duration, got {stall}")
         if floor_text and not floor_text.isdigit():
             raise ConfigError(f"{ENV_STALL_BYTES}={floor_text!r} is not a byte count")
-        return cls(request_timeout=timeout if timeout is not None and timeout > 0 else None,
-                   stall_seconds=stall if stall is not None else cls.stall_seconds,
-                   stall_bytes=int(floor_text) if floor_text else cls.stall_bytes,
-                   image_timeout=cls.image_timeout if image is None
-                   else image if image > 0 else None)
+        return cls(
+            request_timeout=timeout if timeout is not None and timeout > 0 else None,
+            stall_seconds=stall if stall is not None else cls.stall_seconds,
+            stall_bytes=int(floor_text) if floor_text else cls.stall_bytes,
+            image_timeout=cls.image_timeout if image is None else image if image > 0 else None,
+        )
 
     def image_deadline(self) -> float | None:
         """The ``clock`` time by which an image pulled from now on must be done."""
         return None if self.image_timeout is None else self.clock() + self.image_timeout
 
-    def watch(self, pieces: Iterator[bytes], *, started: float, what: str,
-              deadline: float | None = None) -> Iterator[bytes]:
+    def watch(
+        self, pieces: Iterator[bytes], *, started: float, what: str, deadline: float | None = None
+    ) -> Iterator[bytes]:
         """``pieces`` as they come, aborted past the deadlines or under the rate floor."""
         window_start, window_bytes = self.clock(), 0
         for piece in pieces:
@@ -91,7 +93,8 @@ class TransferLimits:
                 raise RegistryNetworkError(
                     f"{what} took longer than {self.request_timeout:g} s ({ENV_TIMEOUT}): "
                     f"aborted; raise {ENV_TIMEOUT} for a slow link, or re-run (downloads "
-                    "resume)")
+                    "resume)"
+                )
             window_bytes += len(piece)
             if now - window_start >= self.stall_seconds:
                 if window_bytes < self.stall_bytes:
@@ -102,13 +105,15 @@ class TransferLimits:
     def past_image_deadline(self, what: str) -> RegistryNetworkError:
         return RegistryNetworkError(
             f"{what}: the image is not done after {self.image_timeout:g} s "
-            f"({ENV_IMAGE_TIMEOUT}): aborted; raise {ENV_IMAGE_TIMEOUT} for a slow link")
+            f"({ENV_IMAGE_TIMEOUT}): aborted; raise {ENV_IMAGE_TIMEOUT} for a slow link"
+        )
 
     def stalled(self, what: str) -> RegistryNetworkError:
         return RegistryNetworkError(
             f"{what} stalled: fewer than {self.stall_bytes} bytes in {self.stall_seconds:g} s "
             f"(the transfer-rate floor, {ENV_STALL_BYTES} per {ENV_STALL_SECONDS}): aborted; "
-            "check the registry's health, or lower the floor for a very slow link")
+            "check the registry's health, or lower the floor for a very slow link"
+        )
 
 
 class WatchedTransport(httpx.BaseTransport):
@@ -129,12 +134,19 @@ class WatchedTransport(httpx.BaseTransport):
             raise self._limits.past_image_deadline(what)
         body = request.stream
         if isinstance(body, httpx.SyncByteStream) and not isinstance(body, httpx.ByteStream):
-            request.stream = _Watched(body, self._limits, started, f"upload {what}", deadline,
-                                      progress=False)
+            request.stream = _Watched(
+                body, self._limits, started, f"upload {what}", deadline, progress=False
+            )
         response = self._inner.handle_request(request)
         if isinstance(response.stream, httpx.SyncByteStream):
-            response.stream = _Watched(response.stream, self._limits, started, what, deadline,
-                                       progress=200 <= response.status_code < 300)
+            response.stream = _Watched(
+                response.stream,
+                self._limits,
+                started,
+                what,
+                deadline,
+                progress=200 <= response.status_code < 300,
+            )
         return response
 
     def close(self) -> None:
@@ -142,8 +154,16 @@ class WatchedTransport(httpx.BaseTransport):
 
 
 class _Watched(httpx.SyncByteStream):
-    def __init__(self, stream: httpx.SyncByteStream, limits: TransferLimits, started: float,
-                 what: str, deadline: float | None, *, progress: bool) -> None:
+    def __init__(
+        self,
+        stream: httpx.SyncByteStream,
+        limits: TransferLimits,
+        started: float,
+        what: str,
+        deadline: float | None,
+        *,
+        progress: bool,
+    ) -> None:
         self._stream = stream
         self._deadline = deadline
         self._progress = progress
@@ -152,8 +172,9 @@ class _Watched(httpx.SyncByteStream):
         self._what = what
 
     def __iter__(self) -> Iterator[bytes]:
-        for piece in self._limits.watch(iter(self._stream), started=self._started,
-                                        what=self._what, deadline=self._deadline):
+        for piece in self._limits.watch(
+            iter(self._stream), started=self._started, what=self._what, deadline=self._deadline
+        ):
             if self._progress:
                 note_progress(len(piece))
             yield piece

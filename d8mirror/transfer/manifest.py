@@ -100,13 +100,16 @@ class TransferManifest:
     def from_bytes(cls, data: bytes, where: str) -> TransferManifest:
         """Parse and validate; TransferError naming ``where`` when malformed."""
         if len(data) > _MAX_MANIFEST_BYTES:
-            raise TransferError(f"{where}: transfer manifest is larger than "
-                                f"{_MAX_MANIFEST_BYTES} bytes; refusing it")
+            raise TransferError(
+                f"{where}: transfer manifest is larger than "
+                f"{_MAX_MANIFEST_BYTES} bytes; refusing it"
+            )
         try:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise TransferError(f"{where}: transfer manifest is not JSON ({exc}); "
-                                "upload the bundle again") from exc
+            raise TransferError(
+                f"{where}: transfer manifest is not JSON ({exc}); upload the bundle again"
+            ) from exc
         if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
             raise TransferError(f"{where}: not a version {FORMAT_VERSION} transfer manifest")
         files = doc.get("files")
@@ -120,8 +123,14 @@ class TransferManifest:
 
 def is_safe_name(name: str) -> bool:
     """A plain file name: no directories, not hidden, no control characters."""
-    return (bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
-            and name.isprintable() and len(name) <= 255)
+    return (
+        bool(name)
+        and "/" not in name
+        and "\\" not in name
+        and not name.startswith(".")
+        and name.isprintable()
+        and len(name) <= 255
+    )
 
 
 def transfer_files(bundle_dir: Path) -> list[Path]:
@@ -130,9 +139,15 @@ def transfer_files(bundle_dir: Path) -> list[Path]:
     symlinks and the transfer manifest itself are left out."""
     if not bundle_dir.is_dir():
         raise ConfigError(f"bundle directory {bundle_dir} does not exist or is not a directory")
-    found = [p for p in bundle_dir.iterdir()
-             if p.is_file() and not p.is_symlink() and is_safe_name(p.name)
-             and p.name != MANIFEST_NAME and not p.name.endswith(_SKIPPED_SUFFIXES)]
+    found = [
+        p
+        for p in bundle_dir.iterdir()
+        if p.is_file()
+        and not p.is_symlink()
+        and is_safe_name(p.name)
+        and p.name != MANIFEST_NAME
+        and not p.name.endswith(_SKIPPED_SUFFIXES)
+    ]
     if not found:
         raise BundleError(f"no files to transfer in {bundle_dir}")
     return sorted(found)
@@ -153,8 +168,10 @@ def describe_file(path: Path) -> FileEntry:
     if sidecar is not None and sidecar.split(" ", 1)[0].lower() != sha:
         raise TransferIntegrityError(
             f"{path} does not match its {sha256_sidecar(path).name} sidecar: the bundle is "
-            "corrupt on disk; pull it again before uploading", expected=sidecar.split(" ", 1)[0],
-            actual=sha)
+            "corrupt on disk; pull it again before uploading",
+            expected=sidecar.split(" ", 1)[0],
+            actual=sha,
+        )
     gost = _sidecar_text(path, GOST_SUFFIX)
     gost = gost.lower() if gost and _HEX64.match(gost.lower()) else None
     return FileEntry(path.name, path.stat().st_size, sha, gost)
@@ -168,8 +185,11 @@ def build_manifest(bundle_dir: Path, files: Iterable[Path] | None = None) -> Tra
 
 def is_present(path: Path, entry: FileEntry) -> bool:
     """Whether ``path`` already holds exactly ``entry`` (size first, then a streamed hash)."""
-    return (path.is_file() and path.stat().st_size == entry.size
-            and sha256_file_hex(path) == entry.sha256)
+    return (
+        path.is_file()
+        and path.stat().st_size == entry.size
+        and sha256_file_hex(path) == entry.sha256
+    )
 
 
 def write_local_manifest(dest_dir: Path, manifest: TransferManifest) -> None:

@@ -61,7 +61,6 @@ DEFAULT_CHUNK = 64 << 20
 _MAX_TRANSFER_MANIFEST = 16 << 20
 
 
-
 def media_type_for(name: str) -> str:
     if name.endswith(ARCHIVE_FILE_SUFFIXES):
         return ARCHIVE_TYPE
@@ -73,29 +72,42 @@ def media_type_for(name: str) -> str:
 
 
 def _layer(name: str, digest: str, size: int) -> dict[str, Any]:
-    return {"mediaType": media_type_for(name), "digest": digest, "size": size,
-            "annotations": {ANNOTATION_TITLE: name}}
+    return {
+        "mediaType": media_type_for(name),
+        "digest": digest,
+        "size": size,
+        "annotations": {ANNOTATION_TITLE: name},
+    }
 
 
 def artifact_manifest(manifest: TransferManifest, manifest_blob: FileEntry) -> bytes:
     """The OCI manifest bytes of an artifact holding ``manifest``'s files (deterministic)."""
     layers = [_layer(f.name, f.digest, f.size) for f in manifest.files]
     layers.append(_layer(MANIFEST_NAME, manifest_blob.digest, manifest_blob.size))
-    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": ARTIFACT_TYPE,
-           "config": {"mediaType": OCI_EMPTY, "digest": EMPTY_DIGEST, "size": len(EMPTY_CONFIG)},
-           "layers": layers}
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": ARTIFACT_TYPE,
+        "config": {"mediaType": OCI_EMPTY, "digest": EMPTY_DIGEST, "size": len(EMPTY_CONFIG)},
+        "layers": layers,
+    }
     return json.dumps(doc, indent=2).encode()
 
 
 # -- upload --------------------------------------------------------------------------------------
-def upload_file(client: RegistryClient, url: OciUrl, path: Path, entry: FileEntry, *,
-                chunk_size: int = DEFAULT_CHUNK) -> FileResult:
+def upload_file(
+    client: RegistryClient,
+    url: OciUrl,
+    path: Path,
+    entry: FileEntry,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> FileResult:
     """Upload one file as a blob unless the registry has it already."""
     started = time.monotonic()
     if client.blob_exists(url.repository, entry.digest):
         return FileResult(entry.name, entry.size, "skipped", time.monotonic() - started)
-    client.upload_blob(url.repository, entry.digest, path, size=entry.size,
-                       chunk_size=chunk_size)
+    client.upload_blob(url.repository, entry.digest, path, size=entry.size, chunk_size=chunk_size)
     return FileResult(entry.name, entry.size, "uploaded", time.monotonic() - started)
 
 
@@ -119,9 +131,12 @@ def commit(client: RegistryClient, url: OciUrl, manifest: TransferManifest) -> s
     digest = client.put_manifest(url.repository, url.tag, body, OCI_MANIFEST)
     resolved = client.head_manifest(url.repository, url.tag).digest
     if resolved != digest:
-        raise TransferIntegrityError(f"{url} resolves to {resolved}, not the {digest} just "
-                                     "pushed; is another upload writing the same tag?",
-                                     expected=digest, actual=resolved)
+        raise TransferIntegrityError(
+            f"{url} resolves to {resolved}, not the {digest} just "
+            "pushed; is another upload writing the same tag?",
+            expected=digest,
+            actual=resolved,
+        )
     return digest
 
 
@@ -137,8 +152,11 @@ def _titled_layers(doc: dict[str, Any], where: str) -> dict[str, FileEntry]:
         digest, size = layer.get("digest"), layer.get("size")
         if not isinstance(title, str) or not is_safe_name(title):
             raise TransferError(f"{where}: a layer has no safe {ANNOTATION_TITLE} ({title!r:.80})")
-        if not isinstance(digest, str) or not digest.startswith("sha256:") or \
-                not isinstance(size, int):
+        if (
+            not isinstance(digest, str)
+            or not digest.startswith("sha256:")
+            or not isinstance(size, int)
+        ):
             raise TransferError(f"{where}: layer {title} has a bad digest or size")
         out[title] = FileEntry(title, size, digest.removeprefix("sha256:"))
     return out
@@ -150,22 +168,27 @@ def read_artifact(client: RegistryClient, url: OciUrl) -> TransferManifest:
     try:
         doc = client.get_manifest(url.repository, url.tag).json()
     except ManifestNotFoundError as exc:
-        raise IncompleteUploadError(f"no artifact at {url}: the upload did not finish or the "
-                                    "tag is wrong; run the upload again") from exc
+        raise IncompleteUploadError(
+            f"no artifact at {url}: the upload did not finish or the "
+            "tag is wrong; run the upload again"
+        ) from exc
     layers = _titled_layers(doc, str(url))
     blob = layers.pop(MANIFEST_NAME, None)
     if blob is None:
-        raise IncompleteUploadError(f"{url} has no {MANIFEST_NAME} layer: not a complete "
-                                    "d8mirror bundle; run the upload again")
+        raise IncompleteUploadError(
+            f"{url} has no {MANIFEST_NAME} layer: not a complete "
+            "d8mirror bundle; run the upload again"
+        )
     with client.open_blob(url.repository, blob.digest) as reader:
         data = reader.read(_MAX_TRANSFER_MANIFEST + 1)
     manifest = TransferManifest.from_bytes(data, f"{url} {MANIFEST_NAME}")
     _check_layers(url, manifest, layers)
-    missing = [f.name for f in manifest.files
-               if not client.blob_exists(url.repository, f.digest)]
+    missing = [f.name for f in manifest.files if not client.blob_exists(url.repository, f.digest)]
     if missing:
-        raise IncompleteUploadError(f"{url} is incomplete: {len(missing)} blob(s) are missing "
-                                    f"({', '.join(missing[:5])}); run the upload again")
+        raise IncompleteUploadError(
+            f"{url} is incomplete: {len(missing)} blob(s) are missing "
+            f"({', '.join(missing[:5])}); run the upload again"
+        )
     return manifest
 
 
@@ -175,16 +198,21 @@ def _check_layers(url: OciUrl, manifest: TransferManifest, layers: dict[str, Fil
         raise IncompleteUploadError(
             f"{url}: layers and {MANIFEST_NAME} disagree (only in manifest: "
             f"{sorted(set(listed) - set(layers))[:5]}, only as layers: "
-            f"{sorted(set(layers) - set(listed))[:5]})")
+            f"{sorted(set(layers) - set(listed))[:5]})"
+        )
     for name, entry in listed.items():
         layer = layers[name]
         if (layer.sha256, layer.size) != (entry.sha256, entry.size):
-            raise TransferIntegrityError(f"{url}: layer {name} does not match {MANIFEST_NAME}",
-                                         expected=entry.digest, actual=layer.digest)
+            raise TransferIntegrityError(
+                f"{url}: layer {name} does not match {MANIFEST_NAME}",
+                expected=entry.digest,
+                actual=layer.digest,
+            )
 
 
-def download_file(client: RegistryClient, url: OciUrl, entry: FileEntry,
-                  dest_dir: Path) -> FileResult:
+def download_file(
+    client: RegistryClient, url: OciUrl, entry: FileEntry, dest_dir: Path
+) -> FileResult:
     """Fetch one layer into ``dest_dir/<name>`` (via ``.partial``, resumed, digest-checked)."""
     started = time.monotonic()
     final = dest_dir / entry.name
@@ -192,5 +220,6 @@ def download_file(client: RegistryClient, url: OciUrl, entry: FileEntry,
         return FileResult(entry.name, entry.size, "present", time.monotonic() - started)
     resumed = partial_path(final).is_file()
     client.fetch_blob(url.repository, entry.digest, final, size=entry.size)
-    return FileResult(entry.name, entry.size, "resumed" if resumed else "downloaded",
-                      time.monotonic() - started)
+    return FileResult(
+        entry.name, entry.size, "resumed" if resumed else "downloaded", time.monotonic() - started
+    )

@@ -58,10 +58,32 @@ META_SHA256 = "sha256"
 META_GOST = "gost"
 PIECE = 1 << 20
 MiB = 1 << 20
-_ACCESS_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                           "ExpiredToken", "InvalidToken", "AllAccessDisabled", "403", "401"})
-_BUSY_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
-                         "InternalError", "ServiceUnavailable", "503", "500", "502", "504"})
+_ACCESS_CODES = frozenset(
+    {
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "AllAccessDisabled",
+        "403",
+        "401",
+    }
+)
+_BUSY_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        "503",
+        "500",
+        "502",
+        "504",
+    }
+)
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
@@ -72,8 +94,8 @@ class S3Settings:
     endpoint_url: str | None = None
     region: str | None = None
     verify_tls: bool | str = True  # False, or a CA bundle path
-    part_size: int = 64 * MiB      # multipart chunk; 64 MiB gives 32 parts for 2 GiB
-    concurrency: int = 4           # parts in flight per file
+    part_size: int = 64 * MiB  # multipart chunk; 64 MiB gives 32 parts for 2 GiB
+    concurrency: int = 4  # parts in flight per file
 
     def __post_init__(self) -> None:
         if self.part_size < 5 * MiB and self.endpoint_url is None:
@@ -82,9 +104,12 @@ class S3Settings:
             raise ConfigError(f"S3 concurrency must be at least 1, got {self.concurrency}")
 
     def transfer_config(self) -> TransferConfig:
-        return TransferConfig(multipart_threshold=self.part_size,
-                              multipart_chunksize=self.part_size,
-                              max_concurrency=self.concurrency, use_threads=True)
+        return TransferConfig(
+            multipart_threshold=self.part_size,
+            multipart_chunksize=self.part_size,
+            max_concurrency=self.concurrency,
+            use_threads=True,
+        )
 
 
 @dataclass(frozen=True)
@@ -98,19 +123,28 @@ class S3Credentials:
 
 def make_client(settings: S3Settings, credentials: S3Credentials | None = None) -> S3Client:
     """A boto3 S3 client (path-style addressing for custom endpoints, standard retries)."""
-    config = Config(retries={"mode": "standard", "max_attempts": 3},
-                    max_pool_connections=max(10, settings.concurrency * 2),
-                    s3={"addressing_style": "path"} if settings.endpoint_url else None)
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 3},
+        max_pool_connections=max(10, settings.concurrency * 2),
+        s3={"addressing_style": "path"} if settings.endpoint_url else None,
+    )
     keys: dict[str, str] = {}
     if credentials is not None:
-        keys = {"aws_access_key_id": credentials.access_key_id,
-                "aws_secret_access_key": credentials.secret_access_key}
+        keys = {
+            "aws_access_key_id": credentials.access_key_id,
+            "aws_secret_access_key": credentials.secret_access_key,
+        }
         if credentials.session_token:
             keys["aws_session_token"] = credentials.session_token
     session = boto3.session.Session()
-    return session.client("s3", endpoint_url=settings.endpoint_url,
-                          region_name=settings.region, verify=settings.verify_tls,
-                          config=config, **keys)
+    return session.client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        region_name=settings.region,
+        verify=settings.verify_tls,
+        config=config,
+        **keys,
+    )
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -127,19 +161,29 @@ def _translate(exc: BaseException, where: str) -> TransferError | None:
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
         return StorageAccessError(
             f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
-            "AWS_PROFILE, or name a credentials block")
+            "AWS_PROFILE, or name a credentials block"
+        )
     if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError)):
-        return StorageNetworkError(f"S3 connection failed for {where}: {type(exc).__name__}; "
-                                   "check --endpoint-url and the network", url=where)
+        return StorageNetworkError(
+            f"S3 connection failed for {where}: {type(exc).__name__}; "
+            "check --endpoint-url and the network",
+            url=where,
+        )
     if isinstance(exc, bx.ClientError):
         code, status = _client_error_code(exc)
         if code in _ACCESS_CODES or status in (401, 403):
-            return StorageAccessError(f"S3 refused {where} ({code or status}): check the "
-                                      "credentials and the bucket policy", url=where,
-                                      status=status)
+            return StorageAccessError(
+                f"S3 refused {where} ({code or status}): check the "
+                "credentials and the bucket policy",
+                url=where,
+                status=status,
+            )
         if code in _BUSY_CODES or status >= 500:
-            return StorageUnavailableError(f"S3 is unavailable for {where} ({code or status}); "
-                                           "retry later", url=where, status=status)
+            return StorageUnavailableError(
+                f"S3 is unavailable for {where} ({code or status}); retry later",
+                url=where,
+                status=status,
+            )
         if code == "NoSuchBucket":
             return TransferError(f"bucket of {where} does not exist: create it or fix the URL")
         return TransferError(f"S3 error for {where}: {code or status}")
@@ -184,28 +228,38 @@ def _matches(info: ObjectInfo | None, entry: FileEntry) -> bool:
     return info is not None and info.size == entry.size and info.sha256 == entry.sha256
 
 
-def upload_file(client: S3Client, url: S3Url, path: Path, entry: FileEntry,
-                settings: S3Settings) -> FileResult:
+def upload_file(
+    client: S3Client, url: S3Url, path: Path, entry: FileEntry, settings: S3Settings
+) -> FileResult:
     """Upload one file unless the same content is already there; verified by HEAD."""
     started = time.monotonic()
     where = f"{url}/{entry.name}"
     if _matches(head_object(client, url, entry.name), entry):
         return FileResult(entry.name, entry.size, "skipped", time.monotonic() - started)
     if path.stat().st_size != entry.size:
-        raise TransferIntegrityError(f"{path} changed size since it was hashed; run the upload "
-                                     "again", expected=str(entry.size),
-                                     actual=str(path.stat().st_size))
+        raise TransferIntegrityError(
+            f"{path} changed size since it was hashed; run the upload again",
+            expected=str(entry.size),
+            actual=str(path.stat().st_size),
+        )
     metadata = {META_SHA256: entry.sha256}
     if entry.gost:
         metadata[META_GOST] = entry.gost
     with storage_errors(where):
-        client.upload_file(str(path), url.bucket, url.key(entry.name),
-                           ExtraArgs={"Metadata": metadata}, Config=settings.transfer_config())
+        client.upload_file(
+            str(path),
+            url.bucket,
+            url.key(entry.name),
+            ExtraArgs={"Metadata": metadata},
+            Config=settings.transfer_config(),
+        )
     info = head_object(client, url, entry.name)
     if not _matches(info, entry):
         raise TransferIntegrityError(
             f"{where} does not match {path} after upload (remote {info}); retry the upload",
-            expected=entry.sha256, actual=str(info and info.sha256))
+            expected=entry.sha256,
+            actual=str(info and info.sha256),
+        )
     return FileResult(entry.name, entry.size, "uploaded", time.monotonic() - started)
 
 
@@ -215,13 +269,20 @@ def put_manifest(client: S3Client, url: S3Url, manifest: TransferManifest) -> No
     key = url.key(MANIFEST_NAME)
     where = f"s3://{url.bucket}/{key}"
     with storage_errors(where):
-        client.put_object(Bucket=url.bucket, Key=key, Body=data, ContentType="application/json",
-                          Metadata={META_SHA256: sha256_bytes_hex(data)})
+        client.put_object(
+            Bucket=url.bucket,
+            Key=key,
+            Body=data,
+            ContentType="application/json",
+            Metadata={META_SHA256: sha256_bytes_hex(data)},
+        )
         echoed = client.get_object(Bucket=url.bucket, Key=key)["Body"].read()
     if echoed != data:
-        raise TransferIntegrityError(f"{where} reads back different bytes; retry the upload",
-                                     expected=sha256_bytes_hex(data),
-                                     actual=sha256_bytes_hex(echoed))
+        raise TransferIntegrityError(
+            f"{where} reads back different bytes; retry the upload",
+            expected=sha256_bytes_hex(data),
+            actual=sha256_bytes_hex(echoed),
+        )
 
 
 def read_manifest(client: S3Client, url: S3Url) -> TransferManifest:
@@ -236,7 +297,8 @@ def read_manifest(client: S3Client, url: S3Url) -> TransferManifest:
         if code in _MISSING_CODES or status == 404:
             raise IncompleteUploadError(
                 f"no transfer manifest at {where}: the upload to {url} did not finish (or this "
-                "is not a d8mirror bundle); run the upload again") from exc
+                "is not a d8mirror bundle); run the upload again"
+            ) from exc
         raise
     return TransferManifest.from_bytes(data, where)
 
@@ -253,11 +315,15 @@ def check_complete(client: S3Client, url: S3Url, manifest: TransferManifest) -> 
         elif not _matches(info, entry):
             wrong.append(entry.name)
     if missing:
-        raise IncompleteUploadError(f"{url} is incomplete: {len(missing)} listed file(s) are "
-                                    f"missing ({', '.join(missing[:5])}); run the upload again")
+        raise IncompleteUploadError(
+            f"{url} is incomplete: {len(missing)} listed file(s) are "
+            f"missing ({', '.join(missing[:5])}); run the upload again"
+        )
     if wrong:
-        raise TransferIntegrityError(f"{url}: object(s) {', '.join(wrong[:5])} do not match the "
-                                     "transfer manifest (size or sha256); upload them again")
+        raise TransferIntegrityError(
+            f"{url}: object(s) {', '.join(wrong[:5])} do not match the "
+            "transfer manifest (size or sha256); upload them again"
+        )
 
 
 # -- download ------------------------------------------------------------------------------------
@@ -269,8 +335,10 @@ def _fetch_range(client: S3Client, url: S3Url, entry: FileEntry, partial: Partia
         for piece in body.iter_chunks(PIECE):
             if partial.length + len(piece) > entry.size:
                 raise TransferIntegrityError(
-                    f"{url}/{entry.name} is longer than the {entry.size} bytes in the "
-                    "manifest", expected=str(entry.size), actual=f">{entry.size}")
+                    f"{url}/{entry.name} is longer than the {entry.size} bytes in the manifest",
+                    expected=str(entry.size),
+                    actual=f">{entry.size}",
+                )
             partial.append(piece)
 
 
@@ -296,7 +364,10 @@ def download_file(client: S3Client, url: S3Url, entry: FileEntry, dest_dir: Path
             raise TransferIntegrityError(
                 f"{url}/{entry.name} does not match the transfer manifest (got {partial.length} "
                 f"bytes, sha256 {partial.hex}); it was corrupted in storage or in transit, "
-                "retry or upload it again", expected=entry.sha256, actual=partial.hex)
+                "retry or upload it again",
+                expected=entry.sha256,
+                actual=partial.hex,
+            )
         partial.commit(final)
         committed = True
     except OSError as exc:
@@ -304,5 +375,6 @@ def download_file(client: S3Client, url: S3Url, entry: FileEntry, dest_dir: Path
     finally:
         if not committed:
             partial.close_keeping_progress()
-    return FileResult(entry.name, entry.size, "resumed" if resumed else "downloaded",
-                      time.monotonic() - started)
+    return FileResult(
+        entry.name, entry.size, "resumed" if resumed else "downloaded", time.monotonic() - started
+    )

@@ -44,8 +44,10 @@ def parse_s3_url(url: str) -> S3Url:
     rest = url.removeprefix("s3://")
     bucket, _, prefix = rest.partition("/")
     if not _BUCKET.match(bucket) or ".." in bucket:
-        raise ConfigError(f"invalid S3 URL {url!r}: expected s3://BUCKET[/PREFIX] with a valid "
-                          "bucket name (3-63 lowercase letters, digits, dots, dashes)")
+        raise ConfigError(
+            f"invalid S3 URL {url!r}: expected s3://BUCKET[/PREFIX] with a valid "
+            "bucket name (3-63 lowercase letters, digits, dots, dashes)"
+        )
     prefix = prefix.strip("/")
     if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
         raise ConfigError(f"invalid S3 URL {url!r}: the prefix has empty, '.' or '..' parts")
@@ -57,8 +59,10 @@ def parse_oci_url(url: str) -> OciUrl:
     registry, _, path = rest.partition("/")
     repository, colon, tag = path.rpartition(":")
     if not registry or not path or not colon or "/" in tag:
-        raise ConfigError(f"invalid OCI URL {url!r}: expected oci://REGISTRY/REPOSITORY:TAG, "
-                          "e.g. oci://registry.local:5000/d8/bundle:2024-06-01")
+        raise ConfigError(
+            f"invalid OCI URL {url!r}: expected oci://REGISTRY/REPOSITORY:TAG, "
+            "e.g. oci://registry.local:5000/d8/bundle:2024-06-01"
+        )
     try:
         validate_repository(repository)
         validate_tag(tag)
@@ -73,5 +77,7 @@ def parse_transfer_url(url: str) -> TransferUrl:
         return parse_s3_url(url)
     if url.startswith("oci://"):
         return parse_oci_url(url)
-    raise ConfigError(f"unsupported transfer URL {url!r}: use s3://BUCKET[/PREFIX] or "
-                      "oci://REGISTRY/REPOSITORY:TAG")
+    raise ConfigError(
+        f"unsupported transfer URL {url!r}: use s3://BUCKET[/PREFIX] or "
+        "oci://REGISTRY/REPOSITORY:TAG"
+    )

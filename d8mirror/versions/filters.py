@@ -177,9 +177,7 @@ class PackageFilter:
     notes: tuple[str, ...] = ()
 
     @classmethod
-    def from_flags(
-        cls, include: Sequence[str] = (), exclude: Sequence[str] = ()
-    ) -> PackageFilter:
+    def from_flags(cls, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> PackageFilter:
         if include and exclude:
             raise FilterError(
                 f"{INCLUDE_FLAG} and {EXCLUDE_FLAG} are mutually exclusive: "

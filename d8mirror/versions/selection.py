@@ -20,8 +20,13 @@ _Key = tuple[int, int, int, str, str]
 
 def _key(version: semver.Version) -> _Key:
     """Identity of a version including build metadata (tags differing only by build differ)."""
-    return (version.major, version.minor, version.patch, version.prerelease or "",
-            version.build or "")
+    return (
+        version.major,
+        version.minor,
+        version.patch,
+        version.prerelease or "",
+        version.build or "",
+    )
 
 
 def _tag_preference(tag: str, version: semver.Version) -> tuple[int, int, str]:

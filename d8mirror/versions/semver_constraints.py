@@ -110,9 +110,7 @@ def _check_not_equal(v: semver.Version, c: _Comparator) -> bool:
         if con.minor != v.minor:
             return True
         if c.patch_dirty:
-            return (v.prerelease or con.prerelease) is not None and (
-                v.prerelease != con.prerelease
-            )
+            return (v.prerelease or con.prerelease) is not None and (v.prerelease != con.prerelease)
         if con.patch != v.patch:
             return True
     return v.compare(con) != 0
@@ -230,7 +228,7 @@ def _parse_comparator(token: str, text: str) -> _Comparator:
     patch = patch[1:] if patch else None
     if pre is not None and not _valid_prerelease(pre):
         raise _invalid(text, f'pre-release "{pre}" has a numeric part with a leading zero')
-    literal = token.strip()[len(op):].strip()
+    literal = token.strip()[len(op) :].strip()
     if _is_x(major):
         version = semver.Version(0, 0, 0, pre)
         return _Comparator(op, version, literal, dirty=True, major_wild=True)
