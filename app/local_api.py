@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 
 from d8mirror.errors import ConfigError
@@ -222,6 +223,35 @@ def recording_api(server: EarlyServer | None) -> Iterator[None]:
     server.wait_ready(float(get_current_settings().server.ephemeral.startup_timeout_seconds))
     with temporary_settings(updates={"api.url": server.api_url, "flows.heartbeat_frequency": None}):
         yield
+
+
+#: Task-run states a finished run's records may still show while the server records its events.
+_UNSETTLED = ["SCHEDULED", "PENDING", "RUNNING"]
+
+
+def wait_for_records(server: EarlyServer, since: datetime, timeout: float = 5.0) -> None:
+    """Wait (at most ``timeout``) until the server has recorded every task run created since
+    ``since`` in a final state. Task runs are recorded from the client's events, which the
+    server's task-run recorder writes in batches a moment after they arrive: stopping the
+    server at once could leave the last task of a completed run recorded as Running."""
+    import httpx
+
+    query = {
+        "task_runs": {
+            "expected_start_time": {"after_": since.isoformat()},
+            "state": {"type": {"any_": _UNSETTLED}},
+        }
+    }
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                answer = client.post(f"{server.api_url}/task_runs/count", json=query)
+            except httpx.HTTPError:
+                return
+            if answer.status_code != 200 or answer.json() == 0:
+                return
+            time.sleep(0.05)
 
 
 def drain_prefect_workers(timeout: float = 10.0) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,7 @@ class Session:
         self._server: local_api.EarlyServer | None = None
         self._warmer: Warmer | None = None
         self._given: set[str] = set()
+        self._started: datetime | None = None
 
     def __enter__(self) -> Session:
         return self
@@ -76,6 +78,8 @@ class Session:
         stop (:mod:`app.signals`)."""
         try:
             with local_api.recording_api(self._server):
+                if self._started is None:
+                    self._started = datetime.now(UTC)
                 if self._warmer is not None:
                     self._warmer.stop()
                 if not graceful_stop:
@@ -99,6 +103,8 @@ class Session:
         finally:
             if server is not None and server.process is not None:
                 local_api.drain_prefect_workers()
+                if self._started is not None and server.ready:
+                    local_api.wait_for_records(server, self._started)
                 server.stop()
             for registry in self._given:
                 runtime.give_credentials(registry, None)
