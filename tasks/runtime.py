@@ -10,6 +10,9 @@ as long as the process lives, in one place, with one :func:`reset`.
     blob locations      per target registry, where a blob already is (cross-repository mounts)
     checked files       archives found to match their checksum sidecars (hashed once)
     stop request        Ctrl+C / SIGTERM in the CLI: tasks stop at the next piece
+    progress            the :class:`~d8mirror.progress.Progress` of the operation running
+                        now (its flow opens it; tasks report to it; the CLI display and the
+                        flow's progress artifact read it)
 
 The core (``d8mirror``) keeps no process state of its own: it receives these objects. Flows
 and tasks reach them through the functions below; tests call :func:`reset` between runs.
@@ -26,6 +29,7 @@ from typing import Any
 
 from d8mirror.blobstore import BlobStore
 from d8mirror.bundle.checksums import CheckedFiles
+from d8mirror.progress import Progress
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.registry import Credentials, RegistryClient, TLSOptions
 
@@ -50,6 +54,7 @@ class _State:
     blob_locations: dict[str, BlobLocations] = field(default_factory=dict)
     checked_files: CheckedFiles = field(default_factory=CheckedFiles)
     stop: threading.Event = field(default_factory=threading.Event)
+    progress: Progress | None = None
 
 
 _lock = threading.RLock()
@@ -163,6 +168,32 @@ def request_stop() -> None:
 
 def stop_requested() -> bool:
     return _state.stop.is_set()
+
+
+# -- progress ------------------------------------------------------------------------------------
+def open_progress(operation: str) -> Progress:
+    """A fresh :class:`Progress` for ``operation`` (pull, push, upload, download), current from
+    now on: the flow that runs it calls this first."""
+    progress = Progress(operation)
+    with _lock:
+        _state.progress = progress
+    return progress
+
+
+def current_progress() -> Progress | None:
+    """The progress of the operation running now (None before any flow opened one)."""
+    return _state.progress
+
+
+def progress_for(operation: str) -> Progress:
+    """The current progress when it is ``operation``'s, else a fresh one that is not current
+    (a task run on its own, e.g. a Retry, reports to something)."""
+    progress = _state.progress
+    return (
+        progress
+        if progress is not None and progress.operation == operation
+        else Progress(operation)
+    )
 
 
 # -- tests ---------------------------------------------------------------------------------------
