@@ -47,6 +47,7 @@ from d8mirror.pull.report import (
     render_summary,
 )
 from flows.bounded import submit_bounded, task_runner
+from flows.progress import reporting
 from flows.states import error_text
 from flows.transfer import upload_bundle
 from tasks import runtime
@@ -358,62 +359,66 @@ def _publish(params: PullParameters, report: PullReport) -> None:
 @flow(name="mirror-pull", task_runner=task_runner(), log_prints=True)
 def mirror_pull(params: PullParameters) -> PullReport:
     """Pull Deckhouse packages into ``params.bundle_dir`` (see the module docstring)."""
-    started = time.monotonic()
-    work_existed = params.work_root().exists()
-    prepare(params)
-    options = params.options()
-    report = PullReport(
-        source=params.source,
-        dry_run=params.dry_run,
-        packages_skipped=not options.per_package_phase,
-        edition=edition_of(params.source),
-        only_extra_images=params.only_extra_images,
-    )
-    if params.skip_vex_images:
-        get_run_logger().warning(SKIP_VEX_WARNING)
-    versions = PackageVersions(params)
-    if options.per_package_phase:
-        found = discover_packages_task(params)
-        report.warnings += found.warnings
-        versions.discover()
-        report.packages = _pull_packages(params, found.names, on_fetch=versions.keep_pulling)
-    else:
-        versions.discover()
-    versions.finish(report)
-    finish(params, report, started)
-    if params.upload is not None and not params.dry_run and not report.cancelled:
-        upload_bundle(UploadParameters(bundle_dir=params.bundle_dir, **params.upload.model_dump()))
-    if not report.cancelled:  # a failed run raised above: both keep the cache for a retry
-        remove_default_work_dir(params, existed=work_existed)
-    return report
+    with reporting("pull"):
+        started = time.monotonic()
+        work_existed = params.work_root().exists()
+        prepare(params)
+        options = params.options()
+        report = PullReport(
+            source=params.source,
+            dry_run=params.dry_run,
+            packages_skipped=not options.per_package_phase,
+            edition=edition_of(params.source),
+            only_extra_images=params.only_extra_images,
+        )
+        if params.skip_vex_images:
+            get_run_logger().warning(SKIP_VEX_WARNING)
+        versions = PackageVersions(params)
+        if options.per_package_phase:
+            found = discover_packages_task(params)
+            report.warnings += found.warnings
+            versions.discover()
+            report.packages = _pull_packages(params, found.names, on_fetch=versions.keep_pulling)
+        else:
+            versions.discover()
+        versions.finish(report)
+        finish(params, report, started)
+        if params.upload is not None and not params.dry_run and not report.cancelled:
+            upload_bundle(
+                UploadParameters(bundle_dir=params.bundle_dir, **params.upload.model_dump())
+            )
+        if not report.cancelled:  # a failed run raised above: both keep the cache for a retry
+            remove_default_work_dir(params, existed=work_existed)
+        return report
 
 
 @flow(name="mirror-package", task_runner=task_runner(), log_prints=True)
 def mirror_package(params: MirrorPackageParameters) -> PackageOutcome:
     """(Re-)fetch one package into an existing bundle directory: package-<name>.tar only."""
-    pull = params.pull_parameters()
-    prepare(pull)
-    name = params.package_name
-    marker = outcome_file(pull, name)
-    marker.unlink(missing_ok=True)
-    [outcome] = _pull_packages(pull, [name], refresh=params.force_refetch)
-    if pull.gost_digest and outcome.archive and not stop_requested():
-        write_gost_sidecars(
-            Path(pull.bundle_dir),
-            outcome.archive,  # this archive's only
-            known=outcome.gost_known,
+    with reporting("pull"):
+        pull = params.pull_parameters()
+        prepare(pull)
+        name = params.package_name
+        marker = outcome_file(pull, name)
+        marker.unlink(missing_ok=True)
+        [outcome] = _pull_packages(pull, [name], refresh=params.force_refetch)
+        if pull.gost_digest and outcome.archive and not stop_requested():
+            write_gost_sidecars(
+                Path(pull.bundle_dir),
+                outcome.archive,  # this archive's only
+                known=outcome.gost_known,
+            )
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(marker, outcome.model_dump_json().encode())
+        report = PullReport(source=pull.source, dry_run=pull.dry_run, packages=[outcome])
+        create_table_artifact(
+            key="mirror-package",
+            table=report.table_rows(),
+            description=f"d8mirror: package {name} into {pull.bundle_dir}",
         )
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(marker, outcome.model_dump_json().encode())
-    report = PullReport(source=pull.source, dry_run=pull.dry_run, packages=[outcome])
-    create_table_artifact(
-        key="mirror-package",
-        table=report.table_rows(),
-        description=f"d8mirror: package {name} into {pull.bundle_dir}",
-    )
-    if outcome.status == "failed":
-        raise PullFailed(f"failed packages: {name}")
-    return outcome
+        if outcome.status == "failed":
+            raise PullFailed(f"failed packages: {name}")
+        return outcome
 
 
 def run_pull(params: PullParameters, on_running: list[Any] | None = None) -> PullReport:

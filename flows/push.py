@@ -34,6 +34,7 @@ from d8mirror.push.pusher import LayoutPushResult
 from d8mirror.push.stages import LayoutJob, PushedLayouts, heaviest_first, push_result
 from d8mirror.push.summary import PushResult, render_push_summary
 from flows.bounded import submit_bounded, task_runner
+from flows.progress import reporting
 from flows.states import error_text
 from tasks import runtime
 from tasks.credentials import target_credentials
@@ -98,39 +99,40 @@ def _publish(result: PushResult) -> None:
 @flow(name="mirror-push", task_runner=task_runner(), log_prints=True)
 def mirror_push(params: PushParameters) -> PushResult:
     """Push bundle archives into the target registry; see the module docstring."""
-    logger = get_run_logger()
-    started = time.monotonic()
-    registry = _register_target(params)
-    check_bundle_task(params)  # before any request that writes: a bad bundle pushes nothing
-    if bypassed():
-        logger.warning("MIRROR_BYPASS_ACCESS_CHECKS=1: skipping the registry write check")
-    else:
-        check_write_access_task(params.registry)
-    tree = unpack_bundle_task(params)
-    try:
-        layouts = _push_layouts(params, registry, tree.jobs)
-        finish = finish_push_task(params, tree, layouts)
-    finally:
-        tree.workdir().cleanup()
-    result = push_result(
-        params.target(),
-        tree,
-        layouts,
-        finish,
-        cancelled=runtime.stop_requested(),
-        elapsed_seconds=time.monotonic() - started,
-    )
-    logger.info("%s", render_push_summary(result))
-    _publish(result)
-    if not result.ok:
-        names = ", ".join(result.failed_layouts) or "none"
-        held = ", ".join(f"{d.kind}:{d.tag}" for d in result.withheld) or "none"
-        raise PushFailed(
-            f"push to {params.registry} failed; failed layouts: {names}; "
-            f"{len(result.mismatches)} tags did not verify; discovery tags "
-            f"withheld: {held} (rerun the push to complete them)"
+    with reporting("push"):
+        logger = get_run_logger()
+        started = time.monotonic()
+        registry = _register_target(params)
+        check_bundle_task(params)  # before any request that writes: a bad bundle pushes nothing
+        if bypassed():
+            logger.warning("MIRROR_BYPASS_ACCESS_CHECKS=1: skipping the registry write check")
+        else:
+            check_write_access_task(params.registry)
+        tree = unpack_bundle_task(params)
+        try:
+            layouts = _push_layouts(params, registry, tree.jobs)
+            finish = finish_push_task(params, tree, layouts)
+        finally:
+            tree.workdir().cleanup()
+        result = push_result(
+            params.target(),
+            tree,
+            layouts,
+            finish,
+            cancelled=runtime.stop_requested(),
+            elapsed_seconds=time.monotonic() - started,
         )
-    return result
+        logger.info("%s", render_push_summary(result))
+        _publish(result)
+        if not result.ok:
+            names = ", ".join(result.failed_layouts) or "none"
+            held = ", ".join(f"{d.kind}:{d.tag}" for d in result.withheld) or "none"
+            raise PushFailed(
+                f"push to {params.registry} failed; failed layouts: {names}; "
+                f"{len(result.mismatches)} tags did not verify; discovery tags "
+                f"withheld: {held} (rerun the push to complete them)"
+            )
+        return result
 
 
 def run_push(params: PushParameters, *, on_running: list[Any] | None = None) -> PushResult:

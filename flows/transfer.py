@@ -25,6 +25,7 @@ from prefect.futures import PrefectFuture
 
 from d8mirror.errors import TransferFailed
 from flows.bounded import submit_bounded, task_runner
+from flows.progress import reporting
 from flows.states import error_text
 from tasks.transfer import (
     build_manifest_task,
@@ -87,48 +88,58 @@ def _publish(key: str, summary: TransferSummary, rows: list[FileRow]) -> None:
 @flow(name="upload-bundle", task_runner=task_runner(), log_prints=True)
 def upload_bundle(params: UploadParameters) -> TransferSummary:
     """Upload ``params.bundle_dir`` to ``params.url`` (see the module docstring)."""
-    started = time.monotonic()
-    connect(params)
-    manifest = build_manifest_task(params.bundle_dir)
-    futures = submit_bounded(
-        lambda file: upload_file_task.submit(params, file), manifest.files, params.file_concurrency
-    )
-    rows = _rows(manifest, futures)
-    summary = TransferSummary.of("upload", str(params.target()), rows, time.monotonic() - started)
-    if not summary.failed:
-        summary.digest = commit_upload_task(params, manifest)
-    _publish("bundle-upload", summary, rows)
-    if summary.failed:
-        raise TransferFailed(f"files not uploaded (nothing committed): {', '.join(summary.failed)}")
-    emit_event(
-        event=UPLOADED_EVENT,
-        resource={
-            "prefect.resource.id": f"d8mirror.bundle.{summary.url}",
-            "prefect.resource.name": summary.url,
-        },
-        payload=summary.model_dump(
-            include={"url", "files", "bytes", "bytes_moved", "statuses", "digest"}
-        ),
-    )
-    return summary
+    with reporting("upload"):
+        started = time.monotonic()
+        connect(params)
+        manifest = build_manifest_task(params.bundle_dir)
+        futures = submit_bounded(
+            lambda file: upload_file_task.submit(params, file),
+            manifest.files,
+            params.file_concurrency,
+        )
+        rows = _rows(manifest, futures)
+        summary = TransferSummary.of(
+            "upload", str(params.target()), rows, time.monotonic() - started
+        )
+        if not summary.failed:
+            summary.digest = commit_upload_task(params, manifest)
+        _publish("bundle-upload", summary, rows)
+        if summary.failed:
+            raise TransferFailed(
+                f"files not uploaded (nothing committed): {', '.join(summary.failed)}"
+            )
+        emit_event(
+            event=UPLOADED_EVENT,
+            resource={
+                "prefect.resource.id": f"d8mirror.bundle.{summary.url}",
+                "prefect.resource.name": summary.url,
+            },
+            payload=summary.model_dump(
+                include={"url", "files", "bytes", "bytes_moved", "statuses", "digest"}
+            ),
+        )
+        return summary
 
 
 @flow(name="download-bundle", task_runner=task_runner(), log_prints=True)
 def download_bundle(params: DownloadParameters) -> TransferSummary:
     """Download ``params.url`` into ``params.dest_dir``, every file verified."""
-    started = time.monotonic()
-    connect(params)
-    manifest = read_remote_manifest_task(params)
-    futures = submit_bounded(
-        lambda file: download_file_task.submit(params, file),
-        manifest.files,
-        params.file_concurrency,
-    )
-    rows = _rows(manifest, futures)
-    summary = TransferSummary.of("download", str(params.target()), rows, time.monotonic() - started)
-    if not summary.failed:
-        finish_download_task(params, manifest)
-    _publish("bundle-download", summary, rows)
-    if summary.failed:
-        raise TransferFailed(f"files not downloaded: {', '.join(summary.failed)}")
-    return summary
+    with reporting("download"):
+        started = time.monotonic()
+        connect(params)
+        manifest = read_remote_manifest_task(params)
+        futures = submit_bounded(
+            lambda file: download_file_task.submit(params, file),
+            manifest.files,
+            params.file_concurrency,
+        )
+        rows = _rows(manifest, futures)
+        summary = TransferSummary.of(
+            "download", str(params.target()), rows, time.monotonic() - started
+        )
+        if not summary.failed:
+            finish_download_task(params, manifest)
+        _publish("bundle-download", summary, rows)
+        if summary.failed:
+            raise TransferFailed(f"files not downloaded: {', '.join(summary.failed)}")
+        return summary
