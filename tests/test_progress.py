@@ -93,3 +93,16 @@ def test_many_threads_add_up() -> None:
         t.join()
     view = progress.view()
     assert (view.bytes_done, view.blobs_done, view.bytes_total) == (64000, 64, 64000)
+
+
+def test_units_read_as_a_person_reads_them() -> None:
+    from d8mirror.units import human_duration, human_rate, human_size
+
+    assert [human_size(n) for n in (0, 512, 1153433, 3 * 1024**4 * 1024)] == [
+        "0 B",
+        "512 B",
+        "1.1 MiB",
+        "3072.0 TiB",
+    ]
+    assert human_rate(85 * 1024**2) == "85.0 MiB/s"
+    assert [human_duration(s) for s in (0.4, 42, 340, 7380)] == ["0s", "42s", "5m40s", "2h03m"]

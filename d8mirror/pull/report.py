@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, computed_field
 
 from d8mirror.bundle.checksums import KnownDigest
 from d8mirror.files import write_atomic
+from d8mirror.units import human_size
 from d8mirror.versions import sort_versions_desc
 
 REPORT_FILE = "report.json"
@@ -114,14 +115,6 @@ class PullReport(BaseModel):
             }
             for p in self.packages
         ]
-
-
-def human_size(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def _elapsed(seconds: float) -> str:

@@ -25,12 +25,12 @@ from d8mirror.blobstore import BlobStore
 from d8mirror.errors import MirrorError
 from d8mirror.registry import RegistryClient
 from d8mirror.retry import RetryPolicy
+from d8mirror.units import human_size
 
 from .discovery import discover_packages
 from .fetcher import ImageFetcher
 from .options import PullOptions
 from .plan import plan_package
-from .report import human_size
 
 log = logging.getLogger("d8mirror.pull.warmup")
 

@@ -10,6 +10,7 @@ from d8mirror.push.discovery_tags import DiscoveryTag
 from d8mirror.push.pusher import LayoutPushResult
 from d8mirror.push.unified import UnpackResult
 from d8mirror.push.verify import Mismatch
+from d8mirror.units import human_size
 
 _FRAME = 56
 _LABEL = 11
@@ -79,15 +80,6 @@ class PushResult(BaseModel):
             for f in self.failures
         ]
         return sorted(rows, key=lambda r: str(r["layout"]))
-
-
-def human_size(size: float) -> str:
-    units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    unit = 0
-    while size >= 1024 and unit < len(units) - 1:
-        size /= 1024
-        unit += 1
-    return f"{int(size)} B" if unit == 0 else f"{size:.1f} {units[unit]}"
 
 
 def _elapsed(seconds: float) -> str:
