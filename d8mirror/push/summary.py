@@ -10,7 +10,7 @@ from d8mirror.push.discovery_tags import DiscoveryTag
 from d8mirror.push.pusher import LayoutPushResult
 from d8mirror.push.unified import UnpackResult
 from d8mirror.push.verify import Mismatch
-from d8mirror.units import human_size
+from d8mirror.units import human_seconds, human_size, human_size_exact
 
 _FRAME = 56
 _LABEL = 11
@@ -58,12 +58,19 @@ class PushResult(BaseModel):
         return sum(1 for d in self.discovery if d.kind == kind)
 
     def table_rows(self) -> list[dict[str, Any]]:
-        """One row per layout: layout, repository, tags, status, error."""
+        """One row per layout as a person reads it: tags, blobs uploaded apart from those
+        the target already held or mounted from another repository, bytes uploaded (human
+        beside exact), the layout's duration, status, error."""
         rows = [
             {
                 "layout": r.layout or "/",
                 "repository": r.repository,
                 "tags": len(r.tags),
+                "blobs uploaded": r.blobs_uploaded,
+                "blobs present": r.blobs_present,
+                "blobs mounted": r.blobs_mounted,
+                "uploaded": human_size_exact(r.bytes_uploaded),
+                "time": "" if r.seconds is None else human_seconds(r.seconds),
                 "status": "pushed",
                 "error": "",
             }
@@ -74,6 +81,11 @@ class PushResult(BaseModel):
                 "layout": f.layout or "/",
                 "repository": f.repository,
                 "tags": 0,
+                "blobs uploaded": 0,
+                "blobs present": 0,
+                "blobs mounted": 0,
+                "uploaded": "",
+                "time": "",
                 "status": "failed",
                 "error": f.error,
             }
