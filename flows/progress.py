@@ -45,9 +45,16 @@ def artifact_key(operation: str) -> str:
 
 
 def percent(view: ProgressView, *, whole: bool = False) -> float:
-    """Bytes done over bytes expected, in percent with one decimal; 100 for a run that
-    finished whole (whatever the tally saw)."""
-    return 100.0 if whole else round(view.fraction * 100, 1)
+    """Bytes done over bytes expected, in percent with one decimal (items done over items
+    while no byte is expected yet, 0 while nothing is known: unlike the view's fraction, a
+    run that ended without its bytes is not complete); 100 for a run that finished whole."""
+    if whole:
+        return 100.0
+    if view.bytes_total > 0:
+        return round(min(1.0, view.bytes_done / view.bytes_total) * 100, 1)
+    if view.items_total > 0:
+        return round(view.items_done / view.items_total * 100, 1)
+    return 0.0
 
 
 def describe(view: ProgressView) -> str:
@@ -80,18 +87,19 @@ class ArtifactFeed:
         from prefect.artifacts import create_progress_artifact
         from prefect.context import FlowRunContext
 
-        if FlowRunContext.get() is None:
+        run = FlowRunContext.get()
+        if run is None or run.flow_run is None:
             return self
-        view = self.progress.view()
+        key, view = artifact_key(self.progress.operation), self.progress.view()
         try:
-            created = create_progress_artifact(
-                0.0, key=artifact_key(self.progress.operation), description=describe(view)
-            )
+            self.artifact_id = _restart(run.flow_run.id, key, describe(view))
+            if self.artifact_id is None:
+                created = create_progress_artifact(0.0, key=key, description=describe(view))
+                # Called from the flow's (sync) code: the sync variant returned the id.
+                self.artifact_id = cast(UUID, created)
         except Exception as exc:  # an aid only: the run goes on without it
             log.warning("progress artifact not created: %s: %s", type(exc).__name__, exc)
             return self
-        # Called from the flow's (sync) code: the sync variant ran and returned the id.
-        self.artifact_id = cast(UUID, created)
         self._sent = (0.0, describe(view))
         # The thread sees this run's settings (the API it talks to) as the flow does.
         context = contextvars.copy_context()
@@ -141,6 +149,32 @@ class ArtifactFeed:
             log.log(level, "progress artifact not updated: %s: %s", type(exc).__name__, exc)
             return
         self._sent = value
+
+
+def _restart(flow_run_id: UUID, key: str, description: str) -> UUID | None:
+    """The run's own progress artifact back at 0 when the run has one already (the UI's
+    Retry runs the flow again in the same flow run: one progress artifact, not one per
+    attempt); None when it has none."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactUpdate
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[key]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            ),
+            limit=1,
+        )
+        if not found:
+            return None
+        client.update_artifact(found[0].id, ArtifactUpdate(data=0.0, description=description))
+        return found[0].id
 
 
 @contextmanager

@@ -125,6 +125,38 @@ def test_a_run_that_fails_keeps_its_last_real_value(monkeypatch: pytest.MonkeyPa
     assert description == "push: 300 B/400 B (300 B reused)"
 
 
+def test_a_retried_run_keeps_one_artifact_that_ends_at_100(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flow-run retry (the UI's Retry, or retries=) runs the flow again in the same flow
+    run: its progress artifact starts again at 0, it is not a second one."""
+    from prefect import flow
+
+    import flows.progress
+    from flows.progress import reporting
+
+    monkeypatch.setattr(flows.progress, "ARTIFACT_INTERVAL", 0.05)
+    attempts: list[float] = []
+
+    @flow(name="progress-retried-run", retries=1, retry_delay_seconds=0)
+    def flaky() -> None:
+        run = _current_run_id()
+        with reporting("upload") as progress:
+            if attempts:  # the retry starts from 0 in the same artifact
+                attempts.append(_value(run, "upload-progress")[0])
+                return
+            progress.expect({"sha256:a": 100, "sha256:b": 100})
+            progress.blob_done("sha256:a", 100)
+            attempts.append(_until(lambda: _value(run, "upload-progress")[0], 50.0))
+            raise RuntimeError("first attempt fails")
+
+    state = flaky(return_state=True)
+    assert state.is_completed(), state
+    assert attempts == [50.0, 0.0]
+    [artifact] = _progress_artifacts(_run_id(state), "upload-progress")
+    assert float(artifact.data) == 100.0
+
+
 def test_an_api_error_is_logged_and_the_run_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     from prefect import flow
 
@@ -145,6 +177,25 @@ def test_an_api_error_is_logged_and_the_run_goes_on(caplog: pytest.LogCaptureFix
     failures = [r for r in caplog.records if "progress artifact not updated" in r.getMessage()]
     assert failures and failures[0].levelname == "WARNING"
     assert all(r.levelname == "DEBUG" for r in failures[1:])
+
+
+def test_percent_is_bytes_then_items_and_nothing_known_is_zero() -> None:
+    from flows.progress import percent
+
+    progress = Progress("push")
+    assert percent(progress.view()) == 0.0
+    progress.finish()  # ended with nothing known (a failure before any manifest): not done
+    assert percent(progress.view()) == 0.0
+    assert percent(progress.view(), whole=True) == 100.0
+    progress = Progress("push")
+    progress.expect_items(3)
+    progress.item_done("a")
+    assert percent(progress.view()) == 33.3  # no byte expected yet: items
+    progress.expect({"sha256:a": 3000})
+    progress.moved("sha256:a", 1000)
+    assert percent(progress.view()) == 33.3  # bytes from now on
+    progress.moved("sha256:a", 1001)
+    assert percent(progress.view()) == 66.7
 
 
 def test_no_artifact_outside_a_flow_run() -> None:
