@@ -6,10 +6,11 @@ In the Prefect UI the same progress is a progress artifact on the flow run (key
 ``download-progress``), whoever started the run (CLI, deployment, schedule, the UI's Retry).
 One daemon thread per run (:class:`ArtifactFeed`) reads :meth:`Progress.view` every
 :data:`ARTIFACT_INTERVAL` seconds and sends the percentage (bytes done over the unique bytes
-expected, one decimal) and a line a person reads (``12.3 GiB/40.1 GiB, packages 3/12``) only
-when they changed: one small PATCH every few seconds at most, nothing per byte. A run that
-ends whole ends at 100; a failed or cancelled run keeps its last real value. The artifact is
-an aid, never a cause of failure: an API error is logged and the run goes on.
+expected, one decimal) and a line a person reads (``pull: 12.3 GiB/40.1 GiB, 85.0 MiB/s,
+ETA 5m40s, packages 3/12``) only when they changed: one small PATCH every few seconds at
+most, nothing per byte. A run that ends whole ends at 100; a failed or cancelled run keeps
+its last real value; a retried run (same flow run) starts its artifact again at 0. The
+artifact is an aid, never a cause of failure: an API error is logged and the run goes on.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from d8mirror.progress import Progress, ProgressView
-from d8mirror.units import human_size
+from d8mirror.units import human_duration, human_rate, human_size
 from tasks import runtime
 
 __all__ = ["ARTIFACT_INTERVAL", "ArtifactFeed", "artifact_key", "describe", "reporting"]
@@ -58,10 +59,15 @@ def percent(view: ProgressView, *, whole: bool = False) -> float:
 
 
 def describe(view: ProgressView) -> str:
-    """``12.3 GiB/40.1 GiB (2.0 GiB reused), packages 3/12``: the artifact's description."""
+    """``pull: 12.3 GiB/40.1 GiB (2.0 GiB reused), 85.0 MiB/s, ETA 5m40s, packages 3/12``:
+    the artifact's description (rate and ETA while bytes move)."""
     parts = [f"{human_size(view.bytes_done)}/{human_size(view.bytes_total)}"]
     if view.bytes_reused:
         parts[0] += f" ({human_size(view.bytes_reused)} reused)"
+    if view.rate > 0 and not view.finished:
+        parts.append(human_rate(view.rate))
+        if (eta := view.eta) is not None and eta > 0:
+            parts.append(f"ETA {human_duration(eta)}")
     if view.items_total:
         items = _ITEMS.get(view.operation, "items")
         parts.append(f"{items} {view.items_done}/{view.items_total}")

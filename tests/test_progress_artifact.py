@@ -77,7 +77,7 @@ def test_intermediate_values_reach_the_artifact_as_bytes_move() -> None:
     @flow(name="progress-feed-by-hand")
     def by_hand() -> list[tuple[float, str]]:
         run = _current_run_id()
-        progress = Progress("pull")
+        progress = Progress("pull", clock=lambda: 0.0)  # no rate: a stable description
         progress.expect_items(2)
         progress.item("a").expect({f"sha256:{i}": 256 * 1024 for i in range(4)})
         feed = ArtifactFeed(progress, interval=0.05).start()
@@ -196,6 +196,24 @@ def test_percent_is_bytes_then_items_and_nothing_known_is_zero() -> None:
     assert percent(progress.view()) == 33.3  # bytes from now on
     progress.moved("sha256:a", 1001)
     assert percent(progress.view()) == 66.7
+
+
+def test_the_description_carries_rate_and_eta_while_bytes_move() -> None:
+    from flows.progress import describe
+
+    now = [0.0]
+    progress = Progress("pull", clock=lambda: now[0])
+    progress.expect_items(12)
+    progress.expect({"sha256:a": 40 << 30, "sha256:b": 2 << 30})
+    progress.reused("sha256:b", 2 << 30)
+    progress.view()
+    now[0] = 10.0
+    progress.moved("sha256:a", 850 << 20)  # 85 MiB/s over 10 s
+    assert describe(progress.view()) == (
+        "pull: 2.8 GiB/42.0 GiB (2.0 GiB reused), 85.0 MiB/s, ETA 7m52s, packages 0/12"
+    )
+    progress.finish()
+    assert describe(progress.view()) == "pull: 2.8 GiB/42.0 GiB (2.0 GiB reused), packages 0/12"
 
 
 def test_no_artifact_outside_a_flow_run() -> None:
