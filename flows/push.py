@@ -109,7 +109,7 @@ def _publish(result: PushResult) -> None:
     create_table_artifact(
         result.table_rows(),
         key="push-layouts",
-        description="Layouts pushed: tags, blobs uploaded / present / mounted, bytes, time",
+        description="Layouts pushed: status, time, bytes, blobs uploaded / present / mounted",
     )
 
 

@@ -84,7 +84,7 @@ def _publish(key: str, summary: TransferSummary, rows: list[FileRow]) -> None:
     create_table_artifact(
         key=f"{key}-files",
         table=[row.table_row() for row in rows],
-        description="Files of this transfer: size, status, time, rate, error",
+        description="Files of this transfer: status, size, time, rate, error",
     )
 
 

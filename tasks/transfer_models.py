@@ -159,8 +159,8 @@ class FileRow(BaseModel, frozen=True):
         moved = self.status in MOVED and self.seconds > 0
         return {
             "name": self.name,
-            "size": human_size_exact(self.size),
             "status": self.status,
+            "size": human_size_exact(self.size),
             "time": "" if self.status == "failed" else human_seconds(self.seconds),
             "rate": human_rate(self.size / self.seconds) if moved else "",
             "error": self.error,

@@ -109,19 +109,20 @@ class PullReport(BaseModel):
         return path
 
     def table_rows(self) -> list[dict[str, Any]]:
-        """One row per package as a person reads it: sizes human beside exact bytes, blobs
-        downloaded apart from those the store already held, the package's duration."""
+        """One row per package as a person reads it, what matters first (the table scrolls
+        sideways): status, duration, sizes human beside exact bytes, blobs downloaded apart
+        from those the store already held."""
         return [
             {
                 "package": p.name,
-                "versions": ", ".join(sort_versions_desc(p.versions)),
-                "images": p.images,
+                "status": p.status,
+                "time": "" if p.seconds is None else human_seconds(p.seconds),
+                "archive": human_size_exact(p.archive_bytes),
+                "downloaded": human_size_exact(p.bytes_fetched),
                 "blobs fetched": p.blobs_fetched,
                 "blobs reused": p.blobs_reused,
-                "downloaded": human_size_exact(p.bytes_fetched),
-                "archive": human_size_exact(p.archive_bytes),
-                "time": "" if p.seconds is None else human_seconds(p.seconds),
-                "status": p.status,
+                "images": p.images,
+                "versions": ", ".join(sort_versions_desc(p.versions)),
                 "error": p.error or "",
             }
             for p in self.packages
