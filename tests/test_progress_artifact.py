@@ -101,6 +101,44 @@ def test_intermediate_values_reach_the_artifact_as_bytes_move() -> None:
     assert seen[-1][1] == "pull: 768.0 KiB/1.0 MiB, packages 1/2"
 
 
+def test_the_artifact_is_sent_only_when_its_value_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One thread, ticking often; a PATCH only for a new value (nothing per byte)."""
+    import threading
+
+    from prefect import flow
+    from prefect.client.orchestration import SyncPrefectClient
+
+    from flows.progress import ArtifactFeed
+
+    sent: list[Any] = []
+    original = SyncPrefectClient.update_artifact
+
+    def counting(self: SyncPrefectClient, artifact_id: UUID, artifact: Any) -> None:
+        sent.append(artifact.data)
+        original(self, artifact_id, artifact)
+
+    monkeypatch.setattr(SyncPrefectClient, "update_artifact", counting)
+
+    @flow(name="progress-feed-quiet")
+    def quiet() -> int:
+        progress = Progress("push", clock=lambda: 0.0)
+        progress.expect({"sha256:a": 1000})
+        feed = ArtifactFeed(progress, interval=0.01).start()
+        threads = [t for t in threading.enumerate() if t.name == "d8mirror-push-progress"]
+        time.sleep(0.3)  # ~30 ticks, nothing new
+        for _ in range(1000):
+            progress.moved("sha256:a", 1)  # a thousand reports between two ticks
+        time.sleep(0.3)
+        feed.stop(whole=True)
+        return len(threads)
+
+    assert quiet() == 1
+    # ~60 ticks: the bytes sent once (twice if a tick fell among the reports); whole: 100
+    assert sent[-1] == 100.0 and len(sent) <= 2, sent
+
+
 def test_a_run_that_fails_keeps_its_last_real_value(monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect import flow
 
