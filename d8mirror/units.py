@@ -28,3 +28,15 @@ def human_duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def human_size_exact(size: int) -> str:
+    """A size as a person reads it beside its exact byte count: ``1.1 MiB (1153433)``;
+    bytes alone below 1 KiB (``512 B``)."""
+    return human_size(size) if size < 1024 else f"{human_size(size)} ({size})"
+
+
+def human_seconds(seconds: float) -> str:
+    """A duration in a table: tenths of a second under a minute (``0.4s``, ``12.3s``),
+    then as :func:`human_duration` (``5m40s``)."""
+    return f"{max(0.0, seconds):.1f}s" if seconds < 59.95 else human_duration(seconds)

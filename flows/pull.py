@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,8 @@ def _outcome(
         images=fetched.images,
         vex=fetched.vex,
         bytes_fetched=fetched.bytes_fetched,
+        blobs_fetched=fetched.blobs_fetched,
+        blobs_reused=fetched.blobs_reused,
         warnings=fetched.warnings,
     )
     if pack is not None:
@@ -148,8 +151,10 @@ def _pull_packages(
     plans = _Plans(params, names, ahead=params.concurrency)
     fetch = fetch_package_task.with_options(refresh_cache=True) if refresh else fetch_package_task
     packs: dict[int, PrefectFuture[ArchiveInfo | None]] = {}
+    started: dict[int, datetime] = {}
 
     def submit_fetch(i: int) -> PrefectFuture[FetchResult]:
+        started[i] = datetime.now(UTC)  # its slot is free: it starts now
         # A future as the argument: Prefect resolves it and records the dependency.
         future = fetch.submit(params, plans[i])  # type: ignore[call-overload]
         if on_fetch is not None:
@@ -163,7 +168,19 @@ def _pull_packages(
 
     fetches = submit_bounded(submit_fetch, list(range(len(names))), params.concurrency, then=pack)
     wait(list(packs.values()))
-    return [_outcome(name, plans[i], fetches[i], packs.get(i)) for i, name in enumerate(names)]
+    outcomes = []
+    for i, name in enumerate(names):
+        outcome = _outcome(name, plans[i], fetches[i], packs.get(i))
+        outcome.seconds = _seconds(started[i], packs.get(i) or fetches[i])
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _seconds(start: datetime, last: PrefectFuture[Any]) -> float | None:
+    """From a package's fetch start to the end of its last task (pack, or the fetch that
+    failed): the time of that task's final state."""
+    ended = last.state.timestamp
+    return None if ended is None else round(max(0.0, (ended - start).total_seconds()), 3)
 
 
 def _plan_packages(params: PullParameters, names: list[str]) -> list[PackageOutcome]:

@@ -22,6 +22,7 @@ discovery tag, and ends the run Completed with a "Push was cancelled" summary.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -69,20 +70,34 @@ def _push_layouts(
     """Every job pushed, heaviest first, at most ``concurrency`` at once; a failed layout
     never stops the others. Outcomes in the jobs' order (by tree path)."""
     order = heaviest_first(jobs)
-    futures: list[PrefectFuture[LayoutPushResult | None]] = submit_bounded(
-        lambda job: push_layout_task.submit(registry, job, params.blob_workers),
-        order,
-        params.concurrency,
-    )
+    started: dict[str, datetime] = {}
+
+    def submit(job: LayoutJob) -> PrefectFuture[LayoutPushResult | None]:
+        started[job.layout] = datetime.now(UTC)  # its slot is free: it starts now
+        return push_layout_task.submit(registry, job, params.blob_workers)
+
+    futures = submit_bounded(submit, order, params.concurrency)
     by_layout = {job.layout: future for job, future in zip(order, futures, strict=True)}
     layouts = PushedLayouts()
     for job in jobs:
         future = by_layout[job.layout]
         if future.state.is_completed():
-            layouts.record(job, future.result())
+            layouts.record(job, _timed(future.result(), started[job.layout], future))
         else:
             layouts.record(job, error_text(future.state))
     return layouts
+
+
+def _timed(
+    pushed: LayoutPushResult | None, start: datetime, future: PrefectFuture[Any]
+) -> LayoutPushResult | None:
+    """The layout's result with its duration: from its start to its task's final state."""
+    ended = future.state.timestamp
+    if pushed is None or ended is None:
+        return pushed
+    return pushed.model_copy(
+        update={"seconds": round(max(0.0, (ended - start).total_seconds()), 3)}
+    )
 
 
 def _publish(result: PushResult) -> None:
@@ -92,7 +107,9 @@ def _publish(result: PushResult) -> None:
         description="d8mirror push summary",
     )
     create_table_artifact(
-        result.table_rows(), key="push-layouts", description="Layouts pushed: tags, status, error"
+        result.table_rows(),
+        key="push-layouts",
+        description="Layouts pushed: status, time, bytes, blobs uploaded / present / mounted",
     )
 
 

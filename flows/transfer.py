@@ -24,6 +24,7 @@ from prefect.events import emit_event
 from prefect.futures import PrefectFuture
 
 from d8mirror.errors import TransferFailed
+from d8mirror.units import human_rate, human_seconds, human_size_exact
 from flows.bounded import submit_bounded, task_runner
 from flows.progress import reporting
 from flows.states import error_text
@@ -67,11 +68,13 @@ def _publish(key: str, summary: TransferSummary, rows: list[FileRow]) -> None:
         if summary.failed
         else "OK, every file verified by SHA-256"
     )
+    rate = f" ({human_rate(summary.bytes_moved / summary.seconds)})" if summary.seconds else ""
     text = (
         f"### {summary.verb} {summary.url}\n\n"
         f"* files: {summary.files} ({counts})\n"
-        f"* bytes: {summary.bytes} total, {summary.bytes_moved} transferred\n"
-        f"* time: {summary.seconds} s ({summary.mib_per_second} MiB/s)\n"
+        f"* bytes: {human_size_exact(summary.bytes)} total, "
+        f"{human_size_exact(summary.bytes_moved)} transferred\n"
+        f"* time: {human_seconds(summary.seconds)}{rate}\n"
         f"* verdict: {verdict}\n"
     )
     get_run_logger().info("%s", text)
@@ -80,8 +83,8 @@ def _publish(key: str, summary: TransferSummary, rows: list[FileRow]) -> None:
     )
     create_table_artifact(
         key=f"{key}-files",
-        table=[row.model_dump() for row in rows],
-        description="Files of this transfer",
+        table=[row.table_row() for row in rows],
+        description="Files of this transfer: status, size, time, rate, error",
     )
 
 

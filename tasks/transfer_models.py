@@ -29,6 +29,7 @@ from d8mirror.transfer import (
 from d8mirror.transfer.oci_artifact import DEFAULT_CHUNK
 from d8mirror.transfer.results import Status
 from d8mirror.transfer.s3 import MiB, S3Settings
+from d8mirror.units import human_rate, human_seconds, human_size_exact
 
 from .registry_access import RegistryAccess
 
@@ -152,6 +153,18 @@ class FileRow(BaseModel, frozen=True):
     @classmethod
     def failed(cls, file: TransferFile, error: str) -> FileRow:
         return cls(name=file.name, size=file.size, status="failed", seconds=0.0, error=error)
+
+    def table_row(self) -> dict[str, str]:
+        """As the summary table shows it: size human beside exact bytes, time, rate."""
+        moved = self.status in MOVED and self.seconds > 0
+        return {
+            "name": self.name,
+            "status": self.status,
+            "size": human_size_exact(self.size),
+            "time": "" if self.status == "failed" else human_seconds(self.seconds),
+            "rate": human_rate(self.size / self.seconds) if moved else "",
+            "error": self.error,
+        }
 
 
 class TransferSummary(BaseModel):

@@ -136,6 +136,25 @@ def _artifact_rows(flow_run_id: Any, key: str) -> list[dict[str, Any]]:
     return list(json.loads(data) if isinstance(data, str) else data)
 
 
+def _progress(flow_run_id: Any, key: str) -> float:
+    """The value of the run's one progress artifact ``key`` (flows.progress)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    with get_client(sync_client=True) as client:
+        [found] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+        )
+    assert found.type == "progress"
+    return float(found.data)  # type: ignore[arg-type]
+
+
 def _hide_blob(source: RegistryServer, package: str, version: str) -> Path:
     """Hide the package's own (last) layer; returns the hidden file to restore."""
     manifest = httpx.get(
@@ -223,6 +242,7 @@ def test_ui_retry_refetches_only_the_failed_package(
     rows = {r["package"]: r for r in _artifact_rows(failed.id, "mirror-pull-packages")}
     assert rows["code"]["status"] == "failed" and "BLOB_UNKNOWN" in rows["code"]["error"]
     assert {rows["console"]["status"], rows["stronghold"]["status"]} == {"pulled"}
+    assert _progress(failed.id, "pull-progress") < 100  # a failed run keeps its last value
     packed = {p.name: p.stat().st_mtime_ns for p in bundle.glob("package-*.tar")}
     assert {"package-console.tar", "package-stronghold.tar"} <= set(packed)
 
@@ -233,6 +253,7 @@ def test_ui_retry_refetches_only_the_failed_package(
     assert retried.state.is_completed(), retried.state.message
     _runs["retried"] = retried
     assert retried.run_count == 2
+    assert _progress(failed.id, "pull-progress") == 100  # the same artifact, now whole
     fetches = {"fetch-code", "fetch-console", "fetch-stronghold"}
     assert _fetch_states(failed.id, 2, fetches) == {
         "fetch-code": "Completed",
@@ -323,6 +344,7 @@ def test_mirror_package_refetches_one_package_into_an_existing_bundle(
     assert touched and all(p.startswith(f"/v2/{ROOT}/packages/console") for p in touched), touched
     [row] = _artifact_rows(run.id, "mirror-package")
     assert row["package"] == "console" and row["status"] == "pulled"
+    assert _progress(run.id, "pull-progress") == 100  # a deployment run has it too
 
 
 @pytest.mark.skipif(chromium() is None, reason="needs Debian chromium")

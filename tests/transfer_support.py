@@ -55,7 +55,7 @@ def make_bundle(tmp: Path, *, big: int = 2 * PART + 123) -> Path:
 
 
 def file_rows(state: Any) -> dict[str, dict[str, Any]]:
-    """The per-file rows (name, size, status, seconds, error) of a finished upload-bundle or
+    """The per-file rows (name, size, status, time, rate, error) of a finished upload-bundle or
     download-bundle run, read back from its table artifact on the Prefect server."""
     from uuid import UUID
 

@@ -44,6 +44,7 @@ class FetchResult(BaseModel):
     )
     blobs_fetched: int = Field(0, description="Blobs downloaded (not found in the store).")
     bytes_fetched: int = 0
+    blobs_reused: int = Field(0, description="Blobs the store already held (not downloaded).")
 
 
 @dataclass
@@ -121,7 +122,8 @@ class _PackageFetch:
         self.expected: dict[str, set[str]] = {}
 
     def run(self) -> FetchResult:
-        before = (self.fetcher.stats.blobs_fetched, self.fetcher.stats.bytes_fetched)
+        stats = self.fetcher.stats
+        before = (stats.blobs_fetched, stats.bytes_fetched, stats.blobs_reused)
         if reads_channels(self.options, self.constraint):
             self._channel_images()
         self._content()
@@ -143,8 +145,9 @@ class _PackageFetch:
             images=sum(len(layout.entries()) for layout in self.layouts.all()),
             vex=sum(1 for e in main.entries() if (e.short_tag or "").endswith(VEX_SUFFIX)),
             warnings=self.warnings,
-            blobs_fetched=self.fetcher.stats.blobs_fetched - before[0],
-            bytes_fetched=self.fetcher.stats.bytes_fetched - before[1],
+            blobs_fetched=stats.blobs_fetched - before[0],
+            bytes_fetched=stats.bytes_fetched - before[1],
+            blobs_reused=stats.blobs_reused - before[2],
         )
 
     def _warn(self, what: str) -> AbstractContextManager[None]:

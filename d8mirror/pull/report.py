@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, computed_field
 
 from d8mirror.bundle.checksums import KnownDigest
 from d8mirror.files import write_atomic
-from d8mirror.units import human_size
+from d8mirror.units import human_seconds, human_size, human_size_exact
 from d8mirror.versions import sort_versions_desc
 
 REPORT_FILE = "report.json"
@@ -40,6 +40,11 @@ class PackageOutcome(BaseModel):
     images: int = 0
     vex: int = 0
     bytes_fetched: int = 0
+    blobs_fetched: int = Field(0, description="Blobs downloaded by this package's fetch.")
+    blobs_reused: int = Field(0, description="Blobs the blob store already held.")
+    seconds: float | None = Field(
+        None, description="From its fetch's start to the end of its pack (None: not measured)."
+    )
     archive: str | None = None
     archive_bytes: int = 0
     error: str | None = None
@@ -104,13 +109,20 @@ class PullReport(BaseModel):
         return path
 
     def table_rows(self) -> list[dict[str, Any]]:
+        """One row per package as a person reads it, what matters first (the table scrolls
+        sideways): status, duration, sizes human beside exact bytes, blobs downloaded apart
+        from those the store already held."""
         return [
             {
                 "package": p.name,
-                "versions": ", ".join(sort_versions_desc(p.versions)),
-                "images": p.images,
-                "bytes": p.archive_bytes,
                 "status": p.status,
+                "time": "" if p.seconds is None else human_seconds(p.seconds),
+                "archive": human_size_exact(p.archive_bytes),
+                "downloaded": human_size_exact(p.bytes_fetched),
+                "blobs fetched": p.blobs_fetched,
+                "blobs reused": p.blobs_reused,
+                "images": p.images,
+                "versions": ", ".join(sort_versions_desc(p.versions)),
                 "error": p.error or "",
             }
             for p in self.packages

@@ -64,6 +64,7 @@ class LayoutPushResult(BaseModel):
     manifests_put: int = 0
     manifests_present: int = 0
     warnings: tuple[str, ...] = ()
+    seconds: float | None = Field(None, description="How long the layout took (None: unknown).")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from d8mirror.push.discovery_tags import DiscoveryTag
 from d8mirror.push.pusher import LayoutPushResult
 from d8mirror.push.unified import UnpackResult
 from d8mirror.push.verify import Mismatch
-from d8mirror.units import human_size
+from d8mirror.units import human_seconds, human_size, human_size_exact
 
 _FRAME = 56
 _LABEL = 11
@@ -58,13 +58,20 @@ class PushResult(BaseModel):
         return sum(1 for d in self.discovery if d.kind == kind)
 
     def table_rows(self) -> list[dict[str, Any]]:
-        """One row per layout: layout, repository, tags, status, error."""
+        """One row per layout as a person reads it, what matters first: status, duration,
+        bytes uploaded (human beside exact), blobs uploaded apart from those the target
+        already held or mounted from another repository, tags, repository, error."""
         rows = [
             {
                 "layout": r.layout or "/",
-                "repository": r.repository,
-                "tags": len(r.tags),
                 "status": "pushed",
+                "time": "" if r.seconds is None else human_seconds(r.seconds),
+                "uploaded": human_size_exact(r.bytes_uploaded),
+                "blobs uploaded": r.blobs_uploaded,
+                "blobs present": r.blobs_present,
+                "blobs mounted": r.blobs_mounted,
+                "tags": len(r.tags),
+                "repository": r.repository,
                 "error": "",
             }
             for r in self.layouts
@@ -72,9 +79,14 @@ class PushResult(BaseModel):
         rows += [
             {
                 "layout": f.layout or "/",
-                "repository": f.repository,
-                "tags": 0,
                 "status": "failed",
+                "time": "",
+                "uploaded": "",
+                "blobs uploaded": 0,
+                "blobs present": 0,
+                "blobs mounted": 0,
+                "tags": 0,
+                "repository": f.repository,
                 "error": f.error,
             }
             for f in self.failures
