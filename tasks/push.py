@@ -31,7 +31,13 @@ from d8mirror.push.stages import (
 from d8mirror.push.unified import WorkDir
 from tasks.policy import TRANSIENT_RETRIES
 from tasks.push_models import PushParameters as PushParameters  # re-exported
-from tasks.runtime import blob_locations, checked_files, client_for, stop_requested
+from tasks.runtime import (
+    blob_locations,
+    checked_files,
+    client_for,
+    progress_for,
+    stop_requested,
+)
 
 
 @task(name="check-write-access", **TRANSIENT_RETRIES)
@@ -79,18 +85,29 @@ def push_layout_task(
     if stop_requested():
         return None
     logger.info("Pushing %s/%s", registry, job.repository)
+    item = progress_for("push").item(layout_item(job))
+    item.phase("push")
     try:
-        return push_layout(
+        result = push_layout(
             client_for(registry),
             job,
             locations=blob_locations(registry),
             blob_workers=blob_workers,
             warn=logger.warning,
             should_stop=stop_requested,
+            progress=item,
         )
     except LayoutPushCancelled as exc:
         logger.warning("%s", exc)
         return None
+    item.phase("verify")
+    return result
+
+
+def layout_item(job: LayoutJob) -> str:
+    """The progress item of a layout job: its path in the tree (the repository for the
+    tree's root)."""
+    return job.layout or job.repository
 
 
 @task(name="finish-push", **TRANSIENT_RETRIES)
@@ -100,6 +117,16 @@ def finish_push_task(
     """R-8.5: verify every pushed tag; discovery tags ``<registry>/<packages path>:<name>`` (and
     modules, plugins) for every item whose layouts all landed, none after a stop request;
     verify them."""
+    progress = progress_for("push")
+    progress.phase("verify")
+    try:
+        return _finish(params, tree, layouts)
+    finally:
+        for job in tree.jobs:
+            progress.item(layout_item(job)).done()
+
+
+def _finish(params: PushParameters, tree: PreparedTree, layouts: PushedLayouts) -> FinishResult:
     target = params.target()
     return finish_push(
         client_for(target.registry),

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from d8mirror.bundle import SIDECAR_WORKERS, BlobSpans, CheckedFiles, check_archive_sidecars
 from d8mirror.errors import BundleError, LayoutError
 from d8mirror.layout import Layout
+from d8mirror.progress import ItemProgress
 from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient
 
@@ -246,6 +247,7 @@ def push_layout(
     blob_workers: int = 4,
     warn: Warn | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    progress: ItemProgress | None = None,
 ) -> LayoutPushResult:
     """Push one layout job (:func:`d8mirror.push.pusher.push_layout`); raises the registry's
     typed errors, or :class:`~d8mirror.push.pusher.LayoutPushCancelled` once ``should_stop()``."""
@@ -259,6 +261,7 @@ def push_layout(
         warn=warn,
         spans=job_spans(job),
         should_stop=should_stop,
+        progress=progress,
     )
 
 

@@ -19,8 +19,9 @@ Credentials come from the standard AWS chain (environment, profile, instance rol
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,10 +229,33 @@ def _matches(info: ObjectInfo | None, entry: FileEntry) -> bool:
     return info is not None and info.size == entry.size and info.sha256 == entry.sha256
 
 
+class _Batched:
+    """boto3 calls an upload's ``Callback`` per small read (KiBs), from several threads:
+    pass the bytes on once per :data:`PIECE` or so."""
+
+    def __init__(self, on_progress: Callable[[int], None]) -> None:
+        self.on_progress, self.pending = on_progress, 0
+        self._lock = threading.Lock()
+
+    def __call__(self, count: int) -> None:
+        with self._lock:
+            self.pending += count
+            if self.pending < PIECE:
+                return
+            count, self.pending = self.pending, 0
+        self.on_progress(count)
+
+
 def upload_file(
-    client: S3Client, url: S3Url, path: Path, entry: FileEntry, settings: S3Settings
+    client: S3Client,
+    url: S3Url,
+    path: Path,
+    entry: FileEntry,
+    settings: S3Settings,
+    on_progress: Callable[[int], None] | None = None,
 ) -> FileResult:
-    """Upload one file unless the same content is already there; verified by HEAD."""
+    """Upload one file unless the same content is already there; verified by HEAD.
+    ``on_progress(n)``: bytes sent, about once per MiB."""
     started = time.monotonic()
     where = f"{url}/{entry.name}"
     if _matches(head_object(client, url, entry.name), entry):
@@ -252,6 +276,7 @@ def upload_file(
             url.key(entry.name),
             ExtraArgs={"Metadata": metadata},
             Config=settings.transfer_config(),
+            Callback=None if on_progress is None else _Batched(on_progress),
         )
     info = head_object(client, url, entry.name)
     if not _matches(info, entry):
@@ -327,7 +352,13 @@ def check_complete(client: S3Client, url: S3Url, manifest: TransferManifest) -> 
 
 
 # -- download ------------------------------------------------------------------------------------
-def _fetch_range(client: S3Client, url: S3Url, entry: FileEntry, partial: PartialFile) -> None:
+def _fetch_range(
+    client: S3Client,
+    url: S3Url,
+    entry: FileEntry,
+    partial: PartialFile,
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
     offset = partial.length
     extra = {"Range": f"bytes={offset}-"} if offset else {}
     with storage_errors(f"{url}/{entry.name}"):
@@ -340,10 +371,19 @@ def _fetch_range(client: S3Client, url: S3Url, entry: FileEntry, partial: Partia
                     actual=f">{entry.size}",
                 )
             partial.append(piece)
+            if on_progress is not None:
+                on_progress(len(piece))
 
 
-def download_file(client: S3Client, url: S3Url, entry: FileEntry, dest_dir: Path) -> FileResult:
-    """Fetch one object into ``dest_dir/<name>`` via ``.partial`` (resumed), verified."""
+def download_file(
+    client: S3Client,
+    url: S3Url,
+    entry: FileEntry,
+    dest_dir: Path,
+    on_progress: Callable[[int], None] | None = None,
+) -> FileResult:
+    """Fetch one object into ``dest_dir/<name>`` via ``.partial`` (resumed), verified;
+    ``on_progress(n)`` per MiB received (a resumed partial's bytes first)."""
     started = time.monotonic()
     final = dest_dir / entry.name
     if is_present(final, entry):
@@ -357,8 +397,10 @@ def download_file(client: S3Client, url: S3Url, entry: FileEntry, dest_dir: Path
     try:
         partial.fit(entry.size)
         resumed = partial.length > 0
+        if on_progress is not None and partial.length:
+            on_progress(partial.length)
         if partial.length < entry.size or entry.size == 0:
-            _fetch_range(client, url, entry, partial)
+            _fetch_range(client, url, entry, partial, on_progress)
         if partial.length != entry.size or partial.hex != entry.sha256:
             partial.discard()
             raise TransferIntegrityError(
