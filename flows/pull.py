@@ -376,16 +376,20 @@ def mirror_pull(params: PullParameters) -> PullReport:
         if params.skip_vex_images:
             get_run_logger().warning(SKIP_VEX_WARNING)
         versions = PackageVersions(params)
+        progress.phase("discover")
         if options.per_package_phase:
             found = discover_packages_task(params)
             report.warnings += found.warnings
             versions.discover()
             progress.expect_items(len(found.names) + (1 if versions.pending else 0))
+            progress.phase("fetch")
             report.packages = _pull_packages(params, found.names, on_fetch=versions.keep_pulling)
         else:
             versions.discover()
             progress.expect_items(1 if versions.pending else 0)
+            progress.phase("fetch")
         versions.finish(report)
+        progress.phase("finish")
         finish(params, report, started)
         if params.upload is not None and not params.dry_run and not report.cancelled:
             upload_bundle(

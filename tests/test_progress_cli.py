@@ -4,6 +4,7 @@ the real totals (the blob store a pull wrote, the blobs the bundle holds, its fi
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -20,7 +21,8 @@ from testbed.seed import SeededContent
 
 ROOT = "deckhouse/ee"
 PLAIN = re.compile(
-    r"^(?P<op>pull|push|upload|download): (?P<done>[\d.]+)/(?P<total>[\d.]+) (?P<unit>B|KiB|MiB|GiB)"
+    r"^(?P<op>pull|push|upload|download): "
+    r"(?P<done>[\d.]+)/(?P<total>[\d.]+) (?P<unit>B|KiB|MiB|GiB)"
     r" \((?P<pct>\d+)%\), [\d.]+ (?:B|KiB|MiB|GiB)/s, (?:ETA \S+|done in \S+), "
     r"(?P<word>packages|layouts|files) (?P<items>\d+)/(?P<items_total>\d+)"
 )
@@ -50,14 +52,14 @@ def _plain_lines(stderr: str) -> list[re.Match[str]]:
 
 
 def _bytes(number: str, unit: str) -> float:
-    return float(number) * 1024 ** ["B", "KiB", "MiB", "GiB"].index(unit)
+    return float(number) * float(1024 ** ["B", "KiB", "MiB", "GiB"].index(unit))
 
 
 def _check_json(lines: list[dict[str, Any]], operation: str) -> dict[str, Any]:
     """Monotonic bytes and items, every line one operation; the last line complete."""
     assert lines, "no progress line"
     assert {line["operation"] for line in lines} == {operation}
-    for before, after in zip(lines, lines[1:], strict=False):
+    for before, after in itertools.pairwise(lines):
         assert after["bytes_done"] >= before["bytes_done"]
         assert after["items_done"] >= before["items_done"]
     for line in lines:
@@ -153,8 +155,8 @@ def test_pull_plain_lines_reach_100_percent(
     assert all(m["op"] == "pull" and m["word"] == "packages" for m in lines)
     # bytes done never go back (the percent may: totals grow as manifests are read), up to
     # the rounding of one decimal of the unit shown
-    done = [(_bytes(m["done"], m["unit"]), _bytes("0.05", m["unit"])) for m in lines]
-    for (before, _), (after, slack) in zip(done, done[1:], strict=False):
+    seen = [(_bytes(m["done"], m["unit"]), _bytes("0.05", m["unit"])) for m in lines]
+    for (before, _), (after, slack) in itertools.pairwise(seen):
         assert after >= before - slack
     items = [int(m["items"]) for m in lines]
     assert items == sorted(items)
