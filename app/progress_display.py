@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -76,7 +77,10 @@ def size_pair(done: int, total: int) -> str:
 
 
 def percent(view: ProgressView) -> int:
-    """Whole percent, rounded down: 100 only when everything is done."""
+    """Whole percent, rounded down: 100 only when everything is done (nothing known yet
+    is 0%, not 100%)."""
+    if view.bytes_total <= 0 and not view.finished:
+        return 0
     return int(view.fraction * 100)
 
 
@@ -136,43 +140,65 @@ def json_line(view: ProgressView) -> str:
     return json.dumps(json_record(view), separators=(",", ":"))
 
 
-def rich_renderable(view: ProgressView) -> Any:
-    """The rich display of one view: the bar, the counts, the active items."""
+def rich_renderable(view: ProgressView, *, fixed: bool = False) -> Any:
+    """The rich display of one view: the bar, the counts, bytes moved and reused, the active
+    items. Every line is cut to the width (never wrapped); with ``fixed``, the frame always
+    has the same height (see :meth:`Display._draw`)."""
     from rich.console import Group
     from rich.progress_bar import ProgressBar
     from rich.table import Table
     from rich.text import Text
 
+    def line(text: str, style: str = "") -> Text:
+        return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+
     eta = "?" if view.eta is None else human_duration(view.eta)
-    top = Table.grid(padding=(0, 1))
+    top = Table.grid(padding=(0, 1), expand=True)
+    top.add_column(no_wrap=True)
+    top.add_column(ratio=1)  # the bar takes the width the texts leave
+    top.add_column(no_wrap=True)
     top.add_row(
-        Text(f"{view.operation}", style="bold"),
-        ProgressBar(total=max(view.bytes_total, 1), completed=view.bytes_done, width=40),
+        Text(view.operation, style="bold"),
+        ProgressBar(
+            total=max(view.bytes_total, 1),
+            completed=view.bytes_done,
+            style="grey23",  # explicit: a console with its own theme (Prefect's) lacks bar.*
+            complete_style="magenta",
+            finished_style="green",
+        ),
         Text(
             f"{size_pair(view.bytes_done, view.bytes_total)} ({percent(view)}%)  "
-            f"{human_rate(view.rate)}  ETA {eta}  {human_duration(view.elapsed)}"
+            f"{human_rate(view.rate)}  ETA {eta}"
         ),
     )
-    moved = view.bytes_done - view.bytes_reused
-    counts = Text(
+    counts = line(
         f"{items_word(view.operation)} {view.items_done}/{view.items_total}  "
         f"images {view.images_done}/{view.images_total}  "
         f"blobs {view.blobs_done}/{view.blobs_total}  "
+        f"{view.phase}  {human_duration(view.elapsed)}"
+    )
+    moved = view.bytes_done - view.bytes_reused
+    bytes_line = line(
         f"moved {human_size(moved)}  "
-        f"reused {human_size(view.bytes_reused)} ({view.blobs_reused} blobs)  "
-        f"phase {view.phase}",
-        style="dim",
+        f"reused {human_size(view.bytes_reused)} ({view.blobs_reused} blobs)",
+        "dim",
     )
     items = Table.grid(padding=(0, 2))
+    for _ in range(3):
+        items.add_column(no_wrap=True, overflow="ellipsis")
     for item in view.active[:RICH_ITEMS]:
         items.add_row(
             Text(f"  {item.name}"),
             Text(item.phase, style="cyan"),
             Text(size_pair(item.bytes_done, item.bytes_total)),
         )
-    rows: list[Any] = [top, counts, items]
-    if len(view.active) > RICH_ITEMS:
-        rows.append(Text(f"  … and {len(view.active) - RICH_ITEMS} more", style="dim"))
+    more = len(view.active) - RICH_ITEMS
+    rows: list[Any] = [top, counts, bytes_line, items]
+    if more > 0:
+        rows.append(line(f"  … and {more} more", "dim"))
+    if fixed:
+        shown = min(len(view.active), RICH_ITEMS) + (1 if more > 0 else 0)
+        rows += [Text("")] * (RICH_ITEMS + 1 - shown)
     return Group(*rows)
 
 
@@ -221,11 +247,22 @@ class Display:
         tick = RICH_REFRESH if self.mode == "rich" else min(0.5, self.interval)
         try:
             while not self._stop.wait(tick):
-                self._step()
-            self._step()
-            self._end()
+                self._guarded(self._step)
+            self._guarded(self._step)
+            self._guarded(self._end)
         finally:
             self._stop_live()
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """A display that cannot draw (an odd terminal) falls back to plain lines; it never
+        takes the run down."""
+        try:
+            step()
+        except Exception:
+            if self.mode != "rich":
+                raise
+            self._stop_live()
+            self.mode = "plain"
 
     def _current(self) -> Progress | None:
         from tasks import runtime
@@ -278,25 +315,58 @@ class Display:
             self._stop.set()
 
     def _draw(self, view: ProgressView) -> None:
+        # While the run goes on, the frame keeps one height: a log line printed by another
+        # thread through the same console (rendered there, written a moment later) then
+        # always finds the frame where it expects it. The last frame is compact.
+        frame = rich_renderable(view, fixed=not self._stop.is_set())
         if self._live is None:
-            from rich.console import Console
-            from rich.live import Live
+            self._live = self._start_live(frame)
+            if self._live is None:
+                return
+        self._live.update(frame, refresh=True)
 
-            self._live = Live(
-                rich_renderable(view),
-                console=Console(file=self.stream),
+    def _start_live(self, frame: Any) -> Any:
+        """A rich Live on the console Prefect's log lines go through (they then print above
+        the display, not through it), else on a console of its own."""
+        from rich.console import Console
+        from rich.errors import LiveError
+        from rich.live import Live
+
+        consoles = [_log_console(self.stream), Console(file=self.stream)]
+        for console in [c for c in consoles if c is not None]:
+            live = Live(
+                frame,
+                console=console,
                 auto_refresh=False,
                 transient=False,
-                redirect_stdout=False,
-                redirect_stderr=False,
+                redirect_stdout=True,
+                redirect_stderr=True,
             )
-            self._live.start()
-        self._live.update(rich_renderable(view), refresh=True)
+            try:
+                live.start()
+            except LiveError:  # that console shows another live display already
+                continue
+            return live
+        return None
 
     def _stop_live(self) -> None:
         live, self._live = self._live, None
         if live is not None:
             live.stop()
+
+
+def _log_console(stream: IO[str]) -> Any:
+    """The rich console of Prefect's console log handler when it writes to ``stream`` (it
+    is read here, never changed): the live display drawn through that same console keeps
+    the log lines printed meanwhile above it. None without one."""
+    try:
+        from prefect.logging.handlers import PrefectConsoleHandler
+    except ImportError:  # pragma: no cover - Prefect is a dependency
+        return None
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and handler.stream is stream:
+            return handler.console
+    return None
 
 
 @contextmanager

@@ -40,7 +40,14 @@ def _tmux(socket: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_rich_display_on_a_tty_mid_pull(
     registry: RegistryServer, demo_content: SeededContent, tmp_path: Path
 ) -> None:
-    env = cli_env(D8_MIRROR_WARM_UP="0", TERM="xterm-256color", COLUMNS="150", LINES="40")
+    # Prefect's INFO lines on: they must print above the live display, never through it
+    env = cli_env(
+        D8_MIRROR_WARM_UP="0",
+        TERM="xterm-256color",
+        PREFECT_LOGGING_LEVEL="INFO",
+        COLUMNS="120",  # the pane's size (a COLUMNS inherited from pytest would win)
+        LINES="40",
+    )
     script = tmp_path / "pull.sh"
     exports = "".join(
         f"export {k}={shlex.quote(v)}\n" for k, v in env.items() if re.fullmatch(r"\w+", k)
@@ -63,7 +70,7 @@ def test_rich_display_on_a_tty_mid_pull(
     )
     socket = f"d8mirror-test-{uuid.uuid4().hex[:8]}"
     started = _tmux(
-        socket, "new-session", "-d", "-s", "pull", "-x", "150", "-y", "40", f"sh {script}"
+        socket, "new-session", "-d", "-s", "pull", "-x", "120", "-y", "40", f"sh {script}"
     )
     assert started.returncode == 0, started.stderr
     capture = ""
@@ -71,7 +78,8 @@ def test_rich_display_on_a_tty_mid_pull(
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             capture = _tmux(socket, "capture-pane", "-p", "-t", "pull").stdout
-            if BAR.search(capture) and PACKAGE.search(capture):
+            bar = BAR.search(capture)
+            if bar and PACKAGE.search(capture) and not bar[0].endswith(" 0/0 B (0%)"):
                 break
             assert not (tmp_path / "rc").exists(), f"pull ended before a frame was seen:\n{capture}"
             time.sleep(0.05)
@@ -88,10 +96,13 @@ def test_rich_display_on_a_tty_mid_pull(
             assert time.monotonic() < deadline, "pull did not end"
             time.sleep(0.2)
         assert (tmp_path / "rc").read_text().strip() == "EXIT=0"
-        end = _tmux(socket, "capture-pane", "-p", "-t", "pull").stdout.rstrip() + "\n"
+        end = _tmux(socket, "capture-pane", "-p", "-S", "-", "-t", "pull").stdout.rstrip() + "\n"
         (tmp_path / "screen-end.txt").write_text(end)
-        print(f"--- tmux capture at the end ---\n{end}")
+        print(f"--- tmux capture at the end (with the scrollback) ---\n{end}")
         assert re.search(r"^pull: [\d.]+/[\d.]+ \S+ \(100%\), .*done in", end, re.MULTILINE), end
+        # the log lines went above the display: one frame left on the terminal, the last
+        assert "Finished in state Completed()" in end
+        assert len(BAR.findall(end)) == 1, end
     finally:
         _tmux(socket, "kill-server")
     assert os.path.getsize(tmp_path / "screen.txt") > 0
