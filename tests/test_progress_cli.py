@@ -115,7 +115,7 @@ def pulled(
             "--progress-interval",
             "0.2",
         ],
-        D8_MIRROR_WARM_UP="0",
+        D8MIRROR_WARM_UP="0",
     )
     yield bundle, work / "blobs", done.stderr
 
@@ -148,7 +148,7 @@ def test_pull_plain_lines_reach_100_percent(
             "--progress-interval",
             "0.2",
         ],
-        D8_MIRROR_WARM_UP="0",
+        D8MIRROR_WARM_UP="0",
     )
     lines = _plain_lines(done.stderr)
     assert lines, done.stderr
@@ -183,7 +183,7 @@ def test_push_json_lines_end_at_the_blobs_the_bundle_holds(
             "--progress-interval",
             "0.2",
         ],
-        D8_MIRROR_WARM_UP="0",
+        D8MIRROR_WARM_UP="0",
     )
     last = _check_json(_json_lines(done.stderr), "push")
     blobs, layouts = _bundle_blobs(bundle)
@@ -200,7 +200,7 @@ def test_push_json_lines_end_at_the_blobs_the_bundle_holds(
             str(tmp_path / "push-work2"),
             "--progress=plain",
         ],
-        D8_MIRROR_WARM_UP="0",
+        D8MIRROR_WARM_UP="0",
     )
     [final] = [m for m in _plain_lines(again.stderr) if "done in" in m.string]
     assert final["op"] == "push" and final["pct"] == "100" and final["word"] == "layouts"

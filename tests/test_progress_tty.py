@@ -42,7 +42,7 @@ def test_rich_display_on_a_tty_mid_pull(
 ) -> None:
     # Prefect's INFO lines on: they must print above the live display, never through it
     env = cli_env(
-        D8_MIRROR_WARM_UP="0",
+        D8MIRROR_WARM_UP="0",
         TERM="xterm-256color",
         PREFECT_LOGGING_LEVEL="INFO",
         COLUMNS="120",  # the pane's size (a COLUMNS inherited from pytest would win)
