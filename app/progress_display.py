@@ -90,7 +90,8 @@ def items_word(operation: str) -> str:
 
 def plain_line(view: ProgressView) -> str:
     """``pull: 12.3/40.1 GiB (31%), 85.0 MiB/s, ETA 5m40s, packages 3/12``; once finished,
-    the average rate, the time it took, and the blobs moved and reused."""
+    the average rate, the time it took (``done in``, or ``stopped after`` when a failed or
+    cancelled run left work undone), and the blobs moved and reused."""
     head = f"{view.operation}: {size_pair(view.bytes_done, view.bytes_total)} ({percent(view)}%)"
     items = f"{items_word(view.operation)} {view.items_done}/{view.items_total}"
     if not view.finished:
@@ -98,8 +99,10 @@ def plain_line(view: ProgressView) -> str:
         return f"{head}, {human_rate(view.rate)}, ETA {eta}, {items}"
     moved = view.bytes_done - view.bytes_reused
     average = moved / view.elapsed if view.elapsed > 0 else 0.0
+    whole = view.bytes_done >= view.bytes_total and view.items_done >= view.items_total
+    ended = "done in" if whole else "stopped after"  # a failed or cancelled run
     return (
-        f"{head}, {human_rate(average)}, done in {human_duration(view.elapsed)}, {items}, "
+        f"{head}, {human_rate(average)}, {ended} {human_duration(view.elapsed)}, {items}, "
         f"blobs {view.blobs_done}/{view.blobs_total} "
         f"({view.blobs_reused} reused, {human_size(view.bytes_reused)})"
     )

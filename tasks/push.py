@@ -15,6 +15,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from d8mirror.errors import MirrorError
 from d8mirror.push.access import check_write_access
 from d8mirror.push.pusher import LayoutPushCancelled, LayoutPushResult
 from d8mirror.push.routing import parse_target
@@ -25,6 +26,7 @@ from d8mirror.push.stages import (
     PushedLayouts,
     check_bundle,
     finish_push,
+    layout_sizes,
     prepare_push_tree,
     push_layout,
 )
@@ -59,7 +61,7 @@ def unpack_bundle_task(params: PushParameters) -> PreparedTree:
     """Unpack every archive (sorted) into ``<tmp>/push/unified``, checking them against their
     sidecars meanwhile; plan one job per layout."""
     archives = params.archives()
-    return prepare_push_tree(
+    tree = prepare_push_tree(
         archives,
         WorkDir(params.tmp_path(archives)),
         params.target(),
@@ -67,6 +69,22 @@ def unpack_bundle_task(params: PushParameters) -> PreparedTree:
         checked=checked_files(),
         warn=get_run_logger().warning,
     )
+    expect_layouts(tree.jobs)
+    return tree
+
+
+def expect_layouts(jobs: list[LayoutJob]) -> None:
+    """The push's progress: every layout an item, with the blobs and manifests its tags
+    need (local reads), so the bar's total is exact from the start. A layout that cannot be
+    read here is left to its push task, which reports why."""
+    progress = progress_for("push")
+    progress.expect_items(len(jobs))
+    for job in jobs:
+        try:
+            sizes = layout_sizes(job)
+        except MirrorError:
+            continue
+        progress.item(layout_item(job)).expect(sizes)
 
 
 @task(

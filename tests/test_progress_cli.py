@@ -185,10 +185,14 @@ def test_push_json_lines_end_at_the_blobs_the_bundle_holds(
         ],
         D8MIRROR_WARM_UP="0",
     )
-    last = _check_json(_json_lines(done.stderr), "push")
+    lines = _json_lines(done.stderr)
+    last = _check_json(lines, "push")
     blobs, layouts = _bundle_blobs(bundle)
     assert (last["bytes_total"], last["blobs_total"]) == (sum(blobs.values()), len(blobs))
     assert last["items_total"] == len(layouts)
+    # the totals are known once the bundle is unpacked, before any layout is pushed
+    pushing = [line for line in lines if line["phase"] in ("push", "verify")]
+    assert pushing and {line["bytes_total"] for line in pushing} == {last["bytes_total"]}
     # plain: the same run again finds everything at the target: all reused, still 100%
     again = _cli(
         [

@@ -153,7 +153,7 @@ def push_layout(
     for message in warnings:
         (warn or log.warning)(message)
     if progress is not None:
-        progress.expect(_expected(plans))
+        progress.expect(expected_sizes(plans))
     locations = locations or BlobLocations()
     todo, already = _split_present(client, repository, plans, retry)
     counters = _Counters()
@@ -196,7 +196,7 @@ def push_layout(
     )
 
 
-def _expected(plans: list[TagPlan]) -> dict[str, int]:
+def expected_sizes(plans: list[TagPlan]) -> dict[str, int]:
     """Every blob and manifest the layout's tags need, digest → size."""
     sizes = {b.digest: max(b.size, 0) for b in _unique_blobs(p.node for p in plans)}
     for plan in plans:

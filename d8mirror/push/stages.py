@@ -31,8 +31,9 @@ from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient
 
 from .blobs import BlobLocations
+from .blobsource import LayoutBlobs
 from .discovery_tags import DiscoveryTag, plan_discovery_tags, push_discovery_tags, split_landed
-from .pusher import LayoutPushResult, push_layout_blobs
+from .pusher import LayoutPushResult, expected_sizes, plan_layout, push_layout_blobs
 from .pusher import push_layout as push_layout_dir
 from .routing import Router, find_layouts
 from .summary import LayoutFailure, PushResult
@@ -263,6 +264,17 @@ def push_layout(
         should_stop=should_stop,
         progress=progress,
     )
+
+
+def layout_sizes(job: LayoutJob) -> dict[str, int]:
+    """Every blob and manifest the job's tags need, digest → size, read from the unpacked
+    tree only (no request): the exact totals of a push's progress before any layout starts."""
+    spans = job_spans(job)
+    source = LayoutBlobs(
+        Layout(Path(job.directory)), job.layout, spans if spans is not None else BlobSpans()
+    )
+    plans, _warnings = plan_layout(source)  # push_layout warns about them
+    return expected_sizes(plans)
 
 
 def push_blobs_ahead(
