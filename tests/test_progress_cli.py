@@ -249,3 +249,53 @@ def test_upload_and_download_lines_end_at_the_bundle_files(
         again = _cli(["download", *url[:1], str(down_dir), *url[1:], "--progress=json"], **aws)
         last = _check_json(_json_lines(again.stderr), "download")
         assert last["bytes_reused"] == last["bytes_total"] == sum(files.values())
+
+
+def test_pull_with_upload_to_shows_the_pull_then_the_upload(
+    registry: RegistryServer, demo_content: SeededContent, tmp_path: Path
+) -> None:
+    """``pull --upload-to``: the display follows the upload when it takes over; the pull's
+    last line is whole, then the upload's lines, the last one whole too."""
+    import boto3
+    from transfer_support import moto_endpoint
+
+    aws = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    bundle = tmp_path / "bundle"
+    with moto_endpoint() as endpoint:
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket="airgap")
+        done = _cli(
+            [
+                "pull",
+                str(bundle),
+                "--source",
+                f"{registry.host}/{ROOT}",
+                "--insecure",
+                "--upload-to",
+                "s3://airgap/site",
+                "--upload-endpoint-url",
+                endpoint,
+                "--progress=json",
+            ],
+            D8MIRROR_WARM_UP="0",
+            **aws,
+        )
+    lines = _json_lines(done.stderr)
+    ops = [line["operation"] for line in lines]
+    assert ops == ["pull"] * ops.count("pull") + ["upload"] * ops.count("upload"), ops
+    pull = [line for line in lines if line["operation"] == "pull"]
+    assert pull[-1]["bytes_done"] == pull[-1]["bytes_total"] > 0
+    assert pull[-1]["items_done"] == pull[-1]["items_total"]
+    last = _check_json([line for line in lines if line["operation"] == "upload"], "upload")
+    files = {p.name: p.stat().st_size for p in bundle.iterdir() if p.is_file()}
+    assert last["items_total"] == len(files)
+    assert last["bytes_total"] == sum(files.values())
