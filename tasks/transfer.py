@@ -16,7 +16,7 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 
-from d8mirror.progress import ItemProgress
+from d8mirror.progress import Batched, ItemProgress
 from d8mirror.transfer import OciUrl, S3Url, StorageAccessError, build_manifest, s3
 from d8mirror.transfer import oci_artifact as oci
 from d8mirror.transfer.manifest import write_local_manifest
@@ -126,7 +126,7 @@ def upload_file_task(params: UploadParameters, file: TransferFile) -> FileOutcom
     path = Path(params.bundle_dir) / entry.name
     target = params.target()
     item = file_item("upload", file)
-    moved = partial(item.moved, file.name)
+    moved = Batched(partial(item.moved, file.name))
     if isinstance(target, S3Url):
         result = s3.upload_file(
             s3_client(params), target, path, entry, params.s3_settings(), on_progress=moved
@@ -201,7 +201,7 @@ def download_file_task(params: DownloadParameters, file: TransferFile) -> FileOu
     dest.mkdir(parents=True, exist_ok=True)
     target = params.target()
     item = file_item("download", file)
-    moved = partial(item.moved, file.name)
+    moved = Batched(partial(item.moved, file.name))
     if isinstance(target, S3Url):
         result = s3.download_file(s3_client(params), target, entry, dest, on_progress=moved)
     else:

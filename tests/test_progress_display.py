@@ -130,3 +130,31 @@ def test_none_prints_nothing() -> None:
     runtime.open_progress("pull").finish()
     display.stop()
     assert out.getvalue() == ""
+
+
+def test_batched_reports_about_once_per_mib_from_many_threads() -> None:
+    import threading
+
+    from d8mirror.progress import REPORT_EVERY, Batched
+
+    reports: list[int] = []
+    lock = threading.Lock()
+
+    def report(count: int) -> None:
+        with lock:
+            reports.append(count)
+
+    batched = Batched(report)
+    piece = 8 << 10  # boto3's reads
+
+    def send() -> None:
+        for _ in range(REPORT_EVERY // piece * 4):
+            batched(piece)
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(reports) == 16  # 16 MiB in 8 KiB pieces: 16 reports, not 2048
+    assert sum(reports) == 16 * REPORT_EVERY

@@ -12,6 +12,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from d8mirror.blobstore import BlobStore
@@ -25,7 +26,7 @@ from d8mirror.errors import (
 from d8mirror.imagefs import read_file_from_layers
 from d8mirror.layout import Layout
 from d8mirror.mediatypes import MAX_MANIFEST_BYTES
-from d8mirror.progress import ItemProgress
+from d8mirror.progress import Batched, ItemProgress
 from d8mirror.registry import RegistryClient
 from d8mirror.retry import RetryPolicy, default_policy
 
@@ -330,11 +331,12 @@ class ImageFetcher:
         item, stop = self.progress, self.stop_in_flight
         if item is None:
             return (lambda _n: self.check_stop()) if stop else None
+        moved = Batched(partial(item.moved, digest))
 
         def chunk(count: int) -> None:
             if stop:
                 self.check_stop()
-            item.moved(digest, count)
+            moved(count)
 
         return chunk
 

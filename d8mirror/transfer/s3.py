@@ -19,7 +19,6 @@ Credentials come from the standard AWS chain (environment, profile, instance rol
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -229,23 +228,6 @@ def _matches(info: ObjectInfo | None, entry: FileEntry) -> bool:
     return info is not None and info.size == entry.size and info.sha256 == entry.sha256
 
 
-class _Batched:
-    """boto3 calls an upload's ``Callback`` per small read (KiBs), from several threads:
-    pass the bytes on once per :data:`PIECE` or so."""
-
-    def __init__(self, on_progress: Callable[[int], None]) -> None:
-        self.on_progress, self.pending = on_progress, 0
-        self._lock = threading.Lock()
-
-    def __call__(self, count: int) -> None:
-        with self._lock:
-            self.pending += count
-            if self.pending < PIECE:
-                return
-            count, self.pending = self.pending, 0
-        self.on_progress(count)
-
-
 def upload_file(
     client: S3Client,
     url: S3Url,
@@ -255,7 +237,8 @@ def upload_file(
     on_progress: Callable[[int], None] | None = None,
 ) -> FileResult:
     """Upload one file unless the same content is already there; verified by HEAD.
-    ``on_progress(n)``: bytes sent, about once per MiB."""
+    ``on_progress(n)``: bytes sent, per read of boto3 (KiBs, from several threads: a
+    :class:`~d8mirror.progress.Batched` is what to give)."""
     started = time.monotonic()
     where = f"{url}/{entry.name}"
     if _matches(head_object(client, url, entry.name), entry):
@@ -276,7 +259,7 @@ def upload_file(
             url.key(entry.name),
             ExtraArgs={"Metadata": metadata},
             Config=settings.transfer_config(),
-            Callback=None if on_progress is None else _Batched(on_progress),
+            Callback=on_progress,
         )
     info = head_object(client, url, entry.name)
     if not _matches(info, entry):
