@@ -236,6 +236,12 @@ class Display:
     def start(self) -> None:
         if self.mode == "none":
             return
+        from tasks import runtime
+
+        # an earlier command's progress (the demo pulls, then pushes, in one process) is
+        # not this one's: shown only once the flow opened its own
+        self._progress = runtime.current_progress()
+        self._ended = True
         self._thread = threading.Thread(target=self._run, name="d8mirror-progress", daemon=True)
         self._thread.start()
 
@@ -272,8 +278,7 @@ class Display:
 
         progress = runtime.current_progress()
         if progress is not self._progress:
-            if self._progress is not None:
-                self._end()  # e.g. pull's upload took over: the pull's last line
+            self._end()  # e.g. pull's upload took over: the pull's last line
             self._progress, self._ended, self._items_done = progress, False, 0
             self._last_line = time.monotonic()
         return progress

@@ -123,6 +123,22 @@ def test_the_thread_follows_the_current_progress_and_prints_final_lines() -> Non
     assert lines[-1]["bytes_done"] == lines[-1]["bytes_total"] == 5
 
 
+def test_an_earlier_commands_progress_is_not_shown_again() -> None:
+    earlier = runtime.open_progress("pull")  # the demo: a pull, then a push, one process
+    earlier.finish()
+    out = io.StringIO()
+    display = Display("plain", interval=0.05, stream=out)
+    display.start()
+    time.sleep(0.2)
+    push = runtime.open_progress("push")
+    push.expect_items(0)
+    push.finish()
+    time.sleep(0.2)
+    display.stop()
+    lines = out.getvalue().splitlines()
+    assert lines and all(line.startswith("push: ") for line in lines), lines
+
+
 def test_none_prints_nothing() -> None:
     out = io.StringIO()
     display = Display("none", stream=out)
