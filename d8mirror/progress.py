@@ -29,10 +29,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["ItemProgress", "ItemView", "Progress", "ProgressView"]
+__all__ = ["Batched", "ItemProgress", "ItemView", "Progress", "ProgressView"]
 
 #: Seconds of history the rate is averaged over.
 RATE_WINDOW = 10.0
+#: Bytes a streamed transfer gathers before it reports them (:class:`Batched`).
+REPORT_EVERY = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -293,3 +295,24 @@ class ItemProgress:
 
     def done(self) -> None:
         self.progress.item_done(self.name)
+
+
+class Batched:
+    """``report(n)`` once per :data:`REPORT_EVERY` bytes or so, however small the pieces a
+    transfer streams (socket reads of 64 KiB, boto3's reads of 8 KiB), from one thread or
+    several: what a transfer's ``on_progress`` is given, so the tally's lock is taken about
+    once per MiB. Bytes still gathered when the transfer ends are never reported: the
+    blob's :meth:`Progress.blob_done` counts it whole."""
+
+    def __init__(self, report: Callable[[int], None], every: int = REPORT_EVERY) -> None:
+        self.report, self.every = report, every
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, count: int) -> None:
+        with self._lock:
+            self._pending += count
+            if self._pending < self.every:
+                return
+            count, self._pending = self._pending, 0
+        self.report(count)

@@ -55,6 +55,7 @@ from tasks import runtime
 from tasks.credentials import source_credentials
 from tasks.models import MirrorPackageParameters, PullParameters
 from tasks.pull import (
+    VERSIONS_ITEM,
     discover_packages_task,
     fetch_package_task,
     list_planned_images_task,
@@ -263,6 +264,7 @@ class PackageVersions:
         pulled = self._collect(report)
         if not any(p.images for p in pulled):
             logger.info("No package release images found, skipping package-versions archive")
+            runtime.progress_for("pull").item(VERSIONS_ITEM).done()
             return
         archive = pack_versions_task(self.params, pulled)
         if archive is not None:
@@ -376,7 +378,7 @@ def _publish(params: PullParameters, report: PullReport) -> None:
 @flow(name="mirror-pull", task_runner=task_runner(), log_prints=True)
 def mirror_pull(params: PullParameters) -> PullReport:
     """Pull Deckhouse packages into ``params.bundle_dir`` (see the module docstring)."""
-    with reporting("pull"):
+    with reporting("pull") as progress:
         started = time.monotonic()
         work_existed = params.work_root().exists()
         prepare(params)
@@ -391,14 +393,20 @@ def mirror_pull(params: PullParameters) -> PullReport:
         if params.skip_vex_images:
             get_run_logger().warning(SKIP_VEX_WARNING)
         versions = PackageVersions(params)
+        progress.phase("discover")
         if options.per_package_phase:
             found = discover_packages_task(params)
             report.warnings += found.warnings
             versions.discover()
+            progress.expect_items(len(found.names) + (1 if versions.pending else 0))
+            progress.phase("fetch")
             report.packages = _pull_packages(params, found.names, on_fetch=versions.keep_pulling)
         else:
             versions.discover()
+            progress.expect_items(1 if versions.pending else 0)
+            progress.phase("fetch")
         versions.finish(report)
+        progress.phase("finish")
         finish(params, report, started)
         if params.upload is not None and not params.dry_run and not report.cancelled:
             upload_bundle(
@@ -412,7 +420,8 @@ def mirror_pull(params: PullParameters) -> PullReport:
 @flow(name="mirror-package", task_runner=task_runner(), log_prints=True)
 def mirror_package(params: MirrorPackageParameters) -> PackageOutcome:
     """(Re-)fetch one package into an existing bundle directory: package-<name>.tar only."""
-    with reporting("pull"):
+    with reporting("pull") as progress:
+        progress.expect_items(1)
         pull = params.pull_parameters()
         prepare(pull)
         name = params.package_name

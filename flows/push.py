@@ -116,7 +116,7 @@ def _publish(result: PushResult) -> None:
 @flow(name="mirror-push", task_runner=task_runner(), log_prints=True)
 def mirror_push(params: PushParameters) -> PushResult:
     """Push bundle archives into the target registry; see the module docstring."""
-    with reporting("push"):
+    with reporting("push") as progress:
         logger = get_run_logger()
         started = time.monotonic()
         registry = _register_target(params)
@@ -125,7 +125,10 @@ def mirror_push(params: PushParameters) -> PushResult:
             logger.warning("MIRROR_BYPASS_ACCESS_CHECKS=1: skipping the registry write check")
         else:
             check_write_access_task(params.registry)
+        progress.phase("unpack")
         tree = unpack_bundle_task(params)
+        progress.expect_items(len(tree.jobs))
+        progress.phase("push")
         try:
             layouts = _push_layouts(params, registry, tree.jobs)
             finish = finish_push_task(params, tree, layouts)

@@ -24,6 +24,7 @@ from prefect.events import emit_event
 from prefect.futures import PrefectFuture
 
 from d8mirror.errors import TransferFailed
+from d8mirror.progress import Progress
 from d8mirror.units import human_rate, human_seconds, human_size_exact
 from flows.bounded import submit_bounded, task_runner
 from flows.progress import reporting
@@ -48,6 +49,13 @@ from tasks.transfer_models import (
 __all__ = ["UPLOADED_EVENT", "TransferFailed", "download_bundle", "upload_bundle"]
 
 UPLOADED_EVENT = "d8mirror.bundle.uploaded"
+
+
+def expect_files(progress: Progress, manifest: TransferFiles) -> None:
+    """Every file of the manifest is an item, its bytes one "blob" keyed by its name."""
+    progress.expect_items(len(manifest.files))
+    for file in manifest.files:
+        progress.expect({file.name: file.size}, item=file.name)
 
 
 def _rows(manifest: TransferFiles, futures: list[PrefectFuture[Any]]) -> list[FileRow]:
@@ -91,10 +99,13 @@ def _publish(key: str, summary: TransferSummary, rows: list[FileRow]) -> None:
 @flow(name="upload-bundle", task_runner=task_runner(), log_prints=True)
 def upload_bundle(params: UploadParameters) -> TransferSummary:
     """Upload ``params.bundle_dir`` to ``params.url`` (see the module docstring)."""
-    with reporting("upload"):
+    with reporting("upload") as progress:
         started = time.monotonic()
         connect(params)
+        progress.phase("hash")
         manifest = build_manifest_task(params.bundle_dir)
+        expect_files(progress, manifest)
+        progress.phase("upload")
         futures = submit_bounded(
             lambda file: upload_file_task.submit(params, file),
             manifest.files,
@@ -105,6 +116,7 @@ def upload_bundle(params: UploadParameters) -> TransferSummary:
             "upload", str(params.target()), rows, time.monotonic() - started
         )
         if not summary.failed:
+            progress.phase("commit")
             summary.digest = commit_upload_task(params, manifest)
         _publish("bundle-upload", summary, rows)
         if summary.failed:
@@ -127,10 +139,13 @@ def upload_bundle(params: UploadParameters) -> TransferSummary:
 @flow(name="download-bundle", task_runner=task_runner(), log_prints=True)
 def download_bundle(params: DownloadParameters) -> TransferSummary:
     """Download ``params.url`` into ``params.dest_dir``, every file verified."""
-    with reporting("download"):
+    with reporting("download") as progress:
         started = time.monotonic()
         connect(params)
+        progress.phase("manifest")
         manifest = read_remote_manifest_task(params)
+        expect_files(progress, manifest)
+        progress.phase("download")
         futures = submit_bounded(
             lambda file: download_file_task.submit(params, file),
             manifest.files,

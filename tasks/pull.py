@@ -26,6 +26,7 @@ from prefect.context import TaskRunContext
 from d8mirror.errors import ChildRunFailed
 from d8mirror.files import write_atomic
 from d8mirror.names import sha256_sidecar
+from d8mirror.progress import ItemProgress
 from d8mirror.pull.archive_cache import ArchiveCache
 from d8mirror.pull.discovery import Discovery, discover_packages
 from d8mirror.pull.fetcher import ImageFetcher
@@ -45,17 +46,30 @@ from d8mirror.pull.tag_digests import (
 from .concurrency import registry_slots
 from .models import MirrorPackageParameters, PullParameters
 from .policy import TRANSIENT_RETRIES, content_key
-from .runtime import blob_store, client_for, stop_requested
+from .runtime import blob_store, client_for, progress_for, stop_requested
+
+#: The progress item of ``package-versions.tar`` (release images of every catalog package).
+VERSIONS_ITEM = "package-versions"
 
 
-def fetcher_for(params: PullParameters) -> ImageFetcher:
-    """A fetcher for one task: the source's shared client, the run's one blob store."""
+def fetcher_for(params: PullParameters, progress: ItemProgress | None = None) -> ImageFetcher:
+    """A fetcher for one task: the source's shared client, the run's one blob store; what
+    it moves is reported to ``progress`` (one package's item of the run's progress)."""
     return ImageFetcher(
         client_for(params.repository().registry),
         blob_store(params.store_root()),
         blob_workers=params.blob_workers,
         should_stop=stop_requested,
+        progress=progress,
     )
+
+
+def progress_item(name: str, phase: str) -> ItemProgress:
+    """The pull's progress item of package ``name`` (or :data:`VERSIONS_ITEM`), now in
+    ``phase`` (resolve, fetch, pack)."""
+    item = progress_for("pull").item(name)
+    item.phase(phase)
+    return item
 
 
 def source_slots(params: PullParameters, occupy: int = 1) -> Any:
@@ -117,7 +131,7 @@ def discover_packages_task(params: PullParameters, lenient: bool = False) -> Dis
 def resolve_package_task(params: PullParameters, name: str) -> PackagePlan:
     """The package's plan: versions and the digests they resolve to now (its content
     identity), with the digests now of the tags its last fetch resolved."""
-    fetcher = fetcher_for(params)
+    fetcher = fetcher_for(params, progress_item(name, "resolve"))
     with source_slots(params):
         plan = plan_package(fetcher, params.options(), name)
     with source_slots(params, params.blob_workers):
@@ -127,9 +141,12 @@ def resolve_package_task(params: PullParameters, name: str) -> PackagePlan:
 @task(name="list-planned-images", task_run_name="plan-images-{plan.name}", **TRANSIENT_RETRIES)
 def list_planned_images_task(params: PullParameters, plan: PackagePlan) -> list[str]:
     """Dry-run: the images a pull of ``plan`` would record (manifest HEADs only)."""
-    fetcher = fetcher_for(params)
+    item = progress_item(plan.name, "resolve")
+    fetcher = fetcher_for(params, item)
     with source_slots(params, params.blob_workers):
-        return planned_images(fetcher, params.options(), plan)
+        images = planned_images(fetcher, params.options(), plan)
+    item.done()
+    return images
 
 
 #: The shape of a cached fetch result: ``FetchResult`` (records of the earlier ``dict``
@@ -212,7 +229,7 @@ def fetch_package_task(params: PullParameters, plan: PackagePlan) -> FetchResult
     name = plan.name
     marker = fetch_marker(params, name)
     marker.unlink(missing_ok=True)
-    fetcher = fetcher_for(params)
+    fetcher = fetcher_for(params, progress_item(name, "fetch"))
     with source_slots(params, params.blob_workers):
         result = fetch_package(
             fetcher, params.options(), plan, PackageLayouts.fresh(params.package_work_dir(name))
@@ -277,6 +294,15 @@ def pack_package_task(params: PullParameters, fetched: FetchResult) -> ArchiveIn
     """``package-<name>.tar`` (atomic, optional chunks, sidecars); None for an empty package.
     An archive already packed from the same content into the same place is kept as it is."""
     name = fetched.name
+    item = progress_item(name, "pack")
+    try:
+        return _pack_once(params, fetched)
+    finally:
+        item.done()
+
+
+def _pack_once(params: PullParameters, fetched: FetchResult) -> ArchiveInfo | None:
+    name = fetched.name
     key = _pack_key(params, name)
     marker = state_file(params, name, PACK_RECORD_SUFFIX)
     if key is not None and (kept := _packed_already(marker, key)) is not None:
@@ -318,18 +344,24 @@ def _pack_or_link(params: PullParameters, fetched: FetchResult) -> ArchiveInfo |
 # -- package-versions.tar ------------------------------------------------------------------------
 @task(name="pull-release-images", task_run_name="release-images-{name}", **TRANSIENT_RETRIES)
 def pull_release_images_task(params: PullParameters, name: str) -> ReleaseCatalog:
+    fetcher = fetcher_for(params, progress_item(VERSIONS_ITEM, "fetch"))
     with source_slots(params, params.blob_workers):
-        return pull_release_catalog(
-            fetcher_for(params), params.options(), name, params.versions_work_dir(name)
-        )
+        return pull_release_catalog(fetcher, params.options(), name, params.versions_work_dir(name))
 
 
 @task(name="pack-package-versions")
 def pack_versions_task(params: PullParameters, pulled: list[ReleaseCatalog]) -> ArchiveInfo | None:
     layouts = [(p.name, Path(p.layout)) for p in pulled if p.images]
-    archive = pack_versions(
-        layouts, Path(params.bundle_dir), chunk_size=params.chunk_bytes(), gost=params.gost_digest
-    )
+    item = progress_item(VERSIONS_ITEM, "pack")
+    try:
+        archive = pack_versions(
+            layouts,
+            Path(params.bundle_dir),
+            chunk_size=params.chunk_bytes(),
+            gost=params.gost_digest,
+        )
+    finally:
+        item.done()
     return None if archive is None else ArchiveInfo.of(archive)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from d8mirror.errors import MirrorError
 from d8mirror.push.access import check_write_access
 from d8mirror.push.pusher import LayoutPushCancelled, LayoutPushResult
 from d8mirror.push.routing import parse_target
@@ -25,13 +26,20 @@ from d8mirror.push.stages import (
     PushedLayouts,
     check_bundle,
     finish_push,
+    layout_sizes,
     prepare_push_tree,
     push_layout,
 )
 from d8mirror.push.unified import WorkDir
 from tasks.policy import TRANSIENT_RETRIES
 from tasks.push_models import PushParameters as PushParameters  # re-exported
-from tasks.runtime import blob_locations, checked_files, client_for, stop_requested
+from tasks.runtime import (
+    blob_locations,
+    checked_files,
+    client_for,
+    progress_for,
+    stop_requested,
+)
 
 
 @task(name="check-write-access", **TRANSIENT_RETRIES)
@@ -53,7 +61,7 @@ def unpack_bundle_task(params: PushParameters) -> PreparedTree:
     """Unpack every archive (sorted) into ``<tmp>/push/unified``, checking them against their
     sidecars meanwhile; plan one job per layout."""
     archives = params.archives()
-    return prepare_push_tree(
+    tree = prepare_push_tree(
         archives,
         WorkDir(params.tmp_path(archives)),
         params.target(),
@@ -61,6 +69,22 @@ def unpack_bundle_task(params: PushParameters) -> PreparedTree:
         checked=checked_files(),
         warn=get_run_logger().warning,
     )
+    expect_layouts(tree.jobs)
+    return tree
+
+
+def expect_layouts(jobs: list[LayoutJob]) -> None:
+    """The push's progress: every layout an item, with the blobs and manifests its tags
+    need (local reads), so the bar's total is exact from the start. A layout that cannot be
+    read here is left to its push task, which reports why."""
+    progress = progress_for("push")
+    progress.expect_items(len(jobs))
+    for job in jobs:
+        try:
+            sizes = layout_sizes(job)
+        except MirrorError:
+            continue
+        progress.item(layout_item(job)).expect(sizes)
 
 
 @task(
@@ -79,18 +103,29 @@ def push_layout_task(
     if stop_requested():
         return None
     logger.info("Pushing %s/%s", registry, job.repository)
+    item = progress_for("push").item(layout_item(job))
+    item.phase("push")
     try:
-        return push_layout(
+        result = push_layout(
             client_for(registry),
             job,
             locations=blob_locations(registry),
             blob_workers=blob_workers,
             warn=logger.warning,
             should_stop=stop_requested,
+            progress=item,
         )
     except LayoutPushCancelled as exc:
         logger.warning("%s", exc)
         return None
+    item.phase("verify")
+    return result
+
+
+def layout_item(job: LayoutJob) -> str:
+    """The progress item of a layout job: its path in the tree (the repository for the
+    tree's root)."""
+    return job.layout or job.repository
 
 
 @task(name="finish-push", **TRANSIENT_RETRIES)
@@ -100,6 +135,16 @@ def finish_push_task(
     """R-8.5: verify every pushed tag; discovery tags ``<registry>/<packages path>:<name>`` (and
     modules, plugins) for every item whose layouts all landed, none after a stop request;
     verify them."""
+    progress = progress_for("push")
+    progress.phase("verify")
+    try:
+        return _finish(params, tree, layouts)
+    finally:
+        for job in tree.jobs:
+            progress.item(layout_item(job)).done()
+
+
+def _finish(params: PushParameters, tree: PreparedTree, layouts: PushedLayouts) -> FinishResult:
     target = params.target()
     return finish_push(
         client_for(target.registry),

@@ -9,15 +9,18 @@ that already went through; a new run re-checks them cheaply (HEAD, same SHA-256:
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.context import TaskRunContext
 
+from d8mirror.progress import Batched, ItemProgress
 from d8mirror.transfer import OciUrl, S3Url, StorageAccessError, build_manifest, s3
 from d8mirror.transfer import oci_artifact as oci
 from d8mirror.transfer.manifest import write_local_manifest
+from d8mirror.transfer.results import FileResult
 
 from . import runtime
 from .credentials import target_credentials
@@ -122,8 +125,12 @@ def upload_file_task(params: UploadParameters, file: TransferFile) -> FileOutcom
     entry = file.entry()
     path = Path(params.bundle_dir) / entry.name
     target = params.target()
+    item = file_item("upload", file)
+    moved = Batched(partial(item.moved, file.name))
     if isinstance(target, S3Url):
-        result = s3.upload_file(s3_client(params), target, path, entry, params.s3_settings())
+        result = s3.upload_file(
+            s3_client(params), target, path, entry, params.s3_settings(), on_progress=moved
+        )
     else:
         result = oci.upload_file(
             runtime.client_for(target.registry),
@@ -131,8 +138,27 @@ def upload_file_task(params: UploadParameters, file: TransferFile) -> FileOutcom
             path,
             entry,
             chunk_size=params.chunk_bytes(),
+            on_progress=moved,
         )
-    return FileOutcome.of(result)
+    return FileOutcome.of(file_done(item, result))
+
+
+def file_item(operation: str, file: TransferFile) -> ItemProgress:
+    """The progress item of one file; its bytes are one "blob" keyed by its name."""
+    item = runtime.progress_for(operation).item(file.name)
+    item.phase(operation)
+    item.expect({file.name: file.size})
+    return item
+
+
+def file_done(item: ItemProgress, result: FileResult) -> FileResult:
+    """A file already there (skipped, present) is reused; one sent or fetched, moved."""
+    if result.status in ("skipped", "present"):
+        item.reused(result.name, result.size)
+    else:
+        item.blob_done(result.name, result.size)
+    item.done()
+    return result
 
 
 @task(name="commit-upload", **TRANSIENT_RETRIES)
@@ -174,11 +200,15 @@ def download_file_task(params: DownloadParameters, file: TransferFile) -> FileOu
     dest = Path(params.dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     target = params.target()
+    item = file_item("download", file)
+    moved = Batched(partial(item.moved, file.name))
     if isinstance(target, S3Url):
-        result = s3.download_file(s3_client(params), target, entry, dest)
+        result = s3.download_file(s3_client(params), target, entry, dest, on_progress=moved)
     else:
-        result = oci.download_file(runtime.client_for(target.registry), target, entry, dest)
-    return FileOutcome.of(result)
+        result = oci.download_file(
+            runtime.client_for(target.registry), target, entry, dest, on_progress=moved
+        )
+    return FileOutcome.of(file_done(item, result))
 
 
 @task(name="finish-download")

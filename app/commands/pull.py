@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from d8mirror.errors import ConfigError
 from d8mirror.names import DEFAULT_MODULES_PATH, DEFAULT_PACKAGES_PATH, PACKAGES
 
-from .. import flags
+from .. import flags, progress_display
 
 if TYPE_CHECKING:
     from tasks.models import PullParameters
@@ -90,6 +90,7 @@ def register(subparsers: Any) -> None:
     flags.add_tls(pull)
     flags.add_work_dir(pull, "<bundle>/.tmp")
     _add_d8_compat_flags(pull)
+    progress_display.add_flags(pull)
     pull.set_defaults(run=run)
 
 
@@ -247,7 +248,7 @@ def run(args: argparse.Namespace, session: Session) -> int:
     from ..signals import stop_on_signals_hook
 
     try:
-        with session.running(graceful_stop=True):
+        with session.running(graceful_stop=True), progress_display.shown(args):
             run_pull(params, on_running=[stop_on_signals_hook])
     except PullFailed as exc:
         print(f"pull failed: {exc}", file=sys.stderr)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from d8mirror.errors import ConfigError
 from d8mirror.names import DEFAULT_MODULES_PATH, DEFAULT_PACKAGES_PATH
 
-from .. import flags
+from .. import flags, progress_display
 
 if TYPE_CHECKING:
     from tasks.push_models import PushParameters
@@ -34,6 +34,7 @@ def register(subparsers: Any) -> None:
     push.add_argument("--concurrency", type=int, default=4, help="layouts at once")
     push.add_argument("--blob-workers", type=int, default=4, help="blobs at once per layout")
     flags.add_tls(push)
+    progress_display.add_flags(push)
     push.set_defaults(run=run)
 
 
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace, session: Session) -> int:
     from ..signals import stop_on_signals_hook
 
     try:
-        with session.running(graceful_stop=True):
+        with session.running(graceful_stop=True), progress_display.shown(args):
             run_push(params, on_running=[stop_on_signals_hook])
     except PushFailed as exc:
         print(f"push failed: {exc}", file=sys.stderr)

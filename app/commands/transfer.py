@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from d8mirror.transfer import parse_transfer_url
 
-from .. import flags
+from .. import flags, progress_display
 
 if TYPE_CHECKING:
     from tasks.transfer_models import TransferSummary
@@ -32,6 +32,7 @@ def _target_flags(parser: argparse.ArgumentParser) -> None:
         default=64,
         help="S3 part size / OCI chunk size in MiB (default 64)",
     )
+    progress_display.add_flags(parser)
     parser.add_argument("--concurrency", type=int, default=4, help="S3 parts in flight per file")
     parser.add_argument("--file-concurrency", type=int, default=2, help="files at once")
 
@@ -73,7 +74,7 @@ def run_upload(args: argparse.Namespace, session: Session) -> int:
     from tasks.transfer_models import UploadParameters
 
     params = UploadParameters(bundle_dir=str(Path(args.bundle)), **fields)
-    return _run(session, "upload", "to", lambda: upload_bundle(params))
+    return _run(session, args, "upload", "to", lambda: upload_bundle(params))
 
 
 def run_download(args: argparse.Namespace, session: Session) -> int:
@@ -83,17 +84,21 @@ def run_download(args: argparse.Namespace, session: Session) -> int:
     from tasks.transfer_models import DownloadParameters
 
     params = DownloadParameters(dest_dir=str(Path(args.dir)), **fields)
-    return _run(session, "download", "from", lambda: download_bundle(params))
+    return _run(session, args, "download", "from", lambda: download_bundle(params))
 
 
 def _run(
-    session: Session, verb: str, preposition: str, transfer: Callable[[], TransferSummary]
+    session: Session,
+    args: argparse.Namespace,
+    verb: str,
+    preposition: str,
+    transfer: Callable[[], TransferSummary],
 ) -> int:
     """Run one transfer flow; its one-line result, or why it failed (exit code 1)."""
     from flows.transfer import TransferFailed
 
     try:
-        with session.running():
+        with session.running(), progress_display.shown(args):
             summary = transfer()
     except TransferFailed as exc:
         print(f"{verb} failed: {exc}", file=sys.stderr)

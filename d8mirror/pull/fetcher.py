@@ -12,6 +12,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from d8mirror.blobstore import BlobStore
@@ -25,6 +26,7 @@ from d8mirror.errors import (
 from d8mirror.imagefs import read_file_from_layers
 from d8mirror.layout import Layout
 from d8mirror.mediatypes import MAX_MANIFEST_BYTES
+from d8mirror.progress import Batched, ItemProgress
 from d8mirror.registry import RegistryClient
 from d8mirror.retry import RetryPolicy, default_policy
 
@@ -72,6 +74,11 @@ class ImageFetcher:
     ``should_stop`` is asked before every piece of work and, with ``stop_in_flight``, while a
     blob downloads too (its ``.partial`` is kept for a rerun); without it, blobs already
     downloading finish (their bytes are wanted by whoever works next on the same store).
+
+    ``progress`` (one package's :class:`~d8mirror.progress.ItemProgress`, or None) is told
+    what each image needs as its manifest is read (manifest, config, layers), which blobs the
+    store already holds (reused), and the bytes of each download as they stream (per chunk
+    of the client, never per byte).
     """
 
     def __init__(
@@ -83,8 +90,12 @@ class ImageFetcher:
         should_stop: Callable[[], bool] | None = None,
         retry: RetryPolicy | None = None,
         stop_in_flight: bool = True,
+        progress: ItemProgress | None = None,
     ) -> None:
         self.client = client
+        self.progress = progress
+        self._images_seen: set[str] = set()
+        self._images_done: set[str] = set()
         self.store = store
         self.stop_in_flight = stop_in_flight
         self.retry = retry or default_policy()
@@ -184,6 +195,7 @@ class ImageFetcher:
             data = self.store.read_bytes(digest, limit=MAX_MANIFEST_BYTES)
             media_type = embedded_media_type(data)
             if media_type is not None:
+                self._report_manifest(digest, len(data), reused=True)
                 return media_type, data
         manifest = self.retry.call(
             lambda: self.client.get_manifest(repository, digest, deadline=deadline),
@@ -196,7 +208,32 @@ class ImageFetcher:
                 url=f"{repository}@{digest}",
             )
         self.store.put_bytes(manifest.data)
+        self._report_manifest(digest, len(manifest.data), reused=False)
         return manifest.media_type, manifest.data
+
+    def _report_manifest(self, digest: str, size: int, *, reused: bool) -> None:
+        if self.progress is None:
+            return
+        self.progress.expect({digest: size})
+        if reused:
+            self.progress.reused(digest, size)
+        else:
+            self.progress.blob_done(digest, size)
+
+    def _count_image(self, digest: str, blobs: Sequence[tuple[str, int]], *, done: bool) -> None:
+        """Declare an image's blobs and count it once per fetcher (prefetch, then record)."""
+        if self.progress is None:
+            return
+        seen = self._images_done if done else self._images_seen
+        with self._resolved_lock:
+            if digest in seen:
+                return
+            seen.add(digest)
+        if done:
+            self.progress.image_done()
+        else:
+            self.progress.expect(list(blobs))
+            self.progress.expect_images(1)
 
     def image(self, repository: str, digest: str) -> ImageClosure:
         """Fetch the manifest and every blob of ``repository@digest`` into the store.
@@ -224,11 +261,13 @@ class ImageFetcher:
             return self._image(repository, child, top, depth + 1, deadline)
         blobs = [manifest.config] if manifest.config else []
         layers = list(manifest.layers)
+        self._count_image(digest, [*blobs, *layers], done=False)
         try:
             self.ensure_blobs(repository, [*blobs, *layers], deadline=deadline)
         except MirrorError as exc:
             add_context(exc, f"while fetching image {repository}@{digest}")
             raise
+        self._count_image(digest, (), done=True)
         return ImageClosure(
             digest=digest,
             media_type=media_type,
@@ -269,9 +308,11 @@ class ImageFetcher:
         with self.store.download_lock(digest):
             if self.store.has(digest, size=size) and self.store.verified(digest):
                 self.stats.add(0, size)
+                if self.progress is not None:
+                    self.progress.reused(digest, size)
                 return
             incoming = self.store.incoming_path(digest)
-            progress = (lambda _n: self.check_stop()) if self.stop_in_flight else None
+            progress = self._on_chunk(digest)
             written = self.retry.call(
                 lambda: self.client.fetch_blob(
                     repository, digest, incoming, size=size, deadline=deadline, on_progress=progress
@@ -281,6 +322,23 @@ class ImageFetcher:
             )
             self.store.commit(digest, incoming, trusted=True)
             self.stats.add(1, written)
+            if self.progress is not None:
+                self.progress.blob_done(digest, written)
+
+    def _on_chunk(self, digest: str) -> Callable[[int], None] | None:
+        """What the client calls per chunk it writes: the stop check (``stop_in_flight``)
+        and the bytes moved, whichever are wanted."""
+        item, stop = self.progress, self.stop_in_flight
+        if item is None:
+            return (lambda _n: self.check_stop()) if stop else None
+        moved = Batched(partial(item.moved, digest))
+
+        def chunk(count: int) -> None:
+            if stop:
+                self.check_stop()
+            moved(count)
+
+        return chunk
 
     # -- layouts ----------------------------------------------------------------------------
     def pull_into(

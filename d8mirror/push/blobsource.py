@@ -9,6 +9,7 @@ bundle is incomplete). Blobs are uploaded from either; manifests are read from e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from d8mirror.bundle import BlobSpan, BlobSpans
@@ -56,13 +57,18 @@ class LayoutBlobs:
         return data
 
     def upload(
-        self, client: RegistryClient, repository: str, digest: str, size: int | None
+        self,
+        client: RegistryClient,
+        repository: str,
+        digest: str,
+        size: int | None,
+        on_progress: Callable[[int], None] | None = None,
     ) -> None:
         """Upload blob ``digest`` (``size`` bytes, when known) into ``repository`` from its
-        file or its span of an archive."""
+        file or its span of an archive; ``on_progress(n)`` per chunk sent."""
         path = self.layout.blob_path(digest)
         if path.is_file():
-            client.upload_blob(repository, digest, path, size=size)
+            client.upload_blob(repository, digest, path, size=size, on_progress=on_progress)
             return
         span = self.spans.find(self.layout_rel, digest)
         if span is None:
@@ -77,4 +83,11 @@ class LayoutBlobs:
                 expected=str(size),
                 actual=str(span.size),
             )
-        client.upload_blob(repository, digest, span.archive, offset=span.offset, size=span.size)
+        client.upload_blob(
+            repository,
+            digest,
+            span.archive,
+            offset=span.offset,
+            size=span.size,
+            on_progress=on_progress,
+        )

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from d8mirror.bundle import BlobSpans
 from d8mirror.errors import NotFoundError
 from d8mirror.layout import IndexEntry, Layout
+from d8mirror.progress import ItemProgress
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.push.blobsource import LayoutBlobs
 from d8mirror.push.index_merge import Provenance
@@ -137,11 +138,14 @@ def push_layout(
     retry: RetryPolicy | None = None,
     spans: BlobSpans | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    progress: ItemProgress | None = None,
 ) -> LayoutPushResult:
     """Push every short tag of the layout at ``layout_dir`` into ``repository`` (a path on
     ``client``'s registry). ``layout_rel`` is the layout's path in the unpacked tree, under
     which ``spans`` (blobs left in their archive) are found. Raises the registry's typed
-    errors, or :class:`LayoutPushCancelled` once ``should_stop()``; safe to call again."""
+    errors, or :class:`LayoutPushCancelled` once ``should_stop()``; safe to call again.
+    ``progress`` (the layout's item) is told its blobs and manifests, the bytes uploaded per
+    chunk, and what the target already held or mounted (reused)."""
     retry = retry or default_policy()
     source = LayoutBlobs(
         Layout(layout_dir), layout_rel, spans if spans is not None else BlobSpans()
@@ -149,6 +153,8 @@ def push_layout(
     plans, warnings = plan_layout(source)
     for message in warnings:
         (warn or log.warning)(message)
+    if progress is not None:
+        progress.expect(expected_sizes(plans))
     locations = locations or BlobLocations()
     todo, already = _split_present(client, repository, plans, retry)
     counters = _Counters()
@@ -162,6 +168,7 @@ def push_layout(
         blob_workers=blob_workers,
         retry=retry,
         should_stop=should_stop,
+        progress=progress,
     ):
         _count(counters, outcome, blob.size)
     if should_stop():
@@ -171,6 +178,8 @@ def push_layout(
         )
     manifests_put = _put_missing_children(client, repository, already, retry)
     manifests_put += _put_manifests(client, repository, todo, retry)
+    if progress is not None:
+        _report_manifests(progress, todo, already)
     for plan in todo:
         log.info("Pushed %s:%s", repository, plan.tag)
     tags = tuple(sorted((p.tag, p.node.digest) for p in plans))
@@ -186,6 +195,26 @@ def push_layout(
         manifests_present=len(already),
         warnings=tuple(warnings),
     )
+
+
+def expected_sizes(plans: list[TagPlan]) -> dict[str, int]:
+    """Every blob and manifest the layout's tags need, digest → size."""
+    sizes = {b.digest: max(b.size, 0) for b in _unique_blobs(p.node for p in plans)}
+    for plan in plans:
+        for node in plan.node.put_order():
+            sizes.setdefault(node.digest, len(node.data))
+    return sizes
+
+
+def _report_manifests(progress: ItemProgress, todo: list[TagPlan], already: list[TagPlan]) -> None:
+    """Manifests PUT count as moved; those of tags already right, as reused."""
+    for plans, put in ((todo, True), (already, False)):
+        for plan in plans:
+            for node in plan.node.put_order():
+                if put:
+                    progress.blob_done(node.digest, len(node.data))
+                else:
+                    progress.reused(node.digest, len(node.data))
 
 
 def _split_present(
@@ -255,6 +284,7 @@ def _ensure_blob(
     repository: str,
     blob: BlobRef,
     locations: BlobLocations,
+    progress: ItemProgress | None = None,
 ) -> str:
     """ "present", "mounted" or "uploaded"."""
     if client.blob_exists(repository, blob.digest):
@@ -264,7 +294,8 @@ def _ensure_blob(
     if origin is not None and client.mount_blob(repository, blob.digest, origin):
         locations.remember(blob.digest, repository)
         return "mounted"
-    source.upload(client, repository, blob.digest, blob.size if blob.size >= 0 else None)
+    moved = None if progress is None else partial(progress.moved, blob.digest)
+    source.upload(client, repository, blob.digest, blob.size if blob.size >= 0 else None, moved)
     locations.remember(blob.digest, repository)
     return "uploaded"
 
@@ -279,6 +310,7 @@ def _push_blobs(
     blob_workers: int,
     retry: RetryPolicy,
     should_stop: Callable[[], bool],
+    progress: ItemProgress | None = None,
 ) -> list[tuple[str, BlobRef]]:
     """Every blob of ``plans`` HEAD-checked, mounted or uploaded on a bounded pool:
     (outcome, blob) pairs, outcome "present", "mounted", "uploaded" or "stopped"."""
@@ -289,10 +321,17 @@ def _push_blobs(
     def one(blob: BlobRef) -> str:
         if should_stop():
             return "stopped"
-        return retry.call(
-            lambda: _ensure_blob(client, source, repository, blob, locations),
+        outcome: str = retry.call(
+            lambda: _ensure_blob(client, source, repository, blob, locations, progress),
             what=f"push blob {repository}@{blob.digest}",
         )
+        if progress is not None:
+            size = max(blob.size, 0)
+            if outcome == "uploaded":
+                progress.blob_done(blob.digest, size)
+            else:
+                progress.reused(blob.digest, size)
+        return outcome
 
     with ThreadPoolExecutor(
         max_workers=max(1, blob_workers), thread_name_prefix="push-blob"

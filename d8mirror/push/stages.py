@@ -26,12 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from d8mirror.bundle import SIDECAR_WORKERS, BlobSpans, CheckedFiles, check_archive_sidecars
 from d8mirror.errors import BundleError, LayoutError
 from d8mirror.layout import Layout
+from d8mirror.progress import ItemProgress
 from d8mirror.reference import Repository
 from d8mirror.registry import RegistryClient
 
 from .blobs import BlobLocations
+from .blobsource import LayoutBlobs
 from .discovery_tags import DiscoveryTag, plan_discovery_tags, push_discovery_tags, split_landed
-from .pusher import LayoutPushResult, push_layout_blobs
+from .pusher import LayoutPushResult, expected_sizes, plan_layout, push_layout_blobs
 from .pusher import push_layout as push_layout_dir
 from .routing import Router, find_layouts
 from .summary import LayoutFailure, PushResult
@@ -246,6 +248,7 @@ def push_layout(
     blob_workers: int = 4,
     warn: Warn | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    progress: ItemProgress | None = None,
 ) -> LayoutPushResult:
     """Push one layout job (:func:`d8mirror.push.pusher.push_layout`); raises the registry's
     typed errors, or :class:`~d8mirror.push.pusher.LayoutPushCancelled` once ``should_stop()``."""
@@ -259,7 +262,19 @@ def push_layout(
         warn=warn,
         spans=job_spans(job),
         should_stop=should_stop,
+        progress=progress,
     )
+
+
+def layout_sizes(job: LayoutJob) -> dict[str, int]:
+    """Every blob and manifest the job's tags need, digest → size, read from the unpacked
+    tree only (no request): the exact totals of a push's progress before any layout starts."""
+    spans = job_spans(job)
+    source = LayoutBlobs(
+        Layout(Path(job.directory)), job.layout, spans if spans is not None else BlobSpans()
+    )
+    plans, _warnings = plan_layout(source)  # push_layout warns about them
+    return expected_sizes(plans)
 
 
 def push_blobs_ahead(

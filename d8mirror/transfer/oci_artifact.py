@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +103,21 @@ def upload_file(
     entry: FileEntry,
     *,
     chunk_size: int = DEFAULT_CHUNK,
+    on_progress: Callable[[int], None] | None = None,
 ) -> FileResult:
-    """Upload one file as a blob unless the registry has it already."""
+    """Upload one file as a blob unless the registry has it already (``on_progress(n)``
+    per chunk sent)."""
     started = time.monotonic()
     if client.blob_exists(url.repository, entry.digest):
         return FileResult(entry.name, entry.size, "skipped", time.monotonic() - started)
-    client.upload_blob(url.repository, entry.digest, path, size=entry.size, chunk_size=chunk_size)
+    client.upload_blob(
+        url.repository,
+        entry.digest,
+        path,
+        size=entry.size,
+        chunk_size=chunk_size,
+        on_progress=on_progress,
+    )
     return FileResult(entry.name, entry.size, "uploaded", time.monotonic() - started)
 
 
@@ -211,15 +221,20 @@ def _check_layers(url: OciUrl, manifest: TransferManifest, layers: dict[str, Fil
 
 
 def download_file(
-    client: RegistryClient, url: OciUrl, entry: FileEntry, dest_dir: Path
+    client: RegistryClient,
+    url: OciUrl,
+    entry: FileEntry,
+    dest_dir: Path,
+    on_progress: Callable[[int], None] | None = None,
 ) -> FileResult:
-    """Fetch one layer into ``dest_dir/<name>`` (via ``.partial``, resumed, digest-checked)."""
+    """Fetch one layer into ``dest_dir/<name>`` (via ``.partial``, resumed, digest-checked;
+    ``on_progress(n)`` per chunk received)."""
     started = time.monotonic()
     final = dest_dir / entry.name
     if is_present(final, entry):
         return FileResult(entry.name, entry.size, "present", time.monotonic() - started)
     resumed = partial_path(final).is_file()
-    client.fetch_blob(url.repository, entry.digest, final, size=entry.size)
+    client.fetch_blob(url.repository, entry.digest, final, size=entry.size, on_progress=on_progress)
     return FileResult(
         entry.name, entry.size, "resumed" if resumed else "downloaded", time.monotonic() - started
     )

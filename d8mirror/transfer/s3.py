@@ -20,7 +20,7 @@ Credentials come from the standard AWS chain (environment, profile, instance rol
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,9 +229,16 @@ def _matches(info: ObjectInfo | None, entry: FileEntry) -> bool:
 
 
 def upload_file(
-    client: S3Client, url: S3Url, path: Path, entry: FileEntry, settings: S3Settings
+    client: S3Client,
+    url: S3Url,
+    path: Path,
+    entry: FileEntry,
+    settings: S3Settings,
+    on_progress: Callable[[int], None] | None = None,
 ) -> FileResult:
-    """Upload one file unless the same content is already there; verified by HEAD."""
+    """Upload one file unless the same content is already there; verified by HEAD.
+    ``on_progress(n)``: bytes sent, per read of boto3 (KiBs, from several threads: a
+    :class:`~d8mirror.progress.Batched` is what to give)."""
     started = time.monotonic()
     where = f"{url}/{entry.name}"
     if _matches(head_object(client, url, entry.name), entry):
@@ -252,6 +259,7 @@ def upload_file(
             url.key(entry.name),
             ExtraArgs={"Metadata": metadata},
             Config=settings.transfer_config(),
+            Callback=on_progress,
         )
     info = head_object(client, url, entry.name)
     if not _matches(info, entry):
@@ -327,7 +335,13 @@ def check_complete(client: S3Client, url: S3Url, manifest: TransferManifest) -> 
 
 
 # -- download ------------------------------------------------------------------------------------
-def _fetch_range(client: S3Client, url: S3Url, entry: FileEntry, partial: PartialFile) -> None:
+def _fetch_range(
+    client: S3Client,
+    url: S3Url,
+    entry: FileEntry,
+    partial: PartialFile,
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
     offset = partial.length
     extra = {"Range": f"bytes={offset}-"} if offset else {}
     with storage_errors(f"{url}/{entry.name}"):
@@ -340,10 +354,19 @@ def _fetch_range(client: S3Client, url: S3Url, entry: FileEntry, partial: Partia
                     actual=f">{entry.size}",
                 )
             partial.append(piece)
+            if on_progress is not None:
+                on_progress(len(piece))
 
 
-def download_file(client: S3Client, url: S3Url, entry: FileEntry, dest_dir: Path) -> FileResult:
-    """Fetch one object into ``dest_dir/<name>`` via ``.partial`` (resumed), verified."""
+def download_file(
+    client: S3Client,
+    url: S3Url,
+    entry: FileEntry,
+    dest_dir: Path,
+    on_progress: Callable[[int], None] | None = None,
+) -> FileResult:
+    """Fetch one object into ``dest_dir/<name>`` via ``.partial`` (resumed), verified;
+    ``on_progress(n)`` per MiB received (a resumed partial's bytes first)."""
     started = time.monotonic()
     final = dest_dir / entry.name
     if is_present(final, entry):
@@ -357,8 +380,10 @@ def download_file(client: S3Client, url: S3Url, entry: FileEntry, dest_dir: Path
     try:
         partial.fit(entry.size)
         resumed = partial.length > 0
+        if on_progress is not None and partial.length:
+            on_progress(partial.length)
         if partial.length < entry.size or entry.size == 0:
-            _fetch_range(client, url, entry, partial)
+            _fetch_range(client, url, entry, partial, on_progress)
         if partial.length != entry.size or partial.hex != entry.sha256:
             partial.discard()
             raise TransferIntegrityError(
