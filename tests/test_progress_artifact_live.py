@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -74,10 +75,8 @@ def test_a_pull_shows_intermediate_values_while_its_blobs_download(
         while time.monotonic() < deadline and not (seen and 0 < seen[-1] < 100):
             time.sleep(0.1)
             if proxy.holding and (run := _running_pull()) is not None:
-                try:
+                with contextlib.suppress(ValueError):  # not created yet
                     seen.append(_value(run.id, "pull-progress")[0])
-                except ValueError:  # not created yet
-                    pass
         proxy.release()
         pull.join(120)
     assert seen and 0 < seen[-1] < 100, seen
