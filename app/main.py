@@ -3,6 +3,9 @@
 Prefect is imported only when a command runs, so ``d8mirror --help`` stays quick.
 Exit codes (R-9.5): 0 success, graceful cancel (Ctrl+C, SIGTERM) or dry-run; 1 any error,
 bad usage included (as d8, whose cobra exits 1 for usage errors too).
+
+An error of d8mirror's tree is told in one block (:func:`app.console.show_error`; its
+traceback only with ``-v``/``--debug``); any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from d8mirror.errors import ConfigError, MirrorError
+from d8mirror.errors import MirrorError
 from d8mirror.memory import limit_malloc_arenas
 
+from . import flags
 from .commands import MODULES
 
 if TYPE_CHECKING:
@@ -56,31 +60,38 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in MODULES:
         importlib.import_module(f"{__package__}.commands.{name}").register(sub)
+    for command in sub.choices.values():
+        flags.add_verbosity(command)
     return parser
 
 
 def run(args: argparse.Namespace, session: Session) -> int:
     """Run the parsed command line in ``session`` (left open: the caller closes it); the exit
-    code. Errors the user can act on are printed, not raised."""
+    code. Errors the user can act on are told in one block, not raised; a command that knows
+    the failed items of its run (``failed_items(args)`` among the parser's defaults: package,
+    layout or file -> cause) has them listed."""
     try:
         from d8mirror.registry import check_transfer_environment  # httpx: not for --help
 
         check_transfer_environment()  # D8_MIRROR_TIMEOUT & co: a bad value fails at once
         return int(args.run(args, session))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except MirrorError as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        from .console import show_error
+
+        failed_items = getattr(args, "failed_items", None)
+        items = failed_items(args) if failed_items is not None else []
+        show_error(exc, items, verbose=flags.verbose(args))
         return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     prepare_process()
     args = build_parser().parse_args(argv)  # --help and bad usage end here
+    if args.debug:
+        os.environ["PREFECT_LOGGING_LEVEL"] = "DEBUG"  # read when Prefect is imported
     from .session import Session
 
-    with Session() as session:
+    with Session(verbose=flags.verbose(args)) as session:
         return run(args, session)
 
 

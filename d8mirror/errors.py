@@ -2,8 +2,9 @@
 
     MirrorError                      every error d8mirror raises on purpose
     ├── ConfigError                  bad flag, parameter or environment value
-    │   └── FilterError              bad --include-package / --exclude-package expression
-    │       └── EmptyConstraintError "name@" with nothing after '@' (has .flag, .value)
+    │   ├── FilterError              bad --include-package / --exclude-package expression
+    │   │   └── EmptyConstraintError "name@" with nothing after '@' (has .flag, .value)
+    │   └── PathNotFoundError        a bundle, archive or file named by the user does not exist
     ├── InvalidReferenceError        bad image reference or repository name
     ├── InvalidImageMetadataError    bad JSON metadata read from inside an image (extra_images.json)
     ├── InvalidManifestError         a source manifest that cannot be pulled as it is (not retried)
@@ -68,6 +69,14 @@ class EmptyConstraintError(FilterError):
         )
         self.flag = flag
         self.value = value
+
+
+class PathNotFoundError(ConfigError):
+    """A path the user named (bundle directory, archive, ``--file``) does not exist."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class InvalidReferenceError(MirrorError, ValueError):

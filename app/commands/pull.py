@@ -90,7 +90,7 @@ def register(subparsers: Any) -> None:
     flags.add_tls(pull)
     flags.add_work_dir(pull, "<bundle>/.tmp")
     _add_d8_compat_flags(pull)
-    pull.set_defaults(run=run)
+    pull.set_defaults(run=run, failed_items=failed_packages)
 
 
 def _add_d8_compat_flags(pull: argparse.ArgumentParser) -> None:
@@ -222,15 +222,18 @@ def parameters(args: argparse.Namespace) -> PullParameters:
     return params
 
 
-def _print_package_errors(bundle: Path) -> None:
-    """The cause of each failed package, from the run's report.json."""
+def failed_packages(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(name, cause) of each failed package, from the run's report.json (none without one);
+    the error block lists them (:func:`app.main.run`)."""
     try:
-        report = json.loads((bundle / "report.json").read_text())
+        report = json.loads((Path(args.bundle) / "report.json").read_text())
     except (OSError, ValueError):
-        return
-    for package in report.get("packages", []):
-        if package.get("status") == "failed":
-            print(f"  {package['name']}: {package.get('error') or 'failed'}", file=sys.stderr)
+        return []
+    return [
+        (str(package["name"]), str(package.get("error") or "failed"))
+        for package in report.get("packages", [])
+        if package.get("status") == "failed"
+    ]
 
 
 def run(args: argparse.Namespace, session: Session) -> int:
@@ -241,18 +244,13 @@ def run(args: argparse.Namespace, session: Session) -> int:
     from ..warmup import warm_pull
 
     session.start("flows.pull", warm_up=lambda: warm_pull(params))
-    from flows.pull import PullFailed, run_pull
+    from flows.pull import run_pull
     from tasks.runtime import stop_requested
 
     from ..signals import stop_on_signals_hook
 
-    try:
-        with session.running(graceful_stop=True):
-            run_pull(params, on_running=[stop_on_signals_hook])
-    except PullFailed as exc:
-        print(f"pull failed: {exc}", file=sys.stderr)
-        _print_package_errors(Path(params.bundle_dir))
-        return 1
+    with session.running(graceful_stop=True):  # PullFailed: told by app.main.run
+        run_pull(params, on_running=[stop_on_signals_hook])
     if stop_requested():
         print("Operation cancelled by user", file=sys.stderr)
     return 0
