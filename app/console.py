@@ -9,8 +9,9 @@ console log lines made quiet enough to read.
                                       logger's PrefectConsoleHandler, logging.yml) drops the
                                       traceback of an expected error (the block says it), and
                                       on a TTY Prefect's own INFO lines (task created, finished
-                                      in Completed...) unless ``verbose``; warnings, errors and
-                                      d8mirror's own lines always pass
+                                      in Completed...) and its records of an expected error
+                                      unless ``verbose``; d8mirror's own lines, and other
+                                      warnings and errors, always pass
 
 Only the console handler is touched: the API handler (APILogHandler) still sends every line
 and the full traceback to the run's logs in Prefect. Records are never changed in place (the
@@ -75,15 +76,21 @@ class ToldTracebacks(logging.Formatter):
 
 
 class QuietEngine(logging.Filter):
-    """Drops the records below WARNING that Prefect's own code logs (run created, finished in
-    Completed, hooks, "View at"); d8mirror's lines, warnings and errors pass."""
+    """Drops what Prefect's own code logs below WARNING (run created, finished in Completed,
+    hooks, "View at"), and its "Encountered exception" records of an expected error (the
+    error block tells it); d8mirror's lines, other warnings and errors pass."""
 
     def __init__(self, prefect_dir: str) -> None:
         super().__init__()
         self.prefect_dir = prefect_dir
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not record.pathname.startswith(self.prefect_dir)
+        if not record.pathname.startswith(self.prefect_dir):
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and is_expected(error):
+            return False
+        return record.levelno >= logging.WARNING
 
 
 def _console_handlers() -> list[logging.Handler]:
