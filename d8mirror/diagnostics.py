@@ -214,11 +214,12 @@ def diagnose(exc: BaseException, items: Sequence[tuple[str, str]] = ()) -> Diagn
         what = _without(what, cause)
     hints = category.hints
     if items and category is RUN_FAILED:
-        kinds = {category_of_text(text) for _, text in items} - {FAILED, None}
+        # every item failed for one kind of reason: that kind names the failure
+        kinds = {category_of_text(text) for _, text in items}
         if len(kinds) == 1:
             (only,) = kinds
-            assert only is not None
-            hints = only.hints + hints
+            if only is not None and only is not FAILED:
+                category, hints = only, only.hints + RUN_FAILED.hints
     return Diagnosis(
         category=category.name,
         what=what,
