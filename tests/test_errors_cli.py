@@ -270,3 +270,54 @@ def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "RuntimeError: a bug in d8mirror" in done.stderr
     assert "error: " not in done.stderr.replace("RuntimeError: ", "")
+
+
+def _on_a_tty(api_url: str, home: Path, *argv: str) -> tuple[int, str]:
+    """(exit code, what the terminal showed) of ``d8mirror argv`` with stderr on a pty."""
+    import pty
+    import threading
+
+    master, slave = pty.openpty()
+    shown = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the slave side is closed
+                return
+            if not data:
+                return
+            shown.extend(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "D8_MIRROR_"))}
+    env.update(PREFECT_HOME=str(home), PREFECT_API_URL=api_url, PREFECT_LOGGING_COLORS="false")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "app.main", *argv],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+            timeout=240,
+        )
+    finally:
+        os.close(slave)
+        reader.join(timeout=10)
+        os.close(master)
+    return done.returncode, shown.decode(errors="replace")
+
+
+def test_a_terminal_shows_no_per_task_lines_unless_verbose(
+    api_url: str, home: Path, tmp_path: Path, registry: RegistryServer, demo_content: SeededContent
+) -> None:
+    pull = ["pull", str(tmp_path / "b"), "--source", f"{registry.host}/deckhouse/ee", "--insecure"]
+    code, shown = _on_a_tty(api_url, home, *pull, "--dry-run")
+    assert code == 0, shown
+    assert "Pull plan (dry-run)" in shown  # d8mirror's own lines stay
+    assert "Finished in state" not in shown and "Created task run" not in shown, shown
+    code, shown = _on_a_tty(api_url, home, *pull, "--dry-run", "-v")
+    assert code == 0, shown
+    assert "Finished in state Completed()" in shown and "Pull plan (dry-run)" in shown
