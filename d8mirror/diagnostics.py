@@ -279,7 +279,7 @@ def _places(exc: BaseException) -> Iterator[tuple[str, str]]:
         repository = _repository(parts.path)
         if repository:
             yield "repository", repository
-    if isinstance(exc, e.DiskSpaceError):
+    if isinstance(exc, (e.DiskSpaceError, e.PathNotFoundError)):
         yield "file", exc.path
 
 

@@ -53,6 +53,7 @@ def test_categories_of_the_tree() -> None:
         type(k).__name__: v for k, v in cases.items()
     }
     assert ("file", "/b/x.tar") in diagnose(e.DiskSpaceError("/b/x.tar")).where
+    assert ("file", "/b") in diagnose(e.PathNotFoundError("x", path="/b")).where
 
 
 def test_a_run_whose_items_failed_for_one_reason_is_told_as_that_reason() -> None:

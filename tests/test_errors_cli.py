@@ -160,7 +160,7 @@ def test_missing_bundle_file(api_url: str, home: Path, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "package-x.tar"
     done = _cli(api_url, home, "push", "--file", str(missing), "127.0.0.1:1/mirror", "--insecure")
     block = _told(done, "not found", "--file paths")
-    assert str(missing) in block
+    assert f"  file: {missing}" in block
 
 
 @pytest.fixture(scope="module")
