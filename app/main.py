@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from d8mirror.errors import MirrorError
+from d8mirror.errors import MirrorError, RunFailed
 from d8mirror.memory import limit_malloc_arenas
 
 from . import flags
@@ -67,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, session: Session) -> int:
     """Run the parsed command line in ``session`` (left open: the caller closes it); the exit
-    code. Errors the user can act on are told in one block, not raised; a command that knows
-    the failed items of its run (``failed_items(args)`` among the parser's defaults: package,
-    layout or file -> cause) has them listed."""
+    code. Errors the user can act on are told in one block, not raised; when a run failed
+    (RunFailed) and its command knows the failed items (``failed_items(args)`` among the
+    parser's defaults: package, layout or file -> cause), they are listed."""
     try:
         from d8mirror.registry import check_transfer_environment  # httpx: not for --help
 
@@ -79,7 +79,9 @@ def run(args: argparse.Namespace, session: Session) -> int:
         from .console import show_error
 
         failed_items = getattr(args, "failed_items", None)
-        items = failed_items(args) if failed_items is not None else []
+        items: list[tuple[str, str]] = []
+        if isinstance(exc, RunFailed) and failed_items is not None:  # not a stale report's
+            items = failed_items(args)
         show_error(exc, items, verbose=flags.verbose(args))
         return 1
 
