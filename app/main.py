@@ -67,9 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, session: Session) -> int:
     """Run the parsed command line in ``session`` (left open: the caller closes it); the exit
-    code. Errors the user can act on are told in one block, not raised; when a run failed
-    (RunFailed) and its command knows the failed items (``failed_items(args)`` among the
-    parser's defaults: package, layout or file -> cause), they are listed."""
+    code. Errors the user can act on are told in one block, not raised; a failed run's
+    failed parts (``RunFailed.items``: package, layout or file -> cause) are listed in it."""
     try:
         from d8mirror.registry import check_transfer_environment  # httpx: not for --help
 
@@ -78,10 +77,9 @@ def run(args: argparse.Namespace, session: Session) -> int:
     except MirrorError as exc:
         from .console import show_error
 
-        failed_items = getattr(args, "failed_items", None)
         items: list[tuple[str, str]] = []
-        if isinstance(exc, RunFailed) and failed_items is not None:  # not a stale report's
-            items = failed_items(args)
+        if isinstance(exc, RunFailed):
+            items = list(exc.items)
         show_error(exc, items, verbose=flags.verbose(args))
         return 1
 

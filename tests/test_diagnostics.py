@@ -113,3 +113,14 @@ def test_on_a_tty_prefects_own_info_and_expected_error_records_are_left_out() ->
     assert not quiet.filter(_record(_with_traceback(e.DeniedError("x")), path=engine))
     assert quiet.filter(_record(_with_traceback(RuntimeError("bug")), path=engine))
     assert quiet.filter(_record(None, level=logging.INFO, path="/repo/flows/pull.py"))
+
+
+def test_a_failed_runs_items_survive_pickling() -> None:
+    """Prefect keeps a failed state's exception by pickling it: its items must survive."""
+    import pickle
+
+    failed = e.PushFailed("push failed; failed layouts: a", items=[("a", "DeniedError: no")])
+    back = pickle.loads(pickle.dumps(failed))
+    assert isinstance(back, e.PushFailed) and back.items == (("a", "DeniedError: no"),)
+    assert str(back) == str(failed)
+    assert diagnose(back, back.items).category == "access denied"

@@ -4,7 +4,6 @@ the mirror-pull flow in this process (optionally uploading the bundle in the sam
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -90,7 +89,7 @@ def register(subparsers: Any) -> None:
     flags.add_tls(pull)
     flags.add_work_dir(pull, "<bundle>/.tmp")
     _add_d8_compat_flags(pull)
-    pull.set_defaults(run=run, failed_items=failed_packages)
+    pull.set_defaults(run=run)
 
 
 def _add_d8_compat_flags(pull: argparse.ArgumentParser) -> None:
@@ -220,20 +219,6 @@ def parameters(args: argparse.Namespace) -> PullParameters:
     params.options()  # validate filters before starting Prefect
     params.chunk_bytes()
     return params
-
-
-def failed_packages(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """(name, cause) of each failed package, from the run's report.json (none without one);
-    the error block lists them (:func:`app.main.run`)."""
-    try:
-        report = json.loads((Path(args.bundle) / "report.json").read_text())
-    except (OSError, ValueError):
-        return []
-    return [
-        (str(package["name"]), str(package.get("error") or "failed"))
-        for package in report.get("packages", [])
-        if package.get("status") == "failed"
-    ]
 
 
 def run(args: argparse.Namespace, session: Session) -> int:
