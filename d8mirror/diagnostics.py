@@ -274,8 +274,9 @@ def _where(chain: Sequence[BaseException]) -> Iterator[tuple[str, str]]:
 def _places(exc: BaseException) -> Iterator[tuple[str, str]]:
     if isinstance(exc, e.RegistryError) and exc.url:
         parts = urlsplit(exc.url)
-        if parts.netloc:
-            yield "registry", parts.netloc
+        host = parts.netloc.rpartition("@")[2]  # never a user:password@ (urls are redacted)
+        if host:
+            yield "registry", host
         repository = _repository(parts.path)
         if repository:
             yield "repository", repository

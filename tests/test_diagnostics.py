@@ -54,6 +54,8 @@ def test_categories_of_the_tree() -> None:
     }
     assert ("file", "/b/x.tar") in diagnose(e.DiskSpaceError("/b/x.tar")).where
     assert ("file", "/b") in diagnose(e.PathNotFoundError("x", path="/b")).where
+    leaky = e.ServerError("x", url="https://user:secret@r.example:5000/v2/a/manifests/v1")
+    assert diagnose(leaky).where == (("registry", "r.example:5000"), ("repository", "a"))
 
 
 def test_a_run_whose_items_failed_for_one_reason_is_told_as_that_reason() -> None:
