@@ -67,21 +67,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, session: Session) -> int:
     """Run the parsed command line in ``session`` (left open: the caller closes it); the exit
-    code. Errors the user can act on are told in one block, not raised; a failed run's
-    failed parts (``RunFailed.items``: package, layout or file -> cause) are listed in it."""
+    code. Errors the user can act on are told in one block (:func:`tell`), not raised."""
+    outcome = attempt(args, session)
+    if isinstance(outcome, MirrorError):
+        tell(outcome, args)
+        return 1
+    return outcome
+
+
+def attempt(args: argparse.Namespace, session: Session) -> int | MirrorError:
+    """The exit code of the parsed command line run in ``session``, or the error of
+    d8mirror's tree that ended it (any other exception, a bug, propagates)."""
     try:
         from d8mirror.registry import check_transfer_environment  # httpx: not for --help
 
         check_transfer_environment()  # D8_MIRROR_TIMEOUT & co: a bad value fails at once
         return int(args.run(args, session))
     except MirrorError as exc:
-        from .console import show_error
+        return exc
 
-        items: list[tuple[str, str]] = []
-        if isinstance(exc, RunFailed):
-            items = list(exc.items)
-        show_error(exc, items, verbose=flags.verbose(args))
-        return 1
+
+def tell(exc: MirrorError, args: argparse.Namespace) -> None:
+    """The error block of ``exc`` on stderr; a failed run's failed parts (``RunFailed.items``:
+    package, layout or file -> cause) are listed in it; the traceback first with -v."""
+    from .console import show_error
+
+    items = list(exc.items) if isinstance(exc, RunFailed) else []
+    show_error(exc, items, verbose=flags.verbose(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,7 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .session import Session
 
     with Session(verbose=flags.verbose(args)) as session:
-        return run(args, session)
+        outcome = attempt(args, session)
+    if isinstance(outcome, MirrorError):  # told once the session closed: the last lines
+        tell(outcome, args)
+        return 1
+    return outcome
 
 
 if __name__ == "__main__":
