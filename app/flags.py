@@ -102,3 +102,22 @@ def target_login(args: argparse.Namespace) -> Credentials | None:
 def add_work_dir(parser: argparse.ArgumentParser, default: str) -> None:
     """``--tmp-dir``; ``default`` says where the command works without it."""
     parser.add_argument("--tmp-dir", default=None, help=f"working directory (default: {default})")
+
+
+# -- output ----------------------------------------------------------------------------------------
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """``-v``/``--verbose`` and ``--debug``, on every command (:func:`app.main.build_parser`)."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show every Prefect log line, and the traceback of an error",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="as --verbose, with Prefect's DEBUG log lines"
+    )
+
+
+def verbose(args: argparse.Namespace) -> bool:
+    """Whether ``-v``/``--verbose`` or ``--debug`` was given."""
+    return bool(getattr(args, "verbose", False) or getattr(args, "debug", False))

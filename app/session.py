@@ -10,6 +10,8 @@ again in :meth:`Session.close` (or on leaving ``with Session() as session``).
     warm-up            work started while the server boots (:mod:`app.warmup`), stopped
                        when the flow takes over, finished (summary printed) when it ends
     stop request       Ctrl+C / SIGTERM while a flow runs (:mod:`app.signals`)
+    console            Prefect's console log lines while a flow runs, quiet unless verbose
+                       (:func:`app.console.quiet_console`)
 
 Several commands may run in one session (the demo pulls and pushes through one server).
 """
@@ -37,7 +39,8 @@ if TYPE_CHECKING:
 class Session:
     """The early API server, the explicit credentials and the warm-up of a CLI run."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, verbose: bool = False) -> None:
+        self.verbose = verbose
         self._server: local_api.EarlyServer | None = None
         self._warmer: Warmer | None = None
         self._given: set[str] = set()
@@ -74,10 +77,12 @@ class Session:
     @contextmanager
     def running(self, *, graceful_stop: bool = False) -> Iterator[None]:
         """Where the flow runs: against the early server once it is ready (the warm-up stops
-        there: the flow takes over); with ``graceful_stop``, Ctrl+C and SIGTERM request a
-        stop (:mod:`app.signals`)."""
+        there: the flow takes over), Prefect's console quiet unless verbose; with
+        ``graceful_stop``, Ctrl+C and SIGTERM request a stop (:mod:`app.signals`)."""
+        from .console import quiet_console
+
         try:
-            with local_api.recording_api(self._server):
+            with local_api.recording_api(self._server), quiet_console(self.verbose):
                 if self._started is None:
                     self._started = datetime.now(UTC)
                 if self._warmer is not None:

@@ -2,8 +2,9 @@
 
     MirrorError                      every error d8mirror raises on purpose
     ├── ConfigError                  bad flag, parameter or environment value
-    │   └── FilterError              bad --include-package / --exclude-package expression
-    │       └── EmptyConstraintError "name@" with nothing after '@' (has .flag, .value)
+    │   ├── FilterError              bad --include-package / --exclude-package expression
+    │   │   └── EmptyConstraintError "name@" with nothing after '@' (has .flag, .value)
+    │   └── PathNotFoundError        a bundle, archive or file named by the user does not exist
     ├── InvalidReferenceError        bad image reference or repository name
     ├── InvalidImageMetadataError    bad JSON metadata read from inside an image (extra_images.json)
     ├── InvalidManifestError         a source manifest that cannot be pulled as it is (not retried)
@@ -31,7 +32,8 @@
     │   └── ChunkSetError            a chunk set is incomplete or malformed
     ├── DiskSpaceError               ENOSPC while writing (names the path)
     └── RunFailed                    a run ended with work not done whole (raised at its end,
-        │                            after everything that could be done was done; names it)
+        │                            after everything that could be done was done; names it,
+        │                            .items: each failed part and its error)
         ├── PullFailed               packages failed (the others are in the bundle)
         ├── PushFailed               layouts failed or tags did not verify
         ├── TransferFailed           files were not uploaded / downloaded
@@ -43,6 +45,7 @@ Messages say what failed, where, and what to do. They never contain credentials.
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 
 
 class MirrorError(Exception):
@@ -68,6 +71,14 @@ class EmptyConstraintError(FilterError):
         )
         self.flag = flag
         self.value = value
+
+
+class PathNotFoundError(ConfigError):
+    """A path the user named (bundle directory, archive, ``--file``) does not exist."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class InvalidReferenceError(MirrorError, ValueError):
@@ -214,7 +225,13 @@ class DiskSpaceError(MirrorError, OSError):
 
 
 class RunFailed(MirrorError):
-    """A run ended with work not done whole; raised at its end, naming what failed."""
+    """A run ended with work not done whole; raised at its end, naming what failed.
+    ``items``: (package, layout or file; its error) of each failed part, for the CLI's error
+    block (kept through pickling: it is an attribute, the message the only argument)."""
+
+    def __init__(self, message: str, *, items: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.items: tuple[tuple[str, str], ...] = tuple(items)
 
 
 class PullFailed(RunFailed):

@@ -333,11 +333,17 @@ def finish(params: PullParameters, report: PullReport, started: float) -> PullRe
         raise PullFailed(
             "; ".join(
                 [f"failed packages: {', '.join(report.failed)}"] if report.failed else report.errors
-            )
+            ),
+            items=failed_items(report),
         )
     if not params.dry_run and not report.cancelled:
         emit_bundle_completed(params, report)
     return report
+
+
+def failed_items(report: PullReport) -> list[tuple[str, str]]:
+    """(package, error) of each failed package, for the CLI's error block."""
+    return [(p.name, p.error or "failed") for p in report.packages if p.status == "failed"]
 
 
 def gost_sidecars(params: PullParameters, report: PullReport) -> None:
@@ -443,7 +449,7 @@ def mirror_package(params: MirrorPackageParameters) -> PackageOutcome:
             description=f"d8mirror: package {name} into {pull.bundle_dir}",
         )
         if outcome.status == "failed":
-            raise PullFailed(f"failed packages: {name}")
+            raise PullFailed(f"failed packages: {name}", items=failed_items(report))
         return outcome
 
 

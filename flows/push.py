@@ -150,7 +150,8 @@ def mirror_push(params: PushParameters) -> PushResult:
             raise PushFailed(
                 f"push to {params.registry} failed; failed layouts: {names}; "
                 f"{len(result.mismatches)} tags did not verify; discovery tags "
-                f"withheld: {held} (rerun the push to complete them)"
+                f"withheld: {held} (rerun the push to complete them)",
+                items=[(f.layout or "/", f.error) for f in result.failures],
             )
         return result
 

@@ -69,6 +69,11 @@ def _rows(manifest: TransferFiles, futures: list[PrefectFuture[Any]]) -> list[Fi
     return rows
 
 
+def _failed(rows: list[FileRow]) -> list[tuple[str, str]]:
+    """(file, error) of each failed file, for the CLI's error block."""
+    return [(r.name, r.error or "failed") for r in rows if r.status == "failed"]
+
+
 def _publish(key: str, summary: TransferSummary, rows: list[FileRow]) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items()))
     verdict = (
@@ -121,7 +126,8 @@ def upload_bundle(params: UploadParameters) -> TransferSummary:
         _publish("bundle-upload", summary, rows)
         if summary.failed:
             raise TransferFailed(
-                f"files not uploaded (nothing committed): {', '.join(summary.failed)}"
+                f"files not uploaded (nothing committed): {', '.join(summary.failed)}",
+                items=_failed(rows),
             )
         emit_event(
             event=UPLOADED_EVENT,
@@ -159,5 +165,7 @@ def download_bundle(params: DownloadParameters) -> TransferSummary:
             finish_download_task(params, manifest)
         _publish("bundle-download", summary, rows)
         if summary.failed:
-            raise TransferFailed(f"files not downloaded: {', '.join(summary.failed)}")
+            raise TransferFailed(
+                f"files not downloaded: {', '.join(summary.failed)}", items=_failed(rows)
+            )
         return summary

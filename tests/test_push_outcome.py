@@ -137,6 +137,9 @@ def test_a_package_with_a_failed_layout_gets_no_discovery_tag_until_a_rerun(
     message = str(failure.value)
     assert "packages/viewer/extra/outcome" in message
     assert "packages:viewer" in message  # the withheld tag is named
+    # the failed layout and its cause, one item each, for the CLI's error block
+    assert [layout for layout, _ in failure.value.items] == ["packages/viewer/extra/outcome"]
+    assert all(cause for _, cause in failure.value.items)
     assert digest_or_none(registry2, f"{root}/packages", "console") == DISCOVERY
     assert digest_or_none(registry2, f"{root}/packages", "viewer") is None
     # viewer's complete layouts did land; only its announcement is withheld

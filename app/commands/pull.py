@@ -4,7 +4,6 @@ the mirror-pull flow in this process (optionally uploading the bundle in the sam
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -223,17 +222,6 @@ def parameters(args: argparse.Namespace) -> PullParameters:
     return params
 
 
-def _print_package_errors(bundle: Path) -> None:
-    """The cause of each failed package, from the run's report.json."""
-    try:
-        report = json.loads((bundle / "report.json").read_text())
-    except (OSError, ValueError):
-        return
-    for package in report.get("packages", []):
-        if package.get("status") == "failed":
-            print(f"  {package['name']}: {package.get('error') or 'failed'}", file=sys.stderr)
-
-
 def run(args: argparse.Namespace, session: Session) -> int:
     params = parameters(args)  # bad usage fails here, before Prefect starts
     session.give_credentials(params.repository().registry, flags.source_login(args))
@@ -242,18 +230,13 @@ def run(args: argparse.Namespace, session: Session) -> int:
     from ..warmup import warm_pull
 
     session.start("flows.pull", warm_up=lambda: warm_pull(params))
-    from flows.pull import PullFailed, run_pull
+    from flows.pull import run_pull
     from tasks.runtime import stop_requested
 
     from ..signals import stop_on_signals_hook
 
-    try:
-        with session.running(graceful_stop=True), progress_display.shown(args):
-            run_pull(params, on_running=[stop_on_signals_hook])
-    except PullFailed as exc:
-        print(f"pull failed: {exc}", file=sys.stderr)
-        _print_package_errors(Path(params.bundle_dir))
-        return 1
+    with session.running(graceful_stop=True), progress_display.shown(args):
+        run_pull(params, on_running=[stop_on_signals_hook])  # PullFailed: told by app.main
     if stop_requested():
         print("Operation cancelled by user", file=sys.stderr)
     return 0

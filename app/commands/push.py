@@ -89,17 +89,13 @@ def run(args: argparse.Namespace, session: Session) -> int:
     from ..warmup import warm_push
 
     session.start("flows.push", warm_up=lambda: warm_push(params))
-    from flows.push import PushFailed, run_push
+    from flows.push import run_push
     from tasks.runtime import stop_requested
 
     from ..signals import stop_on_signals_hook
 
-    try:
-        with session.running(graceful_stop=True), progress_display.shown(args):
-            run_push(params, on_running=[stop_on_signals_hook])
-    except PushFailed as exc:
-        print(f"push failed: {exc}", file=sys.stderr)
-        return 1
+    with session.running(graceful_stop=True), progress_display.shown(args):
+        run_push(params, on_running=[stop_on_signals_hook])  # PushFailed: told by app.main
     if stop_requested():
         print("Operation cancelled by user: rerun the push to complete it", file=sys.stderr)
     return 0

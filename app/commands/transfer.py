@@ -6,7 +6,6 @@ D8_MIRROR_REGISTRY_LOGIN/PASSWORD or docker config."""
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,14 +93,8 @@ def _run(
     preposition: str,
     transfer: Callable[[], TransferSummary],
 ) -> int:
-    """Run one transfer flow; its one-line result, or why it failed (exit code 1)."""
-    from flows.transfer import TransferFailed
-
-    try:
-        with session.running(), progress_display.shown(args):
-            summary = transfer()
-    except TransferFailed as exc:
-        print(f"{verb} failed: {exc}", file=sys.stderr)
-        return 1
+    """Run one transfer flow; its one-line result (TransferFailed: told by app.main.run)."""
+    with session.running(), progress_display.shown(args):
+        summary = transfer()
     print(f"{verb}ed {summary.files} file(s) {preposition} {summary.url}: {summary.statuses}")
     return 0

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from d8mirror.errors import BundleError, ConfigError
+from d8mirror.errors import BundleError, ConfigError, PathNotFoundError
 from d8mirror.names import ARCHIVE_SUFFIX, CHUNK_NAME
 
 
@@ -54,7 +54,9 @@ def discover_archives(bundle: Path | None, files: Sequence[Path] = ()) -> list[P
 
 def _from_bundle_arg(bundle: Path) -> list[Path]:
     if not bundle.exists():
-        raise ConfigError(f"could not read images bundle: {bundle} does not exist")
+        raise PathNotFoundError(
+            f"could not read images bundle: {bundle} does not exist", path=str(bundle)
+        )
     if bundle.is_dir():
         # Symlinks are listed too, so that the push's checks refuse them by name.
         packages = [
@@ -74,7 +76,9 @@ def _from_bundle_arg(bundle: Path) -> list[Path]:
 
 def _from_file_flag(path: Path) -> Path:
     if not path.exists():
-        raise ConfigError(f"could not read package {str(path)!r}: no such file")
+        raise PathNotFoundError(
+            f"could not read package {str(path)!r}: no such file", path=str(path)
+        )
     if path.is_dir():
         raise ConfigError(
             f"--file entry {str(path)!r} is a directory, expected a tar or chunked package"

@@ -120,6 +120,14 @@ def error_from_response(
             status=status,
             code=code,
         )
+    if status == 401 and _insufficient_scope(response):
+        return DeniedError(
+            f"access denied by {registry}: {where} answered 401 insufficient_scope{suffix}; "
+            "the credentials were accepted but lack permission for this repository or action",
+            url=url,
+            status=status,
+            code=code,
+        )
     if status == 401:
         return UnauthorizedError(
             f"authentication failed for {registry}: {where} answered 401{suffix}; check the "
@@ -159,6 +167,14 @@ def error_from_response(
         status=status,
         code=code,
     )
+
+
+def _insufficient_scope(response: httpx.Response) -> bool:
+    """A 401 whose Bearer challenge says ``error="insufficient_scope"`` (RFC 6750): the token
+    was valid, its grant too small, so it is a denial, not a login failure (distribution
+    answers so when a read-only user asks to push)."""
+    challenge = response.headers.get("WWW-Authenticate", "")
+    return 'error="insufficient_scope"' in challenge.replace(" ", "")
 
 
 def parse_retry_after(value: str | None) -> float | None:
