@@ -63,6 +63,7 @@ def test_rich_display_on_a_tty_mid_pull(
         "1",
         "--blob-workers",
         "1",
+        "-v",
     ]
     script.write_text(
         f"{exports}{shlex.join(args)}\necho EXIT=$? > {shlex.quote(str(tmp_path / 'rc'))}\n"
