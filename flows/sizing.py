@@ -1,0 +1,76 @@
+"""Composition of a pull's sizing (:mod:`d8mirror.pull.sizing`, :mod:`tasks.sizing`).
+
+    per package: resolve-package ─▶ size-package    ┐ at most ``concurrency`` in flight
+    per catalog package: size-release-catalog       ┘
+    ─▶ PullSizing + free space ─▶ dry-run: size lines; pull: space check, then fetches
+
+Sizing reads manifests only (cached in the blob store for the fetches that follow), so a
+pull knows every package's blobs, its archives' sizes and whether they fit before its first
+blob fetch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.futures import PrefectFuture
+
+from d8mirror.pull.plan import PackagePlan
+from d8mirror.pull.sizing import PullSizing, check_space, measure_space
+from flows.bounded import submit_bounded
+from tasks.models import PullParameters
+from tasks.pull import resolve_package_task
+from tasks.sizing import size_package_task, size_release_catalog_task
+
+
+def plan_and_size(
+    params: PullParameters, names: list[str], catalog: list[str]
+) -> tuple[list[PrefectFuture[PackagePlan]], PullSizing]:
+    """Every package planned and sized, and every catalog package's release images sized,
+    at most ``concurrency`` at once. Returns the plans (futures, all finished) in package
+    order and the sizing (with free space); a package whose plan or sizing failed is left
+    out of the sizing (its fetch meets the error again and reports it)."""
+    plans: list[PrefectFuture[PackagePlan]] = []
+
+    def submit(item: tuple[bool, str]) -> PrefectFuture[Any]:
+        is_package, name = item
+        if not is_package:
+            return size_release_catalog_task.submit(params, name)
+        plan = resolve_package_task.submit(params, name)
+        plans.append(plan)
+        return size_package_task.submit(params, plan)  # type: ignore[call-overload,no-any-return]
+
+    items = [(True, n) for n in names] + [(False, n) for n in catalog]
+    sized = submit_bounded(submit, items, params.concurrency)
+    finished = [
+        (is_package, f.result())
+        for f, (is_package, _) in zip(sized, items, strict=True)
+        if f.state.is_completed()
+    ]
+    sizing = PullSizing(
+        packages=[s for is_package, s in finished if is_package],
+        catalog=[s for is_package, s in finished if not is_package],
+    )
+    sizing = measure_space(sizing, Path(params.bundle_dir), params.work_root())
+    return plans, sizing
+
+
+def enforce_space(params: PullParameters, sizing: PullSizing) -> None:
+    """A real pull's space check (unless ``skip_space_check``); logs the sized totals."""
+    logger = get_run_logger()
+    download = sum(sizing.to_download.values())
+    logger.info(
+        "Pull size: %d images, %d unique blobs, %d bytes to download, %d bytes of archives",
+        sizing.images,
+        len(sizing.blobs),
+        download,
+        sizing.bundle_bytes,
+    )
+    for note in sizing.unsized:
+        logger.info("Not sized before fetching: %s", note)
+    if params.skip_space_check:
+        logger.warning("Disk space check skipped (--skip-space-check)")
+        return
+    check_space(sizing)
