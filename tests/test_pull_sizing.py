@@ -66,7 +66,7 @@ def _params(server: RegistryServer, bundle: Path, work: Path, **kw: object) -> o
         source=f"{server.host}/{ROOT}",
         insecure=True,
         tmp_dir=str(work),
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -226,3 +226,47 @@ def test_skip_space_check_gets_past_the_check(
     assert code == 0, text[-3000:]
     assert "not enough disk space" not in text and "Disk space check skipped" in text
     assert (bundle / "package-alpha-pkg.tar").is_file()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_push_dry_run_says_what_would_be_uploaded_and_writes_nothing(
+    source: RegistryServer,
+    registry2: RegistryServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """First push: all to upload, nothing present; after the push: all present."""
+    bundle = tmp_path / "bundle"
+    assert main(["pull", str(bundle), "--source", f"{source.host}/{ROOT}", "--insecure"]) == 0
+    target = f"{registry2.host}/sizing-{tmp_path.name[-12:]}/ee"
+
+    import flows.push
+    from d8mirror.push.dryrun import render_push_dry_run
+
+    seen: list[list[str]] = []
+
+    def spy(layouts: list) -> list[str]:  # type: ignore[type-arg]
+        seen.append(render_push_dry_run(layouts))
+        return seen[-1]
+
+    monkeypatch.setattr(flows.push, "render_push_dry_run", spy)
+
+    def dry_run_total() -> tuple[list[int], str]:
+        registry2.clear_requests()
+        assert main(["push", str(bundle), target, "--insecure", "--dry-run"]) == 0
+        writes = [r for r in registry2.requests() if r[0] in ("PUT", "POST", "PATCH", "DELETE")]
+        assert writes == []
+        line = seen[-1][-1]
+        import re
+
+        return [int(n) for n in re.findall(r"(\d+)(?: to| present| bytes)", line)], line
+
+    before, line = dry_run_total()
+    # tags to push, tags present, blobs to upload, bytes to upload, blobs present, bytes present
+    tags, tags_there, blobs_up, bytes_up, *_ = before
+    assert tags > 0 and tags_there == 0 and blobs_up > 0 and bytes_up > 0, line
+    assert "present (0 B, 0 bytes)" in line
+    assert main(["push", str(bundle), target, "--insecure"]) == 0
+    _after, line = dry_run_total()
+    assert "tags 0 to push" in line and "blobs 0 to upload (0 B, 0 bytes)" in line, line
+    assert f"{blobs_up} present" in line and f"{bytes_up} bytes)" in line, line
