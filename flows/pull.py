@@ -49,7 +49,7 @@ from d8mirror.pull.report import (
 from d8mirror.pull.sizing import PullSizing
 from flows.bounded import submit_bounded, task_runner
 from flows.progress import reporting
-from flows.sizing import enforce_space, plan_and_size
+from flows.sizing import enforce_space, plan_and_size, size_exactly
 from flows.states import error_text
 from flows.transfer import upload_bundle
 from tasks import runtime
@@ -155,6 +155,9 @@ def _pull_packages(
     still download. ``on_fetch`` runs as each fetch starts and ends (work beside them);
     ``sized`` gets the sizing. A dry-run lists instead (:func:`_plan_packages`)."""
     planned, sizing = plan_and_size(params, names, catalog or [])
+    if not params.dry_run:
+        enforce_space(params, sizing, final=False)  # a lower bound: refused before any layer
+        sizing = size_exactly(params, planned, sizing)
     if sized is not None:
         sized(sizing)
     if params.dry_run:

@@ -18,7 +18,7 @@ from prefect import get_run_logger
 from prefect.futures import PrefectFuture
 
 from d8mirror.pull.plan import PackagePlan
-from d8mirror.pull.sizing import PullSizing, check_space, measure_space
+from d8mirror.pull.sizing import PackageSize, PullSizing, check_space, measure_space
 from flows.bounded import submit_bounded
 from tasks.models import PullParameters
 from tasks.pull import resolve_package_task
@@ -57,20 +57,52 @@ def plan_and_size(
     return plans, sizing
 
 
-def enforce_space(params: PullParameters, sizing: PullSizing) -> None:
-    """A real pull's space check (unless ``skip_space_check``); logs the sized totals."""
-    logger = get_run_logger()
-    download = sum(sizing.to_download.values())
-    logger.info(
-        "Pull size: %d images, %d unique blobs, %d bytes to download, %d bytes of archives",
-        sizing.images,
-        len(sizing.blobs),
-        download,
-        sizing.bundle_bytes,
+def size_exactly(
+    params: PullParameters, plans: list[PrefectFuture[PackagePlan]], sizing: PullSizing
+) -> PullSizing:
+    """A real pull's sizing made exact: the packages whose internal and extra images are
+    named inside main images not in the store yet are sized again with those main images
+    fetched first (the pull fetches them anyway), at most ``concurrency`` at once."""
+    by_name = {s.name: s for s in sizing.packages}
+    redo = [
+        plan
+        for plan in plans
+        if plan.state.is_completed() and by_name.get(plan.result().name, _NONE).needs_layers
+    ]
+    if not redo:
+        return sizing
+    futures = submit_bounded(
+        lambda plan: size_package_task.submit(params, plan, True),  # type: ignore[call-overload]
+        redo,
+        params.concurrency,
     )
-    for note in sizing.unsized:
-        logger.info("Not sized before fetching: %s", note)
+    for future in futures:
+        if future.state.is_completed():
+            size = future.result()
+            by_name[size.name] = size
+    exact = sizing.model_copy(update={"packages": [by_name[s.name] for s in sizing.packages]})
+    return measure_space(exact, Path(params.bundle_dir), params.work_root())
+
+
+_NONE = PackageSize(name="")
+
+
+def enforce_space(params: PullParameters, sizing: PullSizing, *, final: bool = True) -> None:
+    """A real pull's space check (unless ``skip_space_check``); the final one logs the
+    sized totals."""
+    logger = get_run_logger()
+    if final:
+        logger.info(
+            "Pull size: %d images, %d unique blobs, %d bytes to download, %d bytes of archives",
+            sizing.images,
+            len(sizing.blobs),
+            sum(sizing.to_download.values()),
+            sizing.bundle_bytes,
+        )
+        for note in sizing.unsized:
+            logger.info("Not sized before fetching: %s", note)
     if params.skip_space_check:
-        logger.warning("Disk space check skipped (--skip-space-check)")
+        if final:
+            logger.warning("Disk space check skipped (--skip-space-check)")
         return
     check_space(sizing)

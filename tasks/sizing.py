@@ -21,11 +21,14 @@ from .runtime import progress_for
 
 
 @task(name="size-package", task_run_name="size-{plan.name}", **TRANSIENT_RETRIES)
-def size_package_task(params: PullParameters, plan: PackagePlan) -> PackageSize:
-    """The package's images, blobs and archive size; its blobs become the progress totals."""
+def size_package_task(
+    params: PullParameters, plan: PackagePlan, fetch_main: bool = False
+) -> PackageSize:
+    """The package's images, blobs and archive size (``fetch_main``: its main images fetched
+    first, to size what they name); its blobs become the progress totals."""
     fetcher = fetcher_for(params)
     with source_slots(params, params.blob_workers):
-        size = size_package(fetcher, params.options(), plan)
+        size = size_package(fetcher, params.options(), plan, fetch_main=fetch_main)
     if not params.dry_run:  # a dry-run moves nothing: no totals to reach
         progress_for("pull").expect(size.blobs, item=plan.name)
     return size

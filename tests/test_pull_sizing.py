@@ -110,19 +110,26 @@ def test_extras_and_internal_images_are_sized_once_the_main_layers_are_stored(
     registry: RegistryServer, demo_content: SeededContent, tmp_path: Path
 ) -> None:
     """The demo names extra and internal images inside its main images' layers: a cold
-    dry-run says it cannot size them; after a pull (a warm store) the size is exact."""
+    dry-run says it cannot size them; a real pull fetches its main images first and sizes
+    exactly (what it then moves, what it writes); after it (a warm store) a dry-run is exact."""
     from flows.pull import run_pull
 
     work = tmp_path / "work"
     cold = run_pull(_params(registry, tmp_path / "dry", work, dry_run=True))  # type: ignore[arg-type]
     assert cold.sizing is not None and cold.sizing.unsized
+    registry.clear_requests()
     real = run_pull(_params(registry, tmp_path / "bundle", work))  # type: ignore[arg-type]
-    assert real.ok
+    assert real.ok and real.sizing is not None and real.sizing.unsized == []
+    archives = sum(a.size for a in real.archives)
+    assert real.sizing.bundle_bytes == archives
+    moved = _blob_bytes(work / "blobs" / "sha256", _blob_gets(registry))
+    assert moved == real.sizing.bytes_to_download
+    assert real.sizing.images > cold.sizing.images
     warm = run_pull(_params(registry, tmp_path / "dry2", work, dry_run=True))  # type: ignore[arg-type]
     assert warm.sizing is not None and warm.sizing.unsized == []
     assert warm.sizing.bytes_to_download == 0
-    assert warm.sizing.bundle_bytes == sum(a.size for a in real.archives)
-    assert warm.sizing.images > cold.sizing.images
+    assert warm.sizing.bundle_bytes == archives
+    assert warm.sizing.images == real.sizing.images
 
 
 @pytest.mark.usefixtures("prefect_server")

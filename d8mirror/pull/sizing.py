@@ -131,8 +131,17 @@ class PackageSize(BaseModel):
     members: dict[str, int] = Field(
         default_factory=dict, description="The archive's files (tar name → size)."
     )
+    fetched_early: dict[str, int] = Field(
+        default_factory=dict,
+        description="Of ``missing``, the main images' blobs the sizing fetched to read them.",
+    )
     unsized: list[str] = Field(
         default_factory=list, description="What could not be sized without a real pull."
+    )
+    needs_layers: bool = Field(
+        False,
+        description="Internal and extra images unsized: the main images' layers are not in the "
+        "blob store (a pull sizes them exactly with ``fetch_main``).",
     )
 
 
@@ -147,6 +156,8 @@ class _Sizer:
         self.unsized: list[str] = []
         self.layers: dict[str, tuple[str, ...]] = {}
         self.closures: dict[str, dict[str, int]] = {}
+        self.needs_layers = False
+        self.fetched_early: set[str] = set()
 
     def layout(self, key: str) -> _Layout:
         return self.layouts.setdefault(key, _Layout())
@@ -195,7 +206,13 @@ class _Sizer:
             images=sum(len(layout.entries) for layout in self.layouts.values()),
             blobs=self.blobs,
             manifests=self.manifests,
-            missing={d: s for d, s in self.blobs.items() if not _held(store, d, s)},
+            missing={
+                d: s
+                for d, s in self.blobs.items()
+                if d in self.fetched_early or not _held(store, d, s)
+            },
+            fetched_early={d: self.blobs[d] for d in self.fetched_early if d in self.blobs},
+            needs_layers=self.needs_layers,
             archive_bytes=tar_size(members) if has_images else 0,
             members=members if has_images else {},
             unsized=self.unsized,
@@ -206,8 +223,12 @@ def _held(store: BlobStore, digest: str, size: int) -> bool:
     return store.has(digest, size=size) and store.verified(digest)
 
 
-def size_package(fetcher: ImageFetcher, options: PullOptions, plan: PackagePlan) -> PackageSize:
-    """The size of pulling ``plan`` (see the module docstring); manifest requests only."""
+def size_package(
+    fetcher: ImageFetcher, options: PullOptions, plan: PackagePlan, *, fetch_main: bool = False
+) -> PackageSize:
+    """The size of pulling ``plan`` (see the module docstring): manifest requests only, unless
+    ``fetch_main``: then the main images' blobs are fetched first (the pull needs them anyway)
+    so that the internal and extra images they name are sized too."""
     remember_plan(fetcher, options, plan)
     sizer = _Sizer(fetcher, options, plan.name)
     name = plan.name
@@ -230,6 +251,8 @@ def size_package(fetcher: ImageFetcher, options: PullOptions, plan: PackagePlan)
             vex_inputs.append(options.ref(repo, version))
         if digest is None:
             continue
+        if fetch_main:
+            _fetch_main(sizer, repo, digest)
         if only_extra:
             mains.append(sizer.image(repo, digest)[1])
         else:
@@ -259,6 +282,15 @@ def size_package(fetcher: ImageFetcher, options: PullOptions, plan: PackagePlan)
     return sizer.result(f"{PACKAGES}/{name}")
 
 
+def _fetch_main(sizer: _Sizer, repo: str, digest: str) -> None:
+    """Fetch a main image into the store, noting which of its blobs were not there."""
+    store = sizer.fetcher.store
+    top = sizer.image(repo, digest)[1]
+    before = {d for d, n in sizer.closures[top].items() if not _held(store, d, n)}
+    sizer.fetcher.image(repo, digest)
+    sizer.fetched_early |= before
+
+
 def _tolerant(sizer: _Sizer, what: str, step: Callable[[], object]) -> None:
     """Run ``step``; a failure is noted (the fetch meets it again, as a warning or error)."""
     try:
@@ -285,10 +317,11 @@ def _read(sizer: _Sizer, mains: list[str], name: str, *, top_first_any: bool) ->
             unread += 1
         elif isinstance(data, bytes):
             found.append(data)
-    if unread:
+    if unread and not sizer.needs_layers:
+        sizer.needs_layers = True
         sizer.unsized.append(
-            f"{name} of {unread} main image(s): their layers are not in the blob store yet "
-            "(the images it names are sized by a real pull)"
+            f"internal and extra images named inside {unread} main image(s): their layers "
+            "are not in the blob store yet (a real pull sizes them before the rest)"
         )
     return found
 
@@ -437,6 +470,12 @@ class PullSizing(BaseModel):
         return out
 
     @property
+    def still_to_download(self) -> dict[str, int]:
+        """Of :attr:`to_download`, what is not on disk yet (the sizing fetched the rest)."""
+        early = {d for size in self._all() for d in size.fetched_early}
+        return {d: n for d, n in self.to_download.items() if d not in early}
+
+    @property
     def images(self) -> int:
         return sum(s.images for s in self._all())
 
@@ -549,7 +588,7 @@ def check_space(sizing: PullSizing) -> None:
     needs their sum."""
     if sizing.bundle is None or sizing.tmp is None:
         return
-    download = sum(sizing.to_download.values())
+    download = sum(sizing.still_to_download.values())
     archives = sizing.bundle_bytes
     if sizing.same_filesystem():
         needs = [("bundle and tmp dirs", sizing.bundle, download + archives)]
