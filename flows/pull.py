@@ -1,11 +1,14 @@
 """mirror-pull: Deckhouse packages from a source registry into a bundle directory.
 
-    discover packages ─▶ per package (bounded): resolve (plan) ─▶ fetch ─▶ pack
+    discover packages ─▶ per package (bounded): resolve (plan) ─▶ size (manifests)
+    ─▶ space check ─▶ per package (bounded): fetch ─▶ pack
                       └▶ per package: release images ─▶ pack package-versions.tar
     ─▶ report.json + summary and table artifacts ─▶ Failed if any package failed
 
-A dry-run stops at the plans: per package resolve ─▶ list planned images, printed; nothing is
-fetched. Every fan-out holds at most ``concurrency`` tasks in flight (:mod:`flows.bounded`).
+Sizing and the space check: :mod:`flows.sizing` (a pull that does not fit stops before its
+first layer fetch, unless ``skip_space_check``). A dry-run stops at the plans: per package
+resolve ─▶ size ─▶ list planned images, printed with the sizes; no layer is fetched.
+Every fan-out holds at most ``concurrency`` tasks in flight (:mod:`flows.bounded`).
 Tasks pass pydantic models (``PackagePlan``, ``FetchResult``, ``ArchiveInfo``…); the flow
 returns the :class:`~d8mirror.pull.report.PullReport` it also writes as ``report.json``.
 
@@ -181,7 +184,12 @@ def _pull_packages(
 
     fetches = submit_bounded(submit_fetch, list(range(len(names))), params.concurrency, then=pack)
     wait(list(packs.values()))
-    return [_outcome(name, plans[i], fetches[i], packs.get(i)) for i, name in enumerate(names)]
+    outcomes = [_outcome(name, plans[i], fetches[i], packs.get(i)) for i, name in enumerate(names)]
+    early = {s.name: s.bytes_fetched_early for s in sizing.packages}
+    for outcome in outcomes:  # main images the sizing fetched count as the package's bytes
+        if outcome.status != "failed":
+            outcome.bytes_fetched += early.get(outcome.name, 0)
+    return outcomes
 
 
 def _plan_packages(

@@ -2,11 +2,15 @@
 
     per package: resolve-package ─▶ size-package    ┐ at most ``concurrency`` in flight
     per catalog package: size-release-catalog       ┘
-    ─▶ PullSizing + free space ─▶ dry-run: size lines; pull: space check, then fetches
+    ─▶ PullSizing + free space ─▶ dry-run: size lines
+                               └▶ pull: space check (a lower bound, before any layer)
+                                  ─▶ size-package again with the main images fetched, for
+                                     packages whose main images name more (size_exactly)
+                                  ─▶ space check (exact) ─▶ fetches
 
-Sizing reads manifests only (cached in the blob store for the fetches that follow), so a
-pull knows every package's blobs, its archives' sizes and whether they fit before its first
-blob fetch.
+Sizing reads manifests (cached in the blob store for the fetches that follow); a pull fetches
+the main images early only where they name internal and extra images, so it knows every blob,
+its archives' exact sizes and whether they fit before it fetches the rest.
 """
 
 from __future__ import annotations

@@ -4,10 +4,12 @@ the bundle's archives, and whether the disks can hold them (issue 16).
 :func:`size_package` walks what :func:`~d8mirror.pull.package.fetch_package` would record for
 a :class:`~d8mirror.pull.plan.PackagePlan` (channel, main, release, internal, extra and VEX
 images, layout by layout) reading manifests only: they go through the fetcher's manifest path,
-so they land in the blob store and the real fetch never GETs them again. No blob byte is
-fetched. Internal (``images_digests.json``) and extra (``extra_images.json``) images are named
-inside the main images' layers: they are sized only when those layers are already in the blob
-store (a rerun); otherwise the package's size is a lower bound and says so (``unsized``).
+so they land in the blob store and the real fetch never GETs them again. No layer is fetched
+(the plan already fetched its small channel images). Internal (``images_digests.json``) and
+extra (``extra_images.json``) images are named inside the main images' layers: they are sized
+only when those layers are in the blob store (a rerun), or with ``fetch_main`` (a real pull:
+the main images are fetched first, as the pull would); otherwise the package's size is a lower
+bound and says so (``unsized``, ``needs_layers``).
 :func:`size_release_catalog` does the same for one package's part of ``package-versions.tar``.
 
 An archive is a deterministic GNU tar of the layouts' files (:mod:`d8mirror.bundle.tarwriter`):
@@ -15,7 +17,8 @@ its size follows from the file names and sizes alone, and ``index.json`` is writ
 descriptors known here, so the expected archive size is exact (:func:`tar_size`).
 
 :class:`PullSizing` adds the packages up (blobs deduplicated across packages), and
-:func:`check_space` refuses a pull that would not fit, before any blob is fetched.
+:func:`check_space` refuses a pull that would not fit (margin: :func:`margin_for`), before
+the blobs it counts are fetched.
 """
 
 from __future__ import annotations
@@ -135,6 +138,9 @@ class PackageSize(BaseModel):
         default_factory=dict,
         description="Of ``missing``, the main images' blobs the sizing fetched to read them.",
     )
+    bytes_fetched_early: int = Field(
+        0, description="Bytes this sizing downloaded itself (a blob another took is not here)."
+    )
     unsized: list[str] = Field(
         default_factory=list, description="What could not be sized without a real pull."
     )
@@ -158,6 +164,7 @@ class _Sizer:
         self.closures: dict[str, dict[str, int]] = {}
         self.needs_layers = False
         self.fetched_early: set[str] = set()
+        self.bytes_fetched_early = 0
 
     def layout(self, key: str) -> _Layout:
         return self.layouts.setdefault(key, _Layout())
@@ -213,6 +220,7 @@ class _Sizer:
             },
             fetched_early={d: self.blobs[d] for d in self.fetched_early if d in self.blobs},
             needs_layers=self.needs_layers,
+            bytes_fetched_early=self.bytes_fetched_early,
             archive_bytes=tar_size(members) if has_images else 0,
             members=members if has_images else {},
             unsized=self.unsized,
@@ -287,8 +295,10 @@ def _fetch_main(sizer: _Sizer, repo: str, digest: str) -> None:
     store = sizer.fetcher.store
     top = sizer.image(repo, digest)[1]
     before = {d for d, n in sizer.closures[top].items() if not _held(store, d, n)}
+    downloaded = sizer.fetcher.stats.bytes_fetched
     sizer.fetcher.image(repo, digest)
     sizer.fetched_early |= before
+    sizer.bytes_fetched_early += sizer.fetcher.stats.bytes_fetched - downloaded
 
 
 def _tolerant(sizer: _Sizer, what: str, step: Callable[[], object]) -> None:
@@ -519,13 +529,13 @@ class PullSizing(BaseModel):
     def render(self) -> list[str]:
         """The dry-run's size lines: per package, the catalog, the total, free space."""
         lines = [
-            _line(f"Package '{s.name}'", s.images, s.blobs, s.missing, s.archive_bytes)
+            _line(f"Size of package '{s.name}'", s.images, s.blobs, s.missing, s.archive_bytes)
             for s in self.packages
         ]
         if self.catalog:
             lines.append(
                 _line(
-                    "package-versions",
+                    "Size of package-versions",
                     sum(s.images for s in self.catalog),
                     {d: n for s in self.catalog for d, n in s.blobs.items()},
                     {d: n for s in self.catalog for d, n in s.missing.items()},
@@ -533,7 +543,9 @@ class PullSizing(BaseModel):
                 )
             )
         lines.append(
-            _line("Total", self.images, self.blobs, self.to_download, self.bundle_bytes, "bundle")
+            _line(
+                "Total size", self.images, self.blobs, self.to_download, self.bundle_bytes, "bundle"
+            )
         )
         lines += [f"[dry-run] Not sized: {note}" for note in self.unsized]
         lines += self.render_space()
@@ -567,7 +579,7 @@ def _line(
 ) -> str:
     total, todo = sum(blobs.values()), sum(missing.values())
     return (
-        f"[dry-run] Size of {what}: {images} images, {len(blobs)} unique blobs, "
+        f"[dry-run] {what}: {images} images, {len(blobs)} unique blobs, "
         f"{human_size(todo)} to download ({todo} bytes; {human_size(total)} in all), "
         f"{archive_word} {human_size(archive)} ({archive} bytes)"
     )
