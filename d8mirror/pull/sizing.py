@@ -260,7 +260,9 @@ def size_package(
         if digest is None:
             continue
         if fetch_main:
-            _fetch_main(sizer, repo, digest)
+            _tolerant(
+                sizer, f"main image {repo}@{digest}", partial(_fetch_main, sizer, repo, digest)
+            )
         if only_extra:
             mains.append(sizer.image(repo, digest)[1])
         else:
@@ -403,8 +405,11 @@ def size_release_catalog(fetcher: ImageFetcher, options: PullOptions, name: str)
         version = channel_version(fetcher, closure, f"{repo}:{channel}", warnings)
         if version:
             tags.append(version)
-    with contextlib.suppress(MirrorError):  # the pull warns; nothing more to size
-        tags += fetcher.list_tags(repo)
+    if options.proxy_registry:  # a proxy lists nothing: the pull's own try is enough
+        sizer.unsized.append(f"release images of {repo} not among its channels (not listed)")
+    else:
+        with contextlib.suppress(MirrorError):  # the pull warns; nothing more to size
+            tags += fetcher.list_tags(repo)
     recorded = {short for short, _ in layout.entries}
     pending = [t for t in dedupe(tags) if t not in recorded]
     fetcher.resolve_many([(repo, t) for t in pending])
