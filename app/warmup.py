@@ -51,7 +51,8 @@ def finish_warm_up(warmer: Warmer) -> None:
 
 
 def warm_pull(params: PullParameters) -> Warmer | None:
-    """Fetch the packages' main images into the pull's blob store."""
+    """Fetch the packages' main images into the pull's blob store (their manifests only
+    when the pull checks disk space first)."""
     from d8mirror.pull.warmup import StoreWarmer, can_warm
     from d8mirror.registry import RegistryClient
     from tasks.credentials import source_credentials
@@ -66,7 +67,12 @@ def warm_pull(params: PullParameters) -> Warmer | None:
     )
     store = blob_store(params.store_root())  # the flow's own store object: one download each
     return StoreWarmer(
-        client, store, options, concurrency=params.concurrency, blob_workers=params.blob_workers
+        client,
+        store,
+        options,
+        concurrency=params.concurrency,
+        blob_workers=params.blob_workers,
+        manifests_only=not params.skip_space_check,  # no layer before the space check
     ).start()
 
 

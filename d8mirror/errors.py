@@ -31,6 +31,7 @@
     │   ├── UnsafeArchiveEntryError  tar-slip, absolute path, link or device entry
     │   └── ChunkSetError            a chunk set is incomplete or malformed
     ├── DiskSpaceError               ENOSPC while writing (names the path)
+    │   └── InsufficientSpaceError   a pull refused before fetching: it would not fit
     └── RunFailed                    a run ended with work not done whole (raised at its end,
         │                            after everything that could be done was done; names it,
         │                            .items: each failed part and its error)
@@ -46,6 +47,8 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Sequence
+
+from d8mirror.units import human_size
 
 
 class MirrorError(Exception):
@@ -222,6 +225,33 @@ class DiskSpaceError(MirrorError, OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+class InsufficientSpaceError(DiskSpaceError):
+    """A pull that would not fit, refused before it fetches a blob or writes an archive.
+
+    ``needs`` holds one ``(role, path, bytes needed, bytes free)`` per filesystem the pull
+    writes to (``role``: "tmp dir", "bundle dir", or both when they are one filesystem), the
+    margin included; ``margin`` says how it was sized (see :mod:`d8mirror.pull.sizing`).
+    """
+
+    def __init__(self, needs: list[tuple[str, str, int, int]], margin: str) -> None:
+        parts = [
+            f"{role} {path} needs {human_size(needed)} ({needed} bytes), has "
+            f"{human_size(free)} ({free} bytes) free{' (too small)' if needed > free else ''}"
+            for role, path, needed, free in needs
+        ]
+        message = (
+            f"not enough disk space for this pull: {'; '.join(parts)} (a margin of {margin} "
+            "included); nothing was fetched or written. Free space there, put the working "
+            "dir on a bigger volume with --tmp-dir, split archives with "
+            "--images-bundle-chunk-size, pull fewer packages (--include-package), or skip "
+            "this check with --skip-space-check"
+        )
+        OSError.__init__(self, errno.ENOSPC, message)
+        short = [path for _, path, needed, free in needs if needed > free]
+        self.path = short[0] if short else ""
+        self.needs = needs
 
 
 class RunFailed(MirrorError):

@@ -1,11 +1,14 @@
 """mirror-pull: Deckhouse packages from a source registry into a bundle directory.
 
-    discover packages ─▶ per package (bounded): resolve (plan) ─▶ fetch ─▶ pack
+    discover packages ─▶ per package (bounded): resolve (plan) ─▶ size (manifests)
+    ─▶ space check ─▶ per package (bounded): fetch ─▶ pack
                       └▶ per package: release images ─▶ pack package-versions.tar
     ─▶ report.json + summary and table artifacts ─▶ Failed if any package failed
 
-A dry-run stops at the plans: per package resolve ─▶ list planned images, printed; nothing is
-fetched. Every fan-out holds at most ``concurrency`` tasks in flight (:mod:`flows.bounded`).
+Sizing and the space check: :mod:`flows.sizing` (a pull that does not fit stops before its
+first layer fetch, unless ``skip_space_check``). A dry-run stops at the plans: per package
+resolve ─▶ size ─▶ list planned images, printed with the sizes; no layer is fetched.
+Every fan-out holds at most ``concurrency`` tasks in flight (:mod:`flows.bounded`).
 Tasks pass pydantic models (``PackagePlan``, ``FetchResult``, ``ArchiveInfo``…); the flow
 returns the :class:`~d8mirror.pull.report.PullReport` it also writes as ``report.json``.
 
@@ -33,7 +36,7 @@ from prefect.futures import PrefectFuture, wait
 
 from d8mirror.bundle import bundle_stats
 from d8mirror.bundle.checksums import write_gost_sidecars
-from d8mirror.errors import MirrorError, PullFailed
+from d8mirror.errors import InsufficientSpaceError, MirrorError, PullFailed
 from d8mirror.files import write_atomic
 from d8mirror.pull.discovery import Discovery, validate_proxy_mode
 from d8mirror.pull.package import FetchResult
@@ -47,8 +50,10 @@ from d8mirror.pull.report import (
     edition_of,
     render_summary,
 )
+from d8mirror.pull.sizing import PullSizing
 from flows.bounded import submit_bounded, task_runner
 from flows.progress import reporting
+from flows.sizing import enforce_space, plan_and_size, size_exactly
 from flows.states import error_text
 from flows.transfer import upload_bundle
 from tasks import runtime
@@ -84,9 +89,15 @@ class _Plans:
     packages are planned beyond the one asked for, so plans are ready when a fetch slot
     frees, and no more than that wait."""
 
-    def __init__(self, params: PullParameters, names: list[str], ahead: int) -> None:
+    def __init__(
+        self,
+        params: PullParameters,
+        names: list[str],
+        ahead: int,
+        futures: list[PrefectFuture[PackagePlan]] | None = None,
+    ) -> None:
         self.params, self.names, self.ahead = params, names, ahead
-        self.futures: list[PrefectFuture[PackagePlan]] = []
+        self.futures: list[PrefectFuture[PackagePlan]] = list(futures or [])
 
     def __getitem__(self, i: int) -> PrefectFuture[PackagePlan]:
         while len(self.futures) < min(len(self.names), i + 1 + self.ahead):
@@ -142,14 +153,25 @@ def _pull_packages(
     *,
     refresh: bool = False,
     on_fetch: Callable[[], None] | None = None,
+    catalog: list[str] | None = None,
+    sized: Callable[[PullSizing], None] | None = None,
 ) -> list[PackageOutcome]:
-    """Plan, fetch and pack every package: at most ``concurrency`` fetches at once (their
-    plans resolved just ahead), and each package packed as soon as its fetch ends, while
-    other packages still download. ``on_fetch`` runs as each fetch starts and ends (work
-    beside them). A dry-run plans and lists instead (:func:`_plan_packages`)."""
+    """Plan and size every package (and the ``catalog`` packages' release images), check
+    the disk space (:mod:`flows.sizing`), then fetch and pack: at most ``concurrency``
+    fetches at once, each package packed as soon as its fetch ends, while other packages
+    still download. ``on_fetch`` runs as each fetch starts and ends (work beside them);
+    ``sized`` gets the sizing. A dry-run lists instead (:func:`_plan_packages`)."""
+    planned, sizing = plan_and_size(params, names, catalog or [])
+    if not params.dry_run:
+        enforce_space(params, sizing, final=False)  # a lower bound: refused before any layer
+        sizing = size_exactly(params, planned, sizing)
+    if sized is not None:
+        sized(sizing)
     if params.dry_run:
-        return _plan_packages(params, names)
-    plans = _Plans(params, names, ahead=params.concurrency)
+        return _plan_packages(params, names, planned)
+    enforce_space(params, sizing)
+    runtime.progress_for("pull").phase("fetch")
+    plans = _Plans(params, names, ahead=params.concurrency, futures=planned)
     fetch = fetch_package_task.with_options(refresh_cache=True) if refresh else fetch_package_task
     packs: dict[int, PrefectFuture[ArchiveInfo | None]] = {}
     started: dict[int, datetime] = {}
@@ -170,9 +192,12 @@ def _pull_packages(
     fetches = submit_bounded(submit_fetch, list(range(len(names))), params.concurrency, then=pack)
     wait(list(packs.values()))
     outcomes = []
+    early = {s.name: s.bytes_fetched_early for s in sizing.packages}
     for i, name in enumerate(names):
         outcome = _outcome(name, plans[i], fetches[i], packs.get(i))
         outcome.seconds = _seconds(started[i], packs.get(i) or fetches[i])
+        if outcome.status != "failed":  # main images the sizing fetched are the package's bytes
+            outcome.bytes_fetched += early.get(name, 0)
         outcomes.append(outcome)
     return outcomes
 
@@ -184,10 +209,12 @@ def _seconds(start: datetime, last: PrefectFuture[Any]) -> float | None:
     return None if ended is None else round(max(0.0, (ended - start).total_seconds()), 3)
 
 
-def _plan_packages(params: PullParameters, names: list[str]) -> list[PackageOutcome]:
-    """Dry-run: every package planned and its images listed, the plans printed in package
+def _plan_packages(
+    params: PullParameters, names: list[str], planned: list[PrefectFuture[PackagePlan]]
+) -> list[PackageOutcome]:
+    """Dry-run: every package's images listed from its plan, the plans printed in package
     order (R-6.7); nothing is fetched."""
-    plans = _Plans(params, names, ahead=params.concurrency)
+    plans = _Plans(params, names, ahead=params.concurrency, futures=planned)
     listings = submit_bounded(
         lambda i: list_planned_images_task.submit(params, plans[i]),  # type: ignore[call-overload]
         list(range(len(names))),
@@ -400,19 +427,36 @@ def mirror_pull(params: PullParameters) -> PullReport:
             get_run_logger().warning(SKIP_VEX_WARNING)
         versions = PackageVersions(params)
         progress.phase("discover")
+        sizings: list[PullSizing] = []
         if options.per_package_phase:
             found = discover_packages_task(params)
             report.warnings += found.warnings
             versions.discover()
             progress.expect_items(len(found.names) + (1 if versions.pending else 0))
-            progress.phase("fetch")
-            report.packages = _pull_packages(params, found.names, on_fetch=versions.keep_pulling)
+            progress.phase("resolve")  # plan and size every package; then fetch
+            try:
+                report.packages = _pull_packages(
+                    params,
+                    found.names,
+                    on_fetch=versions.keep_pulling,
+                    catalog=versions.found.names,
+                    sized=sizings.append,
+                )
+            except InsufficientSpaceError:
+                if not work_existed:  # only manifests and channel images: nothing to keep
+                    remove_default_work_dir(params, existed=False)
+                raise
         else:
             versions.discover()
             progress.expect_items(1 if versions.pending else 0)
             progress.phase("fetch")
         versions.finish(report)
         progress.phase("finish")
+        if sizings:
+            report.sizing = sizings[0].summary()
+        if params.dry_run:
+            for line in sizings[0].render() if sizings else []:
+                get_run_logger().info("%s", line)
         finish(params, report, started)
         if params.upload is not None and not params.dry_run and not report.cancelled:
             upload_bundle(

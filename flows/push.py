@@ -31,8 +31,15 @@ from prefect.futures import PrefectFuture
 
 from d8mirror.errors import PushFailed
 from d8mirror.push.access import bypassed
+from d8mirror.push.dryrun import render_push_dry_run
 from d8mirror.push.pusher import LayoutPushResult
-from d8mirror.push.stages import LayoutJob, PushedLayouts, heaviest_first, push_result
+from d8mirror.push.stages import (
+    FinishResult,
+    LayoutJob,
+    PushedLayouts,
+    heaviest_first,
+    push_result,
+)
 from d8mirror.push.summary import PushResult, render_push_summary
 from flows.bounded import submit_bounded, task_runner
 from flows.progress import reporting
@@ -47,6 +54,7 @@ from tasks.push import (
     push_layout_task,
     unpack_bundle_task,
 )
+from tasks.push_dryrun import dry_run_layout_task
 
 __all__ = ["PushFailed", "mirror_push", "run_push"]
 
@@ -100,6 +108,32 @@ def _timed(
     )
 
 
+def _dry_run(params: PushParameters, registry: str, started: float) -> PushResult:
+    """``push --dry-run``: every layout asked with HEAD requests (:mod:`d8mirror.push.dryrun`),
+    one line each and the total printed; the unpacked tree is removed; nothing is pushed."""
+    tree = unpack_bundle_task(params)
+    try:
+        futures = submit_bounded(
+            lambda job: dry_run_layout_task.submit(registry, job, params.blob_workers),
+            tree.jobs,
+            params.concurrency,
+        )
+    finally:
+        tree.workdir().cleanup()
+    logger = get_run_logger()
+    found = [f.result() for f in futures]  # a failed HEAD fails the dry-run: it says why
+    for line in render_push_dry_run(found):
+        logger.info("%s", line)
+    return push_result(
+        params.target(),
+        tree,
+        PushedLayouts(),
+        FinishResult(),
+        cancelled=runtime.stop_requested(),
+        elapsed_seconds=time.monotonic() - started,
+    )
+
+
 def _publish(result: PushResult) -> None:
     create_markdown_artifact(
         f"```\n{render_push_summary(result)}\n```",
@@ -121,6 +155,8 @@ def mirror_push(params: PushParameters) -> PushResult:
         started = time.monotonic()
         registry = _register_target(params)
         check_bundle_task(params)  # before any request that writes: a bad bundle pushes nothing
+        if params.dry_run:
+            return _dry_run(params, registry, started)
         if bypassed():
             logger.warning("MIRROR_BYPASS_ACCESS_CHECKS=1: skipping the registry write check")
         else:

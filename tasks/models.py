@@ -50,6 +50,11 @@ class PullParameters(RegistryAccess):
         "(for proxies without catalog/tag list APIs).",
     )
     dry_run: bool = Field(False, description="Plan only: read metadata, write no archive.")
+    skip_space_check: bool = Field(
+        False,
+        description="Pull even when the sized download and archives do not fit the free "
+        "disk space (the check runs before any blob is fetched; --force does not skip it).",
+    )
     chunk_size: str = Field(
         "0",
         description="Split archives into chunks: decimal GB as in d8 "

@@ -44,6 +44,11 @@ class PushParameters(RegistryAccess):
         "(default <bundle>/.tmp/mirror); only what push creates in it "
         "is removed.",
     )
+    dry_run: bool = Field(
+        False,
+        description="Say what would be uploaded and what the target already has (HEAD "
+        "requests only); write nothing to the target.",
+    )
     concurrency: int = Field(4, ge=1, le=64, description="Layouts pushed at once.")
     blob_workers: int = Field(4, ge=1, le=64, description="Blobs at once per layout.")
 

@@ -316,8 +316,8 @@ def test_401_403_404_fail_at_once_without_any_retry(
     registry: RegistryServer, tmp_path: Path
 ) -> None:
     """One blob per package answers 401, 403 or 404 (for good): no request is retried (the
-    blob is asked for at most twice: its prefetch, then its fetch), no Prefect task runs twice,
-    and each package fails."""
+    blob is asked for at most three times: the pull's sizing fetching the main image, its
+    prefetch, then its fetch), no Prefect task runs twice, and each package fails."""
     from flows.pull import PullFailed, run_pull
     from tasks.models import PullParameters
 
@@ -360,7 +360,8 @@ def test_401_403_404_fail_at_once_without_any_retry(
                 )
             )
         asked = {path: proxy.count("GET", path) for path in paths}
-    assert all(1 <= count <= 2 for count in asked.values()), asked
+    assert all(1 <= count <= 3 for count in asked.values()), asked
     assert _task_run_counts("fetch-p40") == {f"fetch-{name}": 1 for name in names}
+    assert _task_run_counts("size-p40") == {f"size-{name}": 1 for name in names}
     report = json.loads((bundle / "report.json").read_text())
     assert sorted(report["failed"]) == sorted(names)

@@ -18,7 +18,7 @@ from reliability_support import kill_hard, start_cli, wait_for
 
 from d8mirror.bundle import verify_sidecars
 from testbed.registry_server import RegistryServer
-from testbed.seed import PackageSpec, SeedSpec, seed_packages
+from testbed.seed import ExtraSpec, PackageSpec, SeedSpec, seed_packages
 
 ROOT = "signals/ee"
 #: How long a stopped pull may take to exit (packing is done; it writes its report and ends).
@@ -68,12 +68,21 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]
         payload_size=32 << 10,
         packages=(PackageSpec("small", ("v1.0.0",), channels={"stable": "v1.0.0"}),),
     )
+    # big's bytes are in its extra image: its main image is fetched (small) while the pull
+    # sizes every package, the extra one while small is packed (tests/test_pull_sizing.py)
     big = SeedSpec(
-        payload_size=24 << 20,
+        payload_size=32 << 10,
+        extra_payload_size=24 << 20,
         shared_layer_fraction=0.0,
         seed=3,
         packages=(
-            PackageSpec("big", ("v2.0.0",), channels={"stable": "v2.0.0"}, internal_images=0),
+            PackageSpec(
+                "big",
+                ("v2.0.0",),
+                channels={"stable": "v2.0.0"},
+                internal_images=0,
+                extras=(ExtraSpec("huge", "v1.0.0"),),
+            ),
         ),
     )
     with RegistryServer(tmp_path_factory.mktemp("signals-source")) as server:
@@ -90,7 +99,8 @@ def test_sigterm_stops_a_pull_within_seconds_and_packs_what_completed(
 ) -> None:
     bundle, log = tmp_path / "bundle", tmp_path / "pull.log"
     with TrickleProxy(
-        source.host, lambda r: r.method == "GET" and "/packages/big/blobs/sha256:" in r.path
+        source.host,
+        lambda r: r.method == "GET" and "/packages/big/extra/huge/blobs/sha256:" in r.path,
     ) as proxy:
         process = start_cli(
             [

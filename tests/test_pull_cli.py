@@ -138,15 +138,19 @@ def test_cancel_packs_what_completed_and_exits_0(
 ) -> None:
     """R-6.5 / AC-13: Ctrl+C (a real SIGINT to the CLI process) while the second package
     downloads: exit 0, the completed package is packed, no stub archive for the others, the
-    report says cancelled. The second package's own layer is held mid-body by a proxy, so the
-    signal lands at that very moment."""
+    report says cancelled. The second package's internal image layer is held mid-body by a
+    proxy, so the signal lands at that very moment (its main images were fetched earlier, when
+    the pull sized every package: see tests/test_pull_sizing.py)."""
     import signal
 
     from faultproxy import FaultProxy, Request
     from reliability_support import kill_hard, start_cli, wait_for
 
-    server, _ = isolated
-    _, held_layer = _own_layer(server, "beta-pkg")
+    server, content = isolated
+    [internal, *_] = content.internal_digests["beta-pkg"]
+    with server.client() as client:
+        internal_manifest = client.get_manifest(f"{ROOT}/packages/beta-pkg", internal).json()
+    held_layer = str(internal_manifest["layers"][-1]["digest"])
 
     def beta_layer(request: Request) -> bool:
         return request.method == "GET" and request.path.endswith(

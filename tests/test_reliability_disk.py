@@ -56,7 +56,17 @@ def test_pull_onto_a_full_disk_names_the_path_and_writes_nothing_half(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     bundle = small_disk / "bundle"
-    code = main(["pull", str(bundle), "--source", f"{registry.host}/deckhouse/ee", "--insecure"])
+    # Past the space check (it would refuse this disk before fetching: tests/test_pull_sizing.py)
+    code = main(
+        [
+            "pull",
+            str(bundle),
+            "--source",
+            f"{registry.host}/deckhouse/ee",
+            "--insecure",
+            "--skip-space-check",
+        ]
+    )
     out, err = capfd.readouterr()
     assert code == 1
     text = out + err + caplog.text  # the CLI's last line names the packages, the log why

@@ -78,6 +78,11 @@ def register(subparsers: Any) -> None:
     pull.add_argument("--gost-digest", action="store_true")
     pull.add_argument("--force", action="store_true", help="allow a non-empty bundle dir")
     pull.add_argument(
+        "--skip-space-check",
+        action="store_true",
+        help="pull even when the sized download and archives do not fit the free disk space",
+    )
+    pull.add_argument(
         "--upload-to",
         metavar="URL",
         help="then upload the bundle in the same run: s3://BUCKET[/PREFIX] or "
@@ -206,6 +211,7 @@ def parameters(args: argparse.Namespace) -> PullParameters:
         skip_vex_images=args.skip_vex_images,
         proxy_registry=args.proxy_registry,
         dry_run=args.dry_run,
+        skip_space_check=args.skip_space_check,
         chunk_size=str(args.images_bundle_chunk_size),
         gost_digest=args.gost_digest,
         tmp_dir=args.tmp_dir,

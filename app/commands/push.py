@@ -31,6 +31,11 @@ def register(subparsers: Any) -> None:
     push.add_argument("--packages-path-suffix", default=DEFAULT_PACKAGES_PATH)
     push.add_argument("--modules-path-suffix", default=DEFAULT_MODULES_PATH)
     flags.add_work_dir(push, "<bundle>/.tmp/mirror")
+    push.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be uploaded and what the target has (HEAD requests only)",
+    )
     push.add_argument("--concurrency", type=int, default=4, help="layouts at once")
     push.add_argument("--blob-workers", type=int, default=4, help="blobs at once per layout")
     flags.add_tls(push)
@@ -64,6 +69,7 @@ def parameters(args: argparse.Namespace) -> PushParameters:
         tmp_dir=args.tmp_dir,
         concurrency=args.concurrency,
         blob_workers=args.blob_workers,
+        dry_run=args.dry_run,
         **flags.registry_access(args),
     )
     params.router()
@@ -88,7 +94,8 @@ def run(args: argparse.Namespace, session: Session) -> int:
     session.give_credentials(params.target().registry, flags.target_login(args))
     from ..warmup import warm_push
 
-    session.start("flows.push", warm_up=lambda: warm_push(params))
+    # A dry-run writes nothing to the target: no warm-up (it pushes blobs ahead).
+    session.start("flows.push", warm_up=None if params.dry_run else lambda: warm_push(params))
     from flows.push import run_push
     from tasks.runtime import stop_requested
 

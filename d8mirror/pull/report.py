@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, computed_field
 
 from d8mirror.bundle.checksums import KnownDigest
 from d8mirror.files import write_atomic
+from d8mirror.pull.sizing import SizingSummary
 from d8mirror.units import human_seconds, human_size, human_size_exact
 from d8mirror.versions import sort_versions_desc
 
@@ -75,6 +76,9 @@ class PullReport(BaseModel):
     edition: str = ""
     only_extra_images: bool = False
     errors: list[str] = Field(default_factory=list, description="Of the run itself (GOST digests).")
+    sizing: SizingSummary | None = Field(
+        None, description="What the pull was sized at before fetching (manifests only)."
+    )
     #: GOST digests computed while packing package-versions.tar (not reported).
     gost_known: dict[str, KnownDigest] = Field(default_factory=dict, exclude=True)
 

@@ -12,6 +12,10 @@ is left for the pull, which meets it again, retries and reports it.
 
 :meth:`StoreWarmer.stop` lets downloads that already started finish (the pull needs those
 bytes) and starts nothing new; :meth:`StoreWarmer.join` waits for them.
+
+With ``manifests_only`` (a pull that checks its disk space before fetching) it reads the
+plans' manifests only (:func:`~d8mirror.pull.sizing.size_package`), which the pull's sizing
+then finds in the store; the plans' small channel images are fetched as a plan always does.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .discovery import discover_packages
 from .fetcher import ImageFetcher
 from .options import PullOptions
 from .plan import plan_package
+from .sizing import size_package
 
 log = logging.getLogger("d8mirror.pull.warmup")
 
@@ -68,8 +73,10 @@ class StoreWarmer:
         *,
         concurrency: int = 4,
         blob_workers: int = 4,
+        manifests_only: bool = False,
     ) -> None:
         self.client = client
+        self.manifests_only = manifests_only
         self.store = store
         self.options = options
         self.concurrency = max(1, concurrency)
@@ -147,6 +154,9 @@ class StoreWarmer:
         repo = self.options.package_repo(name)
         try:
             plan = plan_package(fetcher, self.options, name)
+            if self.manifests_only:  # the pull checks disk space before its first layer
+                size_package(fetcher, self.options, plan)
+                return
             for digest in plan.digests.values():
                 if digest is not None:
                     fetcher.image(repo, digest)
