@@ -23,12 +23,16 @@ PART = 5 * 1024 * 1024
 
 @contextmanager
 def moto_endpoint() -> Iterator[str]:
-    """A real HTTP S3 endpoint (moto) on 127.0.0.1; yields its URL."""
+    """A real HTTP S3 endpoint (moto) on 127.0.0.1; yields its URL. Every server of the process
+    shares moto's in-memory backends, so each starts empty (reset): buckets and objects of an
+    earlier test never show up in a later one."""
+    import httpx
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    httpx.post(f"http://{host}:{port}/moto-api/reset", timeout=30).raise_for_status()
     try:
         yield f"http://{host}:{port}"
     finally:
