@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.futures import PrefectFuture, wait
+from prefect.runtime import flow_run
 
 from d8mirror.bundle import bundle_stats
 from d8mirror.bundle.checksums import write_gost_sidecars
@@ -408,10 +410,26 @@ def _publish(params: PullParameters, report: PullReport) -> None:
         get_run_logger().error("pull report not written: %s", exc)
 
 
+@contextmanager
+def asking_source_once() -> Iterator[None]:
+    """While the block runs, this flow run's fetchers share what the source answered (a tag
+    asked once per run: planning, sizing and fetching do not ask again); a retried run
+    starts afresh."""
+    run = flow_run.get_id()
+    if run is None:
+        yield
+        return
+    runtime.open_source_answers(str(run))
+    try:
+        yield
+    finally:
+        runtime.close_source_answers(str(run))
+
+
 @flow(name="mirror-pull", task_runner=task_runner(), log_prints=True)
 def mirror_pull(params: PullParameters) -> PullReport:
     """Pull Deckhouse packages into ``params.bundle_dir`` (see the module docstring)."""
-    with reporting("pull") as progress:
+    with reporting("pull") as progress, asking_source_once():
         started = time.monotonic()
         work_existed = params.work_root().exists()
         prepare(params)
@@ -470,7 +488,7 @@ def mirror_pull(params: PullParameters) -> PullReport:
 @flow(name="mirror-package", task_runner=task_runner(), log_prints=True)
 def mirror_package(params: MirrorPackageParameters) -> PackageOutcome:
     """(Re-)fetch one package into an existing bundle directory: package-<name>.tar only."""
-    with reporting("pull") as progress:
+    with reporting("pull") as progress, asking_source_once():
         progress.expect_items(1)
         pull = params.pull_parameters()
         prepare(pull)

@@ -46,22 +46,31 @@ from d8mirror.pull.tag_digests import (
 from .concurrency import registry_slots
 from .models import MirrorPackageParameters, PullParameters
 from .policy import TRANSIENT_RETRIES, content_key
-from .runtime import blob_store, client_for, progress_for, stop_requested
+from .runtime import blob_store, client_for, progress_for, source_answers, stop_requested
 
 #: The progress item of ``package-versions.tar`` (release images of every catalog package).
 VERSIONS_ITEM = "package-versions"
 
 
 def fetcher_for(params: PullParameters, progress: ItemProgress | None = None) -> ImageFetcher:
-    """A fetcher for one task: the source's shared client, the run's one blob store; what
-    it moves is reported to ``progress`` (one package's item of the run's progress)."""
+    """A fetcher for one task: the source's shared client, the run's one blob store, the
+    run's answers from the source (a tag asked once per run); what it moves is reported to
+    ``progress`` (one package's item of the run's progress)."""
     return ImageFetcher(
         client_for(params.repository().registry),
         blob_store(params.store_root()),
         blob_workers=params.blob_workers,
         should_stop=stop_requested,
         progress=progress,
+        answers=source_answers(_flow_run_id()),
     )
+
+
+def _flow_run_id() -> str | None:
+    from prefect.runtime import flow_run
+
+    run = flow_run.get_id()
+    return None if run is None else str(run)
 
 
 def progress_item(name: str, phase: str) -> ItemProgress:

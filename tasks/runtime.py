@@ -10,6 +10,8 @@ as long as the process lives, in one place, with one :func:`reset`.
     blob locations      per target registry, where a blob already is (cross-repository mounts)
     checked files       archives found to match their checksum sidecars (hashed once)
     stop request        Ctrl+C / SIGTERM in the CLI: tasks stop at the next piece
+    source answers      per pull run, what the source answered (tags → digests, tag lists),
+                        shared by the run's fetchers so a tag is asked once per run
     progress            the :class:`~d8mirror.progress.Progress` of the operation running
                         now (its flow opens it; tasks report to it; the CLI display and the
                         flow's progress artifact read it)
@@ -30,6 +32,7 @@ from typing import Any
 from d8mirror.blobstore import BlobStore
 from d8mirror.bundle.checksums import CheckedFiles
 from d8mirror.progress import Progress
+from d8mirror.pull.fetcher import SourceAnswers
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.registry import Credentials, RegistryClient, TLSOptions
 
@@ -55,6 +58,7 @@ class _State:
     checked_files: CheckedFiles = field(default_factory=CheckedFiles)
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Progress | None = None
+    answers: dict[str, SourceAnswers] = field(default_factory=dict)
 
 
 _lock = threading.RLock()
@@ -168,6 +172,27 @@ def request_stop() -> None:
 
 def stop_requested() -> bool:
     return _state.stop.is_set()
+
+
+# -- what the source answered during a run ------------------------------------------------------
+def open_source_answers(run: str) -> None:
+    """Fresh answers for the pull run ``run`` (a flow run id): its flow calls this as it
+    starts, so a retried run asks the source again."""
+    with _lock:
+        _state.answers[run] = SourceAnswers()
+
+
+def close_source_answers(run: str) -> None:
+    with _lock:
+        _state.answers.pop(run, None)
+
+
+def source_answers(run: str | None) -> SourceAnswers | None:
+    """The answers of pull run ``run`` (None: not opened, e.g. a task run on its own)."""
+    if run is None:
+        return None
+    with _lock:
+        return _state.answers.get(run)
 
 
 # -- progress ------------------------------------------------------------------------------------

@@ -66,6 +66,38 @@ class FetchStats:
                 self.blobs_reused += 1
 
 
+class SourceAnswers:
+    """What the source answered during one run: tag → digest (None: not found) and
+    repository → tag list, shared by the run's fetchers (planning, sizing, fetching, release
+    images), so a tag is asked once per run and one run sees one consistent source. Each
+    fetcher still keeps its own record of the tags it used (:meth:`ImageFetcher.resolved`).
+    Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._digests: dict[tuple[str, str], str | None] = {}
+        self._tags: dict[str, list[str]] = {}
+
+    def digest(self, repository: str, tag: str) -> tuple[bool, str | None]:
+        """(known, digest) of ``repository:tag``."""
+        with self._lock:
+            key = (repository, tag)
+            return (key in self._digests, self._digests.get(key))
+
+    def keep_digest(self, repository: str, tag: str, digest: str | None) -> None:
+        with self._lock:
+            self._digests.setdefault((repository, tag), digest)
+
+    def tags(self, repository: str) -> list[str] | None:
+        with self._lock:
+            listed = self._tags.get(repository)
+            return None if listed is None else list(listed)
+
+    def keep_tags(self, repository: str, tags: list[str]) -> None:
+        with self._lock:
+            self._tags.setdefault(repository, list(tags))
+
+
 class ImageFetcher:
     """Pulls images of one registry into a blob store; bounded blob parallelism.
 
@@ -91,8 +123,10 @@ class ImageFetcher:
         retry: RetryPolicy | None = None,
         stop_in_flight: bool = True,
         progress: ItemProgress | None = None,
+        answers: SourceAnswers | None = None,
     ) -> None:
         self.client = client
+        self.answers = answers if answers is not None else SourceAnswers()
         self.progress = progress
         self._images_seen: set[str] = set()
         self._images_done: set[str] = set()
@@ -116,13 +150,18 @@ class ImageFetcher:
         """Digest of ``repository:tag``, or None when the registry says it does not exist.
 
         Only "not found" means missing (Q12); every other error propagates. A tag is
-        asked once per fetcher: later calls (planning, layouts, VEX, release images of the
-        same run) get the first answer, so one run sees one consistent source.
+        asked once per run (:class:`SourceAnswers`, shared by the run's fetchers): later
+        calls (planning, sizing, layouts, VEX, release images) get the first answer, so one
+        run sees one consistent source.
         """
         self.check_stop()
         with self._resolved_lock:
             if (repository, tag) in self._resolved:
                 return self._resolved[(repository, tag)]
+        known, answer = self.answers.digest(repository, tag)
+        if known:
+            self.remember(repository, tag, answer)
+            return answer
         try:
             digest: str | None = self.retry.call(
                 lambda: self.client.head_manifest(repository, tag).digest,
@@ -135,6 +174,7 @@ class ImageFetcher:
 
     def remember(self, repository: str, tag: str, digest: str | None) -> None:
         """Record what ``repository:tag`` resolved to (e.g. by the run's planning step)."""
+        self.answers.keep_digest(repository, tag, digest)
         with self._resolved_lock:
             self._resolved.setdefault((repository, tag), digest)
 
@@ -181,11 +221,17 @@ class ImageFetcher:
             pass
 
     def list_tags(self, repository: str) -> list[str]:
-        """Every tag of ``repository`` (retried like every other request)."""
+        """Every tag of ``repository`` (retried like every other request), listed once per
+        run (:class:`SourceAnswers`)."""
         self.check_stop()
-        return self.retry.call(
+        listed = self.answers.tags(repository)
+        if listed is not None:
+            return listed
+        listed = self.retry.call(
             lambda: self.client.list_tags(repository), what=f"list tags of {repository}"
         )
+        self.answers.keep_tags(repository, listed)
+        return listed
 
     # -- manifests and blobs ----------------------------------------------------------------
     def _manifest(
