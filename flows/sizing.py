@@ -1,10 +1,10 @@
 """Composition of a pull's sizing (:mod:`d8mirror.pull.sizing`, :mod:`tasks.sizing`).
 
-    per package: resolve-package ─▶ size-package    ┐ at most ``concurrency`` in flight
-    per catalog package: size-release-catalog       ┘
+    per package: resolve-package (at most ``concurrency`` in flight)
+    ─▶ size-pull: every planned package and catalog package, ``concurrency`` at once
     ─▶ PullSizing + free space ─▶ dry-run: size lines
                                └▶ pull: space check (a lower bound, before any layer)
-                                  ─▶ size-package again with the main images fetched, for
+                                  ─▶ size-pull again with the main images fetched, for the
                                      packages whose main images name more (size_exactly)
                                   ─▶ space check (exact) ─▶ fetches
 
@@ -16,7 +16,6 @@ its archives' exact sizes and whether they fit before it fetches the rest.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture
@@ -26,39 +25,27 @@ from d8mirror.pull.sizing import PackageSize, PullSizing, check_space, measure_s
 from flows.bounded import submit_bounded
 from tasks.models import PullParameters
 from tasks.pull import resolve_package_task
-from tasks.sizing import size_package_task, size_release_catalog_task
+from tasks.sizing import size_pull_task
 
 
 def plan_and_size(
     params: PullParameters, names: list[str], catalog: list[str]
 ) -> tuple[list[PrefectFuture[PackagePlan]], PullSizing]:
-    """Every package planned and sized, and every catalog package's release images sized,
-    at most ``concurrency`` at once. Returns the plans (futures, all finished) in package
-    order and the sizing (with free space); a package whose plan or sizing failed is left
-    out of the sizing (its fetch meets the error again and reports it)."""
-    plans: list[PrefectFuture[PackagePlan]] = []
-
-    def submit(item: tuple[bool, str]) -> PrefectFuture[Any]:
-        is_package, name = item
-        if not is_package:
-            return size_release_catalog_task.submit(params, name)
-        plan = resolve_package_task.submit(params, name)
-        plans.append(plan)
-        return size_package_task.submit(params, plan)  # type: ignore[call-overload,no-any-return]
-
-    items = [(True, n) for n in names] + [(False, n) for n in catalog]
-    sized = submit_bounded(submit, items, params.concurrency)
-    finished = [
-        (is_package, f.result())
-        for f, (is_package, _) in zip(sized, items, strict=True)
-        if f.state.is_completed()
-    ]
-    sizing = PullSizing(
-        packages=[s for is_package, s in finished if is_package],
-        catalog=[s for is_package, s in finished if not is_package],
+    """Every package planned (``concurrency`` at once), then every planned package and every
+    catalog package's release images sized in one task. Returns the plans (futures, all
+    finished) in package order and the sizing (with free space); a package whose plan or
+    sizing failed is left out of the sizing (its fetch meets the error again and reports
+    it)."""
+    plans = submit_bounded(
+        lambda name: resolve_package_task.submit(params, name), names, params.concurrency
     )
-    sizing = measure_space(sizing, Path(params.bundle_dir), params.work_root())
-    return plans, sizing
+    sized = size_pull_task(params, _planned(plans), catalog)
+    sizing = PullSizing(packages=sized.packages, catalog=sized.catalog)
+    return plans, measure_space(sizing, Path(params.bundle_dir), params.work_root())
+
+
+def _planned(plans: list[PrefectFuture[PackagePlan]]) -> list[PackagePlan]:
+    return [plan.result() for plan in plans if plan.state.is_completed()]
 
 
 def size_exactly(
@@ -66,24 +53,13 @@ def size_exactly(
 ) -> PullSizing:
     """A real pull's sizing made exact: the packages whose internal and extra images are
     named inside main images not in the store yet are sized again with those main images
-    fetched first (the pull fetches them anyway), at most ``concurrency`` at once."""
+    fetched first (the pull fetches them anyway), in one task."""
     by_name = {s.name: s for s in sizing.packages}
-    redo = [
-        plan
-        for plan in plans
-        if plan.state.is_completed() and by_name.get(plan.result().name, _NONE).needs_layers
-    ]
+    redo = [plan for plan in _planned(plans) if by_name.get(plan.name, _NONE).needs_layers]
     if not redo:
         return sizing
-    futures = submit_bounded(
-        lambda plan: size_package_task.submit(params, plan, True),  # type: ignore[call-overload]
-        redo,
-        params.concurrency,
-    )
-    for future in futures:
-        if future.state.is_completed():
-            size = future.result()
-            by_name[size.name] = size
+    for size in size_pull_task(params, redo, [], fetch_main=True).packages:
+        by_name[size.name] = size
     exact = sizing.model_copy(update={"packages": [by_name[s.name] for s in sizing.packages]})
     return measure_space(exact, Path(params.bundle_dir), params.work_root())
 
