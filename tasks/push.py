@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from d8mirror.errors import MirrorError
 from d8mirror.push.access import check_write_access
-from d8mirror.push.pusher import LayoutPushCancelled, LayoutPushResult
+from d8mirror.push.pusher import LayoutPlan, LayoutPushCancelled, LayoutPushResult
 from d8mirror.push.routing import parse_target
 from d8mirror.push.stages import (
     FinishResult,
@@ -27,6 +27,7 @@ from d8mirror.push.stages import (
     check_bundle,
     finish_push,
     layout_sizes,
+    plan_job,
     prepare_push_tree,
     push_layout,
 )
@@ -37,8 +38,10 @@ from tasks.runtime import (
     blob_locations,
     checked_files,
     client_for,
+    keep_layout_plans,
     progress_for,
     stop_requested,
+    take_layout_plan,
 )
 
 
@@ -79,12 +82,18 @@ def expect_layouts(jobs: list[LayoutJob]) -> None:
     read here is left to its push task, which reports why."""
     progress = progress_for("push")
     progress.expect_items(len(jobs))
+    plans: dict[tuple[str, str], LayoutPlan] = {}
     for job in jobs:
         try:
-            sizes = layout_sizes(job)
+            plans[_job_key(job)] = planned = plan_job(job)
         except MirrorError:
             continue
-        progress.item(layout_item(job)).expect(sizes)
+        progress.item(layout_item(job)).expect(layout_sizes(planned))
+    keep_layout_plans(plans)  # each push task takes its own: a layout is planned once
+
+
+def _job_key(job: LayoutJob) -> tuple[str, str]:
+    return (job.directory, job.layout)
 
 
 @task(
@@ -114,6 +123,7 @@ def push_layout_task(
             warn=logger.warning,
             should_stop=stop_requested,
             progress=item,
+            planned=take_layout_plan(_job_key(job)),
         )
     except LayoutPushCancelled as exc:
         logger.warning("%s", exc)

@@ -59,6 +59,7 @@ class _State:
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Progress | None = None
     answers: dict[str, SourceAnswers] = field(default_factory=dict)
+    layout_plans: dict[tuple[str, str], Any] = field(default_factory=dict)
 
 
 _lock = threading.RLock()
@@ -193,6 +194,20 @@ def source_answers(run: str | None) -> SourceAnswers | None:
         return None
     with _lock:
         return _state.answers.get(run)
+
+
+# -- push layouts planned ahead ------------------------------------------------------------------
+def keep_layout_plans(plans: dict[tuple[str, str], Any]) -> None:
+    """The push's layout plans, made once by its unpack step (by job directory and layout),
+    replacing any earlier push's."""
+    with _lock:
+        _state.layout_plans = dict(plans)
+
+
+def take_layout_plan(key: tuple[str, str]) -> Any:
+    """The plan kept for ``key`` (None: none kept); handed out once."""
+    with _lock:
+        return _state.layout_plans.pop(key, None)
 
 
 # -- progress ------------------------------------------------------------------------------------

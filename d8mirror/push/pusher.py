@@ -74,7 +74,11 @@ class TagPlan:
     node: ManifestNode
 
 
-def plan_layout(blobs: LayoutBlobs) -> tuple[list[TagPlan], list[str]]:
+#: A layout's tags to push with their manifest trees, and the warnings found planning them.
+LayoutPlan = tuple[list["TagPlan"], list[str]]
+
+
+def plan_layout(blobs: LayoutBlobs) -> LayoutPlan:
     """The (tag, manifest tree) pairs to push, sorted by tag, and the warnings found."""
     layout, where = blobs.layout, blobs.layout_rel or "/"
     entries = layout.entries()
@@ -139,18 +143,20 @@ def push_layout(
     spans: BlobSpans | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     progress: ItemProgress | None = None,
+    planned: LayoutPlan | None = None,
 ) -> LayoutPushResult:
     """Push every short tag of the layout at ``layout_dir`` into ``repository`` (a path on
     ``client``'s registry). ``layout_rel`` is the layout's path in the unpacked tree, under
     which ``spans`` (blobs left in their archive) are found. Raises the registry's typed
     errors, or :class:`LayoutPushCancelled` once ``should_stop()``; safe to call again.
     ``progress`` (the layout's item) is told its blobs and manifests, the bytes uploaded per
-    chunk, and what the target already held or mounted (reused)."""
+    chunk, and what the target already held or mounted (reused). ``planned``: the layout's
+    :func:`plan_layout` already made from the same tree (not made again)."""
     retry = retry or default_policy()
     source = LayoutBlobs(
         Layout(layout_dir), layout_rel, spans if spans is not None else BlobSpans()
     )
-    plans, warnings = plan_layout(source)
+    plans, warnings = planned if planned is not None else plan_layout(source)
     for message in warnings:
         (warn or log.warning)(message)
     if progress is not None:

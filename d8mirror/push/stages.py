@@ -33,7 +33,7 @@ from d8mirror.registry import RegistryClient
 from .blobs import BlobLocations
 from .blobsource import LayoutBlobs
 from .discovery_tags import DiscoveryTag, plan_discovery_tags, push_discovery_tags, split_landed
-from .pusher import LayoutPushResult, expected_sizes, plan_layout, push_layout_blobs
+from .pusher import LayoutPlan, LayoutPushResult, expected_sizes, plan_layout, push_layout_blobs
 from .pusher import push_layout as push_layout_dir
 from .routing import Router, find_layouts
 from .summary import LayoutFailure, PushResult
@@ -249,9 +249,11 @@ def push_layout(
     warn: Warn | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     progress: ItemProgress | None = None,
+    planned: LayoutPlan | None = None,
 ) -> LayoutPushResult:
-    """Push one layout job (:func:`d8mirror.push.pusher.push_layout`); raises the registry's
-    typed errors, or :class:`~d8mirror.push.pusher.LayoutPushCancelled` once ``should_stop()``."""
+    """Push one layout job (:func:`d8mirror.push.pusher.push_layout`; ``planned``: its
+    :func:`plan_job`, when already made); raises the registry's typed errors, or
+    :class:`~d8mirror.push.pusher.LayoutPushCancelled` once ``should_stop()``."""
     return push_layout_dir(
         client,
         Path(job.directory),
@@ -263,18 +265,24 @@ def push_layout(
         spans=job_spans(job),
         should_stop=should_stop,
         progress=progress,
+        planned=planned,
     )
 
 
-def layout_sizes(job: LayoutJob) -> dict[str, int]:
-    """Every blob and manifest the job's tags need, digest → size, read from the unpacked
-    tree only (no request): the exact totals of a push's progress before any layout starts."""
+def plan_job(job: LayoutJob) -> LayoutPlan:
+    """The job's tags and manifest trees, read from the unpacked tree only (no request):
+    what :func:`push_layout` pushes (hand it over as ``planned``) and, with
+    :func:`layout_sizes`, the exact totals of a push's progress before any layout starts."""
     spans = job_spans(job)
     source = LayoutBlobs(
         Layout(Path(job.directory)), job.layout, spans if spans is not None else BlobSpans()
     )
-    plans, _warnings = plan_layout(source)  # push_layout warns about them
-    return expected_sizes(plans)
+    return plan_layout(source)
+
+
+def layout_sizes(planned: LayoutPlan) -> dict[str, int]:
+    """Every blob and manifest the planned tags need, digest → size."""
+    return expected_sizes(planned[0])
 
 
 def push_blobs_ahead(
