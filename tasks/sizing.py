@@ -55,13 +55,21 @@ def size_pull_task(
     jobs = [(plan, fetcher_for(params)) for plan in plans]
     parts = [(name, fetcher_for(params)) for name in catalog]
 
+    progress = None if params.dry_run else progress_for("pull")  # a dry-run moves nothing
+
     def package(plan: PackagePlan, fetcher: ImageFetcher) -> PackageSize | None:
-        return _tolerant(
+        size = _tolerant(
             plan.name, lambda: size_package(fetcher, options, plan, fetch_main=fetch_main)
         )
+        if size is not None and progress is not None:  # totals grow as each part is sized
+            progress.expect(size.blobs, item=size.name)
+        return size
 
     def part(name: str, fetcher: ImageFetcher) -> PackageSize | None:
-        return _tolerant(name, lambda: size_release_catalog(fetcher, options, name))
+        size = _tolerant(name, lambda: size_release_catalog(fetcher, options, name))
+        if size is not None and progress is not None:
+            progress.expect(size.blobs, item=VERSIONS_ITEM)
+        return size
 
     with (
         source_slots(params, params.blob_workers),
@@ -73,12 +81,6 @@ def size_pull_task(
             packages=[s for f in sized if (s := f.result()) is not None],
             catalog=[s for f in sized_parts if (s := f.result()) is not None],
         )
-    if not params.dry_run:
-        progress = progress_for("pull")
-        for size in result.packages:
-            progress.expect(size.blobs, item=size.name)
-        for size in result.catalog:
-            progress.expect(size.blobs, item=VERSIONS_ITEM)
     return result
 
 
