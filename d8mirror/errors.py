@@ -26,7 +26,10 @@
     │   ├── DigestMismatchError      bytes do not hash to their digest (retried: may be transient)
     │   │   └── LocalContentError    local bytes contradict their descriptor (never retried)
     │   └── LayerReadError           an image layer is truncated or not a readable tar
+    │   └── SealedFileError          a receipt.json / delta.json that does not match its .sha256
     ├── LayoutError                  an OCI image layout is missing or malformed
+    ├── ReceiptError                 a receipt or delta.json that is malformed or does not apply
+    │   └── DeltaBaseMissingError    a delta's omitted blobs are not in the target (nothing pushed)
     ├── BundleError                  archives: packing, chunks, unpack
     │   ├── UnsafeArchiveEntryError  tar-slip, absolute path, link or device entry
     │   └── ChunkSetError            a chunk set is incomplete or malformed
@@ -194,6 +197,20 @@ class LocalContentError(DigestMismatchError):
 
 class LayerReadError(IntegrityError):
     """An image layer on disk is truncated or not a readable (gzip) tar."""
+
+
+class SealedFileError(IntegrityError):
+    """A small JSON file carried with a ``.sha256`` sidecar (``receipt.json``, ``delta.json``)
+    is missing its sidecar or does not hash to it: tampered or truncated; never used."""
+
+
+class ReceiptError(MirrorError):
+    """A receipt or a delta description is malformed, or does not apply to what it is used for."""
+
+
+class DeltaBaseMissingError(ReceiptError):
+    """A delta bundle's omitted blobs are not in (nor mountable within) the target registry:
+    the target is not at the receipt the delta was built against; nothing was pushed."""
 
 
 class LayoutError(MirrorError):
