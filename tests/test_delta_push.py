@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from push_bundle_builder import PackageSpec, build_bundle
+from push_stages import push_bundle
 from reliability_support import tags_and_digests
 
 from d8mirror.bundle import discover_archives
@@ -35,13 +36,16 @@ from d8mirror.hashing import sha256_file_hex
 from d8mirror.mediatypes import INDEX_TYPES
 from d8mirror.names import SHA256_SUFFIX
 from d8mirror.push.blobs import BlobLocations
+from d8mirror.push.delta_base import check_delta_base, refuse_missing_base
 from d8mirror.push.routing import Router, parse_target
 from d8mirror.push.stages import check_bundle, prepare_push_tree, push_layout
 from d8mirror.push.unified import WorkDir
 from d8mirror.receipt import HeldImage, Receipt, write_receipt
+from d8mirror.verify import verify_bundle
 from testbed.registry_server import RegistryServer
 
 REPO = Path(__file__).resolve().parent.parent
+CLI = (sys.executable, "-m", "app.main")
 _ns = itertools.count()
 
 BASE = [PackageSpec("console")]
@@ -133,7 +137,7 @@ def make_delta(
     """``dest``: a copy of bundle ``full`` without the configs and layers ``receipt`` lists,
     with its ``delta.json`` (each omitted blob named by a repository of the base holding it)."""
     shutil.copytree(full, dest)
-    _images, sizes, users = _used_blobs(full)
+    _images, sizes, _users = _used_blobs(full)
     held = set(receipt.blobs)
     _base_images, _base_sizes, holders = base_usage
     omitted = [
@@ -309,6 +313,9 @@ def test_a_delta_into_an_empty_registry_fails_before_any_write(
     assert requests and {m for m, _p, _s in requests} <= {"HEAD", "GET"}
     with empty_registry.client() as client:
         assert client.list_repositories() == []
+    # a dry-run says the same (the push would fail)
+    with pytest.raises(DeltaBaseMissingError):
+        run_push(_params(corpus.delta, f"{empty_registry.host}/nothing/ee", dry_run=True))
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -380,8 +387,7 @@ def test_the_cli_says_the_target_lacks_the_base_and_exits_1(
     )
     empty_registry.clear_requests()
     done = subprocess.run(
-        [sys.executable, "-m", "app.main", "push", str(corpus.delta)]
-        + [f"{empty_registry.host}/cli/ee", "--insecure"],
+        [*CLI, "push", str(corpus.delta), f"{empty_registry.host}/cli/ee", "--insecure"],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -396,3 +402,65 @@ def test_the_cli_says_the_target_lacks_the_base_and_exits_1(
     assert "push the earlier delta bundles" in block
     assert {m for m, _p, _s in empty_registry.requests()} <= {"HEAD", "GET"}
     assert read_delta(corpus.delta) == corpus.description
+
+
+def test_verify_accepts_a_delta_bundle_and_refuses_a_tampered_delta_json(
+    corpus: Corpus, tmp_path: Path
+) -> None:
+    report = verify_bundle(corpus.delta)
+    assert report.ok, report.verdict()
+    assert any(corpus.description.id in note for note in report.notes)
+    bundle = tmp_path / "tampered"
+    shutil.copytree(corpus.delta, bundle)
+    (bundle / "delta.json").write_text((bundle / "delta.json").read_text() + " ")
+    report = verify_bundle(bundle)
+    assert not report.ok
+    assert any("delta.json" in p for p in report.problems), report.problems
+    # without its delta description the omitted blobs are missing, each named
+    assert any("is missing from" in p for p in report.problems), report.problems
+
+
+def test_the_pre_check_routes_the_delta_s_repository_and_falls_back_to_the_layouts(
+    corpus: Corpus, registry2: RegistryServer, tmp_path: Path
+) -> None:
+    """Into a target whose packages live under ``mirror/`` (``--packages-path-suffix``): a
+    blob is looked for in the repository ``delta.json`` names, routed; when that lacks it (a
+    delta naming a repository the target no longer has), in the repositories that need it."""
+    target = parse_target(f"{registry2.host}/delta-routed-{next(_ns)}/ee")
+    router = Router.from_suffixes("mirror")
+    with registry2.client() as client:
+        push_bundle(client, discover_archives(corpus.base, []), tmp_path / "t", target, router)
+        archives = discover_archives(corpus.delta, [])
+        needs = check_bundle(archives, target, router, delta=corpus.description)
+        assert needs is not None
+        registry2.clear_requests()
+        base = check_delta_base(client, needs, target, router)
+        assert base.complete and len(base.found) == len(needs.blobs)
+        assert all(r.startswith(f"{target.path}/mirror/console") for r in base.found.values())
+        heads = [p for m, p, _s in registry2.requests() if m == "HEAD"]
+        assert len(heads) == len(needs.blobs)  # each found where delta.json says
+        assert all(f"/v2/{target.path}/mirror/console" in p for p in heads)
+
+        moved = needs.model_copy(
+            update={
+                "blobs": tuple(
+                    b.model_copy(update={"repository": "packages/gone"}) for b in needs.blobs
+                )
+            }
+        )
+        registry2.clear_requests()
+        base = check_delta_base(client, moved, target, router)
+        assert base.complete, base.missing  # every one is in a console layout's repository
+        assert all("/mirror/console" in r for r in base.found.values())
+        heads = [p for m, p, _s in registry2.requests() if m == "HEAD"]
+        assert sum(f"/v2/{target.path}/mirror/gone/" in p for p in heads) == len(needs.blobs)
+
+        nowhere = moved.model_copy(
+            update={"blobs": tuple(b.model_copy(update={"layouts": ()}) for b in moved.blobs)}
+        )
+        base = check_delta_base(client, nowhere, target, router)
+        assert len(base.missing) == len(needs.blobs) and not base.found
+        with pytest.raises(DeltaBaseMissingError) as info:
+            refuse_missing_base(base, target)
+        assert f"{needs.blobs[0].digest} ({target.path}/mirror/gone)" in str(info.value)
+        assert f"… and {len(needs.blobs) - 5} more" in str(info.value)
