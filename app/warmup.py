@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from d8mirror.errors import MirrorError
@@ -79,11 +80,14 @@ def warm_pull(params: PullParameters) -> Warmer | None:
 def warm_push(params: PushParameters) -> Warmer | None:
     """Put the bundle's blobs into the push target, through the push's own stages (the flow's
     mount sources and checked archives: :mod:`tasks.runtime`)."""
+    from d8mirror.delta import is_delta_bundle
     from d8mirror.push.warmup import PushWarmer
     from d8mirror.registry import RegistryClient
     from tasks import runtime
     from tasks.credentials import target_credentials
 
+    if params.bundle_dir and is_delta_bundle(Path(params.bundle_dir)):
+        return None  # nothing is written before the push checks the target holds its base
     target = params.target()
     archives = params.archives()
     registry = target.registry

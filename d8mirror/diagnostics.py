@@ -123,6 +123,14 @@ INCOMPLETE_UPLOAD = Category(
     "incomplete upload",
     ("the remote bundle was not uploaded whole: upload it again (d8mirror pull --upload-to)",),
 )
+DELTA_BASE_MISSING = Category(
+    "target lacks the delta's base",
+    (
+        "push the earlier delta bundles, or the full bundle, into this registry first",
+        "or pull a new delta against the site's current receipt: d8mirror receipt REGISTRY "
+        "-o receipt.json, then d8mirror pull ... --delta-from receipt.json",
+    ),
+)
 CANCELLED = Category("cancelled", ("run the same command again to complete it",))
 RUN_FAILED = Category(
     "run failed",
@@ -149,6 +157,7 @@ CATEGORIES: tuple[tuple[type[BaseException], Category], ...] = (
     (e.ProtocolError, PROTOCOL),
     (e.RegistryError, REGISTRY_FAILED),
     (e.DiskSpaceError, DISK_FULL),
+    (e.DeltaBaseMissingError, DELTA_BASE_MISSING),
     (te.IncompleteUploadError, INCOMPLETE_UPLOAD),
     (e.LocalContentError, CORRUPT_BUNDLE),
     (e.DigestMismatchError, CORRUPT_DATA),

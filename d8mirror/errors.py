@@ -29,7 +29,8 @@
     │   └── SealedFileError          a receipt.json / delta.json that does not match its .sha256
     ├── LayoutError                  an OCI image layout is missing or malformed
     ├── ReceiptError                 a receipt or delta.json that is malformed or does not apply
-    │   └── DeltaBaseMissingError    a delta's omitted blobs are not in the target (nothing pushed)
+    │   ├── DeltaBaseMissingError    a delta's omitted blobs are not in the target (nothing pushed)
+    │   └── DeltaMountError          an omitted blob could not be mounted where a layout needs it
     ├── BundleError                  archives: packing, chunks, unpack
     │   ├── UnsafeArchiveEntryError  tar-slip, absolute path, link or device entry
     │   └── ChunkSetError            a chunk set is incomplete or malformed
@@ -211,6 +212,12 @@ class ReceiptError(MirrorError):
 class DeltaBaseMissingError(ReceiptError):
     """A delta bundle's omitted blobs are not in (nor mountable within) the target registry:
     the target is not at the receipt the delta was built against; nothing was pushed."""
+
+
+class DeltaMountError(ReceiptError):
+    """A blob a delta bundle omits is not in the repository that needs it and could not be
+    mounted there (the registry refused the cross-repository mount, or no repository of the
+    target is known to hold it); the layout fails, the others go on."""
 
 
 class LayoutError(MirrorError):

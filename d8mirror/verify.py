@@ -8,7 +8,8 @@ Checks, each reported as a plain sentence naming the file:
 * exactly the checks push runs before it uploads anything (:mod:`d8mirror.push.validate`, one
   code path: archives read to their end-of-archive marker, chunks contiguous, plain tars only,
   safe regular entries, valid ``index.json`` files and short tags, valid layout names, every
-  referenced manifest present and hashing to its digest, every referenced blob present), plus
+  referenced manifest present and hashing to its digest, every referenced blob present or, in
+  a delta bundle, omitted by its ``delta.json``, itself checked against its sidecar), plus
   every blob hashed against its name; a descriptor without a short tag (push skips it) is a
   problem here;
 * when a transfer manifest (``d8mirror-transfer.json``) is present, every file it lists exists
@@ -24,7 +25,8 @@ from typing import Any
 
 from d8mirror.bundle import discover_archives, verify_sidecars
 from d8mirror.bundle.checksums import has_sha256_sidecars
-from d8mirror.errors import BundleError, ConfigError
+from d8mirror.delta import read_delta
+from d8mirror.errors import BundleError, ConfigError, ReceiptError, SealedFileError
 from d8mirror.names import SHA256_SUFFIX
 from d8mirror.push.validate import check_archives
 
@@ -97,13 +99,33 @@ def verify_bundle(bundle_dir: Path) -> VerifyReport:
         archives = discover_archives(bundle_dir)
     except BundleError:
         archives = []
-    check = check_archives(archives, deep=True)
+    omitted = _omitted_blobs(bundle_dir, report)
+    check = check_archives(archives, deep=True, omitted=omitted)
     report.archives, report.files = check.archives, check.files
     report.blobs, report.descriptors = check.blobs_hashed, check.descriptors
     report.problems += check.problems + check.untagged
     if report.archives == 0:
         report.problems.append(f"{bundle_dir}: no archives (*.tar or *.chunk) found")
     return report
+
+
+def _omitted_blobs(bundle_dir: Path, report: VerifyReport) -> dict[str, int] | None:
+    """A delta bundle's omitted blobs (digest → size; its ``delta.json`` checked against its
+    sidecar), noted in ``report``; None for a full bundle or an unreadable ``delta.json``
+    (a problem: then every missing blob is one too)."""
+    try:
+        delta = read_delta(bundle_dir)
+    except (ReceiptError, SealedFileError) as exc:
+        report.problems.append(str(exc))
+        return None
+    if delta is None:
+        return None
+    report.notes.append(
+        f"delta bundle {delta.id} (base receipt sha256:{delta.base_receipt_sha256}): "
+        f"{len(delta.omitted)} blobs ({delta.bytes_omitted} bytes) are left out, as the "
+        "target holds them; push checks that before it writes anything"
+    )
+    return {blob.digest: blob.size for blob in delta.omitted}
 
 
 def _orphan_sidecars(bundle_dir: Path) -> list[str]:

@@ -1,6 +1,7 @@
 """mirror-push: bundle archives into the air-gapped registry.
 
-    check bundle ─▶ write check ─▶ unpack (sorted, merged, Q2 provenance; sidecars checked)
+    check bundle ─▶ (a delta bundle: does the target hold every omitted blob? HEADs only)
+    ─▶ write check ─▶ unpack (sorted, merged, Q2 provenance; sidecars checked)
     ─▶ per layout (bounded, heaviest first): push ─▶ finish: verify every pushed tag,
     discovery tags of the items whose layouts all landed, verify them ─▶ summary + table
     artifacts ─▶ PushFailed if any layout failed or any tag does not resolve to the bundle's
@@ -31,6 +32,7 @@ from prefect.futures import PrefectFuture
 
 from d8mirror.errors import PushFailed
 from d8mirror.push.access import bypassed
+from d8mirror.push.delta_base import DeltaBase
 from d8mirror.push.dryrun import render_push_dry_run
 from d8mirror.push.pusher import LayoutPushResult
 from d8mirror.push.stages import (
@@ -49,6 +51,7 @@ from tasks.credentials import target_credentials
 from tasks.push import (
     PushParameters,
     check_bundle_task,
+    check_delta_base_task,
     check_write_access_task,
     finish_push_task,
     push_layout_task,
@@ -108,9 +111,13 @@ def _timed(
     )
 
 
-def _dry_run(params: PushParameters, registry: str, started: float) -> PushResult:
+def _dry_run(
+    params: PushParameters, registry: str, started: float, base: DeltaBase | None
+) -> PushResult:
     """``push --dry-run``: every layout asked with HEAD requests (:mod:`d8mirror.push.dryrun`),
-    one line each and the total printed; the unpacked tree is removed; nothing is pushed."""
+    one line each and the total printed, and for a delta bundle how many of its omitted blobs
+    the target holds (``base``, its pre-check); the unpacked tree is removed; nothing is
+    pushed."""
     tree = unpack_bundle_task(params)
     try:
         futures = submit_bounded(
@@ -124,6 +131,8 @@ def _dry_run(params: PushParameters, registry: str, started: float) -> PushResul
     found = [f.result() for f in futures]  # a failed HEAD fails the dry-run: it says why
     for line in render_push_dry_run(found):
         logger.info("%s", line)
+    if base is not None:
+        logger.info("[dry-run] %s", base.describe())
     return push_result(
         params.target(),
         tree,
@@ -154,9 +163,12 @@ def mirror_push(params: PushParameters) -> PushResult:
         logger = get_run_logger()
         started = time.monotonic()
         registry = _register_target(params)
-        check_bundle_task(params)  # before any request that writes: a bad bundle pushes nothing
+        # before any request that writes: a bad bundle pushes nothing, nor does a delta
+        # bundle whose base the target lacks
+        needs = check_bundle_task(params)
+        base = None if needs is None else check_delta_base_task(registry, params, needs)
         if params.dry_run:
-            return _dry_run(params, registry, started)
+            return _dry_run(params, registry, started, base)
         if bypassed():
             logger.warning("MIRROR_BYPASS_ACCESS_CHECKS=1: skipping the registry write check")
         else:

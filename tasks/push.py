@@ -17,6 +17,13 @@ from prefect.cache_policies import NO_CACHE
 
 from d8mirror.errors import MirrorError
 from d8mirror.push.access import check_write_access
+from d8mirror.push.delta_base import (
+    DeltaBase,
+    DeltaNeeds,
+    bundle_delta,
+    check_delta_base,
+    refuse_missing_base,
+)
 from d8mirror.push.pusher import LayoutPlan, LayoutPushCancelled, LayoutPushResult
 from d8mirror.push.routing import parse_target
 from d8mirror.push.stages import (
@@ -53,10 +60,33 @@ def check_write_access_task(registry: str) -> None:
 
 
 @task(name="check-bundle")
-def check_bundle_task(params: PushParameters) -> None:
+def check_bundle_task(params: PushParameters) -> DeltaNeeds | None:
     """Read every archive to its end and check every layout before anything is uploaded
-    (:mod:`d8mirror.push.validate`); BundleError naming the archives, and nothing is pushed."""
-    check_bundle(params.archives(), params.target(), params.router())
+    (:mod:`d8mirror.push.validate`); BundleError naming the archives, and nothing is pushed.
+    A delta bundle's ``delta.json`` is read first (a tampered one is refused); its omitted
+    blobs and the layouts needing them are returned (None: a full bundle)."""
+    delta = bundle_delta(params.bundle_dir)
+    if delta is not None:
+        get_run_logger().info(
+            "Delta bundle %s (base receipt sha256:%s): %d blobs omitted",
+            delta.id,
+            delta.base_receipt_sha256,
+            len(delta.omitted),
+        )
+    return check_bundle(params.archives(), params.target(), params.router(), delta=delta)
+
+
+@task(name="check-delta-base", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
+def check_delta_base_task(registry: str, params: PushParameters, needs: DeltaNeeds) -> DeltaBase:
+    """Before any write: HEAD every blob the delta bundle omits in the target (bounded,
+    retried); DeltaBaseMissingError when any is missing. Where each was found seeds the
+    push's mount sources."""
+    target = params.target()
+    base = check_delta_base(client_for(registry), needs, target, params.router())
+    get_run_logger().info("%s", base.describe())
+    refuse_missing_base(base, target)
+    blob_locations(registry).seed(base.found, (blob.digest for blob in needs.blobs))
+    return base
 
 
 @task(name="unpack-bundle")

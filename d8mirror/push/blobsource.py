@@ -32,6 +32,12 @@ class LayoutBlobs:
             return None
         return self.spans.find(self.layout_rel, digest)
 
+    def holds(self, digest: str) -> bool:
+        """Whether the layout has blob ``digest`` (its file, or its span of an archive)."""
+        return self.layout.blob_path(digest).is_file() or (
+            self.spans.find(self.layout_rel, digest) is not None
+        )
+
     def read(self, digest: str, *, limit: int) -> bytes:
         """A small blob (a manifest) whole; one larger than ``limit`` is refused."""
         span = self.span(digest)

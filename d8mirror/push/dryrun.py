@@ -35,6 +35,8 @@ class LayoutDryRun(BaseModel):
     bytes_to_upload: int = 0
     blobs_present: int = 0
     bytes_present: int = 0
+    blobs_to_mount: int = 0  # a delta bundle's omitted blobs: mounted within the target
+    bytes_to_mount: int = 0
 
 
 def dry_run_layout(
@@ -64,6 +66,9 @@ def dry_run_layout(
         if there:
             result.blobs_present += 1
             result.bytes_present += size
+        elif not source.holds(blob.digest):  # omitted by a delta bundle (checked before)
+            result.blobs_to_mount += 1
+            result.bytes_to_mount += size
         else:
             result.blobs_to_upload += 1
             result.bytes_to_upload += size
@@ -93,4 +98,12 @@ def _line(what: str, layouts: list[LayoutDryRun]) -> str:
         f"{sum(d.tags_present for d in layouts)} present; blobs "
         f"{sum(d.blobs_to_upload for d in layouts)} to upload ({human_size(up)}, {up} bytes), "
         f"{sum(d.blobs_present for d in layouts)} present ({human_size(there)}, {there} bytes)"
+        + _mounts(layouts)
     )
+
+
+def _mounts(layouts: list[LayoutDryRun]) -> str:
+    """A delta bundle's omitted blobs the layouts would mount (nothing said when none)."""
+    count = sum(d.blobs_to_mount for d in layouts)
+    size = sum(d.bytes_to_mount for d in layouts)
+    return f", {count} to mount ({human_size(size)}, {size} bytes)" if count else ""

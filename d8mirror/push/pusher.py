@@ -7,9 +7,11 @@ warned once; descriptors without a short tag are skipped with a warning):
    still checked (a damaged target is repaired): its blobs below, and an index's children
    (HEAD by digest, PUT when missing);
 2. every blob of every tag is HEAD-checked in the target and, when missing, mounted from
-   another repository that already received it in this run, else uploaded, streamed from the
-   layout's blob file or, for a large blob left in a plain tar by the unpack, from its byte
-   range of the archive (``spans``); blobs run on a bounded pool (``blob_workers``);
+   another repository that already received it in this run (or, for a blob a delta bundle
+   omits, where the pre-check found it: a refused mount fails the layout), else uploaded,
+   streamed from the layout's blob file or, for a large blob left in a plain tar by the
+   unpack, from its byte range of the archive (``spans``); blobs run on a bounded pool
+   (``blob_workers``);
 3. manifests are PUT byte-exact: an index's children by digest first, then the tagged one.
 
 A warm re-push therefore costs one HEAD per tag and one per unique blob of the layout, and
@@ -33,7 +35,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from d8mirror.bundle import BlobSpans
-from d8mirror.errors import NotFoundError
+from d8mirror.errors import DeltaMountError, NotFoundError
 from d8mirror.layout import IndexEntry, Layout
 from d8mirror.progress import ItemProgress
 from d8mirror.push.blobs import BlobLocations
@@ -292,7 +294,8 @@ def _ensure_blob(
     locations: BlobLocations,
     progress: ItemProgress | None = None,
 ) -> str:
-    """ "present", "mounted" or "uploaded"."""
+    """ "present", "mounted" or "uploaded". A blob a delta bundle omits (absent from the
+    layout) can only be mounted: DeltaMountError when that is refused."""
     if client.blob_exists(repository, blob.digest):
         locations.remember(blob.digest, repository)
         return "present"
@@ -300,10 +303,25 @@ def _ensure_blob(
     if origin is not None and client.mount_blob(repository, blob.digest, origin):
         locations.remember(blob.digest, repository)
         return "mounted"
+    if locations.is_omitted(blob.digest) and not source.holds(blob.digest):
+        raise DeltaMountError(_unmountable(repository, blob.digest, origin))
     moved = None if progress is None else partial(progress.moved, blob.digest)
     source.upload(client, repository, blob.digest, blob.size if blob.size >= 0 else None, moved)
     locations.remember(blob.digest, repository)
     return "uploaded"
+
+
+def _unmountable(repository: str, digest: str, origin: str | None) -> str:
+    why = (
+        f"the registry refused to mount it from {origin} (it answered with an upload "
+        "session, cancelled): it does not allow cross-repository mounts there"
+        if origin is not None
+        else "no repository of the target is known to hold it"
+    )
+    return (
+        f"blob {digest} is omitted by the delta bundle and not in {repository}, and {why}. "
+        "Push the full bundle instead, or allow blob mounts within the target registry."
+    )
 
 
 def _push_blobs(

@@ -1,13 +1,15 @@
 """The stages of a push, in the order mirror-push runs them; ``flows/push.py`` maps each one to
 one task, and the CLI's warm-up (:mod:`d8mirror.push.warmup`) calls the first ones itself:
 
-    check_bundle ─▶ prepare_push_tree ─▶ push_layout (per LayoutJob) ─▶ finish_push
-    ─▶ push_result
+    check_bundle ─▶ (a delta bundle: check_delta_base) ─▶ prepare_push_tree
+    ─▶ push_layout (per LayoutJob) ─▶ finish_push ─▶ push_result
 
 :func:`check_bundle` reads every archive to its end and checks every layout before anything is
-written. :func:`prepare_push_tree` hashes the archives against their checksum sidecars while it
-unpacks them (sorted, index files merged, provenance recorded) into one tree, and plans one
-:class:`LayoutJob` per non-empty layout; a layout that cannot be read is skipped with a warning
+written; for a delta bundle, :func:`~d8mirror.push.delta_base.check_delta_base` then checks
+that the target holds every blob the bundle omits (HEADs only). :func:`prepare_push_tree`
+hashes the archives against their checksum sidecars while it unpacks them (sorted, index files
+merged, provenance recorded) into one tree, and plans one :class:`LayoutJob` per non-empty
+layout; a layout that cannot be read is skipped with a warning
 carried in the result. :func:`push_layout` pushes one job. :func:`finish_push` verifies every
 pushed tag, pushes the discovery tags of the items whose layouts all landed and verifies those.
 :func:`push_result` puts the outcomes together. Inputs and results are pydantic models, so the
@@ -24,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from pydantic import BaseModel, ConfigDict, Field
 
 from d8mirror.bundle import SIDECAR_WORKERS, BlobSpans, CheckedFiles, check_archive_sidecars
+from d8mirror.delta import Delta
 from d8mirror.errors import BundleError, LayoutError
 from d8mirror.layout import Layout
 from d8mirror.progress import ItemProgress
@@ -32,6 +35,7 @@ from d8mirror.registry import RegistryClient
 
 from .blobs import BlobLocations
 from .blobsource import LayoutBlobs
+from .delta_base import DeltaNeeds
 from .discovery_tags import DiscoveryTag, plan_discovery_tags, push_discovery_tags, split_landed
 from .pusher import LayoutPlan, LayoutPushResult, expected_sizes, plan_layout, push_layout_blobs
 from .pusher import push_layout as push_layout_dir
@@ -119,10 +123,18 @@ class FinishResult(BaseModel):
 
 
 # -- check and prepare ---------------------------------------------------------------------------
-def check_bundle(archives: Sequence[Path], target: Repository, router: Router) -> None:
+def check_bundle(
+    archives: Sequence[Path], target: Repository, router: Router, *, delta: Delta | None = None
+) -> DeltaNeeds | None:
     """Read every archive to its end and check every layout (:mod:`d8mirror.push.validate`);
-    BundleError naming the archives, before anything is written."""
-    refuse_invalid(archives, repository_of=lambda rel: router.repository(target, rel))
+    BundleError naming the archives, before anything is written. For a delta bundle
+    (``delta``), blobs the archives lack are accepted when the delta omits them: the omitted
+    blobs and the layouts that need them are returned, for :func:`check_delta_base`."""
+    omitted = None if delta is None else {blob.digest: blob.size for blob in delta.omitted}
+    check = refuse_invalid(
+        archives, repository_of=lambda rel: router.repository(target, rel), omitted=omitted
+    )
+    return None if delta is None else DeltaNeeds.of(delta, check.omitted_needed)
 
 
 def prepare_push_tree(

@@ -19,8 +19,9 @@ Per archive (a plain tar, or its chunk set read as one byte stream):
 Over the tree the archives make together (later archives win, as in the unpack): every layout
 path is a valid repository name; every manifest an ``index.json`` refers to (and every child
 of an image index) is present, at most 4 MiB, hashes to its digest and has the descriptor's
-size; every config and layer it refers to is present (:meth:`TreeCheck.blob_present`, the one
-place a delta bundle will look at the target instead).
+size; every config and layer it refers to is present (:meth:`TreeCheck.blob_present`) or, in a
+delta bundle, omitted by its ``delta.json`` (``omitted``: digest → size; the push then checks the
+target holds it, :mod:`d8mirror.push.delta_base`). A blob that is neither stays a problem.
 
 Only headers, ``index.json`` files and manifests are read (by seeking), so a 2 GB bundle is
 checked in well under a second; ``deep`` reads and hashes every blob too.
@@ -33,7 +34,7 @@ import json
 import os
 import re
 import tarfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -82,6 +83,8 @@ class BundleCheck:
     manifests: int = 0
     problems: list[str] = field(default_factory=list)
     untagged: list[str] = field(default_factory=list)  # descriptors push skips (warned)
+    #: Omitted blobs (delta bundle) the layouts need and the tree lacks: digest → layout paths.
+    omitted_needed: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -371,11 +374,17 @@ class TreeCheck:
     """The archives' layouts together, as the unpack merges them."""
 
     def __init__(
-        self, archives: Sequence[Path], *, deep: bool, repository_of: RepositoryOf | None
+        self,
+        archives: Sequence[Path],
+        *,
+        deep: bool,
+        repository_of: RepositoryOf | None,
+        omitted: Mapping[str, int] | None = None,
     ) -> None:
         self.archives = list(archives)
         self.deep = deep
         self.repository_of = repository_of
+        self.omitted = dict(omitted or {})
         self.check = BundleCheck(archives=len(self.archives))
         self.blobs: dict[tuple[str, str], _Location] = {}
         self.indexes: dict[str, list[tuple[int, list[IndexEntry]]]] = {}
@@ -383,9 +392,19 @@ class TreeCheck:
         self._checked: set[tuple[str, str]] = set()
 
     def blob_present(self, layout: str, digest: str) -> bool:
-        """Whether a blob referenced in ``layout`` is in the tree (the seam for delta bundles,
-        whose blobs may be in the target instead)."""
-        return (layout, digest) in self.blobs
+        """Whether a blob referenced in ``layout`` is in the tree, or omitted by the bundle's
+        delta (then recorded as needed by ``layout``: the target must hold it)."""
+        if (layout, digest) in self.blobs:
+            return True
+        if digest in self.omitted:
+            self.check.omitted_needed.setdefault(digest, set()).add(layout)
+            return True
+        return False
+
+    def blob_size(self, layout: str, digest: str) -> int:
+        """The size of a present blob: its entry's, else the size its delta says."""
+        location = self.blobs.get((layout, digest))
+        return location.size if location is not None else self.omitted[digest]
 
     def run(self) -> BundleCheck:
         for number, archive in enumerate(self.archives):
@@ -511,11 +530,11 @@ class TreeCheck:
                     f"blob {child} referenced by manifest {digest} is missing "
                     f"from {layout + '/' if layout else ''}blobs/sha256/",
                 )
-            elif child_size >= 0 and self.blobs[(layout, child)].size != child_size:
+            elif child_size >= 0 and self.blob_size(layout, child) != child_size:
                 self._problem(
                     owner,
                     f"blob {child} of manifest {digest} is "
-                    f"{self.blobs[(layout, child)].size} bytes, the manifest says "
+                    f"{self.blob_size(layout, child)} bytes, the manifest says "
                     f"{child_size}",
                 )
 
@@ -564,21 +583,29 @@ def _references(
 
 # -- entry points ------------------------------------------------------------------------------
 def check_archives(
-    archives: Sequence[Path], *, deep: bool = False, repository_of: RepositoryOf | None = None
+    archives: Sequence[Path],
+    *,
+    deep: bool = False,
+    repository_of: RepositoryOf | None = None,
+    omitted: Mapping[str, int] | None = None,
 ) -> BundleCheck:
     """Run every check of the module docstring over ``archives`` (in push order);
     ``repository_of(layout path)`` may raise a MirrorError for a layout the push cannot route;
-    ``deep`` hashes every blob too (verify)."""
-    return TreeCheck(archives, deep=deep, repository_of=repository_of).run()
+    ``deep`` hashes every blob too (verify); ``omitted``: a delta bundle's omitted blobs
+    (digest → size), accepted where the archives lack them."""
+    return TreeCheck(archives, deep=deep, repository_of=repository_of, omitted=omitted).run()
 
 
 def refuse_invalid(
-    archives: Sequence[Path], *, repository_of: RepositoryOf | None = None
+    archives: Sequence[Path],
+    *,
+    repository_of: RepositoryOf | None = None,
+    omitted: Mapping[str, int] | None = None,
 ) -> BundleCheck:
     """:func:`check_archives` for a push: BundleError listing the problems (each names its
     archive; a checksum sidecar that does not match, which says best why, comes first) when
     there is any; nothing may be uploaded then."""
-    check = check_archives(archives, repository_of=repository_of)
+    check = check_archives(archives, repository_of=repository_of, omitted=omitted)
     if check.problems:
         named = [a for a in archives if any(p.startswith(f"{a.name}: ") for p in check.problems)]
         problems = [p for a in named for p in _sidecar_problems(a)] + check.problems
