@@ -213,7 +213,7 @@ def _file_sha256(path: Path) -> str:
     hex_digest = (text.split(maxsplit=1) or [""])[0].lower()
     if not _HEX64.match(hex_digest):
         raise BundleError(
-            f"{sidecar} is not a sha256sum line (\"<64 hex>  <file name>\"): copy it again "
+            f'{sidecar} is not a sha256sum line ("<64 hex>  <file name>"): copy it again '
             "with its archive"
         )
     return hex_digest

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from d8mirror.bundle.pack import TarSource, pack_archive
+from d8mirror.bundle import TarSource, pack_archive
 from d8mirror.delta import Delta, OmittedBlob, bundle_id, push_bundle_id, write_delta
 from d8mirror.errors import BundleError, SealedFileError
 from d8mirror.hashing import sha256_bytes_hex
