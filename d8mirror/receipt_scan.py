@@ -11,14 +11,17 @@ The packages root is where the push puts the bundle's ``packages`` tree (the tar
 joined with ``--packages-path-suffix``); the receipt names every repository by its path in the
 bundle (``packages/console/extra/scanner``), so the leading ``packages`` segment stands for the
 root. The discovery tags themselves are images of repository ``packages``, as a push records
-them, so a scan of a target equals the receipt of the push that filled it.
+them, so a scan of a target equals the receipt of the push that filled it, but for
+``bundles``: which bundles were applied is not in the registry, a scan lists none.
 
 Extra images (``<name>/extra/<x>``) have no tag that lists them. When the registry serves its
 catalog (``/v2/_catalog``), the repositories under ``<root>/<name>/extra/`` are taken from it
 (one paginated listing for the whole scan). When it does not (401, 403, 404: many production
 registries refuse it), each main image's ``extra_images.json`` names them, as the pull finds
 them: its layers are fetched top first into a temporary directory, one at a time, until the
-file is found. Only that fallback reads blob bytes; everything else is tag lists and manifests.
+file is found. ``catalog=False`` (``--no-catalog``) takes that way at once (the catalog of a
+large shared registry may be slow to list). Only that fallback reads blob bytes; everything
+else is tag lists and manifests.
 
 Requests run on a bounded pool (``workers``), each retried on transient errors
 (:mod:`d8mirror.retry`); a manifest is fetched and read once per digest. Nothing here writes to
@@ -114,10 +117,12 @@ def scan_receipt(
     omit_host: bool = False,
     bundles: Iterable[str] = (),
     workers: int = 8,
+    catalog: bool = True,
     warn: Warn | None = None,
 ) -> Receipt:
     """The receipt of what ``target`` holds for packages now (see the module docstring)."""
-    holdings = TargetScanner(client, target, router, workers=workers, warn=warn).scan()
+    scanner = TargetScanner(client, target, router, workers=workers, catalog=catalog, warn=warn)
+    holdings = scanner.scan()
     return holdings.receipt(receipt_root(target, router, omit_host=omit_host), bundles)
 
 
@@ -131,6 +136,7 @@ class TargetScanner:
         router: Router,
         *,
         workers: int = 8,
+        catalog: bool = True,
         retry: RetryPolicy | None = None,
         warn: Warn | None = None,
     ) -> None:
@@ -143,7 +149,7 @@ class TargetScanner:
         self._blobs_of: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
         self._catalog: list[str] | None = None
-        self._catalog_read = False
+        self._catalog_read = not catalog  # catalog=False: never asked
 
     def scan(self) -> Holdings:
         names = self._tags(self._path(PACKAGES))

@@ -35,6 +35,7 @@ def scan_target_task(params: ReceiptScanParameters) -> str:
         params.router(),
         omit_host=params.receipt_omit_host,
         workers=params.workers,
+        catalog=params.catalog,
         warn=logger.warning,
     )
     path = params.output_file()

@@ -33,6 +33,11 @@ class ReceiptScanParameters(RegistryAccess):
         False, description="Keep the registry host out of the receipt's root."
     )
     workers: int = Field(8, ge=1, le=64, description="Registry requests at once.")
+    catalog: bool = Field(
+        True,
+        description="Find extra images in the registry's catalog (/v2/_catalog) when it serves "
+        "one; False: from each main image's extra_images.json (reads its layers).",
+    )
 
     def target(self) -> Repository:
         return parse_target(self.registry)

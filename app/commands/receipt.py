@@ -37,6 +37,11 @@ def register(subparsers: Any) -> None:
         help="keep the registry host out of the receipt",
     )
     receipt.add_argument("--workers", type=int, default=8, help="registry requests at once")
+    receipt.add_argument(
+        "--no-catalog",
+        action="store_true",
+        help="find extra images from each main image's extra_images.json, not the catalog",
+    )
     flags.add_tls(receipt)
     flags.add_credentials_block(receipt)
     receipt.set_defaults(run=run)
@@ -53,6 +58,7 @@ def parameters(args: argparse.Namespace) -> ReceiptScanParameters:
         packages_path_suffix=args.packages_path_suffix,
         receipt_omit_host=args.receipt_omit_host,
         workers=args.workers,
+        catalog=not args.no_catalog,
         **flags.registry_access(args),
     )
     params.target()
