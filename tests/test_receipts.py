@@ -57,15 +57,14 @@ def _scan(server: RegistryServer, target: str, **options: Any) -> Receipt:
 
 def _bundle_images(expected: dict[tuple[str, str], str]) -> set[HeldImage]:
     """The images a push of the bundle gives: its tags, discovery tags as the tiny image."""
-    return {
-        HeldImage(repo, tag, digest or TINY.digest) for (repo, tag), digest in expected.items()
-    }
+    return {HeldImage(repo, tag, digest or TINY.digest) for (repo, tag), digest in expected.items()}
 
 
 def _bundle_blobs(work: Path) -> tuple[frozenset[str], frozenset[str]]:
     """(blobs, manifests) among the blob files of the bundle's layouts; blobs with the tiny
     image's (the discovery tags)."""
-    blobs, manifests = set(TINY_BLOBS), set()
+    blobs: set[str] = set(TINY_BLOBS)
+    manifests: set[str] = set()
     for path in work.glob("**/blobs/sha256/*"):
         try:
             doc = json.loads(path.read_bytes())
