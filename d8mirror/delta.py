@@ -166,10 +166,13 @@ def bundle_id(bundle_dir: Path) -> str:
     return archives_id(_archive_files_in(bundle_dir))
 
 
-def push_bundle_id(bundle: Path | None, archives: Sequence[Path]) -> str:
-    """The id of what a push was given: a bundle directory's :func:`bundle_id` when the push
-    names one (and no other archive), else :func:`archives_id` of the archives given (a single
-    archive, ``--file``; ``<x>.tar`` of a chunk set stands for its chunks)."""
+def push_bundle_id(
+    bundle: Path | None, archives: Sequence[Path], *, hash_missing: bool = True
+) -> str:
+    """The id of what a push was given: a delta bundle directory's delta id, else
+    :func:`archives_id` of the archives given (a bundle directory's, a single archive,
+    ``--file``; ``<x>.tar`` of a chunk set stands for its chunks). Without ``hash_missing``,
+    ``""`` when an archive file has no ``.sha256`` sidecar (its id would take hashing it)."""
     if bundle is not None and bundle.is_dir():
         delta = read_delta(bundle)
         if delta is not None:
@@ -177,6 +180,8 @@ def push_bundle_id(bundle: Path | None, archives: Sequence[Path]) -> str:
     files = [f for archive in archives for f in _files_of(archive)]
     if not files:
         raise BundleError("no archive file to derive the bundle's id from")
+    if not hash_missing and not all(sha256_sidecar(f).is_file() for f in files):
+        return ""
     return archives_id(files)
 
 

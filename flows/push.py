@@ -61,7 +61,11 @@ from tasks.push import (
     unpack_bundle_task,
 )
 from tasks.push_dryrun import dry_run_layout_task
-from tasks.push_receipt import read_previous_receipt_task, write_push_receipt_task
+from tasks.push_receipt import (
+    read_bundle_id_task,
+    read_previous_receipt_task,
+    write_push_receipt_task,
+)
 
 __all__ = ["PushFailed", "mirror_push", "run_push"]
 
@@ -144,9 +148,10 @@ def _dry_run(params: PushParameters, registry: str, started: float) -> PushResul
 def _with_receipt(
     params: PushParameters, result: PushResult, previous: Receipt | None
 ) -> PushResult:
-    """The result with the receipt written when one was asked for and the push verified."""
+    """The result with the receipt written when one was asked for and the push verified (and
+    the bundle's id, when its sidecars tell it without one)."""
     if not params.receipt_out:
-        return result
+        return result.model_copy(update={"bundle_id": read_bundle_id_task(params)})
     if result.cancelled or not result.ok:
         why = "was cancelled" if result.cancelled else "failed"
         get_run_logger().warning(

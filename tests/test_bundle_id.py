@@ -89,3 +89,12 @@ def test_a_broken_sidecar_or_an_empty_bundle_is_refused(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(BundleError, match="no archive"):
         bundle_id(empty)
+
+
+def test_without_hashing_a_bundle_without_sidecars_has_no_id(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path)
+    archives = sorted(bundle.glob("*.tar"))
+    assert push_bundle_id(bundle, archives, hash_missing=False) == bundle_id(bundle)
+    next(bundle.glob("*.tar.sha256")).unlink()
+    assert push_bundle_id(bundle, archives, hash_missing=False) == ""
+    assert push_bundle_id(bundle, archives) == bundle_id(bundle)

@@ -19,6 +19,7 @@ from d8mirror.errors import ConfigError, ReceiptError, SealedFileError
 from d8mirror.push import tinyimage
 from d8mirror.push.discovery_tags import DISCOVERY_LABEL
 from d8mirror.push.routing import Router, parse_target
+from d8mirror.push.summary import render_push_summary
 from d8mirror.receipt import HeldImage, Receipt, read_receipt, write_receipt
 from d8mirror.receipt_scan import root_path, scan_receipt
 from d8mirror.registry import Credentials
@@ -134,6 +135,7 @@ def test_push_writes_a_sealed_sorted_receipt_equal_to_a_scan(
     result = _push(target, bundle, receipt_out=str(out))
     assert result.ok and result.receipt == str(out)
     assert result.bundle_id == bundle_id(bundle)
+    assert f"Receipt: {out} (bundle {result.bundle_id})" in render_push_summary(result)
 
     receipt, hex_digest = read_receipt(out)  # the sidecar verifies
     assert out.with_name("receipt.json.sha256").read_text().startswith(hex_digest)
@@ -213,6 +215,8 @@ def test_a_push_without_receipt_in_scans_the_target(
     assert set(r1.images) < set(r2.images) and r1.blobs < r2.blobs
     assert {"packages/console", "packages/editor"} <= r2.repositories
     assert r2.bundles == {bundle_id(second)}  # a scan cannot know which bundles were applied
+    again = _push(target, second)  # no receipt asked for: the id is still told
+    assert (again.receipt, again.bundle_id) == (None, bundle_id(second))
 
 
 def test_a_tampered_or_foreign_receipt_in_stops_the_push_before_any_write(
