@@ -162,6 +162,41 @@ def test_push_writes_a_sealed_sorted_receipt_equal_to_a_scan(
     assert written.to_json() | same_moment == receipt.to_json()  # deterministic
 
 
+def test_a_pulled_demo_bundle_pushed_under_another_packages_path_equals_its_scan(
+    prefect_harness: None,
+    registry: RegistryServer,
+    registry2: RegistryServer,
+    demo_content: SeededContent,
+    tmp_path: Path,
+) -> None:
+    """VEX tags, internal images, docker manifests and indexes, as a pull writes them; the
+    packages pushed to ``<target>/pkgs`` (discovery tags there too)."""
+    from flows.pull import run_pull
+    from tasks.models import PullParameters
+
+    bundle = tmp_path / "bundle"
+    source = f"{registry.host}/{demo_content.root}"
+    run_pull(PullParameters(bundle_dir=str(bundle), source=source, insecure=True))
+    target = _target(registry2, "demo")
+    out = tmp_path / "receipt.json"
+    result = _push(target, bundle, receipt_out=str(out), packages_path_suffix="/pkgs")
+    receipt, _ = read_receipt(out)
+    assert result.ok and receipt.root == f"{target}/pkgs"
+    assert {"packages/console/extra/enforcer", "packages/stronghold/version"} <= (
+        receipt.repositories
+    )
+    with registry2.client() as client:
+        assert "v1.7.0" in client.list_tags(f"{target.split('/', 1)[1]}/pkgs/code")
+        repository = parse_target(target)
+        router = Router.from_suffixes("/pkgs")
+        scanned = scan_receipt(client, repository, router)
+        unlisted = scan_receipt(client, repository, router, catalog=False)
+    assert scanned.merged(bundles=receipt.bundles).same_holdings(receipt)
+    assert unlisted.same_holdings(scanned)
+    pushed = {(r.layout, tag) for r in result.layouts for tag, _digest in r.tags}
+    assert {(i.repository, i.tag) for i in receipt.images if i.repository != "packages"} == pushed
+
+
 def test_receipt_in_is_merged_and_a_scan_is_not_needed(
     prefect_harness: None, registry2: RegistryServer, tmp_path: Path
 ) -> None:
