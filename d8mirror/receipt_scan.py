@@ -52,7 +52,7 @@ from d8mirror.mediatypes import INDEX_TYPES
 from d8mirror.names import EXTRA, PACKAGES, VERSION, VEX_SUFFIX
 from d8mirror.push.routing import Router
 from d8mirror.receipt import HeldImage, Receipt
-from d8mirror.reference import Repository
+from d8mirror.reference import Repository, is_valid_digest
 from d8mirror.registry import Manifest, RegistryClient
 from d8mirror.retry import RetryPolicy, default_policy
 
@@ -296,7 +296,12 @@ def _is_index(manifest: Manifest) -> bool:
 
 
 def _descriptors(items: Any) -> list[dict[str, Any]]:
-    """The descriptors of a manifest's list that carry a digest."""
+    """The descriptors of a manifest's list that carry a digest a receipt can hold
+    (``sha256:<64 hex>``, what d8mirror pushes; others are not content it mirrors)."""
     if not isinstance(items, list):
         return []
-    return [d for d in items if isinstance(d, dict) and isinstance(d.get("digest"), str)]
+    return [
+        d
+        for d in items
+        if isinstance(d, dict) and isinstance(d.get("digest"), str) and is_valid_digest(d["digest"])
+    ]

@@ -185,7 +185,8 @@ def mirror_push(params: PushParameters) -> PushResult:
         started = time.monotonic()
         params.check_receipt_options()
         registry = _register_target(params)
-        previous = read_previous_receipt_task(params)  # a bad receipt stops it before any write
+        # a bad previous receipt stops the push before any write
+        previous = read_previous_receipt_task(params) if params.receipt_in else None
         check_bundle_task(params)  # before any request that writes: a bad bundle pushes nothing
         if params.dry_run:
             return _dry_run(params, registry, started)

@@ -353,3 +353,26 @@ def test_push_and_receipt_command_lines() -> None:
     assert scan.router().packages_path == "pkgs" and scan.receipt_omit_host
     assert not scan.catalog and scan.insecure
     assert scan.output_file() == Path("out")
+
+
+# -- roots ---------------------------------------------------------------------------------------
+def test_roots_with_and_without_host() -> None:
+    from d8mirror.receipt_scan import check_same_root, receipt_root
+
+    target = parse_target("registry.local:5000/deckhouse/ee")
+    assert (
+        receipt_root(target, Router.from_suffixes()) == "registry.local:5000/deckhouse/ee/packages"
+    )
+    assert receipt_root(target, Router.from_suffixes("/"), omit_host=True) == "deckhouse/ee"
+    assert receipt_root(target, Router.from_suffixes("/a/b/"), omit_host=True) == "deckhouse/ee/a/b"
+    assert root_path("localhost/x/packages") == root_path("x/packages") == "x/packages"
+    assert root_path("10.0.0.5:5000/x/packages") == "x/packages"
+    check_same_root(
+        Receipt.build("deckhouse/ee/packages"), "other.host/deckhouse/ee/packages", where="r"
+    )
+    with pytest.raises(ReceiptError, match="deckhouse/ce/packages"):
+        check_same_root(
+            Receipt.build("registry.local:5000/deckhouse/ce/packages"),
+            "registry.local:5000/deckhouse/ee/packages",
+            where="r",
+        )
