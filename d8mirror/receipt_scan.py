@@ -159,7 +159,8 @@ class TargetScanner:
                 repositories += found
             listed = list(pool.map(lambda repo: (repo, self._tags(self._path(repo))), repositories))
             wanted = [(repo, tag) for repo, tags in listed for tag in tags]
-            images = list(pool.map(lambda item: self._image(*item), wanted))
+            found = list(pool.map(lambda item: self._image(*item), wanted))
+        images = [image for image in found if image is not None]
         blobs: set[str] = set()
         for image in images:
             blobs |= self._blobs_of[image.digest]
@@ -256,9 +257,15 @@ class TargetScanner:
         )
         return manifest
 
-    def _image(self, repository: str, tag: str) -> HeldImage:
+    def _image(self, repository: str, tag: str) -> HeldImage | None:
+        """The image of ``repository:tag`` (its blobs remembered); None when the tag was
+        deleted since its tag list was read."""
         path = self._path(repository)
-        manifest = self._manifest(path, tag)
+        try:
+            manifest = self._manifest(path, tag)
+        except NotFoundError:
+            self.warn(f"{path}:{tag} was listed but is gone: not in the receipt")
+            return None
         self._walk(path, manifest, 0)
         return HeldImage(repository, tag, manifest.digest)
 
