@@ -159,8 +159,8 @@ class TargetScanner:
                 repositories += found
             listed = list(pool.map(lambda repo: (repo, self._tags(self._path(repo))), repositories))
             wanted = [(repo, tag) for repo, tags in listed for tag in tags]
-            found = list(pool.map(lambda item: self._image(*item), wanted))
-        images = [image for image in found if image is not None]
+            held = list(pool.map(lambda item: self._image(*item), wanted))
+        images = [image for image in held if image is not None]
         blobs: set[str] = set()
         for image in images:
             blobs |= self._blobs_of[image.digest]
