@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from testbed.registry_server import RegistryServer
 from testbed.seed import SeededContent
 
 _ns = itertools.count()
+REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY = tinyimage.build(DISCOVERY_LABEL)
 TINY_BLOBS = frozenset(digest for digest, _data in TINY.blobs)
 
@@ -312,6 +316,54 @@ def test_receipts_hold_no_credentials(
     assert str(basic_registry.username) not in text
     receipt, _ = read_receipt(tmp_path / "receipt.json")
     assert {"packages/console", "packages/console/version"} <= receipt.repositories
+
+
+def _cli(tmp_path: Path, *argv: str) -> str:
+    """``d8mirror *argv`` in a child process (its own Prefect home and early API server)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "app.main", *argv],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def test_the_commands_write_receipts_without_the_credentials_they_were_given(
+    basic_registry: RegistryServer, tmp_path: Path
+) -> None:
+    bundle, _ = build_bundle(tmp_path, [PackageSpec("console")])
+    target = _target(basic_registry, "cli")
+    login = ["-u", str(basic_registry.username), "-p", str(basic_registry.password)]
+    pushed = tmp_path / "pushed.json"
+    output = _cli(
+        tmp_path, "push", str(bundle), target, "--insecure", *login, "--receipt-out", str(pushed)
+    )
+    assert f"Receipt: {pushed}" in output
+    scanned = tmp_path / "scanned"
+    scanned.mkdir()
+    output = _cli(
+        tmp_path, "receipt", target, "-o", str(scanned), "--insecure", "--receipt-omit-host", *login
+    )
+    assert f"Receipt written to {scanned / 'receipt.json'}" in output
+    push_receipt, _ = read_receipt(pushed)
+    scan_receipt_, _ = read_receipt(scanned / "receipt.json")
+    assert scan_receipt_.merged(bundles=push_receipt.bundles).same_holdings(push_receipt)
+    assert scan_receipt_.root == root_path(push_receipt.root)
+    for path in (pushed, scanned / "receipt.json"):
+        text = path.read_text()
+        assert str(basic_registry.password) not in text
+        assert str(basic_registry.username) not in text
 
 
 # -- the command lines ---------------------------------------------------------------------------
