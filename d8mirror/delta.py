@@ -9,17 +9,26 @@ holds it. A push reads it to check, before any write, that the target holds ever
 (:class:`~d8mirror.errors.DeltaBaseMissingError` otherwise) and to mount them where needed.
 
 A bundle without ``delta.json`` is a full bundle, interchangeable with ``d8 mirror``.
+
+Every bundle has an id (:func:`bundle_id`), recorded in the receipt of the push that applied it:
+the delta's ``id`` for a delta bundle, else ``full-<16 hex>`` derived from the archives'
+``.sha256`` sidecars (:func:`archives_id`), so the same archives give the same id wherever they
+are copied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from d8mirror.errors import ReceiptError
+from d8mirror.bundle.chunks import existing_chunks
+from d8mirror.errors import BundleError, ReceiptError
+from d8mirror.hashing import sha256_bytes_hex, sha256_file_hex
+from d8mirror.names import ARCHIVE_FILE_SUFFIXES, sha256_sidecar
 from d8mirror.reference import is_valid_digest
 from d8mirror.sealed import (
     canonical_json,
@@ -31,6 +40,8 @@ from d8mirror.sealed import (
 
 DELTA_FORMAT = "d8mirror.delta/v1"
 DELTA_FILE = "delta.json"
+FULL_ID_PREFIX = "full-"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True, order=True)
@@ -143,3 +154,71 @@ def _omitted(value: Any, where: str) -> OmittedBlob:
     if not isinstance(repo, str) or not repo:
         raise ReceiptError(f"{where}: blob {digest} names no repository")
     return OmittedBlob(digest, size, repo)
+
+
+# -- bundle ids ----------------------------------------------------------------------------------
+def bundle_id(bundle_dir: Path) -> str:
+    """The id of the bundle in ``bundle_dir``: its delta's id (``delta.json``, sidecar checked)
+    for a delta bundle, else :func:`archives_id` of every archive file in it."""
+    delta = read_delta(bundle_dir)
+    if delta is not None:
+        return delta.id
+    return archives_id(_archive_files_in(bundle_dir))
+
+
+def push_bundle_id(
+    bundle: Path | None, archives: Sequence[Path], *, hash_missing: bool = True
+) -> str:
+    """The id of what a push was given: a delta bundle directory's delta id, else
+    :func:`archives_id` of the archives given (a bundle directory's, a single archive,
+    ``--file``; ``<x>.tar`` of a chunk set stands for its chunks). Without ``hash_missing``,
+    ``""`` when an archive file has no ``.sha256`` sidecar (its id would take hashing it)."""
+    if bundle is not None and bundle.is_dir():
+        delta = read_delta(bundle)
+        if delta is not None:
+            return delta.id
+    files = [f for archive in archives for f in _files_of(archive)]
+    if not files:
+        raise BundleError("no archive file to derive the bundle's id from")
+    if not hash_missing and not all(sha256_sidecar(f).is_file() for f in files):
+        return ""
+    return archives_id(files)
+
+
+def archives_id(files: Iterable[Path]) -> str:
+    """``full-<first 16 hex of the SHA-256 over the sorted "<name> <sha256>" lines>`` of the
+    archive files (tars, chunks): each file's SHA-256 is read from its ``.sha256`` sidecar; a
+    file without one (``d8 mirror`` writes none) is hashed, which gives the same id as if the
+    sidecar were there. Deterministic: independent of the order and the directory."""
+    lines = sorted(f"{path.name} {_file_sha256(path)}" for path in files)
+    if not lines:
+        raise BundleError("no archive file to derive the bundle's id from")
+    text = "".join(line + "\n" for line in lines)
+    return FULL_ID_PREFIX + sha256_bytes_hex(text.encode("utf-8"))[:16]
+
+
+def _archive_files_in(bundle_dir: Path) -> list[Path]:
+    if not bundle_dir.is_dir():
+        raise BundleError(f"{bundle_dir} is not a bundle directory")
+    return sorted(
+        p for p in bundle_dir.iterdir() if p.is_file() and p.name.endswith(ARCHIVE_FILE_SUFFIXES)
+    )
+
+
+def _files_of(archive: Path) -> list[Path]:
+    """The files of an archive: itself, or its chunks when only they exist."""
+    return [archive] if archive.is_file() else existing_chunks(archive)
+
+
+def _file_sha256(path: Path) -> str:
+    sidecar = sha256_sidecar(path)
+    if not sidecar.is_file():
+        return sha256_file_hex(path)
+    text = sidecar.read_text(encoding="utf-8", errors="replace")
+    hex_digest = (text.split(maxsplit=1) or [""])[0].lower()
+    if not _HEX64.match(hex_digest):
+        raise BundleError(
+            f'{sidecar} is not a sha256sum line ("<64 hex>  <file name>"): copy it again '
+            "with its archive"
+        )
+    return hex_digest

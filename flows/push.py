@@ -7,6 +7,11 @@
     artifacts ─▶ PushFailed if any layout failed or any tag does not resolve to the bundle's
     digest
 
+With ``receipt_out``, the previous receipt (``receipt_in``) is read and checked before anything
+is written; once every tag verified, the receipt is written (:mod:`d8mirror.push.receipts`:
+the previous receipt, else a scan of the target, ∪ what the push verified). A failed or
+cancelled push writes no receipt and says so.
+
 Each step is one stage of :mod:`d8mirror.push.stages` run as one task of :mod:`tasks.push`;
 at most ``concurrency`` layouts are pushed at once (:mod:`flows.bounded`). The flow returns
 the typed :class:`~d8mirror.push.summary.PushResult`. Explicit credentials (the CLI's) reach
@@ -43,6 +48,7 @@ from d8mirror.push.stages import (
     push_result,
 )
 from d8mirror.push.summary import PushResult, render_push_summary
+from d8mirror.receipt import Receipt
 from flows.bounded import submit_bounded, task_runner
 from flows.progress import reporting
 from flows.states import error_text
@@ -58,6 +64,11 @@ from tasks.push import (
     unpack_bundle_task,
 )
 from tasks.push_dryrun import dry_run_layout_task
+from tasks.push_receipt import (
+    read_bundle_id_task,
+    read_previous_receipt_task,
+    write_push_receipt_task,
+)
 
 __all__ = ["PushFailed", "mirror_push", "run_push"]
 
@@ -143,6 +154,25 @@ def _dry_run(
     )
 
 
+def _with_receipt(
+    params: PushParameters, result: PushResult, previous: Receipt | None
+) -> PushResult:
+    """The result with the receipt written when one was asked for and the push verified (and
+    the bundle's id, when its sidecars tell it without one)."""
+    if not params.receipt_out:
+        return result.model_copy(update={"bundle_id": read_bundle_id_task(params)})
+    if result.cancelled or not result.ok:
+        why = "was cancelled" if result.cancelled else "failed"
+        get_run_logger().warning(
+            "No receipt written to %s: the push %s; rerun it to write one",
+            params.receipt_out,
+            why,
+        )
+        return result
+    path, bundle_id = write_push_receipt_task(params, result, previous)
+    return result.model_copy(update={"receipt": path, "bundle_id": bundle_id})
+
+
 def _publish(result: PushResult) -> None:
     create_markdown_artifact(
         f"```\n{render_push_summary(result)}\n```",
@@ -162,7 +192,10 @@ def mirror_push(params: PushParameters) -> PushResult:
     with reporting("push") as progress:
         logger = get_run_logger()
         started = time.monotonic()
+        params.check_receipt_options()
         registry = _register_target(params)
+        # a bad previous receipt stops the push before any write
+        previous = read_previous_receipt_task(params) if params.receipt_in else None
         # before any request that writes: a bad bundle pushes nothing, nor does a delta
         # bundle whose base the target lacks
         needs = check_bundle_task(params)
@@ -190,6 +223,7 @@ def mirror_push(params: PushParameters) -> PushResult:
             cancelled=runtime.stop_requested(),
             elapsed_seconds=time.monotonic() - started,
         )
+        result = _with_receipt(params, result, previous)
         logger.info("%s", render_push_summary(result))
         _publish(result)
         if not result.ok:

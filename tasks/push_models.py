@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from d8mirror.bundle import discover_archives
+from d8mirror.errors import ConfigError
 from d8mirror.names import DEFAULT_MODULES_PATH, DEFAULT_PACKAGES_PATH
 from d8mirror.push.routing import Router, parse_target
 from d8mirror.push.unified import default_tmp_dir
@@ -49,8 +50,31 @@ class PushParameters(RegistryAccess):
         description="Say what would be uploaded and what the target already has (HEAD "
         "requests only); write nothing to the target.",
     )
+    receipt_out: str | None = Field(
+        None,
+        description="Write the target's receipt here (receipt.json + .sha256; a directory: "
+        "<dir>/receipt.json) once the push has verified: what the target held for packages, "
+        "with what this push verified. A failed push writes none.",
+    )
+    receipt_in: str | None = Field(
+        None,
+        description="The target's previous receipt (its .sha256 beside it): what it held "
+        "before; without it the target is scanned. Only with receipt_out.",
+    )
+    receipt_omit_host: bool = Field(
+        False, description="Keep the target's registry host out of the receipt's root."
+    )
     concurrency: int = Field(4, ge=1, le=64, description="Layouts pushed at once.")
     blob_workers: int = Field(4, ge=1, le=64, description="Blobs at once per layout.")
+
+    def check_receipt_options(self) -> None:
+        """ConfigError for receipt options that cannot apply."""
+        if self.receipt_in and not self.receipt_out:
+            raise ConfigError("--receipt-in needs --receipt-out (where to write the new receipt)")
+        if self.receipt_out and self.dry_run:
+            raise ConfigError(
+                "--receipt-out cannot be used with --dry-run: a dry-run pushes nothing"
+            )
 
     def target(self) -> Repository:
         return parse_target(self.registry)

@@ -36,11 +36,31 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="say what would be uploaded and what the target has (HEAD requests only)",
     )
+    add_receipt_flags(push)
     push.add_argument("--concurrency", type=int, default=4, help="layouts at once")
     push.add_argument("--blob-workers", type=int, default=4, help="blobs at once per layout")
     flags.add_tls(push)
     progress_display.add_flags(push)
     push.set_defaults(run=run)
+
+
+def add_receipt_flags(parser: argparse.ArgumentParser) -> None:
+    """``--receipt-out``, ``--receipt-in``, ``--receipt-omit-host``."""
+    parser.add_argument(
+        "--receipt-out",
+        metavar="PATH",
+        help="after a verified push, write the target's receipt (receipt.json + .sha256) here",
+    )
+    parser.add_argument(
+        "--receipt-in",
+        metavar="PATH",
+        help="the target's previous receipt (else the target is scanned); needs --receipt-out",
+    )
+    parser.add_argument(
+        "--receipt-omit-host",
+        action="store_true",
+        help="keep the registry host out of the receipt",
+    )
 
 
 def parameters(args: argparse.Namespace) -> PushParameters:
@@ -58,7 +78,8 @@ def parameters(args: argparse.Namespace) -> PushParameters:
         raise ConfigError(
             "no packages to push: specify a bundle directory before registry URL, or use --file …"
         )
-    for path in [*bundle, *args.file, *([args.tmp_dir] if args.tmp_dir else [])]:
+    receipts = [p for p in (args.receipt_out, args.receipt_in) if p]
+    for path in [*bundle, *args.file, *([args.tmp_dir] if args.tmp_dir else []), *receipts]:
         _require_utf8(path)
     params = PushParameters(
         bundle_dir=bundle[0] if bundle else None,
@@ -70,9 +91,13 @@ def parameters(args: argparse.Namespace) -> PushParameters:
         concurrency=args.concurrency,
         blob_workers=args.blob_workers,
         dry_run=args.dry_run,
+        receipt_out=args.receipt_out,
+        receipt_in=args.receipt_in,
+        receipt_omit_host=args.receipt_omit_host,
         **flags.registry_access(args),
     )
     params.router()
+    params.check_receipt_options()
     return params
 
 

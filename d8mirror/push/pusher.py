@@ -60,6 +60,9 @@ class LayoutPushResult(BaseModel):
     layout: str = Field(description="The layout's path in the unpacked tree ('' = root).")
     repository: str = Field(description="Target repository path.")
     tags: tuple[tuple[str, str], ...] = Field((), description="(tag, digest), sorted by tag.")
+    blobs: tuple[str, ...] = Field(
+        (), description="Config and layer digests of every tag (index children's too), sorted."
+    )
     blobs_uploaded: int = 0
     blobs_mounted: int = 0
     blobs_present: int = 0
@@ -195,6 +198,7 @@ def push_layout(
         layout=layout_rel,
         repository=repository,
         tags=tags,
+        blobs=tuple(b.digest for b in _unique_blobs(p.node for p in plans)),
         blobs_uploaded=counters.uploaded,
         blobs_mounted=counters.mounted,
         blobs_present=counters.present,

@@ -44,6 +44,10 @@ class PushResult(BaseModel):
         (), description="Discovery tags of items that did not land."
     )
     not_started: tuple[str, ...] = Field((), description="Layouts a cancel left unpushed.")
+    bundle_id: str = Field(
+        "", description="The id of the bundle pushed (d8mirror.delta.bundle_id; '' = not read)."
+    )
+    receipt: str | None = Field(None, description="The receipt written (--receipt-out).")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -136,6 +140,8 @@ def render_push_summary(result: PushResult) -> str:
         "",
     ]
     lines += _state_lines(result)
+    if result.receipt:
+        lines.append(f"Receipt: {result.receipt} (bundle {result.bundle_id})")
     lines.append(f"Elapsed: {_elapsed(result.elapsed_seconds)}")
     bar = "═" * (_FRAME - len(title) - 5)
     return "\n".join([f"╔══ {title} {bar}", *[f"║ {line}" for line in lines], "╚" + "═" * _FRAME])
