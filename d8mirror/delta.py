@@ -13,6 +13,7 @@ A bundle without ``delta.json`` is a full bundle, interchangeable with ``d8 mirr
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from d8mirror.errors import ReceiptError
+from d8mirror.names import ARCHIVE_FILE_SUFFIXES, SHA256_SUFFIX
 from d8mirror.reference import is_valid_digest
 from d8mirror.sealed import (
     canonical_json,
@@ -98,6 +100,29 @@ def write_delta(bundle_dir: Path, delta: Delta) -> Path:
     path = bundle_dir / DELTA_FILE
     write_sealed(path, canonical_json(delta.to_json()))
     return path
+
+
+# -- STAND-IN (helper "import"): the "receipt" helper owns bundle_id; the lead keeps theirs --------
+def bundle_id(bundle_dir: Path) -> str:
+    """The delta's id for a delta bundle, else ``full-<16 hex>``: the SHA-256 over the sorted
+    ``"<name> <sha256>"`` lines of the bundle's archive ``.sha256`` sidecars (deterministic)."""
+    delta = read_delta(bundle_dir)
+    if delta is not None:
+        return delta.id
+    lines = sorted(
+        f"{sidecar.name.removesuffix(SHA256_SUFFIX)} {_sidecar_hex(sidecar)}"
+        for sidecar in bundle_dir.glob(f"*{SHA256_SUFFIX}")
+        if sidecar.name.removesuffix(SHA256_SUFFIX).endswith(ARCHIVE_FILE_SUFFIXES)
+    )
+    digest = hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()
+    return f"full-{digest[:16]}"
+
+
+def _sidecar_hex(sidecar: Path) -> str:
+    return (sidecar.read_text(encoding="utf-8", errors="replace").split() or [""])[0].lower()
+
+
+# -- end of STAND-IN ------------------------------------------------------------------------------
 
 
 def is_delta_bundle(bundle_dir: Path) -> bool:

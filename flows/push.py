@@ -55,6 +55,7 @@ from tasks.push import (
     unpack_bundle_task,
 )
 from tasks.push_dryrun import dry_run_layout_task
+from tasks.receipt_standin import write_receipt_after_push  # STAND-IN (helper "import")
 
 __all__ = ["PushFailed", "mirror_push", "run_push"]
 
@@ -178,6 +179,7 @@ def mirror_push(params: PushParameters) -> PushResult:
             cancelled=runtime.stop_requested(),
             elapsed_seconds=time.monotonic() - started,
         )
+        result = write_receipt_after_push(params, result)  # STAND-IN (helper "import")
         logger.info("%s", render_push_summary(result))
         _publish(result)
         if not result.ok:

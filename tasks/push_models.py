@@ -49,6 +49,16 @@ class PushParameters(RegistryAccess):
         description="Say what would be uploaded and what the target already has (HEAD "
         "requests only); write nothing to the target.",
     )
+    # STAND-IN (helper "import"): the "receipt" helper owns these three fields.
+    receipt_in: str | None = Field(
+        None, description="The site's previous receipt (what the target held before this push)."
+    )
+    receipt_out: str | None = Field(
+        None, description="Write the receipt here after the post-push verification passes."
+    )
+    receipt_omit_host: bool = Field(
+        False, description="Keep the target registry's host out of the receipt's root."
+    )
     concurrency: int = Field(4, ge=1, le=64, description="Layouts pushed at once.")
     blob_workers: int = Field(4, ge=1, le=64, description="Blobs at once per layout.")
 

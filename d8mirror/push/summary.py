@@ -44,6 +44,9 @@ class PushResult(BaseModel):
         (), description="Discovery tags of items that did not land."
     )
     not_started: tuple[str, ...] = Field((), description="Layouts a cancel left unpushed.")
+    # STAND-IN (helper "import"): the "receipt" helper owns these two fields.
+    bundle_id: str = Field("", description="The id of the bundle pushed.")
+    receipt: str | None = Field(None, description="The receipt written (its path).")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
