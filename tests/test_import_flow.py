@@ -1,0 +1,227 @@
+"""import-bundle end to end: a real pull of the demo content uploaded to moto S3 under its id,
+imported into the real registry through S3 with the receipt uploaded back; a second run skips
+it without writing to the target; the event d8mirror.bundle.imported names it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from push_bundle_builder import PackageSpec, build_bundle
+from transfer_support import ACCESS_KEY, SECRET_KEY, moto_endpoint
+
+from d8mirror.receipt import parse_receipt, read_receipt
+from d8mirror.sealed import check_sealed
+from testbed.registry_server import RegistryServer
+from testbed.seed import SeededContent
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+BLOCK = "d8mirror-import-s3"
+BUCKET = "airgap"
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with moto_endpoint() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def s3(endpoint: str, prefect_server: None) -> Any:
+    import boto3
+    from prefect.blocks.system import Secret
+
+    Secret(
+        value=json.dumps({"aws_access_key_id": ACCESS_KEY, "aws_secret_access_key": SECRET_KEY})
+    ).save(BLOCK, overwrite=True)
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def no_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+
+
+def _access(endpoint: str) -> dict[str, Any]:
+    return {"endpoint_url": endpoint, "region": "us-east-1", "credentials_block": BLOCK}
+
+
+def _imported_events(bundle_id: str) -> list[dict[str, Any]]:
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.importing import IMPORTED_EVENT
+
+    body = {"filter": {"event": {"name": [IMPORTED_EVENT]}}, "limit": 50}
+    for _ in range(40):
+        found = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body).json()
+        mine = [e for e in found.get("events") or [] if e["payload"]["bundle_id"] == bundle_id]
+        if mine:
+            return mine
+        time.sleep(0.25)
+    return []
+
+
+def _writes(registry: RegistryServer) -> list[tuple[str, str, int]]:
+    return [r for r in registry.requests() if r[0] in ("PUT", "POST", "PATCH", "DELETE")]
+
+
+def test_import_from_s3_pushes_writes_and_uploads_the_receipt_then_skips(
+    registry: RegistryServer,
+    registry2: RegistryServer,
+    demo_content: SeededContent,
+    endpoint: str,
+    s3: Any,
+    tmp_path: Path,
+) -> None:
+    from d8mirror.delta import bundle_id
+    from flows.importing import import_bundle
+    from flows.pull import mirror_pull
+    from tasks.import_models import ImportParameters
+    from tasks.models import PullParameters
+
+    # outside: pull, then upload under the bundle's id (as the nightly deployment does)
+    bundle = tmp_path / "bundle"
+    mirror_pull(
+        PullParameters(
+            bundle_dir=str(bundle),
+            source=f"{registry.host}/deckhouse/ee",
+            insecure=True,
+            include_packages=["code"],
+            upload={"url": f"s3://{BUCKET}/nightly/{{bundle_id}}", **_access(endpoint)},
+        )
+    )
+    identity = bundle_id(bundle)
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"nightly/{identity}/")
+    assert any(o["Key"].endswith("d8mirror-transfer.json") for o in listed["Contents"])
+
+    # inside: import every pending upload under the prefix
+    site = tmp_path / "site"
+    target = f"{registry2.host}/import-s3/ee"
+    params = ImportParameters(
+        source=f"s3://{BUCKET}/nightly",
+        registry=target,
+        insecure=True,
+        receipt=str(site / "receipt.json"),
+        receipt_upload_to=f"s3://{BUCKET}/site/receipt.json",
+        source_access=_access(endpoint),
+    )
+    registry2.clear_requests()
+    first = import_bundle(params)
+    assert [(b.name, b.status, b.bundle_id) for b in first.bundles] == [
+        (identity, "imported", identity)
+    ]
+    assert first.bundles[0].layouts > 0 and first.bundles[0].tags > 0
+    assert registry2.count("PUT", "/v2/import-s3/ee/packages/code/manifests/") > 0
+    assert not (site / "incoming" / identity).exists()  # the download is removed once imported
+
+    receipt, _ = read_receipt(site / "receipt.json")
+    assert receipt.bundles == {identity}
+    assert any(i.repository.endswith("code") for i in receipt.images)
+    with registry2.client() as client:
+        for image in receipt.images:
+            repository = f"import-s3/ee/{image.repository}"
+            assert client.head_manifest(repository, image.tag).digest == image.digest
+
+    # the receipt went back out, whole: its sidecar matches
+    data = s3.get_object(Bucket=BUCKET, Key="site/receipt.json")["Body"].read()
+    sidecar = s3.get_object(Bucket=BUCKET, Key="site/receipt.json.sha256")["Body"].read()
+    check_sealed(data, sidecar.decode(), where="s3 receipt")
+    assert data == (site / "receipt.json").read_bytes()
+    assert parse_receipt(data).bundles == {identity}
+    assert first.receipt_uploaded_to == f"s3://{BUCKET}/site/receipt.json"
+
+    [event] = _imported_events(identity)
+    assert event["payload"]["registry"] == target
+    assert event["payload"]["tags"] == first.bundles[0].tags
+    assert event["resource"]["prefect.resource.id"] == f"d8mirror.bundle.{identity}"
+
+    # again: skipped by its name in the receipt; nothing written to the target
+    registry2.clear_requests()
+    again = import_bundle(params)
+    assert [(b.status, b.bundle_id) for b in again.bundles] == [("skipped", identity)]
+    assert _writes(registry2) == []
+
+    # the upload itself as the source: downloaded, its id computed, skipped
+    single = import_bundle(
+        params.model_copy(update={"source": f"s3://{BUCKET}/nightly/{identity}"})
+    )
+    assert [(b.status, b.bundle_id) for b in single.bundles] == [("skipped", identity)]
+    assert _writes(registry2) == []
+    assert len(_imported_events(identity)) == 1  # no event for a skipped bundle
+
+
+def test_import_of_a_directory_applies_pending_bundles_in_order_and_stops_at_a_failure(
+    registry2: RegistryServer, tmp_path: Path
+) -> None:
+    from d8mirror.delta import bundle_id
+    from flows.importing import ImportFailed, import_bundle
+    from tasks.import_models import ImportParameters
+
+    source = tmp_path / "uploads"
+    a, _ = build_bundle(tmp_path / "a", [PackageSpec("alpha")])
+    b, _ = build_bundle(tmp_path / "b", [PackageSpec("bravo")])
+    c, _ = build_bundle(tmp_path / "c", [PackageSpec("charlie")])
+    source.mkdir()
+    for name, bundle in (("2026-01-01", a), ("2026-01-02", b), ("2026-01-03", c)):
+        bundle.rename(source / name)
+    broken = source / "2026-01-02" / "package-bravo.tar"
+    broken.write_bytes(broken.read_bytes()[:-1024])  # its sidecar no longer matches
+    (source / "2026-01-04-partial").mkdir()  # not a bundle: ignored
+    receipt = tmp_path / "site" / "receipt.json"
+    params = ImportParameters(
+        source=str(source),
+        registry=f"{registry2.host}/import-dir/ee",
+        insecure=True,
+        receipt=str(receipt),
+    )
+    with pytest.raises(ImportFailed, match="2026-01-02"):
+        import_bundle(params)
+    held, _ = read_receipt(receipt)
+    assert held.bundles == {bundle_id(source / "2026-01-01")}  # the first one only
+    assert not any("charlie" in i.repository for i in held.images)
+
+    state = import_bundle(params, return_state=True)  # the first is skipped, b fails again
+    assert state.is_failed()
+    rows = _table(state, "import-bundles")
+    assert [(r["upload"], r["status"]) for r in rows] == [
+        ("2026-01-01", "skipped"),
+        ("2026-01-02", "failed"),
+        ("2026-01-03", "not started"),
+    ]
+
+
+def _table(state: Any, key: str) -> list[dict[str, Any]]:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    run_id = UUID(str(state.state_details.flow_run_id))
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
+        )
+    data: Any = artifact.data
+    return json.loads(data) if isinstance(data, str) else list(data)
