@@ -225,3 +225,54 @@ def _table(state: Any, key: str) -> list[dict[str, Any]]:
         )
     data: Any = artifact.data
     return json.loads(data) if isinstance(data, str) else list(data)
+
+
+def test_cli_import_runs_the_flow_in_process_and_is_idempotent(
+    registry2: RegistryServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.main import main
+    from d8mirror.delta import bundle_id
+
+    bundle, _ = build_bundle(tmp_path, [PackageSpec("delta-cli")])
+    receipt = tmp_path / "site" / "receipt.json"
+    argv = [
+        "import",
+        str(bundle),
+        f"{registry2.host}/import-cli/ee",
+        "--receipt",
+        str(receipt),
+        "--insecure",
+        "--progress",
+        "none",
+    ]
+    assert main(argv) == 0
+    assert "1 imported" in capsys.readouterr().out
+    held, _ = read_receipt(receipt)
+    assert held.bundles == {bundle_id(bundle)}
+    registry2.clear_requests()
+    assert main(argv) == 0
+    assert "1 skipped" in capsys.readouterr().out
+    assert _writes(registry2) == []
+
+
+def test_cli_import_refuses_bad_usage_before_prefect(tmp_path: Path) -> None:
+    from app.commands.importing import parameters
+    from app.main import build_parser
+    from d8mirror.errors import ConfigError, InvalidReferenceError
+
+    for argv in (
+        ["import", str(tmp_path), "no-path-registry", "--receipt", "r.json"],
+        ["import", "s3://A", "host:5000/x", "--receipt", "r.json"],
+        [
+            "import",
+            str(tmp_path),
+            "host:5000/x",
+            "--receipt",
+            "r",
+            "--receipt-upload-to",
+            "ftp://x",
+        ],
+    ):
+        args = build_parser().parse_args(argv)
+        with pytest.raises((ConfigError, InvalidReferenceError)):
+            parameters(args)
