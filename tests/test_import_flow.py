@@ -276,3 +276,85 @@ def test_cli_import_refuses_bad_usage_before_prefect(tmp_path: Path) -> None:
         args = build_parser().parse_args(argv)
         with pytest.raises((ConfigError, InvalidReferenceError)):
             parameters(args)
+
+
+def _site_receipt(path: Path) -> Path:
+    from d8mirror.receipt import HeldImage, Receipt, write_receipt
+
+    image = HeldImage("packages/console", "v1.0.0", "sha256:" + "ab" * 32)
+    write_receipt(Receipt.build("registry.local/ee", [image], bundles=["delta-x"]), path)
+    return path
+
+
+def test_send_receipt_to_oci_and_to_an_s3_prefix_reads_back_whole(
+    registry2: RegistryServer, endpoint: str, s3: Any, tmp_path: Path
+) -> None:
+    from flows.transfer import download_bundle
+    from tasks.receipts import send_receipt
+    from tasks.transfer_models import DownloadParameters, TransferAccess
+
+    receipt = _site_receipt(tmp_path / "receipt.json")
+    url = f"oci://{registry2.host}/site/receipt:latest"
+    assert send_receipt(receipt, url, TransferAccess(insecure=True)) == url
+    download_bundle(DownloadParameters(url=url, dest_dir=str(tmp_path / "back"), insecure=True))
+    assert read_receipt(tmp_path / "back" / "receipt.json")[0].bundles == {"delta-x"}
+
+    access = TransferAccess(**_access(endpoint))
+    assert send_receipt(receipt, f"s3://{BUCKET}/out", access) == f"s3://{BUCKET}/out/receipt.json"
+    data = s3.get_object(Bucket=BUCKET, Key="out/receipt.json")["Body"].read()
+    sidecar = s3.get_object(Bucket=BUCKET, Key="out/receipt.json.sha256")["Body"].read()
+    assert data == receipt.read_bytes()
+    check_sealed(data, sidecar.decode(), where="out/receipt.json")
+
+
+def test_a_tampered_receipt_is_refused_before_anything_is_pushed(
+    registry2: RegistryServer, tmp_path: Path
+) -> None:
+    from d8mirror.errors import SealedFileError
+    from flows.importing import import_bundle
+    from tasks.import_models import ImportParameters
+
+    bundle, _ = build_bundle(tmp_path, [PackageSpec("tampered")])
+    receipt = _site_receipt(tmp_path / "site" / "receipt.json")
+    receipt.write_bytes(receipt.read_bytes().replace(b"delta-x", b"delta-y"))
+    registry2.clear_requests()
+    params = ImportParameters(
+        source=str(bundle),
+        registry=f"{registry2.host}/tampered/ee",
+        insecure=True,
+        receipt=str(receipt),
+    )
+    with pytest.raises(SealedFileError, match="does not match its checksum file"):
+        import_bundle(params)
+    assert registry2.requests() == []
+
+
+def test_an_incomplete_upload_is_left_for_a_later_run(
+    registry2: RegistryServer, endpoint: str, s3: Any, tmp_path: Path
+) -> None:
+    from d8mirror.delta import bundle_id
+    from flows.importing import import_bundle
+    from flows.transfer import upload_bundle
+    from tasks.import_models import ImportParameters
+    from tasks.transfer_models import UploadParameters
+
+    bundle, _ = build_bundle(tmp_path, [PackageSpec("later")])
+    upload_bundle(
+        UploadParameters(
+            bundle_dir=str(bundle), url=f"s3://{BUCKET}/queue/{{bundle_id}}", **_access(endpoint)
+        )
+    )
+    s3.put_object(Bucket=BUCKET, Key="queue/zz-uploading/package-x.tar", Body=b"partial")
+    params = ImportParameters(
+        source=f"s3://{BUCKET}/queue",
+        registry=f"{registry2.host}/queue/ee",
+        insecure=True,
+        receipt=str(tmp_path / "site" / "receipt.json"),
+        source_access=_access(endpoint),
+    )
+    result = import_bundle(params)
+    assert [(b.name, b.status) for b in result.bundles] == [
+        (bundle_id(bundle), "imported"),
+        ("zz-uploading", "incomplete"),
+    ]
+    assert result.receipt_uploaded_to is None
