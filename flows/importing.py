@@ -25,7 +25,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import Event, emit_event
 
-from d8mirror.errors import ImportFailed
+from d8mirror.errors import ImportFailed, MirrorError
 from d8mirror.push.summary import PushResult
 from d8mirror.units import human_seconds, human_size_exact
 from flows.bounded import task_runner
@@ -106,7 +106,10 @@ def _import_one(params: ImportParameters, upload: Upload, applied: set[str]) -> 
         bundle_dir = _bundle_dir(params, upload)
     except ImportFailed as exc:
         return ImportedBundle.of(upload, "failed", error=str(exc))
-    identity = bundle_id_task(str(bundle_dir))
+    try:
+        identity = bundle_id_task(str(bundle_dir))
+    except MirrorError as exc:  # e.g. a delta.json that does not match its checksum file
+        return ImportedBundle.of(upload, "failed", error=f"{type(exc).__name__}: {exc}")
     if identity in applied:
         return ImportedBundle.of(upload, "skipped", bundle_id=identity)
     state = mirror_push(params.push_parameters(bundle_dir), return_state=True)
@@ -162,7 +165,7 @@ def import_bundle(params: ImportParameters) -> ImportResult:
     uploads = find_uploads_task(params)
     result = ImportResult(source=params.source, registry=params.registry, receipt=params.receipt)
     for upload in uploads:
-        if result.failed:
+        if result.failed or runtime.stop_requested():
             result.bundles.append(ImportedBundle.of(upload, "not started"))
             continue
         bundle = _import_one(params, upload, applied)

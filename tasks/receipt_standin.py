@@ -34,7 +34,7 @@ def write_receipt_after_push(params: PushParameters, result: PushResult) -> Push
         if layout.repository.startswith(prefix)
         for tag, digest in layout.tags
     ]
-    shown_root = root.path if params.receipt_omit_host else str(root)
+    shown_root = target.path if params.receipt_omit_host else str(target)
     previous = Path(params.receipt_in) if params.receipt_in else None
     if previous is not None and previous.is_file():
         receipt, _ = read_receipt(previous)
