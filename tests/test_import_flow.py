@@ -365,3 +365,28 @@ def test_an_incomplete_upload_is_left_for_a_later_run(
         ("zz-uploading", "incomplete"),
     ]
     assert result.receipt_uploaded_to is None
+
+
+def test_deployments_of_the_loop_hold_valid_parameters_and_schedules_from_the_environment() -> None:
+    import yaml
+
+    from deployments.serve import build_deployments
+    from tasks.import_models import ImportParameters
+    from tasks.models import PullParameters
+
+    text = (Path(__file__).parents[1] / "deployments" / "prefect.yaml").read_text()
+    found = {d["name"]: d for d in yaml.safe_load(text)["deployments"]}
+    hourly = ImportParameters.model_validate(found["import-bundle"]["parameters"]["params"])
+    delta = PullParameters.model_validate(found["mirror-packages-delta"]["parameters"]["params"])
+    assert found["import-bundle"]["entrypoint"] == "flows/importing.py:import_bundle"
+    assert delta.upload is not None and delta.upload.url.endswith("/{bundle_id}")
+    assert delta.delta_from == hourly.receipt_upload_to
+    assert hourly.source == delta.upload.url.removesuffix("/{bundle_id}")  # the loop closes
+
+    served = {d.name: d for d in build_deployments({})}
+    assert served["import-bundle"].schedules == served["mirror-packages-delta"].schedules == []
+    env = {"D8MIRROR_IMPORT_CRON": "15 * * * *", "D8MIRROR_DELTA_CRON": "0 3 * * *"}
+    served = {d.name: d for d in build_deployments(env)}
+    assert [s.schedule.cron for s in served["import-bundle"].schedules] == ["15 * * * *"]
+    assert [s.schedule.cron for s in served["mirror-packages-delta"].schedules] == ["0 3 * * *"]
+    ImportParameters.model_validate(served["import-bundle"].parameters["params"])
