@@ -93,6 +93,11 @@ def _bundle_dir(params: ImportParameters, upload: Upload) -> Path:
     return dest
 
 
+def _drop_download(params: ImportParameters, upload: Upload, bundle_dir: Path) -> None:
+    if upload.remote and not params.keep_downloads:
+        remove_download_task(str(bundle_dir))
+
+
 def _import_one(params: ImportParameters, upload: Upload, applied: set[str]) -> ImportedBundle:
     """Skip, or download, push, verify and record one upload; never raises."""
     if not upload.complete:
@@ -111,6 +116,7 @@ def _import_one(params: ImportParameters, upload: Upload, applied: set[str]) -> 
     except MirrorError as exc:  # e.g. a delta.json that does not match its checksum file
         return ImportedBundle.of(upload, "failed", error=f"{type(exc).__name__}: {exc}")
     if identity in applied:
+        _drop_download(params, upload, bundle_dir)
         return ImportedBundle.of(upload, "skipped", bundle_id=identity)
     state = mirror_push(params.push_parameters(bundle_dir), return_state=True)
     if not state.is_completed():
@@ -118,8 +124,15 @@ def _import_one(params: ImportParameters, upload: Upload, applied: set[str]) -> 
     result: PushResult = state.result()
     if result.cancelled:
         return ImportedBundle.of(upload, "failed", bundle_id=identity, error="push cancelled")
-    if upload.remote and not params.keep_downloads:
-        remove_download_task(str(bundle_dir))
+    if identity not in applied_bundles_task(params.receipt):
+        return ImportedBundle.of(
+            upload,
+            "failed",
+            bundle_id=identity,
+            error=f"pushed and verified, but the receipt {params.receipt} does not list it: "
+            "check that the file is writable, then run the import again",
+        )
+    _drop_download(params, upload, bundle_dir)
     return ImportedBundle.pushed(upload, identity, result, time.monotonic() - started)
 
 

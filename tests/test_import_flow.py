@@ -169,6 +169,7 @@ def test_import_from_s3_pushes_writes_and_uploads_the_receipt_then_skips(
         params.model_copy(update={"source": f"s3://{BUCKET}/nightly/{identity}"})
     )
     assert [(b.status, b.bundle_id) for b in single.bundles] == [("skipped", identity)]
+    assert not (site / "incoming" / identity).exists()  # downloaded, then dropped
     assert _writes(registry2) == []
     assert len(_imported_events(identity)) == 1  # no event for a skipped bundle
 
