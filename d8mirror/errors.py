@@ -300,6 +300,10 @@ class TransferFailed(RunFailed):
     """An upload or download in which files failed."""
 
 
+class ImportFailed(RunFailed):
+    """An import in which a bundle could not be downloaded or pushed (the later ones wait)."""
+
+
 class ChildRunFailed(RunFailed):
     """A per-package child flow run ended in a non-completed state."""
 

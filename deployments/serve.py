@@ -8,6 +8,10 @@ Deployments (flow/deployment):
     mirror-push/push-bundle        bundle into the air-gapped registry (manual or automation)
     upload-bundle/upload-bundle    bundle to S3 / an OCI artifact (manual or automation)
     mirror-scaleout/mirror-scaleout  per-package child runs of mirror-package (see flows.scaleout)
+    mirror-pull/mirror-packages-delta  outside: pull against the site's receipt, upload the delta
+                                   under its id (schedule: D8MIRROR_DELTA_CRON, default none)
+    import-bundle/import-bundle    inside: import pending uploads, write and upload the receipt
+                                   (schedule: D8MIRROR_IMPORT_CRON, default none)
 
 Defaults come from the environment (no credential ever does: those are Secret blocks named in
 parameters, or D8_MIRROR_* / AWS variables of this process):
@@ -21,6 +25,15 @@ parameters, or D8_MIRROR_* / AWS variables of this process):
     D8MIRROR_UPLOAD_URL   upload target              (s3://d8mirror/bundle)
     D8MIRROR_CRON         nightly schedule, "" = none ("0 2 * * *"), D8MIRROR_TIMEZONE (UTC)
     D8MIRROR_PULL_PARAMS  JSON object merged into the pull defaults, e.g. {"insecure": true}
+    D8MIRROR_DELTA_FROM   the site's latest receipt  (s3://d8mirror/site/receipt.json)
+    D8MIRROR_DELTA_BUNDLE_DIR  delta bundle directory (/var/lib/d8mirror/delta)
+    D8MIRROR_DELTA_UPLOAD_URL  where each delta goes   (s3://d8mirror/deltas/{bundle_id})
+    D8MIRROR_DELTA_CRON   nightly delta schedule, "" = none (the default: turn it on instead
+                          of D8MIRROR_CRON once the site sends receipts)
+    D8MIRROR_IMPORT_SOURCE  uploads to import       (s3://d8mirror/deltas)
+    D8MIRROR_RECEIPT      the site's receipt        (/var/lib/d8mirror/site/receipt.json)
+    D8MIRROR_RECEIPT_UPLOAD_URL  where it goes out  (s3://d8mirror/site/receipt.json; "" = kept)
+    D8MIRROR_IMPORT_CRON  import schedule, "" = none (the default), e.g. "15 * * * *" hourly
     D8MIRROR_SERVE_LIMIT  flow runs executed at once by this process (4)
     D8MIRROR_STATE_DIR    if set and PREFECT_RESULTS_LOCAL_STORAGE_PATH is not: results and
                           cache records go to <dir>/results (they must outlive the process,
@@ -54,10 +67,47 @@ def pull_defaults(env: Mapping[str, str]) -> dict[str, Any]:
     return defaults
 
 
+def _schedule(env: Mapping[str, str], name: str, default: str) -> dict[str, Any]:
+    """``schedules=[Cron(...)]`` from the variable ``name`` ("" = no schedule)."""
+    cron = _setting(env, name, default)
+    if not cron:
+        return {}
+    from prefect.schedules import Cron
+
+    return {"schedules": [Cron(cron, timezone=_setting(env, "D8MIRROR_TIMEZONE", "UTC"))]}
+
+
+def delta_defaults(env: Mapping[str, str], pull: dict[str, Any]) -> dict[str, Any]:
+    """The nightly delta pull: the pull defaults, against the site's receipt, uploaded under
+    the delta's id."""
+    return {
+        **pull,
+        "bundle_dir": _setting(env, "D8MIRROR_DELTA_BUNDLE_DIR", "/var/lib/d8mirror/delta"),
+        "delta_from": _setting(env, "D8MIRROR_DELTA_FROM", "s3://d8mirror/site/receipt.json"),
+        "upload": {
+            "url": _setting(env, "D8MIRROR_DELTA_UPLOAD_URL", "s3://d8mirror/deltas/{bundle_id}")
+        },
+    }
+
+
+def import_defaults(env: Mapping[str, str]) -> dict[str, Any]:
+    """The import inside the air gap: pending uploads into the target, the receipt back out."""
+    return {
+        "source": _setting(env, "D8MIRROR_IMPORT_SOURCE", "s3://d8mirror/deltas"),
+        "registry": _setting(env, "D8MIRROR_TARGET", "registry.local:5000/deckhouse/ee"),
+        "receipt": _setting(env, "D8MIRROR_RECEIPT", "/var/lib/d8mirror/site/receipt.json"),
+        "receipt_upload_to": _setting(
+            env, "D8MIRROR_RECEIPT_UPLOAD_URL", "s3://d8mirror/site/receipt.json"
+        )
+        or None,
+    }
+
+
 def build_deployments(env: Mapping[str, str] | None = None) -> list[Any]:
     """The RunnerDeployments served by this module (Prefect imported here, after env setup)."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
+    from flows.importing import import_bundle
     from flows.pull import mirror_package, mirror_pull
     from flows.push import mirror_push
     from flows.scaleout import mirror_scaleout
@@ -65,25 +115,19 @@ def build_deployments(env: Mapping[str, str] | None = None) -> list[Any]:
 
     env = os.environ if env is None else env
     pull = pull_defaults(env)
-    cron = _setting(env, "D8MIRROR_CRON", DEFAULT_CRON)
-    timezone = _setting(env, "D8MIRROR_TIMEZONE", "UTC")
     bundle = pull["bundle_dir"]
-    schedule: dict[str, Any] = {}
-    if cron:
-        from prefect.schedules import Cron
-
-        schedule = {"schedules": [Cron(cron, timezone=timezone)]}
     tags = ["d8mirror"]
+    one_at_a_time = ConcurrencyLimitConfig(
+        limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+    )
     return [
         mirror_pull.to_deployment(
             name="mirror-packages",
             tags=tags,
             parameters={"params": pull},
             description="Nightly: every package of the source into the bundle directory.",
-            concurrency_limit=ConcurrencyLimitConfig(
-                limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
-            ),
-            **schedule,
+            concurrency_limit=one_at_a_time,
+            **_schedule(env, "D8MIRROR_CRON", DEFAULT_CRON),
         ),
         mirror_package.to_deployment(
             name="mirror-package",
@@ -120,6 +164,23 @@ def build_deployments(env: Mapping[str, str] | None = None) -> list[Any]:
             tags=tags,
             parameters={"params": pull},
             description="Fan out one mirror-package flow run per package.",
+        ),
+        mirror_pull.to_deployment(
+            name="mirror-packages-delta",
+            tags=tags,
+            parameters={"params": delta_defaults(env, pull)},
+            description="Nightly delta: pull against the site's receipt, upload it under its id.",
+            concurrency_limit=one_at_a_time,
+            **_schedule(env, "D8MIRROR_DELTA_CRON", ""),
+        ),
+        import_bundle.to_deployment(
+            name="import-bundle",
+            tags=tags,
+            parameters={"params": import_defaults(env)},
+            description="Inside: import pending uploads (by id, oldest first), write and "
+            "upload the receipt.",
+            concurrency_limit=one_at_a_time,
+            **_schedule(env, "D8MIRROR_IMPORT_CRON", ""),
         ),
     ]
 

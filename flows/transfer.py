@@ -1,8 +1,9 @@
 """upload-bundle and download-bundle: carry a bundle across the air gap.
 
-    upload-bundle:   hash every file (manifest) ─▶ per file (bounded by file_concurrency):
-                     upload, verify ─▶ all done? commit: transfer manifest last (S3) / artifact
-                     manifest (OCI) ─▶ summary artifacts ─▶ event d8mirror.bundle.uploaded
+    upload-bundle:   ``{bundle_id}`` in the URL: the bundle's id ─▶ hash every file (manifest)
+                     ─▶ per file (bounded by file_concurrency): upload, verify ─▶ all done?
+                     commit: transfer manifest last (S3) / artifact manifest (OCI) ─▶ summary
+                     artifacts ─▶ event d8mirror.bundle.uploaded
     download-bundle: remote manifest (refuse an incomplete upload) ─▶ per file (bounded by
                      file_concurrency): download via .partial, verify ─▶ local manifest last
                      ─▶ summary artifacts
@@ -16,6 +17,7 @@ from the parameters (``flows.bounded``).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -23,6 +25,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.futures import PrefectFuture
 
+from d8mirror.delta import bundle_id
 from d8mirror.errors import TransferFailed
 from d8mirror.progress import Progress
 from d8mirror.units import human_rate, human_seconds, human_size_exact
@@ -49,6 +52,8 @@ from tasks.transfer_models import (
 __all__ = ["UPLOADED_EVENT", "TransferFailed", "download_bundle", "upload_bundle"]
 
 UPLOADED_EVENT = "d8mirror.bundle.uploaded"
+#: In an upload URL: replaced by the bundle's id (:func:`d8mirror.delta.bundle_id`).
+BUNDLE_ID_FIELD = "{bundle_id}"
 
 
 def expect_files(progress: Progress, manifest: TransferFiles) -> None:
@@ -101,11 +106,22 @@ def _publish(key: str, summary: TransferSummary, rows: list[FileRow]) -> None:
     )
 
 
+def named_by_id(params: UploadParameters) -> UploadParameters:
+    """``{bundle_id}`` in the URL becomes the bundle's id: each night's delta uploads under a
+    prefix of its own (``s3://bucket/deltas/{bundle_id}``), which import-bundle applies in
+    order and skips once the site's receipt lists it."""
+    if BUNDLE_ID_FIELD not in params.url:
+        return params
+    identity = bundle_id(Path(params.bundle_dir))
+    return params.model_copy(update={"url": params.url.replace(BUNDLE_ID_FIELD, identity)})
+
+
 @flow(name="upload-bundle", task_runner=task_runner(), log_prints=True)
 def upload_bundle(params: UploadParameters) -> TransferSummary:
     """Upload ``params.bundle_dir`` to ``params.url`` (see the module docstring)."""
     with reporting("upload") as progress:
         started = time.monotonic()
+        params = named_by_id(params)
         connect(params)
         progress.phase("hash")
         manifest = build_manifest_task(params.bundle_dir)

@@ -77,6 +77,12 @@ class PullParameters(RegistryAccess):
         description="Upload the finished bundle in the same run (s3:// or oci://); "
         "skipped for a dry-run, a cancelled or a failed pull.",
     )
+    # STAND-IN (helper "import"): the "dpull" helper owns delta_from.
+    delta_from: str | None = Field(
+        None,
+        description="Build a delta bundle against this receipt: a path, "
+        "s3://BUCKET/KEY/receipt.json or oci://REGISTRY/REPO:TAG.",
+    )
     concurrency: int = Field(4, ge=1, le=64, description="Packages pulled at the same time.")
     blob_workers: int = Field(4, ge=1, le=32, description="Blobs fetched at once per package.")
     concurrency_limits: bool = Field(

@@ -28,6 +28,7 @@ from .policy import TRANSIENT_RETRIES, content_key
 from .transfer_models import (
     DownloadParameters,
     FileOutcome,
+    TransferAccess,
     TransferFile,
     TransferFiles,
     TransferTarget,
@@ -70,7 +71,7 @@ def connect(params: TransferTarget) -> None:
     runtime.set_s3_credentials(_s3_key(params), creds)
 
 
-def _s3_key(params: TransferTarget) -> str:
+def _s3_key(params: TransferAccess) -> str:
     return json.dumps(
         [
             params.endpoint_url,
@@ -83,7 +84,7 @@ def _s3_key(params: TransferTarget) -> str:
     )
 
 
-def s3_client(params: TransferTarget) -> s3.S3Client:
+def s3_client(params: TransferAccess) -> s3.S3Client:
     """The shared boto3 client for these settings (clients are thread-safe)."""
     settings = params.s3_settings()
     return runtime.s3_client(

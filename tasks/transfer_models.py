@@ -34,10 +34,9 @@ from d8mirror.units import human_rate, human_seconds, human_size_exact
 from .registry_access import RegistryAccess
 
 
-class TransferTarget(RegistryAccess):
-    """Where the bundle goes (or comes from) and how to reach it."""
+class TransferAccess(RegistryAccess):
+    """How to reach object storage or an intermediate registry (everything but the URL)."""
 
-    url: str = Field(description="s3://BUCKET[/PREFIX] or oci://REGISTRY/REPOSITORY:TAG.")
     endpoint_url: str | None = Field(
         None, description="S3 endpoint of an S3-compatible store (MinIO, Ceph RGW…); default: AWS."
     )
@@ -47,9 +46,6 @@ class TransferTarget(RegistryAccess):
     )
     concurrency: int = Field(4, ge=1, le=64, description="S3 parts in flight per file.")
     file_concurrency: int = Field(2, ge=1, le=16, description="Files transferred at once.")
-
-    def target(self) -> TransferUrl:
-        return parse_transfer_url(self.url)
 
     def s3_settings(self) -> S3Settings:
         verify: bool | str = self.ca_file or True
@@ -65,6 +61,15 @@ class TransferTarget(RegistryAccess):
 
     def chunk_bytes(self) -> int:
         return self.part_size_mib * MiB if self.part_size_mib else DEFAULT_CHUNK
+
+
+class TransferTarget(TransferAccess):
+    """Where the bundle goes (or comes from) and how to reach it."""
+
+    url: str = Field(description="s3://BUCKET[/PREFIX] or oci://REGISTRY/REPOSITORY:TAG.")
+
+    def target(self) -> TransferUrl:
+        return parse_transfer_url(self.url)
 
 
 class UploadParameters(TransferTarget):

@@ -183,6 +183,8 @@ def test_serve_registers_every_deployment_with_typed_parameters(serve: Process) 
         "mirror-push/push-bundle",
         "upload-bundle/upload-bundle",
         "mirror-scaleout/mirror-scaleout",
+        "mirror-pull/mirror-packages-delta",
+        "import-bundle/import-bundle",
     } <= set(deployments)
     nightly = deployments["mirror-pull/mirror-packages"]
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
@@ -192,6 +194,12 @@ def test_serve_registers_every_deployment_with_typed_parameters(serve: Process) 
     assert "Packages pulled at the same time" in schema["concurrency"]["description"]
     single = deployments["mirror-package/mirror-package"].parameter_openapi_schema
     assert "NAME[@CONSTRAINT]" in json.dumps(single["definitions"])
+    imports = deployments["import-bundle/import-bundle"]
+    assert imports.schedules == []  # D8MIRROR_IMPORT_CRON unset: run by hand or automation
+    fields = imports.parameter_openapi_schema["definitions"]["ImportParameters"]["properties"]
+    assert {"source", "registry", "receipt", "receipt_upload_to", "source_access"} <= set(fields)
+    delta = deployments["mirror-pull/mirror-packages-delta"].parameters["params"]
+    assert delta["upload"]["url"].endswith("/{bundle_id}") and delta["delta_from"]
 
 
 def _fetch_states(

@@ -108,12 +108,27 @@ def test_prefect_deploy_creates_pool_deployments(deployed: dict[str, Any]) -> No
         "mirror-scaleout/mirror-scaleout",
         "mirror-push/push-bundle",
         "upload-bundle/upload-bundle",
+        "mirror-pull/mirror-packages-delta",
+        "import-bundle/import-bundle",
     }
     nightly = deployed["mirror-pull/mirror-packages"]
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
     assert nightly.global_concurrency_limit.limit == 1
     assert nightly.concurrency_options.collision_strategy == "CANCEL_NEW"
     assert nightly.enforce_parameter_schema
+    # the loop across the air gap: examples the operator turns on (one at a time each)
+    delta, hourly = (
+        deployed["mirror-pull/mirror-packages-delta"],
+        deployed["import-bundle/import-bundle"],
+    )
+    assert [s.schedule.cron for s in delta.schedules] == ["0 2 * * *"]
+    assert [s.schedule.cron for s in hourly.schedules] == ["15 * * * *"]
+    assert not any(s.active for s in [*delta.schedules, *hourly.schedules])
+    assert delta.parameters["params"]["upload"]["url"].endswith("/{bundle_id}")
+    assert (
+        delta.parameters["params"]["delta_from"] == hourly.parameters["params"]["receipt_upload_to"]
+    )
+    assert hourly.global_concurrency_limit.limit == 1 and hourly.enforce_parameter_schema
     for deployment in deployed.values():  # no pull section: deploy records the project root
         assert deployment.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT)}}

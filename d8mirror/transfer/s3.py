@@ -224,6 +224,27 @@ def head_object(client: S3Client, url: S3Url, name: str) -> ObjectInfo | None:
     return ObjectInfo(int(head["ContentLength"]), metadata.get(META_SHA256))
 
 
+def child_prefixes(client: S3Client, url: S3Url) -> list[str]:
+    """The names of the "subdirectories" right under ``url`` (``s3://b/p/<name>/…``), sorted."""
+    base = f"{url.prefix}/" if url.prefix else ""
+    names: set[str] = set()
+    with storage_errors(str(url)):
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=url.bucket, Prefix=base, Delimiter="/"
+        )
+        for page in pages:
+            for common in page.get("CommonPrefixes") or []:
+                name = str(common["Prefix"])[len(base) :].strip("/")
+                if name:
+                    names.add(name)
+    return sorted(names)
+
+
+def has_manifest(client: S3Client, url: S3Url) -> bool:
+    """Whether ``url`` holds a transfer manifest: an upload that was committed."""
+    return head_object(client, url, MANIFEST_NAME) is not None
+
+
 def _matches(info: ObjectInfo | None, entry: FileEntry) -> bool:
     return info is not None and info.size == entry.size and info.sha256 == entry.sha256
 

@@ -40,6 +40,15 @@ class OciUrl:
 TransferUrl = S3Url | OciUrl
 
 
+def sealed_file_location(url: S3Url, default_name: str) -> tuple[S3Url, str]:
+    """Where a small sealed file (``receipt.json``) lives under an S3 URL: ``s3://b/p/x.json``
+    names the object itself; any other URL is the prefix that holds ``default_name``."""
+    head, _, last = url.prefix.rpartition("/")
+    if last.endswith(".json"):
+        return S3Url(url.bucket, head), last
+    return url, default_name
+
+
 def parse_s3_url(url: str) -> S3Url:
     rest = url.removeprefix("s3://")
     bucket, _, prefix = rest.partition("/")
