@@ -111,8 +111,6 @@ def write_delta(bundle_dir: Path, delta: Delta) -> Path:
     return path
 
 
-
-
 def is_delta_bundle(bundle_dir: Path) -> bool:
     return (bundle_dir / DELTA_FILE).is_file() or sidecar_of(bundle_dir / DELTA_FILE).is_file()
 
