@@ -65,7 +65,7 @@ from tasks.push import (
 )
 from tasks.push_dryrun import dry_run_layout_task
 from tasks.push_receipt import (
-    read_bundle_id_task,
+    read_bundle_id,
     read_previous_receipt_task,
     write_push_receipt_task,
 )
@@ -160,7 +160,7 @@ def _with_receipt(
     """The result with the receipt written when one was asked for and the push verified (and
     the bundle's id, when its sidecars tell it without one)."""
     if not params.receipt_out:
-        return result.model_copy(update={"bundle_id": read_bundle_id_task(params)})
+        return result.model_copy(update={"bundle_id": read_bundle_id(params)})
     if result.cancelled or not result.ok:
         why = "was cancelled" if result.cancelled else "failed"
         get_run_logger().warning(

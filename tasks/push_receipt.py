@@ -38,10 +38,10 @@ def read_previous_receipt_task(params: PushParameters) -> Receipt | None:
     return receipt
 
 
-@task(name="read-bundle-id", cache_policy=NO_CACHE)
-def read_bundle_id_task(params: PushParameters) -> str:
+def read_bundle_id(params: PushParameters) -> str:
     """The pushed bundle's id when its sidecars tell it (no archive is hashed); ``""`` when an
-    archive has no ``.sha256`` sidecar (a bundle written by ``d8 mirror``)."""
+    archive has no ``.sha256`` sidecar (a bundle written by ``d8 mirror``). A plain call, not
+    a task: it reads a few small files, and a task run would cost every push more than that."""
     bundle = Path(params.bundle_dir) if params.bundle_dir else None
     return push_bundle_id(bundle, params.archives(), hash_missing=False)
 
