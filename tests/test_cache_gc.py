@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faultproxy import FaultProxy, Request, Response
 
 from app.main import main
 from d8mirror.cache_gc import CacheLock, read_run_records
 from d8mirror.errors import PullFailed
-from faultproxy import FaultProxy, Request, Response
 from testbed.registry_server import RegistryServer
 from testbed.seed import ExtraSpec, PackageSpec, SeedSpec, seed_packages
 
@@ -102,9 +102,7 @@ def _bundle_blobs(bundle: Path) -> dict[str, int]:
 
 def _store(work: Path) -> dict[str, int]:
     """Digest -> size of every blob in the cache's store."""
-    return {
-        f"sha256:{p.name}": p.stat().st_size for p in (work / "blobs" / "sha256").iterdir()
-    }
+    return {f"sha256:{p.name}": p.stat().st_size for p in (work / "blobs" / "sha256").iterdir()}
 
 
 def _archives(bundle: Path) -> dict[str, bytes]:
@@ -254,9 +252,11 @@ def test_a_failed_run_removes_nothing_and_its_retry_collects(
         return None
 
     after_a = _store(work)
-    with FaultProxy(registry.host, intercept=refuse) as proxy:
-        with pytest.raises(PullFailed, match="newcomer"):
-            _pull(f"{proxy.host}/{root}", tmp_path / "b", work)
+    with (
+        FaultProxy(registry.host, intercept=refuse) as proxy,
+        pytest.raises(PullFailed, match="newcomer"),
+    ):
+        _pull(f"{proxy.host}/{root}", tmp_path / "b", work)
     kept = _store(work)
     assert kept.items() >= after_a.items()
     assert len(kept) > len(after_a)  # the failed run's other packages' blobs stay too
