@@ -36,7 +36,7 @@ _UNSUPPORTED_PULL_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
 _UNSUPPORTED_DEFAULTS = {"installer_tag": "latest", "modules_path_suffix": DEFAULT_MODULES_PATH}
 
 #: What a pull keeps in its working dir (``tasks.models``, ``tasks.pull``): all of it cache.
-_PULL_CACHE_DIRS = ("blobs", PACKAGES, "package-versions", "archives", "state")
+_PULL_CACHE_DIRS = ("blobs", PACKAGES, "package-versions", "archives", "state", "runs")
 
 
 def register(subparsers: Any) -> None:
