@@ -20,10 +20,10 @@ the digests its layouts hold and every digest its fetchers read or put in the st
 packages it pulled. Digests and names only: a few hundred KB for a large pull.
 
 **What gc keeps.** The union of the newest ``keep_runs + 1`` records: their blobs, and for
-their packages the layouts, archive links and state. Everything else under the directories
-above goes, older records too; entries a d8mirror pull does not make are left alone (a
-``--tmp-dir`` may hold other things). A run that fails or is cancelled writes no record and
-collects nothing: its retry finds every blob it fetched.
+their packages the layouts (and every blob those layouts hold now), archive links and state.
+Everything else under the directories above goes, older records too; entries a d8mirror pull
+does not make are left alone (a ``--tmp-dir`` may hold other things). A run that fails or
+is cancelled writes no record and collects nothing: its retry finds every blob it fetched.
 
 **Locking.** ``cache.lock`` is ``flock``-ed: a pull holds it shared for its whole run (so
 several pulls share one cache, as the store allows), gc takes it exclusive without waiting.
@@ -343,9 +343,11 @@ def plan_gc(cache: Path, keep_runs: int = 0) -> GcPlan:
             "so nothing was removed; run a pull with this cache dir (--tmp-dir) first"
         )
     kept = records[-(keep_runs + 1) :]
-    keep = frozenset(d for _, r in kept for d in r.blobs)
     packages = {p for _, r in kept for p in r.packages}
     catalog = {p for _, r in kept for p in r.catalog}
+    keep = frozenset(
+        {d for _, r in kept for d in r.blobs} | _kept_layouts_blobs(cache, packages, catalog)
+    )
     plan = GcPlan(cache=cache, runs_kept=[p.name for p, _ in kept], keep=keep)
     plan.blobs = _store_garbage(cache / STORE_DIR, keep)
     plan.trees = [
@@ -360,6 +362,17 @@ def plan_gc(cache: Path, keep_runs: int = 0) -> GcPlan:
         *[path for path, _ in records[: -(keep_runs + 1)]],
     ]
     return plan
+
+
+def _kept_layouts_blobs(cache: Path, packages: set[str], catalog: set[str]) -> set[str]:
+    """The blobs the kept packages' layouts hold now: a layout a later run rebuilt without
+    a record of its own (``mirror-package`` into the bundle) keeps its blobs in the store."""
+    found: set[str] = set()
+    for name in packages:
+        found |= layout_blobs(cache / PACKAGES_DIR / name)
+    for name in catalog:
+        found |= layout_blobs(cache / VERSIONS_DIR / name)
+    return found
 
 
 def _children(directory: Path) -> list[Path]:

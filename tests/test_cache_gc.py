@@ -272,3 +272,28 @@ def test_gc_without_a_run_record_removes_nothing(tmp_path: Path) -> None:
     (work / "blobs" / "sha256" / ("0" * 64)).write_bytes(b"x")
     assert main(["gc", str(work)]) == 1
     assert (work / "blobs" / "sha256" / ("0" * 64)).is_file()
+
+
+def test_gc_keeps_what_the_kept_packages_layouts_hold_now(tmp_path: Path) -> None:
+    """A layout rebuilt after the newest record (a mirror-package run into the bundle) keeps
+    its blobs; a blob nothing references goes, and so do leftovers of writers."""
+    from d8mirror.cache_gc import RunRecord, collect_garbage, write_run_record
+    from d8mirror.hashing import sha256_bytes_digest
+
+    work = tmp_path / "cache"
+    store, layout = work / "blobs" / "sha256", work / "packages" / "p" / "blobs" / "sha256"
+    store.mkdir(parents=True)
+    layout.mkdir(parents=True)
+    digests = {}
+    for name in ("recorded", "relinked", "orphan"):
+        digest = digests[name] = sha256_bytes_digest(name.encode())
+        (store / digest.split(":")[1]).write_bytes(name.encode())
+    os.link(store / digests["relinked"].split(":")[1], layout / digests["relinked"].split(":")[1])
+    (work / "blobs" / "incoming").mkdir()
+    (work / "blobs" / "incoming" / "abc.partial").write_bytes(b"half")
+    write_run_record(work, RunRecord.build("r1", [digests["recorded"]], packages=["p"]))
+    report = collect_garbage(work)
+    assert set(_store(work)) == {digests["recorded"], digests["relinked"]}
+    assert (report.blobs_removed, report.files_removed) == (1, 2)
+    assert report.bytes_freed == len(b"orphan") + len(b"half")
+    assert not (work / "blobs" / "incoming" / "abc.partial").exists()
