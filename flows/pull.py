@@ -16,6 +16,11 @@ A failed package never stops the others; the run ends Failed and names it, and t
 re-runs only what failed (fetches are cached by content, blobs come from the shared store).
 A complete bundle emits the event ``d8mirror.bundle.completed`` (automations chain push/upload).
 
+A kept cache (``tmp_dir``) is held shared for the run; after a successful run the run's
+record is written and the cache collected down to what the newest ``keep_runs + 1`` runs
+referenced (:mod:`d8mirror.cache_gc`, :func:`tasks.cache.collect_cache_task`); a failed or
+cancelled run removes nothing.
+
 mirror-package: one package (re-)fetched and packed into an existing bundle directory; its
 outcome is also written to ``<work_root>/state/<name>.outcome.json`` for a scale-out parent.
 """
