@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,18 @@ def test_three_nightly_runs_leave_the_store_at_the_latest_plan(
     _pull(source, rerun, work)
     assert _archives(rerun) == built
     assert _store(work) == _bundle_blobs(rerun)
+    # Layouts, archive links and state gone: the rerun rebuilds every layout and archive from
+    # the collected store alone, and asks the source for no blob and no manifest body.
+    for name in ("packages", "package-versions", "archives", "state"):
+        shutil.rmtree(work / name)
+    registry.clear_requests()
+    rebuilt = tmp_path / "rebuilt"
+    _pull(source, rebuilt, work)
+    fetched = [p for m, p, _ in registry.requests() if m == "GET" and "/blobs/" in p]
+    bodies = [p for m, p, _ in registry.requests() if m == "GET" and "/manifests/" in p]
+    assert (fetched, bodies) == ([], [])
+    assert any(m == "HEAD" for m, _p, _ in registry.requests())  # the source was asked
+    assert _archives(rebuilt) == built
 
 
 def test_keep_runs_keeps_the_previous_runs_blobs(registry: RegistryServer, tmp_path: Path) -> None:
