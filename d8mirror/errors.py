@@ -34,6 +34,8 @@
     ├── BundleError                  archives: packing, chunks, unpack
     │   ├── UnsafeArchiveEntryError  tar-slip, absolute path, link or device entry
     │   └── ChunkSetError            a chunk set is incomplete or malformed
+    ├── CacheError                   a kept pull cache cannot be collected (bad run record)
+    │   └── CacheBusyError           another pull or gc holds the cache's lock
     ├── DiskSpaceError               ENOSPC while writing (names the path)
     │   └── InsufficientSpaceError   a pull refused before fetching: it would not fit
     └── RunFailed                    a run ended with work not done whole (raised at its end,
@@ -234,6 +236,14 @@ class UnsafeArchiveEntryError(BundleError):
 
 class ChunkSetError(BundleError):
     """A chunked archive is incomplete or malformed."""
+
+
+class CacheError(MirrorError):
+    """A kept pull cache (``--tmp-dir``) cannot be garbage-collected as it is."""
+
+
+class CacheBusyError(CacheError):
+    """Another pull (shared lock) or gc (exclusive lock) is using the cache right now."""
 
 
 class DiskSpaceError(MirrorError, OSError):

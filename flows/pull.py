@@ -16,6 +16,11 @@ A failed package never stops the others; the run ends Failed and names it, and t
 re-runs only what failed (fetches are cached by content, blobs come from the shared store).
 A complete bundle emits the event ``d8mirror.bundle.completed`` (automations chain push/upload).
 
+A kept cache (``tmp_dir``) is held shared for the run; after a successful run the run's
+record is written and the cache collected down to what the newest ``keep_runs + 1`` runs
+referenced (:mod:`d8mirror.cache_gc`, :func:`tasks.cache.collect_cache_task`); a failed or
+cancelled run removes nothing.
+
 mirror-package: one package (re-)fetched and packed into an existing bundle directory; its
 outcome is also written to ``<work_root>/state/<name>.outcome.json`` for a scale-out parent.
 """
@@ -59,6 +64,7 @@ from flows.sizing import enforce_space, plan_and_size, size_exactly
 from flows.states import error_text
 from flows.transfer import upload_bundle
 from tasks import runtime
+from tasks.cache import cache_in_use, collect_cache_task, keeps_cache
 from tasks.credentials import source_credentials
 from tasks.models import MirrorPackageParameters, PullParameters
 from tasks.pull import (
@@ -429,9 +435,14 @@ def asking_source_once() -> Iterator[None]:
 @flow(name="mirror-pull", task_runner=task_runner(), log_prints=True)
 def mirror_pull(params: PullParameters) -> PullReport:
     """Pull Deckhouse packages into ``params.bundle_dir`` (see the module docstring)."""
-    with reporting("pull") as progress, asking_source_once():
+    run = flow_run.get_id()
+    work_existed = params.work_root().exists()
+    with (
+        reporting("pull") as progress,
+        asking_source_once(),
+        cache_in_use(params, None if run is None else str(run)) as cache_lock,
+    ):
         started = time.monotonic()
-        work_existed = params.work_root().exists()
         prepare(params)
         options = params.options()
         report = PullReport(
@@ -481,16 +492,26 @@ def mirror_pull(params: PullParameters) -> PullReport:
                 UploadParameters(bundle_dir=params.bundle_dir, **params.upload.model_dump())
             )
         if not report.cancelled:  # a failed run raised above: both keep the cache for a retry
+            if keeps_cache(params) and run is not None:
+                cache_lock.release()  # the gc takes it exclusive
+                collect_cache_task(params, str(run), *pulled_names(report, versions))
             remove_default_work_dir(params, existed=work_existed)
         return report
+
+
+def pulled_names(report: PullReport, versions: PackageVersions) -> tuple[list[str], list[str]]:
+    """The packages this run pulled (their layouts are its plan's) and the catalog packages
+    whose release images it pulled: what its cache record names."""
+    packages = [p.name for p in report.packages if p.status in ("pulled", "empty")]
+    return packages, list(versions.found.names)
 
 
 @flow(name="mirror-package", task_runner=task_runner(), log_prints=True)
 def mirror_package(params: MirrorPackageParameters) -> PackageOutcome:
     """(Re-)fetch one package into an existing bundle directory: package-<name>.tar only."""
-    with reporting("pull") as progress, asking_source_once():
+    pull = params.pull_parameters()
+    with reporting("pull") as progress, asking_source_once(), cache_in_use(pull, None):
         progress.expect_items(1)
-        pull = params.pull_parameters()
         prepare(pull)
         name = params.package_name
         marker = outcome_file(pull, name)

@@ -16,11 +16,13 @@ import time
 
 from prefect import flow
 from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
 
 from d8mirror.pull.report import PackageOutcome, PullReport
 from flows.bounded import submit_bounded, task_runner
-from flows.pull import PackageVersions, finish, prepare
+from flows.pull import PackageVersions, finish, prepare, pulled_names
 from flows.states import error_text
+from tasks.cache import cache_in_use, collect_cache_task, keeps_cache
 from tasks.models import MirrorPackageParameters, PullParameters, ScaleOutParameters
 from tasks.pull import discover_packages_task, remove_default_work_dir, run_package_flow_task
 
@@ -57,12 +59,32 @@ def _run_child(params: ScaleOutParameters, name: str) -> PrefectFuture[PackageOu
 @flow(name="mirror-scaleout", task_runner=task_runner(), log_prints=True)
 def mirror_scaleout(params: ScaleOutParameters) -> PullReport:
     """Pull like mirror-pull with one mirror-package flow run per package (see the module):
-    at most ``concurrency`` children at once."""
+    at most ``concurrency`` children at once. With a kept cache, a successful run then
+    collects it as mirror-pull does (:mod:`d8mirror.cache_gc`)."""
     started = time.monotonic()
     pull = PullParameters(
         **params.model_dump(exclude={"package_deployment", "child_timeout_seconds"})
     )
     work_existed = pull.work_root().exists()
+    run = flow_run.get_id()
+    with cache_in_use(pull, None if run is None else str(run)) as cache_lock:
+        report, versions = _pull_through_children(params, pull, started)
+        if not report.cancelled and keeps_cache(pull) and run is not None:
+            # Its record: the children's layouts and what this run read itself (the
+            # children's own reads, e.g. index manifests, are not in it: the next run asks
+            # the source for those again).
+            cache_lock.release()
+            collect_cache_task(pull, str(run), *pulled_names(report, versions))
+    if not report.cancelled:  # every child has ended: the shared working dir is done with
+        remove_default_work_dir(pull, existed=work_existed)
+    return report
+
+
+def _pull_through_children(
+    params: ScaleOutParameters, pull: PullParameters, started: float
+) -> tuple[PullReport, PackageVersions]:
+    """Children for the packages, release images here, then the report (raises PullFailed
+    naming failed packages, as mirror-pull does)."""
     prepare(pull)
     report = PullReport(
         source=pull.source,
@@ -80,6 +102,4 @@ def mirror_scaleout(params: ScaleOutParameters) -> PullReport:
     versions.discover()
     versions.finish(report)
     finish(pull, report, started)
-    if not report.cancelled:  # every child has ended: the shared working dir is done with
-        remove_default_work_dir(pull, existed=work_existed)
-    return report
+    return report, versions

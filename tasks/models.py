@@ -72,6 +72,14 @@ class PullParameters(RegistryAccess):
         "runs (default BUNDLE_DIR/.tmp, removed after a successful "
         "run).",
     )
+    keep_runs: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="With tmp_dir (a kept cache): after a successful run, keep the blobs, "
+        "layouts and state of this run and of the N runs before it; everything else in the "
+        "cache is removed (0: only what this run referenced). A failed run removes nothing.",
+    )
     upload: TransferTarget | None = Field(
         None,
         description="Upload the finished bundle in the same run (s3:// or oci://); "

@@ -23,6 +23,7 @@ from typing import Any, cast
 from prefect import task
 from prefect.context import TaskRunContext
 
+from d8mirror import cache_gc
 from d8mirror.errors import ChildRunFailed
 from d8mirror.files import write_atomic
 from d8mirror.names import sha256_sidecar
@@ -46,7 +47,14 @@ from d8mirror.pull.tag_digests import (
 from .concurrency import registry_slots
 from .models import MirrorPackageParameters, PullParameters
 from .policy import TRANSIENT_RETRIES, content_key
-from .runtime import blob_store, client_for, progress_for, source_answers, stop_requested
+from .runtime import (
+    blob_store,
+    client_for,
+    progress_for,
+    source_answers,
+    stop_requested,
+    used_blobs,
+)
 
 #: The progress item of ``package-versions.tar`` (release images of every catalog package).
 VERSIONS_ITEM = "package-versions"
@@ -55,14 +63,17 @@ VERSIONS_ITEM = "package-versions"
 def fetcher_for(params: PullParameters, progress: ItemProgress | None = None) -> ImageFetcher:
     """A fetcher for one task: the source's shared client, the run's one blob store, the
     run's answers from the source (a tag asked once per run); what it moves is reported to
-    ``progress`` (one package's item of the run's progress)."""
+    ``progress`` (one package's item of the run's progress); every digest it reads or stores
+    joins the run's used blobs (what the cache gc keeps)."""
+    run = _flow_run_id()
     return ImageFetcher(
         client_for(params.repository().registry),
         blob_store(params.store_root()),
         blob_workers=params.blob_workers,
         should_stop=stop_requested,
         progress=progress,
-        answers=source_answers(_flow_run_id()),
+        answers=source_answers(run),
+        used=used_blobs(run),
     )
 
 
@@ -86,12 +97,13 @@ def source_slots(params: PullParameters, occupy: int = 1) -> Any:
     return registry_slots(params.repository().registry, occupy, enabled=params.concurrency_limits)
 
 
-#: Per-package state files under ``<work>/state/`` (outside the packed working dirs).
-STATE_DIR = "state"
-FETCH_KEY_SUFFIX = ".fetch-key"
-FETCH_TAGS_SUFFIX = ".fetch-tags.json"
-PACK_RECORD_SUFFIX = ".pack.json"
-OUTCOME_SUFFIX = ".outcome.json"
+#: Per-package state files under ``<work>/state/`` (outside the packed working dirs); their
+#: names are :mod:`d8mirror.cache_gc`'s, which removes those of packages no longer pulled.
+STATE_DIR = cache_gc.STATE_DIR
+FETCH_KEY_SUFFIX = cache_gc.FETCH_KEY_SUFFIX
+FETCH_TAGS_SUFFIX = cache_gc.FETCH_TAGS_SUFFIX
+PACK_RECORD_SUFFIX = cache_gc.PACK_RECORD_SUFFIX
+OUTCOME_SUFFIX = cache_gc.OUTCOME_SUFFIX
 
 
 def state_file(params: PullParameters, name: str, suffix: str) -> Path:

@@ -12,6 +12,8 @@ as long as the process lives, in one place, with one :func:`reset`.
     stop request        Ctrl+C / SIGTERM in the CLI: tasks stop at the next piece
     source answers      per pull run, what the source answered (tags → digests, tag lists),
                         shared by the run's fetchers so a tag is asked once per run
+    used blobs          per pull run, every digest its fetchers read or stored (its cache gc
+                        keeps them: :mod:`d8mirror.cache_gc`)
     progress            the :class:`~d8mirror.progress.Progress` of the operation running
                         now (its flow opens it; tasks report to it; the CLI display and the
                         flow's progress artifact read it)
@@ -32,7 +34,7 @@ from typing import Any
 from d8mirror.blobstore import BlobStore
 from d8mirror.bundle.checksums import CheckedFiles
 from d8mirror.progress import Progress
-from d8mirror.pull.fetcher import SourceAnswers
+from d8mirror.pull.fetcher import SourceAnswers, UsedBlobs
 from d8mirror.push.blobs import BlobLocations
 from d8mirror.registry import Credentials, RegistryClient, TLSOptions
 
@@ -59,6 +61,7 @@ class _State:
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Progress | None = None
     answers: dict[str, SourceAnswers] = field(default_factory=dict)
+    used_blobs: dict[str, UsedBlobs] = field(default_factory=dict)
     layout_plans: dict[tuple[str, str], Any] = field(default_factory=dict)
 
 
@@ -186,6 +189,27 @@ def open_source_answers(run: str) -> None:
 def close_source_answers(run: str) -> None:
     with _lock:
         _state.answers.pop(run, None)
+
+
+def open_used_blobs(run: str) -> UsedBlobs:
+    """A fresh record of the digests pull run ``run`` reads from or puts in its blob store
+    (what its cache gc keeps besides its layouts' blobs); its fetchers add to it."""
+    with _lock:
+        used = _state.used_blobs[run] = UsedBlobs()
+        return used
+
+
+def close_used_blobs(run: str) -> None:
+    with _lock:
+        _state.used_blobs.pop(run, None)
+
+
+def used_blobs(run: str | None) -> UsedBlobs | None:
+    """The record of pull run ``run`` (None: not opened, e.g. a task run on its own)."""
+    if run is None:
+        return None
+    with _lock:
+        return _state.used_blobs.get(run)
 
 
 def source_answers(run: str | None) -> SourceAnswers | None:

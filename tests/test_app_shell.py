@@ -150,11 +150,11 @@ def test_help_of_every_command_exits_0_without_prefect() -> None:
     code = (
         "import sys\nfrom app.main import main\n"
         "for command in ([], ['pull'], ['push'], ['receipt'], ['upload'], ['download'], "
-        "['import'], ['verify'], ['setup']):\n"
+        "['import'], ['verify'], ['gc'], ['setup']):\n"
         "    try:\n        main([*command, '--help'])\n"
         "    except SystemExit as done:\n        assert done.code == 0, command\n"
         "assert 'prefect' not in sys.modules, 'prefect imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "{pull,push,receipt,upload,download,import,verify,setup}" in done.stdout
+    assert "{pull,push,receipt,upload,download,import,verify,gc,setup}" in done.stdout

@@ -6,4 +6,13 @@ server and imports its flow module (:meth:`app.session.Session.start`)."""
 from __future__ import annotations
 
 #: The subcommands, in ``d8mirror --help`` order.
-MODULES: tuple[str, ...] = ("pull", "push", "receipt", "transfer", "importing", "verify", "setup")
+MODULES: tuple[str, ...] = (
+    "pull",
+    "push",
+    "receipt",
+    "transfer",
+    "importing",
+    "verify",
+    "gc",
+    "setup",
+)

@@ -36,7 +36,7 @@ _UNSUPPORTED_PULL_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
 _UNSUPPORTED_DEFAULTS = {"installer_tag": "latest", "modules_path_suffix": DEFAULT_MODULES_PATH}
 
 #: What a pull keeps in its working dir (``tasks.models``, ``tasks.pull``): all of it cache.
-_PULL_CACHE_DIRS = ("blobs", PACKAGES, "package-versions", "archives", "state")
+_PULL_CACHE_DIRS = ("blobs", PACKAGES, "package-versions", "archives", "state", "runs")
 
 
 def register(subparsers: Any) -> None:
@@ -93,6 +93,14 @@ def register(subparsers: Any) -> None:
     pull.add_argument("--blob-workers", type=int, default=4, help="blobs at once per package")
     flags.add_tls(pull)
     flags.add_work_dir(pull, "<bundle>/.tmp")
+    pull.add_argument(
+        "--keep-runs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --tmp-dir: after a successful pull, keep in the cache what this run and "
+        "the N runs before it referenced, remove the rest (default 0: this run's only)",
+    )
     _add_d8_compat_flags(pull)
     progress_display.add_flags(pull)
     pull.set_defaults(run=run)
@@ -191,6 +199,8 @@ def parameters(args: argparse.Namespace) -> PullParameters:
     """The flow parameters of ``pull``, checked (ConfigError before Prefect starts); the
     credential flags are not among them (see :func:`app.flags.source_login`)."""
     _refuse_unsupported(args)
+    if args.keep_runs < 0:
+        raise ConfigError(f"--keep-runs must be 0 or more, not {args.keep_runs}")
     check_bundle_dir(
         Path(args.bundle),
         force=args.force,
@@ -215,6 +225,7 @@ def parameters(args: argparse.Namespace) -> PullParameters:
         chunk_size=str(args.images_bundle_chunk_size),
         gost_digest=args.gost_digest,
         tmp_dir=args.tmp_dir,
+        keep_runs=args.keep_runs,
         concurrency=args.concurrency,
         blob_workers=args.blob_workers,
         verbose_summary=args.verbose_summary,

@@ -98,6 +98,24 @@ class SourceAnswers:
             self._tags.setdefault(repository, list(tags))
 
 
+class UsedBlobs:
+    """Every digest one run's fetchers read from or put in the blob store (manifests, indexes,
+    configs, layers): with its layouts, what the run references in a kept cache
+    (:mod:`d8mirror.cache_gc`). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._digests: set[str] = set()
+
+    def add(self, digest: str) -> None:
+        with self._lock:
+            self._digests.add(digest)
+
+    def digests(self) -> set[str]:
+        with self._lock:
+            return set(self._digests)
+
+
 class ImageFetcher:
     """Pulls images of one registry into a blob store; bounded blob parallelism.
 
@@ -110,7 +128,8 @@ class ImageFetcher:
     ``progress`` (one package's :class:`~d8mirror.progress.ItemProgress`, or None) is told
     what each image needs as its manifest is read (manifest, config, layers), which blobs the
     store already holds (reused), and the bytes of each download as they stream (per chunk
-    of the client, never per byte).
+    of the client, never per byte). ``used`` (the run's :class:`UsedBlobs`, or None) is told
+    every digest read from or put in the store.
     """
 
     def __init__(
@@ -124,8 +143,10 @@ class ImageFetcher:
         stop_in_flight: bool = True,
         progress: ItemProgress | None = None,
         answers: SourceAnswers | None = None,
+        used: UsedBlobs | None = None,
     ) -> None:
         self.client = client
+        self.used = used
         self.answers = answers if answers is not None else SourceAnswers()
         self.progress = progress
         self._images_seen: set[str] = set()
@@ -237,6 +258,7 @@ class ImageFetcher:
     def _manifest(
         self, repository: str, digest: str, deadline: float | None = None
     ) -> tuple[str, bytes]:
+        self._use(digest)
         if self.store.has(digest) and self.store.verified(digest):
             data = self.store.read_bytes(digest, limit=MAX_MANIFEST_BYTES)
             media_type = embedded_media_type(data)
@@ -256,6 +278,10 @@ class ImageFetcher:
         self.store.put_bytes(manifest.data)
         self._report_manifest(digest, len(manifest.data), reused=False)
         return manifest.media_type, manifest.data
+
+    def _use(self, digest: str) -> None:
+        if self.used is not None:
+            self.used.add(digest)
 
     def _report_manifest(self, digest: str, size: int, *, reused: bool) -> None:
         if self.progress is None:
@@ -351,6 +377,7 @@ class ImageFetcher:
         self, repository: str, digest: str, size: int, deadline: float | None = None
     ) -> None:
         self.check_stop()
+        self._use(digest)
         with self.store.download_lock(digest):
             if self.store.has(digest, size=size) and self.store.verified(digest):
                 self.stats.add(0, size)
