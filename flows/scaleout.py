@@ -13,13 +13,15 @@ re-runs children whose fetches then come back Cached except the failed one.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from prefect import flow
 from prefect.futures import PrefectFuture
 
+from d8mirror.pull.delta import remove_delta
 from d8mirror.pull.report import PackageOutcome, PullReport
 from flows.bounded import submit_bounded, task_runner
-from flows.pull import PackageVersions, finish, prepare
+from flows.pull import PackageVersions, describe_delta, finish, prepare
 from flows.states import error_text
 from tasks.models import MirrorPackageParameters, PullParameters, ScaleOutParameters
 from tasks.pull import discover_packages_task, remove_default_work_dir, run_package_flow_task
@@ -36,7 +38,8 @@ def child_parameters(params: ScaleOutParameters, name: str) -> MirrorPackagePara
             "exclude_packages",
         }
     )
-    return MirrorPackageParameters(**fields, package=selector)
+    # The parent writes delta.json once, for every child's package.
+    return MirrorPackageParameters(**fields, package=selector, describe_delta=False)
 
 
 def _outcome(name: str, future: PrefectFuture[PackageOutcome]) -> PackageOutcome:
@@ -63,7 +66,10 @@ def mirror_scaleout(params: ScaleOutParameters) -> PullReport:
         **params.model_dump(exclude={"package_deployment", "child_timeout_seconds"})
     )
     work_existed = pull.work_root().exists()
-    prepare(pull)
+    pull = prepare(pull)
+    params = params.model_copy(update={"delta_base": pull.delta_base})  # children: verified
+    if not pull.dry_run:
+        remove_delta(Path(pull.bundle_dir))
     report = PullReport(
         source=pull.source,
         dry_run=pull.dry_run,
@@ -79,6 +85,7 @@ def mirror_scaleout(params: ScaleOutParameters) -> PullReport:
     versions = PackageVersions(pull)
     versions.discover()
     versions.finish(report)
+    describe_delta(pull, report, versions.pulled)
     finish(pull, report, started)
     if not report.cancelled:  # every child has ended: the shared working dir is done with
         remove_default_work_dir(pull, existed=work_existed)
