@@ -1,0 +1,348 @@
+"""Delta pulls (issue 17): ``pull --delta-from RECEIPT`` against the real registry.
+
+State A is seeded and pulled in full; a receipt is built from what A's bundle holds (as the
+site's push would write it); the source moves on (a new version, channels moved, a new
+package). The delta pull of the new state must GET no blob the receipt lists (counted in the
+source registry's access log) beyond the metadata layers it must read, which a kept
+``--tmp-dir`` already holds; its archives hold every index.json and manifest of a full pull of
+the new state and none of the omitted blobs, which ``delta.json`` lists with their sizes.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from d8mirror.delta import DELTA_FILE, read_delta
+from d8mirror.errors import MirrorError, SealedFileError
+from d8mirror.layout import Layout
+from d8mirror.receipt import HeldImage, Receipt, write_receipt
+from d8mirror.sealed import sidecar_of
+from testbed.registry_server import RegistryServer
+from testbed.seed import ExtraSpec, PackageSpec, SeedSpec, seed_packages
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+_A_CHANNELS = {
+    "alpha": "v1.1.0",
+    "beta": "v1.1.0",
+    "early-access": "v1.0.0",
+    "stable": "v1.0.0",
+    "rock-solid": "v1.0.0",
+}
+_B_CHANNELS = {
+    "alpha": "v1.2.0",
+    "beta": "v1.2.0",
+    "early-access": "v1.1.0",
+    "stable": "v1.1.0",
+    "rock-solid": "v1.1.0",
+}
+_STEADY = PackageSpec(
+    "steady", ("v0.1.0",), channels={"alpha": "v0.1.0", "stable": "v0.1.0"}, internal_images=1
+)
+
+
+def _moving(versions: tuple[str, ...], channels: dict[str, str]) -> PackageSpec:
+    return PackageSpec(
+        "moving",
+        versions,
+        channels=channels,
+        extras=(ExtraSpec("scanner", "v1"),),
+        internal_images=2,
+        vex_versions=versions,
+        vex_internal=True,
+    )
+
+
+STATE_A = SeedSpec(
+    payload_size=32 << 10,
+    extra_payload_size=4 << 10,
+    packages=(_moving(("v1.0.0", "v1.1.0"), _A_CHANNELS), _STEADY),
+)
+STATE_B = SeedSpec(
+    payload_size=32 << 10,
+    extra_payload_size=4 << 10,
+    packages=(
+        _moving(("v1.0.0", "v1.1.0", "v1.2.0"), _B_CHANNELS),
+        _STEADY,
+        PackageSpec("newcomer", ("v2.0.0",), channels={"stable": "v2.0.0"}, internal_images=1),
+    ),
+)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _seed(registry: RegistryServer, root: str, spec: SeedSpec, work: Path) -> None:
+    with registry.client() as client:
+        seed_packages(client, root, spec, work)
+
+
+def _params(registry: RegistryServer, root: str, bundle: Path, **extra: Any) -> Any:
+    from tasks.models import PullParameters
+
+    return PullParameters(
+        bundle_dir=str(bundle), source=f"{registry.host}/{root}", insecure=True, **extra
+    )
+
+
+def _pull(registry: RegistryServer, root: str, bundle: Path, **extra: Any) -> Any:
+    from flows.pull import run_pull
+
+    return run_pull(_params(registry, root, bundle, **extra))
+
+
+def _archives(bundle: Path) -> dict[str, bytes]:
+    """Every archive and its sidecars (report.json holds timings, delta.json a time stamp)."""
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(bundle.iterdir())
+        if p.is_file() and p.name != "report.json" and not p.name.startswith(DELTA_FILE)
+    }
+
+
+def _layouts(bundle: Path, into: Path) -> dict[tuple[str, str], Path]:
+    """(archive, layout path relative to the bundle root) → the extracted layout dir."""
+    found: dict[tuple[str, str], Path] = {}
+    for archive in sorted(bundle.glob("*.tar")):
+        dest = into / archive.name
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+        for index in sorted(dest.rglob("index.json")):
+            found[(archive.name, str(index.parent.relative_to(dest)))] = index.parent
+    return found
+
+
+def receipt_of_bundle(bundle: Path, into: Path) -> Receipt:
+    """What a site holds after pushing ``bundle``: every layout's tags, and every config and
+    layer blob of their images (a stand-in for ``push --receipt-out``)."""
+    images: list[HeldImage] = []
+    blobs: set[str] = set()
+    for (_, repository), path in _layouts(bundle, into).items():
+        layout = Layout.open(path)
+        for entry in layout.entries():
+            images.append(HeldImage(repository, entry.short_tag or "", entry.digest))
+            blobs |= {d for d, _ in layout.closure(entry.digest)[1:]}
+    return Receipt.build("127.0.0.1/site/packages", images, blobs)
+
+
+def _members(bundle: Path) -> dict[str, dict[str, int]]:
+    """Archive → its members (name → size)."""
+    out: dict[str, dict[str, int]] = {}
+    for archive in sorted(bundle.glob("*.tar")):
+        with tarfile.open(archive) as tar:
+            out[archive.name] = {m.name: m.size for m in tar.getmembers() if m.isfile()}
+    return out
+
+
+def _index_files(bundle: Path) -> dict[tuple[str, str], bytes]:
+    out: dict[tuple[str, str], bytes] = {}
+    for archive in sorted(bundle.glob("*.tar")):
+        with tarfile.open(archive) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith("/index.json"):
+                    data = tar.extractfile(member)
+                    assert data is not None
+                    out[(archive.name, member.name)] = data.read()
+    return out
+
+
+def _blob_gets(registry: RegistryServer, root: str) -> set[str]:
+    """Digests of the blobs GET from the source under ``root`` since the last clear."""
+    return {
+        path.rsplit("/", 1)[-1]
+        for method, path, status in registry.requests()
+        if method == "GET" and f"/v2/{root}/" in path and "/blobs/" in path and status == 200
+    }
+
+
+def _blob_name(member: str) -> str | None:
+    parts = member.split("/")
+    if len(parts) >= 3 and parts[-3:-1] == ["blobs", "sha256"]:
+        return f"sha256:{parts[-1]}"
+    return None
+
+
+# -- the loop --------------------------------------------------------------------------------------
+def test_delta_pull_leaves_out_what_the_receipt_lists(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    from d8mirror.pull.delta import omitted_blobs  # noqa: F401  (the module under test)
+
+    root, work = "delta-loop/ee", tmp_path / "work"
+    _seed(registry, root, STATE_A, tmp_path / "images")
+    _pull(registry, root, tmp_path / "a", tmp_dir=str(work))
+    receipt = receipt_of_bundle(tmp_path / "a", tmp_path / "a-layouts")
+    receipt_path = tmp_path / "site" / "receipt.json"
+    receipt_sha = write_receipt(receipt, receipt_path)
+    _seed(registry, root, STATE_B, tmp_path / "images")
+
+    full = tmp_path / "full-b"
+    _pull(registry, root, full, tmp_dir=str(tmp_path / "full-work"))
+    full_blobs = receipt_of_bundle(full, tmp_path / "full-layouts").blobs
+    needed_and_held = full_blobs & receipt.blobs
+    assert needed_and_held, "the new state must share blobs with the old one"
+    assert full_blobs - receipt.blobs, "the new state must have new blobs"
+
+    # A delta pull with a fresh --tmp-dir: receipt blobs are fetched only to read metadata.
+    registry.clear_requests()
+    delta_dir = tmp_path / "delta"
+    report = _pull(
+        registry,
+        root,
+        delta_dir,
+        tmp_dir=str(tmp_path / "fresh-work"),
+        delta_from=str(receipt_path),
+    )
+    fetched_held = _blob_gets(registry, root) & receipt.blobs
+    assert report.delta is not None
+    assert len(fetched_held) == report.delta.metadata_blobs_read
+    assert len(fetched_held) < len(needed_and_held) / 2, (fetched_held, needed_and_held)
+
+    delta = read_delta(delta_dir)
+    assert delta is not None and delta.base_receipt_sha256 == receipt_sha
+    assert delta.digests == needed_and_held
+    full_sizes = {
+        _blob_name(name): size
+        for members in _members(full).values()
+        for name, size in members.items()
+        if _blob_name(name)
+    }
+    assert {b.digest: b.size for b in delta.omitted} == {
+        d: full_sizes[d] for d in needed_and_held
+    }
+    assert all(b.repository.startswith("packages/") for b in delta.omitted)
+    assert report.delta.delta_id == delta.id
+    assert report.delta.blobs_omitted == len(delta.omitted)
+    assert report.delta.bytes_omitted == delta.bytes_omitted
+    assert report.delta.bytes_shipped == sum(a.size for a in report.archives)
+
+    # Every index.json of the full pull, byte for byte; its members but the omitted blobs.
+    assert _index_files(delta_dir) == _index_files(full)
+    full_members, delta_members = _members(full), _members(delta_dir)
+    assert set(delta_members) == set(full_members)
+    for archive, members in full_members.items():
+        expected = {n: s for n, s in members.items() if _blob_name(n) not in needed_and_held}
+        assert delta_members[archive] == expected, archive
+    report_text = (delta_dir / "report.json").read_text()
+    assert '"delta_id"' in report_text and '"bytes_omitted"' in report_text
+
+    # The nightly way: the kept --tmp-dir holds every receipt blob: none is fetched.
+    registry.clear_requests()
+    nightly = tmp_path / "nightly"
+    report = _pull(registry, root, nightly, tmp_dir=str(work), delta_from=str(receipt_path))
+    assert not _blob_gets(registry, root) & receipt.blobs
+    assert report.delta is not None and report.delta.metadata_blobs_read == 0
+    nightly_delta = read_delta(nightly)
+    assert nightly_delta is not None and nightly_delta.omitted == delta.omitted
+    assert _archives(nightly) == _archives(delta_dir)
+
+    # A full pull into the delta's dir with the same cache: no delta.json, a full bundle.
+    _pull(registry, root, nightly, tmp_dir=str(work))
+    assert not (nightly / DELTA_FILE).exists() and not sidecar_of(nightly / DELTA_FILE).exists()
+    assert read_delta(nightly) is None
+    assert _archives(nightly) == _archives(full)
+
+    # ... and a delta pull after it with the same cache packs the delta again, not the full.
+    again = tmp_path / "again"
+    _pull(registry, root, again, tmp_dir=str(work), delta_from=str(receipt_path))
+    assert _archives(again) == _archives(delta_dir)
+
+
+# -- a receipt that cannot be trusted --------------------------------------------------------------
+SMALL = SeedSpec(
+    payload_size=4 << 10,
+    extra_payload_size=1 << 10,
+    packages=(PackageSpec("lone", ("v1.0.0",), channels={"stable": "v1.0.0"}),),
+)
+
+
+def _small_receipt(path: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    write_receipt(
+        Receipt.build("site/packages", [HeldImage("packages/lone", "v0.9.0", digest)], [digest]),
+        path,
+    )
+
+
+@pytest.mark.parametrize("damage", ["one byte changed", "sidecar missing", "truncated"])
+def test_an_untrusted_receipt_is_refused_before_anything_is_pulled(
+    registry: RegistryServer, tmp_path: Path, damage: str
+) -> None:
+    root = f"delta-refused-{damage.split()[0]}/ee"
+    _seed(registry, root, SMALL, tmp_path / "images")
+    receipt = tmp_path / "site" / "receipt.json"
+    _small_receipt(receipt)
+    data = receipt.read_bytes()
+    if damage == "one byte changed":
+        receipt.write_bytes(data.replace(b"v0.9.0", b"v0.9.1"))
+    elif damage == "sidecar missing":
+        sidecar_of(receipt).unlink()
+    else:
+        receipt.write_bytes(data[: len(data) // 2])
+    bundle = tmp_path / "bundle"
+    registry.clear_requests()
+    with pytest.raises(SealedFileError) as raised:
+        _pull(registry, root, bundle, delta_from=str(receipt))
+    assert str(receipt) in str(raised.value)
+    assert not any(f"/v2/{root}/" in p for _, p, _s in registry.requests())
+    assert not bundle.exists() or not any(bundle.iterdir())
+
+
+def test_the_cli_refuses_a_tampered_receipt_with_a_clear_error(
+    registry: RegistryServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.main import main
+
+    receipt = tmp_path / "receipt.json"
+    _small_receipt(receipt)
+    receipt.write_bytes(receipt.read_bytes().replace(b"v0.9.0", b"v0.9.1"))
+    bundle = tmp_path / "bundle"
+    code = main(
+        [
+            "pull",
+            str(bundle),
+            "--source",
+            f"{registry.host}/delta-cli/ee",
+            "--insecure",
+            "--delta-from",
+            str(receipt),
+        ]
+    )
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "receipt.json" in err and "checksum" in err, err
+    assert not bundle.exists() or not any(bundle.iterdir())
+
+
+def test_delta_cache_keys_name_the_receipt(tmp_path: Path) -> None:
+    """Fetch keys (and so pack keys and the archive cache) differ between a full pull, a delta
+    of one receipt and a delta of another: none reuses another's archive."""
+    from d8mirror.pull.plan import PackagePlan
+    from tasks.models import DeltaBase
+    from tasks.pull import fetch_content_key
+
+    params = _params_for_keys(tmp_path)
+    plan = PackagePlan(
+        name="x", versions=["v1.0.0"], digests={"v1.0.0": "sha256:" + "1" * 64}, channels={}
+    )
+    full = fetch_content_key(params, plan)
+    one = params.model_copy(update={"delta_base": DeltaBase(path="r", sha256="a" * 64)})
+    other = params.model_copy(update={"delta_base": DeltaBase(path="r", sha256="b" * 64)})
+    keys = {full, fetch_content_key(one, plan), fetch_content_key(other, plan)}
+    assert len(keys) == 3
+    moved = one.model_copy(update={"delta_base": DeltaBase(path="elsewhere", sha256="a" * 64)})
+    assert fetch_content_key(moved, plan) == fetch_content_key(one, plan)
+
+
+def _params_for_keys(tmp_path: Path) -> Any:
+    from tasks.models import PullParameters
+
+    return PullParameters(bundle_dir=str(tmp_path / "b"), source="127.0.0.1:1/x/ee")
+
+
+def test_a_missing_receipt_is_a_clear_error(registry: RegistryServer, tmp_path: Path) -> None:
+    with pytest.raises(MirrorError) as raised:
+        _pull(registry, "delta-missing/ee", tmp_path / "b", delta_from=str(tmp_path / "nope.json"))
+    assert "nope.json" in str(raised.value)
