@@ -179,7 +179,7 @@ def test_delta_pull_leaves_out_what_the_receipt_lists(
     _seed(registry, root, STATE_B, tmp_path / "images")
 
     full = tmp_path / "full-b"
-    _pull(registry, root, full, tmp_dir=str(tmp_path / "full-work"))
+    full_report = _pull(registry, root, full, tmp_dir=str(tmp_path / "full-work"))
     full_blobs = receipt_of_bundle(full, tmp_path / "full-layouts").blobs
     needed_and_held = full_blobs & receipt.blobs
     assert needed_and_held, "the new state must share blobs with the old one"
@@ -209,14 +209,16 @@ def test_delta_pull_leaves_out_what_the_receipt_lists(
         for name, size in members.items()
         if _blob_name(name)
     }
-    assert {b.digest: b.size for b in delta.omitted} == {
-        d: full_sizes[d] for d in needed_and_held
-    }
+    assert {b.digest: b.size for b in delta.omitted} == {d: full_sizes[d] for d in needed_and_held}
     assert all(b.repository.startswith("packages/") for b in delta.omitted)
     assert report.delta.delta_id == delta.id
     assert report.delta.blobs_omitted == len(delta.omitted)
     assert report.delta.bytes_omitted == delta.bytes_omitted
     assert report.delta.bytes_shipped == sum(a.size for a in report.archives)
+    # The sizing counts no omitted blob: exact archive bytes, the blobs shipped only.
+    assert full_report.sizing.blobs == len(full_blobs)
+    assert report.sizing.blobs == len(full_blobs - receipt.blobs)
+    assert report.sizing.bundle_bytes == report.delta.bytes_shipped
 
     # Every index.json of the full pull, byte for byte; its members but the omitted blobs.
     assert _index_files(delta_dir) == _index_files(full)
@@ -346,3 +348,73 @@ def test_a_missing_receipt_is_a_clear_error(registry: RegistryServer, tmp_path: 
     with pytest.raises(MirrorError) as raised:
         _pull(registry, "delta-missing/ee", tmp_path / "b", delta_from=str(tmp_path / "nope.json"))
     assert "nope.json" in str(raised.value)
+
+
+# -- a receipt carried over S3 or as an OCI artifact -------------------------------------------
+@pytest.fixture
+def aws_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transfer_support import ACCESS_KEY, SECRET_KEY
+
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.mark.usefixtures("aws_keys")
+def test_receipt_fetched_from_s3_and_checked(tmp_path: Path) -> None:
+    from transfer_support import ACCESS_KEY, SECRET_KEY, moto_endpoint
+
+    from d8mirror.receipt import read_receipt
+    from d8mirror.transfer import s3
+    from tasks.receipts import fetch_receipt
+
+    local = tmp_path / "site" / "receipt.json"
+    _small_receipt(local)
+    with moto_endpoint() as endpoint:
+        client = s3.make_client(
+            s3.S3Settings(endpoint_url=endpoint, region="us-east-1"),
+            s3.S3Credentials(ACCESS_KEY, SECRET_KEY),
+        )
+        client.create_bucket(Bucket="receipts")
+        for path in (local, sidecar_of(local)):
+            client.put_object(Bucket="receipts", Key=f"site/{path.name}", Body=path.read_bytes())
+        for url in ("s3://receipts/site/receipt.json", "s3://receipts/site"):
+            got = fetch_receipt(url, tmp_path / url[-4:], endpoint_url=endpoint)
+            assert read_receipt(got) == read_receipt(local)
+        client.put_object(
+            Bucket="receipts",
+            Key="site/receipt.json",
+            Body=local.read_bytes().replace(b"v0.9.0", b"v0.9.1"),
+        )
+        got = fetch_receipt(
+            "s3://receipts/site/receipt.json", tmp_path / "t", endpoint_url=endpoint
+        )
+        with pytest.raises(SealedFileError):
+            read_receipt(got)
+        with pytest.raises(MirrorError) as raised:
+            fetch_receipt("s3://receipts/other/receipt.json", tmp_path / "m", endpoint_url=endpoint)
+        assert "s3://receipts/other/receipt.json" in str(raised.value)
+
+
+def test_receipt_fetched_from_an_oci_artifact(registry: RegistryServer, tmp_path: Path) -> None:
+    from d8mirror.receipt import read_receipt
+    from d8mirror.transfer import OciUrl, build_manifest, parse_transfer_url
+    from d8mirror.transfer import oci_artifact as oci
+    from tasks.receipts import fetch_receipt
+
+    local = tmp_path / "site" / "receipt.json"
+    _small_receipt(local)
+    url = f"oci://{registry.host}/site/receipt:latest"
+    target = parse_transfer_url(url)
+    assert isinstance(target, OciUrl)
+    manifest = build_manifest(local.parent, [local, sidecar_of(local)])
+    with registry.client() as client:
+        for entry in manifest.files:
+            oci.upload_file(client, target, local.parent / entry.name, entry)
+        oci.commit(client, target, manifest)
+    got = fetch_receipt(url, tmp_path / "fetched", insecure=True)
+    assert read_receipt(got) == read_receipt(local)
