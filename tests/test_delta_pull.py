@@ -230,6 +230,27 @@ def test_delta_pull_leaves_out_what_the_receipt_lists(
     report_text = (delta_dir / "report.json").read_text()
     assert '"delta_id"' in report_text and '"bytes_omitted"' in report_text
 
+    # The same delta pull again (what the UI's Retry runs): every package's cached fetch and
+    # archive of this same delta are reused, nothing is packed again but package-versions.tar.
+    packed = {p.name: p.stat().st_ino for p in delta_dir.glob("package-*.tar")}
+    registry.clear_requests()
+    _pull(
+        registry,
+        root,
+        delta_dir,
+        tmp_dir=str(tmp_path / "fresh-work"),
+        delta_from=str(receipt_path),
+    )
+    assert not _blob_gets(registry, root)
+    again = {p.name: p.stat().st_ino for p in delta_dir.glob("package-*.tar")}
+    assert {n: i for n, i in again.items() if n != "package-versions.tar"} == {
+        n: i for n, i in packed.items() if n != "package-versions.tar"
+    }
+    # One package pulled again on its own (mirror-package): delta.json keeps every entry.
+    _repull_one_package(registry, root, delta_dir, tmp_path / "fresh-work", receipt_path)
+    assert read_delta(delta_dir) is not None
+    assert read_delta(delta_dir).omitted == delta.omitted  # type: ignore[union-attr]
+
     # The nightly way: the kept --tmp-dir holds every receipt blob: none is fetched.
     registry.clear_requests()
     nightly = tmp_path / "nightly"
@@ -247,9 +268,32 @@ def test_delta_pull_leaves_out_what_the_receipt_lists(
     assert _archives(nightly) == _archives(full)
 
     # ... and a delta pull after it with the same cache packs the delta again, not the full.
-    again = tmp_path / "again"
-    _pull(registry, root, again, tmp_dir=str(work), delta_from=str(receipt_path))
-    assert _archives(again) == _archives(delta_dir)
+    after = tmp_path / "after"
+    _pull(registry, root, after, tmp_dir=str(work), delta_from=str(receipt_path))
+    assert _archives(after) == _archives(delta_dir)
+
+
+def _repull_one_package(
+    registry: RegistryServer, root: str, bundle: Path, work: Path, receipt: Path
+) -> None:
+    from flows.pull import mirror_package
+    from tasks.models import MirrorPackageParameters
+
+    before = _archives(bundle)
+    registry.clear_requests()
+    outcome = mirror_package(
+        MirrorPackageParameters(
+            bundle_dir=str(bundle),
+            source=f"{registry.host}/{root}",
+            insecure=True,
+            tmp_dir=str(work),
+            delta_from=str(receipt),
+            package="moving",
+        )
+    )
+    assert outcome.status == "pulled" and outcome.archive == "package-moving.tar"
+    assert not _blob_gets(registry, root)
+    assert _archives(bundle) == before
 
 
 # -- a receipt that cannot be trusted --------------------------------------------------------------
