@@ -10,9 +10,11 @@ the new state and none of the omitted blobs, which ``delta.json`` lists with the
 
 from __future__ import annotations
 
+import json
 import tarfile
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -168,7 +170,7 @@ def _blob_name(member: str) -> str | None:
 def test_delta_pull_leaves_out_what_the_receipt_lists(
     registry: RegistryServer, tmp_path: Path
 ) -> None:
-    from d8mirror.pull.delta import omitted_blobs  # noqa: F401  (the module under test)
+    from flows.pull import mirror_pull
 
     root, work = "delta-loop/ee", tmp_path / "work"
     _seed(registry, root, STATE_A, tmp_path / "images")
@@ -188,13 +190,17 @@ def test_delta_pull_leaves_out_what_the_receipt_lists(
     # A delta pull with a fresh --tmp-dir: receipt blobs are fetched only to read metadata.
     registry.clear_requests()
     delta_dir = tmp_path / "delta"
-    report = _pull(
-        registry,
-        root,
-        delta_dir,
-        tmp_dir=str(tmp_path / "fresh-work"),
-        delta_from=str(receipt_path),
+    state = mirror_pull(
+        _params(
+            registry,
+            root,
+            delta_dir,
+            tmp_dir=str(tmp_path / "fresh-work"),
+            delta_from=str(receipt_path),
+        ),
+        return_state=True,
     )
+    report = state.result()
     fetched_held = _blob_gets(registry, root) & receipt.blobs
     assert report.delta is not None
     assert len(fetched_held) == report.delta.metadata_blobs_read
@@ -229,6 +235,11 @@ def test_delta_pull_leaves_out_what_the_receipt_lists(
         assert delta_members[archive] == expected, archive
     report_text = (delta_dir / "report.json").read_text()
     assert '"delta_id"' in report_text and '"bytes_omitted"' in report_text
+    [row] = _artifact(state, "mirror-pull-delta")
+    assert row["delta_id"] == delta.id and row["bytes_omitted"] == delta.bytes_omitted
+    assert row["bytes_shipped"] == report.delta.bytes_shipped
+    summary = _artifact(state, "mirror-pull-summary")
+    assert "Pull summary (delta bundle)" in summary and "omitted (target has them)" in summary
 
     # The same delta pull again (what the UI's Retry runs): every package's cached fetch and
     # archive of this same delta are reused, nothing is packed again but package-versions.tar.
@@ -271,6 +282,26 @@ def test_delta_pull_leaves_out_what_the_receipt_lists(
     after = tmp_path / "after"
     _pull(registry, root, after, tmp_dir=str(work), delta_from=str(receipt_path))
     assert _archives(after) == _archives(delta_dir)
+
+
+def _artifact(state: Any, key: str) -> Any:
+    """The data of artifact ``key`` of the flow run that ended in ``state``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    run = UUID(str(state.state_details.flow_run_id))
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run])),
+        )
+    data: Any = artifact.data
+    return json.loads(data) if artifact.type == "table" and isinstance(data, str) else data
 
 
 def _repull_one_package(
