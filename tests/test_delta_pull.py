@@ -223,6 +223,7 @@ def test_delta_pull_leaves_out_what_the_receipt_lists(
     assert report.delta.bytes_shipped == sum(a.size for a in report.archives)
     # The sizing counts no omitted blob: exact archive bytes, the blobs shipped only.
     assert full_report.sizing.blobs == len(full_blobs)
+    assert report.sizing is not None
     assert report.sizing.blobs == len(full_blobs - receipt.blobs)
     assert report.sizing.bundle_bytes == report.delta.bytes_shipped
 
