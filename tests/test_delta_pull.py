@@ -494,3 +494,56 @@ def test_receipt_fetched_from_an_oci_artifact(registry: RegistryServer, tmp_path
         oci.commit(client, target, manifest)
     got = fetch_receipt(url, tmp_path / "fetched", insecure=True)
     assert read_receipt(got) == read_receipt(local)
+
+
+@pytest.mark.usefixtures("aws_keys")
+def test_cli_delta_pull_from_a_receipt_in_s3(registry: RegistryServer, tmp_path: Path) -> None:
+    """``pull --delta-from s3://…/receipt.json``: the receipt fetched, verified, and what it
+    lists left out of the bundle (the whole package here: the site holds all of it)."""
+    from transfer_support import ACCESS_KEY, SECRET_KEY, moto_endpoint
+
+    from app.main import main
+    from d8mirror.transfer import s3
+
+    root = "delta-cli-s3/ee"
+    _seed(registry, root, SMALL, tmp_path / "images")
+    full = tmp_path / "full"
+    _pull(registry, root, full)
+    receipt = receipt_of_bundle(full, tmp_path / "layouts")
+    local = tmp_path / "site" / "receipt.json"
+    write_receipt(receipt, local)
+    with moto_endpoint() as endpoint:
+        client = s3.make_client(
+            s3.S3Settings(endpoint_url=endpoint, region="us-east-1"),
+            s3.S3Credentials(ACCESS_KEY, SECRET_KEY),
+        )
+        client.create_bucket(Bucket="site-receipts")
+        for path in (local, sidecar_of(local)):
+            client.put_object(
+                Bucket="site-receipts", Key=f"night/{path.name}", Body=path.read_bytes()
+            )
+        bundle = tmp_path / "delta"
+        registry.clear_requests()
+        code = main(
+            [
+                "pull",
+                str(bundle),
+                "--source",
+                f"{registry.host}/{root}",
+                "--insecure",
+                "--delta-from",
+                "s3://site-receipts/night/receipt.json",
+                "--delta-from-endpoint-url",
+                endpoint,
+            ]
+        )
+    assert code == 0
+    fetched = _blob_gets(registry, root)
+    assert not fetched - receipt.blobs  # the site holds every blob
+    delta = read_delta(bundle)
+    assert delta is not None and delta.digests == receipt.blobs
+    section = json.loads((bundle / "report.json").read_text())["delta"]
+    assert section["delta_id"] == delta.id
+    assert section["metadata_blobs_read"] == len(fetched) < len(receipt.blobs)
+    for members in _members(bundle).values():
+        assert not {_blob_name(n) for n in members} & receipt.blobs
