@@ -16,6 +16,12 @@ A failed package never stops the others; the run ends Failed and names it, and t
 re-runs only what failed (fetches are cached by content, blobs come from the shared store).
 A complete bundle emits the event ``d8mirror.bundle.completed`` (automations chain push/upload).
 
+A delta pull (``delta_from``: a receipt of the target, :mod:`tasks.receipts`) verifies the
+receipt before anything else, leaves the blobs it lists out of every fetch, layout, sizing and
+archive (:mod:`d8mirror.pull.delta`), writes ``delta.json`` after packing and reports bytes
+omitted vs shipped; its caches are keyed by the receipt's SHA-256. A full pull removes a
+``delta.json`` an earlier delta pull left in its bundle dir.
+
 mirror-package: one package (re-)fetched and packed into an existing bundle directory; its
 outcome is also written to ``<work_root>/state/<name>.outcome.json`` for a scale-out parent.
 """

@@ -8,6 +8,9 @@ shared work dir; the parent only packs ``package-versions.tar`` and the report. 
 must see ``bundle_dir`` (and ``tmp_dir``) at the same path: NFS, a shared volume or a PVC.
 A failed child never stops the others; the parent ends Failed naming the package, and its Retry
 re-runs children whose fetches then come back Cached except the failed one.
+A delta scale-out (``delta_from``): the parent verifies the receipt and hands its verified
+copy to the children (in the shared work dir); the parent writes ``delta.json`` once, after
+every child, for all their archives.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from prefect import flow
 from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
 
 from d8mirror.pull.delta import remove_delta
 from d8mirror.pull.report import PackageOutcome, PullReport
@@ -25,6 +29,7 @@ from flows.pull import PackageVersions, describe_delta, finish, prepare
 from flows.states import error_text
 from tasks.models import MirrorPackageParameters, PullParameters, ScaleOutParameters
 from tasks.pull import discover_packages_task, remove_default_work_dir, run_package_flow_task
+from tasks.runtime import forget_base_blobs
 
 
 def child_parameters(params: ScaleOutParameters, name: str) -> MirrorPackageParameters:
@@ -89,4 +94,10 @@ def mirror_scaleout(params: ScaleOutParameters) -> PullReport:
     finish(pull, report, started)
     if not report.cancelled:  # every child has ended: the shared working dir is done with
         remove_default_work_dir(pull, existed=work_existed)
+    forget_base_blobs(_run_id())
     return report
+
+
+def _run_id() -> str | None:
+    run = flow_run.get_id()
+    return None if run is None else str(run)
