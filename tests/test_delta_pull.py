@@ -17,10 +17,10 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from delta_support import receipt_of_bundle
 
 from d8mirror.delta import DELTA_FILE, read_delta
 from d8mirror.errors import MirrorError, SealedFileError
-from d8mirror.layout import Layout
 from d8mirror.receipt import HeldImage, Receipt, write_receipt
 from d8mirror.sealed import sidecar_of
 from testbed.registry_server import RegistryServer
@@ -102,31 +102,6 @@ def _archives(bundle: Path) -> dict[str, bytes]:
         for p in sorted(bundle.iterdir())
         if p.is_file() and p.name != "report.json" and not p.name.startswith(DELTA_FILE)
     }
-
-
-def _layouts(bundle: Path, into: Path) -> dict[tuple[str, str], Path]:
-    """(archive, layout path relative to the bundle root) → the extracted layout dir."""
-    found: dict[tuple[str, str], Path] = {}
-    for archive in sorted(bundle.glob("*.tar")):
-        dest = into / archive.name
-        with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
-        for index in sorted(dest.rglob("index.json")):
-            found[(archive.name, str(index.parent.relative_to(dest)))] = index.parent
-    return found
-
-
-def receipt_of_bundle(bundle: Path, into: Path) -> Receipt:
-    """What a site holds after pushing ``bundle``: every layout's tags, and every config and
-    layer blob of their images (a stand-in for ``push --receipt-out``)."""
-    images: list[HeldImage] = []
-    blobs: set[str] = set()
-    for (_, repository), path in _layouts(bundle, into).items():
-        layout = Layout.open(path)
-        for entry in layout.entries():
-            images.append(HeldImage(repository, entry.short_tag or "", entry.digest))
-            blobs |= {d for d, _ in layout.closure(entry.digest)[1:]}
-    return Receipt.build("127.0.0.1/site/packages", images, blobs)
 
 
 def _members(bundle: Path) -> dict[str, dict[str, int]]:
