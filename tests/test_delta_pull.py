@@ -522,3 +522,9 @@ def test_cli_delta_pull_from_a_receipt_in_s3(registry: RegistryServer, tmp_path:
     assert section["metadata_blobs_read"] == len(fetched) < len(receipt.blobs)
     for members in _members(bundle).values():
         assert not {_blob_name(n) for n in members} & receipt.blobs
+
+    # A dry-run of the same delta: nothing to ship but manifests, no delta.json written.
+    dry = tmp_path / "dry"
+    report = _pull(registry, root, dry, dry_run=True, delta_from=str(local))
+    assert report.sizing is not None and report.sizing.blobs == 0
+    assert report.delta is None and not (dry / DELTA_FILE).exists()
