@@ -449,9 +449,8 @@ class ImageFetcher:
         if self.omits(digest) and not (self.store.has(digest) and self.store.verified(digest)):
             if self.progress is not None:
                 self.progress.expect({digest: size})
-            before = self.stats.bytes_fetched
             self._ensure_blob(repository, digest, size)
-            if self.base is not None and self.stats.bytes_fetched > before:
+            if self.base is not None:  # missing when asked: downloaded for this read
                 self.base.read_anyway(digest, size)
         return self.store.path(digest)
 
