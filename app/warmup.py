@@ -62,6 +62,8 @@ def warm_pull(params: PullParameters) -> Warmer | None:
     options = params.options()
     if not can_warm(options) or params.credentials_block or params.concurrency_limits:
         return None
+    if params.delta_from is not None:  # nothing is fetched before its receipt is verified
+        return None
     registry = options.source.registry
     client = RegistryClient(
         registry, credentials=source_credentials(registry), tls=params.tls(), timeout=TIMEOUT

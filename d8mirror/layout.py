@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,11 +308,14 @@ class Layout:
         ref_name: str,
         blobs: Iterable[str],
         store: BlobStore,
+        leave_out: Container[str] = frozenset(),
     ) -> bool:
         """Link the image's blob closure from ``store``, then record it under ``short_tag``.
 
         Idempotent per (short tag, digest): returns False when that pair is already recorded.
-        The blobs are (re)linked first either way, so a descriptor never points at nothing.
+        The blobs are (re)linked first either way, so a descriptor never points at nothing,
+        except the configs and layers in ``leave_out`` (a delta bundle's: the target holds
+        them, :mod:`d8mirror.pull.delta`); the manifest itself is always linked.
         """
         entry = IndexEntry(
             media_type,
@@ -321,6 +324,8 @@ class Layout:
             {ANNOTATION_SHORT_TAG: validate_tag(short_tag), ANNOTATION_REF_NAME: ref_name},
         )
         for blob in dict.fromkeys([digest, *blobs]):
+            if blob != digest and blob in leave_out:
+                continue
             store.link_into(blob, self.blob_path(blob))
         return self._append(entry)
 

@@ -21,6 +21,12 @@ record is written and the cache collected down to what the newest ``keep_runs + 
 referenced (:mod:`d8mirror.cache_gc`, :func:`tasks.cache.collect_cache_task`); a failed or
 cancelled run removes nothing.
 
+A delta pull (``delta_from``: a receipt of the target, :mod:`tasks.receipts`) verifies the
+receipt before anything else, leaves the blobs it lists out of every fetch, layout, sizing and
+archive (:mod:`d8mirror.pull.delta`), writes ``delta.json`` after packing and reports bytes
+omitted vs shipped; its caches are keyed by the receipt's SHA-256. A full pull removes a
+``delta.json`` an earlier delta pull left in its bundle dir.
+
 mirror-package: one package (re-)fetched and packed into an existing bundle directory; its
 outcome is also written to ``<work_root>/state/<name>.outcome.json`` for a scale-out parent.
 """
@@ -43,8 +49,14 @@ from prefect.runtime import flow_run
 
 from d8mirror.bundle import bundle_stats
 from d8mirror.bundle.checksums import write_gost_sidecars
-from d8mirror.errors import InsufficientSpaceError, MirrorError, PullFailed
+from d8mirror.errors import InsufficientSpaceError, MirrorError, PullFailed, SealedFileError
 from d8mirror.files import write_atomic
+from d8mirror.pull.delta import (
+    catalog_repository,
+    package_repositories,
+    remove_delta,
+    write_bundle_delta,
+)
 from d8mirror.pull.discovery import Discovery, validate_proxy_mode
 from d8mirror.pull.package import FetchResult
 from d8mirror.pull.packing import ArchiveInfo
@@ -52,12 +64,15 @@ from d8mirror.pull.plan import PackagePlan, render_dry_run_plan
 from d8mirror.pull.release_catalog import ReleaseCatalog
 from d8mirror.pull.report import (
     ArchiveStat,
+    DeltaSummary,
     PackageOutcome,
     PullReport,
     edition_of,
     render_summary,
 )
 from d8mirror.pull.sizing import PullSizing
+from d8mirror.receipt import read_receipt
+from d8mirror.units import human_size
 from flows.bounded import submit_bounded, task_runner
 from flows.progress import reporting
 from flows.sizing import enforce_space, plan_and_size, size_exactly
@@ -66,9 +81,10 @@ from flows.transfer import upload_bundle
 from tasks import runtime
 from tasks.cache import cache_in_use, collect_cache_task, keeps_cache
 from tasks.credentials import source_credentials
-from tasks.models import MirrorPackageParameters, PullParameters
+from tasks.models import DeltaBase, MirrorPackageParameters, PullParameters
 from tasks.pull import (
     VERSIONS_ITEM,
+    delta_base_blobs,
     discover_packages_task,
     fetch_package_task,
     list_planned_images_task,
@@ -79,6 +95,7 @@ from tasks.pull import (
     remove_default_work_dir,
     resolve_package_task,
 )
+from tasks.receipts import fetch_receipt
 from tasks.runtime import stop_requested
 from tasks.transfer_models import UploadParameters
 
@@ -255,6 +272,7 @@ class PackageVersions:
         self.found = Discovery()
         self.pending: list[str] = []
         self.pulls: list[PrefectFuture[ReleaseCatalog]] = []
+        self.pulled: list[ReleaseCatalog] = []  # what was packed into package-versions.tar
         self._running = 0
         self._lock = threading.Lock()
 
@@ -304,6 +322,7 @@ class PackageVersions:
         archive = pack_versions_task(self.params, pulled)
         if archive is not None:
             report.gost_known = archive.gost
+            self.pulled = pulled
 
     def _collect(self, report: PullReport) -> list[ReleaseCatalog]:
         pulled = []
@@ -318,16 +337,88 @@ class PackageVersions:
         return pulled
 
 
-def prepare(params: PullParameters) -> None:
-    """Validate, register the source endpoint (credentials stay in this process), mkdir."""
+def prepare(params: PullParameters) -> PullParameters:
+    """Validate, verify a delta pull's base receipt (before anything is written or fetched),
+    register the source endpoint (credentials stay in this process), mkdir. Returns the
+    parameters the run goes on with (a delta pull's with its verified base)."""
     options = params.options()
     validate_proxy_mode(options)
+    params = with_delta_base(params)
     runtime.register_endpoint(
         options.source.registry,
         tls=params.tls(),
         credentials=source_credentials(options.source.registry, params.credentials_block),
     )
     Path(params.bundle_dir).mkdir(parents=True, exist_ok=True)
+    return params
+
+
+def with_delta_base(params: PullParameters) -> PullParameters:
+    """``params`` with the verified local copy of its ``delta_from`` receipt and its SHA-256
+    (a remote one is downloaded first); a tampered, truncated or unsealed receipt raises
+    here (SealedFileError, ReceiptError), before anything is pulled. Unchanged for a full
+    pull."""
+    if params.delta_from is None:
+        return params
+    if params.delta_base is not None:  # a child run: its parent's verified copy
+        path = Path(params.delta_base.path)
+    else:
+        path = fetch_receipt(
+            params.delta_from,
+            params.receipt_dir(),
+            endpoint_url=params.delta_from_endpoint_url,
+            insecure=params.delta_from_insecure,
+        )
+    receipt, sha256 = read_receipt(path)
+    if params.delta_base is not None and params.delta_base.sha256 != sha256:
+        raise SealedFileError(
+            f"receipt {path} (SHA-256 {sha256}) is not the one this run was started from "
+            f"({params.delta_base.sha256}); start the pull again"
+        )
+    get_run_logger().info(
+        "Delta pull against receipt %s (sha256:%s): %d images, %d blobs the target holds",
+        params.delta_from,
+        sha256,
+        len(receipt.images),
+        len(receipt.blobs),
+    )
+    return params.model_copy(
+        update={"delta_base": DeltaBase(path=str(path.resolve()), sha256=sha256)}
+    )
+
+
+def describe_delta(
+    params: PullParameters, report: PullReport, catalogs: list[ReleaseCatalog]
+) -> None:
+    """A delta pull's ``delta.json``: every blob its archives left out (the packages packed
+    now, package-versions.tar's parts), and the report's delta section."""
+    if params.delta_base is None or params.dry_run:
+        return
+    base = delta_base_blobs(params)
+    assert base is not None
+    layouts = [
+        repo
+        for p in report.packages
+        if p.archive
+        for repo in package_repositories(p.name, params.package_work_dir(p.name))
+    ]
+    layouts += [catalog_repository(c.name, Path(c.layout)) for c in catalogs if c.images]
+    delta = write_bundle_delta(Path(params.bundle_dir), base, layouts)
+    read = base.read
+    report.delta = DeltaSummary(
+        delta_id=delta.id,
+        base_receipt_sha256=delta.base_receipt_sha256,
+        blobs_omitted=len(delta.omitted),
+        bytes_omitted=delta.bytes_omitted,
+        metadata_blobs_read=len(read),
+        metadata_bytes_read=sum(read.values()),
+    )
+    get_run_logger().info(
+        "Delta bundle %s: %d blobs (%d bytes) left out, the target holds them",
+        delta.id,
+        len(delta.omitted),
+        delta.bytes_omitted,
+    )
 
 
 def emit_bundle_completed(params: PullParameters, report: PullReport) -> None:
@@ -345,6 +436,7 @@ def emit_bundle_completed(params: PullParameters, report: PullReport) -> None:
             "packages": [p.name for p in report.packages if p.status == "pulled"],
             "archives": [a.name for a in report.archives],
             "bytes": sum(a.size for a in report.archives),
+            "delta": None if report.delta is None else report.delta.delta_id,
         },
     )
 
@@ -360,6 +452,8 @@ def finish(params: PullParameters, report: PullReport, started: float) -> PullRe
             for s in bundle_stats(Path(params.bundle_dir))
         ]
     )
+    if report.delta is not None:
+        report.delta.bytes_shipped = sum(a.size for a in report.archives)
     if params.gost_digest and not params.dry_run and not report.cancelled and report.ok:
         gost_sidecars(params, report)
     report.elapsed_seconds = time.monotonic() - started
@@ -403,8 +497,16 @@ def _publish(params: PullParameters, report: PullReport) -> None:
         description="d8mirror pull summary",
     )
     create_table_artifact(
-        key="mirror-pull-packages", table=report.table_rows(), description="Packages of this pull"
+        key="mirror-pull-packages",
+        table=report.table_rows(),
+        description="Packages of this pull" + _delta_note(report),
     )
+    if report.delta is not None:
+        create_table_artifact(
+            key="mirror-pull-delta",
+            table=[report.delta.model_dump()],
+            description=f"Delta bundle {report.delta.delta_id}: bytes omitted vs shipped",
+        )
     if params.dry_run:
         return
     try:
@@ -414,6 +516,16 @@ def _publish(params: PullParameters, report: PullReport) -> None:
             raise
         # The packages' own failures (often the same full disk) are what the run must report.
         get_run_logger().error("pull report not written: %s", exc)
+
+
+def _delta_note(report: PullReport) -> str:
+    delta = report.delta
+    if delta is None:
+        return ""
+    return (
+        f" (delta bundle {delta.delta_id}: {human_size(delta.bytes_omitted)} omitted, "
+        f"{human_size(delta.bytes_shipped)} shipped)"
+    )
 
 
 @contextmanager
@@ -430,6 +542,7 @@ def asking_source_once() -> Iterator[None]:
         yield
     finally:
         runtime.close_source_answers(str(run))
+        runtime.forget_base_blobs(str(run))  # a delta pull's base receipt, read once per run
 
 
 @flow(name="mirror-pull", task_runner=task_runner(), log_prints=True)
@@ -443,7 +556,9 @@ def mirror_pull(params: PullParameters) -> PullReport:
         cache_in_use(params, None if run is None else str(run)) as cache_lock,
     ):
         started = time.monotonic()
-        prepare(params)
+        params = prepare(params)
+        if not params.dry_run:  # a full pull into a delta's dir must not look like one
+            remove_delta(Path(params.bundle_dir))
         options = params.options()
         report = PullReport(
             source=params.source,
@@ -480,6 +595,7 @@ def mirror_pull(params: PullParameters) -> PullReport:
             progress.expect_items(1 if versions.pending else 0)
             progress.phase("fetch")
         versions.finish(report)
+        describe_delta(params, report, versions.pulled)
         progress.phase("finish")
         if sizings:
             report.sizing = sizings[0].summary()
@@ -512,7 +628,7 @@ def mirror_package(params: MirrorPackageParameters) -> PackageOutcome:
     pull = params.pull_parameters()
     with reporting("pull") as progress, asking_source_once(), cache_in_use(pull, None):
         progress.expect_items(1)
-        prepare(pull)
+        pull = prepare(pull)
         name = params.package_name
         marker = outcome_file(pull, name)
         marker.unlink(missing_ok=True)
@@ -523,6 +639,11 @@ def mirror_package(params: MirrorPackageParameters) -> PackageOutcome:
                 outcome.archive,  # this archive's only
                 known=outcome.gost_known,
             )
+        if pull.delta_base is not None and outcome.archive and params.describe_delta:
+            base = delta_base_blobs(pull)
+            assert base is not None
+            repos = package_repositories(name, pull.package_work_dir(name))
+            write_bundle_delta(Path(pull.bundle_dir), base, repos, merge=True)
         marker.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(marker, outcome.model_dump_json().encode())
         report = PullReport(source=pull.source, dry_run=pull.dry_run, packages=[outcome])

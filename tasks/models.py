@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from d8mirror.bundle import parse_size
 from d8mirror.names import DEFAULT_PACKAGES_PATH, PACKAGES, VERSION, normalize_path_suffix
@@ -16,6 +17,14 @@ from d8mirror.versions import PackageFilter
 
 from .registry_access import RegistryAccess
 from .transfer_models import TransferTarget
+
+
+class DeltaBase(BaseModel):
+    """The verified local copy of a delta pull's base receipt and its SHA-256 (the key of
+    the pull's caches: a delta never reuses a full pull's archives, nor the reverse)."""
+
+    path: str
+    sha256: str
 
 
 class PullParameters(RegistryAccess):
@@ -85,11 +94,22 @@ class PullParameters(RegistryAccess):
         description="Upload the finished bundle in the same run (s3:// or oci://); "
         "skipped for a dry-run, a cancelled or a failed pull.",
     )
-    # STAND-IN (helper "import"): the "dpull" helper owns delta_from.
     delta_from: str | None = Field(
         None,
-        description="Build a delta bundle against this receipt: a path, "
-        "s3://BUCKET/KEY/receipt.json or oci://REGISTRY/REPO:TAG.",
+        description="Build a delta bundle against this receipt of the target (what it already "
+        "holds): a local receipt.json (its .sha256 beside it), s3://BUCKET/KEY/receipt.json or "
+        "oci://REGISTRY/REPOSITORY:TAG. Its checksum is verified first; blobs it lists are "
+        "neither downloaded nor packed, every manifest is (delta.json lists what was left "
+        "out). A delta bundle is for d8mirror push only.",
+    )
+    delta_from_endpoint_url: str | None = Field(
+        None, description="S3 endpoint of an s3:// delta_from (default: AWS)."
+    )
+    delta_from_insecure: bool = Field(
+        False, description="Plain HTTP to the registry of an oci:// delta_from."
+    )
+    delta_base: SkipJsonSchema[DeltaBase | None] = Field(
+        None, description="Set by the run from delta_from (not a form field)."
     )
     concurrency: int = Field(4, ge=1, le=64, description="Packages pulled at the same time.")
     blob_workers: int = Field(4, ge=1, le=32, description="Blobs fetched at once per package.")
@@ -112,6 +132,10 @@ class PullParameters(RegistryAccess):
 
     def versions_work_dir(self, name: str) -> Path:
         return self.work_root() / "package-versions" / name / VERSION
+
+    def receipt_dir(self) -> Path:
+        """Where a remote ``delta_from`` is downloaded (a local one is read in place)."""
+        return self.work_root() / "delta-base"
 
     def chunk_bytes(self) -> int:
         return parse_size(self.chunk_size)
@@ -140,6 +164,11 @@ class MirrorPackageParameters(PullParameters):
         description="The package to mirror, NAME[@CONSTRAINT] as in "
         "include_packages, e.g. console or console@~1.1.0."
     )
+    describe_delta: SkipJsonSchema[bool] = Field(
+        True,
+        description="Merge a delta pull's omitted blobs into the bundle's delta.json (a "
+        "scale-out parent writes it once for all its children instead).",
+    )
     force_refetch: bool = Field(
         False,
         description="Ignore a cached fetch of the same content "
@@ -159,7 +188,7 @@ class MirrorPackageParameters(PullParameters):
 
     def pull_parameters(self) -> PullParameters:
         """The pull of just this package (same bundle dir, working dir and blob store)."""
-        fields = self.model_dump(exclude={"package", "force_refetch"})
+        fields = self.model_dump(exclude={"package", "force_refetch", "describe_delta"})
         fields.update(include_packages=[self.package], exclude_packages=[])
         return PullParameters(**fields)
 

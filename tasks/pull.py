@@ -29,6 +29,7 @@ from d8mirror.files import write_atomic
 from d8mirror.names import sha256_sidecar
 from d8mirror.progress import ItemProgress
 from d8mirror.pull.archive_cache import ArchiveCache
+from d8mirror.pull.delta import BaseBlobs
 from d8mirror.pull.discovery import Discovery, discover_packages
 from d8mirror.pull.fetcher import ImageFetcher
 from d8mirror.pull.package import FetchResult, PackageLayouts, fetch_package
@@ -48,6 +49,7 @@ from .concurrency import registry_slots
 from .models import MirrorPackageParameters, PullParameters
 from .policy import TRANSIENT_RETRIES, content_key
 from .runtime import (
+    base_blobs,
     blob_store,
     client_for,
     progress_for,
@@ -74,7 +76,16 @@ def fetcher_for(params: PullParameters, progress: ItemProgress | None = None) ->
         progress=progress,
         answers=source_answers(run),
         used=used_blobs(run),
+        base=delta_base_blobs(params),
     )
+
+
+def delta_base_blobs(params: PullParameters) -> BaseBlobs | None:
+    """A delta pull's base receipt blobs (shared by the run's fetchers), None for a full pull."""
+    base = params.delta_base
+    if base is None:
+        return None
+    return base_blobs(_flow_run_id(), base.path, base.sha256)
 
 
 def _flow_run_id() -> str | None:
@@ -176,9 +187,13 @@ FETCH_RESULT = "fetch-result-v2"
 
 
 def _identity_key(params: PullParameters, name: str, identity: dict[str, object]) -> str:
+    """A delta pull's keys name its base receipt's SHA-256 (a full pull's stay as they were):
+    its fetches and archives are never a full pull's, nor another base's."""
+    delta = () if params.delta_base is None else (f"delta-base:{params.delta_base.sha256}",)
     return content_key(
         "fetch",
         FETCH_RESULT,
+        *delta,
         params.source,
         params.model_dump(
             include={

@@ -14,6 +14,8 @@ as long as the process lives, in one place, with one :func:`reset`.
                         shared by the run's fetchers so a tag is asked once per run
     used blobs          per pull run, every digest its fetchers read or stored (its cache gc
                         keeps them: :mod:`d8mirror.cache_gc`)
+    delta bases         per pull run, the base receipt's blobs of a delta pull (read once,
+                        verified) and the ones the run downloaded anyway to read metadata
     progress            the :class:`~d8mirror.progress.Progress` of the operation running
                         now (its flow opens it; tasks report to it; the CLI display and the
                         flow's progress artifact read it)
@@ -33,9 +35,12 @@ from typing import Any
 
 from d8mirror.blobstore import BlobStore
 from d8mirror.bundle.checksums import CheckedFiles
+from d8mirror.errors import SealedFileError
 from d8mirror.progress import Progress
+from d8mirror.pull.delta import BaseBlobs
 from d8mirror.pull.fetcher import SourceAnswers, UsedBlobs
 from d8mirror.push.blobs import BlobLocations
+from d8mirror.receipt import read_receipt
 from d8mirror.registry import Credentials, RegistryClient, TLSOptions
 
 
@@ -63,6 +68,7 @@ class _State:
     answers: dict[str, SourceAnswers] = field(default_factory=dict)
     used_blobs: dict[str, UsedBlobs] = field(default_factory=dict)
     layout_plans: dict[tuple[str, str], Any] = field(default_factory=dict)
+    delta_bases: dict[tuple[str | None, str, str], BaseBlobs] = field(default_factory=dict)
 
 
 _lock = threading.RLock()
@@ -218,6 +224,33 @@ def source_answers(run: str | None) -> SourceAnswers | None:
         return None
     with _lock:
         return _state.answers.get(run)
+
+
+# -- the base receipt of a delta pull -------------------------------------------------------------
+def base_blobs(run: str | None, path: str, sha256: str) -> BaseBlobs:
+    """The blobs of the receipt at ``path`` for pull run ``run``, read (and verified against
+    its sidecar) once per run; SealedFileError when it is no longer the receipt of SHA-256
+    ``sha256`` the run started from."""
+    key = (run, str(Path(path).resolve()), sha256)
+    with _lock:
+        found = _state.delta_bases.get(key)
+    if found is not None:
+        return found
+    receipt, actual = read_receipt(Path(path))
+    if actual != sha256:
+        raise SealedFileError(
+            f"receipt {path} changed during the pull (SHA-256 {actual}, the run started from "
+            f"{sha256}); run the pull again"
+        )
+    with _lock:
+        return _state.delta_bases.setdefault(key, BaseBlobs(receipt.blobs, sha256))
+
+
+def forget_base_blobs(run: str | None) -> None:
+    """Drop what pull run ``run`` kept of its base receipt (the run is over)."""
+    with _lock:
+        for key in [k for k in _state.delta_bases if k[0] == run]:
+            del _state.delta_bases[key]
 
 
 # -- push layouts planned ahead ------------------------------------------------------------------

@@ -326,3 +326,43 @@ def test_scaleout_on_two_workers_equals_a_single_process_pull(
     saved = json.loads((shared / "report.json").read_text())
     assert saved["status"] == "completed"
     print(f"children per worker: { {k: len(v) for k, v in taken().items()} }", file=sys.stderr)
+
+
+def test_delta_scaleout_equals_a_single_process_delta_pull(
+    registry: RegistryServer,
+    demo_content: SeededContent,
+    workers: list[Process],
+    tmp_path: Path,
+) -> None:
+    """A scale-out delta pull: the children get the parent's verified receipt, the parent
+    writes delta.json once; the bundle equals one process's delta pull of the same receipt."""
+    from delta_support import receipt_of_bundle
+
+    from d8mirror.delta import DELTA_FILE, read_delta
+    from d8mirror.receipt import write_receipt
+    from flows.pull import run_pull
+    from flows.scaleout import mirror_scaleout
+    from tasks.models import PullParameters, ScaleOutParameters
+
+    common: dict[str, Any] = {"source": f"{registry.host}/deckhouse/ee", "insecure": True}
+    full = tmp_path / "full"
+    run_pull(PullParameters(bundle_dir=str(full), **common))
+    held = sorted(p.name for p in full.glob("package-*.tar"))[:1]  # the site holds one package
+    receipt = tmp_path / "site" / "receipt.json"
+    write_receipt(receipt_of_bundle(full, tmp_path / "layouts", held), receipt)
+    common["delta_from"] = str(receipt)
+
+    single = tmp_path / "single"
+    run_pull(PullParameters(bundle_dir=str(single), **common))
+    shared = tmp_path / "shared"
+    report = mirror_scaleout(ScaleOutParameters(bundle_dir=str(shared), concurrency=3, **common))
+
+    assert [p.status for p in report.packages] == ["pulled"] * 3
+    assert report.delta is not None and report.delta.blobs_omitted > 0
+    one, many = read_delta(single), read_delta(shared)
+    assert one is not None and many is not None and many.omitted == one.omitted
+    without_delta = {n: b for n, b in bundle_archives(shared).items() if DELTA_FILE not in n}
+    assert without_delta == {
+        n: b for n, b in bundle_archives(single).items() if DELTA_FILE not in n
+    }
+    assert bundle_archives(single) != bundle_archives(full)

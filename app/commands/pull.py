@@ -89,6 +89,19 @@ def register(subparsers: Any) -> None:
         "oci://REGISTRY/REPO:TAG (credentials: AWS chain / D8_MIRROR_REGISTRY_*)",
     )
     pull.add_argument("--upload-endpoint-url", help="S3 endpoint for --upload-to")
+    pull.add_argument(
+        "--delta-from",
+        metavar="RECEIPT",
+        help="build a delta bundle against the target's receipt: a local receipt.json (its "
+        ".sha256 beside it), s3://BUCKET/KEY/receipt.json or oci://REGISTRY/REPO:TAG; blobs it "
+        "lists are neither downloaded nor packed (for d8mirror push only)",
+    )
+    pull.add_argument("--delta-from-endpoint-url", help="S3 endpoint for --delta-from")
+    pull.add_argument(
+        "--delta-from-insecure",
+        action="store_true",
+        help="plain HTTP to the registry of an oci:// --delta-from",
+    )
     pull.add_argument("--concurrency", type=int, default=4, help="packages at once")
     pull.add_argument("--blob-workers", type=int, default=4, help="blobs at once per package")
     flags.add_tls(pull)
@@ -195,6 +208,18 @@ def start_without_cache(work_root: Path) -> None:
                 ) from exc
 
 
+def check_local_receipt(delta_from: str | None) -> None:
+    """A local ``--delta-from`` receipt is verified before Prefect starts (the flow verifies
+    it again, and fetches and verifies a remote one, before pulling anything)."""
+    from tasks.receipts import is_remote
+
+    if delta_from is None or is_remote(delta_from):
+        return
+    from d8mirror.receipt import read_receipt
+
+    read_receipt(Path(delta_from))
+
+
 def parameters(args: argparse.Namespace) -> PullParameters:
     """The flow parameters of ``pull``, checked (ConfigError before Prefect starts); the
     credential flags are not among them (see :func:`app.flags.source_login`)."""
@@ -233,7 +258,11 @@ def parameters(args: argparse.Namespace) -> PullParameters:
         upload=None
         if not args.upload_to
         else TransferTarget(url=args.upload_to, endpoint_url=args.upload_endpoint_url),
+        delta_from=args.delta_from,
+        delta_from_endpoint_url=args.delta_from_endpoint_url,
+        delta_from_insecure=args.delta_from_insecure,
     )
+    check_local_receipt(args.delta_from)
     params.options()  # validate filters before starting Prefect
     params.chunk_bytes()
     return params

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import overload
 
 from d8mirror.blobstore import BlobStore
 from d8mirror.errors import (
@@ -30,6 +31,7 @@ from d8mirror.progress import Batched, ItemProgress
 from d8mirror.registry import RegistryClient
 from d8mirror.retry import RetryPolicy, default_policy
 
+from .delta import BaseBlobs
 from .manifests import MAX_INDEX_DEPTH, amd64_child, embedded_media_type, parse_manifest
 
 
@@ -46,6 +48,8 @@ class ImageClosure:
     size: int
     blobs: tuple[str, ...]  # manifest itself first, then config and layers
     layers: tuple[str, ...]  # layer digests bottom → top (empty for an index)
+    repository: str = ""  # where it was fetched from (to fetch a left-out layer to read it)
+    layer_sizes: tuple[int, ...] = ()  # of ``layers``, in the same order
 
 
 @dataclass
@@ -130,6 +134,10 @@ class ImageFetcher:
     store already holds (reused), and the bytes of each download as they stream (per chunk
     of the client, never per byte). ``used`` (the run's :class:`UsedBlobs`, or None) is told
     every digest read from or put in the store.
+
+    ``base`` (a delta pull's :class:`~d8mirror.pull.delta.BaseBlobs`): configs and layers it
+    lists are not fetched with their image (manifests always are); :meth:`read_file` fetches
+    a listed layer only when it must read it and the store lacks it.
     """
 
     def __init__(
@@ -144,9 +152,11 @@ class ImageFetcher:
         progress: ItemProgress | None = None,
         answers: SourceAnswers | None = None,
         used: UsedBlobs | None = None,
+        base: BaseBlobs | None = None,
     ) -> None:
         self.client = client
         self.used = used
+        self.base = base
         self.answers = answers if answers is not None else SourceAnswers()
         self.progress = progress
         self._images_seen: set[str] = set()
@@ -333,9 +343,10 @@ class ImageFetcher:
             return self._image(repository, child, top, depth + 1, deadline)
         blobs = [manifest.config] if manifest.config else []
         layers = list(manifest.layers)
-        self._count_image(digest, [*blobs, *layers], done=False)
+        wanted = [b for b in [*blobs, *layers] if not self.omits(b[0])]
+        self._count_image(digest, wanted, done=False)
         try:
-            self.ensure_blobs(repository, [*blobs, *layers], deadline=deadline)
+            self.ensure_blobs(repository, wanted, deadline=deadline)
         except MirrorError as exc:
             add_context(exc, f"while fetching image {repository}@{digest}")
             raise
@@ -346,7 +357,13 @@ class ImageFetcher:
             size=len(data),
             blobs=(digest, *[d for d, _ in blobs], *[d for d, _ in layers]),
             layers=tuple(d for d, _ in layers),
+            repository=repository,
+            layer_sizes=tuple(n for _, n in layers),
         )
+
+    def omits(self, digest: str) -> bool:
+        """Whether ``digest`` is left out of this (delta) pull: the base receipt lists it."""
+        return self.base is not None and self.base.omits(digest)
 
     def ensure_blobs(
         self, repository: str, blobs: Sequence[tuple[str, int]], *, deadline: float | None = None
@@ -427,13 +444,64 @@ class ImageFetcher:
             ref_name=ref_name,
             blobs=closure.blobs,
             store=self.store,
+            leave_out=self.base.blobs if self.base is not None else frozenset(),
         )
         return closure
 
     def read_file(self, closure: ImageClosure, name: str, *, top_first_any: bool) -> bytes | None:
-        """A file from the image's flattened filesystem (layers already in the store)."""
-        paths: list[Path] = [self.store.path(d) for d in closure.layers]
-        return read_file_from_layers(paths, name, top_first_any=top_first_any)
+        """A file from the image's flattened filesystem (its layers are in the store, but for
+        those a delta pull left out: see :meth:`read_layers`)."""
+        layers = list(zip(closure.layers, closure.layer_sizes, strict=False))
+        if len(layers) != len(closure.layers):  # a closure made without sizes
+            layers = [(d, 0) for d in closure.layers]
+        return self.read_layers(closure.repository, layers, name, top_first_any=top_first_any)
+
+    def read_layers(
+        self,
+        repository: str,
+        layers: Sequence[tuple[str, int]],
+        name: str,
+        *,
+        top_first_any: bool,
+    ) -> bytes | None:
+        """A file from ``layers`` (bottom → top). Layers are read from the top and only as far
+        as needed; a layer the base receipt lists is downloaded first when the store lacks it
+        (recorded as read anyway, never packed)."""
+        return read_file_from_layers(
+            _LayersOnDemand(self, repository, layers), name, top_first_any=top_first_any
+        )
+
+    def layer_path(self, repository: str, digest: str, size: int) -> Path:
+        """Where layer ``digest`` is in the store; a left-out one is fetched first if missing."""
+        if self.omits(digest) and not (self.store.has(digest) and self.store.verified(digest)):
+            if self.progress is not None:
+                self.progress.expect({digest: size})
+            self._ensure_blob(repository, digest, size)
+            if self.base is not None:  # missing when asked: downloaded for this read
+                self.base.read_anyway(digest, size)
+        return self.store.path(digest)
+
+
+class _LayersOnDemand(Sequence[Path]):
+    """An image's layer paths, each made available only when the reader reaches it."""
+
+    def __init__(
+        self, fetcher: ImageFetcher, repository: str, layers: Sequence[tuple[str, int]]
+    ) -> None:
+        self.fetcher, self.repository, self.layers = fetcher, repository, list(layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @overload
+    def __getitem__(self, index: int) -> Path: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Path]: ...
+    def __getitem__(self, index: int | slice) -> Path | Sequence[Path]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        digest, size = self.layers[index]
+        return self.fetcher.layer_path(self.repository, digest, size)
 
 
 def dedupe(items: Iterable[str]) -> list[str]:

@@ -62,6 +62,22 @@ class ArchiveStat(BaseModel):
     chunks: int = 0
 
 
+class DeltaSummary(BaseModel):
+    """A delta bundle's section of the report: what it left out against its base receipt."""
+
+    delta_id: str
+    base_receipt_sha256: str
+    blobs_omitted: int = Field(description="Blobs the target holds, left out of the archives.")
+    bytes_omitted: int
+    bytes_shipped: int = Field(0, description="The bundle's archives.")
+    metadata_blobs_read: int = Field(
+        0,
+        description="Of the omitted blobs, those downloaded anyway to read a file from them "
+        "(version.json, images_digests.json, extra_images.json) and still not packed.",
+    )
+    metadata_bytes_read: int = 0
+
+
 class PullReport(BaseModel):
     """The outcome of a pull: ``report.json``, the summary and the flow's result."""
 
@@ -78,6 +94,9 @@ class PullReport(BaseModel):
     errors: list[str] = Field(default_factory=list, description="Of the run itself (GOST digests).")
     sizing: SizingSummary | None = Field(
         None, description="What the pull was sized at before fetching (manifests only)."
+    )
+    delta: DeltaSummary | None = Field(
+        None, description="A delta bundle's omitted vs shipped bytes (None: a full bundle)."
     )
     #: GOST digests computed while packing package-versions.tar (not reported).
     gost_known: dict[str, KnownDigest] = Field(default_factory=dict, exclude=True)
@@ -184,6 +203,25 @@ def _bundle_lines(report: PullReport) -> list[str]:
     return lines
 
 
+def _delta_lines(delta: DeltaSummary) -> list[str]:
+    """A delta bundle's lines: its id, its base, bytes left out vs shipped."""
+    lines = [
+        "",
+        f"Delta bundle {delta.delta_id}",
+        f"  base receipt sha256:{delta.base_receipt_sha256}",
+        f"  {'omitted (target has them)':<{_NAME}} {human_size(delta.bytes_omitted):>{_SIZE}}"
+        f"  ({delta.blobs_omitted} blobs)",
+        f"  {'shipped (archives)':<{_NAME}} {human_size(delta.bytes_shipped):>{_SIZE}}",
+    ]
+    if delta.metadata_blobs_read:
+        lines.append(
+            f"  {delta.metadata_blobs_read} omitted blobs "
+            f"({human_size(delta.metadata_bytes_read)}) were downloaded to read metadata, "
+            "not packed"
+        )
+    return lines
+
+
 def render_summary(report: PullReport, *, verbose: bool = True) -> str:
     """The framed summary printed at the end of a pull (and published as an artifact);
     per-package lines only when ``verbose`` (d8's ``--verbose-summary``)."""
@@ -192,6 +230,8 @@ def render_summary(report: PullReport, *, verbose: bool = True) -> str:
         if report.dry_run
         else "Pull failed"
         if not report.ok
+        else "Pull summary (delta bundle)"
+        if report.delta is not None
         else "Pull summary"
     )
     lines = [f"{'Edition:':<{_LABEL}} {report.edition.upper()}"] if report.edition else []
@@ -199,6 +239,8 @@ def render_summary(report: PullReport, *, verbose: bool = True) -> str:
     lines += _package_lines(report, verbose)
     if not report.dry_run and report.archives:
         lines += _bundle_lines(report)
+    if not report.dry_run and report.delta is not None:
+        lines += _delta_lines(report.delta)
     lines.append("")
     if report.dry_run:
         lines.append("No images were downloaded (dry-run).")

@@ -160,7 +160,10 @@ class _Sizer:
         self.blobs: dict[str, int] = {}
         self.manifests: dict[str, int] = {}
         self.unsized: list[str] = []
-        self.layers: dict[str, tuple[str, ...]] = {}
+        self.layers: dict[str, tuple[tuple[str, int], ...]] = {}
+        self.repositories: dict[str, str] = {}
+        #: Fetch a delta's left-out layers to read them (a real pull's ``fetch_main``).
+        self.fetch_left_out = False
         self.closures: dict[str, dict[str, int]] = {}
         self.needs_layers = False
         self.fetched_early: set[str] = set()
@@ -179,8 +182,10 @@ class _Sizer:
         if manifest.is_index and depth < MAX_INDEX_DEPTH:
             return self.image(repo, amd64_child(manifest, f"{repo}@{digest}"), depth + 1)
         blobs = [*([manifest.config] if manifest.config else []), *manifest.layers]
+        blobs = [b for b in blobs if not self.fetcher.omits(b[0])]  # a delta's: not packed
         self.blobs.update(blobs)
-        self.layers[digest] = tuple(d for d, _ in manifest.layers)
+        self.layers[digest] = tuple(manifest.layers)
+        self.repositories[digest] = repo
         self.closures[digest] = {digest: len(data), **dict(blobs)}
         return media_type, digest, len(data)
 
@@ -194,12 +199,20 @@ class _Sizer:
         return top
 
     def read_file(self, digest: str, name: str, *, top_first_any: bool) -> bytes | bool | None:
-        """A file of an image already sized; False when its layers are not in the store."""
+        """A file of an image already sized; False when its layers are not in the store
+        (layers a delta pull leaves out are fetched to be read with ``fetch_left_out``)."""
         layers = self.layers.get(digest)
-        store = self.fetcher.store
-        if layers is None or not all(store.has(d) and store.verified(d) for d in layers):
+        store, fetcher = self.fetcher.store, self.fetcher
+        if layers is None:
             return False
-        paths = [store.path(d) for d in layers]
+        missing = [d for d, _ in layers if not (store.has(d) and store.verified(d))]
+        if missing and self.fetch_left_out and all(fetcher.omits(d) for d in missing):
+            return fetcher.read_layers(
+                self.repositories[digest], layers, name, top_first_any=top_first_any
+            )
+        if missing:
+            return False
+        paths = [store.path(d) for d, _ in layers]
         return read_file_from_layers(paths, name, top_first_any=top_first_any)
 
     def result(self, prefix: str) -> PackageSize:
@@ -239,6 +252,7 @@ def size_package(
     so that the internal and extra images they name are sized too."""
     remember_plan(fetcher, options, plan)
     sizer = _Sizer(fetcher, options, plan.name)
+    sizer.fetch_left_out = fetch_main
     name = plan.name
     repo, version_repo = options.package_repo(name), options.version_repo(name)
     only_extra = options.only_extra_images

@@ -33,7 +33,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from d8mirror.errors import ConfigError, wrap_os_error
-from d8mirror.files import PartialFile, partial_path
+from d8mirror.files import PartialFile, partial_path, write_atomic
 from d8mirror.hashing import sha256_bytes_hex
 
 from .errors import (
@@ -356,6 +356,30 @@ def check_complete(client: S3Client, url: S3Url, manifest: TransferManifest) -> 
 
 
 # -- download ------------------------------------------------------------------------------------
+def download_object(client: S3Client, url: S3Url, name: str, dest: Path, *, limit: int) -> None:
+    """Fetch the small object ``url``/``name`` into ``dest`` (atomically), at most ``limit``
+    bytes; TransferError naming the object when it is missing or larger (a receipt, its
+    sidecar: checked by their reader, not here)."""
+    where = f"s3://{url.bucket}/{url.key(name)}"
+    try:
+        with storage_errors(where):
+            body = client.get_object(Bucket=url.bucket, Key=url.key(name))["Body"]
+            data = body.read(limit + 1)
+    except TransferError as exc:
+        code, status = _client_error_code(exc.__cause__ or exc)
+        if code in _MISSING_CODES or status == 404:
+            raise TransferError(
+                f"no object {where}: check the URL (and that it was uploaded)"
+            ) from exc
+        raise
+    if len(data) > limit:
+        raise TransferError(f"{where} is larger than {limit} bytes: not the file expected")
+    try:
+        write_atomic(dest, data)
+    except OSError as exc:
+        raise wrap_os_error(exc, str(dest)) from exc
+
+
 def _fetch_range(
     client: S3Client,
     url: S3Url,
