@@ -9,7 +9,9 @@ One run, 127.0.0.1 only: start registries, seed the corpus (bench/corpus.py), th
 (g) CLI fixed overhead (``pull --dry-run`` against an empty registry) per Prefect set-up;
 (a) d8mirror cold pull, (b) skopeo copy of the same images into one OCI layout per package + tar,
 (c) warm re-pull (same tmp dir, fresh bundle dir), (d) re-pull after ~5 % new tags,
-(e) d8mirror push vs skopeo copy oci: -> docker:// into empty registries.
+(e) d8mirror push vs skopeo copy oci: -> docker:// into empty registries,
+(h) the nightly delta (bench/delta.py): receipt scan of (e)'s target, delta pull of the changed
+state from it (fresh cache), delta push into that target.
 Every tool runs as a child process tree; the monitor polls /proc every 50 ms for the tree's summed
 RSS (peak) and its processes' write_bytes. Registry requests are counted from the access log.
 Prints a table and PASS/FAIL per target; nothing is asserted.
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from corpus import ROOT, CorpusSpec, MiB, seed_corpus, update_corpus
+from delta import bundle_bytes, delta_lines
 
 from testbed.registry_server import RegistryServer, free_port
 
@@ -386,6 +389,7 @@ class Bench:
         self.limits: dict[str, float] = {}
         self.overheads: list[tuple[str, float, float, str]] = []
         self.profile_dir: Path | None = args.profile
+        self.delta_summary: list[str] = []
 
     # registries
     def registry(self, name: str) -> RegistryServer:
@@ -649,14 +653,17 @@ class Bench:
         # (d) ~5 % changed
         with source.client(timeout=600.0) as client:
             changed = update_corpus(client, corpus, cache)
-        before = unique
+        before = set((tmp / "blobs" / "sha256").iterdir())
         source.clear_requests()
         reg_cpu = cpu_seconds(source.pid)
         upd = checked(
             self.cli("pull-changed", "pull", str(self.work / "bundle-changed"), *pull_args),
             "changed pull",
         )
-        new_bytes = tree_bytes(tmp / "blobs" / "sha256") - before
+        # the blobs the changed state added (the pull's gc may remove dropped-out ones)
+        new_bytes = sum(
+            p.stat().st_size for p in (tmp / "blobs" / "sha256").iterdir() if p not in before
+        )
         self.rows.append(
             Row(
                 "d8mirror re-pull, ~5% changed",
@@ -671,6 +678,7 @@ class Bench:
         )
         shutil.rmtree(self.work / "bundle-changed")
         print(f"# (d) changed pull {upd.wall:.1f} s", flush=True)
+        changed_row = self.rows[-1]
 
         # (e) push
         target = self.registry("target-d8")
@@ -701,6 +709,7 @@ class Bench:
             )
         )
         print(f"# (e) push {push.wall:.1f} s", flush=True)
+        self.delta_step(source, target, new_bytes, changed_row)
         target.stop()
         shutil.rmtree(target.directory, ignore_errors=True)
         target = self.registry("target-skopeo")
@@ -733,6 +742,74 @@ class Bench:
         target.stop()
         shutil.rmtree(target.directory, ignore_errors=True)
         self.print_table(corpus.spec, largest_size)
+
+    def delta_step(
+        self, source: RegistryServer, target: RegistryServer, new_bytes: int, full: Row
+    ) -> None:
+        """(h): receipt scan of the target (state A), delta pull of state B, delta push."""
+        receipt = self.work / "receipt" / "receipt.json"
+        where = [f"{target.host}/{ROOT}", "--insecure"]
+        target.clear_requests()
+        scan = checked(self.cli("receipt", "receipt", *where, "-o", str(receipt)), "receipt")
+        self.rows.append(
+            Row("d8mirror receipt (scan target)", scan, scan.wall, 0, 0, len(target.requests()))
+        )
+        bundle = self.work / "bundle-delta"
+        source.clear_requests()
+        reg_cpu = cpu_seconds(source.pid)
+        pulled = checked(
+            self.cli(
+                "pull-delta",
+                "pull",
+                str(bundle),
+                *("--source", f"{source.host}/{ROOT}", "--insecure"),
+                *("--tmp-dir", str(self.work / "delta-tmp")),
+                *("--concurrency", str(self.args.concurrency), "--delta-from", str(receipt)),
+            ),
+            "delta pull",
+        )
+        self.rows.append(
+            Row(
+                "d8mirror delta pull, ~5% chg",
+                pulled,
+                pulled.wall,
+                new_bytes,
+                tree_bytes(bundle),
+                len(source.requests()),
+                note="fresh cache, --delta-from the target's receipt",
+                registry_cpu=cpu_seconds(source.pid) - reg_cpu,
+                extra={"mix": request_mix(source)},
+            )
+        )
+        reg_cpu = cpu_seconds(target.pid)
+        target.clear_requests()
+        pushed = checked(
+            self.cli(
+                "push-delta",
+                "push",
+                str(bundle),
+                *where,
+                *("--tmp-dir", str(self.work / "push-delta-tmp")),
+                *("--concurrency", str(self.args.concurrency)),
+            ),
+            "delta push",
+        )
+        self.rows.append(
+            Row(
+                "d8mirror delta push",
+                pushed,
+                pushed.wall,
+                new_bytes,
+                tree_bytes(bundle),
+                len(target.requests()),
+                registry_cpu=cpu_seconds(target.pid) - reg_cpu,
+                extra={"mix": request_mix(target)},
+            )
+        )
+        self.delta_summary = delta_lines(
+            bundle_bytes(bundle), full.bundle, new_bytes, pulled.wall, full.wall
+        )
+        print(f"# (h) delta pull {pulled.wall:.1f} s, push {pushed.wall:.1f} s", flush=True)
 
     @staticmethod
     def _repo_of_blob(source: RegistryServer, digest: str, refs: list[str]) -> str:
@@ -851,6 +928,8 @@ class Bench:
                 f"{'PASS' if ok else 'FAIL'}  {label:<52} measured {value:.3g} (target {op} "
                 f"{bound:.3g})"
             )
+        for line in self.delta_summary:
+            print(line)
         if largest < 2 << 30:
             print("note: the RSS target asks for a 2 GiB blob; add --huge-mib 2048 to include one")
 
