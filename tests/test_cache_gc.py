@@ -18,63 +18,16 @@ from typing import Any
 
 import pytest
 from faultproxy import FaultProxy, Request, Response
+from moving_corpus import STATE_A, STATE_B, STATE_C, seed
 
 from app.main import main
 from d8mirror.cache_gc import CacheLock, read_run_records
 from d8mirror.errors import PullFailed
 from testbed.registry_server import RegistryServer
-from testbed.seed import ExtraSpec, PackageSpec, SeedSpec, seed_packages
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-_STEADY = PackageSpec(
-    "steady", ("v0.1.0",), channels={"alpha": "v0.1.0", "stable": "v0.1.0"}, internal_images=1
-)
-
-
-def _moving(versions: tuple[str, ...], channels: dict[str, str]) -> PackageSpec:
-    return PackageSpec(
-        "moving",
-        versions,
-        channels=channels,
-        extras=(ExtraSpec("scanner", "v1"),),
-        internal_images=2,
-        vex_versions=versions,
-        vex_internal=True,
-    )
-
-
-def _channels(fast: str, slow: str) -> dict[str, str]:
-    return {"alpha": fast, "beta": fast, "early-access": slow, "stable": slow, "rock-solid": slow}
-
-
-_SIZES: dict[str, Any] = {"payload_size": 32 << 10, "extra_payload_size": 4 << 10}
-STATE_A = SeedSpec(
-    packages=(_moving(("v1.0.0", "v1.1.0"), _channels("v1.1.0", "v1.0.0")), _STEADY), **_SIZES
-)
-_NEWCOMER = PackageSpec("newcomer", ("v2.0.0",), channels={"stable": "v2.0.0"}, internal_images=1)
-STATE_B = SeedSpec(
-    packages=(
-        _moving(("v1.0.0", "v1.1.0", "v1.2.0"), _channels("v1.2.0", "v1.1.0")),
-        _STEADY,
-        _NEWCOMER,
-    ),
-    **_SIZES,
-)
-STATE_C = SeedSpec(
-    packages=(
-        _moving(("v1.0.0", "v1.1.0", "v1.2.0", "v1.3.0"), _channels("v1.3.0", "v1.2.0")),
-        _STEADY,
-        _NEWCOMER,
-    ),
-    **_SIZES,
-)
 _BLOB = re.compile(r"(?:^|/)blobs/sha256/([0-9a-f]{64})$")
-
-
-def _seed(registry: RegistryServer, root: str, spec: SeedSpec, work: Path) -> None:
-    with registry.client() as client:
-        seed_packages(client, root, spec, work)
 
 
 def _pull(source: str, bundle: Path, work: Path, **extra: Any) -> None:
@@ -142,7 +95,7 @@ def test_three_nightly_runs_leave_the_store_at_the_latest_plan(
     root, bundle, work = "gc-nightly/ee", tmp_path / "bundle", tmp_path / "cache"
     source = f"{registry.host}/{root}"
     for state in (STATE_A, STATE_B, STATE_C):
-        _seed(registry, root, state, tmp_path / "images")
+        seed(registry, root, state, tmp_path / "images")
         _pull(source, bundle, work)
         expected = _bundle_blobs(bundle)
         assert _store(work) == expected
@@ -175,7 +128,7 @@ def test_keep_runs_keeps_the_previous_runs_blobs(registry: RegistryServer, tmp_p
     source = f"{registry.host}/{root}"
     bundles = [tmp_path / "a", tmp_path / "b", tmp_path / "c"]
     for state, bundle in zip((STATE_A, STATE_B, STATE_C), bundles, strict=True):
-        _seed(registry, root, state, tmp_path / "images")
+        seed(registry, root, state, tmp_path / "images")
         _pull(source, bundle, work, keep_runs=1)
     a, b, c = (_bundle_blobs(bundle) for bundle in bundles)
     assert set(a) - set(b) - set(c), "state A has blobs that B and C do not use"
@@ -191,9 +144,9 @@ def test_gc_dry_run_reports_what_gc_then_reclaims(
     package no longer pulled loses its working dir, archive links and state."""
     root, work = "gc-cli/ee", tmp_path / "cache"
     source = f"{registry.host}/{root}"
-    _seed(registry, root, STATE_A, tmp_path / "images")
+    seed(registry, root, STATE_A, tmp_path / "images")
     _pull(source, tmp_path / "a", work, keep_runs=9)
-    _seed(registry, root, STATE_B, tmp_path / "images")
+    seed(registry, root, STATE_B, tmp_path / "images")
     _pull(source, tmp_path / "b", work, keep_runs=9, exclude_packages=["steady"])
     assert (work / "packages" / "steady").is_dir()
     both = _store(work)
@@ -232,9 +185,9 @@ def test_gc_refuses_a_cache_in_use_and_a_pull_skips_its_gc(
     removes nothing, and another pull's own gc is skipped (its record is still written)."""
     root, work = "gc-lock/ee", tmp_path / "cache"
     source = f"{registry.host}/{root}"
-    _seed(registry, root, STATE_A, tmp_path / "images")
+    seed(registry, root, STATE_A, tmp_path / "images")
     _pull(source, tmp_path / "a", work)
-    _seed(registry, root, STATE_B, tmp_path / "images")
+    seed(registry, root, STATE_B, tmp_path / "images")
     with CacheLock(work):  # a pull running beside
         _pull(source, tmp_path / "b", work)
         assert _store(work) == {**_bundle_blobs(tmp_path / "a"), **_bundle_blobs(tmp_path / "b")}
@@ -254,9 +207,9 @@ def test_a_failed_run_removes_nothing_and_its_retry_collects(
     """A run whose package fails (a blob the source refuses) removes no blob and writes no
     record; the run after it, complete, collects down to its own plan."""
     root, work = "gc-fail/ee", tmp_path / "cache"
-    _seed(registry, root, STATE_A, tmp_path / "images")
+    seed(registry, root, STATE_A, tmp_path / "images")
     _pull(f"{registry.host}/{root}", tmp_path / "a", work)
-    _seed(registry, root, STATE_B, tmp_path / "images")
+    seed(registry, root, STATE_B, tmp_path / "images")
     prefix = f"/v2/{root}/packages/newcomer/blobs/"
 
     def refuse(request: Request) -> Response | None:

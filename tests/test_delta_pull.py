@@ -18,69 +18,19 @@ from uuid import UUID
 
 import pytest
 from delta_support import receipt_of_bundle
+from moving_corpus import STATE_A, STATE_B, seed
 
 from d8mirror.delta import DELTA_FILE, read_delta
 from d8mirror.errors import MirrorError, SealedFileError
 from d8mirror.receipt import HeldImage, Receipt, write_receipt
 from d8mirror.sealed import sidecar_of
 from testbed.registry_server import RegistryServer
-from testbed.seed import ExtraSpec, PackageSpec, SeedSpec, seed_packages
+from testbed.seed import PackageSpec, SeedSpec
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-_A_CHANNELS = {
-    "alpha": "v1.1.0",
-    "beta": "v1.1.0",
-    "early-access": "v1.0.0",
-    "stable": "v1.0.0",
-    "rock-solid": "v1.0.0",
-}
-_B_CHANNELS = {
-    "alpha": "v1.2.0",
-    "beta": "v1.2.0",
-    "early-access": "v1.1.0",
-    "stable": "v1.1.0",
-    "rock-solid": "v1.1.0",
-}
-_STEADY = PackageSpec(
-    "steady", ("v0.1.0",), channels={"alpha": "v0.1.0", "stable": "v0.1.0"}, internal_images=1
-)
-
-
-def _moving(versions: tuple[str, ...], channels: dict[str, str]) -> PackageSpec:
-    return PackageSpec(
-        "moving",
-        versions,
-        channels=channels,
-        extras=(ExtraSpec("scanner", "v1"),),
-        internal_images=2,
-        vex_versions=versions,
-        vex_internal=True,
-    )
-
-
-STATE_A = SeedSpec(
-    payload_size=32 << 10,
-    extra_payload_size=4 << 10,
-    packages=(_moving(("v1.0.0", "v1.1.0"), _A_CHANNELS), _STEADY),
-)
-STATE_B = SeedSpec(
-    payload_size=32 << 10,
-    extra_payload_size=4 << 10,
-    packages=(
-        _moving(("v1.0.0", "v1.1.0", "v1.2.0"), _B_CHANNELS),
-        _STEADY,
-        PackageSpec("newcomer", ("v2.0.0",), channels={"stable": "v2.0.0"}, internal_images=1),
-    ),
-)
-
 
 # -- helpers -------------------------------------------------------------------------------------
-def _seed(registry: RegistryServer, root: str, spec: SeedSpec, work: Path) -> None:
-    with registry.client() as client:
-        seed_packages(client, root, spec, work)
-
-
 def _params(registry: RegistryServer, root: str, bundle: Path, **extra: Any) -> Any:
     from tasks.models import PullParameters
 
@@ -148,12 +98,12 @@ def test_delta_pull_leaves_out_what_the_receipt_lists(
     from flows.pull import mirror_pull
 
     root, work = "delta-loop/ee", tmp_path / "work"
-    _seed(registry, root, STATE_A, tmp_path / "images")
+    seed(registry, root, STATE_A, tmp_path / "images")
     _pull(registry, root, tmp_path / "a", tmp_dir=str(work))
     receipt = receipt_of_bundle(tmp_path / "a", tmp_path / "a-layouts")
     receipt_path = tmp_path / "site" / "receipt.json"
     receipt_sha = write_receipt(receipt, receipt_path)
-    _seed(registry, root, STATE_B, tmp_path / "images")
+    seed(registry, root, STATE_B, tmp_path / "images")
 
     full = tmp_path / "full-b"
     full_report = _pull(registry, root, full, tmp_dir=str(tmp_path / "full-work"))
@@ -324,7 +274,7 @@ def test_an_untrusted_receipt_is_refused_before_anything_is_pulled(
     registry: RegistryServer, tmp_path: Path, damage: str
 ) -> None:
     root = f"delta-refused-{damage.split()[0]}/ee"
-    _seed(registry, root, SMALL, tmp_path / "images")
+    seed(registry, root, SMALL, tmp_path / "images")
     receipt = tmp_path / "site" / "receipt.json"
     _small_receipt(receipt)
     data = receipt.read_bytes()
@@ -481,7 +431,7 @@ def test_cli_delta_pull_from_a_receipt_in_s3(registry: RegistryServer, tmp_path:
     from d8mirror.transfer import s3
 
     root = "delta-cli-s3/ee"
-    _seed(registry, root, SMALL, tmp_path / "images")
+    seed(registry, root, SMALL, tmp_path / "images")
     full = tmp_path / "full"
     _pull(registry, root, full)
     receipt = receipt_of_bundle(full, tmp_path / "layouts")

@@ -15,43 +15,15 @@ import re
 from pathlib import Path
 
 import pytest
+from moving_corpus import STATE_A, STATE_B, seed
 from reliability_support import tags_and_digests
 
 from app.main import main
 from d8mirror.delta import read_delta
 from d8mirror.receipt import read_receipt
 from testbed.registry_server import RegistryServer
-from testbed.seed import ExtraSpec, PackageSpec, SeedSpec, seed_packages
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-def _moving(versions: tuple[str, ...], channels: dict[str, str]) -> PackageSpec:
-    return PackageSpec(
-        "moving",
-        versions,
-        channels=channels,
-        extras=(ExtraSpec("scanner", "v1"),),
-        internal_images=2,
-        vex_versions=versions,
-    )
-
-
-_STEADY = PackageSpec("steady", ("v0.1.0",), channels={"stable": "v0.1.0"}, internal_images=1)
-STATE_A = SeedSpec(
-    payload_size=48 << 10,
-    extra_payload_size=4 << 10,
-    packages=(_moving(("v1.0.0", "v1.1.0"), {"alpha": "v1.1.0", "stable": "v1.0.0"}), _STEADY),
-)
-STATE_B = SeedSpec(
-    payload_size=48 << 10,
-    extra_payload_size=4 << 10,
-    packages=(
-        _moving(("v1.0.0", "v1.1.0", "v1.2.0"), {"alpha": "v1.2.0", "stable": "v1.1.0"}),
-        _STEADY,
-        PackageSpec("newcomer", ("v2.0.0",), channels={"stable": "v2.0.0"}, internal_images=1),
-    ),
-)
 
 
 def _blob_gets(registry: RegistryServer, root: str) -> set[str]:
@@ -71,8 +43,7 @@ def test_the_nightly_loop_ships_only_new_blobs_and_lands_where_full_pushes_would
 ) -> None:
     source, site, reference = "loop/ee", "loop-site/ee", "loop-reference/ee"
     pull = ["--source", f"{registry.host}/{source}", "--insecure"]
-    with registry.client() as client:
-        seed_packages(client, source, STATE_A, tmp_path / "images")
+    seed(registry, source, STATE_A, tmp_path / "images")
     bundle_a = tmp_path / "bundle-a"
     assert main(["pull", str(bundle_a), *pull, "--tmp-dir", str(tmp_path / "cache")]) == 0
 
@@ -82,8 +53,7 @@ def test_the_nightly_loop_ships_only_new_blobs_and_lands_where_full_pushes_would
     first, first_sha = read_receipt(receipt)
     assert first.images and first.blobs and len(first.bundles) == 1
 
-    with registry.client() as client:
-        seed_packages(client, source, STATE_B, tmp_path / "images")
+    seed(registry, source, STATE_B, tmp_path / "images")
     registry.clear_requests()
     delta_dir = tmp_path / "delta-b"
     fresh = ["--tmp-dir", str(tmp_path / "fresh-cache")]

@@ -14,72 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moving_corpus import STATE_A, STATE_B, seed
 
 from app.main import main
 from d8mirror.mediatypes import ANNOTATION_SHORT_TAG
 from testbed.images import canonical_json
 from testbed.registry_server import RegistryServer
 from testbed.seed import (
-    ExtraSpec,
-    PackageSpec,
     SeededContent,
-    SeedSpec,
     push_image,
-    seed_packages,
 )
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-_A_CHANNELS = {
-    "alpha": "v1.1.0",
-    "beta": "v1.1.0",
-    "early-access": "v1.0.0",
-    "stable": "v1.0.0",
-    "rock-solid": "v1.0.0",
-}
-_B_CHANNELS = {
-    "alpha": "v1.2.0",
-    "beta": "v1.2.0",
-    "early-access": "v1.1.0",
-    "stable": "v1.1.0",
-    "rock-solid": "v1.1.0",
-}  # v1.0.0 no longer selected
-_STEADY = PackageSpec(
-    "steady", ("v0.1.0",), channels={"alpha": "v0.1.0", "stable": "v0.1.0"}, internal_images=1
-)
-
-
-def _moving(versions: tuple[str, ...], channels: dict[str, str]) -> PackageSpec:
-    return PackageSpec(
-        "moving",
-        versions,
-        channels=channels,
-        extras=(ExtraSpec("scanner", "v1"),),
-        internal_images=2,
-        vex_versions=versions,
-        vex_internal=True,
-    )
-
-
-STATE_A = SeedSpec(
-    payload_size=32 << 10,
-    extra_payload_size=4 << 10,
-    packages=(_moving(("v1.0.0", "v1.1.0"), _A_CHANNELS), _STEADY),
-)
-STATE_B = SeedSpec(
-    payload_size=32 << 10,
-    extra_payload_size=4 << 10,
-    packages=(
-        _moving(("v1.0.0", "v1.1.0", "v1.2.0"), _B_CHANNELS),
-        _STEADY,
-        PackageSpec("newcomer", ("v2.0.0",), channels={"stable": "v2.0.0"}, internal_images=1),
-    ),
-)
-
-
-def _seed(registry: RegistryServer, root: str, spec: SeedSpec, work: Path) -> None:
-    with registry.client() as client:
-        seed_packages(client, root, spec, work)
 
 
 def _params(registry: RegistryServer, root: str, bundle: Path, **extra: Any) -> Any:
@@ -125,9 +71,9 @@ def test_rerun_with_the_same_tmp_dir_after_the_source_moved(
     from flows.pull import run_pull
 
     root, work = "rerun-tmp/ee", str(tmp_path / "work")
-    _seed(registry, root, STATE_A, tmp_path / "images")
+    seed(registry, root, STATE_A, tmp_path / "images")
     run_pull(_params(registry, root, tmp_path / "first", tmp_dir=work))
-    _seed(registry, root, STATE_B, tmp_path / "images")
+    seed(registry, root, STATE_B, tmp_path / "images")
     second = tmp_path / "second"
     run_pull(_params(registry, root, second, tmp_dir=work))
     assert _archives(second) == _fresh_pull_of_b(registry, root, tmp_path)
@@ -140,9 +86,9 @@ def test_rerun_into_the_same_bundle_dir_with_its_kept_cache(
     from flows.pull import run_pull
 
     root, bundle, work = "rerun-kept/ee", tmp_path / "bundle", str(tmp_path / "cache")
-    _seed(registry, root, STATE_A, tmp_path / "images")
+    seed(registry, root, STATE_A, tmp_path / "images")
     run_pull(_params(registry, root, bundle, tmp_dir=work))
-    _seed(registry, root, STATE_B, tmp_path / "images")
+    seed(registry, root, STATE_B, tmp_path / "images")
     run_pull(_params(registry, root, bundle, tmp_dir=work))
     assert _archives(bundle) == _fresh_pull_of_b(registry, root, tmp_path)
 
@@ -153,9 +99,9 @@ def test_cli_rerun_with_force_into_the_same_bundle_dir(
     """``d8mirror pull B`` then ``d8mirror pull B --force`` after the source moved."""
     root, bundle = "rerun-force/ee", tmp_path / "bundle"
     argv = ["pull", str(bundle), "--source", f"{registry.host}/{root}", "--insecure"]
-    _seed(registry, root, STATE_A, tmp_path / "images")
+    seed(registry, root, STATE_A, tmp_path / "images")
     assert main(argv) == 0
-    _seed(registry, root, STATE_B, tmp_path / "images")
+    seed(registry, root, STATE_B, tmp_path / "images")
     assert main([*argv, "--force"]) == 0
     assert _archives(bundle) == _fresh_pull_of_b(registry, root, tmp_path)
 
@@ -193,7 +139,7 @@ def test_rerun_with_a_kept_cache_after_tags_were_re_pointed(
     from flows.pull import run_pull
 
     root, work = "rerun-repoint/ee", str(tmp_path / "work")
-    _seed(registry, root, STATE_A, tmp_path / "images")
+    seed(registry, root, STATE_A, tmp_path / "images")
     first = tmp_path / "first"
     run_pull(_params(registry, root, first, tmp_dir=work))
     before = _archives(first)
