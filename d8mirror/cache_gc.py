@@ -55,7 +55,8 @@ from typing import Any
 
 from d8mirror.errors import CacheBusyError, CacheError, wrap_os_error
 from d8mirror.files import write_atomic
-from d8mirror.reference import validate_digest
+from d8mirror.mediatypes import MAX_MANIFEST_BYTES
+from d8mirror.reference import is_valid_digest, validate_digest
 from d8mirror.sealed import canonical_json
 from d8mirror.units import human_size_exact
 
@@ -67,6 +68,8 @@ PACKAGES_DIR = "packages"
 VERSIONS_DIR = "package-versions"
 ARCHIVES_DIR = "archives"
 STATE_DIR = "state"
+#: Blobs larger than this are no manifest (layers); smaller ones are read to find references.
+_MAX_MANIFEST_READ = MAX_MANIFEST_BYTES
 #: The per-package state files of a pull (``tasks.pull``): ``state/<name><suffix>``.
 FETCH_KEY_SUFFIX = ".fetch-key"
 FETCH_TAGS_SUFFIX = ".fetch-tags.json"
@@ -171,7 +174,10 @@ def read_run_records(cache: Path) -> list[tuple[Path, RunRecord]]:
 
 
 def layout_blobs(directory: Path) -> set[str]:
-    """Every blob digest held by the OCI layouts under ``directory`` (``**/blobs/sha256/*``)."""
+    """Every blob digest held by the OCI layouts under ``directory`` (``**/blobs/sha256/*``)
+    and every digest their manifests reference: a delta pull links no blob its base receipt
+    lists, yet its plan references them (and the store may hold them: layers it read to plan,
+    an earlier full pull's), so they are kept too."""
     found: set[str] = set()
     if not directory.is_dir():
         return found
@@ -179,8 +185,40 @@ def layout_blobs(directory: Path) -> set[str]:
         dirs.sort()
         here = Path(root)
         if here.name == "sha256" and here.parent.name == "blobs":
-            found.update(f"sha256:{name}" for name in files if _is_hex(name))
+            for name in files:
+                if _is_hex(name):
+                    found.add(f"sha256:{name}")
+                    found |= _references(here / name)
     return found
+
+
+def _references(path: Path) -> set[str]:
+    """The digests a manifest or index blob references (nothing for any other blob)."""
+    try:
+        if path.stat().st_size > _MAX_MANIFEST_READ:
+            return set()
+        with path.open("rb") as stream:
+            if stream.read(1) != b"{":  # a layer: not read further
+                return set()
+            data = b"{" + stream.read(_MAX_MANIFEST_READ)
+    except OSError:
+        return set()
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return set()
+    if not isinstance(doc, dict):
+        return set()
+    described = [doc.get("config"), *_as_list(doc.get("layers")), *_as_list(doc.get("manifests"))]
+    return {
+        d["digest"]
+        for d in described
+        if isinstance(d, dict) and isinstance(d.get("digest"), str) and is_valid_digest(d["digest"])
+    }
+
+
+def _as_list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
 
 
 def _is_hex(name: str) -> bool:

@@ -24,13 +24,17 @@ def keeps_cache(params: PullParameters) -> bool:
 
 @contextmanager
 def cache_in_use(params: PullParameters, run: str | None) -> Iterator[CacheLock]:
-    """For the block: the cache's lock held shared (a gc waits for the run, the run waits
-    for a running gc), and the run's record of used blobs opened. The caller may release the
-    lock early (to collect); it is released at the end anyway."""
+    """For the block: a kept cache's lock held shared (a gc waits for the run, the run waits
+    for a running gc; the default ``<bundle>/.tmp`` is no cache and is not locked), and the
+    run's record of used blobs opened. The caller may release the lock early (to collect);
+    it is released at the end anyway."""
     lock = CacheLock(params.work_root())
     if run is not None:
         open_used_blobs(run)
     try:
+        if not params.tmp_dir:  # the default <bundle>/.tmp is no cache: nothing to lock, and
+            yield lock  # nothing is created before the run's first checks (a bad receipt)
+            return
         with lock:
             yield lock
     finally:

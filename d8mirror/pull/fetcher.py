@@ -472,7 +472,9 @@ class ImageFetcher:
         )
 
     def layer_path(self, repository: str, digest: str, size: int) -> Path:
-        """Where layer ``digest`` is in the store; a left-out one is fetched first if missing."""
+        """Where layer ``digest`` is in the store; a left-out one is fetched first if missing.
+        Either way the run used it (its cache gc keeps it: a rerun reads it again)."""
+        self._use(digest)
         if self.omits(digest) and not (self.store.has(digest) and self.store.verified(digest)):
             if self.progress is not None:
                 self.progress.expect({digest: size})
