@@ -24,18 +24,12 @@ from d8mirror.sealed import MAX_SEALED_BYTES, SIDECAR_SUFFIX, check_sealed, side
 from d8mirror.transfer import OciUrl, S3Url, TransferManifest, s3
 from d8mirror.transfer import oci_artifact as oci
 from d8mirror.transfer.manifest import FileEntry, describe_file
-from d8mirror.transfer.urls import sealed_file_location
+from d8mirror.transfer.urls import is_remote, sealed_file_location
 
 from . import runtime
 from .policy import TRANSIENT_RETRIES
 from .transfer import connect, s3_client
 from .transfer_models import TransferAccess, TransferTarget
-
-REMOTE_SCHEMES = ("s3://", "oci://")
-
-
-def is_remote(url: str) -> bool:
-    return url.startswith(REMOTE_SCHEMES)
 
 
 def fetch_receipt(

@@ -210,10 +210,13 @@ def start_without_cache(work_root: Path) -> None:
 
 def check_local_receipt(delta_from: str | None) -> None:
     """A local ``--delta-from`` receipt is verified before Prefect starts (the flow verifies
-    it again, and fetches and verifies a remote one, before pulling anything)."""
-    from tasks.receipts import is_remote
+    it again, and fetches and verifies a remote one, before pulling anything). Imports no
+    Prefect: the command's start-up is not delayed."""
+    if delta_from is None:
+        return
+    from d8mirror.transfer.urls import is_remote
 
-    if delta_from is None or is_remote(delta_from):
+    if is_remote(delta_from):
         return
     from d8mirror.receipt import read_receipt
 

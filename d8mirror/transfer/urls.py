@@ -90,3 +90,12 @@ def parse_transfer_url(url: str) -> TransferUrl:
         f"unsupported transfer URL {url!r}: use s3://BUCKET[/PREFIX] or "
         "oci://REGISTRY/REPOSITORY:TAG"
     )
+
+
+#: URL schemes of the transfer stores (anything else names a local path).
+REMOTE_SCHEMES = ("s3://", "oci://")
+
+
+def is_remote(url: str) -> bool:
+    """Whether ``url`` names a transfer store rather than a local path."""
+    return url.startswith(REMOTE_SCHEMES)
